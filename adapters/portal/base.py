@@ -1,0 +1,58 @@
+"""The one interface every national-portal channel implements, and its outcome types."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+
+@dataclass(frozen=True, slots=True)
+class Submission:
+    """A signed payload ready for one channel; `idempotency_key` is document id + version."""
+
+    channel: str
+    idempotency_key: str
+    document_id: str
+    version: int
+    body: bytes = field(repr=False)
+    content_type: str = "application/json"
+
+
+@dataclass(frozen=True, slots=True)
+class Receipt:
+    """What the portal answered for an accepted submission; archived by the store."""
+
+    transaction_id: str
+    received_at: str
+    result_code: str
+    raw: dict[str, Any] = field(default_factory=dict, repr=False)
+
+
+class PortalError(Exception):
+    """A submission that did not succeed; `reason` is the portal's own words or ours."""
+
+    def __init__(self, reason: str, *, status: int | None = None) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.status = status
+
+
+class TransientPortalError(PortalError):
+    """Worth retrying: 5xx, 429, timeouts, dropped connections, expired tokens."""
+
+    def __init__(self, reason: str, *, status: int | None = None, retry_after: float | None = None) -> None:
+        super().__init__(reason, status=status)
+        self.retry_after = retry_after
+
+
+class PermanentPortalError(PortalError):
+    """Refused for good (4xx with a reason): the document goes to the dead-letter state."""
+
+
+class PortalChannel(Protocol):
+    """One national channel: submit a signed payload, get a receipt or a PortalError."""
+
+    name: str
+
+    async def submit(self, submission: Submission) -> Receipt: ...
+
+    async def close(self) -> None: ...

@@ -1,0 +1,269 @@
+"""All settings in one typed object: one TOML file plus HBGW_-prefixed environment variables.
+
+Environment variables name a setting by its path with `__` between levels, for example
+`HBGW_MLLP__PORT=2576` or `HBGW_PORTAL__BHXH__PASSWORD=...`. Values are parsed as JSON where they
+can be (numbers, booleans, lists), and taken as plain strings otherwise.
+"""
+from __future__ import annotations
+
+import json
+import os
+import tomllib
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
+
+ENV_PREFIX = "HBGW_"
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_default=True)
+
+
+class TlsSettings(_Section):
+    """TLS for a listener; client certificates are required when `client_ca_file` is set."""
+
+    enabled: bool = False
+    cert_file: Path | None = None
+    key_file: Path | None = None
+    client_ca_file: Path | None = None
+    require_client_cert: bool = False
+
+
+class SenderRule(_Section):
+    """One allowed MLLP sender: any field left empty matches anything."""
+
+    address: str = ""  # IP address or CIDR network of the sending host
+    sending_application: str = ""  # MSH-3.1
+    sending_facility: str = ""  # MSH-4.1 (or MSH-4.2, the facility id)
+
+
+class FacilitySettings(_Section):
+    """The facility as the two national portals know it; the two codes are different things."""
+
+    name: str = "Demo hospital (not for production)"
+    bhxh_code: str = "40001"
+    moh_facility_id: str = "4000000000123"
+    tax_code: str = ""
+
+    @field_validator("bhxh_code")
+    @classmethod
+    def _bhxh_code(cls, value: str) -> str:
+        if len(value) != 5 or not value.isalnum():
+            raise ValueError("must be the 5-character BHXH facility code (MACSKCB), not the 13-digit MoH id")
+        return value
+
+    @field_validator("moh_facility_id")
+    @classmethod
+    def _moh_id(cls, value: str) -> str:
+        if len(value) != 13 or not value.isdigit():
+            raise ValueError("must be the 13-digit Ministry of Health facility id, not the BHXH code")
+        return value
+
+
+class MllpSettings(_Section):
+    enabled: bool = True
+    host: str = "127.0.0.1"
+    port: int = Field(2575, ge=0, le=65535)
+    max_message_bytes: int = Field(4 * 1024 * 1024, gt=0)
+    idle_timeout_seconds: float = Field(600.0, gt=0)
+    max_connections: int = Field(256, gt=0)
+    default_charset: str = "utf-8"
+    # Per-sender legacy charset when MSH-18 is empty or wrong, keyed by MSH-3 or MSH-4 (e.g. cp1258).
+    sender_charsets: dict[str, str] = Field(default_factory=dict)
+    allowed_senders: list[SenderRule] = Field(default_factory=list)  # empty: everyone may send
+    tls: TlsSettings = Field(default_factory=TlsSettings)
+
+
+class FhirSender(_Section):
+    """One FHIR client: a bearer token (kept as its SHA-256) or a client-certificate subject CN."""
+
+    name: str
+    token_sha256: str = ""
+    client_cert_cn: str = ""
+
+
+class HttpSettings(_Section):
+    enabled: bool = True
+    host: str = "127.0.0.1"
+    port: int = Field(8080, ge=0, le=65535)
+    max_body_bytes: int = Field(8 * 1024 * 1024, gt=0)
+    tls: TlsSettings = Field(default_factory=TlsSettings)
+    # FHIR clients; empty means no authentication (demo only, logged as a warning at start).
+    fhir_senders: list[FhirSender] = Field(default_factory=list)
+
+
+class StoreSettings(_Section):
+    path: Path = Path("var/gateway.db")
+    # AES-256-GCM key for payloads at rest: base64 of 32 bytes, from a file or HBGW_STORE__ENCRYPTION_KEY.
+    encryption_key_file: Path | None = None
+    encryption_key: SecretStr | None = None
+    group_commit_max_batch: int = Field(512, gt=0)
+    group_commit_max_delay_ms: float = Field(2.0, ge=0)
+    lease_seconds: float = Field(120.0, gt=0)
+    retention_days: float = Field(30.0, gt=0)
+
+
+class PipelineSettings(_Section):
+    workers: int = Field(4, gt=0)
+    mapping_processes: int = Field(1, ge=0)  # 0 maps in a thread of this process
+    poll_interval_seconds: float = Field(0.5, gt=0)
+    backoff_base_seconds: float = Field(2.0, gt=0)
+    backoff_max_seconds: float = Field(600.0, gt=0)
+
+
+class SigningSettings(_Section):
+    """Where the facility's certificate and key come from; `dev` generates a self-signed pair."""
+
+    source: Literal["dev", "pem", "pkcs12", "pkcs11"] = "dev"
+    dev_dir: Path = Path("var/dev-cert")
+    cert_file: Path | None = None
+    key_file: Path | None = None
+    key_password: SecretStr | None = None
+    pkcs12_file: Path | None = None
+    pkcs12_password: SecretStr | None = None
+    pkcs11_module: Path | None = None
+    pkcs11_token_label: str = ""
+    pkcs11_pin: SecretStr | None = None
+    pkcs11_key_label: str = ""
+    pkcs11_cert_file: Path | None = None
+
+
+class ChannelSettings(_Section):
+    """One national channel's endpoint and credentials; every URL path is configurable."""
+
+    enabled: bool = True
+    base_url: str = "http://127.0.0.1:8090"
+    username: str = "demo"
+    password: SecretStr = SecretStr("demo")
+    timeout_seconds: float = Field(30.0, gt=0)
+    max_concurrency: int = Field(4, gt=0)
+    batch_size: int = Field(1, gt=0)
+    ca_bundle: Path | None = None
+    proxy: str = ""
+
+
+class BhxhChannelSettings(ChannelSettings):
+    token_path: str = "/api/token/take"
+    checkin_path: str = "/api/qd130/checkInKcbQd3176"
+    submit_path: str = "/api/qd130/guiHoSoXmlQD3176"
+
+
+class HubChannelSettings(ChannelSettings):
+    login_path: str = "/api/auth/login"
+    push_path: str = "/api/platform/data-sync/push"
+    service_type: str = "100"
+    receiver_id: str = "BYT"
+    txn_type: str = "sync_checkup"
+    message_version: str = "1.0"
+
+
+class PortalSettings(_Section):
+    bhxh: BhxhChannelSettings = Field(default_factory=BhxhChannelSettings)
+    hub: HubChannelSettings = Field(default_factory=HubChannelSettings)
+
+
+class EmulatorSettings(_Section):
+    """The portal emulator started inside `demo`; never in `serve`."""
+
+    enabled: bool = False
+    host: str = "127.0.0.1"
+    port: int = Field(8090, ge=0, le=65535)
+
+
+class LoggingSettings(_Section):
+    level: Literal["debug", "info", "warning", "error"] = "info"
+    format: Literal["json", "console"] = "json"
+
+
+class Settings(_Section):
+    facility: FacilitySettings = Field(default_factory=FacilitySettings)
+    mllp: MllpSettings = Field(default_factory=MllpSettings)
+    http: HttpSettings = Field(default_factory=HttpSettings)
+    store: StoreSettings = Field(default_factory=StoreSettings)
+    pipeline: PipelineSettings = Field(default_factory=PipelineSettings)
+    signing: SigningSettings = Field(default_factory=SigningSettings)
+    portal: PortalSettings = Field(default_factory=PortalSettings)
+    emulator: EmulatorSettings = Field(default_factory=EmulatorSettings)
+    logging: LoggingSettings = Field(default_factory=LoggingSettings)
+
+
+class ConfigError(Exception):
+    """Settings that cannot start the gateway; `problems` holds one line per bad setting."""
+
+    def __init__(self, problems: list[str]) -> None:
+        super().__init__("; ".join(problems))
+        self.problems = problems
+
+
+def _parse_env_value(text: str) -> Any:
+    try:
+        return json.loads(text)
+    except ValueError:
+        return text
+
+
+def _env_overrides(environ: Mapping[str, str]) -> dict[str, Any]:
+    tree: dict[str, Any] = {}
+    for name, value in environ.items():
+        if not name.startswith(ENV_PREFIX) or name == ENV_PREFIX + "CONFIG":
+            continue
+        path = [part.lower() for part in name[len(ENV_PREFIX):].split("__") if part]
+        if not path:
+            continue
+        node = tree
+        for part in path[:-1]:
+            node = node.setdefault(part, {})
+            if not isinstance(node, dict):
+                break
+        else:
+            node[path[-1]] = value if path[-1] in ("password", "encryption_key", "pin") else _parse_env_value(value)
+    return tree
+
+
+def _merge(base: dict[str, Any], override: Mapping[str, Any]) -> dict[str, Any]:
+    merged = dict(base)
+    for key, value in override.items():
+        if isinstance(value, Mapping) and isinstance(merged.get(key), dict):
+            merged[key] = _merge(merged[key], value)
+        else:
+            merged[key] = value
+    return merged
+
+
+def _describe(error: Mapping[str, Any]) -> str:
+    location = ".".join(str(part) for part in error["loc"]) or "(top level)"
+    message = error["msg"]
+    if error["type"] == "extra_forbidden":
+        message = "unknown setting (check the spelling against the example config)"
+    value = error.get("input")
+    shown = "" if isinstance(value, (dict, list)) or value is None or "password" in location or "key" in location else f" (got {value!r})"
+    return f"{location}: {message}{shown}"
+
+
+def load_settings(path: Path | None = None, environ: Mapping[str, str] | None = None) -> Settings:
+    """Read, merge and validate the settings, raising ConfigError with one line per problem."""
+    environ = os.environ if environ is None else environ
+    data: dict[str, Any] = {}
+    if path is not None:
+        try:
+            data = tomllib.loads(Path(path).read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            raise ConfigError([f"config file {path}: not found"]) from None
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError([f"config file {path}: not valid TOML: {exc}"]) from None
+    data = _merge(data, _env_overrides(environ))
+    try:
+        return Settings.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigError([_describe(error) for error in exc.errors()]) from None
+
+
+def demo_settings(environ: Mapping[str, str] | None = None) -> Settings:
+    """The embedded demo defaults: everything on 127.0.0.1, data in ./var, emulator on 8090."""
+    environ = dict(os.environ if environ is None else environ)
+    environ.setdefault("HBGW_EMULATOR__ENABLED", "true")
+    environ.setdefault("HBGW_LOGGING__FORMAT", "console")
+    return load_settings(None, environ)

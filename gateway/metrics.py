@@ -1,0 +1,91 @@
+"""Every Prometheus metric the gateway exports; labels never carry patient data."""
+from __future__ import annotations
+
+import platform
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info, generate_latest
+
+PREFIX = "healthbook_gateway"
+
+# Known label values; anything else is folded into "other" so a bad sender cannot explode cardinality.
+MESSAGE_TYPES = frozenset({
+    "ADT^A01", "ADT^A02", "ADT^A03", "ADT^A04", "ADT^A05", "ADT^A08", "ADT^A11", "ADT^A13", "ADT^A28",
+    "ADT^A31", "ADT^A40", "ORU^R01", "MDM^T02", "VXU^V04",
+    "Bundle", "Patient", "Encounter", "Condition", "Observation", "AllergyIntolerance", "Procedure",
+    "MedicationStatement", "Immunization", "DiagnosticReport", "Composition",
+})
+QUEUE_STATES = ("received", "mapped", "pending", "in_flight", "delivered", "dead", "superseded")
+
+LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)
+
+
+def message_type_label(message_type: str) -> str:
+    """Fold an inbound message type into a bounded label value."""
+    return message_type if message_type in MESSAGE_TYPES else "other"
+
+
+class Metrics:
+    """The gateway's metrics on one registry (a fresh registry per app keeps tests independent)."""
+
+    def __init__(self, registry: CollectorRegistry | None = None, version: str = "0.0.0") -> None:
+        self.registry = registry or CollectorRegistry()
+        r = self.registry
+        self.build_info = Info(f"{PREFIX}_build", "Gateway version and runtime", registry=r)
+        self.build_info.info({"version": version, "python": platform.python_version()})
+
+        self.messages_received = Counter(
+            f"{PREFIX}_messages_received_total", "Inbound messages by source and message type",
+            ["source", "message_type"], registry=r)
+        self.acks = Counter(
+            f"{PREFIX}_acks_total", "Acknowledgements sent, by source and code (AA/AE/AR/CA/CE/CR, HTTP status)",
+            ["source", "code"], registry=r)
+        self.duplicates = Counter(
+            f"{PREFIX}_duplicate_messages_total", "Retransmissions answered with the original acknowledgement",
+            ["source"], registry=r)
+        self.mapping_errors = Counter(
+            f"{PREFIX}_mapping_errors_total", "Inputs refused or dead-lettered by mapping, by reason code",
+            ["source", "reason"], registry=r)
+        self.ack_latency = Histogram(
+            f"{PREFIX}_ack_latency_seconds", "From a whole message read to its durable acknowledgement",
+            ["source"], buckets=LATENCY_BUCKETS, registry=r)
+        self.group_commit_batch = Histogram(
+            f"{PREFIX}_group_commit_batch_size", "Messages committed together in one transaction",
+            buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256, 512), registry=r)
+        self.mllp_connections = Gauge(
+            f"{PREFIX}_mllp_connections", "Open MLLP connections", registry=r)
+        self.mllp_refused = Counter(
+            f"{PREFIX}_mllp_refused_total", "MLLP connections or frames refused, by reason",
+            ["reason"], registry=r)
+
+        self.queue_depth = Gauge(
+            f"{PREFIX}_queue_depth", "Items in the durable store by state", ["queue", "state"], registry=r)
+        self.oldest_pending_age = Gauge(
+            f"{PREFIX}_oldest_pending_age_seconds",
+            "Age of the oldest acknowledged item not yet delivered to the portal", registry=r)
+        self.documents_built = Counter(
+            f"{PREFIX}_documents_built_total", "Health-book document versions built", ["kind"], registry=r)
+
+        self.submissions = Counter(
+            f"{PREFIX}_submissions_total", "Documents accepted by the portal, by channel", ["channel"], registry=r)
+        self.failed_syncs = Counter(
+            f"{PREFIX}_failed_syncs_total", "Documents refused for good (dead-lettered), by channel and reason",
+            ["channel", "reason"], registry=r)
+        self.submit_retries = Counter(
+            f"{PREFIX}_submit_retries_total", "Submissions to retry later, by channel and reason",
+            ["channel", "reason"], registry=r)
+        self.submit_latency = Histogram(
+            f"{PREFIX}_submit_latency_seconds", "Time of one submission attempt to the portal",
+            ["channel"], buckets=LATENCY_BUCKETS, registry=r)
+        self.portal_responses = Counter(
+            f"{PREFIX}_portal_http_responses_total", "HTTP statuses answered by the portal (0: no answer)",
+            ["channel", "status"], registry=r)
+        self.last_success = Gauge(
+            f"{PREFIX}_last_successful_submission_timestamp_seconds",
+            "Unix time of the last document the portal accepted", ["channel"], registry=r)
+        self.certificate_expiry = Gauge(
+            f"{PREFIX}_certificate_expiry_timestamp_seconds",
+            "Unix time when the facility signing certificate expires", registry=r)
+
+    def render(self) -> bytes:
+        """The registry in the Prometheus text exposition format."""
+        return generate_latest(self.registry)
