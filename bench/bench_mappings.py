@@ -7,6 +7,7 @@ import sys
 import time
 from collections.abc import Callable
 from datetime import datetime, timezone
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -47,9 +48,9 @@ def main() -> int:
     messages = hl7_corpus()
     rows: list[tuple[str, str, float, float]] = []
     for name, text in messages.items():
-        rows.append(("screen", name, *per_call_ms(lambda t=text: screen(t), 2000)))
+        rows.append(("screen", name, *per_call_ms(partial(screen, text), 2000)))
     for name, text in messages.items():
-        rows.append(("map_message", name, *per_call_ms(lambda t=text: map_message(t), 30)))
+        rows.append(("map_message", name, *per_call_ms(partial(map_message, text), 30)))
     fragment = map_message(messages["adt_a01_admit.hl7"]).fragments[0]
     rows.append(("assemble", "adt_a01_admit.hl7", *per_call_ms(lambda: assemble(None, fragment), 200)))
     extra_rows(rows, messages)
@@ -79,7 +80,8 @@ def extra_rows(rows: list[tuple[str, str, float, float]], messages: dict[str, st
     rows.append(("build_envelope", "episode (5 messages)",
                  *per_call_ms(lambda: build_envelope(tables, FACILITY, datetime.now(timezone.utc)), 200)))
     check = assemble(None, map_message(messages["oru_r01_health_check.hl7"]).fragments[0])
-    rows.append(("build_checkup", "oru_r01_health_check.hl7", *per_call_ms(lambda: build_checkup(check, FACILITY), 200)))
+    rows.append(("build_checkup", "oru_r01_health_check.hl7",
+                 *per_call_ms(lambda: build_checkup(check, FACILITY), 200)))
 
 
 if __name__ == "__main__":

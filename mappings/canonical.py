@@ -41,10 +41,6 @@ class DocumentView:
                 return str(identifier.get("value", ""))
         return ""
 
-    def by_reference(self, reference: dict[str, Any]) -> dict[str, Any]:
-        target = str(reference.get("reference", "")).removeprefix("urn:uuid:")
-        return next((r for r in self.resources if r["id"] == target), {})
-
 
 def xml_datetime(value: str | None) -> str:
     """A FHIR date/dateTime as yyyyMMddHHmm in Vietnam time; missing parts of a date are zeros."""
@@ -99,7 +95,8 @@ def ethnicity_code(patient: dict[str, Any]) -> str:
 
 
 def first_coding(concept: dict[str, Any] | None) -> dict[str, Any]:
-    return ((concept or {}).get("coding") or [{}])[0]
+    coding: dict[str, Any] = ((concept or {}).get("coding") or [{}])[0]
+    return coding
 
 
 def concept_text(concept: dict[str, Any] | None) -> str:

@@ -120,7 +120,9 @@ def assemble(previous: Document | None, fragment: Fragment) -> Document:
     sections: dict[str, list[str]] = {code: [] for code, _ in SECTIONS}
     for resource in resources:
         sections[_section_of(resource, kind)].append(resource["id"])
-    date = max(fragment.event_time, previous.bundle["timestamp"]) if previous else fragment.event_time
+    date = fragment.event_time
+    if previous and datetime.fromisoformat(previous.bundle["timestamp"]) > datetime.fromisoformat(date):
+        date = previous.bundle["timestamp"]
     version = previous.version + 1 if previous else 1
     composition = _composition(fragment.document_id, kind, date, resources, sections)
     bundle = {

@@ -5,7 +5,7 @@ import hashlib
 from typing import Any
 
 from mappings.fhir_common import as_instant, document_id, resource_id
-from mappings.fhir_in.identity import Identity, identity_issues, identity_of, patient_issues
+from mappings.fhir_in.identity import Identity, identity_issues, patient_issues
 from mappings.fhir_in.rewrite import adopt
 from mappings.fhir_in.single import composition_summary, logical_identity, logical_visit
 from mappings.fhir_validate import resource_issues
@@ -37,7 +37,8 @@ def _errors(issues: list[Issue]) -> bool:
 def map_fhir(resource: dict[str, Any]) -> MappingResult:
     """Turn a FHIR Bundle or single resource into fragments, or issues located by FHIR element path."""
     if not isinstance(resource, dict) or not isinstance(resource.get("resourceType"), str):
-        return MappingResult(issues=(Issue("resourceType", "required", "a FHIR resource with resourceType is required"),))
+        return MappingResult(issues=(Issue("resourceType", "required",
+                                           "a FHIR resource with resourceType is required"),))
     rtype = resource["resourceType"]
     if rtype != "Bundle" and rtype not in SINGLE_TYPES:
         return MappingResult(issues=(Issue(f"{rtype[:40]}", "unsupported-resource",
@@ -126,6 +127,7 @@ def _map_bundle(bundle: dict[str, Any]) -> MappingResult:
         issues.append(Issue("Bundle.entry", "required", "an Encounter (episode) or an Immunization is required"))
     if _errors(issues):
         return MappingResult(issues=tuple(issues))
+    kind: DocumentKind
     if encounters:
         doc_id, kind = _episode_id(encounters[0][1]), "episode"
     else:
@@ -159,6 +161,7 @@ def _map_single(resource: dict[str, Any]) -> MappingResult:
         issues.append(Issue(visit_path, "required", "the episode is named by an Encounter identifier"))
     if _errors(issues):
         return MappingResult(issues=tuple(issues))
+    kind: DocumentKind
     if visit is None:
         doc_id, kind = _immunization_id(identity, [resource]), "immunization"
     else:

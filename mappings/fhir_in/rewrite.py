@@ -51,7 +51,7 @@ def adopt(document_id: str, entries: list[tuple[str, dict[str, Any]]],
         if resource.get("id"):
             targets[f"{resource['resourceType']}/{resource['id']}"] = new_id
     out = []
-    for new_id, (_, resource) in zip(ids, entries):
+    for new_id, (_, resource) in zip(ids, entries, strict=True):
         body = {k: v for k, v in resource.items() if k not in ("id", "meta")}
         out.append({"resourceType": resource["resourceType"], "id": new_id, **rewrite(body, targets)})
     return out

@@ -15,7 +15,8 @@ OBX_STATUS = {"F": "final", "C": "corrected", "P": "preliminary", "R": "prelimin
               "D": "entered-in-error"}
 ALLERGY_CATEGORY = {"DA": "medication", "FA": "food", "EA": "environment", "MA": "environment"}
 ALLERGY_SEVERITY = {"MI": "mild", "MO": "moderate", "SV": "severe"}
-NUMBER = re.compile(r"[+-]?\d+(\.\d+)?")
+RANK = re.compile(r"[1-9][0-9]{0,3}")
+NUMBER = re.compile(r"[+-]?\d+(\.\d+)?", re.ASCII)
 
 
 def _coded(ctx: Context, segment: Segment, field: int) -> dict[str, Any]:
@@ -41,8 +42,8 @@ def condition(ctx: Context, dg1: Segment) -> dict[str, Any]:
     }
     if recorded := fhir_datetime(ctx.c(dg1, 5)):
         resource["recordedDate"] = recorded
-    rank = ctx.c(dg1, 15) if ctx.c(dg1, 15).isdigit() else ctx.c(dg1, 1)
-    if rank.isdigit() and int(rank) > 0:
+    rank = ctx.c(dg1, 15) if RANK.fullmatch(ctx.c(dg1, 15)) else ctx.c(dg1, 1)
+    if RANK.fullmatch(rank):
         resource["extension"] = [{"url": systems.DIAGNOSIS_RANK_EXTENSION, "valuePositiveInt": int(rank)}]
     return resource
 

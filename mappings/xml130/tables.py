@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import base64
 import json
+import re
 import xml.etree.ElementTree as ET
 from datetime import date
 from functools import cache
@@ -14,8 +15,10 @@ from mappings.canonical import DocumentView, concept_text, first_coding, xml_dat
 from mappings.model import Document, FacilityInfo
 from mappings.vn import systems
 
+XML_INVALID = re.compile("[^\t\n\r\x20-\ud7ff\ue000-\ufffd\U00010000-\U0010ffff]")
 XML_DECLARATION = b'<?xml version="1.0" encoding="utf-8"?>\n'
 WEIGHT_LOINC = "29463-7"
+CANCELLED = frozenset({"cancelled", "entered-in-error"})
 
 
 @cache
@@ -34,8 +37,9 @@ def render(table: str, rows: list[dict[str, str]]) -> bytes:
     for row in rows:
         target = ET.SubElement(parent, layout["row"]) if layout["row"] else parent
         for name in layout["fields"]:
-            ET.SubElement(target, name).text = row.get(name, "")
-    return XML_DECLARATION + ET.tostring(root, encoding="utf-8", xml_declaration=False)
+            ET.SubElement(target, name).text = XML_INVALID.sub("", row.get(name, ""))
+    body: bytes = ET.tostring(root, encoding="utf-8", xml_declaration=False)
+    return XML_DECLARATION + body
 
 
 def _rank(condition: dict[str, Any]) -> int:
@@ -131,7 +135,6 @@ def xml1(view: DocumentView, facility: FacilityInfo) -> dict[str, str]:
         "MA_LK": view.document.document_id, "STT": "1", "MA_BN": view.mrn(), "HO_TEN": canonical.name_text(patient),
         "SO_CCCD": view.identifier(systems.CCCD), "NGAY_SINH": xml_datetime(patient.get("birthDate")),
         "GIOI_TINH": canonical.sex_code(patient), "MA_DANTOC": canonical.ethnicity_code(patient),
-        "MA_QUOCTICH": str((patient.get("address") or [{}])[0].get("country", "")),
         "DIA_CHI": canonical.address_text(patient), "MATINH_CU_TRU": canonical.province_code(patient),
         "DIEN_THOAI": str((patient.get("telecom") or [{}])[0].get("value", "")),
         "MA_THE_BHYT": view.identifier(systems.BHYT), "LY_DO_VV": reason,
@@ -157,7 +160,7 @@ def xml4(view: DocumentView) -> list[dict[str, str]]:
         code = first_coding(observation.get("code"))
         rows.append({
             "MA_LK": view.document.document_id, "STT": str(number),
-            "MA_DICH_VU": str(first_coding(report.get("code")).get("code", "")) if report else str(code.get("code", "")),
+            "MA_DICH_VU": str(first_coding(report.get("code") if report else observation.get("code")).get("code", "")),
             "MA_CHI_SO": str(code.get("code", "")), "TEN_CHI_SO": concept_text(observation.get("code")),
             "GIA_TRI": value, "DON_VI_DO": unit, "MO_TA": ranges, "KET_LUAN": interpretation,
             "NGAY_KQ": xml_datetime(report.get("issued") or observation.get("effectiveDateTime")),
@@ -202,10 +205,16 @@ def xml8(view: DocumentView, facility: FacilityInfo) -> dict[str, str]:
 
 
 def build_tables(document: Document, facility: FacilityInfo) -> dict[str, bytes]:
-    """The XML 130 tables that apply to an episode (XML1 and XML8 always, XML4 with labs, XML7 on discharge)."""
+    """The XML 130 tables that apply to an episode (XML1 and XML8 always, XML4 with labs, XML7 on discharge).
+
+    A cancelled episode (A11, or a FHIR Encounter cancelled / entered-in-error) gives no tables: nothing
+    more is sent for it; withdrawing an earlier submission needs a portal call PORTAL_API.md does not name.
+    """
     if document.kind != "episode":
         return {}
     view = DocumentView(document)
+    if view.one("Encounter").get("status") in CANCELLED:
+        return {}
     tables = {"XML1": render("XML1", [xml1(view, facility)])}
     if labs := xml4(view):
         tables["XML4"] = render("XML4", labs)

@@ -2,12 +2,13 @@
 from __future__ import annotations
 
 import hashlib
+import random
 from collections import Counter
 from typing import Any
 
 import pytest
 
-from mappings.hl7v2 import map_message
+from mappings.hl7v2 import map_message, screen
 from mappings.model import Fragment
 from tests.mappings.conftest import corpus_text, hl7_files, replace_field
 
@@ -147,7 +148,8 @@ def test_terminators_give_identical_fragments(admit: str, terminator: str) -> No
 def test_escape_sequences_are_decoded() -> None:
     message = corpus_text("oru_r01_lab.hl7").replace(
         "Rối loạn lipid máu; đề nghị theo dõi đường huyết", "LDL \\T\\ HDL\\.br\\tăng \\F\\ \\S\\ \\E\\")
-    note = next(o for o in of_type(only_fragment(message), "Observation") if o["code"]["coding"][0]["code"] == "18776-5")
+    observations = of_type(only_fragment(message), "Observation")
+    note = next(o for o in observations if o["code"]["coding"][0]["code"] == "18776-5")
     assert note["valueString"] == "LDL & HDL\ntăng | ^ \\"
 
 
@@ -195,6 +197,39 @@ def test_immunization_completion_status(status: str, fhir: str) -> None:
     assert result.issues == ()
     immunization = of_type(result.fragments[0], "Immunization")[0]
     assert immunization["status"] == fhir and immunization["lotNumber"] == "HB260101"
+
+
+@pytest.mark.parametrize(("visit", "expected"), [
+    ("VV26000456", "4000000000123_VV26000456"), ("VV/1", "4000000000123_VV.002F1"),
+    ("VV 1", "4000000000123_VV.00201"), ("VV_1", "4000000000123_VV.005F1"), ("VV.1", "4000000000123_VV.002E1"),
+])
+def test_document_id_is_injective(admit: str, visit: str, expected: str) -> None:
+    assert only_fragment(replace_field(admit, "PV1", 19, visit)).document_id == expected
+
+
+def test_long_visit_number_gives_a_bounded_document_id(admit: str) -> None:
+    ids = {only_fragment(replace_field(admit, "PV1", 19, "V" * 120 + tail)).document_id for tail in "AB"}
+    assert len(ids) == 2 and all(len(i) == 100 for i in ids)
+
+
+def _fuzzed(seed: int) -> str:
+    """A corpus message with a few characters replaced by delimiters, digits, escapes or junk."""
+    rng = random.Random(seed)
+    names = hl7_files()
+    text = list(corpus_text(names[seed % len(names)]))
+    for _ in range(rng.randint(1, 8)):
+        text[rng.randrange(len(text))] = rng.choice("|^~\\&\r\n0123456789AZ ٣²\x00")
+    return "".join(text)
+
+
+@pytest.mark.parametrize("seed", range(200))
+def test_fuzzed_messages_never_raise(seed: int) -> None:
+    message = _fuzzed(seed)
+    result = map_message(message)
+    assert result.fragments == () or result.ok
+    screened = [(i.location, i.code) for i in screen(message) if i.severity == "error"]
+    mapped = [(i.location, i.code) for i in result.issues if i.severity == "error"]
+    assert mapped == screened, "what screen accepts (AA) must map, and for the same reasons when not"
 
 
 def _mutations() -> list[str]:

@@ -108,6 +108,20 @@ def test_times_are_written_in_vietnam_time() -> None:
     assert fields(build_tables(doc, FACILITY)["XML1"])["NGAY_VAO"] == "202603120825"
 
 
+@pytest.mark.parametrize("event", ["A11"])
+def test_cancelled_episode_gives_no_tables(event: str) -> None:
+    admit = corpus_text("adt_a01_admit.hl7")
+    cancel = map_message(replace_field(admit, "MSH", 9, f"ADT^{event}^ADT_A09")).fragments[0]
+    assert build_tables(assemble(document("adt_a01_admit.hl7"), cancel), FACILITY) == {}
+
+
+def test_characters_xml_cannot_carry_are_dropped() -> None:
+    message = corpus_text("mdm_t02_summary.hl7").replace("Bệnh nhân nam", "Bệnh\x01 nhân\x0b nam")
+    doc = assemble(None, map_message(message).fragments[0])
+    summary = fields(build_tables(doc, FACILITY)["XML8"])["QT_BENHLY"]
+    assert summary.startswith("Bệnh nhân nam 41 tuổi")
+
+
 def test_fhir_episode_gives_xml1_and_xml8() -> None:
     with open(CORPUS / "fhir" / "transaction_outpatient_visit.json", encoding="utf-8") as handle:
         bundle = json.load(handle)
