@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 from pathlib import Path
 
@@ -9,6 +10,7 @@ import pytest
 import yaml
 
 from tests.deploy.conftest import DEPLOY, load_yaml, require_tool
+from tests.deploy.test_prometheus import _alert_rules
 from tests.deploy.metric_names import exported_series, names_used, unknown_labels, unknown_names
 
 GRAFANA = DEPLOY / "grafana"
@@ -47,6 +49,13 @@ def test_dashboard_has_the_panels_the_on_call_needs() -> None:
     assert dashboard["uid"] == "healthbook-gateway"
     assert REQUIRED_PANELS <= {panel["title"] for panel in _panels()}
     assert all(panel["targets"] and panel["description"] for panel in _panels())
+
+
+def test_panels_the_alerts_point_to_exist() -> None:
+    descriptions = " ".join(rule["annotations"]["description"] for rule in _alert_rules())
+    named = {name for pair in re.findall(r'"([^"]+)"(?: and "([^"]+)")? panels?\b', descriptions)
+             for name in pair if name}
+    assert named and named <= {panel["title"] for panel in _panels()}
 
 
 def test_panels_pick_the_data_source_from_the_dashboard_variable() -> None:
