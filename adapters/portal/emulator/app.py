@@ -1,14 +1,15 @@
 """The emulator's HTTP face: both national channels on one port, fault injection and control endpoints.
 
 Faults apply to every portal call (every path outside `/_emulator/`), in this order: a 500 (fail_rate), a 429 with Retry-After
-(rate_limit_rate), a slow answer of slow_seconds BEFORE the call is processed (slow_rate), then, after
-processing, a dropped connection with no answer at all (drop_rate), so the portal may have accepted a
-document whose receipt the client never saw. Token expiry: tokens live token_ttl seconds, and
+(rate_limit_rate); then the call is processed, and its answer may come slow_seconds late (slow_rate) or
+never, the connection dropped (drop_rate): either way the portal has accepted a document whose receipt
+the client may never see, the hardest case for exactly-once delivery. Token expiry: tokens live token_ttl seconds, and
 `POST /_emulator/faults {"expire_tokens": true}` revokes every token issued so far.
 """
 from __future__ import annotations
 
 import asyncio
+import math
 from collections.abc import Awaitable, Callable
 from dataclasses import asdict
 from datetime import datetime, timedelta, timezone
@@ -43,13 +44,19 @@ async def inject_faults(request: web.Request, handler: Handler) -> web.StreamRes
     if state.draw(faults.rate_limit_rate):
         state.counters.rate_limited += 1
         return web.json_response({"code": "429", "message": "too many requests"}, status=429,
-                                 headers={"Retry-After": str(int(faults.retry_after))})
-    if state.draw(faults.slow_rate):
-        state.counters.slowed += 1
-        await asyncio.sleep(faults.slow_seconds)
-    response = await handler(request)
+                                 headers={"Retry-After": str(math.ceil(faults.retry_after))})
+    counters = state.counters
+    counters.in_flight += 1
+    counters.max_in_flight = max(counters.max_in_flight, counters.in_flight)
+    try:
+        response = await handler(request)
+        if state.draw(faults.slow_rate):
+            counters.slowed += 1
+            await asyncio.sleep(faults.slow_seconds)
+    finally:
+        counters.in_flight -= 1
     if state.draw(faults.drop_rate) and request.transport is not None:
-        state.counters.dropped += 1
+        counters.dropped += 1
         request.transport.abort()
         raise web.HTTPServiceUnavailable()  # never reaches the client: the connection is gone
     return response
