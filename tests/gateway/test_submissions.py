@@ -75,7 +75,7 @@ def test_episode_becomes_one_signed_bhxh_envelope(signer: Signer) -> None:
 def test_health_check_becomes_one_signed_hub_message(signer: Signer, kind: str) -> None:
     [submission] = build_submissions(document(kind, "KSK-7", 1), FACILITY, signer, PortalSettings(), now=NOW)
     assert (submission.channel, submission.idempotency_key) == ("moh_checkup", "KSK-7:v1")
-    checked = check_hub_message(submission.body, signer.certificate_pem)
+    checked = check_hub_message(json.loads(submission.body), signer.certificate_pem)
     assert checked["header"] == {"sender_id": "4000000000123", "receiver_id": "BYT", "txn_type": "sync_checkup",
                                  "msg_id": "KSK-7:v1", "version": "1.0", "send_date": "2026-11-23T08:15:00Z"}
     assert checked["document"] == {"ma_kham": "KSK-7", "PHAN_LOAI_SK": 2}

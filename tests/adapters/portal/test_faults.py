@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from adapters.portal.base import Submission, TransientPortalError
+from adapters.portal.base import PermanentPortalError, Receipt, Submission, TransientPortalError
 from adapters.portal.bhxh import BhxhChannel
 from adapters.portal.hub import HubChannel
 from gateway.config import BhxhChannelSettings, HubChannelSettings
@@ -153,3 +153,36 @@ async def test_concurrency_cap_is_honoured(portal: Portal, make_hub: Callable[..
         await channel.close()
     assert all(not isinstance(outcome, Exception) for outcome in outcomes)
     assert (await portal.stats())["max_in_flight"] == 2
+
+
+@pytest.fixture
+async def batching_hub(portal: Portal) -> AsyncIterator[HubChannel]:
+    channel = HubChannel(HubChannelSettings(base_url=portal.base_url, username="facility", password="s3cret-pass",
+                                            timeout_seconds=0.5, batch_size=4), Metrics())
+    yield channel
+    await channel.close()
+
+
+async def test_hub_batch_gives_each_message_its_own_outcome(
+        batching_hub: HubChannel, make_hub: Callable[..., Submission], portal: Portal) -> None:
+    submissions = [make_hub(f"KSK-{number}") for number in range(9)]
+    submissions[5] = make_hub("KSK-5", sender_id="123")
+    outcomes = await batching_hub.submit_many(submissions)
+    refused = [index for index, outcome in enumerate(outcomes) if isinstance(outcome, PermanentPortalError)]
+    assert refused == [5] and "13-digit" in outcomes[5].reason  # type: ignore[union-attr]
+    receipts = [outcome for outcome in outcomes if isinstance(outcome, Receipt)]
+    assert len({receipt.transaction_id for receipt in receipts}) == 8
+    stats = await portal.stats()
+    assert (stats["received"], stats["accepted"], stats["rejected"], stats["logins"]) == (9, 8, 1, 1)
+
+
+async def test_hub_batches_under_every_fault_deliver_each_message_exactly_once(
+        batching_hub: HubChannel, make_hub: Callable[..., Submission], portal: Portal) -> None:
+    await batching_hub.submit(make_hub("KSK-WARMUP"))
+    await portal.faults(fail_rate=0.2, rate_limit_rate=0.1, retry_after=0, slow_rate=0.1, slow_seconds=0.8,
+                        drop_rate=0.2, expire_tokens=True)
+    submissions = [make_hub(f"KSK-{number:03d}") for number in range(30)]
+    await deliver_like_the_pipeline(batching_hub, submissions)
+    accepted = (await portal.stats())["accepted_keys"]
+    assert len(accepted) == len(set(accepted)) == 31
+    assert sorted(accepted) == sorted([item.idempotency_key for item in submissions] + ["KSK-WARMUP:v1"])
