@@ -1,0 +1,175 @@
+"""HL7 v2 on the wire: character sets, the MSH header, and acknowledgements with MSA and ERR segments."""
+from __future__ import annotations
+
+import codecs
+import re
+import unicodedata
+from dataclasses import dataclass
+from datetime import datetime, timezone
+
+from mappings.model import Issue
+
+# MSH-18 values (HL7 table 0211) to Python codecs.
+CHARSETS = {
+    "": "", "ASCII": "ascii", "8859/1": "latin-1", "8859/2": "iso8859-2", "8859/15": "iso8859-15",
+    "UNICODE UTF-8": "utf-8", "UNICODE": "utf-8", "UTF-8": "utf-8", "UNICODE UTF-16": "utf-16",
+    "CP1258": "cp1258", "WINDOWS-1258": "cp1258",
+}
+# HL7 table 0357 message error condition codes.
+HL7_ERROR_CODES = {
+    "required": ("101", "Required field missing"),
+    "format": ("102", "Data type error"),
+    "table": ("103", "Table value not found"),
+    "unsupported-message-type": ("200", "Unsupported message type"),
+    "unsupported-event": ("201", "Unsupported event code"),
+    "unsupported-processing-id": ("202", "Unsupported processing id"),
+    "unsupported-version": ("203", "Unsupported version id"),
+}
+_LOCATION = re.compile(r"^(?P<segment>[A-Z][A-Z0-9]{2})(?:-(?P<field>\d+)(?:\.(?P<component>\d+))?)?")
+
+
+class WireError(Exception):
+    """The bytes are not an HL7 v2 message we can even acknowledge properly."""
+
+
+@dataclass(frozen=True, slots=True)
+class MessageHeader:
+    """The MSH fields the listener needs to acknowledge, deduplicate and route; no patient data."""
+
+    field_separator: str
+    encoding_characters: str
+    sending_application: str
+    sending_facility: str
+    receiving_application: str
+    receiving_facility: str
+    message_type: str  # "ADT^A01"
+    control_id: str
+    processing_id: str
+    version: str
+    accept_ack_type: str
+    application_ack_type: str
+    charset: str
+
+    @property
+    def sender(self) -> str:
+        return f"{self.sending_application}|{self.sending_facility}"
+
+    @property
+    def enhanced_mode(self) -> bool:
+        """MSH-15/16 valued means enhanced acknowledgement: commit-level CA/CE/CR."""
+        return bool(self.accept_ack_type or self.application_ack_type)
+
+
+def codec_for(charset_field: str) -> str | None:
+    """The Python codec for an MSH-18 value, or None when unknown."""
+    name = charset_field.split("^")[0].strip().upper()
+    codec = CHARSETS.get(name)
+    if codec is None:
+        try:
+            codec = codecs.lookup(name).name
+        except LookupError:
+            return None
+    return codec
+
+
+def _msh_fields(text: str) -> list[str]:
+    start = text.find("MSH")
+    if start < 0 or len(text) < start + 8:
+        raise WireError("no MSH segment at the start of the message")
+    separator = text[start + 3]
+    segment = re.split(r"\r\n|\r|\n", text[start:], maxsplit=1)[0]
+    return segment.split(separator)
+
+
+def decode(raw: bytes, fallback: str = "utf-8") -> str:
+    """Decode by MSH-18 when it names a known charset, else by the sender's configured fallback.
+
+    The text is NFC-normalised: legacy Vietnamese code pages (cp1258) send combining tone marks,
+    and the same name must compare equal whichever charset it arrived in.
+    """
+    try:
+        fields = _msh_fields(raw.decode("latin-1"))
+    except WireError:
+        return unicodedata.normalize("NFC", raw.decode(fallback, errors="replace"))
+    declared = codec_for(fields[17]) if len(fields) > 17 else ""
+    codec = declared or fallback
+    try:
+        return unicodedata.normalize("NFC", raw.decode(codec))
+    except UnicodeDecodeError:
+        raise WireError(f"message is not valid {codec} (MSH-18 or the sender's configured charset)") from None
+
+
+def parse_header(text: str) -> MessageHeader:
+    """Read MSH; raises WireError when there is no usable MSH."""
+    fields = _msh_fields(text)
+    fields += [""] * (21 - len(fields))
+    encoding = fields[1] or "^~\\&"
+    component = encoding[0]
+    msh9 = fields[8].split(component)
+    message_type = "^".join(part for part in msh9[:2] if part)
+    return MessageHeader(
+        field_separator=text[text.find("MSH") + 3],
+        encoding_characters=encoding,
+        sending_application=fields[2], sending_facility=fields[3],
+        receiving_application=fields[4], receiving_facility=fields[5],
+        message_type=message_type, control_id=fields[9], processing_id=fields[10],
+        version=fields[11].split(component)[0], accept_ack_type=fields[14], application_ack_type=fields[15],
+        charset=fields[17],
+    )
+
+
+def escape(text: str, encoding: str = "^~\\&") -> str:
+    """HL7 escape sequences for text placed inside a field."""
+    component, repetition, escape_char, subcomponent = (encoding + "^~\\&")[:4]
+    out = text.replace(escape_char, f"{escape_char}E{escape_char}")
+    for char, code in (("|", "F"), (component, "S"), (repetition, "R"), (subcomponent, "T")):
+        out = out.replace(char, f"{escape_char}{code}{escape_char}")
+    return out.replace("\r", " ").replace("\n", " ")
+
+
+def _error_location(location: str) -> str:
+    match = _LOCATION.match(location)
+    if not match:
+        return ""
+    parts = [match["segment"], "1"]
+    if match["field"]:
+        parts += [match["field"], "1"]
+        if match["component"]:
+            parts.append(match["component"])
+    return "^".join(parts)
+
+
+def _hl7_error(code: str) -> tuple[str, str]:
+    for prefix, value in HL7_ERROR_CODES.items():
+        if code == prefix or code.startswith(prefix + "-"):
+            return value
+    return ("207", "Application internal error")
+
+
+def build_ack(header: MessageHeader | None, code: str, text: str = "", issues: tuple[Issue, ...] = (),
+              control_id: str = "", now: datetime | None = None) -> str:
+    """An ACK whose MSA echoes the message's control id and whose ERR segments name each failing field."""
+    now = now or datetime.now(timezone.utc)
+    stamp = now.strftime("%Y%m%d%H%M%S%z")
+    enc = header.encoding_characters if header else "^~\\&"
+    sep = header.field_separator if header else "|"
+    event = header.message_type.split("^")[1] if header and "^" in header.message_type else ""
+    msh = [
+        "MSH", enc,
+        header.receiving_application if header else "HBGW", header.receiving_facility if header else "",
+        header.sending_application if header else "", header.sending_facility if header else "",
+        stamp, "", f"ACK^{event}^ACK" if event else "ACK", control_id or f"ACK{stamp}",
+        header.processing_id if header else "P", header.version if header and header.version else "2.5",
+        "", "", "", "", "", header.charset if header else "",
+    ]
+    segments = [sep.join(msh).rstrip(sep),
+                sep.join(["MSA", code, header.control_id if header else "", escape(text, enc)]).rstrip(sep)]
+    for issue in issues:
+        hl7_code, hl7_text = _hl7_error(issue.code)
+        severity = "W" if issue.severity == "warning" else "E"
+        segments.append(sep.join([
+            "ERR", "", _error_location(issue.location), f"{hl7_code}^{hl7_text}^HL70357", severity,
+            f"{escape(issue.code, enc)}^{escape(issue.message, enc)}^HBGW", "", "", escape(
+                f"{issue.location}: {issue.message}", enc),
+        ]))
+    return "\r".join(segments) + "\r"

@@ -1,0 +1,102 @@
+"""The `healthbook-gateway` command: run the gateway, check settings, and operate the queues."""
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from gateway.config import ConfigError, Settings, demo_settings, load_settings
+from gateway.logs import configure_logging
+
+EXIT_CONFIG = 2
+
+
+def _settings(args: argparse.Namespace) -> Settings:
+    return load_settings(Path(args.config) if args.config else None)
+
+
+EXIT_STARTUP = 1
+
+
+def _serve(settings: Settings) -> int:
+    from gateway.app import Gateway  # noqa: PLC0415 (keeps check-config fast)
+    from gateway.encryption import EncryptionKeyError  # noqa: PLC0415
+    from gateway.signing import SigningError  # noqa: PLC0415
+
+    configure_logging(settings.logging.level, settings.logging.format)
+    try:
+        asyncio.run(Gateway(settings).run_until_signalled())
+    except (SigningError, EncryptionKeyError) as exc:
+        print(f"startup error: {exc}", file=sys.stderr)
+        return EXIT_STARTUP
+    except OSError as exc:
+        print(f"startup error: cannot listen or open a file: {exc}", file=sys.stderr)
+        return EXIT_STARTUP
+    return 0
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    return _serve(_settings(args))
+
+
+def cmd_demo(_args: argparse.Namespace) -> int:
+    return _serve(demo_settings())
+
+
+def cmd_check_config(args: argparse.Namespace) -> int:
+    settings = _settings(args)
+    print(f"config OK: MLLP {settings.mllp.host}:{settings.mllp.port}, HTTP {settings.http.host}:{settings.http.port},"
+          f" store {settings.store.path}, signing {settings.signing.source}")
+    return 0
+
+
+def cmd_portal_emulator(args: argparse.Namespace) -> int:
+    from adapters.portal.emulator import main as emulator_main  # noqa: PLC0415
+
+    return emulator_main(["--port", str(args.port), *args.emulator_args])
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    from gateway.queue_admin import queue_status  # noqa: PLC0415
+
+    print(json.dumps(asyncio.run(queue_status(_settings(args))), indent=2))
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="healthbook-gateway", description=__doc__)
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    def with_config(name: str, help_text: str) -> argparse.ArgumentParser:
+        sub = commands.add_parser(name, help=help_text)
+        sub.add_argument("--config", metavar="PATH", help="TOML settings file (HBGW_ variables override it)")
+        return sub
+
+    with_config("serve", "run the gateway").set_defaults(func=cmd_serve)
+    commands.add_parser("demo", help="run with the embedded demo defaults and a local portal emulator"
+                        ).set_defaults(func=cmd_demo)
+    with_config("check-config", "validate settings and print one line per problem").set_defaults(
+        func=cmd_check_config)
+    emulator = commands.add_parser("portal-emulator", help="run the national portal emulator")
+    emulator.add_argument("--port", type=int, default=8090)
+    emulator.add_argument("emulator_args", nargs=argparse.REMAINDER, help="further emulator options")
+    emulator.set_defaults(func=cmd_portal_emulator)
+    with_config("status", "queue counts by state and the oldest pending age").set_defaults(func=cmd_status)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except ConfigError as exc:
+        for problem in exc.problems:
+            print(f"config error: {problem}", file=sys.stderr)
+        return EXIT_CONFIG
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,68 @@
+"""AES-256-GCM for payloads at rest, so a copied database file or backup reveals no health data."""
+from __future__ import annotations
+
+import base64
+import binascii
+import os
+from pathlib import Path
+
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
+from gateway.config import StoreSettings
+from gateway.logs import get_logger
+
+log = get_logger(__name__)
+NONCE_BYTES = 12
+
+
+class EncryptionKeyError(Exception):
+    """The configured payload key is missing or malformed."""
+
+
+class PayloadCipher:
+    """Seals and opens payloads; the associated data binds a ciphertext to its table and row identity."""
+
+    def __init__(self, key: bytes) -> None:
+        if len(key) != 32:
+            raise EncryptionKeyError("store encryption key must be 32 bytes (base64 of 32 random bytes)")
+        self._aead = AESGCM(key)
+
+    def seal(self, plaintext: bytes, associated: bytes) -> bytes:
+        nonce = os.urandom(NONCE_BYTES)
+        return nonce + self._aead.encrypt(nonce, plaintext, associated)
+
+    def open(self, sealed: bytes, associated: bytes) -> bytes:
+        return self._aead.decrypt(sealed[:NONCE_BYTES], sealed[NONCE_BYTES:], associated)
+
+
+def _decode_key(text: str, origin: str) -> bytes:
+    try:
+        key = base64.b64decode(text.strip(), validate=True)
+    except (binascii.Error, ValueError):
+        raise EncryptionKeyError(f"{origin}: not valid base64") from None
+    if len(key) != 32:
+        raise EncryptionKeyError(f"{origin}: must decode to 32 bytes, got {len(key)}")
+    return key
+
+
+def load_cipher(settings: StoreSettings) -> PayloadCipher:
+    """Key from the setting, then the key file, else a new key file beside the database (warned)."""
+    if settings.encryption_key is not None:
+        return PayloadCipher(_decode_key(settings.encryption_key.get_secret_value(), "store.encryption_key"))
+    key_file = key_file_path(settings)
+    if key_file.exists():
+        return PayloadCipher(_decode_key(key_file.read_text(encoding="ascii"), f"store.encryption_key_file {key_file}"))
+    if settings.encryption_key_file is not None:
+        raise EncryptionKeyError(f"store.encryption_key_file {key_file}: not found")
+    key_file.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(key_file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w", encoding="ascii") as handle:
+        handle.write(base64.b64encode(AESGCM.generate_key(bit_length=256)).decode("ascii") + "\n")
+    log.warning("store_key_generated", key_file=str(key_file),
+                advice="back this file up apart from the database; without it stored payloads cannot be read")
+    return load_cipher(settings)
+
+
+def key_file_path(settings: StoreSettings) -> Path:
+    """Where the payload key lives when it is not given directly."""
+    return settings.encryption_key_file or settings.path.parent / "store.key"

@@ -1,0 +1,196 @@
+"""Pipeline workers: inbox -> mapped documents -> signed outbox -> national portal -> stored receipt.
+
+The mapping stage applies messages in the order they were acknowledged (so a patient's documents are
+built in the order produced); mapping itself runs in a worker process, off the event loop, because
+full HL7 parsing is slow. The submission stage makes one attempt per claim; the store's leases make a
+crash at any point re-queue the work, and the idempotency key makes a repeated attempt harmless.
+"""
+from __future__ import annotations
+
+import asyncio
+import json
+import random
+import time
+from collections.abc import Callable, Sequence
+from concurrent.futures import Executor, ProcessPoolExecutor, ThreadPoolExecutor
+from multiprocessing import get_context
+
+from adapters.portal.base import PermanentPortalError, PortalChannel, Submission, TransientPortalError
+from gateway.config import PipelineSettings
+from gateway.logs import correlation, get_logger
+from gateway.metrics import Metrics
+from gateway.store import ClaimedMessage, ClaimedSubmission, Store
+from mappings.document import assemble
+from mappings.fhir_in import map_fhir
+from mappings.hl7v2 import map_message
+from mappings.model import Document, MappingResult
+
+log = get_logger(__name__)
+
+BuildSubmissions = Callable[[Document], list[Submission]]
+MAPPING_BATCH = 32
+
+
+def map_payload(source: str, payload: bytes) -> MappingResult:
+    """Map one stored payload; a top-level function so a worker process can run it."""
+    if source == "fhir":
+        return map_fhir(json.loads(payload))
+    return map_message(payload.decode("utf-8"))
+
+
+def mapping_executor(processes: int) -> Executor:
+    """Worker processes for mapping (forkserver: the gateway has threads, so plain fork is unsafe)."""
+    if processes <= 0:
+        return ThreadPoolExecutor(max_workers=1, thread_name_prefix="mapping")
+    return ProcessPoolExecutor(max_workers=processes, mp_context=get_context("forkserver"))
+
+
+def backoff_delay(attempts: int, settings: PipelineSettings) -> float:
+    """Exponential backoff with equal jitter, capped, so a portal outage is not hammered in lock-step."""
+    ceiling = min(settings.backoff_max_seconds, settings.backoff_base_seconds * 2 ** max(attempts - 1, 0))
+    return ceiling / 2 + random.uniform(0, ceiling / 2)
+
+
+def _summarise(result: MappingResult) -> str:
+    return "; ".join(f"{issue.location} {issue.code}: {issue.message}"
+                     for issue in result.issues if issue.severity == "error")
+
+
+class Pipeline:
+    """The workers behind the listeners; start() and stop() are the whole lifecycle."""
+
+    def __init__(self, store: Store, metrics: Metrics, settings: PipelineSettings,
+                 build_submissions: BuildSubmissions, channels: dict[str, PortalChannel],
+                 executor: Executor) -> None:
+        self._store = store
+        self._metrics = metrics
+        self._settings = settings
+        self._build_submissions = build_submissions
+        self._channels = channels
+        self._executor = executor
+        self._tasks: list[asyncio.Task[None]] = []
+        self._stopping = asyncio.Event()
+
+    async def start(self) -> None:
+        self._tasks.append(asyncio.create_task(self._mapping_loop(), name="pipeline-mapping"))
+        for number in range(self._settings.workers):
+            self._tasks.append(asyncio.create_task(self._submission_loop(), name=f"pipeline-submit-{number}"))
+
+    async def stop(self) -> None:
+        """Finish the steps in progress, then stop; unfinished work stays leased and is re-queued."""
+        self._stopping.set()
+        self._store.inbox_ready.set()
+        self._store.outbox_ready.set()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        self._tasks.clear()
+        self._executor.shutdown(wait=True, cancel_futures=True)
+
+    async def _wait(self, event: asyncio.Event) -> None:
+        try:
+            await asyncio.wait_for(event.wait(), self._settings.poll_interval_seconds)
+        except TimeoutError:
+            pass
+        event.clear()
+
+    # ---- mapping -------------------------------------------------------------------------------
+
+    async def _mapping_loop(self) -> None:
+        while not self._stopping.is_set():
+            try:
+                messages = await self._store.claim_messages(MAPPING_BATCH)
+                if not messages:
+                    await self._wait(self._store.inbox_ready)
+                    continue
+                await self._map_batch(messages)
+            except Exception:
+                log.exception("mapping_stage_error")
+                await asyncio.sleep(self._settings.poll_interval_seconds)
+
+    async def _map_batch(self, messages: Sequence[ClaimedMessage]) -> None:
+        loop = asyncio.get_running_loop()
+        futures = [loop.run_in_executor(self._executor, map_payload, m.source, m.payload) for m in messages]
+        results = await asyncio.gather(*futures, return_exceptions=True)
+        for message, result in zip(messages, results):
+            with correlation(message.correlation_id, source=message.source):
+                await self._apply(message, result)
+
+    async def _apply(self, message: ClaimedMessage, result: MappingResult | BaseException) -> None:
+        if isinstance(result, BaseException):
+            log.error("mapping_crashed", message_id=message.id, error=type(result).__name__)
+            self._metrics.mapping_errors.labels(message.source, "internal-error").inc()
+            await self._store.dead_letter_message(message.id, f"internal mapping error: {type(result).__name__}")
+            return
+        if not result.ok:
+            for issue in result.issues:
+                self._metrics.mapping_errors.labels(message.source, issue.code).inc()
+            log.warning("mapping_refused", message_id=message.id,
+                        problems=[f"{i.location} {i.code}" for i in result.issues if i.severity == "error"])
+            await self._store.dead_letter_message(message.id, _summarise(result))
+            return
+        documents: dict[str, Document] = {}
+        submissions: list[Submission] = []
+        for fragment in result.fragments:
+            previous = documents.get(fragment.document_id) or await self._store.latest_document(fragment.document_id)
+            document = assemble(previous, fragment)
+            documents[document.document_id] = document
+            self._metrics.documents_built.labels(document.kind).inc()
+        for document in documents.values():
+            submissions.extend(self._build_submissions(document))
+        await self._store.commit_mapping(message.id, list(documents.values()), submissions)
+        log.info("message_mapped", message_id=message.id, documents=len(documents), submissions=len(submissions))
+
+    # ---- submission ----------------------------------------------------------------------------
+
+    async def _submission_loop(self) -> None:
+        while not self._stopping.is_set():
+            try:
+                claimed = await self._store.claim_submissions(1)
+                if not claimed:
+                    await self._wait(self._store.outbox_ready)
+                    continue
+                await self._deliver(claimed[0])
+            except Exception:
+                log.exception("submission_stage_error")
+                await asyncio.sleep(self._settings.poll_interval_seconds)
+
+    async def _deliver(self, item: ClaimedSubmission) -> None:
+        submission = item.submission
+        channel = self._channels.get(submission.channel)
+        with correlation(submission.idempotency_key, channel=submission.channel):
+            if channel is None:
+                await self._retry(item, None, "channel_disabled", f"channel {submission.channel} is disabled")
+                return
+            try:
+                receipt = await channel.submit(submission)
+            except TransientPortalError as exc:
+                await self._retry(item, exc.retry_after, _reason(exc), exc.reason)
+            except PermanentPortalError as exc:
+                self._metrics.failed_syncs.labels(submission.channel, _reason(exc)).inc()
+                log.error("submission_dead_lettered", outbox_id=item.id, status=exc.status, reason=exc.reason)
+                await self._store.dead_letter_submission(item.id, exc.reason)
+            except Exception as exc:  # an unexpected client failure must not lose the document
+                log.exception("submission_unexpected_error", outbox_id=item.id)
+                await self._retry(item, None, "client_error", f"unexpected {type(exc).__name__}")
+            else:
+                await self._store.mark_delivered(item.id, receipt)
+                self._metrics.submissions.labels(submission.channel).inc()
+                self._metrics.last_success.labels(submission.channel).set(time.time())
+                log.info("submission_delivered", outbox_id=item.id, transaction_id=receipt.transaction_id,
+                         attempts=item.attempts)
+            self._store.outbox_ready.set()
+
+    async def _retry(self, item: ClaimedSubmission, retry_after: float | None, label: str, detail: str) -> None:
+        """Schedule another attempt: the portal's Retry-After when it gave one, else backoff with jitter."""
+        delay = retry_after if retry_after is not None else backoff_delay(item.attempts, self._settings)
+        self._metrics.submit_retries.labels(item.submission.channel, label).inc()
+        log.warning("submission_retry", outbox_id=item.id, attempts=item.attempts, delay_seconds=round(delay, 2),
+                    reason=label)
+        await self._store.schedule_retry(item.id, delay, detail)
+
+
+def _reason(exc: Exception) -> str:
+    """A bounded label for a portal failure: the HTTP status class, never free text."""
+    status = getattr(exc, "status", None)
+    if status:
+        return f"http_{status}"
+    return "no_answer" if isinstance(exc, TransientPortalError) else "rejected"

@@ -1,0 +1,318 @@
+"""The durable store: inbox, documents, outbox and receipts in one SQLite file (WAL, synchronous=FULL).
+
+Every write runs on one dedicated thread holding the only writing connection, one transaction per call,
+so writers never wait on SQLite's lock and a group-commit batch costs one thread hop and one fsync.
+Reads use a separate aiosqlite connection, which WAL lets run beside the writer.
+"""
+from __future__ import annotations
+
+import asyncio
+import json
+import sqlite3
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, TypeVar
+
+import aiosqlite
+
+from adapters.portal.base import Receipt, Submission
+from gateway.encryption import PayloadCipher
+from gateway.store.schema import migrate
+from mappings.model import Document
+
+T = TypeVar("T")
+_STOP = object()
+
+
+@dataclass(frozen=True, slots=True)
+class Inbound:
+    """A message to keep durably; `ack` is what goes back now and on every retransmission."""
+
+    source: str
+    sender: str
+    control_id: str
+    message_type: str
+    correlation_id: str
+    payload: bytes
+    ack: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class Stored:
+    message_id: int
+    ack: bytes
+    duplicate: bool
+
+
+@dataclass(frozen=True, slots=True)
+class ClaimedMessage:
+    id: int
+    source: str
+    message_type: str
+    correlation_id: str
+    received_at: float
+    payload: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class ClaimedSubmission:
+    id: int
+    submission: Submission
+    attempts: int
+    first_received_at: float
+
+
+def _connect_writer(path: Path) -> sqlite3.Connection:
+    connection = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+    connection.execute("PRAGMA journal_mode=WAL")
+    connection.execute("PRAGMA synchronous=FULL")
+    connection.execute("PRAGMA foreign_keys=ON")
+    connection.execute("PRAGMA busy_timeout=10000")
+    migrate(connection)
+    return connection
+
+
+class Store:
+    """Durable queues with leases, so a crash at any point re-queues work instead of losing it."""
+
+    def __init__(self, path: Path, cipher: PayloadCipher, *, lease_seconds: float = 120.0,
+                 max_batch: int = 512, on_batch: Callable[[int], None] | None = None) -> None:
+        self.path = Path(path)
+        self._cipher = cipher
+        self._lease = lease_seconds
+        self._max_batch = max_batch
+        self._on_batch = on_batch
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="store-writer")
+        self._writer: sqlite3.Connection | None = None
+        self._reader: aiosqlite.Connection | None = None
+        self._queue: asyncio.Queue[Any] = asyncio.Queue()
+        self._group_commit: asyncio.Task[None] | None = None
+        self.inbox_ready = asyncio.Event()  # set when messages were committed
+        self.outbox_ready = asyncio.Event()  # set when submissions were queued
+
+    async def open(self) -> Store:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        loop = asyncio.get_running_loop()
+        self._writer = await loop.run_in_executor(self._executor, _connect_writer, self.path)
+        self._reader = await aiosqlite.connect(self.path)
+        await self._reader.execute("PRAGMA busy_timeout=10000")
+        self._group_commit = asyncio.create_task(self._group_commit_loop(), name="store-group-commit")
+        return self
+
+    async def close(self) -> None:
+        if self._group_commit is not None:
+            await self._queue.put(_STOP)
+            await self._group_commit
+            self._group_commit = None
+        if self._reader is not None:
+            await self._reader.close()
+            self._reader = None
+        if self._writer is not None:
+            await asyncio.get_running_loop().run_in_executor(self._executor, self._writer.close)
+            self._writer = None
+        self._executor.shutdown(wait=True)
+
+    async def _write(self, fn: Callable[..., T], *args: Any) -> T:
+        """Run fn(connection, *args) in one IMMEDIATE transaction on the writer thread."""
+        def transaction() -> T:
+            assert self._writer is not None
+            self._writer.execute("BEGIN IMMEDIATE")
+            try:
+                result = fn(self._writer, *args)
+            except BaseException:
+                self._writer.execute("ROLLBACK")
+                raise
+            self._writer.execute("COMMIT")
+            return result
+        return await asyncio.get_running_loop().run_in_executor(self._executor, transaction)
+
+    async def _read(self, sql: str, params: tuple[Any, ...] = ()) -> list[sqlite3.Row]:
+        assert self._reader is not None
+        async with self._reader.execute(sql, params) as cursor:
+            return list(await cursor.fetchall())
+
+    # ---- inbox: group commit -------------------------------------------------------------------
+
+    async def store_inbound(self, inbound: Inbound) -> Stored:
+        """Return only once the message is on disk (or was already): the caller may then acknowledge."""
+        future: asyncio.Future[Stored] = asyncio.get_running_loop().create_future()
+        await self._queue.put((inbound, future))
+        return await future
+
+    async def _group_commit_loop(self) -> None:
+        stopping = False
+        while not stopping:
+            batch = [await self._queue.get()]
+            while len(batch) < self._max_batch and not self._queue.empty():
+                batch.append(self._queue.get_nowait())
+            if _STOP in batch:
+                stopping = True
+                batch = [item for item in batch if item is not _STOP]
+            if not batch:
+                continue
+            try:
+                results = await self._write(self._insert_messages, [inbound for inbound, _ in batch])
+            except Exception as exc:  # the disk refused: every waiter hears it, none is acknowledged
+                for _, future in batch:
+                    if not future.done():
+                        future.set_exception(exc)
+                continue
+            for (_, future), result in zip(batch, results):
+                if not future.done():
+                    future.set_result(result)
+            if self._on_batch is not None:
+                self._on_batch(len(batch))
+            self.inbox_ready.set()
+
+    def _insert_messages(self, db: sqlite3.Connection, batch: list[Inbound]) -> list[Stored]:
+        now = time.time()
+        results = []
+        for item in batch:
+            row = db.execute(
+                "INSERT INTO messages (source, sender, control_id, message_type, correlation_id, received_at,"
+                " state, payload, ack) VALUES (?, ?, ?, ?, ?, ?, 'received', ?, ?)"
+                " ON CONFLICT (source, sender, control_id) DO NOTHING RETURNING id",
+                (item.source, item.sender, item.control_id, item.message_type, item.correlation_id, now,
+                 self._cipher.seal(item.payload, b"messages"), item.ack),
+            ).fetchone()
+            if row is not None:
+                results.append(Stored(row[0], item.ack, duplicate=False))
+                continue
+            existing = db.execute(
+                "SELECT id, ack FROM messages WHERE source = ? AND sender = ? AND control_id = ?",
+                (item.source, item.sender, item.control_id),
+            ).fetchone()
+            results.append(Stored(existing[0], bytes(existing[1]), duplicate=True))
+        return results
+
+    # ---- inbox: mapping stage ------------------------------------------------------------------
+
+    async def claim_messages(self, limit: int) -> list[ClaimedMessage]:
+        """Lease received messages in arrival order; an expired lease (a crash) makes them claimable again."""
+        def claim(db: sqlite3.Connection) -> list[tuple[Any, ...]]:
+            now = time.time()
+            return db.execute(
+                "UPDATE messages SET lease_until = ?, attempts = attempts + 1 WHERE id IN ("
+                " SELECT id FROM messages WHERE state = 'received' AND lease_until < ? ORDER BY id LIMIT ?)"
+                " RETURNING id, source, message_type, correlation_id, received_at, payload",
+                (now + self._lease, now, limit),
+            ).fetchall()
+        rows = await self._write(claim)
+        claimed = [ClaimedMessage(r[0], r[1], r[2], r[3], r[4], self._cipher.open(r[5], b"messages")) for r in rows]
+        return sorted(claimed, key=lambda message: message.id)
+
+    async def latest_document(self, document_id: str) -> Document | None:
+        rows = await self._read(
+            "SELECT version, kind, patient_key, bundle FROM documents WHERE document_id = ?"
+            " ORDER BY version DESC LIMIT 1", (document_id,))
+        if not rows:
+            return None
+        version, kind, patient_key, sealed = rows[0]
+        bundle = json.loads(self._cipher.open(sealed, b"documents")) if sealed is not None else None
+        if bundle is None:
+            return Document(document_id, version, kind, patient_key, {})
+        return Document(document_id, version, kind, patient_key, bundle)
+
+    async def commit_mapping(self, message_id: int, documents: list[Document],
+                             submissions: list[Submission]) -> None:
+        """Save new document versions and their outbox rows, and finish the message, all or nothing."""
+        def commit(db: sqlite3.Connection) -> None:
+            now = time.time()
+            (received_at,) = db.execute("SELECT received_at FROM messages WHERE id = ?", (message_id,)).fetchone()
+            patients = {}
+            for document in documents:
+                patients[(document.document_id, document.version)] = document.patient_key
+                db.execute(
+                    "INSERT INTO documents (document_id, version, kind, patient_key, message_id, created_at, bundle)"
+                    " VALUES (?, ?, ?, ?, ?, ?, ?)",
+                    (document.document_id, document.version, document.kind, document.patient_key, message_id, now,
+                     self._cipher.seal(json.dumps(document.bundle, ensure_ascii=False).encode(), b"documents")))
+            for item in submissions:
+                db.execute(
+                    "UPDATE outbox SET state = 'superseded', finished_at = ?, reason = 'replaced by version ' || ?"
+                    " WHERE document_id = ? AND channel = ? AND version < ? AND state = 'pending'",
+                    (now, item.version, item.document_id, item.channel, item.version))
+                db.execute(
+                    "INSERT INTO outbox (channel, idempotency_key, document_id, version, patient_key, content_type,"
+                    " first_received_at, created_at, state, next_attempt_at, body)"
+                    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, 'pending', ?, ?) ON CONFLICT (channel, idempotency_key) DO NOTHING",
+                    (item.channel, item.idempotency_key, item.document_id, item.version,
+                     patients[(item.document_id, item.version)], item.content_type, received_at, now, now,
+                     self._cipher.seal(item.body, b"outbox")))
+            db.execute("UPDATE messages SET state = 'mapped', finished_at = ?, lease_until = 0 WHERE id = ?",
+                       (now, message_id))
+        await self._write(commit)
+        self.outbox_ready.set()
+
+    async def dead_letter_message(self, message_id: int, reason: str) -> None:
+        """Park a message that cannot become a record, with the reason an operator needs to fix it."""
+        await self._write(lambda db: db.execute(
+            "UPDATE messages SET state = 'dead', reason = ?, finished_at = ?, lease_until = 0 WHERE id = ?",
+            (reason, time.time(), message_id)))
+
+    # ---- outbox: submission stage --------------------------------------------------------------
+
+    async def claim_submissions(self, limit: int) -> list[ClaimedSubmission]:
+        """Lease due submissions, never one whose patient still has an earlier one undelivered."""
+        def claim(db: sqlite3.Connection) -> list[tuple[Any, ...]]:
+            now = time.time()
+            return db.execute(
+                "UPDATE outbox SET state = 'in_flight', lease_until = ?, attempts = attempts + 1 WHERE id IN ("
+                " SELECT o.id FROM outbox o"
+                " WHERE ((o.state = 'pending' AND o.next_attempt_at <= ?) OR (o.state = 'in_flight' AND o.lease_until < ?))"
+                " AND NOT EXISTS (SELECT 1 FROM outbox e WHERE e.patient_key = o.patient_key AND e.id < o.id"
+                "   AND e.state IN ('pending', 'in_flight'))"
+                " ORDER BY o.id LIMIT ?)"
+                " RETURNING id, channel, idempotency_key, document_id, version, content_type, body, attempts,"
+                " first_received_at",
+                (now + self._lease, now, now, limit),
+            ).fetchall()
+        rows = await self._write(claim)
+        claimed = [
+            ClaimedSubmission(
+                r[0], Submission(r[1], r[2], r[3], r[4], self._cipher.open(r[6], b"outbox"), r[5]), r[7], r[8])
+            for r in rows
+        ]
+        return sorted(claimed, key=lambda item: item.id)
+
+    async def mark_delivered(self, outbox_id: int, receipt: Receipt) -> None:
+        """Record the portal's acceptance and archive its receipt (the portal keeps results only 60 days)."""
+        def deliver(db: sqlite3.Connection) -> None:
+            now = time.time()
+            db.execute("UPDATE outbox SET state = 'delivered', finished_at = ?, lease_until = 0, reason = NULL"
+                       " WHERE id = ?", (now, outbox_id))
+            db.execute(
+                "INSERT OR REPLACE INTO receipts (outbox_id, channel, transaction_id, received_at, result_code, raw,"
+                " archived_at) SELECT id, channel, ?, ?, ?, ?, ? FROM outbox WHERE id = ?",
+                (receipt.transaction_id, receipt.received_at, receipt.result_code,
+                 json.dumps(receipt.raw, ensure_ascii=False), now, outbox_id))
+        await self._write(deliver)
+
+    async def schedule_retry(self, outbox_id: int, delay_seconds: float, reason: str) -> None:
+        await self._write(lambda db: db.execute(
+            "UPDATE outbox SET state = 'pending', next_attempt_at = ?, lease_until = 0, reason = ? WHERE id = ?",
+            (time.time() + delay_seconds, reason, outbox_id)))
+
+    async def dead_letter_submission(self, outbox_id: int, reason: str) -> None:
+        await self._write(lambda db: db.execute(
+            "UPDATE outbox SET state = 'dead', reason = ?, finished_at = ?, lease_until = 0 WHERE id = ?",
+            (reason, time.time(), outbox_id)))
+
+    # ---- observation ---------------------------------------------------------------------------
+
+    async def queue_depths(self) -> dict[tuple[str, str], int]:
+        """Counts by (queue, state), for the queue-depth gauge and `status`."""
+        rows = await self._read(
+            "SELECT 'inbox', state, count(*) FROM messages GROUP BY state"
+            " UNION ALL SELECT 'outbox', state, count(*) FROM outbox GROUP BY state")
+        return {(queue, state): count for queue, state, count in rows}
+
+    async def oldest_pending_received_at(self) -> float | None:
+        """When the oldest acknowledged, not yet delivered item was acknowledged."""
+        rows = await self._read(
+            "SELECT min(t) FROM (SELECT min(received_at) AS t FROM messages WHERE state = 'received'"
+            " UNION ALL SELECT min(first_received_at) FROM outbox WHERE state IN ('pending', 'in_flight'))")
+        return rows[0][0] if rows else None

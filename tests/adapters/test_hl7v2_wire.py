@@ -1,0 +1,57 @@
+"""HL7 v2 wire helpers: charsets, MSH, and ACKs whose ERR segments name the failing field."""
+from __future__ import annotations
+
+import pytest
+
+from adapters.hl7v2_wire import WireError, build_ack, codec_for, decode, escape, parse_header
+from mappings.model import Issue
+from tests.conftest import corpus_hl7
+
+
+def test_header_of_a_corpus_message() -> None:
+    header = parse_header(corpus_hl7("oru_r01_lab.hl7"))
+    assert header.message_type == "ORU^R01" and header.control_id == "LAB7788001"
+    assert header.sender == "LIS_BVDK|BVDK_NGHEAN^4000000000123^L"
+    assert header.enhanced_mode and header.accept_ack_type == "AL"
+    assert codec_for(header.charset) == "utf-8"
+
+
+@pytest.mark.parametrize("msh18, codec", [("UNICODE UTF-8", "utf-8"), ("8859/1", "latin-1"), ("", None),
+                                          ("CP1258", "cp1258"), ("NOT-A-CHARSET", None)])
+def test_charset_names(msh18: str, codec: str | None) -> None:
+    assert (codec_for(msh18) or None) == codec
+
+
+def test_legacy_vietnamese_charset_decodes_to_composed_unicode() -> None:
+    legacy = "MSH|^~\\&|OLDHIS|BV|||20260101||ADT^A01|1|P|2.3\rPID|1||X||Nguy\u00ea\u0303n^V\u0103n\r"
+    decoded = decode(legacy.encode("cp1258"), "cp1258")  # cp1258 carries the tone as a combining mark
+    assert "Nguyễn^Văn" in decoded
+
+
+def test_bytes_that_do_not_match_the_declared_charset_are_refused() -> None:
+    with pytest.raises(WireError, match="utf-8"):
+        decode(b"MSH|^~\\&|A|B|||2026||ADT^A01|1|P|2.5||||||UNICODE UTF-8\rPID|\xff\xfe\r", "cp1258")
+
+
+def test_text_without_msh_has_no_header() -> None:
+    with pytest.raises(WireError):
+        parse_header("PID|1||X")
+
+
+def test_ack_names_every_failing_field_and_escapes_text() -> None:
+    header = parse_header(corpus_hl7("invalid_cccd_mismatch.hl7"))
+    ack = build_ack(header, "AE", "identity", (
+        Issue("PID-3", "cccd-birth-mismatch", "CCCD birth year does not agree with PID-7"),
+        Issue("PID-7.1", "required", "birth date is required | really"),
+    ))
+    segments = ack.split("\r")
+    assert segments[0].startswith("MSH|^~\\&|HBGW|BYT|HIS_BVDK|BVDK_NGHEAN^4000000000123^L|")
+    assert "|ACK^A04^ACK|" in segments[0]
+    assert segments[1] == "MSA|AE|MSG000140|identity"
+    assert segments[2].startswith("ERR||PID^1^3^1|207^Application internal error^HL70357|E|cccd-birth-mismatch^")
+    assert segments[3].startswith("ERR||PID^1^7^1^1|101^Required field missing^HL70357|E|")
+    assert "\\F\\ really" in segments[3]
+
+
+def test_escape_round_trip_characters() -> None:
+    assert escape("a|b^c~d\\e&f") == "a\\F\\b\\S\\c\\R\\d\\E\\e\\T\\f"

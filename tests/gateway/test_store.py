@@ -1,0 +1,135 @@
+"""The durable store on real SQLite files: group commit, dedup, leases, ordering, supersede, encryption."""
+from __future__ import annotations
+
+import asyncio
+import base64
+import os
+import sqlite3
+from pathlib import Path
+
+import pytest
+
+from adapters.portal.base import Receipt, Submission
+from gateway.encryption import PayloadCipher
+from gateway.store import Inbound, Store
+from mappings.model import Document
+
+
+def cipher() -> PayloadCipher:
+    return PayloadCipher(b"k" * 32)
+
+
+def inbound(control_id: str, payload: bytes = b"MSH|payload", ack: bytes = b"ACK") -> Inbound:
+    return Inbound("mllp", "HIS|BV", control_id, "ADT^A01", "cid", payload, ack)
+
+
+def document(doc_id: str, version: int, patient: str = "p1") -> Document:
+    return Document(doc_id, version, "episode", patient, {"resourceType": "Bundle", "id": f"{doc_id}-{version}"})
+
+
+def submission(doc_id: str, version: int, channel: str = "bhxh_xml130") -> Submission:
+    return Submission(channel, f"{doc_id}:v{version}", doc_id, version, b"<signed/>", "application/xml")
+
+
+@pytest.fixture
+async def store(tmp_path: Path):
+    s = await Store(tmp_path / "gw.db", cipher(), lease_seconds=60).open()
+    yield s
+    await s.close()
+
+
+async def test_concurrent_messages_share_commits_and_all_survive(tmp_path: Path) -> None:
+    batches: list[int] = []
+    store = await Store(tmp_path / "gw.db", cipher(), on_batch=batches.append).open()
+    results = await asyncio.gather(*(store.store_inbound(inbound(f"C{i}")) for i in range(200)))
+    await store.close()
+    assert len({r.message_id for r in results}) == 200
+    assert sum(batches) == 200 and len(batches) < 200  # group commit: fewer transactions than messages
+    with sqlite3.connect(tmp_path / "gw.db") as db:
+        assert db.execute("SELECT count(*) FROM messages").fetchone()[0] == 200
+        assert db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+
+
+async def test_retransmission_returns_original_ack_and_stores_once(store: Store) -> None:
+    first = await store.store_inbound(inbound("C1", ack=b"ORIGINAL"))
+    again = await store.store_inbound(inbound("C1", ack=b"NEW"))
+    assert not first.duplicate and again.duplicate
+    assert again.ack == b"ORIGINAL" and again.message_id == first.message_id
+    assert (await store.queue_depths())[("inbox", "received")] == 1
+
+
+async def test_payload_is_encrypted_at_rest(tmp_path: Path, store: Store) -> None:
+    await store.store_inbound(inbound("C1", payload=b"PID|||040085012345"))
+    raw = (tmp_path / "gw.db").read_bytes() + (tmp_path / "gw.db-wal").read_bytes()
+    assert b"040085012345" not in raw
+    [claimed] = await store.claim_messages(10)
+    assert claimed.payload == b"PID|||040085012345"
+
+
+async def test_claimed_message_is_leased_and_requeued_after_lease_expiry(tmp_path: Path) -> None:
+    store = await Store(tmp_path / "gw.db", cipher(), lease_seconds=0.05).open()
+    await store.store_inbound(inbound("C1"))
+    assert len(await store.claim_messages(10)) == 1
+    assert await store.claim_messages(10) == []  # leased
+    await asyncio.sleep(0.1)
+    again = await store.claim_messages(10)  # the worker "crashed": the lease ran out
+    await store.close()
+    assert len(again) == 1
+
+
+async def test_mapping_commit_creates_outbox_and_supersedes_older_pending_version(store: Store) -> None:
+    stored = await store.store_inbound(inbound("C1"))
+    await store.commit_mapping(stored.message_id, [document("D1", 1)], [submission("D1", 1)])
+    second = await store.store_inbound(inbound("C2"))
+    await store.commit_mapping(second.message_id, [document("D1", 2)], [submission("D1", 2)])
+    depths = await store.queue_depths()
+    assert depths[("outbox", "superseded")] == 1 and depths[("outbox", "pending")] == 1
+    [claimed] = await store.claim_submissions(10)
+    assert claimed.submission.version == 2 and claimed.submission.body == b"<signed/>"
+    latest = await store.latest_document("D1")
+    assert latest is not None and latest.version == 2 and latest.bundle["id"] == "D1-2"
+
+
+async def test_one_patient_is_delivered_in_order_others_are_not_held_up(store: Store) -> None:
+    stored = await store.store_inbound(inbound("C1"))
+    await store.commit_mapping(
+        stored.message_id,
+        [document("A", 1, "p1"), document("B", 1, "p1"), document("C", 1, "p2")],
+        [submission("A", 1), submission("B", 1), submission("C", 1)])
+    first = await store.claim_submissions(10)
+    assert [c.submission.document_id for c in first] == ["A", "C"]  # B waits for A (same patient)
+    await store.schedule_retry(first[0].id, 0, "http_500")
+    assert [c.submission.document_id for c in await store.claim_submissions(10)] == ["A"]  # retried, B still waits
+    await store.mark_delivered(first[0].id, Receipt("T1", "2026-03-12T08:30:00+07:00", "000"))
+    assert [c.submission.document_id for c in await store.claim_submissions(10)] == ["B"]
+
+
+async def test_delivery_archives_receipt_and_dead_letter_keeps_reason(tmp_path: Path, store: Store) -> None:
+    stored = await store.store_inbound(inbound("C1"))
+    await store.commit_mapping(stored.message_id, [document("A", 1, "p1"), document("B", 1, "p2")],
+                               [submission("A", 1), submission("B", 1)])
+    a, b = await store.claim_submissions(10)
+    await store.mark_delivered(a.id, Receipt("TX-42", "202603120830", "000", {"maKetQua": "000"}))
+    await store.dead_letter_submission(b.id, "MA_LK already closed")
+    depths = await store.queue_depths()
+    assert depths[("outbox", "delivered")] == 1 and depths[("outbox", "dead")] == 1
+    assert await store.oldest_pending_received_at() is None
+    with sqlite3.connect(tmp_path / "gw.db") as db:
+        assert db.execute("SELECT transaction_id FROM receipts").fetchall() == [("TX-42",)]
+        assert db.execute("SELECT reason FROM outbox WHERE state='dead'").fetchone()[0] == "MA_LK already closed"
+
+
+async def test_a_failed_commit_fails_every_waiter_and_the_store_recovers(tmp_path: Path, store: Store) -> None:
+    with sqlite3.connect(tmp_path / "gw.db") as db:
+        db.execute("CREATE TRIGGER refuse BEFORE INSERT ON messages BEGIN SELECT RAISE(ABORT, 'disk says no'); END")
+    results = await asyncio.gather(*(store.store_inbound(inbound(f"C{i}")) for i in range(5)), return_exceptions=True)
+    assert all(isinstance(r, sqlite3.DatabaseError) for r in results)  # nobody gets an ACK for a lost write
+    with sqlite3.connect(tmp_path / "gw.db") as db:
+        db.execute("DROP TRIGGER refuse")
+    stored = await store.store_inbound(inbound("C0"))
+    assert not stored.duplicate  # C0 was never written, so it is new now
+
+
+def test_key_must_be_32_bytes() -> None:
+    with pytest.raises(Exception, match="32 bytes"):
+        PayloadCipher(base64.b64decode(base64.b64encode(b"short")))
