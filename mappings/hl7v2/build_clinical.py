@@ -20,7 +20,7 @@ NUMBER = re.compile(r"[+-]?\d+(\.\d+)?", re.ASCII)
 
 
 def _coded(ctx: Context, segment: Segment, field: int) -> dict[str, Any]:
-    code, text, system = ctx.c(segment, field, 1), ctx.c(segment, field, 2), ctx.c(segment, field, 3)
+    code, text, system = ctx.c(segment, field, 1), ctx.t(segment, field, 2), ctx.c(segment, field, 3)
     if not code:
         return {"text": text}
     local = system.upper() in ("", "L", "LOCAL") or system.startswith("99")
@@ -30,7 +30,7 @@ def _coded(ctx: Context, segment: Segment, field: int) -> dict[str, Any]:
 def condition(ctx: Context, dg1: Segment) -> dict[str, Any]:
     """An ICD-10 diagnosis; one per code and diagnosis type (A admitting, F final) per episode."""
     code = ctx.c(dg1, 3)
-    display = ctx.c(dg1, 3, 2) or codes.icd10_display(code) or ""
+    display = ctx.t(dg1, 3, 2) or codes.icd10_display(code) or ""
     category = codeable(systems.CONDITION_CATEGORY, "encounter-diagnosis")
     if ctx.c(dg1, 6):
         category["coding"].append({"system": systems.V2_0052, "code": ctx.c(dg1, 6).upper()})
@@ -59,8 +59,8 @@ def allergy(ctx: Context, al1: Segment) -> dict[str, Any]:
     if category := ALLERGY_CATEGORY.get(ctx.c(al1, 2).upper()):
         resource["category"] = [category]
     reaction: dict[str, Any] = {}
-    if ctx.c(al1, 5):
-        reaction["manifestation"] = [{"text": ctx.c(al1, 5)}]
+    if ctx.t(al1, 5):
+        reaction["manifestation"] = [{"text": ctx.t(al1, 5)}]
         if severity := ALLERGY_SEVERITY.get(ctx.c(al1, 4).upper()):
             reaction["severity"] = severity
         resource["reaction"] = [reaction]
@@ -92,7 +92,7 @@ def _value(ctx: Context, obx: Segment) -> dict[str, Any]:
         return {"valueQuantity": quantity}
     if kind in ("CWE", "CE", "CNE") and first:
         return {"valueCodeableConcept": _coded(ctx, obx, 5)}
-    text = "\n".join(ctx.rc(raw, 1) for raw in ctx.reps(obx, 5))
+    text = "\n".join(ctx.rt(raw, 1) for raw in ctx.reps(obx, 5))
     return {"valueString": text} if text else {}
 
 
@@ -108,8 +108,8 @@ def observation(ctx: Context, obx: Segment, category: str, group: str, effective
         "code": _coded(ctx, obx, 3), "subject": ref(ctx.patient_id), "encounter": ref(ctx.encounter_id),
         "effectiveDateTime": when, **_value(ctx, obx),
     }
-    if ctx.c(obx, 7):
-        resource["referenceRange"] = [{"text": ctx.c(obx, 7)}]
+    if ctx.t(obx, 7):
+        resource["referenceRange"] = [{"text": ctx.t(obx, 7)}]
     if ctx.c(obx, 8):
         resource["interpretation"] = [codeable(systems.OBS_INTERPRETATION, ctx.c(obx, 8).upper())]
     return resource
@@ -144,7 +144,7 @@ def diagnostic_report(ctx: Context, obr: Segment, results: list[dict[str, Any]],
 
 def summary(ctx: Context, txa: Segment, obxs: list[Segment]) -> dict[str, Any]:
     """The medical-record summary (MDM^T02) as a DocumentReference holding the text."""
-    text = "\n".join(ctx.rc(raw, 1) for obx in obxs for raw in ctx.reps(obx, 5))
+    text = "\n".join(ctx.rt(raw, 1) for obx in obxs for raw in ctx.reps(obx, 5))
     number = ctx.c(txa, 12) or ctx.c(txa, 2)
     resource: dict[str, Any] = {
         "resourceType": "DocumentReference", "id": resource_id(ctx.document_id, "DocumentReference", number),
@@ -152,7 +152,7 @@ def summary(ctx: Context, txa: Segment, obxs: list[Segment]) -> dict[str, Any]:
         "type": _coded(ctx, obxs[0], 3), "subject": ref(ctx.patient_id),
         "content": [{"attachment": {"contentType": "text/plain; charset=utf-8",
                                     "data": base64.b64encode(text.encode()).decode(),
-                                    "title": ctx.c(obxs[0], 3, 2) or "Tóm tắt hồ sơ bệnh án"}}],
+                                    "title": ctx.t(obxs[0], 3, 2) or "Tóm tắt hồ sơ bệnh án"}}],
         "context": {"encounter": [ref(ctx.encounter_id)]},
     }
     if number:

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from mappings.hl7v2.er7 import Er7Message, Segment, component, repetitions
+from mappings.hl7v2.er7 import Er7Message, Segment, component, repetitions, text
 
 
 @dataclass(frozen=True, slots=True)
@@ -25,6 +25,17 @@ class Context:
             return ""
         reps = repetitions(segment.field(field), self.msg.delimiters)
         return component(reps[0], comp, self.msg.delimiters) if reps else ""
+
+    def t(self, segment: Segment | None, field: int, comp: int = 1) -> str:
+        """Like c(), for free text: a literal '&' (often left unescaped by senders) is kept, not cut."""
+        if segment is None:
+            return ""
+        reps = repetitions(segment.field(field), self.msg.delimiters)
+        return text(reps[0], comp, self.msg.delimiters) if reps else ""
+
+    def rt(self, raw: str, comp: int) -> str:
+        """Like rc(), for free text."""
+        return text(raw, comp, self.msg.delimiters)
 
     def reps(self, segment: Segment, field: int) -> list[str]:
         """The raw repetitions of a field."""

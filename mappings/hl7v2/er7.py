@@ -51,7 +51,7 @@ def read(message: str) -> Er7Message | None:
         return None
     sep = text[3]
     encoding = text[4:8].split(sep, 1)[0]
-    if len(encoding) < 4:
+    if len(encoding) < 3:
         return None
     delimiters = Delimiters(sep, encoding[0], encoding[1], encoding[2], encoding[3] if len(encoding) > 3 else "&")
     segments = []
@@ -81,6 +81,12 @@ def component(raw: str, number: int, d: Delimiters) -> str:
     if number > len(parts):
         return ""
     return unescape(parts[number - 1].split(d.subcomponent)[0], d)
+
+
+def text(raw: str, number: int, d: Delimiters) -> str:
+    """Component `number` of a text field, unescaped, with any unescaped '&' kept as written."""
+    parts = raw.split(d.component)
+    return unescape(parts[number - 1], d) if number <= len(parts) else ""
 
 
 def unescape(text: str, d: Delimiters) -> str:

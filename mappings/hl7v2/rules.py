@@ -15,6 +15,7 @@ from mappings.vn.identifiers import bhyt_issues, cccd_issues, icd10_issues
 DATE_FIELDS: dict[str, tuple[int, ...]] = {"EVN": (2,), "PV1": (44, 45), "OBR": (7, 22), "OBX": (14,), "DG1": (5,),
                                             "PR1": (5,), "TXA": (4,), "RXA": (3, 4)}
 CODE_FIELDS = {"OBX": 3, "OBR": 4, "DG1": 3, "AL1": 3, "PR1": 3}
+CCCD_TYPES_WITH_BCA = frozenset({"", "NI", "NNVNM"})
 SEGMENT_NAME = re.compile(r"[A-Z][A-Z0-9]{2}")
 COMPLETION_STATUSES = frozenset({"", "CP", "PA", "RE", "NA"})
 ICD10_SYSTEMS = frozenset({"", "I10", "ICD10", "ICD-10", "I10C"})
@@ -44,14 +45,14 @@ def message_event(msg: Er7Message) -> tuple[str, EventRule | None]:
 
 
 def patient_ids(pid: Segment, msg: Er7Message) -> PatientIds:
-    """Pick CCCD (authority BCA or type NNVNM), BHYT (type HC) and MRN (type MR) out of PID-3."""
+    """Pick CCCD (type NNVNM, or authority BCA typed NI or untyped; not a BCA passport), BHYT (type HC), MRN."""
     d = msg.delimiters
     found = {"cccd": "", "bhyt": "", "mrn": ""}
     conflicting = False
     for rep in repetitions(pid.field(3), d):
         value, authority, kind = component(rep, 1, d), component(rep, 4, d).upper(), component(rep, 5, d).upper()
-        slot = "cccd" if kind == "NNVNM" or authority == "BCA" else "bhyt" if kind == "HC" else \
-            "mrn" if kind == "MR" else ""
+        slot = "cccd" if kind == "NNVNM" or (authority == "BCA" and kind in CCCD_TYPES_WITH_BCA) else \
+            "bhyt" if kind == "HC" else "mrn" if kind == "MR" else ""
         if slot and value:
             conflicting |= slot != "mrn" and found[slot] not in ("", value)
             found[slot] = found[slot] or value

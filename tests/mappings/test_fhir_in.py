@@ -51,6 +51,16 @@ def test_same_bundle_twice_gives_same_ids(bundle: dict[str, Any]) -> None:
     assert [r["id"] for r in first.resources] == [r["id"] for r in second.resources]
 
 
+def test_resent_bundle_with_new_full_urls_replaces_instead_of_adding(bundle: dict[str, Any]) -> None:
+    fresh = json.dumps(bundle).replace("0b7c1a52-4a1e-4f4e-9a0c-", "9f9f9f9f-4a1e-4f4e-9a0c-")
+    resent = json.loads(fresh)
+    doc = assemble(assemble(None, map_fhir(bundle).fragments[0]), map_fhir(resent).fragments[0])
+    assert len(doc.bundle["entry"]) == 6
+    references = {e["resource"].get("subject", {}).get("reference") for e in doc.bundle["entry"][2:]}
+    patient = next(e["fullUrl"] for e in doc.bundle["entry"] if e["resource"]["resourceType"] == "Patient")
+    assert references == {patient}
+
+
 @pytest.mark.parametrize("bundle_type", ["transaction", "batch", "document", "collection"])
 def test_bundle_types(bundle: dict[str, Any], bundle_type: str) -> None:
     bundle["type"] = bundle_type

@@ -153,6 +153,13 @@ def test_escape_sequences_are_decoded() -> None:
     assert note["valueString"] == "LDL & HDL\ntăng | ^ \\"
 
 
+def test_unescaped_ampersand_in_text_is_kept() -> None:
+    message = corpus_text("oru_r01_lab.hl7").replace("Rối loạn lipid máu;", "LDL & HDL;")
+    observations = of_type(only_fragment(message), "Observation")
+    note = next(o for o in observations if o["code"]["coding"][0]["code"] == "18776-5")
+    assert note["valueString"] == "LDL & HDL; đề nghị theo dõi đường huyết"
+
+
 def test_same_message_gives_same_ids(admit: str) -> None:
     assert [r["id"] for r in only_fragment(admit).resources] == [r["id"] for r in only_fragment(admit).resources]
 

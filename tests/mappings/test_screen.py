@@ -50,6 +50,9 @@ def _pid3(cccd: str = "040085012345", bhyt: str = "GD4404012345678") -> str:
     ("PID", 3, _pid3(cccd=""), []),
     ("PID", 3, "040085012345^^^BCA", []),
     ("PID", 3, "040085012345^^^^NNVNM", []),
+    ("PID", 3, "040085012345^^^BCA^NI", []),
+    ("PID", 3, "C1234567^^^BCA^PPN~GD4404012345678^^^BHXH^HC", []),
+    ("PID", 3, "C1234567^^^BCA^PPN", [("PID-3", "required")]),
     ("PID", 3, "BN26001234^^^BVDKNA^MR", [("PID-3", "required")]),
     ("PID", 3, "", [("PID-3", "required")]),
     ("PID", 3, _pid3(cccd="04008501234"), [("PID-3", "cccd-format")]),
@@ -186,6 +189,10 @@ def test_escaped_identifier_is_unescaped(admit: str) -> None:
     assert screen(escaped) == []
     broken = admit.replace("040085012345^^^BCA", "0400\\F\\85012345^^^BCA")
     assert [i.code for i in screen(broken)] == ["cccd-format"]
+
+
+def test_three_encoding_characters(admit: str) -> None:
+    assert screen(admit.replace("MSH|^~\\&|", "MSH|^~\\|", 1)) == []
 
 
 def test_custom_delimiters(admit: str) -> None:
