@@ -28,16 +28,19 @@ def _coded(ctx: Context, segment: Segment, field: int) -> dict[str, Any]:
 
 
 def condition(ctx: Context, dg1: Segment) -> dict[str, Any]:
-    """An ICD-10 diagnosis; one per code and diagnosis type (A admitting, F final) per episode."""
+    """A diagnosis (ICD-10 unless DG1-3.3 names another system); one per code and type (A, F) per episode."""
     code = ctx.c(dg1, 3)
-    display = ctx.t(dg1, 3, 2) or codes.icd10_display(code) or ""
+    if ctx.c(dg1, 3, 3).upper() in systems.HL7_ICD10_NAMES:
+        concept = codeable(systems.ICD10, code, ctx.t(dg1, 3, 2) or codes.icd10_display(code) or "")
+    else:
+        concept = _coded(ctx, dg1, 3)
     category = codeable(systems.CONDITION_CATEGORY, "encounter-diagnosis")
     if ctx.c(dg1, 6):
         category["coding"].append({"system": systems.V2_0052, "code": ctx.c(dg1, 6).upper()})
     resource: dict[str, Any] = {
         "resourceType": "Condition", "id": resource_id(ctx.document_id, "Condition", code, ctx.c(dg1, 6).upper()),
         "clinicalStatus": codeable(systems.CONDITION_CLINICAL, "active"), "category": [category],
-        "code": codeable(systems.ICD10, code, display),
+        "code": concept,
         "subject": ref(ctx.patient_id), "encounter": ref(ctx.encounter_id),
     }
     if recorded := fhir_datetime(ctx.c(dg1, 5)):

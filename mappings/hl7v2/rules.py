@@ -9,7 +9,7 @@ from mappings.hl7v2.er7 import Er7Message, Segment, component, repetitions
 from mappings.hl7v2.events import (EVENTS, FALLBACK_VERSION, HEALTH_CHECK_ORDER_PREFIX, HEALTH_CLASS_CODE,
                                     SUPPORTED_VERSIONS, EventRule, event_key)
 from mappings.model import Issue
-from mappings.vn import codes
+from mappings.vn import codes, systems
 from mappings.vn.identifiers import bhyt_issues, cccd_issues, icd10_issues
 
 DATE_FIELDS: dict[str, tuple[int, ...]] = {"EVN": (2,), "PV1": (44, 45), "OBR": (7, 22), "OBX": (14,), "DG1": (5,),
@@ -18,7 +18,6 @@ CODE_FIELDS = {"OBX": 3, "OBR": 4, "DG1": 3, "AL1": 3, "PR1": 3}
 CCCD_TYPES_WITH_BCA = frozenset({"", "NI", "NNVNM"})
 SEGMENT_NAME = re.compile(r"[A-Z][A-Z0-9]{2}")
 COMPLETION_STATUSES = frozenset({"", "CP", "PA", "RE", "NA"})
-ICD10_SYSTEMS = frozenset({"", "I10", "ICD10", "ICD-10", "I10C"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -122,6 +121,8 @@ def _episode_issues(msg: Er7Message, key: str, rule: EventRule) -> list[Issue]:
             issues.append(Issue("TXA", "required", "MDM^T02 needs a TXA document header"))
         if msg.first("OBX") is None:
             issues.append(Issue("OBX", "required", "MDM^T02 carries no OBX with the summary text"))
+        elif not any(obx.field(5).strip(d.repetition) for obx in msg.all("OBX")):
+            issues.append(Issue("OBX-5", "required", "MDM^T02 summary text (OBX-5) is empty"))
     if key == "VXU^V04":
         rxa = msg.first("RXA")
         if rxa is None:
@@ -139,7 +140,7 @@ def _episode_issues(msg: Er7Message, key: str, rule: EventRule) -> list[Issue]:
     issues.extend(_content_issues(msg))
     for dg1 in msg.all("DG1"):
         raw = repetitions(dg1.field(3), d)[:1]
-        if raw and component(raw[0], 3, d).upper() in ICD10_SYSTEMS:
+        if raw and component(raw[0], 3, d).upper() in systems.HL7_ICD10_NAMES:
             issues.extend(icd10_issues(component(raw[0], 1, d), "DG1-3"))
     return issues
 

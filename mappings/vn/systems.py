@@ -28,6 +28,7 @@ OBS_INTERPRETATION = "http://terminology.hl7.org/CodeSystem/v3-ObservationInterp
 CONDITION_CATEGORY = "http://terminology.hl7.org/CodeSystem/condition-category"
 CONDITION_CLINICAL = "http://terminology.hl7.org/CodeSystem/condition-clinical"
 
+HL7_ICD10_NAMES = frozenset({"", "I10", "I10C", "ICD10", "ICD-10"})  # DG1-3.3 values read as ICD-10
 HL7_CODING_SYSTEMS = {"LN": LOINC, "I10": ICD10, "I10C": ICD10, "I9C": ICD9CM, "CVX": CVX}
 _UNSAFE = re.compile(r"[^A-Za-z0-9.\-]+")
 

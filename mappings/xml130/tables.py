@@ -18,6 +18,7 @@ from mappings.vn import systems
 XML_INVALID = re.compile("[^\t\n\r\x20-\ud7ff\ue000-\ufffd\U00010000-\U0010ffff]")
 XML_DECLARATION = b'<?xml version="1.0" encoding="utf-8"?>\n'
 WEIGHT_LOINC = "29463-7"
+MAX_SECONDARY_DIAGNOSES = 12
 CANCELLED = frozenset({"cancelled", "entered-in-error"})
 
 
@@ -59,14 +60,16 @@ def _diagnosis_kind(condition: dict[str, Any]) -> str:
 
 def _diagnoses(view: DocumentView) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     """Admitting and discharge diagnoses (ICD-10), each in rank order."""
-    conditions = sorted(view.all("Condition"), key=lambda c: (_rank(c), str(c.get("recordedDate", ""))))
+    conditions = sorted(view.all("Condition"),
+                        key=lambda c: (not _icd(c), _rank(c), str(c.get("recordedDate", ""))))
     admitting = [c for c in conditions if _diagnosis_kind(c) == "A"]
     final = [c for c in conditions if _diagnosis_kind(c) != "A"]
     return admitting, final or admitting
 
 
 def _icd(condition: dict[str, Any]) -> str:
-    return str(first_coding(condition.get("code")).get("code", ""))
+    codings = (condition.get("code") or {}).get("coding", [])
+    return next((str(c.get("code", "")) for c in codings if c.get("system") == systems.ICD10), "")
 
 
 def _joined(texts: list[str]) -> str:
@@ -141,7 +144,7 @@ def xml1(view: DocumentView, facility: FacilityInfo) -> dict[str, str]:
         "CHAN_DOAN_VAO": _joined([concept_text(c.get("code")) for c in admitting]) or reason,
         "CHAN_DOAN_RV": _joined([concept_text(c.get("code")) for c in final]),
         "MA_BENH_CHINH": _icd(final[0]) if final else "",
-        "MA_BENH_KT": ";".join(_icd(c) for c in final[1:13]),
+        "MA_BENH_KT": ";".join([code for code in map(_icd, final[1:]) if code][:MAX_SECONDARY_DIAGNOSES]),
         "NGAY_VAO": xml_datetime(period.get("start")), "NGAY_RA": xml_datetime(period.get("end")),
         "SO_NGAY_DTRI": _episode_days(encounter), "PP_DIEU_TRI": _treatment(view),
         "MA_LOAI_RV": codes["MA_LOAI_RV"].get(disposition, ""),

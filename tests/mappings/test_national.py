@@ -94,6 +94,17 @@ def test_xml7_and_xml8(episode: Document) -> None:
     assert "Glucose máu: 7.8 mmol/L" in xml8["TOMTAT_KQ"] and xml8["DON_VI"] == FACILITY.name
 
 
+def test_local_diagnosis_codes_never_reach_the_icd10_fields() -> None:
+    message = corpus_text("adt_a03_discharge.hl7").replace("DG1|1||I10^Tăng huyết áp vô căn (nguyên phát)^I10",
+                                                           "DG1|1||NOI-07^Chẩn đoán nội bộ^L")
+    doc = assemble(None, map_message(message).fragments[0])
+    local = next(e["resource"] for e in doc.bundle["entry"]
+                 if e["resource"]["resourceType"] == "Condition" and "NOI-07" in json.dumps(e["resource"]))
+    assert local["code"]["coding"][0]["system"] == "urn:hbgw:code:4000000000123"
+    xml1 = fields(build_tables(doc, FACILITY)["XML1"])
+    assert (xml1["MA_BENH_CHINH"], xml1["MA_BENH_KT"]) == ("E78.2", "")
+
+
 @pytest.mark.parametrize(("birth", "expected"), [("19850214", "198502140000"), ("1985", "198500000000"),
                                                  ("198502", "198502000000")])
 def test_birth_date_precision(birth: str, expected: str) -> None:

@@ -161,11 +161,17 @@ def test_merge_needs_prior_identifier_and_visit(admit: str, mrg: str, visit: str
     ("oru_r01_lab.hl7", "OBX", [("OBX", "required")]),
     ("mdm_t02_summary.hl7", "TXA", [("TXA", "required")]),
     ("mdm_t02_summary.hl7", "OBX", [("OBX", "required")]),
+    ("mdm_t02_summary.hl7", "OBX|1|TX|34105-7", [("OBX-5", "required")]),
     ("vxu_v04_immunization.hl7", "RXA", [("RXA", "required")]),
     ("adt_a01_admit.hl7", "PID", [("PID", "required")]),
 ])
 def test_required_segments(name: str, segment: str, expected: list[tuple[str, str]]) -> None:
-    assert [(i.location, i.code) for i in screen(drop_segment(corpus_text(name), segment))] == expected
+    text = corpus_text(name)
+    if "|" in segment:
+        emptied = replace_field(text, "OBX", 5, "")
+        assert [(i.location, i.code) for i in screen(emptied)] == expected
+        return
+    assert [(i.location, i.code) for i in screen(drop_segment(text, segment))] == expected
 
 
 @pytest.mark.parametrize(("field", "value", "expected"), [
