@@ -59,8 +59,8 @@ def fhir_datetime(hl7: str) -> str | None:
 
 
 def codeable(system: str, code: str, display: str = "") -> dict[str, Any]:
-    """A CodeableConcept with one coding (display only when known)."""
-    coding: dict[str, str] = {"system": system, "code": code}
+    """A CodeableConcept with one coding (display only when known); blanks in the code are normalised."""
+    coding: dict[str, str] = {"system": system, "code": " ".join(code.split())}
     if display:
         coding["display"] = display
     return {"coding": [coding]}

@@ -76,16 +76,19 @@ def components(raw: str, d: Delimiters) -> list[str]:
 
 
 def component(raw: str, number: int, d: Delimiters) -> str:
-    """Component `number` (1-based) of one raw repetition, unescaped; its first subcomponent only."""
-    parts = raw.split(d.component)
+    """Component `number` (1-based) of the first repetition, unescaped and trimmed; first subcomponent only.
+
+    For codes, identifiers and times, where surrounding blanks carry no meaning.
+    """
+    parts = raw.split(d.repetition, 1)[0].split(d.component)
     if number > len(parts):
         return ""
-    return unescape(parts[number - 1].split(d.subcomponent)[0], d)
+    return unescape(parts[number - 1].split(d.subcomponent)[0], d).strip()
 
 
 def text(raw: str, number: int, d: Delimiters) -> str:
-    """Component `number` of a text field, unescaped, with any unescaped '&' kept as written."""
-    parts = raw.split(d.component)
+    """Component `number` of the first repetition of a text field, unescaped, a literal '&' kept."""
+    parts = raw.split(d.repetition, 1)[0].split(d.component)
     return unescape(parts[number - 1], d) if number <= len(parts) else ""
 
 

@@ -14,6 +14,7 @@ from mappings.vn.identifiers import bhyt_issues, cccd_issues, icd10_issues
 
 DATE_FIELDS: dict[str, tuple[int, ...]] = {"EVN": (2,), "PV1": (44, 45), "OBR": (7, 22), "OBX": (14,), "DG1": (5,),
                                             "PR1": (5,), "TXA": (4,), "RXA": (3, 4)}
+MINUTE_FIELDS = frozenset({("PV1", 44), ("PV1", 45)})  # XML 130 NGAY_VAO / NGAY_RA are yyyyMMddHHmm
 CODE_FIELDS = {"OBX": 3, "OBR": 4, "DG1": 3, "AL1": 3, "PR1": 3}
 CCCD_TYPES_WITH_BCA = frozenset({"", "NI", "NNVNM"})
 SEGMENT_NAME = re.compile(r"[A-Z][A-Z0-9]{2}")
@@ -155,6 +156,9 @@ def _content_issues(msg: Er7Message) -> list[Issue]:
             if value and not valid_dtm(value):
                 issues.append(Issue(f"{segment.name}-{number}", "invalid-date",
                                     f"{segment.name}-{number} is not a valid HL7 date/time"))
+            elif value and (segment.name, number) in MINUTE_FIELDS and len(value.split("+")[0].split("-")[0]) < 12:
+                issues.append(Issue(f"{segment.name}-{number}", "invalid-date",
+                                    f"{segment.name}-{number} needs a time to the minute (yyyyMMddHHmm)"))
         number = CODE_FIELDS.get(segment.name, 0)
         if number and not (component(segment.field(number), 1, d) or component(segment.field(number), 2, d)):
             issues.append(Issue(f"{segment.name}-{number}", "required",

@@ -76,17 +76,21 @@ def _joined(texts: list[str]) -> str:
     return "; ".join(t for t in texts if t)
 
 
-def _local_date(value: str) -> date:
+def _local_date(value: str | None) -> date | None:
     stamp = xml_datetime(value)
-    return date(int(stamp[:4]), int(stamp[4:6]), int(stamp[6:8]))
+    try:
+        return date(int(stamp[:4]), int(stamp[4:6]), int(stamp[6:8]))
+    except ValueError:
+        return None
 
 
 def _episode_days(encounter: dict[str, Any]) -> str:
     """Inpatient days counted as discharge date - admission date + 1; blank for other stays."""
     period = encounter.get("period", {})
-    if encounter.get("class", {}).get("code") != "IMP" or not period.get("end") or not period.get("start"):
+    start, end = _local_date(period.get("start")), _local_date(period.get("end"))
+    if encounter.get("class", {}).get("code") != "IMP" or start is None or end is None:
         return ""
-    return str((_local_date(period["end"]) - _local_date(period["start"])).days + 1)
+    return str((end - start).days + 1)
 
 
 def _labs(view: DocumentView) -> list[tuple[dict[str, Any], dict[str, Any]]]:
