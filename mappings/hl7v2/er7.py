@@ -80,10 +80,15 @@ def component(raw: str, number: int, d: Delimiters) -> str:
 
     For codes, identifiers and times, where surrounding blanks carry no meaning.
     """
-    parts = raw.split(d.repetition, 1)[0].split(d.component)
+    if not raw:
+        return ""
+    parts = raw.split(d.repetition, 1)[0].split(d.component, number)
     if number > len(parts):
         return ""
-    return unescape(parts[number - 1].split(d.subcomponent)[0], d).strip()
+    value = parts[number - 1]
+    if d.subcomponent in value:
+        value = value.split(d.subcomponent, 1)[0]
+    return unescape(value, d).strip()
 
 
 def text(raw: str, number: int, d: Delimiters) -> str:
