@@ -73,11 +73,18 @@ def _fold(text: str) -> str:
 
 
 def province_code(patient: dict[str, Any]) -> str:
-    """The 2-digit code of the address province among the 34 in force since 2025-07-01; "" when unknown."""
+    """The 2-digit code of the address province among the 34 in force since 2025-07-01; "" when unknown.
+
+    An address still naming one of the 63 former provinces is coded as the province it is now part of.
+    """
     state = _fold(str((patient.get("address") or [{}])[0].get("state", "")))
     if not state:
         return ""
-    return next((code for code, name in codes.province_2025_codes().items() if _fold(name) == state), "")
+    current = next((code for code, name in codes.province_2025_codes().items() if _fold(name) == state), "")
+    if current:
+        return current
+    return next((entry["province_2025"] for entry in codes.cccd_provinces().values()
+                 if _fold(entry["name"]) == state), "")
 
 
 def sex_code(patient: dict[str, Any]) -> str:

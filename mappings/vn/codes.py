@@ -23,6 +23,11 @@ def cccd_province(code: str) -> dict[str, str] | None:
     return entry
 
 
+def cccd_provinces() -> dict[str, dict[str, str]]:
+    """All 63 former provinces by CCCD code, each with its name and the current province it joined."""
+    return dict(_table("cccd_provinces")["codes"])
+
+
 def province_2025(code: str) -> str | None:
     """Name of one of the 34 provinces in force for addresses since 2025-07-01."""
     name: str | None = _table("provinces_2025")["provinces"].get(code)

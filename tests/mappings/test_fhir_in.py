@@ -11,8 +11,9 @@ from fhir.resources.R4B.operationoutcome import OperationOutcome
 
 from mappings.document import assemble
 from mappings.fhir_in import map_fhir, operation_outcome
+from mappings.hl7v2 import map_message
 from mappings.model import Issue
-from tests.mappings.conftest import CORPUS
+from tests.mappings.conftest import CORPUS, corpus_text
 
 CCCD = "048190007788"
 ENCOUNTER_REF = {"identifier": {"system": "urn:hbgw:visit:pkdk-danang", "value": "KB26-004411"}}
@@ -199,3 +200,13 @@ def test_operation_outcome_validates_and_carries_paths() -> None:
     assert [i["expression"] for i in outcome["issue"]] == [["Bundle.entry[1].resource.birthDate"], ["Patient"]]
     assert [i["code"] for i in outcome["issue"]] == ["required", "informational"]
     OperationOutcome.model_validate(operation_outcome([]))
+
+
+def test_our_own_document_bundle_maps_back_to_the_same_episode() -> None:
+    doc = assemble(None, map_message(corpus_text("adt_a03_discharge.hl7")).fragments[0])
+    result = map_fhir(doc.bundle)
+    assert result.ok and result.issues == ()
+    fragment = result.fragments[0]
+    assert fragment.document_id == doc.document_id and fragment.patient_key == doc.patient_key
+    assert sorted(r["resourceType"] for r in fragment.resources) == sorted(
+        e["resource"]["resourceType"] for e in doc.bundle["entry"][1:])

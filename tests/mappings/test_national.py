@@ -113,6 +113,18 @@ def test_birth_date_precision(birth: str, expected: str) -> None:
     assert fields(build_tables(doc, FACILITY)["XML1"])["NGAY_SINH"] == expected
 
 
+@pytest.mark.parametrize(("state", "code"), [
+    ("Nghệ An", "40"), ("Thành phố Hồ Chí Minh", "79"), ("TP. Hồ Chí Minh", "79"), ("Bình Dương", "79"),
+    ("Thừa Thiên Huế", "46"), ("Huế", "46"), ("Quảng Bình", "44"), ("Hà Giang", "08"), ("Tỉnh Bắc Kạn", "19"),
+    ("Đắk Nông", "68"), ("Atlantis", ""), ("", ""),
+])
+def test_address_province_uses_the_34_provinces(state: str, code: str) -> None:
+    message = corpus_text("adt_a01_admit.hl7").replace("^^Phường Vinh Hưng^Nghệ An^^VNM^H",
+                                                       f"^^Phường Vinh Hưng^{state}^^VNM^H")
+    doc = assemble(None, map_message(message).fragments[0])
+    assert fields(build_tables(doc, FACILITY)["XML1"])["MATINH_CU_TRU"] == code
+
+
 def test_times_are_written_in_vietnam_time() -> None:
     message = replace_field(corpus_text("adt_a01_admit.hl7"), "PV1", 44, "20260312012500+0000")
     doc = assemble(None, map_message(message).fragments[0])

@@ -94,7 +94,7 @@ def test_patient_key_is_one_way_and_stable() -> None:
 
 
 def test_province_tables() -> None:
-    old = codes._table("cccd_provinces")["codes"]
+    old = codes.cccd_provinces()
     current = codes.province_2025_codes()
     assert len(old) == 63 and len(current) == 34
     assert all(entry["province_2025"] in current for entry in old.values())
