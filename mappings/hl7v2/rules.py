@@ -6,8 +6,15 @@ from dataclasses import dataclass
 
 from mappings.fhir_common import fhir_datetime
 from mappings.hl7v2.er7 import Er7Message, Segment, component, repetitions
-from mappings.hl7v2.events import (EVENTS, FALLBACK_VERSION, HEALTH_CHECK_ORDER_PREFIX, HEALTH_CLASS_CODE,
-                                    SUPPORTED_VERSIONS, EventRule, event_key)
+from mappings.hl7v2.events import (
+    EVENTS,
+    FALLBACK_VERSION,
+    HEALTH_CHECK_ORDER_PREFIX,
+    HEALTH_CLASS_CODE,
+    SUPPORTED_VERSIONS,
+    EventRule,
+    event_key,
+)
 from mappings.model import Issue
 from mappings.vn import codes, systems
 from mappings.vn.identifiers import bhyt_issues, cccd_issues, icd10_issues
