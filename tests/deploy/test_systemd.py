@@ -1,6 +1,7 @@
 """The systemd unit is valid for systemd and keeps its hardening."""
 from __future__ import annotations
 
+import ctypes
 import shutil
 import subprocess
 import sys
@@ -8,12 +9,38 @@ from pathlib import Path
 
 import pytest
 
+from tests.conftest import CORPUS
 from tests.deploy.conftest import DEPLOY
+from tests.e2e.harness import BIN, GatewayProcess, http_text, wait_until
 
 UNIT = DEPLOY / "systemd" / "healthbook-gateway.service"
 INSTALLED_BINARY = "/opt/healthbook-gateway/bin/healthbook-gateway"
 SYSTEMD_ANALYZE = shutil.which("systemd-analyze")
 needs_systemd_analyze = pytest.mark.skipif(SYSTEMD_ANALYZE is None, reason="systemd-analyze is not installed here")
+PR_SET_MDWE, PR_GET_MDWE = 65, 66  # Linux 6.3+: refuse writable-and-executable memory, like MemoryDenyWriteExecute
+# Turns W^X on for itself, then becomes the program named by its arguments (the setting survives execve).
+MDWE_LAUNCHER = """
+import ctypes, os, sys
+if ctypes.CDLL(None, use_errno=True).prctl(65, 1, 0, 0, 0) != 0:
+    sys.exit(f"PR_SET_MDWE failed: errno {ctypes.get_errno()}")
+os.execv(sys.argv[1], sys.argv[1:])
+"""
+
+
+def _kernel_has_mdwe() -> bool:
+    return ctypes.CDLL(None, use_errno=True).prctl(PR_GET_MDWE, 0, 0, 0, 0) >= 0
+
+
+class GatewayWithoutWritableCode(GatewayProcess):
+    """The demo gateway started under W^X, the restriction MemoryDenyWriteExecute=yes puts on the service."""
+
+    def start(self, timeout: float = 60.0) -> GatewayWithoutWritableCode:
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        self.process = subprocess.Popen(
+            [sys.executable, "-c", MDWE_LAUNCHER, str(BIN / "healthbook-gateway"), self.command],
+            cwd=self.workdir, env=self.env(), stdout=self.log_path.open("ab"), stderr=subprocess.STDOUT)
+        wait_until(self._ready, timeout, what=f"gateway ready under W^X (log: {self.log_path})")
+        return self
 
 
 def _service() -> dict[str, list[str]]:
@@ -65,3 +92,19 @@ def test_unit_starts_the_gateway_with_the_documented_config_path() -> None:
     service = _service()
     assert service["ExecStart"] == [f"{INSTALLED_BINARY} serve --config /etc/healthbook-gateway/gateway.toml"]
     assert service["RestartPreventExitStatus"] == ["2"]
+
+
+def _has_sample(gateway: GatewayProcess, prefix: str) -> bool:
+    """Whether /metrics has a sample line (not HELP or TYPE text) starting with prefix."""
+    return any(line.startswith(prefix) for line in http_text(f"{gateway.http_url}/metrics").splitlines())
+
+
+@pytest.mark.skipif(not _kernel_has_mdwe(), reason="this kernel has no PR_SET_MDWE (Linux 6.3+) to emulate it")
+def test_gateway_works_without_writable_executable_memory(tmp_path: Path) -> None:
+    gateway = GatewayWithoutWritableCode(tmp_path).start()
+    try:
+        assert "MSA|AA" in gateway.mllp_send(CORPUS / "hl7v2" / "adt_a03_discharge.hl7")
+        wait_until(lambda: _has_sample(gateway, "healthbook_gateway_documents_built_total{"), 60,
+                   what="a document built (mapped in its own process) under W^X")
+    finally:
+        assert gateway.stop() == 0
