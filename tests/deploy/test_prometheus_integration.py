@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import subprocess
+import time
 import urllib.parse
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -111,6 +112,20 @@ def test_a_message_sent_over_mllp_shows_up_in_prometheus(stack: tuple[GatewayPro
     wait_until(lambda: (prometheus.value(received) or 0) >= 1, DEADLINE, what=f"{received} >= 1")
     accepted = 'sum(healthbook_gateway_acks_total{source="mllp", code=~"AA|CA"})'
     wait_until(lambda: (prometheus.value(accepted) or 0) >= 1, DEADLINE, what=f"{accepted} >= 1")
+
+
+def test_a_document_accepted_by_the_portal_shows_up_in_prometheus(
+        stack: tuple[GatewayProcess, PrometheusProcess]) -> None:
+    gateway, prometheus = stack
+    sent_at = time.time()
+    assert "MSA|A" in gateway.mllp_send(CORPUS / "hl7v2" / "oru_r01_health_check.hl7")
+    accepted = 'sum(healthbook_gateway_submissions_total{channel="moh_checkup"})'
+    wait_until(lambda: (prometheus.value(accepted) or 0) >= 1, DEADLINE, what=f"{accepted} >= 1")
+    assert gateway.emulator_stats()["accepted"] >= 1
+    last = prometheus.value('healthbook_gateway_last_successful_submission_timestamp_seconds{channel="moh_checkup"}')
+    assert last is not None and last >= sent_at - 1, "the success recorded is the one just sent"
+    assert prometheus.query('healthbook_gateway_portal_http_responses_total{channel="moh_checkup", status="200"}')
+    assert prometheus.query("healthbook_gateway_failed_syncs_total") == []
 
 
 def test_certificate_and_queue_metrics_carry_real_values(stack: tuple[GatewayProcess, PrometheusProcess]) -> None:

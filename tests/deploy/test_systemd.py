@@ -136,8 +136,11 @@ def test_gateway_works_under_the_units_memory_and_system_call_restrictions(tmp_p
     gateway.start()
     try:
         assert "MSA|AA" in gateway.mllp_send(CORPUS / "hl7v2" / "adt_a03_discharge.hl7")
+        assert "MSA|AA" in gateway.mllp_send(CORPUS / "hl7v2" / "oru_r01_health_check.hl7")
         wait_until(lambda: _has_sample(gateway, "healthbook_gateway_documents_built_total{"), 60,
                    what="a document built (mapped in its own process) while confined")
+        wait_until(lambda: gateway.emulator_stats()["accepted"] >= 1, 60,
+                   what="a signed document accepted by the emulator while confined")
     finally:
         assert gateway.stop() == 0
 
