@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import base64
 from datetime import datetime, timezone
-from typing import Any, Protocol
+from typing import Any, Protocol, cast
 
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature
@@ -105,7 +105,8 @@ class Signer:
         xml_signer = XMLSigner(method=methods.enveloped, signature_algorithm="rsa-sha256",
                                digest_algorithm="sha256", c14n_algorithm=C14N)
         try:
-            signed = xml_signer.sign(root, key=self._key, cert=[self.certificate])
+            # signxml only calls key.sign(data, padding, algorithm), which a token key provides too
+            signed = xml_signer.sign(root, key=cast(rsa.RSAPrivateKey, self._key), cert=[self.certificate])
         except InvalidInput as exc:
             raise SigningError(f"cannot sign envelope: {exc}") from None
         return etree.tostring(signed, xml_declaration=True, encoding="utf-8")
