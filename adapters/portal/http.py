@@ -19,6 +19,7 @@ from email.utils import parsedate_to_datetime
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import aiohttp
+import structlog
 
 from adapters.portal.base import PermanentPortalError, PortalError, Receipt, Submission, TransientPortalError
 
@@ -26,6 +27,7 @@ if TYPE_CHECKING:
     from gateway.config import ChannelSettings
     from gateway.metrics import Metrics
 
+log = structlog.get_logger(__name__)
 T = TypeVar("T")
 TOKEN_REFRESH_MARGIN_SECONDS = 30.0
 NO_ANSWER = 0
@@ -154,8 +156,10 @@ class PortalHttpChannel:
         async with self._login_lock:
             if self._token is None or time.monotonic() >= self._token_expires_at:
                 token, lifetime = await self._login()
+                log.info("portal_login", channel=self.name, token_lifetime_seconds=lifetime)
                 self._token = token
-                self._token_expires_at = time.monotonic() + max(0.0, lifetime - TOKEN_REFRESH_MARGIN_SECONDS)
+                margin = min(TOKEN_REFRESH_MARGIN_SECONDS, lifetime / 10)
+                self._token_expires_at = time.monotonic() + max(0.0, lifetime - margin)
             return self._token
 
     def _forget_token(self, token: AccessToken) -> None:
