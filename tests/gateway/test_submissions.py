@@ -1,51 +1,28 @@
 """Documents become signed submissions for the right channel, which the emulator's validators accept."""
 from __future__ import annotations
 
-import base64
 import json
-import types
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
-from typing import Any
 
 import pytest
 from cryptography.hazmat.primitives import serialization
 
-import mappings
 from adapters.portal.emulator.validate import check_envelope, check_hub_message
 from gateway.config import PortalSettings, SigningSettings
 from gateway.signing import Signer, load_signer
 from gateway.signing.sources import generate_self_signed
 from gateway.submissions import build_submissions
 from mappings.model import Document, FacilityInfo
+from tests.adapters.portal import stand_in_mappings
 
 FACILITY = FacilityInfo(name="Benh vien Demo", bhxh_code="40001", moh_facility_id="4000000000123")
 NOW = datetime(2026, 11, 23, 8, 15, tzinfo=timezone.utc)
 
 
-def _fake_build_tables(document: Document, facility: FacilityInfo) -> dict[str, bytes]:
-    return {"XML1": f"<TONG_HOP><MA_LK>{document.document_id}</MA_LK></TONG_HOP>".encode()}
-
-
-def _fake_build_envelope(tables: dict[str, bytes], facility: FacilityInfo, created_at: datetime) -> bytes:
-    files = "".join(f"<FILEHOSO><LOAIHOSO>{kind}</LOAIHOSO><NOIDUNGFILE>{base64.b64encode(table).decode()}"
-                    "</NOIDUNGFILE></FILEHOSO>" for kind, table in tables.items())
-    return (f"<GIAMDINHHS><THONGTINDONVI><MACSKCB>{facility.bhxh_code}</MACSKCB></THONGTINDONVI><THONGTINHOSO>"
-            f"<NGAYLAP>{created_at:%Y%m%d%H%M}</NGAYLAP><SOLUONGHOSO>1</SOLUONGHOSO><DANHSACHHOSO><HOSO>{files}"
-            "</HOSO></DANHSACHHOSO></THONGTINHOSO><CHUKYDONVI/></GIAMDINHHS>").encode()
-
-
-def _fake_build_checkup(document: Document, facility: FacilityInfo) -> dict[str, Any]:
-    return {"ma_kham": document.document_id, "PHAN_LOAI_SK": 2}
-
-
 @pytest.fixture(autouse=True)
 def mapping_functions(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Stand-ins with the agreed signatures of mappings.xml130 and mappings.checkup1551."""
-    xml130 = types.SimpleNamespace(build_tables=_fake_build_tables, build_envelope=_fake_build_envelope)
-    checkup = types.SimpleNamespace(build_checkup=_fake_build_checkup)
-    monkeypatch.setattr(mappings, "xml130", xml130, raising=False)
-    monkeypatch.setattr(mappings, "checkup1551", checkup, raising=False)
+    stand_in_mappings.install(monkeypatch)
 
 
 @pytest.fixture(scope="module")
