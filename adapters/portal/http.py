@@ -2,7 +2,7 @@
 a cached access token with one transparent re-login, and the classification of every outcome.
 
 A channel's `submit` makes ONE attempt; the pipeline owns the retry schedule. Outcomes:
-HTTP 429 -> TransientPortalError(retry_after); 5xx, 408, timeouts, refused or dropped connections ->
+HTTP 429 -> TransientPortalError(retry_after); 5xx, 407, 408, timeouts, refused or dropped connections ->
 TransientPortalError; other 4xx or a rejecting result code -> PermanentPortalError with the portal's reason.
 A refused login is transient too: it is the gateway's credentials, not the document, that are wrong.
 """
@@ -125,7 +125,7 @@ class PortalHttpChannel:
             return
         if status == 429:
             raise TransientPortalError(f"rate limited: {reason}", status=status, retry_after=answer.retry_after)
-        if status >= 500 or status == 408:
+        if status >= 500 or status in (407, 408):  # 407: the hospital proxy, not the portal, refused
             raise TransientPortalError(f"portal error {status}: {reason}", status=status,
                                        retry_after=answer.retry_after)
         raise PermanentPortalError(reason or f"refused with HTTP {status}", status=status)
