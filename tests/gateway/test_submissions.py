@@ -13,7 +13,7 @@ from gateway.config import PortalSettings, SigningSettings
 from gateway.signing import Signer, load_signer
 from gateway.signing.sources import generate_self_signed
 from gateway.submissions import build_submissions
-from mappings.model import Document, FacilityInfo
+from mappings.model import Document, DocumentKind, FacilityInfo
 from tests.adapters.portal import stand_in_mappings
 
 FACILITY = FacilityInfo(name="Benh vien Demo", bhxh_code="40001", moh_facility_id="4000000000123")
@@ -36,8 +36,8 @@ def signer(tmp_path_factory: pytest.TempPathFactory) -> Signer:
     return load_signer(SigningSettings(source="pem", cert_file=directory / "c.pem", key_file=directory / "k.pem"))
 
 
-def document(kind: str, document_id: str = "EP-42", version: int = 3) -> Document:
-    return Document(document_id=document_id, version=version, kind=kind, patient_key="p", bundle={})  # type: ignore[arg-type]
+def document(kind: DocumentKind, document_id: str = "EP-42", version: int = 3) -> Document:
+    return Document(document_id=document_id, version=version, kind=kind, patient_key="p", bundle={})
 
 
 def test_episode_becomes_one_signed_bhxh_envelope(signer: Signer) -> None:
@@ -49,7 +49,7 @@ def test_episode_becomes_one_signed_bhxh_envelope(signer: Signer) -> None:
 
 
 @pytest.mark.parametrize("kind", ["health_check", "immunization"])
-def test_health_check_becomes_one_signed_hub_message(signer: Signer, kind: str) -> None:
+def test_health_check_becomes_one_signed_hub_message(signer: Signer, kind: DocumentKind) -> None:
     [submission] = build_submissions(document(kind, "KSK-7", 1), FACILITY, signer, PortalSettings(), now=NOW)
     assert (submission.channel, submission.idempotency_key) == ("moh_checkup", "KSK-7:v1")
     checked = check_hub_message(json.loads(submission.body), signer.certificate_pem)

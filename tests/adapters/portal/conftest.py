@@ -63,7 +63,8 @@ def unsigned_envelope(ma_lk: str, file_type: str = "XML1") -> bytes:
 @pytest.fixture
 def make_bhxh(signer: Signer) -> Callable[..., Submission]:
     def make(document_id: str, version: int = 1, file_type: str = "XML1") -> Submission:
-        return bhxh_submission(document_id, version, signer.sign_xml_envelope(unsigned_envelope(document_id, file_type)))
+        envelope = unsigned_envelope(document_id, file_type)
+        return bhxh_submission(document_id, version, signer.sign_xml_envelope(envelope))
     return make
 
 
