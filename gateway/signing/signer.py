@@ -94,6 +94,7 @@ class Signer:
 
     def sign_xml_envelope(self, xml: bytes) -> bytes:
         """Put an enveloped XML-DSig (RSA-SHA256, certificate in X509Data) inside the empty CHUKYDONVI."""
+        check_validity(self.certificate)
         root = _parse_xml(xml)
         targets = root.findall(f".//{SIGNATURE_ELEMENT}")
         if len(targets) != 1:
@@ -119,4 +120,5 @@ class Signer:
 
     def sign_hub_message(self, header: dict[str, Any], data_b64: str) -> str:
         """The hub's base64 RSA/SHA-256 signature over the hashed header and data (see adapters.portal.wire)."""
+        check_validity(self.certificate)
         return base64.b64encode(self._sign_rsa_sha256(hub_signing_input(header, data_b64))).decode("ascii")

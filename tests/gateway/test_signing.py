@@ -195,3 +195,12 @@ def test_a_non_rsa_key_is_refused(tmp_path: Path, now: datetime) -> None:
         serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()))
     with pytest.raises(SigningError, match="must be RSA"):
         load_signer(settings)
+
+
+def test_a_certificate_that_expired_after_start_up_stops_signing(now: datetime) -> None:
+    certificate, key = generate_self_signed("Benh vien Test", now - timedelta(days=30), now - timedelta(seconds=1))
+    signer = Signer(certificate, key, "pem")
+    with pytest.raises(SigningError, match="expired"):
+        signer.sign_hub_message({}, "e30=")
+    with pytest.raises(SigningError, match="expired"):
+        signer.sign_xml_envelope(ENVELOPE)

@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from adapters.portal.base import PortalChannel
+from adapters.portal.base import PortalChannel, Submission
 from adapters.portal.bhxh import BhxhChannel
 from adapters.portal.hub import HubChannel
 from gateway.config import BhxhChannelSettings, HubChannelSettings, PipelineSettings, PortalSettings
@@ -23,7 +23,6 @@ from gateway.store import Inbound, Store
 from gateway.submissions import build_submissions
 from mappings.hl7v2 import map_message
 from mappings.model import Document, FacilityInfo
-from tests.adapters.portal import stand_in_mappings
 from tests.adapters.portal.conftest import Portal
 from tests.conftest import corpus_hl7
 
@@ -75,13 +74,11 @@ async def channels(portal: Portal) -> AsyncIterator[dict[str, PortalChannel]]:
 
 
 @pytest.fixture
-def make_pipeline(store: Store, channels: dict[str, PortalChannel], signer: Signer,
-                  monkeypatch: pytest.MonkeyPatch) -> Callable[[], Pipeline]:
-    stand_in_mappings.install(monkeypatch)
+def make_pipeline(store: Store, channels: dict[str, PortalChannel], signer: Signer) -> Callable[[], Pipeline]:
     settings = PipelineSettings(workers=4, mapping_processes=0, poll_interval_seconds=0.02,
                                 backoff_base_seconds=0.01, backoff_max_seconds=0.05)
 
-    def build(document: Document) -> list:
+    def build(document: Document) -> list[Submission]:
         return build_submissions(document, FACILITY, signer, PortalSettings(), now=datetime.now(timezone.utc))
 
     return lambda: Pipeline(store, Metrics(), settings, build, channels, mapping_executor(0))
