@@ -6,6 +6,7 @@ import subprocess
 import time
 import urllib.parse
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from importlib.metadata import version
 from pathlib import Path
@@ -42,6 +43,7 @@ class PrometheusProcess:
             "rule_files": [str(PROMETHEUS_DIR / "alerts.yml")],
             "scrape_configs": [{"job_name": "healthbook-gateway", "static_configs": [{"targets": [self.target]}]}],
         }
+        self.workdir.mkdir(parents=True, exist_ok=True)
         config_path = self.workdir / "prometheus.yml"
         config_path.write_text(yaml.safe_dump(config), encoding="utf-8")
         log = (self.workdir / "prometheus.log").open("ab")
@@ -80,10 +82,11 @@ class PrometheusProcess:
                 self.process.wait(timeout=30)
 
 
-@pytest.fixture(scope="module")
-def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[GatewayProcess, PrometheusProcess]]:
-    gateway = GatewayProcess(tmp_path_factory.mktemp("gateway"))
-    prometheus = PrometheusProcess(tmp_path_factory.mktemp("prometheus"), target="")
+@contextmanager
+def running_stack(gateway_dir: Path, prometheus_dir: Path) -> Iterator[tuple[GatewayProcess, PrometheusProcess]]:
+    """The demo gateway and a Prometheus that has scraped it at least once; both stopped on exit."""
+    gateway = GatewayProcess(gateway_dir)
+    prometheus = PrometheusProcess(prometheus_dir, target="")
     try:
         gateway.start()
         prometheus.target = f"127.0.0.1:{gateway.http_port}"
@@ -94,6 +97,12 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[GatewayPro
     finally:
         prometheus.stop()
         gateway.stop()
+
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[GatewayProcess, PrometheusProcess]]:
+    with running_stack(tmp_path_factory.mktemp("gateway"), tmp_path_factory.mktemp("prometheus")) as processes:
+        yield processes
 
 
 def test_prometheus_scrapes_the_gateway(stack: tuple[GatewayProcess, PrometheusProcess]) -> None:
@@ -161,3 +170,11 @@ def test_every_dashboard_query_runs_on_a_real_prometheus(stack: tuple[GatewayPro
     [up_panel] = [panel for panel in _panels() if panel["title"] == "Gateway up"]
     gateway_up = prometheus.query(_as_promql(up_panel["targets"][0]["expr"]))
     assert [float(sample["value"][1]) for sample in gateway_up] == [1.0]
+
+
+def test_a_stopped_gateway_raises_the_gateway_down_alert(tmp_path: Path) -> None:
+    with running_stack(tmp_path / "gateway", tmp_path / "prometheus") as (gateway, prometheus):
+        assert gateway.stop() == 0
+        wait_until(lambda: prometheus.value('up{job="healthbook-gateway"}') == 0.0, DEADLINE, what="up == 0")
+        down = 'ALERTS{alertname="HealthbookGatewayDown", severity="critical"}'
+        wait_until(lambda: prometheus.query(down), DEADLINE, what=f"{down} pending or firing")
