@@ -1,10 +1,11 @@
-"""A real Prometheus scrapes the real gateway, evaluates the shipped alert rules and answers the dashboard's queries."""
+"""A real Prometheus scrapes the real gateway, evaluates the shipped alerts and runs every dashboard query."""
 from __future__ import annotations
 
 import json
 import subprocess
 import time
 import urllib.parse
+import urllib.request
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -178,3 +179,17 @@ def test_a_stopped_gateway_raises_the_gateway_down_alert(tmp_path: Path) -> None
         wait_until(lambda: prometheus.value('up{job="healthbook-gateway"}') == 0.0, DEADLINE, what="up == 0")
         down = 'ALERTS{alertname="HealthbookGatewayDown", severity="critical"}'
         wait_until(lambda: prometheus.query(down), DEADLINE, what=f"{down} pending or firing")
+
+
+def test_a_failing_portal_raises_the_portal_unreachable_alert(tmp_path: Path) -> None:
+    with running_stack(tmp_path / "gateway", tmp_path / "prometheus") as (gateway, prometheus):
+        request = urllib.request.Request(f"{gateway.emulator_url}/_emulator/faults", method="POST",
+                                         data=json.dumps({"fail_rate": 1.0}).encode(),
+                                         headers={"Content-Type": "application/json"})
+        with urllib.request.urlopen(request, timeout=5) as answer:
+            assert json.loads(answer.read())["fail_rate"] == 1.0
+        assert "MSA|AA" in gateway.mllp_send(CORPUS / "hl7v2" / "oru_r01_health_check.hl7")
+        unreachable = 'ALERTS{alertname="HealthbookPortalUnreachable", channel="moh_checkup"}'
+        wait_until(lambda: prometheus.query(unreachable), DEADLINE, what=f"{unreachable} pending or firing")
+        assert prometheus.query('healthbook_gateway_portal_http_responses_total{status="500"}')
+        assert gateway.emulator_stats()["accepted"] == 0
