@@ -17,9 +17,11 @@ stored again. A message that was refused was not stored, so its retransmission i
 """
 from __future__ import annotations
 
+import hashlib
 import ipaddress
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 
 from adapters.hl7v2_wire import MessageHeader, WireError, build_ack, codec_for, decode, parse_header, read_header
 from adapters.mllp import Frame
@@ -38,6 +40,17 @@ _REJECT_CODES = frozenset({"unsupported-message-type", "unsupported-event", "uns
                            "charset-mismatch"})
 
 
+@dataclass(frozen=True, slots=True)
+class Answer:
+    """The acknowledgement for one message; `message_id` is set when it is on disk (now or from before)."""
+
+    code: str
+    ack: bytes
+    message_id: int | None = None
+    duplicate: bool = False
+    issues: tuple[Issue, ...] = ()
+
+
 class Hl7Intake:
     """The MLLP handler: every message gets exactly one clear answer, and AA/CA only once it is on disk."""
 
@@ -51,15 +64,29 @@ class Hl7Intake:
 
     async def store_and_ack(self, frame: Frame) -> bytes:
         """Answer one frame; raises only when the store cannot take it, so no ACK promises what is not on disk."""
-        started = time.perf_counter()
         with correlation(new_correlation_id(), source="mllp") as correlation_id:
-            code, answer = await self._answer(frame, correlation_id)
-            self._metrics.acks.labels("mllp", code).inc()
-            self._metrics.ack_latency.labels("mllp").observe(time.perf_counter() - started)
-            return answer
+            return (await self._answer(frame, correlation_id)).ack
 
-    async def _answer(self, frame: Frame, correlation_id: str) -> tuple[str, bytes]:
-        """The acknowledgement code and the encoded ACK for one frame."""
+    async def replay(self, data: bytes) -> Answer:
+        """Take an operator's corrected message through the same screen and store as MLLP, as a new message.
+
+        It keeps its sender (MSH-3|MSH-4) but is keyed by a digest of its content instead of MSH-10, which
+        usually repeats the refused original's: the same file replayed twice is stored once, a further
+        correction is stored again. The allowlist does not apply: the operator is not a network sender.
+        """
+        with correlation(new_correlation_id(), source="replay") as correlation_id:
+            return await self._answer(Frame(data, "", 0), correlation_id, replay=True)
+
+    async def _answer(self, frame: Frame, correlation_id: str, replay: bool = False) -> Answer:
+        """Screen, store and acknowledge one message, counting the answer."""
+        started = time.perf_counter()
+        source = "replay" if replay else "mllp"
+        answer = await self._screen_and_store(frame, correlation_id, source)
+        self._metrics.acks.labels(source, answer.code).inc()
+        self._metrics.ack_latency.labels(source).observe(time.perf_counter() - started)
+        return answer
+
+    async def _screen_and_store(self, frame: Frame, correlation_id: str, source: str) -> Answer:
         default = self._settings.default_charset
         try:
             header = read_header(frame.data)
@@ -76,20 +103,23 @@ class Hl7Intake:
         except WireError as exc:
             return self._refuse(header, (Issue("MSH-18", "charset-mismatch", str(exc)),), legacy or default)
         header = parse_header(text)
-        self._metrics.messages_received.labels("mllp", message_type_label(header.message_type)).inc()
-        issues = self._refusals(frame, header) or [i for i in self._screen(text) if i.severity == "error"]
+        self._metrics.messages_received.labels(source, message_type_label(header.message_type)).inc()
+        replay = source == "replay"
+        issues = ([] if replay else self._refusals(frame, header)) or [
+            issue for issue in self._screen(text) if issue.severity == "error"]
         if issues:
             return self._refuse(header, tuple(issues), codec)
-        accepted = "CA" if header.enhanced_mode else "AA"
+        code = "CA" if header.enhanced_mode else "AA"
+        control_id = "replay:" + hashlib.sha256(text.encode("utf-8")).hexdigest()[:20] if replay else header.control_id
         stored = await self._store.store_inbound(Inbound(
-            source="mllp", sender=header.sender, control_id=header.control_id, message_type=header.message_type,
+            source=source, sender=header.sender, control_id=control_id, message_type=header.message_type,
             correlation_id=correlation_id, payload=text.encode("utf-8"),
-            ack=build_ack(header, accepted).encode(codec, errors="replace")))
+            ack=build_ack(header, code).encode(codec, errors="replace")))
         if stored.duplicate:
-            self._metrics.duplicates.labels("mllp").inc()
-        log.info("hl7_stored", message_type=header.message_type, control_id=header.control_id,
+            self._metrics.duplicates.labels(source).inc()
+        log.info("hl7_stored", message_type=header.message_type, control_id=control_id,
                  message_id=stored.message_id, retransmission=stored.duplicate, bytes=len(frame.data))
-        return accepted, stored.ack
+        return Answer(code, stored.ack, stored.message_id, stored.duplicate)
 
     def _decode(self, data: bytes, header: MessageHeader, legacy: str | None) -> tuple[str, str]:
         """The text and the codec it was read with: MSH-18 when the bytes fit it, else the sender's charset."""
@@ -130,7 +160,7 @@ class Hl7Intake:
             return True
         return False
 
-    def _refuse(self, header: MessageHeader | None, issues: tuple[Issue, ...], codec: str) -> tuple[str, bytes]:
+    def _refuse(self, header: MessageHeader | None, issues: tuple[Issue, ...], codec: str) -> Answer:
         reject = any(issue.code in _REJECT_CODES for issue in issues)
         enhanced = header is not None and header.enhanced_mode
         code = ("CR" if reject else "CE") if enhanced else ("AR" if reject else "AE")
@@ -138,7 +168,8 @@ class Hl7Intake:
             self._metrics.mapping_errors.labels("mllp", issue.code).inc()
         log.warning("hl7_refused", ack_code=code, control_id=header.control_id if header else "",
                     problems=[f"{issue.location} {issue.code}" for issue in issues])
-        return code, build_ack(header, code, issues[0].message, issues).encode(codec, errors="replace")
+        return Answer(code, build_ack(header, code, issues[0].message, issues).encode(codec, errors="replace"),
+                      issues=issues)
 
     def _legacy_charset(self, header: MessageHeader) -> str | None:
         """The sender's configured legacy charset, by MSH-3.1 then MSH-4.1."""

@@ -7,7 +7,12 @@ from pathlib import Path
 
 import pytest
 
-from tests.gateway.intake_harness import ack_segments, exchange, hl7, running_intake
+from adapters.hl7v2_wire import parse_header
+from gateway.config import MllpSettings
+from gateway.intake import Hl7Intake
+from gateway.metrics import Metrics
+from gateway.queue_admin import split_messages
+from tests.gateway.intake_harness import ack_segments, exchange, hl7, running_intake, small_screen
 from tests.tls_certs import make_pki
 
 
@@ -176,3 +181,25 @@ async def test_allowlist_by_tls_client_certificate(tmp_path: Path) -> None:
         without_cert = ack_segments(await intake.send(hl7("K2")))
     assert with_cert["MSA"][0][1] == "AA"
     assert without_cert["MSA"][0][1] == "AR" and without_cert["ERR"][0][2] == "MSH^1^4^1"
+
+
+async def test_replay_stores_a_corrected_message_as_new_and_only_once(tmp_path: Path) -> None:
+    async with running_intake(tmp_path, allowed_senders=[{"address": "10.0.0.0/8"}]) as intake:
+        refused = ack_segments(await intake.send(hl7("P1", pid3="")))
+        intake_under_test = Hl7Intake(intake.store, Metrics(), MllpSettings(), small_screen)
+        corrected = await intake_under_test.replay(hl7("P1", pid3="BN9^^^BV^MR", terminator="\n").encode())
+        again = await intake_under_test.replay(hl7("P1", pid3="BN9^^^BV^MR").encode())
+        still_wrong = await intake_under_test.replay(hl7("P1", pid3="").encode())
+        stored = intake.rows("SELECT id, source, sender, control_id FROM messages")
+    assert refused["MSA"][0][1] == "AR"  # the network sender is not on the allowlist; the operator is
+    assert (corrected.code, corrected.duplicate, again.duplicate) == ("AA", False, True)
+    assert again.message_id == corrected.message_id and again.ack == corrected.ack
+    assert still_wrong.code == "AE" and still_wrong.message_id is None and still_wrong.issues[0].location == "PID-3"
+    [(message_id, source, sender, control_id)] = stored
+    assert (message_id, source, sender) == (corrected.message_id, "replay", "HIS_BVDK|BVDK^4000000000123^L")
+    assert control_id.startswith("replay:")
+
+
+def test_a_replay_file_may_hold_several_messages_framed_or_not() -> None:
+    data = b"\x0b" + hl7("A").encode() + b"\x1c\r" + hl7("B", terminator="\n").encode() + b"\n\n"
+    assert [parse_header(m.decode()).control_id for m in split_messages(data)] == ["A", "B"]
