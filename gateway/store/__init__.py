@@ -78,7 +78,11 @@ def _connect_writer(path: Path) -> sqlite3.Connection:
     connection.execute("PRAGMA synchronous=FULL")
     connection.execute("PRAGMA foreign_keys=ON")
     connection.execute("PRAGMA busy_timeout=10000")
-    migrate(connection)
+    try:
+        migrate(connection)
+    except BaseException:
+        connection.close()
+        raise
     return connection
 
 
@@ -135,16 +139,20 @@ class Store:
         """Open the file; the owner (the serving gateway) locks out a second gateway and re-queues the
         leases a crashed predecessor held, so its unfinished work restarts at once, not when leases expire."""
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        if owner:
-            self._lock = _lock(self.path)
-        loop = asyncio.get_running_loop()
-        self._writer = await loop.run_in_executor(self._executor, _connect_writer, self.path)
-        self._reader = await aiosqlite.connect(self.path)
-        await self._reader.execute("PRAGMA busy_timeout=10000")
-        if owner:
-            messages, submissions = await self.transaction(_release_leases)
-            if messages or submissions:
-                log.warning("store_leases_released", messages=messages, submissions=submissions)
+        try:
+            if owner:
+                self._lock = _lock(self.path)
+            loop = asyncio.get_running_loop()
+            self._writer = await loop.run_in_executor(self._executor, _connect_writer, self.path)
+            self._reader = await aiosqlite.connect(self.path)
+            await self._reader.execute("PRAGMA busy_timeout=10000")
+            if owner:
+                messages, submissions = await self.transaction(_release_leases)
+                if messages or submissions:
+                    log.warning("store_leases_released", messages=messages, submissions=submissions)
+        except BaseException:
+            await self.close()
+            raise
         self._group_commit = asyncio.create_task(self._group_commit_loop(), name="store-group-commit")
         return self
 
