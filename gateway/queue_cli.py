@@ -13,13 +13,17 @@ from pathlib import Path
 from typing import Any
 
 from gateway.config import Settings, load_settings
+from gateway.logs import configure_logging
 
 EXIT_REFUSED = 1
 WithConfig = Callable[[str, str], argparse.ArgumentParser]
 
 
 def _settings(args: argparse.Namespace) -> Settings:
-    return load_settings(Path(args.config) if args.config else None)
+    """The settings, with log lines sent to stderr so stdout carries only the command's answer."""
+    settings = load_settings(Path(args.config) if args.config else None)
+    configure_logging(settings.logging.level, settings.logging.format)
+    return settings
 
 
 def _run(work: Coroutine[Any, Any, int]) -> int:

@@ -1,4 +1,4 @@
-"""A real intake for tests: MLLP listener on a free port, real Store on a tmp SQLite file, a small screen."""
+"""A real intake for tests: MLLP listener on a free port, real Store on a tmp SQLite file, the real screen."""
 from __future__ import annotations
 
 import asyncio
@@ -17,29 +17,16 @@ from gateway.encryption import PayloadCipher
 from gateway.intake import Hl7Intake
 from gateway.metrics import Metrics
 from gateway.store import Store
+from mappings.hl7v2 import screen as real_screen
 from mappings.model import Issue
 
 KEY = b"k" * 32
 
 
-def small_screen(text: str) -> list[Issue]:
-    """Stands in for mappings.hl7v2.screen: known types only, PID-3 required, segments split on \\r only."""
-    segments = {line.split("|", 1)[0]: line.split("|") for line in text.split("\r") if line}
-    message_type = segments["MSH"][8].split("^")[0] if len(segments["MSH"]) > 8 else ""
-    if message_type not in ("ADT", "ORU"):
-        return [Issue("MSH-9", "unsupported-message-type", f"message type {message_type} is not taken here")]
-    pid = segments.get("PID")
-    if pid is None:
-        return [Issue("PID", "required", "PID segment is required")]
-    if len(pid) < 4 or not pid[3]:
-        return [Issue("PID-3", "required", "patient identifier list | PID-3 ^ is required")]
-    return []
-
-
 def hl7(control_id: str, *, sender: str = "HIS_BVDK", facility: str = "BVDK^4000000000123^L",
-        pid3: str = "BN1^^^BV^MR", message_type: str = "ADT^A01", msh15: str = "", msh16: str = "",
+        pid3: str = "040085012345^^^BCA^NNVNM", message_type: str = "ADT^A01", msh15: str = "", msh16: str = "",
         charset: str = "UNICODE UTF-8", name: str = "NGUYEN^AN", terminator: str = "\r") -> str:
-    """One small HL7 v2 message with the fields the intake looks at."""
+    """One small HL7 v2 message the real screen accepts, with the fields the intake looks at."""
     msh = ["MSH", "^~\\&", sender, facility, "HBGW", "BYT", "20260312083015", "", message_type, control_id, "P",
            "2.5", "", "", msh15, msh16, "VNM", charset]
     segments = ["|".join(msh), "EVN|A01|20260312083000", f"PID|1||{pid3}||{name}||19850214|M",
@@ -98,7 +85,7 @@ def ack_segments(ack: bytes, encoding: str = "utf-8") -> dict[str, list[list[str
 
 
 @asynccontextmanager
-async def running_intake(tmp_path: Path, screen: Callable[[str], list[Issue]] = small_screen,
+async def running_intake(tmp_path: Path, screen: Callable[[str], list[Issue]] = real_screen,
                          client_ssl: ssl.SSLContext | None = None, **settings: Any) -> AsyncIterator[Intake]:
     """Start store, intake and listener with these MLLP settings; stop them in reverse."""
     mllp = MllpSettings.model_validate({"port": 0, **settings})

@@ -15,6 +15,7 @@ from adapters.portal.base import Submission
 from gateway.encryption import PayloadCipher
 from gateway.store import Inbound, Store
 from mappings.model import Document
+from tests.gateway.intake_harness import hl7
 
 KEY = b"q" * 32
 CLI = Path(sys.executable).parent / "healthbook-gateway"
@@ -131,3 +132,21 @@ def test_a_missing_store_is_named_and_not_created(tmp_path: Path) -> None:
     result = run_cli(tmp_path / "nowhere" / "gateway.db", "dlq", "list")
     assert result.returncode == 1 and "no store at" in result.stderr
     assert not (tmp_path / "nowhere").exists()
+
+
+def test_replay_ingests_a_corrected_file_through_the_screen_once(store_file: Path, tmp_path: Path) -> None:
+    corrected, still_wrong = tmp_path / "corrected.hl7", tmp_path / "mixed.hl7"
+    corrected.write_text(hl7("C1", terminator="\n"), encoding="utf-8")
+    still_wrong.write_text(hl7("C1", terminator="\n") + hl7("C9", pid3="", terminator="\n"), encoding="utf-8")
+    first = run_cli(store_file, "replay", str(corrected))
+    mixed = run_cli(store_file, "replay", str(still_wrong))
+    assert first.returncode == 0, first.stderr
+    assert first.stdout == "message 1: AA stored as inbox:4\n"
+    assert mixed.returncode == 1
+    assert mixed.stdout.splitlines() == ["message 1: AA already replayed as inbox:4",
+                                         "message 2: AE refused: PID-3 required: PID-3 needs a CCCD (authority BCA,"
+                                         " type NNVNM) or a BHYT card (type HC); a medical record number alone is"
+                                         " not enough"]
+    assert rows(store_file, "SELECT source, state FROM messages WHERE id = 4") == [("replay", "received")]
+    assert rows(store_file, "SELECT action, item, detail FROM operator_actions") == [
+        ("replay", "inbox:4", "from file corrected.hl7")]
