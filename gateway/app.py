@@ -9,18 +9,21 @@ from pathlib import Path
 
 from aiohttp import web
 
+from adapters.fhir_api import FhirApi
 from adapters.mllp import MllpServer
 from adapters.portal.base import PortalChannel
 from adapters.tls import server_ssl_context
 from gateway.config import Settings
 from gateway.encryption import load_cipher
+from gateway.fhir_intake import FhirIntake
 from gateway.intake import Hl7Intake
 from gateway.logs import get_logger
 from gateway.metrics import QUEUE_STATES, Metrics
 from gateway.pipeline import Pipeline, mapping_executor
 from gateway.store import Store
+from mappings.fhir_in import map_fhir
 from mappings.hl7v2 import screen
-from mappings.model import FacilityInfo
+from mappings.model import FacilityInfo, Issue
 
 log = get_logger(__name__)
 
@@ -35,6 +38,11 @@ def gateway_version() -> str:
 def facility_info(settings: Settings) -> FacilityInfo:
     f = settings.facility
     return FacilityInfo(name=f.name, bhxh_code=f.bhxh_code, moh_facility_id=f.moh_facility_id, tax_code=f.tax_code)
+
+
+def validate_fhir(resource: dict) -> list[Issue]:
+    """The FHIR API refuses at once what the mapping could never turn into a health-book record."""
+    return list(map_fhir(resource).issues)
 
 
 class Gateway:
@@ -125,6 +133,9 @@ class Gateway:
         app.router.add_get("/healthz", self._healthz)
         app.router.add_get("/readyz", self._readyz)
         app.router.add_get("/metrics", self._metrics)
+        assert self.store is not None
+        intake = FhirIntake(self.store, self.metrics, s, validate_fhir)
+        app.add_subapp("/fhir", FhirApi(intake, s.max_body_bytes, gateway_version()).app())
         runner = web.AppRunner(app, access_log=None)
         await runner.setup()
         site = web.TCPSite(runner, s.host, s.port, ssl_context=server_ssl_context(s.tls))

@@ -1,0 +1,271 @@
+"""The FHIR REST API over a real socket with a real SQLite store: every status, every malformed body, and
+the server still answering the next valid request."""
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+import sqlite3
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+from aiohttp import web
+
+from adapters.fhir_api import FhirApi
+from gateway.config import FhirSender, HttpSettings
+from gateway.encryption import PayloadCipher
+from gateway.fhir_intake import FhirIntake, Validate
+from gateway.metrics import Metrics
+from gateway.store import Store
+from mappings.model import Issue
+from tests.conftest import CORPUS
+
+TOKEN = "s3cret-token-for-his-a"
+FHIR_JSON = {"Content-Type": "application/fhir+json"}
+AUTH = {**FHIR_JSON, "Authorization": f"Bearer {TOKEN}"}
+PATIENT = {"resourceType": "Patient", "gender": "female", "birthDate": "1990-09-03"}
+
+
+def corpus_bundle() -> dict[str, Any]:
+    return json.loads((CORPUS / "fhir" / "transaction_outpatient_visit.json").read_text(encoding="utf-8"))
+
+
+def birth_dates(resource: dict[str, Any]) -> list[Issue]:
+    """A stand-in validation for the tests: birthDate must be a FHIR date."""
+    located = [(resource["resourceType"], resource)]
+    if resource["resourceType"] == "Bundle":
+        located = [(f"Bundle.entry[{index}].resource", entry["resource"])
+                   for index, entry in enumerate(resource.get("entry") or [])
+                   if isinstance(entry, dict) and isinstance(entry.get("resource"), dict)]
+    return [Issue(f"{path}.birthDate", "value", "birthDate is not a valid FHIR date")
+            for path, item in located
+            if "birthDate" in item and not re.fullmatch(r"\d{4}(-\d{2}(-\d{2})?)?", str(item["birthDate"]))]
+
+
+@dataclass
+class RunningApi:
+    base: str
+    store: Store
+    metrics: Metrics
+    db_path: Path
+
+    def stored_rows(self) -> list[tuple[str, str, str]]:
+        """(sender, control_id, message_type) of every stored message, read from the file itself."""
+        with sqlite3.connect(self.db_path) as db:
+            return db.execute("SELECT sender, control_id, message_type FROM messages ORDER BY id").fetchall()
+
+
+@asynccontextmanager
+async def running_fhir_api(tmp_path: Path, validate: Validate = birth_dates, store_class: type[Store] = Store,
+                           **http: Any) -> AsyncIterator[RunningApi]:
+    """The FHIR API mounted at /fhir as app.py mounts it, on a free 127.0.0.1 port."""
+    settings = HttpSettings(**{"fhir_senders": [FhirSender(
+        name="his-a", token_sha256=hashlib.sha256(TOKEN.encode()).hexdigest())], **http})
+    store = await store_class(tmp_path / "gw.db", PayloadCipher(b"k" * 32)).open()
+    metrics = Metrics()
+    app = web.Application(client_max_size=settings.max_body_bytes)
+    app.add_subapp("/fhir", FhirApi(FhirIntake(store, metrics, settings, validate),
+                                    settings.max_body_bytes, "test").app())
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    await web.TCPSite(runner, "127.0.0.1", 0).start()
+    try:
+        yield RunningApi(f"http://127.0.0.1:{runner.addresses[0][1]}/fhir", store, metrics, tmp_path / "gw.db")
+    finally:
+        await runner.cleanup()
+        await store.close()
+
+
+@pytest.fixture
+async def api(tmp_path: Path) -> AsyncIterator[RunningApi]:
+    async with running_fhir_api(tmp_path) as running:
+        yield running
+
+
+@pytest.fixture
+async def http() -> AsyncIterator[aiohttp.ClientSession]:
+    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=30)) as session:
+        yield session
+
+
+async def post(http: aiohttp.ClientSession, url: str, body: Any, headers: dict[str, str] = AUTH,
+               ) -> tuple[int, dict[str, Any], Any]:
+    data = body if isinstance(body, bytes) else json.dumps(body).encode()
+    async with http.post(url, data=data, headers=headers) as response:
+        return response.status, dict(response.headers), await response.json(content_type=None)
+
+
+def expressions(outcome: dict[str, Any]) -> list[str]:
+    assert outcome["resourceType"] == "OperationOutcome"
+    return [expression for issue in outcome["issue"] for expression in issue["expression"]]
+
+
+async def test_corpus_transaction_is_stored_then_answered_with_a_transaction_response(
+        api: RunningApi, http: aiohttp.ClientSession) -> None:
+    status, headers, body = await post(http, api.base, corpus_bundle())
+    assert status == 200 and headers["Content-Type"] == "application/fhir+json; charset=utf-8"
+    assert body["type"] == "transaction-response"
+    assert [entry["response"]["status"] for entry in body["entry"]] == ["200 OK"] + ["201 Created"] * 4
+    assert body["entry"][1]["response"]["location"].startswith("Encounter/")
+    assert api.stored_rows() == [("his-a", "urn:hbgw:sender:his-pkdk-danang|TX-20260402-000981", "Bundle")]
+
+
+async def test_retry_with_same_bundle_identifier_returns_the_original_body_and_stores_once(
+        api: RunningApi, http: aiohttp.ClientSession) -> None:
+    first = await post(http, api.base, corpus_bundle())
+    again = await post(http, api.base, corpus_bundle())
+    assert again[0] == 200 and again[2] == first[2]
+    assert len(api.stored_rows()) == 1
+    assert api.metrics.duplicates.labels("fhir")._value.get() == 1
+
+
+async def test_single_resource_create_answers_201_with_location_and_if_none_exist_makes_it_idempotent(
+        api: RunningApi, http: aiohttp.ClientSession) -> None:
+    headers = {**AUTH, "If-None-Exist": "identifier=urn:hbgw:id:cccd|048190007788"}
+    status, answer_headers, body = await post(http, f"{api.base}/Patient", PATIENT, headers)
+    assert status == 201 and re.fullmatch(r"Patient/[0-9a-f-]{36}/_history/1", answer_headers["Location"])
+    assert body["issue"][0]["severity"] == "information"
+    again = await post(http, f"{api.base}/Patient", PATIENT, headers)
+    assert again[0] == 200 and again[2] == body
+    [(sender, control_id, message_type)] = api.stored_rows()
+    assert (sender, message_type) == ("his-a", "Patient")
+    assert "048190007788" not in control_id  # the criteria name a person: only their hash is kept
+
+
+async def test_document_bundle_answers_201_with_the_stored_bundle_reference(
+        api: RunningApi, http: aiohttp.ClientSession) -> None:
+    bundle = {"resourceType": "Bundle", "type": "document", "entry": [{"resource": PATIENT}]}
+    status, headers, body = await post(http, api.base, bundle)
+    assert status == 201 and headers["Location"].startswith("Bundle/")
+    assert headers["Location"] in body["issue"][0]["details"]["text"]
+
+
+async def test_batch_keeps_good_entries_and_answers_each_entry(api: RunningApi, http: aiohttp.ClientSession) -> None:
+    bad = {**PATIENT, "birthDate": "03/09/1990"}
+    bundle = {"resourceType": "Bundle", "type": "batch", "entry": [
+        {"resource": PATIENT, "request": {"method": "POST", "url": "Patient"}},
+        {"resource": bad, "request": {"method": "POST", "url": "Patient"}}]}
+    status, _, body = await post(http, api.base, bundle)
+    assert status == 200 and body["type"] == "batch-response"
+    assert [entry["response"]["status"] for entry in body["entry"]] == ["201 Created", "422 Unprocessable Entity"]
+    assert expressions(body["entry"][1]["response"]["outcome"]) == ["Bundle.entry[1].resource.birthDate"]
+    [claimed] = await api.store.claim_messages(10)
+    assert [entry["resource"] for entry in json.loads(claimed.payload)["entry"]] == [PATIENT]
+
+
+async def test_validate_answers_200_with_issues_and_stores_nothing(api: RunningApi, http: aiohttp.ClientSession) -> None:
+    bad = {**PATIENT, "birthDate": "3/9/1990"}
+    status, _, body = await post(http, f"{api.base}/Patient/$validate", bad)
+    assert status == 200 and expressions(body) == ["Patient.birthDate"]
+    wrapped = {"resourceType": "Parameters", "parameter": [{"name": "resource", "resource": PATIENT}]}
+    status, _, body = await post(http, f"{api.base}/$validate", wrapped)
+    assert status == 200 and body["issue"][0]["severity"] == "information"
+    assert api.stored_rows() == []
+
+
+async def test_metadata_is_an_r4_capability_statement(api: RunningApi, http: aiohttp.ClientSession) -> None:
+    async with http.get(f"{api.base}/metadata") as response:
+        statement = await response.json(content_type="application/fhir+json")
+    assert statement["resourceType"] == "CapabilityStatement" and statement["fhirVersion"] == "4.0.1"
+    assert "Immunization" in {resource["type"] for resource in statement["rest"][0]["resource"]}
+
+
+MALFORMED = [
+    pytest.param(b'{"resourceType": "Bundle", ', FHIR_JSON, 400, "$this", id="invalid-json"),
+    pytest.param(b"[1, 2]", FHIR_JSON, 400, "$this", id="json-array"),
+    pytest.param(b"\xff\xfe{}", FHIR_JSON, 400, "$this", id="not-utf8"),
+    pytest.param(b'{"type": "transaction"}', FHIR_JSON, 400, "resourceType", id="no-resource-type"),
+    pytest.param(json.dumps(PATIENT).encode(), FHIR_JSON, 400, "Patient.resourceType", id="patient-at-base"),
+    pytest.param(b"{}", {"Content-Type": "text/plain"}, 415, "Content-Type", id="wrong-content-type"),
+    pytest.param(b"{}", {"Content-Type": "application/fhir+json; charset=iso-8859-1"}, 415, "Content-Type",
+                 id="wrong-charset"),
+    pytest.param(json.dumps({"resourceType": "Bundle", "type": "searchset", "entry": []}).encode(), FHIR_JSON,
+                 422, "Bundle.type", id="searchset-bundle"),
+    pytest.param(json.dumps({"resourceType": "Bundle", "type": "transaction", "entry": [
+        {"resource": PATIENT, "request": {"method": "DELETE", "url": "Patient/1"}}]}).encode(), FHIR_JSON,
+                 422, "Bundle.entry[0].request.method", id="delete-entry"),
+    pytest.param(json.dumps({"resourceType": "Bundle", "type": "transaction", "entry": [
+        {"resource": {**PATIENT, "birthDate": "1990-02-31x"}, "request": {"method": "POST", "url": "Patient"}},
+    ]}).encode(), FHIR_JSON, 422, "Bundle.entry[0].resource.birthDate", id="bad-birth-date"),
+]
+
+
+@pytest.mark.parametrize(("body", "headers", "status", "expression"), MALFORMED)
+async def test_malformed_bodies_get_a_precise_outcome_and_the_server_keeps_serving(
+        api: RunningApi, http: aiohttp.ClientSession, body: bytes, headers: dict[str, str], status: int,
+        expression: str) -> None:
+    answer = await post(http, api.base, body, {**headers, "Authorization": f"Bearer {TOKEN}"})
+    assert (answer[0], expressions(answer[2])) == (status, [expression])
+    assert answer[2]["issue"][0]["severity"] == "error"
+    assert (await post(http, api.base, corpus_bundle()))[0] == 200
+    assert api.metrics.acks.labels("fhir", str(status))._value.get() == 1
+
+
+async def test_missing_or_wrong_token_is_401_with_www_authenticate(api: RunningApi, http: aiohttp.ClientSession) -> None:
+    for headers in (FHIR_JSON, {**FHIR_JSON, "Authorization": "Bearer wrong"}, {**FHIR_JSON, "Authorization": "Basic eDp5"}):
+        status, answer_headers, body = await post(http, api.base, corpus_bundle(), headers)
+        assert (status, answer_headers["WWW-Authenticate"]) == (401, 'Bearer realm="healthbook-gateway"')
+        assert expressions(body) == ["Authorization"]
+    assert api.stored_rows() == []
+
+
+async def test_sender_limited_to_some_resource_types_gets_403(tmp_path: Path, http: aiohttp.ClientSession) -> None:
+    sender = FhirSender(name="lab", token_sha256=hashlib.sha256(b"lab-token").hexdigest(),
+                        resource_types=["Observation", "DiagnosticReport"])
+    async with running_fhir_api(tmp_path, fhir_senders=[sender]) as running:
+        headers = {**FHIR_JSON, "Authorization": "Bearer lab-token"}
+        status, _, body = await post(http, running.base, corpus_bundle(), headers)
+        assert (status, expressions(body)) == (403, ["Bundle.entry[0].resource"])
+        observation = {"resourceType": "Observation", "status": "final", "code": {"text": "t"}}
+        assert (await post(http, f"{running.base}/Observation", observation, headers))[0] == 201
+
+
+async def test_body_over_the_limit_is_413_whether_announced_or_streamed(tmp_path: Path,
+                                                                        http: aiohttp.ClientSession) -> None:
+    async with running_fhir_api(tmp_path, max_body_bytes=2048) as running:
+        huge = json.dumps({**PATIENT, "text": {"div": "x" * 100_000}}).encode()
+        status, _, body = await post(http, f"{running.base}/Patient", huge)
+        assert (status, expressions(body)) == (413, ["$this"])
+
+        async def chunks() -> AsyncIterator[bytes]:
+            for _ in range(100):
+                yield b" " * 1024
+
+        async with http.post(f"{running.base}/Patient", data=chunks(), headers=AUTH) as response:
+            assert response.status == 413
+            assert expressions(await response.json(content_type="application/fhir+json")) == ["$this"]
+        assert (await post(http, f"{running.base}/Patient", PATIENT))[0] == 201
+
+
+async def test_unknown_paths_and_methods_are_404_and_405_outcomes(api: RunningApi, http: aiohttp.ClientSession) -> None:
+    status, _, body = await post(http, f"{api.base}/Medication", {"resourceType": "Medication"})
+    assert (status, expressions(body)) == (404, ["Medication"])
+    async with http.get(f"{api.base}/Patient/123/_history") as response:
+        assert response.status == 404
+        assert (await response.json(content_type="application/fhir+json"))["resourceType"] == "OperationOutcome"
+    async with http.delete(f"{api.base}/metadata") as response:
+        assert response.status == 405
+        assert (await response.json(content_type="application/fhir+json"))["resourceType"] == "OperationOutcome"
+
+
+async def test_open_mode_takes_anyone_as_the_anonymous_sender(tmp_path: Path, http: aiohttp.ClientSession) -> None:
+    async with running_fhir_api(tmp_path, fhir_senders=[]) as running:
+        assert (await post(http, running.base, corpus_bundle(), FHIR_JSON))[0] == 200
+        assert running.stored_rows()[0][0] == "anonymous"
+
+
+class RefusingDisk(Store):
+    def _insert_messages(self, db: sqlite3.Connection, batch: list[Any]) -> list[Any]:
+        raise sqlite3.OperationalError("disk I/O error")
+
+
+async def test_a_failed_commit_is_a_500_outcome_never_a_2xx(tmp_path: Path, http: aiohttp.ClientSession) -> None:
+    async with running_fhir_api(tmp_path, store_class=RefusingDisk) as running:
+        status, _, body = await post(http, running.base, corpus_bundle())
+        assert (status, body["issue"][0]["code"]) == (500, "exception")
+        assert running.stored_rows() == []
