@@ -51,6 +51,7 @@ class FhirRequest:
     resource: dict[str, Any] = field(repr=False)
     body: bytes = field(repr=False)
     if_none_exist: str = ""
+    prefer_minimal: bool = False  # `Prefer: return=minimal`: a create answers with no body
 
 
 @dataclass(frozen=True, slots=True)
@@ -210,7 +211,8 @@ class FhirApi:
             return self._refuse(400, problem)
         # fhirpy and others send conditional-create criteria as the query string instead of If-None-Exist.
         criteria = request.headers.get("If-None-Exist", "") or (request.query_string if interaction == "create" else "")
-        fhir_request = FhirRequest(interaction, sender, resource, body, criteria)
+        prefer_minimal = "return=minimal" in request.headers.get("Prefer", "").replace(" ", "")
+        fhir_request = FhirRequest(interaction, sender, resource, body, criteria, prefer_minimal)
         if interaction == "validate":
             return self._respond(await self._handler.validate(fhir_request))
         return self._respond(await self._handler.submit(fhir_request))

@@ -65,7 +65,7 @@ class FhirIntake:
             return matches[0] if matches else None
         if credentials.client_cn:
             for sender in self._senders.values():
-                if sender.client_cn and hmac.compare_digest(sender.client_cn, credentials.client_cn):
+                if sender.client_cert_cn and hmac.compare_digest(sender.client_cert_cn, credentials.client_cn):
                     return sender.name
         return None
 
@@ -113,13 +113,13 @@ class FhirIntake:
         if resource_type != "Bundle":
             resource_id = str(uuid.uuid4())
             location = f"{resource_type}/{resource_id}/_history/1"
-            body = _accepted_outcome(resource_type, f"accepted as {location}", issues)
+            body = _accepted(request, resource_type, f"accepted as {location}", issues)
             return await self._store_and_answer(request, request.body, body, location, 201, correlation_id)
         if resource["type"] == "transaction":
             body = to_json(_response_bundle("transaction-response", resource["entry"], issues, set()))
             return await self._store_and_answer(request, request.body, body, "", 200, correlation_id)
         location = f"Bundle/{uuid.uuid4()}"
-        body = _accepted_outcome("Bundle", f"{resource['type']} accepted as {location}", issues)
+        body = _accepted(request, "Bundle", f"{resource['type']} accepted as {location}", issues)
         return await self._store_and_answer(request, request.body, body, location, 201, correlation_id)
 
     async def _submit_batch(self, request: FhirRequest, issues: list[Issue], correlation_id: str) -> FhirAnswer:
@@ -223,7 +223,10 @@ def _entry_index(issue: Issue) -> int | None:
     return int(match.group(1)) if match else None
 
 
-def _accepted_outcome(location: str, message: str, issues: list[Issue]) -> bytes:
+def _accepted(request: FhirRequest, location: str, message: str, issues: list[Issue]) -> bytes:
+    """The body of a 201: nothing when the client prefers it minimal, else an informational outcome."""
+    if request.prefer_minimal:
+        return b""
     outcome = information(location, f"{message}; it will be sent to the national e-health book")
     outcome["issue"] += [outcome_issue(issue) for issue in issues]
     return to_json(outcome)
