@@ -5,13 +5,15 @@ import asyncio
 import signal
 import time
 from importlib.metadata import PackageNotFoundError, version
-from pathlib import Path
 
 from aiohttp import web
 
 from adapters.fhir_api import FhirApi
 from adapters.mllp import MllpServer
 from adapters.portal.base import PortalChannel
+from adapters.portal.bhxh import BhxhChannel
+from adapters.portal.emulator import EmulatorConfig, create_emulator_app
+from adapters.portal.hub import HubChannel
 from adapters.tls import server_ssl_context
 from gateway.config import Settings
 from gateway.encryption import load_cipher
@@ -20,7 +22,9 @@ from gateway.intake import Hl7Intake
 from gateway.logs import get_logger
 from gateway.metrics import QUEUE_STATES, Metrics
 from gateway.pipeline import Pipeline, mapping_executor
+from gateway.signing import load_signer, record_certificate_expiry
 from gateway.store import Store
+from gateway.submissions import build_submissions
 from mappings.fhir_in import map_fhir
 from mappings.hl7v2 import screen
 from mappings.model import FacilityInfo, Issue
@@ -60,14 +64,9 @@ class Gateway:
         self._ready = False
 
     async def start(self) -> None:
-        from gateway.submissions import build_submissions  # noqa: PLC0415 (signing pulls in optional libs)
-        from gateway.signing import load_signer  # noqa: PLC0415
-        from adapters.portal.bhxh import BhxhChannel  # noqa: PLC0415
-        from adapters.portal.hub import HubChannel  # noqa: PLC0415
-
         s = self.settings
         signer = load_signer(s.signing)
-        self.metrics.certificate_expiry.set(signer.not_after.timestamp())
+        record_certificate_expiry(self.metrics, signer)
         if s.emulator.enabled:
             await self._start_emulator(signer.certificate_pem)
         self.store = await Store(s.store.path, load_cipher(s.store), lease_seconds=s.store.lease_seconds,
@@ -168,15 +167,18 @@ class Gateway:
         self.metrics.oldest_pending_age.set(max(0.0, time.time() - oldest) if oldest else 0.0)
 
     async def _start_emulator(self, certificate_pem: bytes) -> None:
-        from adapters.portal.emulator import EmulatorConfig, create_emulator_app  # noqa: PLC0415
-
-        cert_path = Path(self.settings.signing.dev_dir) / "emulator-trust.pem"
-        cert_path.parent.mkdir(parents=True, exist_ok=True)
-        cert_path.write_bytes(certificate_pem)
-        app = create_emulator_app(EmulatorConfig(cert_path=cert_path))
+        """The demo's local portal emulator, trusting this gateway's own (development) certificate."""
+        s = self.settings
+        bhxh, hub = s.portal.bhxh, s.portal.hub
+        app = create_emulator_app(
+            EmulatorConfig(host=s.emulator.host, port=s.emulator.port, cert_pem=certificate_pem,
+                           username=bhxh.username, password=bhxh.password.get_secret_value(),
+                           service_type=hub.service_type),
+            bhxh_paths=(bhxh.token_path, bhxh.checkin_path, bhxh.submit_path),
+            hub_paths=(hub.login_path, hub.push_path))
         runner = web.AppRunner(app, access_log=None)
         await runner.setup()
-        await web.TCPSite(runner, self.settings.emulator.host, self.settings.emulator.port).start()
+        await web.TCPSite(runner, s.emulator.host, s.emulator.port).start()
         self._runners.append(runner)
-        log.warning("portal_emulator_started", port=self.settings.emulator.port,
+        log.warning("portal_emulator_started", port=s.emulator.port,
                     note="demo only: documents go to the local emulator, not the national portal")

@@ -18,11 +18,23 @@ def _settings(args: argparse.Namespace) -> Settings:
     return load_settings(Path(args.config) if args.config else None)
 
 
+EXIT_STARTUP = 1
+
+
 def _serve(settings: Settings) -> int:
     from gateway.app import Gateway  # noqa: PLC0415 (keeps check-config fast)
+    from gateway.encryption import EncryptionKeyError  # noqa: PLC0415
+    from gateway.signing import SigningError  # noqa: PLC0415
 
     configure_logging(settings.logging.level, settings.logging.format)
-    asyncio.run(Gateway(settings).run_until_signalled())
+    try:
+        asyncio.run(Gateway(settings).run_until_signalled())
+    except (SigningError, EncryptionKeyError) as exc:
+        print(f"startup error: {exc}", file=sys.stderr)
+        return EXIT_STARTUP
+    except OSError as exc:
+        print(f"startup error: cannot listen or open a file: {exc}", file=sys.stderr)
+        return EXIT_STARTUP
     return 0
 
 

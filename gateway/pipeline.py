@@ -157,19 +157,19 @@ class Pipeline:
         channel = self._channels.get(submission.channel)
         with correlation(submission.idempotency_key, channel=submission.channel):
             if channel is None:
-                await self._retry(item, None, "channel-disabled")
+                await self._retry(item, None, "channel_disabled", f"channel {submission.channel} is disabled")
                 return
             try:
                 receipt = await channel.submit(submission)
             except TransientPortalError as exc:
-                await self._retry(item, exc.retry_after, _reason(exc))
+                await self._retry(item, exc.retry_after, _reason(exc), exc.reason)
             except PermanentPortalError as exc:
                 self._metrics.failed_syncs.labels(submission.channel, _reason(exc)).inc()
                 log.error("submission_dead_lettered", outbox_id=item.id, status=exc.status, reason=exc.reason)
                 await self._store.dead_letter_submission(item.id, exc.reason)
             except Exception as exc:  # an unexpected client failure must not lose the document
                 log.exception("submission_unexpected_error", outbox_id=item.id)
-                await self._retry(item, None, type(exc).__name__)
+                await self._retry(item, None, "client_error", f"unexpected {type(exc).__name__}")
             else:
                 await self._store.mark_delivered(item.id, receipt)
                 self._metrics.submissions.labels(submission.channel).inc()
@@ -178,12 +178,13 @@ class Pipeline:
                          attempts=item.attempts)
             self._store.outbox_ready.set()
 
-    async def _retry(self, item: ClaimedSubmission, retry_after: float | None, reason: str) -> None:
+    async def _retry(self, item: ClaimedSubmission, retry_after: float | None, label: str, detail: str) -> None:
+        """Schedule another attempt: the portal's Retry-After when it gave one, else backoff with jitter."""
         delay = retry_after if retry_after is not None else backoff_delay(item.attempts, self._settings)
-        self._metrics.submit_retries.labels(item.submission.channel, reason).inc()
+        self._metrics.submit_retries.labels(item.submission.channel, label).inc()
         log.warning("submission_retry", outbox_id=item.id, attempts=item.attempts, delay_seconds=round(delay, 2),
-                    reason=reason)
-        await self._store.schedule_retry(item.id, delay, reason)
+                    reason=label)
+        await self._store.schedule_retry(item.id, delay, detail)
 
 
 def _reason(exc: Exception) -> str:

@@ -1,0 +1,193 @@
+"""The emulator's HTTP face: both national channels on one port, fault injection and control endpoints.
+
+Faults apply to every portal call (every path outside `/_emulator/`), in this order: a 500 (fail_rate), a 429 with Retry-After
+(rate_limit_rate), a slow answer of slow_seconds BEFORE the call is processed (slow_rate), then, after
+processing, a dropped connection with no answer at all (drop_rate), so the portal may have accepted a
+document whose receipt the client never saw. Token expiry: tokens live token_ttl seconds, and
+`POST /_emulator/faults {"expire_tokens": true}` revokes every token issued so far.
+"""
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+from dataclasses import asdict
+from datetime import datetime, timedelta, timezone
+from typing import Any
+
+from aiohttp import web
+
+from adapters.portal.emulator.state import EmulatorConfig, EmulatorState, transaction_id
+from adapters.portal.emulator.validate import Rejection, check_envelope, check_hub_message
+from adapters.portal.wire import BHXH_ACCEPTED, BHXH_TOKEN_INVALID, IDEMPOTENCY_HEADER, bhxh_password_hash
+
+STATE = web.AppKey("state", EmulatorState)
+VIETNAM = timezone(timedelta(hours=7))
+CONTROL_PREFIX = "/_emulator/"
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+def _state(request: web.Request) -> EmulatorState:
+    return request.app[STATE]
+
+
+@web.middleware
+async def inject_faults(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Turn a share of portal calls into 500s, 429s, slow answers or dropped connections."""
+    if request.path.startswith(CONTROL_PREFIX):
+        return await handler(request)
+    state = _state(request)
+    faults = state.faults
+    if state.draw(faults.fail_rate):
+        state.counters.server_errors += 1
+        return web.json_response({"maKetQua": "500", "code": "500", "message": "emulated server error"}, status=500)
+    if state.draw(faults.rate_limit_rate):
+        state.counters.rate_limited += 1
+        return web.json_response({"code": "429", "message": "too many requests"}, status=429,
+                                 headers={"Retry-After": str(int(faults.retry_after))})
+    if state.draw(faults.slow_rate):
+        state.counters.slowed += 1
+        await asyncio.sleep(faults.slow_seconds)
+    response = await handler(request)
+    if state.draw(faults.drop_rate) and request.transport is not None:
+        state.counters.dropped += 1
+        request.transport.abort()
+        raise web.HTTPServiceUnavailable()  # never reaches the client: the connection is gone
+    return response
+
+
+async def _json_object(request: web.Request) -> dict[str, Any]:
+    try:
+        body = await request.json()
+    except ValueError:
+        return {}
+    return body if isinstance(body, dict) else {}
+
+
+def _bhxh_answer(code: str, message: str, status: int = 200) -> web.Response:
+    return web.json_response({"maKetQua": code, "thongDiep": message}, status=status)
+
+
+async def bhxh_token(request: web.Request) -> web.Response:
+    """BHXH login: username and the upper-case MD5 of the password give an access token and an id token."""
+    state = _state(request)
+    body = await _json_object(request)
+    if body.get("username") != state.config.username or body.get("password") != bhxh_password_hash(state.config.password):
+        return _bhxh_answer(BHXH_TOKEN_INVALID, "sai tên đăng nhập hoặc mật khẩu", status=401)
+    state.counters.logins += 1
+    access, id_token = state.issue_token(), state.issue_token()
+    return web.json_response({"maKetQua": BHXH_ACCEPTED, "APIKey": {
+        "access_token": access, "id_token": id_token, "token_type": "bearer",
+        "username": state.config.username, "expires_in": str(int(state.faults.token_ttl))}})
+
+
+async def bhxh_submit(request: web.Request) -> web.Response:
+    """BHXH check-in and file submission: a signed GIAMDINHHS envelope, one receipt per envelope."""
+    state = _state(request)
+    headers = request.headers
+    if not (state.token_valid(headers.get("accessToken", "")) and state.token_valid(headers.get("tokenId", ""))
+            and headers.get("passwordHash") == bhxh_password_hash(state.config.password)):
+        state.counters.token_refusals += 1
+        return _bhxh_answer(BHXH_TOKEN_INVALID, "token không hợp lệ hoặc đã hết hạn", status=401)
+    state.counters.received += 1
+    key = headers.get(IDEMPOTENCY_HEADER, "")
+    if not key:
+        state.counters.rejected += 1
+        return _bhxh_answer("400", f"missing {IDEMPOTENCY_HEADER} header")
+    try:
+        check_envelope(await request.read(), state.config.cert_pem, key)
+    except Rejection as exc:
+        state.counters.rejected += 1
+        state.counters.signature_failures += int(exc.signature)
+        return _bhxh_answer("403" if exc.signature else "400", exc.reason)
+    receipt = state.seen("bhxh", key) or state.accept("bhxh", key, {
+        "maKetQua": BHXH_ACCEPTED, "maGiaoDich": transaction_id("GD"),
+        "thoiGianTiepNhan": datetime.now(VIETNAM).strftime("%Y%m%d%H%M%S"), "thongDiep": "tiếp nhận thành công"})
+    return web.json_response(receipt)
+
+
+async def hub_login(request: web.Request) -> web.Response:
+    """Hub login: username and password give a bearer token."""
+    state = _state(request)
+    body = await _json_object(request)
+    if body.get("username") != state.config.username or body.get("password") != state.config.password:
+        return web.json_response({"code": "401", "message": "invalid credentials"}, status=401)
+    state.counters.logins += 1
+    return web.json_response({"access_token": state.issue_token(), "token_type": "Bearer",
+                              "expires_in": int(state.faults.token_ttl)})
+
+
+async def hub_push(request: web.Request) -> web.Response:
+    """Hub data-sync push: a signed health-check message, one receipt per msg_id."""
+    state = _state(request)
+    token = request.headers.get("Authorization", "").removeprefix("Bearer ").strip()
+    if not state.token_valid(token):
+        state.counters.token_refusals += 1
+        return web.json_response({"code": "401", "message": "token expired or invalid"}, status=401)
+    state.counters.received += 1
+    try:
+        if request.headers.get("service-type") != state.config.service_type:
+            raise Rejection(f"service-type header must be {state.config.service_type}")
+        message = check_hub_message(await request.read(), state.config.cert_pem)
+        key = request.headers.get(IDEMPOTENCY_HEADER) or str(message["header"]["msg_id"])
+        if key != str(message["header"]["msg_id"]):
+            raise Rejection(f"{IDEMPOTENCY_HEADER} must equal header.msg_id")
+    except Rejection as exc:
+        state.counters.rejected += 1
+        state.counters.signature_failures += int(exc.signature)
+        return web.json_response({"code": "400", "message": exc.reason}, status=400)
+    receipt = state.seen("hub", key) or state.accept("hub", key, {
+        "code": "200", "message": "accepted", "transaction_id": transaction_id("HUB"),
+        "received_at": datetime.now(timezone.utc).isoformat(timespec="seconds")})
+    return web.json_response(receipt)
+
+
+async def get_stats(request: web.Request) -> web.Response:
+    """Counts that let tests and benchmarks prove nothing was lost or sent twice."""
+    return web.json_response(_state(request).stats())
+
+
+async def set_faults(request: web.Request) -> web.Response:
+    """Change fault rates at run time; `expire_tokens: true` revokes every issued token."""
+    state = _state(request)
+    try:
+        changes = await request.json()
+        if not isinstance(changes, dict):
+            raise ValueError("body must be a JSON object")
+        expire = bool(changes.pop("expire_tokens", False))
+        state.faults = state.faults.updated(changes)
+    except ValueError as exc:
+        return web.json_response({"error": str(exc)}, status=400)
+    if expire:
+        state.expire_tokens()
+    return web.json_response(asdict(state.faults))
+
+
+async def get_faults(request: web.Request) -> web.Response:
+    """The fault settings in force."""
+    return web.json_response(asdict(_state(request).faults))
+
+
+async def reset(request: web.Request) -> web.Response:
+    """Forget all received documents, tokens and counters; restore the start-up faults."""
+    _state(request).reset()
+    return web.json_response({"reset": True})
+
+
+def create_emulator_app(config: EmulatorConfig, *, bhxh_paths: tuple[str, str, str] | None = None,
+                        hub_paths: tuple[str, str] | None = None) -> web.Application:
+    """The emulator as an aiohttp app, so tests and `demo` run it in-process on any port."""
+    token_path, checkin_path, submit_path = bhxh_paths or (
+        "/api/token/take", "/api/qd130/checkInKcbQd3176", "/api/qd130/guiHoSoXmlQD3176")
+    login_path, push_path = hub_paths or ("/api/auth/login", "/api/platform/data-sync/push")
+    app = web.Application(middlewares=[inject_faults], client_max_size=64 * 1024 * 1024)
+    app[STATE] = EmulatorState(config)
+    app.router.add_post(token_path, bhxh_token)
+    app.router.add_post(checkin_path, bhxh_submit)
+    app.router.add_post(submit_path, bhxh_submit)
+    app.router.add_post(login_path, hub_login)
+    app.router.add_post(push_path, hub_push)
+    app.router.add_get("/_emulator/stats", get_stats)
+    app.router.add_post("/_emulator/faults", set_faults)
+    app.router.add_get("/_emulator/faults", get_faults)
+    app.router.add_post("/_emulator/reset", reset)
+    return app

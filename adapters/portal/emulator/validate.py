@@ -1,0 +1,143 @@
+"""What the emulator checks in a submission, as a real portal would: shape, base64, fields, signature."""
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+import re
+from typing import Any
+
+from cryptography import x509
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.asymmetric import padding, rsa
+from lxml import etree
+from signxml import XMLVerifier
+from signxml.exceptions import InvalidInput, InvalidSignature as InvalidXmlSignature
+
+from adapters.portal.wire import hub_signing_input
+
+DS = "{http://www.w3.org/2000/09/xmldsig#}"
+FILE_TYPES = {f"XML{number}" for number in range(1, 16)} | {"CHECKIN"}
+HUB_HEADER_FIELDS = ("sender_id", "receiver_id", "txn_type", "msg_id", "version")
+
+
+class Rejection(Exception):
+    """A submission the portal refuses; `signature` marks a signature that did not verify."""
+
+    def __init__(self, reason: str, *, signature: bool = False) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.signature = signature
+
+
+def _parse(xml: bytes, what: str) -> etree._Element:
+    parser = etree.XMLParser(resolve_entities=False, no_network=True, huge_tree=False)
+    try:
+        return etree.fromstring(xml, parser)
+    except etree.XMLSyntaxError as exc:
+        raise Rejection(f"{what} is not well-formed XML: {exc}") from None
+
+
+def _b64(text: str | None, where: str) -> bytes:
+    try:
+        return base64.b64decode((text or "").strip(), validate=True)
+    except (binascii.Error, ValueError):
+        raise Rejection(f"{where} is not valid base64") from None
+
+
+def _verify_xml_signature(xml: bytes, cert_pem: bytes | None) -> etree._Element:
+    root = _parse(xml, "envelope")
+    signatures = root.findall(f"CHUKYDONVI/{DS}Signature")
+    if len(signatures) != 1:
+        raise Rejection("CHUKYDONVI must hold exactly one ds:Signature", signature=True)
+    if cert_pem is None:
+        embedded = signatures[0].findtext(f".//{DS}X509Certificate")
+        if not embedded:
+            raise Rejection("signature carries no X509Certificate", signature=True)
+        cert_pem = (b"-----BEGIN CERTIFICATE-----\n" + embedded.strip().encode("ascii")
+                    + b"\n-----END CERTIFICATE-----\n")
+    try:
+        result = XMLVerifier().verify(xml, x509_cert=cert_pem.decode("ascii"))
+    except (InvalidXmlSignature, InvalidInput, ValueError) as exc:
+        raise Rejection(f"XML signature does not verify: {exc}", signature=True) from None
+    signed = result.signed_xml if not isinstance(result, list) else result[0].signed_xml
+    if signed is None or signed.tag != "GIAMDINHHS":
+        raise Rejection("the signature does not cover the GIAMDINHHS envelope", signature=True)
+    return signed
+
+
+def check_envelope(xml: bytes, cert_pem: bytes | None, idempotency_key: str) -> dict[str, Any]:
+    """Validate a signed GIAMDINHHS envelope; return what was signed (facility code, MA_LK values, files)."""
+    root = _parse(xml, "envelope")
+    if root.tag != "GIAMDINHHS":
+        raise Rejection(f"root element must be GIAMDINHHS, not {root.tag}")
+    signed = _verify_xml_signature(xml, cert_pem)
+    facility = (signed.findtext("THONGTINDONVI/MACSKCB") or "").strip()
+    if len(facility) != 5:
+        raise Rejection("THONGTINDONVI/MACSKCB must be the 5-character facility code")
+    if not re.fullmatch(r"\d{12}", (signed.findtext("THONGTINHOSO/NGAYLAP") or "").strip()):
+        raise Rejection("THONGTINHOSO/NGAYLAP must be yyyyMMddHHmm")
+    records = signed.findall("THONGTINHOSO/DANHSACHHOSO/HOSO")
+    declared = (signed.findtext("THONGTINHOSO/SOLUONGHOSO") or "").strip()
+    if not records or declared != str(len(records)):
+        raise Rejection(f"THONGTINHOSO/SOLUONGHOSO is {declared!r} but the envelope holds {len(records)} HOSO")
+    episode_ids: set[str] = set()
+    file_types: list[str] = []
+    for number, record in enumerate(records, start=1):
+        for file_node in record.findall("FILEHOSO"):
+            kind = (file_node.findtext("LOAIHOSO") or "").strip().upper()
+            if kind not in FILE_TYPES:
+                raise Rejection(f"HOSO[{number}]/FILEHOSO/LOAIHOSO {kind!r} is not XML1..XML15")
+            table = _parse(_b64(file_node.findtext("NOIDUNGFILE"), f"HOSO[{number}] {kind} NOIDUNGFILE"),
+                           f"HOSO[{number}] {kind} table")
+            file_types.append(kind)
+            episode_ids.update((node.text or "").strip() for node in table.iter("MA_LK"))
+        if not record.findall("FILEHOSO"):
+            raise Rejection(f"HOSO[{number}] has no FILEHOSO")
+    if any(len(value) > 100 or not value for value in episode_ids):
+        raise Rejection("MA_LK must be 1 to 100 characters")
+    document_id = idempotency_key.rsplit(":v", 1)[0]
+    if episode_ids and document_id not in episode_ids:
+        raise Rejection("Idempotency-Key does not name an MA_LK of this envelope")
+    return {"facility": facility, "episodes": sorted(episode_ids), "files": file_types}
+
+
+def _load_public_key(cert_pem: bytes) -> rsa.RSAPublicKey:
+    key = x509.load_pem_x509_certificate(cert_pem).public_key()
+    if not isinstance(key, rsa.RSAPublicKey):
+        raise Rejection("the configured facility certificate is not RSA", signature=True)
+    return key
+
+
+def check_hub_message(body: bytes, cert_pem: bytes | None) -> dict[str, Any]:
+    """Validate a hub message: fields, base64 JSON data and the RSA/SHA-256 message signature."""
+    try:
+        message = json.loads(body)
+    except ValueError:
+        raise Rejection("body is not JSON") from None
+    if not isinstance(message, dict) or not isinstance(message.get("header"), dict):
+        raise Rejection("body must be an object with a header object")
+    header = message["header"]
+    missing = [name for name in HUB_HEADER_FIELDS if not str(header.get(name, "")).strip()]
+    if missing:
+        raise Rejection(f"header is missing {', '.join(missing)}")
+    if not re.fullmatch(r"\d{13}", str(header["sender_id"])):
+        raise Rejection("header.sender_id must be the 13-digit facility id")
+    data, signature = message.get("data"), message.get("signature")
+    if not isinstance(data, str) or not isinstance(signature, str):
+        raise Rejection("data and signature must be base64 strings")
+    try:
+        document = json.loads(_b64(data, "data"))
+    except ValueError:
+        raise Rejection("data is not base64 of a JSON document") from None
+    if not isinstance(document, dict):
+        raise Rejection("data must hold a JSON object")
+    signature_bytes = _b64(signature, "signature")
+    if cert_pem is not None:
+        try:
+            _load_public_key(cert_pem).verify(signature_bytes, hub_signing_input(header, data),
+                                              padding.PKCS1v15(), hashes.SHA256())
+        except InvalidSignature:
+            raise Rejection("message signature does not verify", signature=True) from None
+    return {"header": header, "document": document}

@@ -1,0 +1,46 @@
+"""Turn a health-book document into signed submissions for the national channels (see PORTAL_API.md)."""
+from __future__ import annotations
+
+import base64
+import json
+from datetime import datetime, timezone
+from typing import Any
+
+from adapters.portal.base import Submission
+from gateway.config import HubChannelSettings
+from gateway.signing import Signer
+
+BHXH_CHANNEL = "bhxh_xml130"
+HUB_CHANNEL = "moh_checkup"
+
+
+def hub_header(settings: HubChannelSettings, sender_id: str, msg_id: str, sent_at: datetime) -> dict[str, Any]:
+    """The hub message header; msg_id is the idempotency key so the hub recognises a retransmission."""
+    return {
+        "sender_id": sender_id,
+        "receiver_id": settings.receiver_id,
+        "txn_type": settings.txn_type,
+        "msg_id": msg_id,
+        "version": settings.message_version,
+        "send_date": sent_at.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
+    }
+
+
+def hub_message(header: dict[str, Any], data: dict[str, Any], signer: Signer) -> bytes:
+    """The hub body `{header, data: base64(JSON), signature}`, signed by the facility."""
+    data_b64 = base64.b64encode(json.dumps(data, ensure_ascii=False, separators=(",", ":")).encode("utf-8"))
+    data_text = data_b64.decode("ascii")
+    message = {"header": header, "data": data_text, "signature": signer.sign_hub_message(header, data_text)}
+    return json.dumps(message, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
+
+
+def hub_submission(document_id: str, version: int, body: bytes) -> Submission:
+    """A hub message as a submission keyed by document id and version."""
+    return Submission(channel=HUB_CHANNEL, idempotency_key=f"{document_id}:v{version}", document_id=document_id,
+                      version=version, body=body, content_type="application/json")
+
+
+def bhxh_submission(document_id: str, version: int, signed_envelope: bytes) -> Submission:
+    """A signed XML 130 envelope as a submission keyed by document id (MA_LK) and version."""
+    return Submission(channel=BHXH_CHANNEL, idempotency_key=f"{document_id}:v{version}", document_id=document_id,
+                      version=version, body=signed_envelope, content_type="application/xml")

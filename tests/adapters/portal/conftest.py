@@ -1,0 +1,161 @@
+"""Real emulator on a free 127.0.0.1 port, real channel clients, real facility signatures."""
+from __future__ import annotations
+
+import base64
+import json
+from collections.abc import AsyncIterator, Callable
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+from aiohttp.test_utils import TestServer
+from cryptography.hazmat.primitives import serialization
+
+from adapters.portal.base import PermanentPortalError, PortalError, Receipt, Submission, TransientPortalError
+from adapters.portal.bhxh import BhxhChannel
+from adapters.portal.emulator import EmulatorConfig, Faults, create_emulator_app
+from adapters.portal.hub import HubChannel
+from gateway.config import BhxhChannelSettings, HubChannelSettings, SigningSettings
+from gateway.metrics import Metrics
+from gateway.signing import Signer, load_signer
+from gateway.signing.sources import generate_self_signed
+from gateway.submissions import bhxh_submission, hub_header, hub_message, hub_submission
+
+FACILITY_ID = "4000000000123"
+
+
+@pytest.fixture(scope="session")
+def signer_files(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    """A valid facility certificate and key as PEM files, made once per session."""
+    directory = tmp_path_factory.mktemp("facility")
+    now = datetime.now(timezone.utc)
+    certificate, key = generate_self_signed("Benh vien Demo", now - timedelta(days=1), now + timedelta(days=365))
+    cert_path, key_path = directory / "cert.pem", directory / "key.pem"
+    cert_path.write_bytes(certificate.public_bytes(serialization.Encoding.PEM))
+    key_path.write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                           serialization.NoEncryption()))
+    return cert_path, key_path
+
+
+@pytest.fixture(scope="session")
+def signer(signer_files: tuple[Path, Path]) -> Signer:
+    cert_path, key_path = signer_files
+    return load_signer(SigningSettings(source="pem", cert_file=cert_path, key_file=key_path))
+
+
+def xml1_table(ma_lk: str) -> bytes:
+    return f"<TONG_HOP><MA_LK>{ma_lk}</MA_LK><MA_BN>BN0001</MA_BN><MA_LOAI_KCB>01</MA_LOAI_KCB></TONG_HOP>".encode()
+
+
+def unsigned_envelope(ma_lk: str, file_type: str = "XML1") -> bytes:
+    """A minimal GIAMDINHHS envelope ending with an empty CHUKYDONVI, as mappings.xml130 builds it."""
+    table = base64.b64encode(xml1_table(ma_lk)).decode("ascii")
+    return (
+        "<?xml version='1.0' encoding='utf-8'?><GIAMDINHHS><THONGTINDONVI><MACSKCB>40001</MACSKCB></THONGTINDONVI>"
+        "<THONGTINHOSO><NGAYLAP>202611230815</NGAYLAP><SOLUONGHOSO>1</SOLUONGHOSO><DANHSACHHOSO><HOSO><FILEHOSO>"
+        f"<LOAIHOSO>{file_type}</LOAIHOSO><NOIDUNGFILE>{table}</NOIDUNGFILE></FILEHOSO></HOSO></DANHSACHHOSO>"
+        "</THONGTINHOSO><CHUKYDONVI/></GIAMDINHHS>"
+    ).encode("utf-8")
+
+
+@pytest.fixture
+def make_bhxh(signer: Signer) -> Callable[..., Submission]:
+    def make(document_id: str, version: int = 1, file_type: str = "XML1") -> Submission:
+        return bhxh_submission(document_id, version, signer.sign_xml_envelope(unsigned_envelope(document_id, file_type)))
+    return make
+
+
+@pytest.fixture
+def make_hub(signer: Signer) -> Callable[..., Submission]:
+    def make(document_id: str, version: int = 1, **header_changes: Any) -> Submission:
+        header = hub_header(HubChannelSettings(), FACILITY_ID, f"{document_id}:v{version}",
+                            datetime(2026, 11, 23, 8, 0, tzinfo=timezone.utc))
+        header.update(header_changes)
+        data = {"MA_LK": document_id, "PHAN_LOAI_SK": 1}
+        return hub_submission(document_id, version, hub_message(header, data, signer))
+    return make
+
+
+class Portal:
+    """A running emulator with handles to change its faults and read its stats."""
+
+    def __init__(self, server: TestServer, session: aiohttp.ClientSession) -> None:
+        self.server = server
+        self.session = session
+        self.base_url = str(server.make_url("")).rstrip("/")
+
+    async def faults(self, **changes: Any) -> dict[str, Any]:
+        async with self.session.post(f"{self.base_url}/_emulator/faults", json=changes) as response:
+            assert response.status == 200, await response.text()
+            return await response.json()
+
+    async def stats(self) -> dict[str, Any]:
+        async with self.session.get(f"{self.base_url}/_emulator/stats") as response:
+            return await response.json()
+
+
+@pytest.fixture
+def emulator_config(signer: Signer) -> EmulatorConfig:
+    return EmulatorConfig(cert_pem=signer.certificate_pem, username="facility", password="s3cret-pass",
+                          faults=Faults(), seed=1234)
+
+
+@pytest.fixture
+async def portal(emulator_config: EmulatorConfig) -> AsyncIterator[Portal]:
+    server = TestServer(create_emulator_app(emulator_config), host="127.0.0.1")
+    await server.start_server()
+    async with aiohttp.ClientSession() as session:
+        yield Portal(server, session)
+    await server.close()
+
+
+@pytest.fixture
+def metrics() -> Metrics:
+    return Metrics()
+
+
+@pytest.fixture
+async def bhxh(portal: Portal, metrics: Metrics) -> AsyncIterator[BhxhChannel]:
+    channel = BhxhChannel(BhxhChannelSettings(base_url=portal.base_url, username="facility",
+                                              password="s3cret-pass", timeout_seconds=2.0), metrics)
+    yield channel
+    await channel.close()
+
+
+@pytest.fixture
+async def hub(portal: Portal, metrics: Metrics) -> AsyncIterator[HubChannel]:
+    channel = HubChannel(HubChannelSettings(base_url=portal.base_url, username="facility",
+                                            password="s3cret-pass", timeout_seconds=2.0), metrics)
+    yield channel
+    await channel.close()
+
+
+async def deliver_like_the_pipeline(channel: Any, submissions: list[Submission],
+                                    max_rounds: int = 200) -> dict[str, Receipt]:
+    """Retry transient failures (without sleeping out Retry-After) until every submission has a receipt."""
+    receipts: dict[str, Receipt] = {}
+    pending = list(submissions)
+    for _ in range(max_rounds):
+        if not pending:
+            return receipts
+        outcomes: list[Receipt | PortalError] = await channel.submit_many(pending)
+        still: list[Submission] = []
+        for submission, outcome in zip(pending, outcomes):
+            if isinstance(outcome, PermanentPortalError):
+                raise AssertionError(f"{submission.idempotency_key} refused for good: {outcome.reason}")
+            if isinstance(outcome, TransientPortalError):
+                still.append(submission)
+            else:
+                receipts[submission.idempotency_key] = outcome
+        pending = still
+    raise AssertionError(f"{len(pending)} submissions still pending after {max_rounds} rounds")
+
+
+def keys(stats: dict[str, Any]) -> list[str]:
+    return sorted(stats["accepted_keys"])
+
+
+def body_json(submission: Submission) -> dict[str, Any]:
+    return json.loads(submission.body)

@@ -1,0 +1,121 @@
+"""Run the real gateway as a subprocess on free ports with its data in a temporary folder."""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from tests.conftest import free_port
+
+BIN = Path(sys.executable).parent
+
+
+def http_json(url: str, timeout: float = 5.0) -> Any:
+    with urllib.request.urlopen(url, timeout=timeout) as response:
+        return json.loads(response.read())
+
+
+def http_text(url: str, timeout: float = 5.0) -> str:
+    with urllib.request.urlopen(url, timeout=timeout) as response:
+        return response.read().decode()
+
+
+def wait_until(predicate, timeout: float, interval: float = 0.1, what: str = "condition") -> Any:
+    """Poll until predicate() is truthy; fail with `what` after `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    last_error: Exception | None = None
+    while time.monotonic() < deadline:
+        try:
+            value = predicate()
+            if value:
+                return value
+        except (OSError, urllib.error.URLError, ValueError) as exc:
+            last_error = exc
+        time.sleep(interval)
+    raise AssertionError(f"timed out after {timeout}s waiting for {what} (last error: {last_error})")
+
+
+@dataclass
+class GatewayProcess:
+    """`healthbook-gateway demo` (in-process emulator) or `serve`, configured only by HBGW_ variables."""
+
+    workdir: Path
+    command: str = "demo"
+    extra_env: dict[str, str] = field(default_factory=dict)
+    mllp_port: int = field(default_factory=free_port)
+    http_port: int = field(default_factory=free_port)
+    emulator_port: int = field(default_factory=free_port)
+    process: subprocess.Popen | None = None
+
+    @property
+    def log_path(self) -> Path:
+        return self.workdir / "gateway.log"
+
+    @property
+    def emulator_url(self) -> str:
+        return f"http://127.0.0.1:{self.emulator_port}"
+
+    @property
+    def http_url(self) -> str:
+        return f"http://127.0.0.1:{self.http_port}"
+
+    def env(self) -> dict[str, str]:
+        var = self.workdir / "var"
+        env = {key: value for key, value in os.environ.items() if not key.startswith("HBGW_")}
+        env.update({
+            "HBGW_MLLP__PORT": str(self.mllp_port), "HBGW_HTTP__PORT": str(self.http_port),
+            "HBGW_EMULATOR__PORT": str(self.emulator_port),
+            "HBGW_PORTAL__BHXH__BASE_URL": self.emulator_url, "HBGW_PORTAL__HUB__BASE_URL": self.emulator_url,
+            "HBGW_STORE__PATH": str(var / "gateway.db"), "HBGW_SIGNING__DEV_DIR": str(var / "dev-cert"),
+            "HBGW_LOGGING__FORMAT": "json", "HBGW_PIPELINE__POLL_INTERVAL_SECONDS": "0.2",
+            "HBGW_PIPELINE__BACKOFF_BASE_SECONDS": "0.2", "HBGW_PIPELINE__BACKOFF_MAX_SECONDS": "2",
+        })
+        env.update(self.extra_env)
+        return env
+
+    def start(self, timeout: float = 60.0) -> GatewayProcess:
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        log = self.log_path.open("ab")
+        self.process = subprocess.Popen([str(BIN / "healthbook-gateway"), self.command], cwd=self.workdir,
+                                        env=self.env(), stdout=log, stderr=subprocess.STDOUT)
+        wait_until(self._ready, timeout, what=f"gateway ready (log: {self.log_path})")
+        return self
+
+    def _ready(self) -> bool:
+        if self.process is not None and self.process.poll() is not None:
+            raise AssertionError(f"gateway exited with {self.process.returncode}:\n{self.log_path.read_text()[-3000:]}")
+        return http_json(f"{self.http_url}/readyz", timeout=1.0)["status"] == "ready"
+
+    def kill9(self) -> None:
+        assert self.process is not None
+        self.process.send_signal(signal.SIGKILL)
+        self.process.wait(timeout=30)
+
+    def stop(self) -> int:
+        """SIGTERM and wait for a clean exit; returns the exit code."""
+        if self.process is None or self.process.poll() is not None:
+            return self.process.returncode if self.process else 0
+        self.process.terminate()
+        try:
+            return self.process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            raise AssertionError("gateway did not stop within 30 s of SIGTERM") from None
+
+    def mllp_send(self, message_file: Path) -> str:
+        """Send a file of messages with python-hl7's real `mllp_send`; returns the ACKs it printed."""
+        result = subprocess.run(
+            [str(BIN / "mllp_send"), "--loose", "--file", str(message_file), "--port", str(self.mllp_port),
+             "127.0.0.1"], capture_output=True, timeout=60, check=True)
+        return result.stdout.decode("utf-8", errors="replace")
+
+    def emulator_stats(self) -> dict[str, Any]:
+        return http_json(f"{self.emulator_url}/_emulator/stats")
