@@ -33,8 +33,9 @@ log = get_logger(__name__)
 
 Validate = Callable[[dict[str, Any]], list[Issue]]
 
+# Bundle is here for `POST [base]/Bundle`, the FHIR way to store a document; transactions go to the base.
 RESOURCE_TYPES = ("Patient", "Encounter", "Condition", "Observation", "AllergyIntolerance", "Procedure",
-                  "MedicationStatement", "Immunization", "DiagnosticReport", "Composition")
+                  "MedicationStatement", "Immunization", "DiagnosticReport", "Composition", "Bundle")
 BUNDLE_TYPES = ("transaction", "batch", "document", "collection")
 ENTRY_METHODS = {"POST": 201, "PUT": 200}
 OPEN_SENDER = "anonymous"
@@ -106,6 +107,9 @@ class FhirIntake:
         if forbidden is not None:
             return self._refuse(403, [forbidden])
         issues = self._issues(resource)
+        if request.interaction == "create" and resource_type == "Bundle" and resource.get("type") in ("transaction", "batch"):
+            return self._refuse(422, [Issue("Bundle.type", "not-supported",
+                                            "post transactions and batches to the base URL, not to [base]/Bundle")])
         if resource_type == "Bundle" and resource.get("type") == "batch":
             return await self._submit_batch(request, issues, correlation_id)
         if any(issue.severity == "error" for issue in issues):

@@ -2,6 +2,7 @@
 the server still answering the next valid request."""
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import json
 import re
@@ -143,6 +144,32 @@ async def test_document_bundle_answers_201_with_the_stored_bundle_reference(
     status, headers, body = await post(http, api.base, bundle)
     assert status == 201 and headers["Location"].startswith("Bundle/")
     assert headers["Location"] in body["issue"][0]["details"]["text"]
+
+
+async def test_documents_may_also_be_posted_to_the_bundle_endpoint_but_transactions_may_not(
+        api: RunningApi, http: aiohttp.ClientSession) -> None:
+    document = {"resourceType": "Bundle", "type": "document", "entry": [{"resource": PATIENT}]}
+    status, headers, _ = await post(http, f"{api.base}/Bundle", document)
+    assert status == 201 and headers["Location"].startswith("Bundle/")
+    status, _, body = await post(http, f"{api.base}/Bundle", corpus_bundle())
+    assert (status, expressions(body)) == (422, ["Bundle.type"])
+    assert len(api.stored_rows()) == 1
+
+
+async def test_concurrent_requests_and_retries_are_each_stored_once(api: RunningApi,
+                                                                    http: aiohttp.ClientSession) -> None:
+    def numbered(number: int) -> dict[str, Any]:
+        bundle = corpus_bundle()
+        bundle["identifier"]["value"] = f"TX-{number}"
+        return bundle
+    answers = await asyncio.gather(*(post(http, api.base, numbered(number % 20)) for number in range(60)))
+    assert {status for status, _, _ in answers} == {200}
+    by_identifier: dict[int, set[str]] = {}
+    for number, (_, _, body) in enumerate(answers):
+        by_identifier.setdefault(number % 20, set()).add(json.dumps(body))
+    assert all(len(bodies) == 1 for bodies in by_identifier.values())  # every retry saw the original answer
+    assert sorted(control_id for _, control_id, _ in api.stored_rows()) == sorted(
+        f"urn:hbgw:sender:his-pkdk-danang|TX-{number}" for number in range(20))
 
 
 async def test_batch_keeps_good_entries_and_answers_each_entry(api: RunningApi, http: aiohttp.ClientSession) -> None:
