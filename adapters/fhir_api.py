@@ -7,6 +7,7 @@ The handler decides what a request means for the health book; this module only t
 from __future__ import annotations
 
 import json
+import traceback
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
@@ -14,7 +15,10 @@ from typing import Any, Literal, Protocol
 from aiohttp import web
 
 from adapters.tls import peer_common_name
+from gateway.logs import get_logger
 from mappings.model import Issue
+
+log = get_logger(__name__)
 
 FHIR_JSON = "application/fhir+json"
 ACCEPTED_CONTENT_TYPES = frozenset({FHIR_JSON, "application/json"})
@@ -176,7 +180,10 @@ class FhirApi:
             if exc.status == 413:
                 issue = Issue("$this", "too-long", f"request body exceeds the {self._max_body}-byte limit")
             return self._refuse(exc.status, issue)
-        except Exception:  # noqa: BLE001 (a failed commit among them: answer 500, never 2xx)
+        except Exception as exc:  # noqa: BLE001 (a failed commit among them: answer 500, never 2xx)
+            where = traceback.extract_tb(exc.__traceback__)[-1]
+            # The exception text may quote the body, so only its type and place are logged.
+            log.error("fhir_request_failed", error=type(exc).__name__, at=f"{where.filename}:{where.lineno}")
             return self._refuse(500, Issue("$this", "exception", "the gateway could not take this request; retry later"))
 
     async def _metadata_route(self, _request: web.Request) -> web.Response:
@@ -267,11 +274,16 @@ def _parse_resource(body: bytes, resource_type: str,
         return {}, Issue("$this", "structure", f"body is not valid UTF-8 at byte {exc.start}")
     except json.JSONDecodeError as exc:
         return {}, Issue("$this", "structure", f"body is not valid JSON: {exc.msg} at line {exc.lineno} column {exc.colno}")
+    except (ValueError, RecursionError) as exc:  # an integer too long to convert, or nesting too deep
+        return {}, Issue("$this", "structure", f"body is not acceptable JSON ({type(exc).__name__})")
     if not isinstance(resource, dict):
         return {}, Issue("$this", "structure", f"body is a JSON {type(resource).__name__}, not a FHIR resource object")
     if interaction == "validate" and resource.get("resourceType") == "Parameters":
-        resource = next((p.get("resource") for p in resource.get("parameter") or ()
-                         if isinstance(p, dict) and p.get("name") == "resource"), None) or {}
+        parameters = resource.get("parameter") if isinstance(resource.get("parameter"), list) else []
+        resource = next((p["resource"] for p in parameters if isinstance(p, dict) and p.get("name") == "resource"
+                         and isinstance(p.get("resource"), dict)), None)
+        if resource is None:
+            return {}, Issue("Parameters.parameter", "required", "$validate needs a parameter 'resource'")
     found = resource.get("resourceType")
     if not isinstance(found, str) or not found:
         return {}, Issue("resourceType", "required", "resourceType is required")

@@ -192,6 +192,8 @@ async def test_validate_answers_200_with_issues_and_stores_nothing(api: RunningA
     wrapped = {"resourceType": "Parameters", "parameter": [{"name": "resource", "resource": PATIENT}]}
     status, _, body = await post(http, f"{api.base}/$validate", wrapped)
     assert status == 200 and body["issue"][0]["severity"] == "information"
+    status, _, body = await post(http, f"{api.base}/$validate", {"resourceType": "Parameters", "parameter": "x"})
+    assert (status, expressions(body)) == (400, ["Parameters.parameter"])
     assert api.stored_rows() == []
 
 
@@ -206,6 +208,9 @@ MALFORMED = [
     pytest.param(b'{"resourceType": "Bundle", ', FHIR_JSON, 400, "$this", id="invalid-json"),
     pytest.param(b"[1, 2]", FHIR_JSON, 400, "$this", id="json-array"),
     pytest.param(b"\xff\xfe{}", FHIR_JSON, 400, "$this", id="not-utf8"),
+    pytest.param(b"[" * 100_000 + b"]" * 100_000, FHIR_JSON, 400, "$this", id="nested-too-deep"),
+    pytest.param(b'{"resourceType": "Bundle", "total": ' + b"9" * 5000 + b"}", FHIR_JSON, 400, "$this",
+                 id="integer-too-long"),
     pytest.param(b'{"type": "transaction"}', FHIR_JSON, 400, "resourceType", id="no-resource-type"),
     pytest.param(json.dumps(PATIENT).encode(), FHIR_JSON, 400, "Patient.resourceType", id="patient-at-base"),
     pytest.param(b"{}", {"Content-Type": "text/plain"}, 415, "Content-Type", id="wrong-content-type"),
