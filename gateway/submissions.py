@@ -7,8 +7,9 @@ from datetime import datetime, timezone
 from typing import Any
 
 from adapters.portal.base import Submission
-from gateway.config import HubChannelSettings
+from gateway.config import HubChannelSettings, PortalSettings
 from gateway.signing import Signer
+from mappings.model import Document, FacilityInfo
 
 BHXH_CHANNEL = "bhxh_xml130"
 HUB_CHANNEL = "moh_checkup"
@@ -44,3 +45,21 @@ def bhxh_submission(document_id: str, version: int, signed_envelope: bytes) -> S
     """A signed XML 130 envelope as a submission keyed by document id (MA_LK) and version."""
     return Submission(channel=BHXH_CHANNEL, idempotency_key=f"{document_id}:v{version}", document_id=document_id,
                       version=version, body=signed_envelope, content_type="application/xml")
+
+
+def build_submissions(document: Document, facility: FacilityInfo, signer: Signer, portal: PortalSettings,
+                      now: datetime | None = None) -> list[Submission]:
+    """Sign one document for the channel that takes its kind; a disabled channel gets nothing."""
+    now = now or datetime.now(timezone.utc)
+    if document.kind == "episode":
+        if not portal.bhxh.enabled:
+            return []
+        from mappings import xml130  # lands with the mappings branch; imported here so the core starts without it
+        envelope = xml130.build_envelope(xml130.build_tables(document, facility), facility, now)
+        return [bhxh_submission(document.document_id, document.version, signer.sign_xml_envelope(envelope))]
+    if not portal.hub.enabled:
+        return []
+    from mappings import checkup1551
+    header = hub_header(portal.hub, facility.moh_facility_id, document.idempotency_key, now)
+    body = hub_message(header, checkup1551.build_checkup(document, facility), signer)
+    return [hub_submission(document.document_id, document.version, body)]

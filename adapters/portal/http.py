@@ -12,10 +12,11 @@ import asyncio
 import json
 import ssl
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from email.utils import parsedate_to_datetime
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import aiohttp
 
@@ -25,6 +26,7 @@ if TYPE_CHECKING:
     from gateway.config import ChannelSettings
     from gateway.metrics import Metrics
 
+T = TypeVar("T")
 TOKEN_REFRESH_MARGIN_SECONDS = 30.0
 NO_ANSWER = 0
 
@@ -160,27 +162,38 @@ class PortalHttpChannel:
         if self._token == token:
             self._token = None
 
-    async def submit(self, submission: Submission) -> Receipt:
-        """One attempt (plus one re-login when the token expired): a Receipt or a classified PortalError."""
+    async def with_token(self, call: Callable[[AccessToken], Awaitable[T]]) -> T:
+        """Run one portal call under the cap with a valid token, logging in again once if it was refused."""
         started = time.perf_counter()
         try:
             async with self._semaphore:
                 token = await self._current_token()
                 try:
-                    return await self._submit_with_token(submission, token)
+                    return await call(token)
                 except TokenRejected:
                     self._forget_token(token)
                     token = await self._current_token()
                     try:
-                        return await self._submit_with_token(submission, token)
+                        return await call(token)
                     except TokenRejected:
                         raise TransientPortalError("portal refused a fresh access token") from None
         finally:
             self.metrics.submit_latency.labels(self.name).observe(time.perf_counter() - started)
 
+    async def submit(self, submission: Submission) -> Receipt:
+        """One attempt (plus one re-login when the token expired): a Receipt or a classified PortalError."""
+        return await self.with_token(lambda token: self._submit_with_token(submission, token))
+
     async def _submit_as_value(self, submission: Submission) -> Receipt | PortalError:
         try:
             return await self.submit(submission)
+        except PortalError as exc:
+            return exc
+
+    def outcome_of(self, answer: HttpAnswer, **fields: str) -> Receipt | PortalError:
+        """receipt_or_raise as a value, for the items of a batch answer."""
+        try:
+            return self.receipt_or_raise(answer, **fields)
         except PortalError as exc:
             return exc
 

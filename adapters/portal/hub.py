@@ -4,12 +4,21 @@ Login: POST login_path with JSON `{"username", "password"}`, answered by `{"acce
 Push: POST push_path with the message JSON `{header, data, signature}` (built by gateway.submissions),
 headers `Authorization: Bearer`, `service-type` and `Idempotency-Key`. The answer carries `code`
 ("200" accepted), `message`, `transaction_id` and `received_at`.
+
+Batching (batch_size > 1, off by default because PORTAL_API.md does not describe it): up to batch_size
+messages, each signed on its own, go as one JSON array to the same push path; the answer's `results` hold
+one outcome per `msg_id`, so each document is accepted or refused on its own and a retried batch is
+recognised message by message. The BHXH channel does not batch: several HOSO in one envelope share one
+signature and one transaction id, so one bad record would refuse them all and a retry would resend the
+accepted ones, and re-signing a combined envelope would need the key inside the adapter.
 """
 from __future__ import annotations
 
+import asyncio
+import json
 from typing import TYPE_CHECKING
 
-from adapters.portal.base import Receipt, Submission, TransientPortalError
+from adapters.portal.base import PortalError, Receipt, Submission, TransientPortalError
 from adapters.portal.http import AccessToken, HttpAnswer, PortalHttpChannel, TokenRejected
 from adapters.portal.wire import HUB_ACCEPTED, IDEMPOTENCY_HEADER
 
@@ -18,6 +27,8 @@ if TYPE_CHECKING:
     from gateway.metrics import Metrics
 
 DEFAULT_TOKEN_LIFETIME_SECONDS = 3600.0
+RECEIPT_FIELDS = {"code_field": "code", "accepted_code": HUB_ACCEPTED, "id_field": "transaction_id",
+                  "time_field": "received_at"}
 
 
 def _reason(answer: HttpAnswer) -> str:
@@ -61,5 +72,39 @@ class HubChannel(PortalHttpChannel):
         if answer.status == 401:
             raise TokenRejected()
         self.raise_for_http(answer, _reason(answer))
-        return self.receipt_or_raise(answer, code_field="code", accepted_code=HUB_ACCEPTED,
-                                     id_field="transaction_id", time_field="received_at", reason=_reason(answer))
+        return self.receipt_or_raise(answer, reason=_reason(answer), **RECEIPT_FIELDS)
+
+    async def _push_batch(self, batch: list[Submission], token: AccessToken) -> HttpAnswer:
+        headers = {"Authorization": f"Bearer {token.value}", "service-type": self.hub.service_type,
+                   "Content-Type": "application/json"}
+        answer = await self.post(self.hub.push_path, headers=headers,
+                                 data=b"[" + b",".join(item.body for item in batch) + b"]")
+        if answer.status == 401:
+            raise TokenRejected()
+        self.raise_for_http(answer, _reason(answer))
+        return answer
+
+    async def _submit_batch(self, batch: list[Submission]) -> list[Receipt | PortalError]:
+        try:
+            answer = await self.with_token(lambda token: self._push_batch(batch, token))
+        except PortalError as exc:
+            return [exc] * len(batch)
+        results = {str(item.get("msg_id")): item for item in answer.body.get("results", []) if isinstance(item, dict)}
+        outcomes: list[Receipt | PortalError] = []
+        for submission in batch:
+            result = results.get(str(json.loads(submission.body)["header"]["msg_id"]))
+            if result is None:
+                outcomes.append(TransientPortalError("hub answered the batch without this message"))
+                continue
+            item = HttpAnswer(answer.status, result, None)
+            outcomes.append(self.outcome_of(item, reason=_reason(item), **RECEIPT_FIELDS))
+        return outcomes
+
+    async def submit_many(self, submissions: list[Submission]) -> list[Receipt | PortalError]:
+        """Several messages per request when batch_size > 1; one outcome per submission, in order."""
+        size = self.hub.batch_size
+        if size <= 1:
+            return await super().submit_many(submissions)
+        batches = [submissions[start:start + size] for start in range(0, len(submissions), size)]
+        answered = await asyncio.gather(*(self._submit_batch(batch) for batch in batches))
+        return [outcome for outcomes in answered for outcome in outcomes]

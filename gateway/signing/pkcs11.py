@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import threading
+from pathlib import Path
 from typing import Any
 
 import pkcs11
@@ -9,13 +10,27 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric.padding import AsymmetricPadding, PKCS1v15
 from pkcs11 import Attribute, KeyType, Mechanism, ObjectClass
-from pkcs11.exceptions import PKCS11Error
+from pkcs11.exceptions import PKCS11Error, UserAlreadyLoggedIn
 
 from gateway.config import SigningSettings
 from gateway.signing.signer import Signer, SigningError, check_validity
 from gateway.signing.sources import load_certificate
 
 _MECHANISMS = {"sha256": Mechanism.SHA256_RSA_PKCS}
+_LIBRARIES: dict[str, pkcs11.lib] = {}
+_LIBRARIES_LOCK = threading.Lock()
+
+
+def open_library(module: Path) -> pkcs11.lib:
+    """The PKCS#11 module, loaded and initialised once per process (a second C_Initialize would fail)."""
+    with _LIBRARIES_LOCK:
+        library = _LIBRARIES.get(str(module))
+        if library is None:
+            try:
+                library = _LIBRARIES[str(module)] = pkcs11.lib(str(module))
+            except (RuntimeError, OSError, PKCS11Error) as exc:
+                raise SigningError(f"signing.pkcs11_module: cannot load {module}: {exc}") from None
+        return library
 
 
 class TokenRsaKey:
@@ -33,6 +48,11 @@ class TokenRsaKey:
             raise SigningError(f"the token key signs only RSA PKCS#1 v1.5 with SHA-256, not {algorithm.name}")
         with self._lock:
             return bytes(self._key.sign(data, mechanism=mechanism))
+
+    def close(self) -> None:
+        """Close the token session (the token logs out when its last session closes)."""
+        with self._lock:
+            self._session.close()
 
 
 def _token_certificate(session: Any, settings: SigningSettings) -> x509.Certificate:
@@ -56,13 +76,13 @@ def load_pkcs11_signer(settings: SigningSettings) -> Signer:
     if not settings.pkcs11_token_label or not settings.pkcs11_key_label:
         raise SigningError("signing.pkcs11_token_label and signing.pkcs11_key_label are required")
     pin = settings.pkcs11_pin.get_secret_value() if settings.pkcs11_pin is not None else None
-    try:
-        library = pkcs11.lib(str(settings.pkcs11_module))
-    except (RuntimeError, OSError) as exc:
-        raise SigningError(f"signing.pkcs11_module: cannot load {settings.pkcs11_module}: {exc}") from None
+    library = open_library(settings.pkcs11_module)
     try:
         token = library.get_token(token_label=settings.pkcs11_token_label)
-        session = token.open(user_pin=pin)
+        try:
+            session = token.open(user_pin=pin)
+        except UserAlreadyLoggedIn:  # this process already logged in; the login covers every new session
+            session = token.open()
     except PKCS11Error as exc:
         raise SigningError(f"cannot open token {settings.pkcs11_token_label!r}: {type(exc).__name__}") from None
     try:

@@ -110,6 +110,12 @@ class Signer:
             raise SigningError(f"cannot sign envelope: {exc}") from None
         return etree.tostring(signed, xml_declaration=True, encoding="utf-8")
 
+    def close(self) -> None:
+        """Release the key's token session, if it has one; in-memory keys need nothing."""
+        close = getattr(self._key, "close", None)
+        if close is not None:
+            close()
+
     def sign_hub_message(self, header: dict[str, Any], data_b64: str) -> str:
         """The hub's base64 RSA/SHA-256 signature over the hashed header and data (see adapters.portal.wire)."""
         return base64.b64encode(self._sign_rsa_sha256(hub_signing_input(header, data_b64))).decode("ascii")

@@ -1,14 +1,16 @@
 """The emulator's HTTP face: both national channels on one port, fault injection and control endpoints.
 
 Faults apply to every portal call (every path outside `/_emulator/`), in this order: a 500 (fail_rate), a 429 with Retry-After
-(rate_limit_rate), a slow answer of slow_seconds BEFORE the call is processed (slow_rate), then, after
-processing, a dropped connection with no answer at all (drop_rate), so the portal may have accepted a
-document whose receipt the client never saw. Token expiry: tokens live token_ttl seconds, and
+(rate_limit_rate); then the call is processed, and its answer may come slow_seconds late (slow_rate) or
+never, the connection dropped (drop_rate): either way the portal has accepted a document whose receipt
+the client may never see, the hardest case for exactly-once delivery. Token expiry: tokens live token_ttl seconds, and
 `POST /_emulator/faults {"expire_tokens": true}` revokes every token issued so far.
 """
 from __future__ import annotations
 
 import asyncio
+import json
+import math
 from collections.abc import Awaitable, Callable
 from dataclasses import asdict
 from datetime import datetime, timedelta, timezone
@@ -18,11 +20,14 @@ from aiohttp import web
 
 from adapters.portal.emulator.state import EmulatorConfig, EmulatorState, transaction_id
 from adapters.portal.emulator.validate import Rejection, check_envelope, check_hub_message
-from adapters.portal.wire import BHXH_ACCEPTED, BHXH_TOKEN_INVALID, IDEMPOTENCY_HEADER, bhxh_password_hash
+from adapters.portal.wire import (
+    BHXH_ACCEPTED, BHXH_TOKEN_INVALID, HUB_ACCEPTED, IDEMPOTENCY_HEADER, bhxh_password_hash,
+)
 
 STATE = web.AppKey("state", EmulatorState)
 VIETNAM = timezone(timedelta(hours=7))
 CONTROL_PREFIX = "/_emulator/"
+MAX_HUB_BATCH = 100
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
@@ -43,13 +48,19 @@ async def inject_faults(request: web.Request, handler: Handler) -> web.StreamRes
     if state.draw(faults.rate_limit_rate):
         state.counters.rate_limited += 1
         return web.json_response({"code": "429", "message": "too many requests"}, status=429,
-                                 headers={"Retry-After": str(int(faults.retry_after))})
-    if state.draw(faults.slow_rate):
-        state.counters.slowed += 1
-        await asyncio.sleep(faults.slow_seconds)
-    response = await handler(request)
+                                 headers={"Retry-After": str(math.ceil(faults.retry_after))})
+    counters = state.counters
+    counters.in_flight += 1
+    counters.max_in_flight = max(counters.max_in_flight, counters.in_flight)
+    try:
+        response = await handler(request)
+        if state.draw(faults.slow_rate):
+            counters.slowed += 1
+            await asyncio.sleep(faults.slow_seconds)
+    finally:
+        counters.in_flight -= 1
     if state.draw(faults.drop_rate) and request.transport is not None:
-        state.counters.dropped += 1
+        counters.dropped += 1
         request.transport.abort()
         raise web.HTTPServiceUnavailable()  # never reaches the client: the connection is gone
     return response
@@ -116,29 +127,46 @@ async def hub_login(request: web.Request) -> web.Response:
                               "expires_in": int(state.faults.token_ttl)})
 
 
+def _hub_outcome(state: EmulatorState, message: Any, idempotency_key: str | None) -> dict[str, Any]:
+    """Validate and record one hub message; its receipt, the original one for a retransmission, or a refusal."""
+    state.counters.received += 1
+    try:
+        header = check_hub_message(message, state.config.cert_pem)["header"]
+        msg_id = str(header["msg_id"])
+        if idempotency_key is not None and idempotency_key != msg_id:
+            raise Rejection(f"{IDEMPOTENCY_HEADER} must equal header.msg_id")
+    except Rejection as exc:
+        state.counters.rejected += 1
+        state.counters.signature_failures += int(exc.signature)
+        header = message.get("header") if isinstance(message, dict) else None
+        return {"code": "400", "message": exc.reason, "msg_id": header.get("msg_id") if isinstance(header, dict) else None}
+    return state.seen("hub", msg_id) or state.accept("hub", msg_id, {
+        "code": HUB_ACCEPTED, "message": "accepted", "msg_id": msg_id, "transaction_id": transaction_id("HUB"),
+        "received_at": datetime.now(timezone.utc).isoformat(timespec="seconds")})
+
+
 async def hub_push(request: web.Request) -> web.Response:
-    """Hub data-sync push: a signed health-check message, one receipt per msg_id."""
+    """Hub data-sync push: one signed message (or a JSON array of them), one receipt per msg_id."""
     state = _state(request)
     token = request.headers.get("Authorization", "").removeprefix("Bearer ").strip()
     if not state.token_valid(token):
         state.counters.token_refusals += 1
         return web.json_response({"code": "401", "message": "token expired or invalid"}, status=401)
-    state.counters.received += 1
+    if request.headers.get("service-type") != state.config.service_type:
+        return web.json_response({"code": "400", "message": f"service-type must be {state.config.service_type}"},
+                                 status=400)
     try:
-        if request.headers.get("service-type") != state.config.service_type:
-            raise Rejection(f"service-type header must be {state.config.service_type}")
-        message = check_hub_message(await request.read(), state.config.cert_pem)
-        key = request.headers.get(IDEMPOTENCY_HEADER) or str(message["header"]["msg_id"])
-        if key != str(message["header"]["msg_id"]):
-            raise Rejection(f"{IDEMPOTENCY_HEADER} must equal header.msg_id")
-    except Rejection as exc:
-        state.counters.rejected += 1
-        state.counters.signature_failures += int(exc.signature)
-        return web.json_response({"code": "400", "message": exc.reason}, status=400)
-    receipt = state.seen("hub", key) or state.accept("hub", key, {
-        "code": "200", "message": "accepted", "transaction_id": transaction_id("HUB"),
-        "received_at": datetime.now(timezone.utc).isoformat(timespec="seconds")})
-    return web.json_response(receipt)
+        body = json.loads(await request.read())
+    except ValueError:
+        body = None
+    if isinstance(body, list):
+        if not 1 <= len(body) <= MAX_HUB_BATCH:
+            return web.json_response({"code": "400", "message": f"a batch holds 1 to {MAX_HUB_BATCH} messages"},
+                                     status=400)
+        results = [_hub_outcome(state, message, None) for message in body]
+        return web.json_response({"code": HUB_ACCEPTED, "message": "batch processed", "results": results})
+    outcome = _hub_outcome(state, body, request.headers.get(IDEMPOTENCY_HEADER))
+    return web.json_response(outcome, status=200 if outcome["code"] == HUB_ACCEPTED else 400)
 
 
 async def get_stats(request: web.Request) -> web.Response:

@@ -64,6 +64,8 @@ class Counters:
     rate_limited: int = 0
     slowed: int = 0
     dropped: int = 0
+    in_flight: int = 0
+    max_in_flight: int = 0
 
 
 class EmulatorState:

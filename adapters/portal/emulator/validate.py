@@ -110,14 +110,10 @@ def _load_public_key(cert_pem: bytes) -> rsa.RSAPublicKey:
     return key
 
 
-def check_hub_message(body: bytes, cert_pem: bytes | None) -> dict[str, Any]:
-    """Validate a hub message: fields, base64 JSON data and the RSA/SHA-256 message signature."""
-    try:
-        message = json.loads(body)
-    except ValueError:
-        raise Rejection("body is not JSON") from None
+def check_hub_message(message: Any, cert_pem: bytes | None) -> dict[str, Any]:
+    """Validate one parsed hub message: fields, base64 JSON data and the RSA/SHA-256 message signature."""
     if not isinstance(message, dict) or not isinstance(message.get("header"), dict):
-        raise Rejection("body must be an object with a header object")
+        raise Rejection("message must be a JSON object with a header object")
     header = message["header"]
     missing = [name for name in HUB_HEADER_FIELDS if not str(header.get(name, "")).strip()]
     if missing:

@@ -1,0 +1,182 @@
+"""Clinical resources from HL7 v2: Condition, AllergyIntolerance, Procedure, Observation, reports, summary."""
+from __future__ import annotations
+
+import base64
+import re
+from typing import Any
+
+from mappings.fhir_common import codeable, fhir_datetime, ref, resource_id
+from mappings.hl7v2.build_admin import practitioner_ref
+from mappings.hl7v2.context import Context
+from mappings.hl7v2.er7 import Segment
+from mappings.vn import codes, systems
+
+OBX_STATUS = {"F": "final", "C": "corrected", "P": "preliminary", "R": "preliminary", "X": "cancelled",
+              "D": "entered-in-error"}
+ALLERGY_CATEGORY = {"DA": "medication", "FA": "food", "EA": "environment", "MA": "environment"}
+ALLERGY_SEVERITY = {"MI": "mild", "MO": "moderate", "SV": "severe"}
+NUMBER = re.compile(r"[+-]?\d+(\.\d+)?")
+
+
+def _coded(ctx: Context, segment: Segment, field: int) -> dict[str, Any]:
+    code, text, system = ctx.c(segment, field, 1), ctx.c(segment, field, 2), ctx.c(segment, field, 3)
+    if not code:
+        return {"text": text}
+    local = system.upper() in ("", "L", "LOCAL") or system.startswith("99")
+    return codeable(systems.local("code", ctx.facility_id) if local else systems.coding_system(system), code, text)
+
+
+def condition(ctx: Context, dg1: Segment) -> dict[str, Any]:
+    """An ICD-10 diagnosis; one per code per episode, so a final diagnosis replaces the admitting one."""
+    code = ctx.c(dg1, 3)
+    display = ctx.c(dg1, 3, 2) or codes.icd10_display(code) or ""
+    category = codeable(systems.CONDITION_CATEGORY, "encounter-diagnosis")
+    if ctx.c(dg1, 6):
+        category["coding"].append({"system": systems.V2_0052, "code": ctx.c(dg1, 6).upper()})
+    resource: dict[str, Any] = {
+        "resourceType": "Condition", "id": resource_id(ctx.document_id, "Condition", code),
+        "clinicalStatus": codeable(systems.CONDITION_CLINICAL, "active"), "category": [category],
+        "code": codeable(systems.ICD10, code, display),
+        "subject": ref(ctx.patient_id), "encounter": ref(ctx.encounter_id),
+    }
+    if recorded := fhir_datetime(ctx.c(dg1, 5)):
+        resource["recordedDate"] = recorded
+    return resource
+
+
+def allergy(ctx: Context, al1: Segment) -> dict[str, Any]:
+    """A history-section allergy, one per allergen."""
+    allergen = _coded(ctx, al1, 3)
+    key = ctx.c(al1, 3, 1) or ctx.c(al1, 3, 2)
+    resource: dict[str, Any] = {
+        "resourceType": "AllergyIntolerance", "id": resource_id(ctx.document_id, "AllergyIntolerance", key),
+        "code": allergen, "patient": ref(ctx.patient_id),
+    }
+    if category := ALLERGY_CATEGORY.get(ctx.c(al1, 2).upper()):
+        resource["category"] = [category]
+    reaction: dict[str, Any] = {}
+    if ctx.c(al1, 5):
+        reaction["manifestation"] = [{"text": ctx.c(al1, 5)}]
+        if severity := ALLERGY_SEVERITY.get(ctx.c(al1, 4).upper()):
+            reaction["severity"] = severity
+        resource["reaction"] = [reaction]
+    return resource
+
+
+def procedure(ctx: Context, pr1: Segment) -> dict[str, Any]:
+    """A procedure of the episode, one per code and time."""
+    performed = fhir_datetime(ctx.c(pr1, 5))
+    resource: dict[str, Any] = {
+        "resourceType": "Procedure",
+        "id": resource_id(ctx.document_id, "Procedure", ctx.c(pr1, 3), performed or ""),
+        "status": "completed", "code": _coded(ctx, pr1, 3),
+        "subject": ref(ctx.patient_id), "encounter": ref(ctx.encounter_id),
+    }
+    if performed:
+        resource["performedDateTime"] = performed
+    return resource
+
+
+def _value(ctx: Context, obx: Segment) -> dict[str, Any]:
+    kind = ctx.c(obx, 2).upper()
+    first = ctx.c(obx, 5)
+    if kind in ("NM", "SN") and NUMBER.fullmatch(first):
+        number: float | int = float(first) if "." in first else int(first)
+        quantity: dict[str, Any] = {"value": number}
+        if unit := ctx.c(obx, 6):
+            quantity.update(unit=unit, system=systems.UCUM, code=unit)
+        return {"valueQuantity": quantity}
+    if kind in ("CWE", "CE", "CNE") and first:
+        return {"valueCodeableConcept": _coded(ctx, obx, 5)}
+    text = "\n".join(ctx.rc(raw, 1) for raw in ctx.reps(obx, 5))
+    return {"valueString": text} if text else {}
+
+
+def observation(ctx: Context, obx: Segment, category: str, group: str, effective: str) -> dict[str, Any]:
+    """One result; its id comes from the order, the code and the time, so a repeat replaces, not adds."""
+    code = ctx.c(obx, 3)
+    when = fhir_datetime(ctx.c(obx, 14)) or effective
+    resource: dict[str, Any] = {
+        "resourceType": "Observation",
+        "id": resource_id(ctx.document_id, "Observation", group, code, ctx.c(obx, 4), when),
+        "status": OBX_STATUS.get(ctx.c(obx, 11).upper(), "final"),
+        "category": [codeable(systems.OBS_CATEGORY, category)],
+        "code": _coded(ctx, obx, 3), "subject": ref(ctx.patient_id), "encounter": ref(ctx.encounter_id),
+        "effectiveDateTime": when, **_value(ctx, obx),
+    }
+    if ctx.c(obx, 7):
+        resource["referenceRange"] = [{"text": ctx.c(obx, 7)}]
+    if ctx.c(obx, 8):
+        resource["interpretation"] = [codeable(systems.OBS_INTERPRETATION, ctx.c(obx, 8).upper())]
+    return resource
+
+
+def diagnostic_report(ctx: Context, obr: Segment, results: list[dict[str, Any]], conclusion: str,
+                      category: str, health_class: int | None = None) -> dict[str, Any]:
+    """The order (OBR) grouping its results; the conclusion carries a health check's verdict."""
+    filler = ctx.c(obr, 3) or ctx.c(obr, 2)
+    resource: dict[str, Any] = {
+        "resourceType": "DiagnosticReport", "id": resource_id(ctx.document_id, "DiagnosticReport", filler),
+        "status": OBX_STATUS.get(ctx.c(obr, 25).upper(), "final"),
+        "category": [codeable(systems.OBS_CATEGORY, category)],
+        "code": _coded(ctx, obr, 4), "subject": ref(ctx.patient_id), "encounter": ref(ctx.encounter_id),
+        "result": [ref(r["id"]) for r in results],
+    }
+    if filler:
+        resource["identifier"] = [{"system": systems.local("order", ctx.facility_id), "value": filler}]
+    if effective := fhir_datetime(ctx.c(obr, 7)):
+        resource["effectiveDateTime"] = effective
+    issued = fhir_datetime(ctx.c(obr, 22))
+    if issued and "T" in issued:
+        resource["issued"] = issued
+    if doctor := practitioner_ref(ctx, obr, 16):
+        resource["resultsInterpreter"] = [doctor]
+    if conclusion:
+        resource["conclusion"] = conclusion
+    if health_class is not None:
+        resource["conclusionCode"] = [codeable(systems.HEALTH_CLASS, str(health_class), f"Loại {health_class}")]
+    return resource
+
+
+def summary(ctx: Context, txa: Segment, obxs: list[Segment]) -> dict[str, Any]:
+    """The medical-record summary (MDM^T02) as a DocumentReference holding the text."""
+    text = "\n".join(ctx.rc(raw, 1) for obx in obxs for raw in ctx.reps(obx, 5))
+    number = ctx.c(txa, 12) or ctx.c(txa, 2)
+    resource: dict[str, Any] = {
+        "resourceType": "DocumentReference", "id": resource_id(ctx.document_id, "DocumentReference", number),
+        "status": "current", "docStatus": "final" if ctx.c(txa, 17).upper() in ("AU", "LA", "") else "preliminary",
+        "type": _coded(ctx, obxs[0], 3), "subject": ref(ctx.patient_id),
+        "content": [{"attachment": {"contentType": "text/plain; charset=utf-8",
+                                    "data": base64.b64encode(text.encode()).decode(),
+                                    "title": ctx.c(obxs[0], 3, 2) or "Tóm tắt hồ sơ bệnh án"}}],
+        "context": {"encounter": [ref(ctx.encounter_id)]},
+    }
+    if number:
+        resource["identifier"] = [{"system": systems.local("document", ctx.facility_id), "value": number}]
+    date = fhir_datetime(ctx.c(txa, 4))
+    if date and "T" in date:
+        resource["date"] = date
+    if author := practitioner_ref(ctx, txa, 5):
+        resource["author"] = [author]
+    return resource
+
+
+def immunization(ctx: Context, rxa: Segment) -> dict[str, Any]:
+    """One vaccine dose (RXA) for the immunization section."""
+    given = fhir_datetime(ctx.c(rxa, 3)) or ctx.event_time
+    resource: dict[str, Any] = {
+        "resourceType": "Immunization", "id": resource_id(ctx.document_id, "Immunization", ctx.c(rxa, 5), given),
+        "status": "not-done" if ctx.c(rxa, 20).upper() in ("RE", "NA") else "completed",
+        "vaccineCode": _coded(ctx, rxa, 5), "patient": ref(ctx.patient_id), "occurrenceDateTime": given,
+        "primarySource": ctx.c(rxa, 9) in ("", "00"),
+    }
+    amount = ctx.c(rxa, 6)
+    if NUMBER.fullmatch(amount) and amount not in ("999", "0"):
+        unit = ctx.c(rxa, 7)
+        resource["doseQuantity"] = {"value": float(amount) if "." in amount else int(amount),
+                                    **({"unit": unit, "system": systems.UCUM, "code": unit} if unit else {})}
+    if ctx.c(rxa, 15):
+        resource["lotNumber"] = ctx.c(rxa, 15)
+    if nurse := practitioner_ref(ctx, rxa, 10):
+        resource["performer"] = [{"actor": nurse}]
+    return resource

@@ -1,0 +1,105 @@
+"""A tiny ER7 reader: segments, fields, repetitions, components and escapes, without hl7apy."""
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+SEGMENT_SPLIT = re.compile(r"\r\n|\r|\n")
+FRAMING = "\x0b\x1c"
+
+
+@dataclass(frozen=True, slots=True)
+class Delimiters:
+    """The encoding characters declared in MSH-1 and MSH-2."""
+
+    field: str = "|"
+    component: str = "^"
+    repetition: str = "~"
+    escape: str = "\\"
+    subcomponent: str = "&"
+
+
+@dataclass(frozen=True, slots=True)
+class Segment:
+    """One segment; `fields[n]` is field n as raw ER7 text (for MSH, fields[1] is the field separator)."""
+
+    name: str
+    fields: tuple[str, ...]
+
+    def field(self, number: int) -> str:
+        return self.fields[number] if number < len(self.fields) else ""
+
+
+@dataclass(frozen=True, slots=True)
+class Er7Message:
+    """A message split into segments, with its delimiters."""
+
+    delimiters: Delimiters
+    segments: tuple[Segment, ...]
+
+    def first(self, name: str) -> Segment | None:
+        return next((segment for segment in self.segments if segment.name == name), None)
+
+    def all(self, name: str) -> list[Segment]:
+        return [segment for segment in self.segments if segment.name == name]
+
+
+def read(message: str) -> Er7Message | None:
+    """Split a message on any of the \\r, \\n, \\r\\n terminators; None when it does not start with MSH."""
+    text = message.strip(FRAMING + "\r\n \t")
+    if not text.startswith("MSH") or len(text) < 8:
+        return None
+    sep = text[3]
+    encoding = text[4:8].split(sep, 1)[0]
+    if len(encoding) < 4:
+        return None
+    delimiters = Delimiters(sep, encoding[0], encoding[1], encoding[2], encoding[3] if len(encoding) > 3 else "&")
+    segments = []
+    for line in SEGMENT_SPLIT.split(text):
+        if not line:
+            continue
+        parts = line.split(sep)
+        if parts[0] == "MSH":
+            parts.insert(1, sep)
+        segments.append(Segment(parts[0], tuple(parts)))
+    return Er7Message(delimiters, tuple(segments))
+
+
+def repetitions(raw: str, d: Delimiters) -> list[str]:
+    """The repetitions of a raw field, still escaped."""
+    return raw.split(d.repetition) if raw else []
+
+
+def components(raw: str, d: Delimiters) -> list[str]:
+    """The unescaped components of one raw repetition; subcomponents are kept joined by '&'."""
+    return [unescape(part, d) for part in raw.split(d.component)]
+
+
+def component(raw: str, number: int, d: Delimiters) -> str:
+    """Component `number` (1-based) of one raw repetition, unescaped; its first subcomponent only."""
+    parts = raw.split(d.component)
+    if number > len(parts):
+        return ""
+    return unescape(parts[number - 1].split(d.subcomponent)[0], d)
+
+
+def unescape(text: str, d: Delimiters) -> str:
+    """Replace HL7 escape sequences (\\F\\ \\S\\ \\T\\ \\R\\ \\E\\ \\Xhh\\ \\.br\\) by the characters they stand for."""
+    if d.escape not in text:
+        return text
+    esc = re.escape(d.escape)
+    simple = {"F": d.field, "S": d.component, "T": d.subcomponent, "R": d.repetition, "E": d.escape,
+              ".br": "\n", "H": "", "N": ""}
+
+    def replace(match: re.Match[str]) -> str:
+        body = match.group(1)
+        if body in simple:
+            return simple[body]
+        if body.startswith("X") and len(body) % 2 == 1:
+            try:
+                return bytes.fromhex(body[1:]).decode("utf-8")
+            except ValueError:
+                return match.group(0)
+        return match.group(0)
+
+    return re.sub(f"{esc}([^{esc}]*){esc}", replace, text)

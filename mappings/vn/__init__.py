@@ -1,0 +1,1 @@
+"""Vietnamese identifier rules and code tables (data files in mappings/vn/data)."""

@@ -1,0 +1,185 @@
+"""FHIR input: the corpus Bundle, every Bundle type, single resources, identity rules, OperationOutcome."""
+from __future__ import annotations
+
+import copy
+import json
+from typing import Any
+
+import pytest
+from fhir.resources.R4B.bundle import Bundle
+from fhir.resources.R4B.operationoutcome import OperationOutcome
+
+from mappings.document import assemble
+from mappings.fhir_in import map_fhir, operation_outcome
+from mappings.model import Issue
+from tests.mappings.conftest import CORPUS
+
+CCCD = "048190007788"
+ENCOUNTER_REF = {"identifier": {"system": "urn:hbgw:visit:pkdk-danang", "value": "KB26-004411"}}
+PATIENT_REF = {"identifier": {"system": "urn:hbgw:id:cccd", "value": CCCD}}
+
+
+@pytest.fixture
+def bundle() -> dict[str, Any]:
+    with open(CORPUS / "fhir" / "transaction_outpatient_visit.json", encoding="utf-8") as handle:
+        loaded: dict[str, Any] = json.load(handle)
+    return loaded
+
+
+def codes_at(issues: tuple[Issue, ...]) -> list[tuple[str, str]]:
+    return [(i.location, i.code) for i in issues if i.severity == "error"]
+
+
+def test_corpus_transaction_maps_to_a_valid_document(bundle: dict[str, Any]) -> None:
+    result = map_fhir(bundle)
+    assert result.ok and result.issues == ()
+    fragment = result.fragments[0]
+    assert (fragment.document_id, fragment.kind, fragment.source_event) == (
+        "pkdk-danang_KB26-004411", "episode", "fhir:Bundle/transaction")
+    assert fragment.event_time == "2026-04-02T09:05:00+07:00"
+    doc = assemble(None, fragment)
+    Bundle.model_validate(doc.bundle)
+    by_type = {e["resource"]["resourceType"]: e["resource"] for e in doc.bundle["entry"]}
+    full_urls = {e["fullUrl"] for e in doc.bundle["entry"]}
+    assert by_type["Condition"]["subject"]["reference"] in full_urls
+    assert by_type["MedicationStatement"]["context"]["reference"] == f"urn:uuid:{by_type['Encounter']['id']}"
+    assert "request" not in json.dumps(doc.bundle)
+
+
+def test_same_bundle_twice_gives_same_ids(bundle: dict[str, Any]) -> None:
+    first, second = map_fhir(bundle).fragments[0], map_fhir(copy.deepcopy(bundle)).fragments[0]
+    assert [r["id"] for r in first.resources] == [r["id"] for r in second.resources]
+
+
+@pytest.mark.parametrize("bundle_type", ["transaction", "batch", "document", "collection"])
+def test_bundle_types(bundle: dict[str, Any], bundle_type: str) -> None:
+    bundle["type"] = bundle_type
+    if bundle_type in ("document", "collection"):
+        for entry in bundle["entry"]:
+            del entry["request"]
+    if bundle_type == "document":
+        bundle["identifier"] = {"system": "urn:x", "value": "1"}
+        bundle["timestamp"] = "2026-04-02T09:10:00+07:00"
+        bundle["entry"].insert(0, {"fullUrl": "urn:uuid:0b7c1a52-4a1e-4f4e-9a0c-2f6b6f3a9d00", "resource": {
+            "resourceType": "Composition", "status": "final", "type": {"text": "x"}, "date": "2026-04-02",
+            "author": [{"display": "x"}], "title": "x"}})
+    result = map_fhir(bundle)
+    assert result.ok and len(result.fragments[0].resources) == 5
+
+
+@pytest.mark.parametrize(("mutate", "expected"), [
+    (lambda b: b["entry"][0]["resource"].update(birthDate="1991-09-03"),
+     [("Bundle.entry[0].resource.identifier", "cccd-birth-mismatch")]),
+    (lambda b: b["entry"][0]["resource"].update(gender="male"),
+     [("Bundle.entry[0].resource.identifier", "cccd-birth-mismatch")]),
+    (lambda b: b["entry"][0]["resource"].update(birthDate="1990-02-31"),
+     [("Bundle.entry[0].resource.birthDate", "invalid")]),
+    (lambda b: b["entry"][0]["resource"].pop("birthDate"), [("Bundle.entry[0].resource.birthDate", "required")]),
+    (lambda b: b["entry"][0]["resource"].pop("gender"), [("Bundle.entry[0].resource.gender", "required")]),
+    (lambda b: b["entry"][0]["resource"].update(identifier=[b["entry"][0]["resource"]["identifier"][1]]),
+     [("Bundle.entry[0].resource.identifier", "required")]),
+    (lambda b: b["entry"][0]["resource"]["identifier"][0].update(value="04819000778"),
+     [("Bundle.entry[0].resource.identifier", "cccd-format")]),
+    (lambda b: b["entry"][0]["resource"]["identifier"][2].update(value="DN448481234567"),
+     [("Bundle.entry[0].resource.identifier", "bhyt-format")]),
+    (lambda b: b["entry"][1]["resource"].pop("identifier"), [("Bundle.entry[1].resource.identifier", "required")]),
+    (lambda b: b["entry"][1]["resource"].update(status=5), [("Bundle.entry[1].resource.status", "invalid")]),
+    (lambda b: b["entry"][2]["resource"]["code"]["coding"][0].update(code="J069"),
+     [("Bundle.entry[2].resource.code.coding[0].code", "icd10-format")]),
+    (lambda b: b.update(type="searchset"), [("Bundle.type", "unsupported-bundle")]),
+    (lambda b: b["entry"].pop(0), [("Bundle.entry", "required")]),
+    (lambda b: b["entry"].append(copy.deepcopy(b["entry"][0])), [("Bundle.entry", "invalid")]),
+    (lambda b: b["entry"].append({"resource": {"resourceType": "Account", "status": "active"}}),
+     [("Bundle.entry[5].resource.resourceType", "unsupported-resource")]),
+    (lambda b: [b["entry"].pop(i) for i in (4, 3, 2, 1)], [("Bundle.entry", "required")]),
+])
+def test_bundle_rules(bundle: dict[str, Any], mutate: Any, expected: list[tuple[str, str]]) -> None:
+    mutate(bundle)
+    result = map_fhir(bundle)
+    assert codes_at(result.issues) == expected and result.fragments == ()
+    assert not any(CCCD in i.message or "1990" in i.message for i in result.issues)
+
+
+@pytest.mark.parametrize(("resource", "kind"), [
+    ({"resourceType": "Observation", "status": "final", "code": {"text": "Nhiệt độ"}, "subject": PATIENT_REF,
+      "encounter": ENCOUNTER_REF, "effectiveDateTime": "2026-04-02T08:15:00+07:00",
+      "valueQuantity": {"value": 38.4, "unit": "Cel"}}, "episode"),
+    ({"resourceType": "Condition", "code": {"coding": [{"system": "http://hl7.org/fhir/sid/icd-10", "code": "J06.9"}]},
+      "subject": PATIENT_REF, "encounter": ENCOUNTER_REF, "recordedDate": "2026-04-02"}, "episode"),
+    ({"resourceType": "AllergyIntolerance", "code": {"text": "Penicillin"}, "patient": PATIENT_REF,
+      "encounter": ENCOUNTER_REF, "recordedDate": "2026-04-02"}, "episode"),
+    ({"resourceType": "Procedure", "status": "completed", "code": {"text": "Điện tâm đồ"}, "subject": PATIENT_REF,
+      "encounter": ENCOUNTER_REF, "performedDateTime": "2026-04-02T08:30:00+07:00"}, "episode"),
+    ({"resourceType": "MedicationStatement", "status": "active", "medicationCodeableConcept": {"text": "Paracetamol"},
+      "subject": PATIENT_REF, "context": ENCOUNTER_REF, "effectivePeriod": {"start": "2026-04-02"}}, "episode"),
+    ({"resourceType": "DiagnosticReport", "status": "final", "code": {"text": "Công thức máu"}, "subject": PATIENT_REF,
+      "encounter": ENCOUNTER_REF, "effectiveDateTime": "2026-04-02T08:15:00+07:00"}, "episode"),
+    ({"resourceType": "Encounter", "status": "finished", "class": {"code": "AMB"}, "subject": PATIENT_REF,
+      "identifier": [ENCOUNTER_REF["identifier"]], "period": {"start": "2026-04-02T08:10:00+07:00"}}, "episode"),
+    ({"resourceType": "Composition", "status": "final", "type": {"text": "Tóm tắt"}, "date": "2026-04-02T10:00:00+07:00",
+      "author": [{"display": "BS"}], "title": "Tóm tắt", "subject": PATIENT_REF, "encounter": ENCOUNTER_REF,
+      "section": [{"title": "Chẩn đoán", "text": {"status": "generated",
+                                                  "div": "<div xmlns=\"http://www.w3.org/1999/xhtml\">J06.9</div>"}}]},
+     "episode"),
+    ({"resourceType": "Immunization", "status": "completed", "vaccineCode": {"coding": [
+        {"system": "http://hl7.org/fhir/sid/cvx", "code": "45"}]}, "patient": PATIENT_REF,
+      "occurrenceDateTime": "2026-01-10T10:00:00+07:00"}, "immunization"),
+])
+def test_single_resources(resource: dict[str, Any], kind: str) -> None:
+    result = map_fhir(resource)
+    assert result.ok and result.issues == (), result.issues
+    fragment = result.fragments[0]
+    assert fragment.kind == kind and CCCD not in fragment.document_id
+    if kind == "episode":
+        assert fragment.document_id == "pkdk-danang_KB26-004411"
+    Bundle.model_validate(assemble(None, fragment).bundle)
+
+
+def test_single_resources_join_the_bundle_episode(bundle: dict[str, Any]) -> None:
+    doc = assemble(None, map_fhir(bundle).fragments[0])
+    extra = map_fhir({"resourceType": "Observation", "status": "final", "code": {"text": "SpO2"},
+                      "subject": PATIENT_REF, "encounter": ENCOUNTER_REF,
+                      "effectiveDateTime": "2026-04-02T08:20:00+07:00", "valueQuantity": {"value": 97, "unit": "%"}})
+    doc = assemble(doc, extra.fragments[0])
+    observations = [e["resource"] for e in doc.bundle["entry"] if e["resource"]["resourceType"] == "Observation"]
+    patient = next(e["resource"] for e in doc.bundle["entry"] if e["resource"]["resourceType"] == "Patient")
+    assert len(observations) == 2 and {o["subject"]["reference"] for o in observations} == {f"urn:uuid:{patient['id']}"}
+
+
+@pytest.mark.parametrize(("resource", "expected"), [
+    ({"resourceType": "Observation", "status": "final", "code": {"text": "x"}, "encounter": ENCOUNTER_REF},
+     [("Observation.subject.identifier", "required")]),
+    ({"resourceType": "Observation", "status": "final", "code": {"text": "x"}, "subject": PATIENT_REF},
+     [("Observation.encounter.identifier", "required")]),
+    ({"resourceType": "Patient", "gender": "female"}, [("Patient.birthDate", "required"),
+                                                        ("Patient.identifier", "required")]),
+    ({"resourceType": "Account", "status": "active"}, [("Account", "unsupported-resource")]),
+    ({"resourceType": "Observation", "status": "final"}, [("Observation.code", "invalid")]),
+    ({}, [("resourceType", "required")]),
+])
+def test_single_resource_rules(resource: dict[str, Any], expected: list[tuple[str, str]]) -> None:
+    result = map_fhir(resource)
+    assert codes_at(result.issues) == expected and result.fragments == ()
+
+
+def test_patient_alone_changes_no_document(bundle: dict[str, Any]) -> None:
+    result = map_fhir(bundle["entry"][0]["resource"])
+    assert result.ok and result.fragments == () and [i.code for i in result.issues] == ["no-episode"]
+
+
+@pytest.mark.parametrize("junk", [None, [], "Bundle", 5, {"resourceType": 5}, {"resourceType": "Bundle"},
+                                  {"resourceType": "Bundle", "type": "transaction", "entry": [{}]},
+                                  {"resourceType": "Bundle", "type": "collection", "entry": "x"}])
+def test_junk_never_raises(junk: Any) -> None:
+    result = map_fhir(junk)
+    assert not result.ok and result.issues
+
+
+def test_operation_outcome_validates_and_carries_paths() -> None:
+    issues = [Issue("Bundle.entry[1].resource.birthDate", "required", "birthDate is required"),
+              Issue("Patient", "no-episode", "nothing changed", "warning")]
+    outcome = operation_outcome(issues)
+    OperationOutcome.model_validate(outcome)
+    assert [i["expression"] for i in outcome["issue"]] == [["Bundle.entry[1].resource.birthDate"], ["Patient"]]
+    assert [i["code"] for i in outcome["issue"]] == ["required", "informational"]
+    OperationOutcome.model_validate(operation_outcome([]))

@@ -1,0 +1,165 @@
+"""The fast acknowledgement-path screen: every rule, terminators, escapes, corpus."""
+from __future__ import annotations
+
+import pytest
+
+from mappings.hl7v2 import screen
+from tests.mappings.conftest import corpus_text, drop_segment, hl7_files, replace_field
+
+PERSONAL = ("040085012345", "GD4404012345678", "19850214", "NGUYỄN", "040305012399", "19850101")
+
+EXPECTED_CORPUS = {
+    "invalid_cccd_mismatch.hl7": [("PID-3", "cccd-birth-mismatch"), ("PID-3", "cccd-birth-mismatch")],
+    "invalid_missing_identity.hl7": [("PID-7", "required"), ("PID-3", "required")],
+}
+
+
+@pytest.mark.parametrize("name", hl7_files())
+def test_corpus(name: str) -> None:
+    issues = screen(corpus_text(name))
+    errors = [(i.location, i.code) for i in issues if i.severity == "error"]
+    assert errors == EXPECTED_CORPUS.get(name, [])
+    warnings = [(i.location, i.code) for i in issues if i.severity == "warning"]
+    assert warnings == ([("RXA-20", "invalid-code")] if name.startswith("vxu") else [])
+    assert not any(value in i.message for i in issues for value in PERSONAL)
+
+
+@pytest.mark.parametrize("terminator", ["\r", "\n", "\r\n"])
+def test_segment_terminators(admit: str, terminator: str) -> None:
+    assert screen(admit.replace("\r", terminator)) == []
+    mismatch = corpus_text("invalid_cccd_mismatch.hl7").replace("\r", terminator)
+    assert {i.code for i in screen(mismatch)} == {"cccd-birth-mismatch"}
+
+
+def test_mllp_framing_and_trailing_blank_lines(admit: str) -> None:
+    assert screen("\x0b" + admit + "\r\r\x1c\r") == []
+
+
+def _pid3(cccd: str = "040085012345", bhyt: str = "GD4404012345678") -> str:
+    reps = ["BN26001234^^^BVDKNA^MR"]
+    if cccd:
+        reps.append(f"{cccd}^^^BCA^NNVNM")
+    if bhyt:
+        reps.append(f"{bhyt}^^^BHXH^HC")
+    return "~".join(reps)
+
+
+@pytest.mark.parametrize(("segment", "field", "value", "expected"), [
+    ("PID", 3, _pid3(), []),
+    ("PID", 3, _pid3(bhyt=""), []),
+    ("PID", 3, _pid3(cccd=""), []),
+    ("PID", 3, "040085012345^^^BCA", []),
+    ("PID", 3, "040085012345^^^^NNVNM", []),
+    ("PID", 3, "BN26001234^^^BVDKNA^MR", [("PID-3", "required")]),
+    ("PID", 3, "", [("PID-3", "required")]),
+    ("PID", 3, _pid3(cccd="04008501234"), [("PID-3", "cccd-format")]),
+    ("PID", 3, _pid3(cccd="003085012345"), [("PID-3", "cccd-province")]),
+    ("PID", 3, _pid3(cccd="040185012345"), [("PID-3", "cccd-birth-mismatch")]),
+    ("PID", 3, _pid3(cccd="040084012345"), [("PID-3", "cccd-birth-mismatch")]),
+    ("PID", 3, _pid3(bhyt="GD440401234567"), [("PID-3", "bhyt-format")]),
+    ("PID", 7, "", [("PID-7", "required")]),
+    ("PID", 7, "19850230", [("PID-7", "invalid-date")]),
+    ("PID", 7, "1985021", [("PID-7", "invalid-date")]),
+    ("PID", 7, "20300101", [("PID-7", "invalid-date")]),
+    ("PID", 7, "1985", []),
+    ("PID", 7, "198502140830+0700", []),
+    ("PID", 8, "", [("PID-8", "required")]),
+    ("PID", 8, "X", [("PID-8", "invalid-code")]),
+    ("PID", 8, "F", [("PID-3", "cccd-birth-mismatch")]),
+    ("PID", 8, "U", []),
+    ("PV1", 19, "", [("PV1-19", "required")]),
+    ("MSH", 9, "ADT^A99^ADT_A01", [("MSH-9", "unsupported-message-type")]),
+    ("MSH", 9, "SIU^S12", [("MSH-9", "unsupported-message-type")]),
+    ("MSH", 9, "ADT^A01", []),
+    ("MSH", 7, "", [("MSH-7", "required")]),
+    ("MSH", 7, "20261340", [("MSH-7", "required")]),
+    ("MSH", 7, "20260312", []),
+    ("MSH", 12, "2.3", []),
+    ("MSH", 12, "2.8", []),
+    ("MSH", 12, "2.9", [("MSH-12", "unsupported-version")]),
+    ("DG1", 3, "I10^Tăng huyết áp^I10", []),
+    ("DG1", 3, "I-10^Tăng huyết áp^I10", [("DG1-3", "icd10-format")]),
+    ("DG1", 3, "NOI-01^Mã nội bộ^L", []),
+])
+def test_field_rules(admit: str, segment: str, field: int, value: str, expected: list[tuple[str, str]]) -> None:
+    issues = screen(replace_field(admit, segment, field, value))
+    assert [(i.location, i.code) for i in issues] == expected
+    assert not any(v in i.message for i in issues for v in PERSONAL)
+
+
+def test_unsupported_version_is_only_a_warning(admit: str) -> None:
+    issues = screen(replace_field(admit, "MSH", 12, "2.9"))
+    assert [i.severity for i in issues] == ["warning"]
+
+
+@pytest.mark.parametrize("event", ["A01", "A02", "A03", "A04", "A05", "A08", "A11", "A13"])
+def test_episode_events_need_visit_number(admit: str, event: str) -> None:
+    message = replace_field(admit, "MSH", 9, f"ADT^{event}^ADT_A01")
+    assert screen(message) == []
+    assert [(i.location, i.code) for i in screen(replace_field(message, "PV1", 19, ""))] == [("PV1-19", "required")]
+
+
+@pytest.mark.parametrize("event", ["A28", "A31"])
+def test_patient_events_do_not_need_visit(admit: str, event: str) -> None:
+    message = replace_field(replace_field(admit, "MSH", 9, f"ADT^{event}^ADT_A05"), "PV1", 19, "")
+    assert screen(message) == []
+
+
+@pytest.mark.parametrize(("mrg", "visit", "expected"), [
+    ("MRG|BN25000001^^^BVDKNA^MR||||VV26000456", "", []),
+    ("MRG|BN25000001^^^BVDKNA^MR", "VV26000456", []),
+    ("MRG|BN25000001^^^BVDKNA^MR", "", [("PV1-19", "required")]),
+    ("MRG|", "VV26000456", [("MRG-1", "required")]),
+    ("", "VV26000456", [("MRG-1", "required")]),
+])
+def test_merge_needs_prior_identifier_and_visit(admit: str, mrg: str, visit: str,
+                                                expected: list[tuple[str, str]]) -> None:
+    message = replace_field(replace_field(admit, "MSH", 9, "ADT^A40^ADT_A39"), "PV1", 19, visit)
+    if mrg:
+        message += "\r" + mrg
+    assert [(i.location, i.code) for i in screen(message)] == expected
+
+
+@pytest.mark.parametrize(("name", "segment", "expected"), [
+    ("oru_r01_lab.hl7", "OBX", [("OBX", "required")]),
+    ("mdm_t02_summary.hl7", "TXA", [("TXA", "required")]),
+    ("mdm_t02_summary.hl7", "OBX", [("OBX", "required")]),
+    ("vxu_v04_immunization.hl7", "RXA", [("RXA", "required")]),
+    ("adt_a01_admit.hl7", "PID", [("PID", "required")]),
+])
+def test_required_segments(name: str, segment: str, expected: list[tuple[str, str]]) -> None:
+    assert [(i.location, i.code) for i in screen(drop_segment(corpus_text(name), segment))] == expected
+
+
+@pytest.mark.parametrize(("field", "value", "expected"), [
+    (3, "", [("RXA-3", "required")]), (5, "", [("RXA-5", "required")])])
+def test_vaccine_fields(field: int, value: str, expected: list[tuple[str, str]]) -> None:
+    message = replace_field(corpus_text("vxu_v04_immunization.hl7"), "RXA", field, value)
+    assert [(i.location, i.code) for i in screen(message) if i.severity == "error"] == expected
+
+
+@pytest.mark.parametrize(("old", "new", "expected"), [
+    ("II^Loại II^L", "VII^Loại VII^L", [("OBX-5", "invalid-code")]),
+    ("KSK-PL^Phân loại sức khỏe^L", "KSK-XX^Khác^L", [("OBX-3", "required")]),
+])
+def test_health_check_needs_class(old: str, new: str, expected: list[tuple[str, str]]) -> None:
+    message = corpus_text("oru_r01_health_check.hl7").replace(old, new)
+    assert [(i.location, i.code) for i in screen(message)] == expected
+
+
+def test_escaped_identifier_is_unescaped(admit: str) -> None:
+    escaped = admit.replace("040085012345^^^BCA^NNVNM", "040085012345^^^\\X42\\CA^NNVNM")
+    assert screen(escaped) == []
+    broken = admit.replace("040085012345^^^BCA", "0400\\F\\85012345^^^BCA")
+    assert [i.code for i in screen(broken)] == ["cccd-format"]
+
+
+def test_custom_delimiters(admit: str) -> None:
+    custom = admit.replace("|", "#").replace("MSH#^~\\&", "MSH#^~\\&")
+    assert screen(custom) == []
+
+
+@pytest.mark.parametrize("garbage", ["", "hello", "MSH", "PID|1||x", "MSH|^~", "\x0b\x1c", "MSH|^~\\&|" * 3])
+def test_garbage_gives_issues_not_exceptions(garbage: str) -> None:
+    issues = screen(garbage)
+    assert issues and all(i.severity == "error" for i in issues)
