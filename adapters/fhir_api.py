@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 import traceback
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
 
@@ -16,6 +16,7 @@ from aiohttp import web
 
 from adapters.tls import peer_common_name
 from gateway.logs import get_logger
+from mappings.fhir_in import operation_outcome
 from mappings.model import Issue
 
 log = get_logger(__name__)
@@ -23,14 +24,9 @@ log = get_logger(__name__)
 FHIR_JSON = "application/fhir+json"
 ACCEPTED_CONTENT_TYPES = frozenset({FHIR_JSON, "application/json"})
 FHIR_VERSION = "4.0.1"
-# OperationOutcome.issue.code is bound to this value set; our own codes travel in issue.details.coding.
-_FHIR_ISSUE_TYPES = frozenset({
-    "invalid", "structure", "required", "value", "invariant", "security", "login", "unknown", "expired",
-    "forbidden", "suppressed", "processing", "not-supported", "duplicate", "multiple-matches", "not-found",
-    "deleted", "too-long", "code-invalid", "extension", "too-costly", "business-rule", "conflict", "transient",
-    "lock-error", "no-store", "exception", "timeout", "incomplete", "throttled", "informational",
-})
-ISSUE_CODE_SYSTEM = "urn:hbgw:issue-code"
+# The FHIR issue type of an HTTP-level refusal; 200 and 422 answers keep the types the mapping gave.
+_STATUS_ISSUE_TYPES = {400: "structure", 401: "login", 403: "forbidden", 404: "not-found", 405: "not-supported",
+                       413: "too-long", 415: "not-supported", 500: "exception"}
 _REASONS = {200: "OK", 201: "Created", 400: "Bad Request", 401: "Unauthorized", 403: "Forbidden",
             404: "Not Found", 405: "Method Not Allowed", 413: "Payload Too Large", 415: "Unsupported Media Type",
             422: "Unprocessable Entity", 500: "Internal Server Error"}
@@ -86,22 +82,6 @@ def reason_phrase(status: int) -> str:
     return f"{status} {_REASONS.get(status, '')}".rstrip()
 
 
-def outcome_issue(issue: Issue, fhir_type: str = "") -> dict[str, Any]:
-    """One OperationOutcome.issue: our stable code in details, the element path in expression."""
-    code = fhir_type or (issue.code if issue.code in _FHIR_ISSUE_TYPES else "invalid")
-    return {
-        "severity": issue.severity if issue.severity in ("error", "warning") else "information",
-        "code": code,
-        "details": {"coding": [{"system": ISSUE_CODE_SYSTEM, "code": issue.code}], "text": issue.message},
-        "expression": [issue.location],
-    }
-
-
-def operation_outcome(issues: Iterable[Issue]) -> dict[str, Any]:
-    """An OperationOutcome resource listing every issue with its element path."""
-    return {"resourceType": "OperationOutcome", "issue": [outcome_issue(issue) for issue in issues]}
-
-
 def information(location: str, message: str) -> dict[str, Any]:
     """A one-issue informational OperationOutcome, for answers that carry no resource."""
     return {"resourceType": "OperationOutcome", "issue": [{
@@ -113,9 +93,13 @@ def to_json(resource: dict[str, Any]) -> bytes:
     return json.dumps(resource, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
 
 
-def outcome_answer(status: int, issues: Iterable[Issue]) -> FhirAnswer:
-    """An error answer: the status and an OperationOutcome body."""
-    return FhirAnswer(status, to_json(operation_outcome(issues)))
+def outcome_answer(status: int, issues: Sequence[Issue]) -> FhirAnswer:
+    """An answer whose body is the OperationOutcome of these issues, typed by the status where HTTP says more."""
+    outcome = operation_outcome(list(issues))
+    if status in _STATUS_ISSUE_TYPES:
+        for item in outcome["issue"]:
+            item["code"] = _STATUS_ISSUE_TYPES[status]
+    return FhirAnswer(status, to_json(outcome))
 
 
 def capability_statement(resource_types: Sequence[str], software_version: str) -> dict[str, Any]:
@@ -195,7 +179,7 @@ class FhirApi:
     async def _create_route(self, request: web.Request) -> web.Response:
         resource_type = request.match_info["resource_type"]
         if resource_type not in self._handler.resource_types:
-            return self._refuse(404, Issue(resource_type, "not-supported",
+            return self._refuse(404, Issue(resource_type, "unsupported-resource",
                                            f"resource type {resource_type!r} is not accepted by this server"))
         return await self._serve(request, "create", resource_type)
 

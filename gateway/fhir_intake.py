@@ -19,7 +19,6 @@ from adapters.fhir_api import (
     FhirRequest,
     information,
     outcome_answer,
-    outcome_issue,
     reason_phrase,
     to_json,
 )
@@ -27,6 +26,7 @@ from gateway.config import FhirSender, HttpSettings
 from gateway.logs import correlation, get_logger, new_correlation_id
 from gateway.metrics import Metrics, message_type_label
 from gateway.store import Inbound, Store
+from mappings.fhir_in import operation_outcome
 from mappings.model import Issue
 
 log = get_logger(__name__)
@@ -108,7 +108,7 @@ class FhirIntake:
             return self._refuse(403, [forbidden])
         issues = self._issues(resource)
         if request.interaction == "create" and resource_type == "Bundle" and resource.get("type") in ("transaction", "batch"):
-            return self._refuse(422, [Issue("Bundle.type", "not-supported",
+            return self._refuse(422, [Issue("Bundle.type", "unsupported-bundle",
                                             "post transactions and batches to the base URL, not to [base]/Bundle")])
         if resource_type == "Bundle" and resource.get("type") == "batch":
             return await self._submit_batch(request, issues, correlation_id)
@@ -132,8 +132,11 @@ class FhirIntake:
         failed = {_entry_index(issue) for issue in issues if issue.severity == "error"}
         if None in failed or failed.issuperset(range(len(entries))):
             return self._refuse(422, issues)
-        self._count_errors(issues)
         kept = {**request.resource, "entry": [entry for index, entry in enumerate(entries) if index not in failed]}
+        if failed and any(issue.severity == "error" for issue in self._validate(kept)):
+            return self._refuse(422, [*issues, Issue("Bundle.entry", "batch-incomplete",
+                                                     "without its failed entries the batch is no health-book record")])
+        self._count_errors(issues)
         body = to_json(_response_bundle("batch-response", entries, issues, failed))
         payload = request.body if not failed else to_json(kept)
         return await self._store_and_answer(request, payload, body, "", 200, correlation_id)
@@ -153,8 +156,8 @@ class FhirIntake:
         return FhirAnswer(status, stored.ack, location)
 
     def _issues(self, resource: dict[str, Any]) -> list[Issue]:
-        """The gateway's own Bundle rules first, then the health-book validation."""
-        return _bundle_issues(resource) + list(self._validate(resource))
+        """The gateway's own Bundle rules first; only a Bundle that passes them goes on to validation."""
+        return _bundle_issues(resource) or list(self._validate(resource))
 
     def _forbidden(self, request: FhirRequest) -> Issue | None:
         """Why this sender may not post this resource type, if it may not."""
@@ -204,7 +207,7 @@ def _bundle_issues(resource: dict[str, Any]) -> list[Issue]:
         return []
     bundle_type = resource.get("type")
     if bundle_type not in BUNDLE_TYPES:
-        return [Issue("Bundle.type", "not-supported", f"Bundle.type must be one of {', '.join(BUNDLE_TYPES)}")]
+        return [Issue("Bundle.type", "unsupported-bundle", f"Bundle.type must be one of {', '.join(BUNDLE_TYPES)}")]
     entries = resource.get("entry")
     if not isinstance(entries, list) or not entries:
         return [Issue("Bundle.entry", "required", "the Bundle has no entries")]
@@ -217,7 +220,7 @@ def _bundle_issues(resource: dict[str, Any]) -> list[Issue]:
         if bundle_type in ("transaction", "batch"):
             method = (entry.get("request") or {}).get("method") if isinstance(entry.get("request"), dict) else None
             if method not in ENTRY_METHODS:
-                issues.append(Issue(f"{path}.request.method", "not-supported",
+                issues.append(Issue(f"{path}.request.method", "unsupported-method",
                                     f"entry request method must be one of {', '.join(ENTRY_METHODS)}"))
     return issues
 
@@ -232,7 +235,8 @@ def _accepted(request: FhirRequest, location: str, message: str, issues: list[Is
     if request.prefer_minimal:
         return b""
     outcome = information(location, f"{message}; it will be sent to the national e-health book")
-    outcome["issue"] += [outcome_issue(issue) for issue in issues]
+    if issues:
+        outcome["issue"] += operation_outcome(issues)["issue"]
     return to_json(outcome)
 
 
@@ -252,7 +256,6 @@ def _response_bundle(bundle_type: str, entries: list[dict[str, Any]], issues: li
             response = {"status": reason_phrase(ENTRY_METHODS[entry["request"]["method"]]),
                         "location": f"{resource_type}/{uuid.uuid4()}/_history/1"}
         if entry_issues:
-            response["outcome"] = {"resourceType": "OperationOutcome",
-                                   "issue": [outcome_issue(issue) for issue in entry_issues]}
+            response["outcome"] = operation_outcome(entry_issues)
         answers.append({"response": response})
     return {"resourceType": "Bundle", "id": str(uuid.uuid4()), "type": bundle_type, "entry": answers}

@@ -18,34 +18,40 @@ import pytest
 from aiohttp import web
 
 from adapters.fhir_api import FhirApi
+from gateway.app import validate_fhir
 from gateway.config import FhirSender, HttpSettings
 from gateway.encryption import PayloadCipher
 from gateway.fhir_intake import FhirIntake, Validate
 from gateway.metrics import Metrics
 from gateway.store import Store
-from mappings.model import Issue
 from tests.conftest import CORPUS
 
 TOKEN = "s3cret-token-for-his-a"
 FHIR_JSON = {"Content-Type": "application/fhir+json"}
 AUTH = {**FHIR_JSON, "Authorization": f"Bearer {TOKEN}"}
-PATIENT = {"resourceType": "Patient", "gender": "female", "birthDate": "1990-09-03"}
+PATIENT = {"resourceType": "Patient", "gender": "female", "birthDate": "1990-09-03"}  # no CCCD: refused
+CCCD = {"system": "urn:hbgw:id:cccd", "value": "048190007788"}
+VISIT = {"system": "urn:hbgw:visit:pkdk-danang", "value": "KB26-004411"}
 
 
 def corpus_bundle() -> dict[str, Any]:
     return json.loads((CORPUS / "fhir" / "transaction_outpatient_visit.json").read_text(encoding="utf-8"))
 
 
-def birth_dates(resource: dict[str, Any]) -> list[Issue]:
-    """A stand-in validation for the tests: birthDate must be a FHIR date."""
-    located = [(resource["resourceType"], resource)]
-    if resource["resourceType"] == "Bundle":
-        located = [(f"Bundle.entry[{index}].resource", entry["resource"])
-                   for index, entry in enumerate(resource.get("entry") or [])
-                   if isinstance(entry, dict) and isinstance(entry.get("resource"), dict)]
-    return [Issue(f"{path}.birthDate", "value", "birthDate is not a valid FHIR date")
-            for path, item in located
-            if "birthDate" in item and not re.fullmatch(r"\d{4}(-\d{2}(-\d{2})?)?", str(item["birthDate"]))]
+def corpus_resource(resource_type: str) -> dict[str, Any]:
+    """A resource of the corpus visit, standing alone: patient and episode named by identifier."""
+    [resource] = [entry["resource"] for entry in corpus_bundle()["entry"]
+                  if entry["resource"]["resourceType"] == resource_type]
+    if "subject" in resource:
+        resource["subject"] = {"identifier": CCCD}
+    if "encounter" in resource:
+        resource["encounter"] = {"identifier": VISIT}
+    return resource
+
+
+def with_entry(bundle: dict[str, Any], index: int, **changes: Any) -> dict[str, Any]:
+    bundle["entry"][index]["resource"].update(changes)
+    return bundle
 
 
 @dataclass
@@ -62,7 +68,7 @@ class RunningApi:
 
 
 @asynccontextmanager
-async def running_fhir_api(tmp_path: Path, validate: Validate = birth_dates, store_class: type[Store] = Store,
+async def running_fhir_api(tmp_path: Path, validate: Validate = validate_fhir, store_class: type[Store] = Store,
                            **http: Any) -> AsyncIterator[RunningApi]:
     """The FHIR API mounted at /fhir as app.py mounts it, on a free 127.0.0.1 port."""
     settings = HttpSettings(**{"fhir_senders": [FhirSender(
@@ -128,10 +134,11 @@ async def test_retry_with_same_bundle_identifier_returns_the_original_body_and_s
 async def test_single_resource_create_answers_201_with_location_and_if_none_exist_makes_it_idempotent(
         api: RunningApi, http: aiohttp.ClientSession) -> None:
     headers = {**AUTH, "If-None-Exist": "identifier=urn:hbgw:id:cccd|048190007788"}
-    status, answer_headers, body = await post(http, f"{api.base}/Patient", PATIENT, headers)
+    patient = corpus_resource("Patient")
+    status, answer_headers, body = await post(http, f"{api.base}/Patient", patient, headers)
     assert status == 201 and re.fullmatch(r"Patient/[0-9a-f-]{36}/_history/1", answer_headers["Location"])
-    assert body["issue"][0]["severity"] == "information"
-    again = await post(http, f"{api.base}/Patient", PATIENT, headers)
+    assert [issue["severity"] for issue in body["issue"]] == ["information", "warning"]  # no episode yet
+    again = await post(http, f"{api.base}/Patient", patient, headers)
     assert again[0] == 200 and again[2] == body
     [(sender, control_id, message_type)] = api.stored_rows()
     assert (sender, message_type) == ("his-a", "Patient")
@@ -140,7 +147,7 @@ async def test_single_resource_create_answers_201_with_location_and_if_none_exis
 
 async def test_document_bundle_answers_201_with_the_stored_bundle_reference(
         api: RunningApi, http: aiohttp.ClientSession) -> None:
-    bundle = {"resourceType": "Bundle", "type": "document", "entry": [{"resource": PATIENT}]}
+    bundle = {**corpus_bundle(), "type": "document"}
     status, headers, body = await post(http, api.base, bundle)
     assert status == 201 and headers["Location"].startswith("Bundle/")
     assert headers["Location"] in body["issue"][0]["details"]["text"]
@@ -148,7 +155,7 @@ async def test_document_bundle_answers_201_with_the_stored_bundle_reference(
 
 async def test_documents_may_also_be_posted_to_the_bundle_endpoint_but_transactions_may_not(
         api: RunningApi, http: aiohttp.ClientSession) -> None:
-    document = {"resourceType": "Bundle", "type": "document", "entry": [{"resource": PATIENT}]}
+    document = {**corpus_bundle(), "type": "collection"}
     status, headers, _ = await post(http, f"{api.base}/Bundle", document)
     assert status == 201 and headers["Location"].startswith("Bundle/")
     status, _, body = await post(http, f"{api.base}/Bundle", corpus_bundle())
@@ -173,25 +180,32 @@ async def test_concurrent_requests_and_retries_are_each_stored_once(api: Running
 
 
 async def test_batch_keeps_good_entries_and_answers_each_entry(api: RunningApi, http: aiohttp.ClientSession) -> None:
-    bad = {**PATIENT, "birthDate": "03/09/1990"}
-    bundle = {"resourceType": "Bundle", "type": "batch", "entry": [
-        {"resource": PATIENT, "request": {"method": "POST", "url": "Patient"}},
-        {"resource": bad, "request": {"method": "POST", "url": "Patient"}}]}
+    bundle = with_entry({**corpus_bundle(), "type": "batch"}, 3, effectiveDateTime="2026-04-31T08:15:00+07:00")
     status, _, body = await post(http, api.base, bundle)
     assert status == 200 and body["type"] == "batch-response"
-    assert [entry["response"]["status"] for entry in body["entry"]] == ["201 Created", "422 Unprocessable Entity"]
-    assert expressions(body["entry"][1]["response"]["outcome"]) == ["Bundle.entry[1].resource.birthDate"]
+    assert [entry["response"]["status"] for entry in body["entry"]] == (
+        ["200 OK", "201 Created", "201 Created", "422 Unprocessable Entity", "201 Created"])
+    assert expressions(body["entry"][3]["response"]["outcome"]) == ["Bundle.entry[3].resource.effectiveDateTime"]
     [claimed] = await api.store.claim_messages(10)
-    assert [entry["resource"] for entry in json.loads(claimed.payload)["entry"]] == [PATIENT]
+    stored_types = [entry["resource"]["resourceType"] for entry in json.loads(claimed.payload)["entry"]]
+    assert stored_types == ["Patient", "Encounter", "Condition", "MedicationStatement"]
+
+
+async def test_batch_that_is_no_record_without_its_failed_entry_is_refused_whole(
+        api: RunningApi, http: aiohttp.ClientSession) -> None:
+    bundle = with_entry({**corpus_bundle(), "type": "batch"}, 0, birthDate="03/09/1990")
+    status, _, body = await post(http, api.base, bundle)
+    assert (status, expressions(body)) == (422, ["Bundle.entry[0].resource.birthDate", "Bundle.entry"])
+    assert api.stored_rows() == []
 
 
 async def test_validate_answers_200_with_issues_and_stores_nothing(api: RunningApi, http: aiohttp.ClientSession) -> None:
-    bad = {**PATIENT, "birthDate": "3/9/1990"}
+    bad = {**corpus_resource("Patient"), "birthDate": "3/9/1990"}
     status, _, body = await post(http, f"{api.base}/Patient/$validate", bad)
     assert status == 200 and expressions(body) == ["Patient.birthDate"]
-    wrapped = {"resourceType": "Parameters", "parameter": [{"name": "resource", "resource": PATIENT}]}
+    wrapped = {"resourceType": "Parameters", "parameter": [{"name": "resource", "resource": corpus_bundle()}]}
     status, _, body = await post(http, f"{api.base}/$validate", wrapped)
-    assert status == 200 and body["issue"][0]["severity"] == "information"
+    assert status == 200 and [issue["severity"] for issue in body["issue"]] == ["information"]
     status, _, body = await post(http, f"{api.base}/$validate", {"resourceType": "Parameters", "parameter": "x"})
     assert (status, expressions(body)) == (400, ["Parameters.parameter"])
     assert api.stored_rows() == []
@@ -221,9 +235,8 @@ MALFORMED = [
     pytest.param(json.dumps({"resourceType": "Bundle", "type": "transaction", "entry": [
         {"resource": PATIENT, "request": {"method": "DELETE", "url": "Patient/1"}}]}).encode(), FHIR_JSON,
                  422, "Bundle.entry[0].request.method", id="delete-entry"),
-    pytest.param(json.dumps({"resourceType": "Bundle", "type": "transaction", "entry": [
-        {"resource": {**PATIENT, "birthDate": "1990-02-31x"}, "request": {"method": "POST", "url": "Patient"}},
-    ]}).encode(), FHIR_JSON, 422, "Bundle.entry[0].resource.birthDate", id="bad-birth-date"),
+    pytest.param(json.dumps(with_entry(corpus_bundle(), 0, birthDate="1990-02-31x")).encode(), FHIR_JSON,
+                 422, "Bundle.entry[0].resource.birthDate", id="bad-birth-date"),
 ]
 
 
@@ -236,6 +249,13 @@ async def test_malformed_bodies_get_a_precise_outcome_and_the_server_keeps_servi
     assert answer[2]["issue"][0]["severity"] == "error"
     assert (await post(http, api.base, corpus_bundle()))[0] == 200
     assert api.metrics.acks.labels("fhir", str(status))._value.get() == 1
+
+
+async def test_valid_fhir_that_cannot_become_a_record_is_422_at_the_element(
+        api: RunningApi, http: aiohttp.ClientSession) -> None:
+    status, _, body = await post(http, f"{api.base}/Patient", PATIENT)
+    assert (status, expressions(body)) == (422, ["Patient.identifier"])
+    assert api.stored_rows() == []
 
 
 async def test_missing_or_wrong_token_is_401_with_www_authenticate(api: RunningApi, http: aiohttp.ClientSession) -> None:
@@ -253,8 +273,7 @@ async def test_sender_limited_to_some_resource_types_gets_403(tmp_path: Path, ht
         headers = {**FHIR_JSON, "Authorization": "Bearer lab-token"}
         status, _, body = await post(http, running.base, corpus_bundle(), headers)
         assert (status, expressions(body)) == (403, ["Bundle.entry[0].resource"])
-        observation = {"resourceType": "Observation", "status": "final", "code": {"text": "t"}}
-        assert (await post(http, f"{running.base}/Observation", observation, headers))[0] == 201
+        assert (await post(http, f"{running.base}/Observation", corpus_resource("Observation"), headers))[0] == 201
 
 
 async def test_body_over_the_limit_is_413_whether_announced_or_streamed(tmp_path: Path,
@@ -271,7 +290,7 @@ async def test_body_over_the_limit_is_413_whether_announced_or_streamed(tmp_path
         async with http.post(f"{running.base}/Patient", data=chunks(), headers=AUTH) as response:
             assert response.status == 413
             assert expressions(await response.json(content_type="application/fhir+json")) == ["$this"]
-        assert (await post(http, f"{running.base}/Patient", PATIENT))[0] == 201
+        assert (await post(http, f"{running.base}/Patient", corpus_resource("Patient")))[0] == 201
 
 
 async def test_unknown_paths_and_methods_are_404_and_405_outcomes(api: RunningApi, http: aiohttp.ClientSession) -> None:

@@ -9,7 +9,7 @@ import pytest
 from fhirpy import AsyncFHIRClient
 from fhirpy.base.exceptions import AuthorizationError, OperationOutcome
 
-from tests.adapters.test_fhir_api import TOKEN, RunningApi, corpus_bundle, running_fhir_api
+from tests.adapters.test_fhir_api import TOKEN, RunningApi, corpus_bundle, corpus_resource, running_fhir_api
 
 
 @pytest.fixture
@@ -38,15 +38,15 @@ async def test_client_posts_the_corpus_transaction_and_its_retry(api: RunningApi
 
 async def test_client_validates_through_is_valid(api: RunningApi) -> None:
     fhir = client(api)
-    assert await fhir.resource("Patient", gender="female", birthDate="1990-09-03").is_valid()
-    assert not await fhir.resource("Patient", gender="female", birthDate="03.09.1990").is_valid()
+    assert await fhir.resource("Observation", **corpus_resource("Observation")).is_valid()
+    assert not await fhir.resource("Patient", **{**corpus_resource("Patient"), "birthDate": "03.09.1990"}).is_valid()
     assert api.stored_rows() == []
 
 
 async def test_client_conditional_create_keeps_its_resource_and_is_stored_once(api: RunningApi) -> None:
     fhir = client(api, Prefer="return=minimal")
     for _ in range(2):
-        patient = fhir.resource("Patient", gender="female", birthDate="1990-09-03")
+        patient = fhir.resource("Patient", **corpus_resource("Patient"))
         await patient.create(identifier="urn:hbgw:id:cccd|048190007788")
         assert patient["birthDate"] == "1990-09-03"
     [(sender, _, message_type)] = api.stored_rows()
