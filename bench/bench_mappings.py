@@ -6,14 +6,22 @@ import statistics
 import sys
 import time
 from collections.abc import Callable
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+from mappings.checkup1551 import build_checkup
 from mappings.document import assemble
+from mappings.fhir_in import map_fhir
 from mappings.hl7v2 import map_message, screen
+from mappings.model import FacilityInfo
+from mappings.xml130 import build_envelope, build_tables
 
 CORPUS = Path(__file__).resolve().parents[1].parent / "shared" / "corpus"
 SCREEN_BUDGET_MS = 0.3
+FACILITY = FacilityInfo("Bench facility", "40001", "4000000000123")
+EPISODE = ("adt_a01_admit.hl7", "oru_r01_lab.hl7", "adt_a08_update.hl7", "adt_a03_discharge.hl7",
+           "mdm_t02_summary.hl7")
 
 
 def per_call_ms(func: Callable[[], Any], repeat: int) -> tuple[float, float]:
@@ -57,7 +65,21 @@ def main() -> int:
 
 
 def extra_rows(rows: list[tuple[str, str, float, float]], messages: dict[str, str]) -> None:
-    """Room for the FHIR and national-format timings once those modules exist."""
+    """FHIR input and the national encodings, on the corpus episode and health check."""
+    with open(CORPUS / "fhir" / "transaction_outpatient_visit.json", encoding="utf-8") as handle:
+        bundle = json.load(handle)
+    rows.append(("map_fhir", "transaction_outpatient_visit.json", *per_call_ms(lambda: map_fhir(bundle), 30)))
+    doc = None
+    for name in EPISODE:
+        doc = assemble(doc, map_message(messages[name]).fragments[0])
+    assert doc is not None
+    episode = doc
+    tables = build_tables(episode, FACILITY)
+    rows.append(("build_tables", "episode (5 messages)", *per_call_ms(lambda: build_tables(episode, FACILITY), 200)))
+    rows.append(("build_envelope", "episode (5 messages)",
+                 *per_call_ms(lambda: build_envelope(tables, FACILITY, datetime.now(timezone.utc)), 200)))
+    check = assemble(None, map_message(messages["oru_r01_health_check.hl7"]).fragments[0])
+    rows.append(("build_checkup", "oru_r01_health_check.hl7", *per_call_ms(lambda: build_checkup(check, FACILITY), 200)))
 
 
 if __name__ == "__main__":

@@ -27,20 +27,23 @@ def _coded(ctx: Context, segment: Segment, field: int) -> dict[str, Any]:
 
 
 def condition(ctx: Context, dg1: Segment) -> dict[str, Any]:
-    """An ICD-10 diagnosis; one per code per episode, so a final diagnosis replaces the admitting one."""
+    """An ICD-10 diagnosis; one per code and diagnosis type (A admitting, F final) per episode."""
     code = ctx.c(dg1, 3)
     display = ctx.c(dg1, 3, 2) or codes.icd10_display(code) or ""
     category = codeable(systems.CONDITION_CATEGORY, "encounter-diagnosis")
     if ctx.c(dg1, 6):
         category["coding"].append({"system": systems.V2_0052, "code": ctx.c(dg1, 6).upper()})
     resource: dict[str, Any] = {
-        "resourceType": "Condition", "id": resource_id(ctx.document_id, "Condition", code),
+        "resourceType": "Condition", "id": resource_id(ctx.document_id, "Condition", code, ctx.c(dg1, 6).upper()),
         "clinicalStatus": codeable(systems.CONDITION_CLINICAL, "active"), "category": [category],
         "code": codeable(systems.ICD10, code, display),
         "subject": ref(ctx.patient_id), "encounter": ref(ctx.encounter_id),
     }
     if recorded := fhir_datetime(ctx.c(dg1, 5)):
         resource["recordedDate"] = recorded
+    rank = ctx.c(dg1, 15) if ctx.c(dg1, 15).isdigit() else ctx.c(dg1, 1)
+    if rank.isdigit() and int(rank) > 0:
+        resource["extension"] = [{"url": systems.DIAGNOSIS_RANK_EXTENSION, "valuePositiveInt": int(rank)}]
     return resource
 
 
@@ -80,7 +83,7 @@ def procedure(ctx: Context, pr1: Segment) -> dict[str, Any]:
 def _value(ctx: Context, obx: Segment) -> dict[str, Any]:
     kind = ctx.c(obx, 2).upper()
     first = ctx.c(obx, 5)
-    if kind in ("NM", "SN") and NUMBER.fullmatch(first):
+    if (kind in ("NM", "SN") or ctx.c(obx, 6)) and NUMBER.fullmatch(first):
         number: float | int = float(first) if "." in first else int(first)
         quantity: dict[str, Any] = {"value": number}
         if unit := ctx.c(obx, 6):

@@ -4,6 +4,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from mappings.model import DocumentKind
+from mappings.vn import codes
 
 SUPPORTED_VERSIONS = ("2.3", "2.3.1", "2.4", "2.5", "2.5.1", "2.6", "2.7", "2.7.1", "2.8", "2.8.1", "2.8.2")
 FALLBACK_VERSION = "2.5"
@@ -48,7 +49,7 @@ def event_key(msh9_type: str, msh9_event: str) -> str:
     return f"{msh9_type.strip().upper()}^{msh9_event.strip().upper()}"
 
 HEALTH_CHECK_ORDER_PREFIX = "KSK"
-HEALTH_CLASS_CODE = "KSK-PL"
-HEALTH_CHECK_CONCLUSION_CODE = "KSK-KL"
+HEALTH_CLASS_CODE = codes.HEALTH_CLASS_CODE
+HEALTH_CHECK_CONCLUSION_CODE = codes.HEALTH_CHECK_CONCLUSION_CODE
 VITAL_SIGN_LOINC = frozenset({"8867-4", "8480-6", "8462-4", "8310-5", "29463-7", "8302-2", "39156-5", "9279-1",
                               "59408-5", "85354-9"})

@@ -65,6 +65,8 @@ def is_icd10(code: str) -> bool:
     return ICD10_PATTERN.fullmatch(code) is not None
 
 
+HEALTH_CLASS_CODE = "KSK-PL"
+HEALTH_CHECK_CONCLUSION_CODE = "KSK-KL"
 HEALTH_CLASSES = {"I": 1, "II": 2, "III": 3, "IV": 4, "V": 5, "1": 1, "2": 2, "3": 3, "4": 4, "5": 5}
 
 

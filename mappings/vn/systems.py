@@ -11,6 +11,7 @@ DOCUMENT = "urn:hbgw:document"
 ETHNICITY = "urn:hbgw:vn:ethnicity"
 ETHNICITY_EXTENSION = "urn:hbgw:ext:ethnicity"
 SECTION = "urn:hbgw:section"
+DIAGNOSIS_RANK_EXTENSION = "urn:hbgw:ext:diagnosis-rank"
 HEALTH_CLASS = "urn:hbgw:vn:health-class"
 
 ICD10 = "http://hl7.org/fhir/sid/icd-10"

@@ -49,7 +49,7 @@ def test_full_episode_is_a_valid_document() -> None:
     composition = bundle["entry"][0]["resource"]
     assert composition["resourceType"] == "Composition"
     assert [s["code"]["coding"][0]["code"] for s in composition["section"]] == [c for c, _ in SECTIONS]
-    assert section_entries(doc) == {"administrative": 2, "history": 1, "episode": 18, "record-summary": 1,
+    assert section_entries(doc) == {"administrative": 2, "history": 1, "episode": 19, "record-summary": 1,
                                     "health-check": 0, "immunization": 0}
     encounter = resources(doc, "Encounter")[0]
     assert encounter["status"] == "finished" and encounter["period"]["end"] == "2026-03-18T14:30:00+07:00"
@@ -60,7 +60,7 @@ def test_full_episode_is_a_valid_document() -> None:
 @pytest.mark.parametrize("order", [EPISODE_FILES, tuple(reversed(EPISODE_FILES))])
 def test_arrival_order_does_not_change_the_clinical_content(order: tuple[str, ...]) -> None:
     doc = build(*(corpus_fragment(name) for name in order))
-    assert section_entries(doc)["episode"] == 18
+    assert section_entries(doc)["episode"] == 19
     assert resources(doc, "Encounter")[0]["period"]["end"] == "2026-03-18T14:30:00+07:00"
 
 

@@ -1,0 +1,124 @@
+"""Reading the canonical FHIR document back out, for the national encodings (XML 130, QĐ 1551)."""
+from __future__ import annotations
+
+import re
+import unicodedata
+from datetime import datetime, timedelta, timezone
+from typing import Any
+
+from mappings.model import Document
+from mappings.vn import codes, systems
+
+VN_TZ = timezone(timedelta(hours=7))
+_PROVINCE_PREFIX = re.compile(r"^(thanh pho|tinh|tp\.?)\s+")
+
+
+class DocumentView:
+    """Typed-enough access to the resources of one document version."""
+
+    def __init__(self, document: Document) -> None:
+        self.document = document
+        self.resources = [entry["resource"] for entry in document.bundle["entry"][1:]]
+
+    def all(self, resource_type: str) -> list[dict[str, Any]]:
+        return [r for r in self.resources if r["resourceType"] == resource_type]
+
+    def one(self, resource_type: str) -> dict[str, Any]:
+        found = self.all(resource_type)
+        return found[0] if found else {}
+
+    def identifier(self, system: str) -> str:
+        """The patient identifier of a system (CCCD, BHYT); MRN via type code MR."""
+        for identifier in self.one("Patient").get("identifier", []):
+            if identifier.get("system") == system and identifier.get("use") != "old":
+                return str(identifier.get("value", ""))
+        return ""
+
+    def mrn(self) -> str:
+        for identifier in self.one("Patient").get("identifier", []):
+            kinds = {c.get("code") for c in (identifier.get("type") or {}).get("coding", [])}
+            if "MR" in kinds and identifier.get("use") != "old":
+                return str(identifier.get("value", ""))
+        return ""
+
+    def by_reference(self, reference: dict[str, Any]) -> dict[str, Any]:
+        target = str(reference.get("reference", "")).removeprefix("urn:uuid:")
+        return next((r for r in self.resources if r["id"] == target), {})
+
+
+def xml_datetime(value: str | None) -> str:
+    """A FHIR date/dateTime as yyyyMMddHHmm in Vietnam time; missing parts of a date are zeros."""
+    if not value:
+        return ""
+    if "T" not in value:
+        digits = value.replace("-", "")
+        return (digits + "00000000")[:12] if len(digits) < 8 else digits + "0000"
+    moment = datetime.fromisoformat(value)
+    if moment.tzinfo is not None:
+        moment = moment.astimezone(VN_TZ)
+    return moment.strftime("%Y%m%d%H%M")
+
+
+def name_text(patient: dict[str, Any]) -> str:
+    names = patient.get("name") or [{}]
+    name = names[0]
+    return str(name.get("text") or " ".join([name.get("family", ""), *name.get("given", [])]).strip())
+
+
+def address_text(patient: dict[str, Any]) -> str:
+    address = (patient.get("address") or [{}])[0]
+    parts = [*address.get("line", []), address.get("district", ""), address.get("city", ""), address.get("state", "")]
+    return ", ".join(p for p in parts if p)
+
+
+def _fold(text: str) -> str:
+    plain = unicodedata.normalize("NFD", text.replace("Đ", "D").replace("đ", "d"))
+    return _PROVINCE_PREFIX.sub("", "".join(c for c in plain if not unicodedata.combining(c)).lower().strip())
+
+
+def province_code(patient: dict[str, Any]) -> str:
+    """The 2-digit code of the address province among the 34 in force since 2025-07-01; "" when unknown."""
+    state = _fold(str((patient.get("address") or [{}])[0].get("state", "")))
+    if not state:
+        return ""
+    return next((code for code, name in codes.province_2025_codes().items() if _fold(name) == state), "")
+
+
+def sex_code(patient: dict[str, Any]) -> str:
+    """XML 130 GIOI_TINH: 1 male, 2 female, 3 unknown/other."""
+    hl7 = codes.sex_from_fhir(str(patient.get("gender", "")))
+    entry = codes.sex(hl7) if hl7 else None
+    return str(entry["xml130"]) if entry else "3"
+
+
+def ethnicity_code(patient: dict[str, Any]) -> str:
+    for extension in patient.get("extension", []):
+        if extension.get("url") == systems.ETHNICITY_EXTENSION:
+            return str(extension.get("valueCoding", {}).get("code", ""))
+    return ""
+
+
+def first_coding(concept: dict[str, Any] | None) -> dict[str, Any]:
+    return ((concept or {}).get("coding") or [{}])[0]
+
+
+def concept_text(concept: dict[str, Any] | None) -> str:
+    coding = first_coding(concept)
+    return str((concept or {}).get("text") or coding.get("display") or coding.get("code") or "")
+
+
+def value_text(observation: dict[str, Any]) -> tuple[str, str]:
+    """An observation's value and unit as text, numbers written as received."""
+    if "valueQuantity" in observation:
+        quantity = observation["valueQuantity"]
+        return str(quantity.get("value", "")), str(quantity.get("unit") or quantity.get("code") or "")
+    if "valueCodeableConcept" in observation:
+        return concept_text(observation["valueCodeableConcept"]), ""
+    return str(observation.get("valueString", "")), ""
+
+
+def licence(reference: dict[str, Any] | None) -> tuple[str, str]:
+    """Licence number and display name of a practitioner reference."""
+    if not reference:
+        return "", ""
+    return str((reference.get("identifier") or {}).get("value", "")), str(reference.get("display", ""))

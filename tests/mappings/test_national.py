@@ -1,0 +1,182 @@
+"""National encodings: XML 130 tables, the GIAMDINHHS envelope, the QĐ 1551 health-check form."""
+from __future__ import annotations
+
+import base64
+import copy
+import json
+import xml.etree.ElementTree as ET
+from datetime import datetime, timedelta, timezone
+from functools import reduce
+
+import pytest
+
+from mappings.checkup1551 import build_checkup
+from mappings.document import assemble
+from mappings.fhir_in import map_fhir
+from mappings.hl7v2 import map_message
+from mappings.model import Document, FacilityInfo, Fragment
+from mappings.xml130 import build_envelope, build_tables
+from mappings.xml130.tables import layouts
+from tests.mappings.conftest import CORPUS, corpus_text, replace_field
+
+FACILITY = FacilityInfo("Bệnh viện Đa khoa tỉnh Nghệ An", "40001", "4000000000123", "2900325050")
+EPISODE = ("adt_a01_admit.hl7", "oru_r01_lab.hl7", "adt_a08_update.hl7", "adt_a03_discharge.hl7",
+           "mdm_t02_summary.hl7")
+
+
+def fragment(name: str) -> Fragment:
+    return map_message(corpus_text(name)).fragments[0]
+
+
+def document(*names: str) -> Document:
+    return reduce(lambda doc, name: assemble(doc, fragment(name)), names, None)  # type: ignore[arg-type, return-value]
+
+
+def fields(xml: bytes, row: str | None = None) -> dict[str, str]:
+    root = ET.fromstring(xml)
+    node = root.find(f".//{row}") if row else root
+    assert node is not None
+    return {child.tag: child.text or "" for child in node}
+
+
+@pytest.fixture(scope="module")
+def episode() -> Document:
+    return document(*EPISODE)
+
+
+@pytest.mark.parametrize(("names", "expected"), [
+    (EPISODE, ["XML1", "XML4", "XML7", "XML8"]),
+    (("adt_a01_admit.hl7",), ["XML1", "XML8"]),
+    (("adt_a01_admit.hl7", "oru_r01_lab.hl7"), ["XML1", "XML4", "XML8"]),
+    (("adt_a03_discharge.hl7",), ["XML1", "XML7", "XML8"]),
+    (("oru_r01_health_check.hl7",), []),
+    (("vxu_v04_immunization.hl7",), []),
+])
+def test_which_tables_apply(names: tuple[str, ...], expected: list[str]) -> None:
+    assert sorted(build_tables(document(*names), FACILITY)) == expected
+
+
+def test_every_table_has_its_layout_in_order(episode: Document) -> None:
+    for name, xml in build_tables(episode, FACILITY).items():
+        assert xml.startswith(b'<?xml version="1.0" encoding="utf-8"?>')
+        layout = layouts()[name]
+        assert list(fields(xml, layout["row"])) == layout["fields"]
+
+
+def test_xml1_values(episode: Document) -> None:
+    xml1 = fields(build_tables(episode, FACILITY)["XML1"])
+    expected = {
+        "MA_LK": "4000000000123_VV26000456", "MA_BN": "BN26001234", "HO_TEN": "NGUYỄN VĂN AN",
+        "SO_CCCD": "040085012345", "NGAY_SINH": "198502140000", "GIOI_TINH": "1", "MA_DANTOC": "01",
+        "MATINH_CU_TRU": "40", "MA_THE_BHYT": "GD4404012345678", "MA_BENH_CHINH": "I10", "MA_BENH_KT": "E78.2",
+        "CHAN_DOAN_VAO": "Tăng huyết áp vô căn (nguyên phát)", "NGAY_VAO": "202603120825",
+        "NGAY_RA": "202603181430", "SO_NGAY_DTRI": "7", "MA_LOAI_RV": "1", "MA_LOAI_KCB": "03",
+        "MA_CSKCB": "40001", "CAN_NANG": "68",
+    }
+    assert {key: xml1[key] for key in expected} == expected
+
+
+def test_xml4_rows_keep_values_and_units(episode: Document) -> None:
+    root = ET.fromstring(build_tables(episode, FACILITY)["XML4"])
+    rows = [{c.tag: c.text or "" for c in row} for row in root.iter("CHI_TIET_CLS")]
+    assert [r["STT"] for r in rows] == [str(n) for n in range(1, 8)]
+    glucose = next(r for r in rows if r["MA_CHI_SO"] == "2345-7")
+    assert (glucose["GIA_TRI"], glucose["DON_VI_DO"], glucose["MO_TA"], glucose["KET_LUAN"], glucose["NGAY_KQ"]) == (
+        "7.8", "mmol/L", "3.9-6.4", "H", "202603121010")
+    assert next(r for r in rows if r["MA_CHI_SO"] == "1742-6")["DON_VI_DO"] == "U/L"
+
+
+def test_xml7_and_xml8(episode: Document) -> None:
+    tables = build_tables(episode, FACILITY)
+    xml7, xml8 = fields(tables["XML7"]), fields(tables["XML8"])
+    assert (xml7["MA_BS"], xml7["NGAY_RA"], xml7["MA_YTE"]) == ("CCHN-000123-NA", "202603181430", "BN26001234")
+    assert xml8["QT_BENHLY"].startswith("Bệnh nhân nam 41 tuổi") and xml8["QT_BENHLY"].count("\n") == 3
+    assert "Glucose máu: 7.8 mmol/L" in xml8["TOMTAT_KQ"] and xml8["DON_VI"] == FACILITY.name
+
+
+@pytest.mark.parametrize(("birth", "expected"), [("19850214", "198502140000"), ("1985", "198500000000"),
+                                                 ("198502", "198502000000")])
+def test_birth_date_precision(birth: str, expected: str) -> None:
+    message = replace_field(corpus_text("adt_a01_admit.hl7"), "PID", 7, birth)
+    doc = assemble(None, map_message(message).fragments[0])
+    assert fields(build_tables(doc, FACILITY)["XML1"])["NGAY_SINH"] == expected
+
+
+def test_times_are_written_in_vietnam_time() -> None:
+    message = replace_field(corpus_text("adt_a01_admit.hl7"), "PV1", 44, "20260312012500+0000")
+    doc = assemble(None, map_message(message).fragments[0])
+    assert fields(build_tables(doc, FACILITY)["XML1"])["NGAY_VAO"] == "202603120825"
+
+
+def test_fhir_episode_gives_xml1_and_xml8() -> None:
+    with open(CORPUS / "fhir" / "transaction_outpatient_visit.json", encoding="utf-8") as handle:
+        bundle = json.load(handle)
+    doc = assemble(None, map_fhir(bundle).fragments[0])
+    tables = build_tables(doc, FACILITY)
+    assert sorted(tables) == ["XML1", "XML8"]
+    xml1 = fields(tables["XML1"])
+    assert (xml1["MA_BENH_CHINH"], xml1["GIOI_TINH"], xml1["MATINH_CU_TRU"], xml1["MA_LOAI_KCB"]) == (
+        "J06.9", "2", "48", "01")
+    assert xml1["NGAY_VAO"] == "202604020810" and xml1["LY_DO_VV"] == "Ho, sốt 3 ngày"
+
+
+def test_envelope_shape_and_content(episode: Document) -> None:
+    tables = build_tables(episode, FACILITY)
+    created = datetime(2026, 3, 18, 17, 30, tzinfo=timezone.utc)
+    envelope = build_envelope(tables, FACILITY, created)
+    root = ET.fromstring(envelope)
+    assert root.tag == "GIAMDINHHS"
+    assert [child.tag for child in root] == ["THONGTINDONVI", "THONGTINHOSO", "CHUKYDONVI"]
+    assert root.findtext("THONGTINDONVI/MACSKCB") == "40001"
+    assert root.findtext("THONGTINHOSO/NGAYLAP") == "202603190030"  # 17:30 UTC is 00:30 next day in Vietnam
+    assert root.findtext("THONGTINHOSO/SOLUONGHOSO") == "1"
+    files = root.findall("THONGTINHOSO/DANHSACHHOSO/HOSO/FILEHOSO")
+    assert [f.findtext("LOAIHOSO") for f in files] == ["XML1", "XML4", "XML7", "XML8"]
+    assert all(base64.b64decode(f.findtext("NOIDUNGFILE") or "") == tables[f.findtext("LOAIHOSO") or ""]
+               for f in files)
+    signature = root.find("CHUKYDONVI")
+    assert signature is not None and len(signature) == 0 and not (signature.text or "").strip()
+    assert envelope.rstrip().endswith(b"<CHUKYDONVI /></GIAMDINHHS>")
+
+
+@pytest.mark.parametrize("tables", [{}, {"XML99": b"<x/>"}, {"xml1": b"<x/>"}])
+def test_envelope_refuses_bad_table_names(tables: dict[str, bytes]) -> None:
+    with pytest.raises(ValueError):
+        build_envelope(tables, FACILITY, datetime(2026, 3, 18, tzinfo=timezone(timedelta(hours=7))))
+
+
+def test_checkup_form() -> None:
+    doc = document("oru_r01_health_check.hl7")
+    facility = FacilityInfo("Phòng khám Đa khoa Hải Phòng", "31002", "3100000000456")
+    form = build_checkup(doc, facility)
+    json.dumps(form)
+    assert (form["sender_id"], form["PHAN_LOAI_SK"], form["MA_LK"]) == ("3100000000456", 2,
+                                                                         "3100000000456_KSK_KSK26000042")
+    assert (form["SO_CCCD"], form["NGAY_SINH"], form["GIOI_TINH"], form["MATINH_CU_TRU"]) == (
+        "031196004321", "19960723", "2", "31")
+    assert form["KET_LUAN"] == "Đủ điều kiện sức khỏe lái xe hạng B" and form["LOAI_KSK"]["MA"] == "KSK-LX"
+    assert len(form["KET_QUA"]) == 9 and "31002" not in json.dumps(form)
+
+
+@pytest.mark.parametrize(("value", "expected"), [("I^Loại I^L", 1), ("III^Loại III^L", 3), ("5^Loại V^L", 5)])
+def test_checkup_health_classes(value: str, expected: int) -> None:
+    message = corpus_text("oru_r01_health_check.hl7").replace("II^Loại II^L", value)
+    doc = assemble(None, map_message(message).fragments[0])
+    assert build_checkup(doc, FACILITY)["PHAN_LOAI_SK"] == expected
+
+
+def test_checkup_reads_the_class_observation_when_there_is_no_report() -> None:
+    message = "\r".join(line for line in corpus_text("oru_r01_health_check.hl7").split("\r")
+                        if not line.startswith("OBR|"))
+    doc = assemble(None, map_message(message).fragments[0])
+    assert build_checkup(doc, FACILITY)["PHAN_LOAI_SK"] == 2
+
+
+def test_checkup_only_for_health_checks(episode: Document) -> None:
+    with pytest.raises(ValueError):
+        build_checkup(episode, FACILITY)
+    without_class = copy.deepcopy(document("oru_r01_health_check.hl7"))
+    without_class.bundle["entry"] = [e for e in without_class.bundle["entry"]
+                                     if e["resource"]["resourceType"] not in ("DiagnosticReport", "Observation")]
+    with pytest.raises(ValueError):
+        build_checkup(without_class, FACILITY)
