@@ -5,6 +5,7 @@ generated ids, element paths and issue texts, never a personal value.
 """
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import hmac
 import re
@@ -90,7 +91,7 @@ class FhirIntake:
             forbidden = self._forbidden(request)
             if forbidden is not None:
                 return self._refuse(403, [forbidden])
-            issues = self._issues(request.resource)
+            issues = await self._issues(request.resource)
             log.info("fhir_validated", resource_type=request.resource["resourceType"], issues=len(issues))
             self._metrics.acks.labels("fhir", "200").inc()
             if not issues:
@@ -106,7 +107,7 @@ class FhirIntake:
         forbidden = self._forbidden(request)
         if forbidden is not None:
             return self._refuse(403, [forbidden])
-        issues = self._issues(resource)
+        issues = await self._issues(resource)
         if request.interaction == "create" and resource_type == "Bundle" and resource.get("type") in ("transaction", "batch"):
             return self._refuse(422, [Issue("Bundle.type", "unsupported-bundle",
                                             "post transactions and batches to the base URL, not to [base]/Bundle")])
@@ -133,7 +134,7 @@ class FhirIntake:
         if None in failed or failed.issuperset(range(len(entries))):
             return self._refuse(422, issues)
         kept = {**request.resource, "entry": [entry for index, entry in enumerate(entries) if index not in failed]}
-        if failed and any(issue.severity == "error" for issue in self._validate(kept)):
+        if failed and any(issue.severity == "error" for issue in await asyncio.to_thread(self._validate, kept)):
             return self._refuse(422, [*issues, Issue("Bundle.entry", "batch-incomplete",
                                                      "without its failed entries the batch is no health-book record")])
         self._count_errors(issues)
@@ -155,9 +156,9 @@ class FhirIntake:
         log.info("fhir_stored", message_id=stored.message_id, resource_type=resource_type)
         return FhirAnswer(status, stored.ack, location)
 
-    def _issues(self, resource: dict[str, Any]) -> list[Issue]:
-        """The gateway's own Bundle rules first; only a Bundle that passes them goes on to validation."""
-        return _bundle_issues(resource) or list(self._validate(resource))
+    async def _issues(self, resource: dict[str, Any]) -> list[Issue]:
+        """Bundle rules first, then validation in a thread: a large Bundle takes seconds, MLLP must not wait."""
+        return _bundle_issues(resource) or list(await asyncio.to_thread(self._validate, resource))
 
     def _forbidden(self, request: FhirRequest) -> Issue | None:
         """Why this sender may not post this resource type, if it may not."""

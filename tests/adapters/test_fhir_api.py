@@ -7,6 +7,7 @@ import hashlib
 import json
 import re
 import sqlite3
+import threading
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -24,6 +25,7 @@ from gateway.encryption import PayloadCipher
 from gateway.fhir_intake import FhirIntake, Validate
 from gateway.metrics import Metrics
 from gateway.store import Store
+from mappings.model import Issue
 from tests.conftest import CORPUS
 
 TOKEN = "s3cret-token-for-his-a"
@@ -308,6 +310,24 @@ async def test_open_mode_takes_anyone_as_the_anonymous_sender(tmp_path: Path, ht
     async with running_fhir_api(tmp_path, fhir_senders=[]) as running:
         assert (await post(http, running.base, corpus_bundle(), FHIR_JSON))[0] == 200
         assert running.stored_rows()[0][0] == "anonymous"
+
+
+async def test_a_slow_validation_does_not_hold_up_other_requests(tmp_path: Path, http: aiohttp.ClientSession) -> None:
+    started, released = threading.Event(), threading.Event()
+
+    def slow(resource: dict[str, Any]) -> list[Issue]:
+        started.set()
+        if not released.wait(10):  # still held: the event loop could not answer the metadata request meanwhile
+            return [Issue("Bundle", "held", "validation was not released while it ran")]
+        return validate_fhir(resource)
+
+    async with running_fhir_api(tmp_path, validate=slow) as running:
+        pending = asyncio.create_task(post(http, running.base, corpus_bundle()))
+        assert await asyncio.to_thread(started.wait, 10)
+        async with http.get(f"{running.base}/metadata") as response:
+            assert response.status == 200
+        released.set()
+        assert (await pending)[0] == 200
 
 
 class RefusingDisk(Store):
