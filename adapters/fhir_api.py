@@ -7,6 +7,7 @@ The handler decides what a request means for the health book; this module only t
 from __future__ import annotations
 
 import json
+import re
 import traceback
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -30,6 +31,8 @@ _STATUS_ISSUE_TYPES = {400: "structure", 401: "login", 403: "forbidden", 404: "n
 _REASONS = {200: "OK", 201: "Created", 400: "Bad Request", 401: "Unauthorized", 403: "Forbidden",
             404: "Not Found", 405: "Method Not Allowed", 413: "Payload Too Large", 415: "Unsupported Media Type",
             422: "Unprocessable Entity", 500: "Internal Server Error"}
+
+_RESOURCE_TYPE = re.compile(r"[A-Z][A-Za-z]{1,63}")
 
 Interaction = Literal["create", "bundle", "validate"]
 
@@ -159,7 +162,7 @@ class FhirApi:
         except web.HTTPException as exc:
             if exc.status < 400:
                 raise
-            issue = Issue(request.path, "not-found" if exc.status == 404 else "not-supported",
+            issue = Issue(_type_in_path(request), "not-found" if exc.status == 404 else "not-supported",
                           f"{request.method} {request.path}: {exc.reason}")
             if exc.status == 413:
                 issue = Issue("$this", "too-long", f"request body exceeds the {self._max_body}-byte limit")
@@ -179,7 +182,7 @@ class FhirApi:
     async def _create_route(self, request: web.Request) -> web.Response:
         resource_type = request.match_info["resource_type"]
         if resource_type not in self._handler.resource_types:
-            return self._refuse(404, Issue(resource_type, "unsupported-resource",
+            return self._refuse(404, Issue(_type_in_path(request), "unsupported-resource",
                                            f"resource type {resource_type!r} is not accepted by this server"))
         return await self._serve(request, "create", resource_type)
 
@@ -233,6 +236,13 @@ class FhirApi:
             headers["WWW-Authenticate"] = 'Bearer realm="healthbook-gateway"'
         return web.Response(status=answer.status, body=answer.body, headers=headers,
                             content_type=FHIR_JSON, charset="utf-8")
+
+
+def _type_in_path(request: web.Request) -> str:
+    """The resource type a path names, as an issue location that is safe to log (an id in a path may be personal)."""
+    segments = request.path.split("/")
+    segment = segments[2] if len(segments) > 2 else ""
+    return segment if _RESOURCE_TYPE.fullmatch(segment) else "$this"
 
 
 def _credentials(request: web.Request) -> Credentials:

@@ -298,9 +298,11 @@ async def test_body_over_the_limit_is_413_whether_announced_or_streamed(tmp_path
 async def test_unknown_paths_and_methods_are_404_and_405_outcomes(api: RunningApi, http: aiohttp.ClientSession) -> None:
     status, _, body = await post(http, f"{api.base}/Medication", {"resourceType": "Medication"})
     assert (status, expressions(body)) == (404, ["Medication"])
-    async with http.get(f"{api.base}/Patient/123/_history") as response:
+    async with http.get(f"{api.base}/Patient/048190007788/_history") as response:
         assert response.status == 404
-        assert (await response.json(content_type="application/fhir+json"))["resourceType"] == "OperationOutcome"
+        assert expressions(await response.json(content_type="application/fhir+json")) == ["Patient"]
+    status, _, body = await post(http, f"{api.base}/048190007788", corpus_bundle())
+    assert (status, expressions(body)) == (404, ["$this"])  # the location is logged: never a number from the path
     async with http.delete(f"{api.base}/metadata") as response:
         assert response.status == 405
         assert (await response.json(content_type="application/fhir+json"))["resourceType"] == "OperationOutcome"
@@ -328,6 +330,18 @@ async def test_a_slow_validation_does_not_hold_up_other_requests(tmp_path: Path,
             assert response.status == 200
         released.set()
         assert (await pending)[0] == 200
+
+
+async def test_logs_carry_no_personal_data_and_no_token(api: RunningApi, http: aiohttp.ClientSession,
+                                                        capsys: pytest.CaptureFixture[str]) -> None:
+    await post(http, api.base, corpus_bundle())
+    await post(http, api.base, with_entry(corpus_bundle(), 0, birthDate="1990-09-33"))
+    await post(http, f"{api.base}/Patient", corpus_resource("Patient"), {**AUTH, "If-None-Exist": "identifier=x|048190007788"})
+    await post(http, f"{api.base}/Patient/048190007788", PATIENT)
+    logged = capsys.readouterr()
+    assert "fhir_stored" in logged.out + logged.err
+    for secret in ("048190007788", "DN4484812345678", "Võ", "1990-09-0", "0935123456", TOKEN):
+        assert secret not in logged.out + logged.err
 
 
 class RefusingDisk(Store):
