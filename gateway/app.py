@@ -22,6 +22,7 @@ from gateway.intake import Hl7Intake
 from gateway.logs import get_logger
 from gateway.metrics import QUEUE_STATES, Metrics
 from gateway.pipeline import Pipeline, mapping_executor
+from gateway.retention import Retention
 from gateway.signing import load_signer, record_certificate_expiry
 from gateway.store import Store
 from gateway.submissions import build_submissions
@@ -59,6 +60,7 @@ class Gateway:
         self.mllp: MllpServer | None = None
         self.http_port: int | None = None
         self._pipeline: Pipeline | None = None
+        self._retention: Retention | None = None
         self._channels: dict[str, PortalChannel] = {}
         self._runners: list[web.AppRunner] = []
         self._ready = False
@@ -71,7 +73,7 @@ class Gateway:
             await self._start_emulator(signer.certificate_pem)
         self.store = await Store(s.store.path, load_cipher(s.store), lease_seconds=s.store.lease_seconds,
                                  max_batch=s.store.group_commit_max_batch,
-                                 on_batch=self.metrics.group_commit_batch.observe).open()
+                                 on_batch=self.metrics.group_commit_batch.observe).open(owner=True)
         if s.portal.bhxh.enabled:
             self._channels["bhxh_xml130"] = BhxhChannel(s.portal.bhxh, self.metrics)
         if s.portal.hub.enabled:
@@ -82,6 +84,8 @@ class Gateway:
             lambda document: build_submissions(document, facility, signer, s.portal),
             self._channels, mapping_executor(s.pipeline.mapping_processes))
         await self._pipeline.start()
+        self._retention = Retention(self.store, self.metrics, s.store.retention_days)
+        self._retention.start()
         if s.http.enabled:
             await self._start_http()
         if s.mllp.enabled:
@@ -104,6 +108,8 @@ class Gateway:
             await self.mllp.stop()
         if self._pipeline is not None:
             await self._pipeline.stop()
+        if self._retention is not None:
+            await self._retention.stop()
         for channel in self._channels.values():
             await channel.close()
         for runner in reversed(self._runners):

@@ -3,13 +3,13 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 
 from gateway.config import ConfigError, Settings, demo_settings, load_settings
 from gateway.logs import configure_logging
+from gateway.queue_cli import add_queue_commands
 
 EXIT_CONFIG = 2
 
@@ -25,11 +25,12 @@ def _serve(settings: Settings) -> int:
     from gateway.app import Gateway  # noqa: PLC0415 (keeps check-config fast)
     from gateway.encryption import EncryptionKeyError  # noqa: PLC0415
     from gateway.signing import SigningError  # noqa: PLC0415
+    from gateway.store import StoreError  # noqa: PLC0415
 
     configure_logging(settings.logging.level, settings.logging.format)
     try:
         asyncio.run(Gateway(settings).run_until_signalled())
-    except (SigningError, EncryptionKeyError) as exc:
+    except (SigningError, EncryptionKeyError, StoreError) as exc:
         print(f"startup error: {exc}", file=sys.stderr)
         return EXIT_STARTUP
     except OSError as exc:
@@ -59,13 +60,6 @@ def cmd_portal_emulator(args: argparse.Namespace) -> int:
     return emulator_main(["--port", str(args.port), *args.emulator_args])
 
 
-def cmd_status(args: argparse.Namespace) -> int:
-    from gateway.queue_admin import queue_status  # noqa: PLC0415
-
-    print(json.dumps(asyncio.run(queue_status(_settings(args))), indent=2))
-    return 0
-
-
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="healthbook-gateway", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
@@ -84,7 +78,7 @@ def build_parser() -> argparse.ArgumentParser:
     emulator.add_argument("--port", type=int, default=8090)
     emulator.add_argument("emulator_args", nargs=argparse.REMAINDER, help="further emulator options")
     emulator.set_defaults(func=cmd_portal_emulator)
-    with_config("status", "queue counts by state and the oldest pending age").set_defaults(func=cmd_status)
+    add_queue_commands(commands, with_config)
     return parser
 
 
