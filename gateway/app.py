@@ -8,6 +8,7 @@ from importlib.metadata import PackageNotFoundError, version
 
 from aiohttp import web
 
+from adapters.fhir_api import FhirApi
 from adapters.mllp import MllpServer
 from adapters.portal.base import PortalChannel
 from adapters.portal.bhxh import BhxhChannel
@@ -16,6 +17,7 @@ from adapters.portal.hub import HubChannel
 from adapters.tls import server_ssl_context
 from gateway.config import Settings
 from gateway.encryption import load_cipher
+from gateway.fhir_intake import FhirIntake
 from gateway.intake import Hl7Intake
 from gateway.logs import get_logger
 from gateway.metrics import QUEUE_STATES, Metrics
@@ -24,8 +26,9 @@ from gateway.retention import Retention
 from gateway.signing import load_signer, record_certificate_expiry
 from gateway.store import Store
 from gateway.submissions import build_submissions
+from mappings.fhir_in import map_fhir
 from mappings.hl7v2 import screen
-from mappings.model import FacilityInfo
+from mappings.model import FacilityInfo, Issue
 
 log = get_logger(__name__)
 
@@ -40,6 +43,11 @@ def gateway_version() -> str:
 def facility_info(settings: Settings) -> FacilityInfo:
     f = settings.facility
     return FacilityInfo(name=f.name, bhxh_code=f.bhxh_code, moh_facility_id=f.moh_facility_id, tax_code=f.tax_code)
+
+
+def validate_fhir(resource: dict) -> list[Issue]:
+    """The FHIR API refuses at once what the mapping could never turn into a health-book record."""
+    return list(map_fhir(resource).issues)
 
 
 class Gateway:
@@ -130,6 +138,9 @@ class Gateway:
         app.router.add_get("/healthz", self._healthz)
         app.router.add_get("/readyz", self._readyz)
         app.router.add_get("/metrics", self._metrics)
+        assert self.store is not None
+        intake = FhirIntake(self.store, self.metrics, s, validate_fhir)
+        app.add_subapp("/fhir", FhirApi(intake, s.max_body_bytes, gateway_version()).app())
         runner = web.AppRunner(app, access_log=None)
         await runner.setup()
         site = web.TCPSite(runner, s.host, s.port, ssl_context=server_ssl_context(s.tls))
