@@ -4,6 +4,7 @@ from __future__ import annotations
 import codecs
 import re
 import unicodedata
+import uuid
 from dataclasses import dataclass
 from datetime import datetime, timezone
 
@@ -25,6 +26,8 @@ HL7_ERROR_CODES = {
     "unsupported-processing-id": ("202", "Unsupported processing id"),
     "unsupported-version": ("203", "Unsupported version id"),
 }
+_SEGMENT_END = re.compile(r"\r\n|\r|\n")
+_SEGMENT_END_BYTES = re.compile(rb"[\r\n]")
 _LOCATION = re.compile(r"^(?P<segment>[A-Z][A-Z0-9]{2})(?:-(?P<field>\d+)(?:\.(?P<component>\d+))?)?")
 
 
@@ -77,26 +80,30 @@ def _msh_fields(text: str) -> list[str]:
     if start < 0 or len(text) < start + 8:
         raise WireError("no MSH segment at the start of the message")
     separator = text[start + 3]
-    segment = re.split(r"\r\n|\r|\n", text[start:], maxsplit=1)[0]
+    segment = _SEGMENT_END.split(text[start:], maxsplit=1)[0]
     return segment.split(separator)
 
 
-def decode(raw: bytes, fallback: str = "utf-8") -> str:
-    """Decode by MSH-18 when it names a known charset, else by the sender's configured fallback.
+def read_header(raw: bytes) -> MessageHeader:
+    """The MSH of undecoded bytes (its fields are ASCII), to choose a charset or answer an unreadable message."""
+    raw = raw.lstrip()
+    end = _SEGMENT_END_BYTES.search(raw)
+    return parse_header(raw[: end.start() if end else len(raw)].decode("latin-1"))
 
-    The text is NFC-normalised: legacy Vietnamese code pages (cp1258) send combining tone marks,
-    and the same name must compare equal whichever charset it arrived in.
+
+def decode(raw: bytes, codec: str) -> str:
+    """Strictly decode, compose (NFC) and end every segment with \\r, so stored and screened text is canonical.
+
+    Legacy Vietnamese code pages (cp1258) send combining tone marks, and the same name must compare
+    equal whichever charset it arrived in; senders end segments with \\r, \\n or \\r\\n.
     """
     try:
-        fields = _msh_fields(raw.decode("latin-1"))
-    except WireError:
-        return unicodedata.normalize("NFC", raw.decode(fallback, errors="replace"))
-    declared = codec_for(fields[17]) if len(fields) > 17 else ""
-    codec = declared or fallback
-    try:
-        return unicodedata.normalize("NFC", raw.decode(codec))
+        text = raw.decode(codec)
     except UnicodeDecodeError:
         raise WireError(f"message is not valid {codec} (MSH-18 or the sender's configured charset)") from None
+    if "\n" in text:
+        text = text.replace("\r\n", "\r").replace("\n", "\r")
+    return text if text.isascii() else unicodedata.normalize("NFC", text)
 
 
 def parse_header(text: str) -> MessageHeader:
@@ -158,7 +165,7 @@ def build_ack(header: MessageHeader | None, code: str, text: str = "", issues: t
         "MSH", enc,
         header.receiving_application if header else "HBGW", header.receiving_facility if header else "",
         header.sending_application if header else "", header.sending_facility if header else "",
-        stamp, "", f"ACK^{event}^ACK" if event else "ACK", control_id or f"ACK{stamp}",
+        stamp, "", f"ACK^{event}^ACK" if event else "ACK", control_id or uuid.uuid4().hex[:20],
         header.processing_id if header else "P", header.version if header and header.version else "2.5",
         "", "", "", "", "", header.charset if header else "",
     ]

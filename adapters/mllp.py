@@ -91,8 +91,11 @@ class MllpServer:
         except TimeoutError:
             log.info("mllp_idle_timeout", idle_seconds=self._idle)
             self._on_refused("idle_timeout")
-        except (ConnectionError, asyncio.IncompleteReadError):
+        except (ConnectionError, asyncio.IncompleteReadError, ssl.SSLError):
             pass
+        except Exception:  # the handler could not answer (e.g. the disk refused): no ACK, the sender resends
+            log.exception("mllp_handler_failed")
+            self._on_refused("handler_error")
         finally:
             self._connections.discard(task)
             self._on_connections(len(self._connections))

@@ -8,6 +8,7 @@ from importlib.metadata import PackageNotFoundError, version
 
 from aiohttp import web
 
+from adapters.fhir_api import FhirApi
 from adapters.mllp import MllpServer
 from adapters.portal.base import PortalChannel
 from adapters.portal.bhxh import BhxhChannel
@@ -16,15 +17,18 @@ from adapters.portal.hub import HubChannel
 from adapters.tls import server_ssl_context
 from gateway.config import Settings
 from gateway.encryption import load_cipher
+from gateway.fhir_intake import FhirIntake
 from gateway.intake import Hl7Intake
 from gateway.logs import get_logger
 from gateway.metrics import QUEUE_STATES, Metrics
 from gateway.pipeline import Pipeline, mapping_executor
+from gateway.retention import Retention
 from gateway.signing import load_signer, record_certificate_expiry
 from gateway.store import Store
 from gateway.submissions import build_submissions
+from mappings.fhir_in import map_fhir
 from mappings.hl7v2 import screen
-from mappings.model import FacilityInfo
+from mappings.model import FacilityInfo, Issue
 
 log = get_logger(__name__)
 
@@ -41,6 +45,11 @@ def facility_info(settings: Settings) -> FacilityInfo:
     return FacilityInfo(name=f.name, bhxh_code=f.bhxh_code, moh_facility_id=f.moh_facility_id, tax_code=f.tax_code)
 
 
+def validate_fhir(resource: dict) -> list[Issue]:
+    """The FHIR API refuses at once what the mapping could never turn into a health-book record."""
+    return list(map_fhir(resource).issues)
+
+
 class Gateway:
     """The running gateway: store, pipeline, MLLP listener, HTTP listener (and the emulator in demo)."""
 
@@ -51,6 +60,7 @@ class Gateway:
         self.mllp: MllpServer | None = None
         self.http_port: int | None = None
         self._pipeline: Pipeline | None = None
+        self._retention: Retention | None = None
         self._channels: dict[str, PortalChannel] = {}
         self._runners: list[web.AppRunner] = []
         self._ready = False
@@ -63,7 +73,7 @@ class Gateway:
             await self._start_emulator(signer.certificate_pem)
         self.store = await Store(s.store.path, load_cipher(s.store), lease_seconds=s.store.lease_seconds,
                                  max_batch=s.store.group_commit_max_batch,
-                                 on_batch=self.metrics.group_commit_batch.observe).open()
+                                 on_batch=self.metrics.group_commit_batch.observe).open(owner=True)
         if s.portal.bhxh.enabled:
             self._channels["bhxh_xml130"] = BhxhChannel(s.portal.bhxh, self.metrics)
         if s.portal.hub.enabled:
@@ -74,6 +84,8 @@ class Gateway:
             lambda document: build_submissions(document, facility, signer, s.portal),
             self._channels, mapping_executor(s.pipeline.mapping_processes))
         await self._pipeline.start()
+        self._retention = Retention(self.store, self.metrics, s.store.retention_days)
+        self._retention.start()
         if s.http.enabled:
             await self._start_http()
         if s.mllp.enabled:
@@ -96,6 +108,8 @@ class Gateway:
             await self.mllp.stop()
         if self._pipeline is not None:
             await self._pipeline.stop()
+        if self._retention is not None:
+            await self._retention.stop()
         for channel in self._channels.values():
             await channel.close()
         for runner in reversed(self._runners):
@@ -124,6 +138,9 @@ class Gateway:
         app.router.add_get("/healthz", self._healthz)
         app.router.add_get("/readyz", self._readyz)
         app.router.add_get("/metrics", self._metrics)
+        assert self.store is not None
+        intake = FhirIntake(self.store, self.metrics, s, validate_fhir)
+        app.add_subapp("/fhir", FhirApi(intake, s.max_body_bytes, gateway_version()).app())
         runner = web.AppRunner(app, access_log=None)
         await runner.setup()
         site = web.TCPSite(runner, s.host, s.port, ssl_context=server_ssl_context(s.tls))

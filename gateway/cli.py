@@ -3,13 +3,13 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 
 from gateway.config import ConfigError, Settings, demo_settings, load_settings
 from gateway.logs import configure_logging
+from gateway.queue_cli import add_queue_commands
 
 EXIT_CONFIG = 2
 
@@ -25,11 +25,12 @@ def _serve(settings: Settings) -> int:
     from gateway.app import Gateway  # noqa: PLC0415 (keeps check-config fast)
     from gateway.encryption import EncryptionKeyError  # noqa: PLC0415
     from gateway.signing import SigningError  # noqa: PLC0415
+    from gateway.store import StoreError  # noqa: PLC0415
 
     configure_logging(settings.logging.level, settings.logging.format)
     try:
         asyncio.run(Gateway(settings).run_until_signalled())
-    except (SigningError, EncryptionKeyError) as exc:
+    except (SigningError, EncryptionKeyError, StoreError) as exc:
         print(f"startup error: {exc}", file=sys.stderr)
         return EXIT_STARTUP
     except OSError as exc:
@@ -53,17 +54,11 @@ def cmd_check_config(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_portal_emulator(args: argparse.Namespace) -> int:
+def run_portal_emulator(argv: Sequence[str]) -> int:
+    """The emulator parses its own options (--port, --cert, faults...), so they pass through untouched."""
     from adapters.portal.emulator import main as emulator_main  # noqa: PLC0415
 
-    return emulator_main(["--port", str(args.port), *args.emulator_args])
-
-
-def cmd_status(args: argparse.Namespace) -> int:
-    from gateway.queue_admin import queue_status  # noqa: PLC0415
-
-    print(json.dumps(asyncio.run(queue_status(_settings(args))), indent=2))
-    return 0
+    return emulator_main(list(argv))
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -80,15 +75,16 @@ def build_parser() -> argparse.ArgumentParser:
                         ).set_defaults(func=cmd_demo)
     with_config("check-config", "validate settings and print one line per problem").set_defaults(
         func=cmd_check_config)
-    emulator = commands.add_parser("portal-emulator", help="run the national portal emulator")
-    emulator.add_argument("--port", type=int, default=8090)
-    emulator.add_argument("emulator_args", nargs=argparse.REMAINDER, help="further emulator options")
-    emulator.set_defaults(func=cmd_portal_emulator)
-    with_config("status", "queue counts by state and the oldest pending age").set_defaults(func=cmd_status)
+    commands.add_parser("portal-emulator", add_help=False,
+                        help="run the national portal emulator (--port N; --help lists its options)")
+    add_queue_commands(commands, with_config)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv[:1] == ["portal-emulator"]:
+        return run_portal_emulator(argv[1:])
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)

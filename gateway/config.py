@@ -6,14 +6,17 @@ can be (numbers, booleans, lists), and taken as plain strings otherwise.
 """
 from __future__ import annotations
 
+import codecs
+import ipaddress
 import json
 import os
+import re
 import tomllib
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator, model_validator
 
 ENV_PREFIX = "HBGW_"
 
@@ -23,13 +26,21 @@ class _Section(BaseModel):
 
 
 class TlsSettings(_Section):
-    """TLS for a listener; client certificates are required when `client_ca_file` is set."""
+    """TLS for a listener; client certificates are verified against `client_ca_file`, required on request."""
 
     enabled: bool = False
     cert_file: Path | None = None
     key_file: Path | None = None
     client_ca_file: Path | None = None
     require_client_cert: bool = False
+
+    @model_validator(mode="after")
+    def _complete(self) -> TlsSettings:
+        if self.enabled and (self.cert_file is None or self.key_file is None):
+            raise ValueError("enabled TLS needs cert_file and key_file")
+        if self.require_client_cert and self.client_ca_file is None:
+            raise ValueError("require_client_cert needs client_ca_file, the CA that issues client certificates")
+        return self
 
 
 class SenderRule(_Section):
@@ -38,6 +49,25 @@ class SenderRule(_Section):
     address: str = ""  # IP address or CIDR network of the sending host
     sending_application: str = ""  # MSH-3.1
     sending_facility: str = ""  # MSH-4.1 (or MSH-4.2, the facility id)
+    client_cert_cn: str = ""  # subject CN of the sender's verified TLS client certificate
+
+    @field_validator("address")
+    @classmethod
+    def _address(cls, value: str) -> str:
+        if value:
+            try:
+                ipaddress.ip_network(value, strict=False)
+            except ValueError:
+                raise ValueError("must be an IP address or a CIDR network such as 10.1.2.0/24") from None
+        return value
+
+
+def _known_codec(value: str) -> str:
+    try:
+        codecs.lookup(value)
+    except LookupError:
+        raise ValueError(f"unknown character set {value!r} (use a Python codec name such as cp1258)") from None
+    return value
 
 
 class FacilitySettings(_Section):
@@ -71,10 +101,23 @@ class MllpSettings(_Section):
     idle_timeout_seconds: float = Field(600.0, gt=0)
     max_connections: int = Field(256, gt=0)
     default_charset: str = "utf-8"
-    # Per-sender legacy charset when MSH-18 is empty or wrong, keyed by MSH-3 or MSH-4 (e.g. cp1258).
+    # Per-sender legacy charset, keyed by MSH-3.1 or MSH-4.1 (e.g. cp1258): used when MSH-18 is empty,
+    # unknown, or does not match the bytes; a message that fits its declared MSH-18 is read as declared.
     sender_charsets: dict[str, str] = Field(default_factory=dict)
     allowed_senders: list[SenderRule] = Field(default_factory=list)  # empty: everyone may send
     tls: TlsSettings = Field(default_factory=TlsSettings)
+
+    @field_validator("default_charset")
+    @classmethod
+    def _default_charset(cls, value: str) -> str:
+        return _known_codec(value)
+
+    @field_validator("sender_charsets")
+    @classmethod
+    def _sender_charsets(cls, value: dict[str, str]) -> dict[str, str]:
+        for codec in value.values():
+            _known_codec(codec)
+        return value
 
 
 class FhirSender(_Section):
@@ -83,6 +126,14 @@ class FhirSender(_Section):
     name: str
     token_sha256: str = ""
     client_cert_cn: str = ""
+    resource_types: list[str] = Field(default_factory=list)  # empty: every type the FHIR API accepts
+
+    @field_validator("token_sha256")
+    @classmethod
+    def _token_digest(cls, value: str) -> str:
+        if value and not re.fullmatch(r"[0-9a-fA-F]{64}", value):
+            raise ValueError("must be the SHA-256 of the token as 64 hex digits, never the token itself")
+        return value.lower()
 
 
 class HttpSettings(_Section):
@@ -157,6 +208,9 @@ class HubChannelSettings(ChannelSettings):
     service_type: str = "100"
     receiver_id: str = "BYT"
     txn_type: str = "sync_checkup"
+    # Immunizations: PORTAL_API.md names no channel, so they go through the same signed data-sync push
+    # carrying the canonical FHIR document; confirm the transaction type with the Ministry before go-live.
+    immunization_txn_type: str = "sync_immunization"
     message_version: str = "1.0"
 
 

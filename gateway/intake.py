@@ -1,11 +1,29 @@
-"""HL7 v2 intake: screen a framed message, store it durably, and only then acknowledge it."""
+"""HL7 v2 intake: screen a framed message, store it durably, and only then acknowledge it.
+
+Acknowledgement modes. Original mode (MSH-15 and MSH-16 empty) answers AA/AE/AR; enhanced mode (either
+valued) answers the commit acknowledgement CA/CE/CR. The commit ACK is sent whatever MSH-15 asks (AL, NE,
+ER, SU): an MLLP sender waits for an answer before its next message, and one it did not ask for costs it
+nothing, while a missing one stalls the interface. No application acknowledgement follows (MSH-16): once a
+message is stored, turning it into a health-book record is the gateway's own job, visible in its queues and
+dead-letter state, and a sender could do nothing with a late application error anyway.
+
+Character sets. A message that decodes strictly as its MSH-18 declares is read as declared. When MSH-18 is
+empty or unknown, or the bytes do not fit it, the sender's configured legacy charset (`mllp.sender_charsets`,
+by MSH-3.1 or MSH-4.1) is used; without one, an empty MSH-18 means `mllp.default_charset` and a mismatch is
+refused. The ACK is encoded in the charset the message was read in.
+
+Retransmissions (same sender MSH-3|MSH-4 and MSH-10) get the stored original ACK byte for byte and are not
+stored again. A message that was refused was not stored, so its retransmission is screened (and refused) again.
+"""
 from __future__ import annotations
 
+import hashlib
 import ipaddress
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 
-from adapters.hl7v2_wire import MessageHeader, WireError, build_ack, codec_for, decode, parse_header
+from adapters.hl7v2_wire import MessageHeader, WireError, build_ack, codec_for, decode, parse_header, read_header
 from adapters.mllp import Frame
 from gateway.config import MllpSettings
 from gateway.logs import correlation, get_logger, new_correlation_id
@@ -18,7 +36,19 @@ log = get_logger(__name__)
 Screen = Callable[[str], list[Issue]]
 # Issues that mean "we will not take this kind of message at all" (AR) rather than "this content is wrong" (AE).
 _REJECT_CODES = frozenset({"unsupported-message-type", "unsupported-event", "unsupported-version",
-                           "unsupported-processing-id", "sender-not-allowed", "message-too-large", "msh-invalid"})
+                           "unsupported-processing-id", "sender-not-allowed", "message-too-large", "msh-invalid",
+                           "charset-mismatch"})
+
+
+@dataclass(frozen=True, slots=True)
+class Answer:
+    """The acknowledgement for one message; `message_id` is set when it is on disk (now or from before)."""
+
+    code: str
+    ack: bytes
+    message_id: int | None = None
+    duplicate: bool = False
+    issues: tuple[Issue, ...] = ()
 
 
 class Hl7Intake:
@@ -29,89 +59,125 @@ class Hl7Intake:
         self._metrics = metrics
         self._settings = settings
         self._screen = screen
+        self._networks = [ipaddress.ip_network(rule.address, strict=False) if rule.address else None
+                          for rule in settings.allowed_senders]
 
     async def store_and_ack(self, frame: Frame) -> bytes:
-        started = time.perf_counter()
+        """Answer one frame; raises only when the store cannot take it, so no ACK promises what is not on disk."""
         with correlation(new_correlation_id(), source="mllp") as correlation_id:
-            code, answer = await self._answer(frame, correlation_id)
-            self._metrics.acks.labels("mllp", code).inc()
-            self._metrics.ack_latency.labels("mllp").observe(time.perf_counter() - started)
-            return answer
+            return (await self._answer(frame, correlation_id)).ack
 
-    async def _answer(self, frame: Frame, correlation_id: str) -> tuple[str, bytes]:
-        """The acknowledgement code and the encoded ACK for one frame."""
-        fallback = self._fallback_charset(frame.data)
+    async def replay(self, data: bytes) -> Answer:
+        """Take an operator's corrected message through the same screen and store as MLLP, as a new message.
+
+        It keeps its sender (MSH-3|MSH-4) but is keyed by a digest of its content instead of MSH-10, which
+        usually repeats the refused original's: the same file replayed twice is stored once, a further
+        correction is stored again. The allowlist does not apply: the operator is not a network sender.
+        """
+        with correlation(new_correlation_id(), source="replay") as correlation_id:
+            return await self._answer(Frame(data, "", 0), correlation_id, replay=True)
+
+    async def _answer(self, frame: Frame, correlation_id: str, replay: bool = False) -> Answer:
+        """Screen, store and acknowledge one message, counting the answer."""
+        started = time.perf_counter()
+        source = "replay" if replay else "mllp"
+        answer = await self._screen_and_store(frame, correlation_id, source)
+        self._metrics.acks.labels(source, answer.code).inc()
+        self._metrics.ack_latency.labels(source).observe(time.perf_counter() - started)
+        return answer
+
+    async def _screen_and_store(self, frame: Frame, correlation_id: str, source: str) -> Answer:
+        default = self._settings.default_charset
         try:
-            text = decode(frame.data, fallback)
-            header = parse_header(text)
+            header = read_header(frame.data)
         except WireError as exc:
             log.warning("hl7_unreadable", reason=str(exc), peer=frame.peer_host)
-            self._metrics.mapping_errors.labels("mllp", "msh-invalid").inc()
-            ack = build_ack(None, "AR", str(exc), (Issue("MSH", "msh-invalid", str(exc)),))
-            return "AR", ack.encode(fallback, errors="replace")
-        codec = codec_for(header.charset) or fallback
-        self._metrics.messages_received.labels("mllp", message_type_label(header.message_type)).inc()
-        log.info("hl7_received", message_type=header.message_type, control_id=header.control_id,
-                 sender=header.sender, bytes=len(frame.data))
-        issues = self._refusals(frame, header) or [i for i in self._screen(text) if i.severity == "error"]
+            return self._refuse(None, (Issue("MSH", "msh-invalid", str(exc)),), default)
+        legacy = self._legacy_charset(header)
+        if frame.oversize:
+            return self._refuse(header, (Issue("MSH", "message-too-large", (
+                f"message exceeds the {self._settings.max_message_bytes}-byte limit of this listener")),),
+                codec_for(header.charset) or legacy or default)
+        try:
+            text, codec = self._decode(frame.data, header, legacy)
+        except WireError as exc:
+            return self._refuse(header, (Issue("MSH-18", "charset-mismatch", str(exc)),), legacy or default)
+        header = parse_header(text)
+        self._metrics.messages_received.labels(source, message_type_label(header.message_type)).inc()
+        replay = source == "replay"
+        issues = ([] if replay else self._refusals(frame, header)) or [
+            issue for issue in self._screen(text) if issue.severity == "error"]
         if issues:
-            code, ack = self._refuse(header, tuple(issues))
-            return code, ack.encode(codec, errors="replace")
-        accepted = "CA" if header.enhanced_mode else "AA"
+            return self._refuse(header, tuple(issues), codec)
+        code = "CA" if header.enhanced_mode else "AA"
+        control_id = "replay:" + hashlib.sha256(text.encode("utf-8")).hexdigest()[:20] if replay else header.control_id
         stored = await self._store.store_inbound(Inbound(
-            source="mllp", sender=header.sender, control_id=header.control_id, message_type=header.message_type,
+            source=source, sender=header.sender, control_id=control_id, message_type=header.message_type,
             correlation_id=correlation_id, payload=text.encode("utf-8"),
-            ack=build_ack(header, accepted).encode(codec, errors="replace")))
+            ack=build_ack(header, code).encode(codec, errors="replace")))
         if stored.duplicate:
-            self._metrics.duplicates.labels("mllp").inc()
-            log.info("hl7_retransmission", control_id=header.control_id, message_id=stored.message_id)
-        else:
-            log.info("hl7_stored", message_id=stored.message_id)
-        return accepted, stored.ack
+            self._metrics.duplicates.labels(source).inc()
+        log.info("hl7_stored", message_type=header.message_type, control_id=control_id,
+                 message_id=stored.message_id, retransmission=stored.duplicate, bytes=len(frame.data))
+        return Answer(code, stored.ack, stored.message_id, stored.duplicate)
+
+    def _decode(self, data: bytes, header: MessageHeader, legacy: str | None) -> tuple[str, str]:
+        """The text and the codec it was read with: MSH-18 when the bytes fit it, else the sender's charset."""
+        declared = codec_for(header.charset)
+        if declared:
+            try:
+                return decode(data, declared), declared
+            except WireError:
+                if legacy is None:
+                    raise
+        codec = legacy or self._settings.default_charset
+        return decode(data, codec), codec
 
     def _refusals(self, frame: Frame, header: MessageHeader) -> list[Issue]:
-        """Reasons to refuse a message before reading its content: size, sender."""
-        if frame.oversize:
-            return [Issue("MSH", "message-too-large",
-                          f"message exceeds the {self._settings.max_message_bytes}-byte limit of this listener")]
+        """Reasons to refuse a message before reading its content: no control id, sender not allowed."""
         if not header.control_id:
             return [Issue("MSH-10", "required", "message control id is required")]
-        if self._settings.allowed_senders and not self._sender_allowed(frame.peer_host, header):
+        if self._settings.allowed_senders and not self._sender_allowed(frame, header):
             return [Issue("MSH-4", "sender-not-allowed", "this sender is not on the gateway's allowlist")]
         return []
 
-    def _sender_allowed(self, peer_host: str, header: MessageHeader) -> bool:
+    def _sender_allowed(self, frame: Frame, header: MessageHeader) -> bool:
         component = header.encoding_characters[:1] or "^"
         application = header.sending_application.split(component)[0]
-        facility_parts = header.sending_facility.split(component)
-        for rule in self._settings.allowed_senders:
-            if rule.address and ipaddress.ip_address(peer_host) not in ipaddress.ip_network(rule.address, strict=False):
+        facility_parts = header.sending_facility.split(component)[:2]
+        address = ipaddress.ip_address(frame.peer_host)
+        if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+            address = address.ipv4_mapped
+        for rule, network in zip(self._settings.allowed_senders, self._networks):
+            if network is not None and address not in network:
                 continue
             if rule.sending_application and rule.sending_application != application:
                 continue
-            if rule.sending_facility and rule.sending_facility not in facility_parts[:2]:
+            if rule.sending_facility and rule.sending_facility not in facility_parts:
+                continue
+            if rule.client_cert_cn and rule.client_cert_cn != frame.client_cn:
                 continue
             return True
         return False
 
-    def _refuse(self, header: MessageHeader, issues: tuple[Issue, ...]) -> tuple[str, str]:
+    def _refuse(self, header: MessageHeader | None, issues: tuple[Issue, ...], codec: str) -> Answer:
         reject = any(issue.code in _REJECT_CODES for issue in issues)
-        code = ("CR" if reject else "CE") if header.enhanced_mode else ("AR" if reject else "AE")
+        enhanced = header is not None and header.enhanced_mode
+        code = ("CR" if reject else "CE") if enhanced else ("AR" if reject else "AE")
         for issue in issues:
             self._metrics.mapping_errors.labels("mllp", issue.code).inc()
-        log.warning("hl7_refused", ack_code=code, control_id=header.control_id,
+        log.warning("hl7_refused", ack_code=code, control_id=header.control_id if header else "",
                     problems=[f"{issue.location} {issue.code}" for issue in issues])
-        return code, build_ack(header, code, issues[0].message, issues)
+        return Answer(code, build_ack(header, code, issues[0].message, issues).encode(codec, errors="replace"),
+                      issues=issues)
 
-    def _fallback_charset(self, data: bytes) -> str:
-        """The sender's configured legacy charset (by MSH-3 or MSH-4), else the listener default."""
-        if self._settings.sender_charsets:
-            try:
-                head = parse_header(data[:2048].decode("latin-1"))
-            except WireError:
-                return self._settings.default_charset
-            component = head.encoding_characters[:1] or "^"
-            for key in (head.sending_application.split(component)[0], head.sending_facility.split(component)[0]):
-                if key in self._settings.sender_charsets:
-                    return self._settings.sender_charsets[key]
-        return self._settings.default_charset
+    def _legacy_charset(self, header: MessageHeader) -> str | None:
+        """The sender's configured legacy charset, by MSH-3.1 then MSH-4.1."""
+        charsets = self._settings.sender_charsets
+        if not charsets:
+            return None
+        component = header.encoding_characters[:1] or "^"
+        for key in (header.sending_application.split(component)[0], header.sending_facility.split(component)[0]):
+            if key in charsets:
+                return charsets[key]
+        return None

@@ -66,6 +66,9 @@ class Metrics:
         self.oldest_pending_age = Gauge(
             f"{PREFIX}_oldest_pending_age_seconds",
             "Age of the oldest acknowledged item not yet delivered to the portal", registry=r)
+        self.purged_payloads = Counter(
+            f"{PREFIX}_purged_payloads_total", "Payloads purged by the retention policy (metadata kept), by table",
+            ["table"], registry=r)
         self.documents_built = Counter(
             f"{PREFIX}_documents_built_total", "Health-book document versions built", ["kind"], registry=r)
 

@@ -1,17 +1,54 @@
-"""Queue operations for the operator's CLI: status now, dead-letter handling and replay beside it."""
+"""Queue operations for the operator's CLI: status, dead letters and replay, on the live store file.
+
+They open the same file and key as the running gateway (SQLite WAL lets both work at once) without taking
+the gateway's lock; a running gateway picks up retried and replayed items at its next poll.
+"""
 from __future__ import annotations
 
+import getpass
+import os
+import re
 import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import asdict
+from datetime import datetime, timezone
+from pathlib import Path
 from typing import Any
 
 from gateway.config import Settings
 from gateway.encryption import load_cipher
-from gateway.store import Store
+from gateway.intake import Answer, Hl7Intake
+from gateway.metrics import Metrics
+from gateway.store import Store, StoreError
+from gateway.store.admin import ItemRef, QueueAdmin, QueuedItem
+
+# Long digit runs look like citizen or insurance numbers; a portal's reason may quote one.
+_ID_LIKE = re.compile(r"\d{9,}")
+_MESSAGE_START = re.compile(rb"(?:^|[\r\n])(?=MSH)")
+REASON_WIDTH = 100
 
 
 async def open_store(settings: Settings) -> Store:
-    """The same store file and key the running gateway uses (SQLite WAL lets both work at once)."""
+    """The same store file and key the running gateway uses; never a new, empty one."""
+    if not settings.store.path.exists():
+        raise StoreError(f"no store at {settings.store.path}: check store.path (the gateway creates it when it starts)")
     return await Store(settings.store.path, load_cipher(settings.store), lease_seconds=settings.store.lease_seconds).open()
+
+
+def operator_name() -> str:
+    """Who runs the command, for the audit trail (the invoking user under sudo)."""
+    return os.environ.get("SUDO_USER") or getpass.getuser()
+
+
+@asynccontextmanager
+async def admin_session(settings: Settings) -> AsyncIterator[QueueAdmin]:
+    """An open store wrapped for operator work, closed afterwards."""
+    store = await open_store(settings)
+    try:
+        yield QueueAdmin(store, operator_name())
+    finally:
+        await store.close()
 
 
 async def queue_status(settings: Settings) -> dict[str, Any]:
@@ -27,3 +64,59 @@ async def queue_status(settings: Settings) -> dict[str, Any]:
         summary[queue][state] = count
     summary["oldest_pending_age_seconds"] = round(time.time() - oldest, 1) if oldest else 0
     return summary
+
+
+def _when(timestamp: float | None) -> str:
+    if timestamp is None:
+        return "-"
+    return datetime.fromtimestamp(timestamp, timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def listed_reason(reason: str) -> str:
+    """A reason fit for a listing: id-like digit runs masked, one line, bounded width."""
+    flat = " ".join(_ID_LIKE.sub("[redacted]", reason).split())
+    return flat if len(flat) <= REASON_WIDTH else flat[: REASON_WIDTH - 1] + "…"
+
+
+def item_record(item: QueuedItem, *, full_reason: bool = False) -> dict[str, Any]:
+    """An item as JSON-ready data."""
+    record = asdict(item)
+    record["ref"] = str(item.ref)
+    record["reason"] = item.reason if full_reason else listed_reason(item.reason)
+    record["received_at"], record["failed_at"] = _when(item.received_at), _when(item.failed_at)
+    return record
+
+
+def format_table(items: list[QueuedItem]) -> str:
+    """The dead letters as an aligned text table, one line per item."""
+    header = ("ITEM", "STATE", "KIND", "SUBJECT", "TRIES", "RECEIVED", "FAILED", "REASON")
+    rows = [header] + [(str(i.ref), i.state, i.kind, i.subject, str(i.attempts), _when(i.received_at),
+                        _when(i.failed_at), listed_reason(i.reason)) for i in items]
+    widths = [max(len(row[column]) for row in rows) for column in range(len(header) - 1)]
+    return "\n".join("  ".join(cell.ljust(width) for cell, width in zip(row, widths)) + "  " + row[-1]
+                     for row in rows)
+
+
+def split_messages(data: bytes) -> list[bytes]:
+    """The HL7 messages in a file: each starts with MSH on a line of its own; MLLP framing bytes are dropped."""
+    data = data.replace(b"\x0b", b"").replace(b"\x1c", b"")
+    return [part.strip(b"\r\n") + b"\r" for part in _MESSAGE_START.split(data) if part.strip(b"\r\n\t ")]
+
+
+async def replay_file(settings: Settings, path: Path) -> list[Answer]:
+    """Ingest a corrected file through the intake's own screen and store, one new message per MSH."""
+    from mappings.hl7v2 import screen  # noqa: PLC0415 (the mapping code tables load only when replaying)
+
+    store = await open_store(settings)
+    try:
+        intake = Hl7Intake(store, Metrics(), settings.mllp, screen)
+        admin = QueueAdmin(store, operator_name())
+        answers = []
+        for message in split_messages(path.read_bytes()):
+            answer = await intake.replay(message)
+            if answer.message_id is not None and not answer.duplicate:
+                await admin.record("replay", ItemRef("inbox", answer.message_id), f"from file {path.name}")
+            answers.append(answer)
+        return answers
+    finally:
+        await store.close()

@@ -9,18 +9,20 @@ from typing import Any
 from adapters.portal.base import Submission
 from gateway.config import HubChannelSettings, PortalSettings
 from gateway.signing import Signer
+from mappings import checkup1551, xml130
 from mappings.model import Document, FacilityInfo
 
 BHXH_CHANNEL = "bhxh_xml130"
 HUB_CHANNEL = "moh_checkup"
 
 
-def hub_header(settings: HubChannelSettings, sender_id: str, msg_id: str, sent_at: datetime) -> dict[str, Any]:
+def hub_header(settings: HubChannelSettings, sender_id: str, msg_id: str, sent_at: datetime,
+               txn_type: str | None = None) -> dict[str, Any]:
     """The hub message header; msg_id is the idempotency key so the hub recognises a retransmission."""
     return {
         "sender_id": sender_id,
         "receiver_id": settings.receiver_id,
-        "txn_type": settings.txn_type,
+        "txn_type": txn_type or settings.txn_type,
         "msg_id": msg_id,
         "version": settings.message_version,
         "send_date": sent_at.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
@@ -47,19 +49,32 @@ def bhxh_submission(document_id: str, version: int, signed_envelope: bytes) -> S
                       version=version, body=signed_envelope, content_type="application/xml")
 
 
+class SubmissionBuildError(ValueError):
+    """The document cannot become a portal submission: dead-letter it with this reason, retrying cannot help."""
+
+
 def build_submissions(document: Document, facility: FacilityInfo, signer: Signer, portal: PortalSettings,
                       now: datetime | None = None) -> list[Submission]:
-    """Sign one document for the channel that takes its kind; a disabled channel gets nothing."""
+    """Sign one document for the channel that takes its kind; a disabled channel gets nothing.
+
+    Immunizations have no national form in PORTAL_API.md: they go to the hub as the canonical FHIR
+    document under `immunization_txn_type`. A SigningError (certificate expired since start-up) is left
+    to propagate: it is retryable.
+    """
     now = now or datetime.now(timezone.utc)
-    if document.kind == "episode":
-        if not portal.bhxh.enabled:
-            return []
-        from mappings import xml130  # lands with the mappings branch; imported here so the core starts without it
-        envelope = xml130.build_envelope(xml130.build_tables(document, facility), facility, now)
-        return [bhxh_submission(document.document_id, document.version, signer.sign_xml_envelope(envelope))]
-    if not portal.hub.enabled:
-        return []
-    from mappings import checkup1551
-    header = hub_header(portal.hub, facility.moh_facility_id, document.idempotency_key, now)
-    body = hub_message(header, checkup1551.build_checkup(document, facility), signer)
-    return [hub_submission(document.document_id, document.version, body)]
+    try:
+        if document.kind == "episode" and portal.bhxh.enabled:
+            envelope = xml130.build_envelope(xml130.build_tables(document, facility), facility, now)
+            return [bhxh_submission(document.document_id, document.version, signer.sign_xml_envelope(envelope))]
+        if document.kind == "health_check" and portal.hub.enabled:
+            header = hub_header(portal.hub, facility.moh_facility_id, document.idempotency_key, now)
+            body = hub_message(header, checkup1551.build_checkup(document, facility), signer)
+            return [hub_submission(document.document_id, document.version, body)]
+        if document.kind == "immunization" and portal.hub.enabled:
+            header = hub_header(portal.hub, facility.moh_facility_id, document.idempotency_key, now,
+                                portal.hub.immunization_txn_type)
+            body = hub_message(header, document.bundle, signer)
+            return [hub_submission(document.document_id, document.version, body)]
+    except ValueError as exc:
+        raise SubmissionBuildError(f"{document.kind} document {document.idempotency_key}: {exc}") from None
+    return []

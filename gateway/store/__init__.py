@@ -7,7 +7,9 @@ Reads use a separate aiosqlite connection, which WAL lets run beside the writer.
 from __future__ import annotations
 
 import asyncio
+import fcntl
 import json
+import os
 import sqlite3
 import time
 from collections.abc import Callable
@@ -20,10 +22,15 @@ import aiosqlite
 
 from adapters.portal.base import Receipt, Submission
 from gateway.encryption import PayloadCipher
-from gateway.store.schema import migrate
+from gateway.logs import get_logger
+from gateway.store.schema import SchemaTooNewError, StoreError, migrate
 from mappings.model import Document
 
+__all__ = ["ClaimedMessage", "ClaimedSubmission", "Inbound", "SchemaTooNewError", "Store", "StoreError",
+           "StoreLockedError", "Stored"]
+
 T = TypeVar("T")
+log = get_logger(__name__)
 _STOP = object()
 
 
@@ -71,8 +78,37 @@ def _connect_writer(path: Path) -> sqlite3.Connection:
     connection.execute("PRAGMA synchronous=FULL")
     connection.execute("PRAGMA foreign_keys=ON")
     connection.execute("PRAGMA busy_timeout=10000")
-    migrate(connection)
+    try:
+        migrate(connection)
+    except BaseException:
+        connection.close()
+        raise
     return connection
+
+
+class StoreLockedError(StoreError):
+    """Another gateway process serves from this store file."""
+
+
+def _lock(path: Path) -> int:
+    """An exclusive lock beside the file, held while serving; the kernel drops it when the process dies."""
+    lock_path = path.with_name(path.name + ".lock")
+    fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        raise StoreLockedError(f"store {path} is in use by another gateway process (lock {lock_path})") from None
+    return fd
+
+
+def _release_leases(db: sqlite3.Connection) -> tuple[int, int]:
+    """Make work leased by a dead process claimable now; only the lock holder may call this."""
+    messages = db.execute("UPDATE messages SET lease_until = 0 WHERE state = 'received' AND lease_until > 0").rowcount
+    submissions = db.execute(
+        "UPDATE outbox SET state = 'pending', lease_until = 0, next_attempt_at = ? WHERE state = 'in_flight'",
+        (time.time(),)).rowcount
+    return messages, submissions
 
 
 class Store:
@@ -90,15 +126,33 @@ class Store:
         self._reader: aiosqlite.Connection | None = None
         self._queue: asyncio.Queue[Any] = asyncio.Queue()
         self._group_commit: asyncio.Task[None] | None = None
+        self._lock: int | None = None
         self.inbox_ready = asyncio.Event()  # set when messages were committed
         self.outbox_ready = asyncio.Event()  # set when submissions were queued
 
-    async def open(self) -> Store:
+    @property
+    def cipher(self) -> PayloadCipher:
+        """The payload cipher, for operator tools that must show a payload."""
+        return self._cipher
+
+    async def open(self, *, owner: bool = False) -> Store:
+        """Open the file; the owner (the serving gateway) locks out a second gateway and re-queues the
+        leases a crashed predecessor held, so its unfinished work restarts at once, not when leases expire."""
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        loop = asyncio.get_running_loop()
-        self._writer = await loop.run_in_executor(self._executor, _connect_writer, self.path)
-        self._reader = await aiosqlite.connect(self.path)
-        await self._reader.execute("PRAGMA busy_timeout=10000")
+        try:
+            if owner:
+                self._lock = _lock(self.path)
+            loop = asyncio.get_running_loop()
+            self._writer = await loop.run_in_executor(self._executor, _connect_writer, self.path)
+            self._reader = await aiosqlite.connect(self.path)
+            await self._reader.execute("PRAGMA busy_timeout=10000")
+            if owner:
+                messages, submissions = await self.transaction(_release_leases)
+                if messages or submissions:
+                    log.warning("store_leases_released", messages=messages, submissions=submissions)
+        except BaseException:
+            await self.close()
+            raise
         self._group_commit = asyncio.create_task(self._group_commit_loop(), name="store-group-commit")
         return self
 
@@ -114,10 +168,13 @@ class Store:
             await asyncio.get_running_loop().run_in_executor(self._executor, self._writer.close)
             self._writer = None
         self._executor.shutdown(wait=True)
+        if self._lock is not None:
+            os.close(self._lock)
+            self._lock = None
 
-    async def _write(self, fn: Callable[..., T], *args: Any) -> T:
-        """Run fn(connection, *args) in one IMMEDIATE transaction on the writer thread."""
-        def transaction() -> T:
+    async def transaction(self, fn: Callable[..., T], *args: Any) -> T:
+        """Run fn(connection, *args) in one IMMEDIATE transaction on the writer thread (the only writer)."""
+        def run() -> T:
             assert self._writer is not None
             self._writer.execute("BEGIN IMMEDIATE")
             try:
@@ -127,9 +184,10 @@ class Store:
                 raise
             self._writer.execute("COMMIT")
             return result
-        return await asyncio.get_running_loop().run_in_executor(self._executor, transaction)
+        return await asyncio.get_running_loop().run_in_executor(self._executor, run)
 
-    async def _read(self, sql: str, params: tuple[Any, ...] = ()) -> list[sqlite3.Row]:
+    async def query(self, sql: str, params: tuple[Any, ...] = ()) -> list[sqlite3.Row]:
+        """Read beside the writer (WAL), never blocking a commit."""
         assert self._reader is not None
         async with self._reader.execute(sql, params) as cursor:
             return list(await cursor.fetchall())
@@ -154,7 +212,7 @@ class Store:
             if not batch:
                 continue
             try:
-                results = await self._write(self._insert_messages, [inbound for inbound, _ in batch])
+                results = await self.transaction(self._insert_messages, [inbound for inbound, _ in batch])
             except Exception as exc:  # the disk refused: every waiter hears it, none is acknowledged
                 for _, future in batch:
                     if not future.done():
@@ -200,12 +258,12 @@ class Store:
                 " RETURNING id, source, message_type, correlation_id, received_at, payload",
                 (now + self._lease, now, limit),
             ).fetchall()
-        rows = await self._write(claim)
+        rows = await self.transaction(claim)
         claimed = [ClaimedMessage(r[0], r[1], r[2], r[3], r[4], self._cipher.open(r[5], b"messages")) for r in rows]
         return sorted(claimed, key=lambda message: message.id)
 
     async def latest_document(self, document_id: str) -> Document | None:
-        rows = await self._read(
+        rows = await self.query(
             "SELECT version, kind, patient_key, bundle FROM documents WHERE document_id = ?"
             " ORDER BY version DESC LIMIT 1", (document_id,))
         if not rows:
@@ -244,12 +302,12 @@ class Store:
                      self._cipher.seal(item.body, b"outbox")))
             db.execute("UPDATE messages SET state = 'mapped', finished_at = ?, lease_until = 0 WHERE id = ?",
                        (now, message_id))
-        await self._write(commit)
+        await self.transaction(commit)
         self.outbox_ready.set()
 
     async def dead_letter_message(self, message_id: int, reason: str) -> None:
         """Park a message that cannot become a record, with the reason an operator needs to fix it."""
-        await self._write(lambda db: db.execute(
+        await self.transaction(lambda db: db.execute(
             "UPDATE messages SET state = 'dead', reason = ?, finished_at = ?, lease_until = 0 WHERE id = ?",
             (reason, time.time(), message_id)))
 
@@ -270,7 +328,7 @@ class Store:
                 " first_received_at",
                 (now + self._lease, now, now, limit),
             ).fetchall()
-        rows = await self._write(claim)
+        rows = await self.transaction(claim)
         claimed = [
             ClaimedSubmission(
                 r[0], Submission(r[1], r[2], r[3], r[4], self._cipher.open(r[6], b"outbox"), r[5]), r[7], r[8])
@@ -289,15 +347,15 @@ class Store:
                 " archived_at) SELECT id, channel, ?, ?, ?, ?, ? FROM outbox WHERE id = ?",
                 (receipt.transaction_id, receipt.received_at, receipt.result_code,
                  json.dumps(receipt.raw, ensure_ascii=False), now, outbox_id))
-        await self._write(deliver)
+        await self.transaction(deliver)
 
     async def schedule_retry(self, outbox_id: int, delay_seconds: float, reason: str) -> None:
-        await self._write(lambda db: db.execute(
+        await self.transaction(lambda db: db.execute(
             "UPDATE outbox SET state = 'pending', next_attempt_at = ?, lease_until = 0, reason = ? WHERE id = ?",
             (time.time() + delay_seconds, reason, outbox_id)))
 
     async def dead_letter_submission(self, outbox_id: int, reason: str) -> None:
-        await self._write(lambda db: db.execute(
+        await self.transaction(lambda db: db.execute(
             "UPDATE outbox SET state = 'dead', reason = ?, finished_at = ?, lease_until = 0 WHERE id = ?",
             (reason, time.time(), outbox_id)))
 
@@ -305,14 +363,14 @@ class Store:
 
     async def queue_depths(self) -> dict[tuple[str, str], int]:
         """Counts by (queue, state), for the queue-depth gauge and `status`."""
-        rows = await self._read(
+        rows = await self.query(
             "SELECT 'inbox', state, count(*) FROM messages GROUP BY state"
             " UNION ALL SELECT 'outbox', state, count(*) FROM outbox GROUP BY state")
         return {(queue, state): count for queue, state, count in rows}
 
     async def oldest_pending_received_at(self) -> float | None:
         """When the oldest acknowledged, not yet delivered item was acknowledged."""
-        rows = await self._read(
+        rows = await self.query(
             "SELECT min(t) FROM (SELECT min(received_at) AS t FROM messages WHERE state = 'received'"
             " UNION ALL SELECT min(first_received_at) FROM outbox WHERE state IN ('pending', 'in_flight'))")
         return rows[0][0] if rows else None

@@ -14,7 +14,7 @@ MIGRATIONS: tuple[str, ...] = (
         message_type   TEXT    NOT NULL,
         correlation_id TEXT    NOT NULL,
         received_at    REAL    NOT NULL,
-        state          TEXT    NOT NULL,             -- received | mapped | dead
+        state          TEXT    NOT NULL,             -- received | mapped | dead | discarded
         attempts       INTEGER NOT NULL DEFAULT 0,
         lease_until    REAL    NOT NULL DEFAULT 0,
         reason         TEXT,
@@ -47,6 +47,7 @@ MIGRATIONS: tuple[str, ...] = (
         first_received_at REAL  NOT NULL,            -- when the hospital's message was acknowledged
         created_at      REAL    NOT NULL,
         state           TEXT    NOT NULL,            -- pending | in_flight | delivered | dead | superseded
+                                                     -- | discarded
         attempts        INTEGER NOT NULL DEFAULT 0,
         next_attempt_at REAL    NOT NULL,
         lease_until     REAL    NOT NULL DEFAULT 0,
@@ -69,14 +70,66 @@ MIGRATIONS: tuple[str, ...] = (
         archived_at    REAL NOT NULL
     );
     """,
+    # 2: operator audit trail, purge marks, and indexes for dead-letter listing and retention
+    """
+    ALTER TABLE messages ADD COLUMN purged_at REAL;
+    ALTER TABLE documents ADD COLUMN purged_at REAL;
+    ALTER TABLE outbox ADD COLUMN purged_at REAL;
+    CREATE INDEX messages_finished ON messages (state, finished_at);
+    CREATE INDEX outbox_finished ON outbox (state, finished_at);
+    CREATE INDEX documents_message ON documents (message_id);
+
+    CREATE TABLE operator_actions (                  -- who did what to which queued item, and when
+        id       INTEGER PRIMARY KEY,
+        at       REAL NOT NULL,
+        operator TEXT NOT NULL,
+        action   TEXT NOT NULL,                      -- retry | discard | replay | show-payload
+        item     TEXT NOT NULL,                      -- inbox:ID or outbox:ID
+        detail   TEXT NOT NULL DEFAULT ''
+    );
+    """,
 )
 
 
+class StoreError(Exception):
+    """The store cannot be opened as asked; the message says why in one line."""
+
+
+class SchemaTooNewError(StoreError):
+    """The file was written by a newer gateway; opening it could corrupt what that version relies on."""
+
+
+def _statements(script: str) -> list[str]:
+    """Split a migration into whole statements (sqlite3.complete_statement knows about comments and strings)."""
+    statements, pending = [], ""
+    for line in script.splitlines(keepends=True):
+        pending += line
+        if sqlite3.complete_statement(pending):
+            statements.append(pending.strip())
+            pending = ""
+    if pending.strip():
+        statements.append(pending.strip())
+    return statements
+
+
 def migrate(connection: sqlite3.Connection) -> int:
-    """Bring a database file up to the newest schema; returns the version it is at."""
-    (current,) = connection.execute("PRAGMA user_version").fetchone()
-    if current > len(MIGRATIONS):
-        raise RuntimeError(f"database schema version {current} is newer than this gateway ({len(MIGRATIONS)})")
-    for version in range(current + 1, len(MIGRATIONS) + 1):
-        connection.executescript(f"BEGIN IMMEDIATE;\n{MIGRATIONS[version - 1]}\nPRAGMA user_version = {version};\nCOMMIT;")
+    """Bring a database file up to the newest schema, all or nothing; returns the version it is at.
+
+    The version is read under the write lock, so a CLI and a gateway starting together migrate once.
+    """
+    connection.execute("BEGIN IMMEDIATE")
+    try:
+        (current,) = connection.execute("PRAGMA user_version").fetchone()
+        if current > len(MIGRATIONS):
+            raise SchemaTooNewError(
+                f"database schema version {current} is newer than this gateway knows ({len(MIGRATIONS)}):"
+                " a newer gateway wrote this file; run that version, or restore a backup made for this one")
+        for version in range(current + 1, len(MIGRATIONS) + 1):
+            for statement in _statements(MIGRATIONS[version - 1]):
+                connection.execute(statement)
+        connection.execute(f"PRAGMA user_version = {len(MIGRATIONS)}")
+    except BaseException:
+        connection.execute("ROLLBACK")
+        raise
+    connection.execute("COMMIT")
     return len(MIGRATIONS)

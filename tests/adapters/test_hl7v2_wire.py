@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import pytest
 
-from adapters.hl7v2_wire import WireError, build_ack, codec_for, decode, escape, parse_header
+from adapters.hl7v2_wire import WireError, build_ack, codec_for, decode, escape, parse_header, read_header
 from mappings.model import Issue
 from tests.conftest import corpus_hl7
 
@@ -28,9 +28,21 @@ def test_legacy_vietnamese_charset_decodes_to_composed_unicode() -> None:
     assert "Nguyễn^Văn" in decoded
 
 
-def test_bytes_that_do_not_match_the_declared_charset_are_refused() -> None:
+def test_bytes_that_do_not_match_the_codec_are_refused() -> None:
     with pytest.raises(WireError, match="utf-8"):
-        decode(b"MSH|^~\\&|A|B|||2026||ADT^A01|1|P|2.5||||||UNICODE UTF-8\rPID|\xff\xfe\r", "cp1258")
+        decode(b"MSH|^~\\&|A|B|||2026||ADT^A01|1|P|2.5||||||UNICODE UTF-8\rPID|\xff\xfe\r", "utf-8")
+
+
+@pytest.mark.parametrize("terminator", ["\r", "\n", "\r\n"])
+def test_every_segment_terminator_becomes_carriage_return(terminator: str) -> None:
+    segments = ["MSH|^~\\&|A|B|||2026||ADT^A01|1|P|2.5", "PID|1||X", "PV1|1|I"]
+    assert decode(terminator.join(segments).encode() + terminator.encode(), "utf-8") == "\r".join(segments) + "\r"
+
+
+def test_header_is_read_from_undecoded_bytes_of_any_charset() -> None:
+    raw = "\nMSH|^~\\&|OLDHIS|BV|||2026||ADT^A01|C9|P|2.3\nPID|1||X||Nguy\u00ea\u0303n\n".encode("cp1258")
+    header = read_header(raw)
+    assert (header.sending_application, header.control_id, header.charset) == ("OLDHIS", "C9", "")
 
 
 def test_text_without_msh_has_no_header() -> None:

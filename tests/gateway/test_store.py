@@ -11,7 +11,7 @@ import pytest
 
 from adapters.portal.base import Receipt, Submission
 from gateway.encryption import PayloadCipher
-from gateway.store import Inbound, Store
+from gateway.store import Inbound, Store, StoreLockedError
 from mappings.model import Document
 
 
@@ -133,3 +133,29 @@ async def test_a_failed_commit_fails_every_waiter_and_the_store_recovers(tmp_pat
 def test_key_must_be_32_bytes() -> None:
     with pytest.raises(Exception, match="32 bytes"):
         PayloadCipher(base64.b64decode(base64.b64encode(b"short")))
+
+
+async def test_a_second_serving_gateway_is_locked_out(tmp_path: Path) -> None:
+    owner = await Store(tmp_path / "gw.db", cipher()).open(owner=True)
+    try:
+        with pytest.raises(StoreLockedError, match="in use by another gateway"):
+            await Store(tmp_path / "gw.db", cipher()).open(owner=True)
+        reader = await Store(tmp_path / "gw.db", cipher()).open()  # the CLI may still read and write
+        await reader.close()
+    finally:
+        await owner.close()
+    again = await Store(tmp_path / "gw.db", cipher()).open(owner=True)  # the lock went with its holder
+    await again.close()
+
+
+async def test_the_next_owner_requeues_what_a_dead_process_had_leased(tmp_path: Path) -> None:
+    crashed = await Store(tmp_path / "gw.db", cipher(), lease_seconds=3600).open(owner=True)
+    stored = await crashed.store_inbound(inbound("C1"))
+    await crashed.store_inbound(inbound("C2"))
+    await crashed.commit_mapping(stored.message_id, [document("A", 1)], [submission("A", 1)])
+    assert len(await crashed.claim_messages(10)) == 1 and len(await crashed.claim_submissions(10)) == 1
+    await crashed.close()  # as if killed: both leases are held for another hour
+    restarted = await Store(tmp_path / "gw.db", cipher(), lease_seconds=3600).open(owner=True)
+    messages, submissions = await restarted.claim_messages(10), await restarted.claim_submissions(10)
+    await restarted.close()
+    assert [m.id for m in messages] == [2] and [s.submission.document_id for s in submissions] == ["A"]

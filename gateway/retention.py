@@ -1,0 +1,100 @@
+"""Retention: payloads of delivered work are purged after `store.retention_days`; metadata and receipts stay.
+
+Once older than the retention period (by when the item finished, or for a document by when it was built):
+- inbox payloads of messages that are mapped or discarded and none of whose submissions still waits or is dead
+  (an operator fixing a dead submission needs the source message);
+- outbox bodies of delivered, superseded or discarded submissions;
+- document bundles whose submissions are all finished, the latest version included.
+Dead items keep their payload until an operator retries or discards them. Rows are never deleted: ids,
+times, states, reasons, receipts and the operator audit trail remain, with `purged_at` set.
+
+Trade-off of purging the latest document version: each new message of an episode is assembled onto the
+latest version of its document. After that bundle is purged, a late message for the same episode starts
+from an empty document (its version number still continues, so it replaces the older one at the portal and
+carries only what the late message brings). Keep `retention_days` longer than the longest episode plus its
+late results; the default 30 days covers most stays.
+"""
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+import time
+
+from gateway.logs import get_logger
+from gateway.metrics import Metrics
+from gateway.store import Store
+
+log = get_logger(__name__)
+
+PURGE_CHUNK = 500  # rows per transaction, so group commits are never held up for long
+_UNFINISHED = "('pending', 'in_flight', 'dead')"
+_PURGES = {
+    "messages": (
+        "UPDATE messages SET payload = NULL, purged_at = :now WHERE id IN ("
+        " SELECT m.id FROM messages m WHERE m.payload IS NOT NULL AND m.state IN ('mapped', 'discarded')"
+        " AND m.finished_at < :cutoff AND NOT EXISTS (SELECT 1 FROM documents d JOIN outbox o"
+        "   ON o.document_id = d.document_id AND o.version = d.version"
+        f"   WHERE d.message_id = m.id AND o.state IN {_UNFINISHED}) LIMIT :chunk)"),
+    "outbox": (
+        "UPDATE outbox SET body = NULL, purged_at = :now WHERE id IN ("
+        " SELECT id FROM outbox WHERE body IS NOT NULL AND state IN ('delivered', 'superseded', 'discarded')"
+        " AND finished_at < :cutoff LIMIT :chunk)"),
+    "documents": (
+        "UPDATE documents SET bundle = NULL, purged_at = :now WHERE rowid IN ("
+        " SELECT d.rowid FROM documents d WHERE d.bundle IS NOT NULL AND d.created_at < :cutoff"
+        " AND NOT EXISTS (SELECT 1 FROM outbox o WHERE o.document_id = d.document_id AND o.version = d.version"
+        f"   AND o.state IN {_UNFINISHED}) LIMIT :chunk)"),
+}
+
+
+async def purge_expired(store: Store, cutoff: float) -> dict[str, int]:
+    """Purge what finished before `cutoff`, a chunk per transaction; returns how many payloads per table."""
+    purged = {}
+    for table, sql in _PURGES.items():
+        purged[table] = 0
+        while True:
+            def purge(db: sqlite3.Connection, statement: str = sql) -> int:
+                return db.execute(statement, {"now": time.time(), "cutoff": cutoff, "chunk": PURGE_CHUNK}).rowcount
+            count = await store.transaction(purge)
+            purged[table] += count
+            if count < PURGE_CHUNK:
+                break
+    return purged
+
+
+class Retention:
+    """The periodic purge: once at start, then every `interval_seconds`."""
+
+    def __init__(self, store: Store, metrics: Metrics, retention_days: float, interval_seconds: float = 3600.0) -> None:
+        self._store = store
+        self._metrics = metrics
+        self._retention = retention_days * 86400
+        self._interval = interval_seconds
+        self._task: asyncio.Task[None] | None = None
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._loop(), name="retention")
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
+            self._task = None
+
+    async def run_once(self) -> dict[str, int]:
+        """Purge everything past retention now, and count it."""
+        purged = await purge_expired(self._store, time.time() - self._retention)
+        for table, count in purged.items():
+            if count:
+                self._metrics.purged_payloads.labels(table).inc(count)
+        if any(purged.values()):
+            log.info("retention_purged", **purged)
+        return purged
+
+    async def _loop(self) -> None:
+        while True:
+            try:
+                await self.run_once()
+            except Exception:  # a failed purge is retried next period; it must not stop the gateway
+                log.exception("retention_failed")
+            await asyncio.sleep(self._interval)

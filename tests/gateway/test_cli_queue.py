@@ -1,0 +1,152 @@
+"""The queue commands run as the real CLI in a subprocess against a real store file."""
+from __future__ import annotations
+
+import base64
+import json
+import os
+import sqlite3
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from adapters.portal.base import Submission
+from gateway.encryption import PayloadCipher
+from gateway.store import Inbound, Store
+from mappings.model import Document
+from tests.gateway.intake_harness import hl7
+
+KEY = b"q" * 32
+CLI = Path(sys.executable).parent / "healthbook-gateway"
+PAYLOAD = b"MSH|^~\\&|HIS|BV|||20260312||ADT^A01|C1|P|2.5\rPID|1||040085012345^^^BCA^NNVNM||NGUYEN^AN\r"
+
+
+def run_cli(store_path: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    env = {key: value for key, value in os.environ.items() if not key.startswith("HBGW_")}
+    env.update({"HBGW_STORE__PATH": str(store_path),
+                "HBGW_STORE__ENCRYPTION_KEY": base64.b64encode(KEY).decode()})
+    return subprocess.run([str(CLI), *args], capture_output=True, text=True, env=env, timeout=60)
+
+
+def rows(path: Path, sql: str) -> list[tuple]:
+    with sqlite3.connect(path) as db:
+        return db.execute(sql).fetchall()
+
+
+def doc(doc_id: str, version: int) -> Document:
+    return Document(doc_id, version, "episode", "patient-key", {"resourceType": "Bundle"})
+
+
+def sub(doc_id: str, version: int) -> Submission:
+    return Submission("bhxh_xml130", f"{doc_id}:v{version}", doc_id, version, b"<GIAMDINHHS/>", "application/xml")
+
+
+@pytest.fixture
+async def store_file(tmp_path: Path) -> Path:
+    """inbox:1 dead (mapping refused), inbox:2 mapped into D1 v1 (outbox:1 dead) and D2 v1 (outbox:2 dead),
+    inbox:3 mapped into D2 v2 (outbox:3 dead, newer than outbox:2)."""
+    path = tmp_path / "gateway.db"
+    store = await Store(path, PayloadCipher(KEY)).open()
+    ids = [(await store.store_inbound(Inbound("mllp", "HIS|BV", f"C{n}", "ADT^A01", "cid", PAYLOAD, b"ACK"))).message_id
+           for n in (1, 2, 3)]
+    await store.dead_letter_message(ids[0], "PID-3 cccd-birth-mismatch: CCCD 040085012345 does not agree with PID-7")
+    await store.commit_mapping(ids[1], [doc("D1", 1), doc("D2", 1)], [sub("D1", 1), sub("D2", 1)])
+    await store.commit_mapping(ids[2], [doc("D2", 2)], [sub("D2", 2)])
+    for outbox_id in (1, 2, 3):
+        await store.dead_letter_submission(outbox_id, "maKetQua 401: MA_LK already closed")
+    await store.close()
+    return path
+
+
+def test_status_counts_both_queues(store_file: Path) -> None:
+    result = run_cli(store_file, "status")
+    assert result.returncode == 0, result.stderr
+    status = json.loads(result.stdout)
+    assert status["inbox"] == {"dead": 1, "mapped": 2} and status["outbox"] == {"dead": 3}
+
+
+def test_dlq_list_shows_both_queues_without_personal_data(store_file: Path) -> None:
+    table = run_cli(store_file, "dlq", "list")
+    listing = json.loads(run_cli(store_file, "dlq", "list", "--json").stdout)
+    assert table.returncode == 0, table.stderr
+    assert [line.split()[0] for line in table.stdout.splitlines()] == ["ITEM", "inbox:1", "outbox:1", "outbox:2",
+                                                                       "outbox:3"]
+    assert "040085012345" not in table.stdout and "NGUYEN" not in table.stdout
+    assert "CCCD [redacted] does not agree" in table.stdout
+    assert [(i["ref"], i["kind"], i["subject"], i["source"]) for i in listing] == [
+        ("inbox:1", "ADT^A01", "HIS|BV", ""), ("outbox:1", "bhxh_xml130", "D1:v1", "inbox:2"),
+        ("outbox:2", "bhxh_xml130", "D2:v1", "inbox:2"), ("outbox:3", "bhxh_xml130", "D2:v2", "inbox:3")]
+
+
+def test_dlq_show_gives_the_full_reason_and_the_payload_only_when_asked(store_file: Path) -> None:
+    plain = run_cli(store_file, "dlq", "show", "inbox:1")
+    with_payload = run_cli(store_file, "dlq", "show", "inbox:1", "--payload")
+    assert plain.returncode == 0 and with_payload.returncode == 0, with_payload.stderr
+    assert "CCCD 040085012345 does not agree" in json.loads(plain.stdout)["reason"]
+    assert "NGUYEN" not in plain.stdout
+    assert "PID|1||040085012345^^^BCA^NNVNM||NGUYEN^AN\n" in with_payload.stdout
+    assert "audit" in with_payload.stderr
+    assert rows(store_file, "SELECT action, item FROM operator_actions") == [("show-payload", "inbox:1")]
+
+
+def test_dlq_retry_puts_items_back_once(store_file: Path) -> None:
+    inbox = run_cli(store_file, "dlq", "retry", "inbox:1")
+    outbox = run_cli(store_file, "dlq", "retry", "outbox:1")
+    assert inbox.returncode == 0 and outbox.returncode == 0, inbox.stderr + outbox.stderr
+    assert rows(store_file, "SELECT state, attempts, reason FROM messages WHERE id = 1") == [("received", 0, None)]
+    assert rows(store_file, "SELECT state, attempts FROM outbox WHERE id = 1") == [("pending", 0)]
+    again = run_cli(store_file, "dlq", "retry", "inbox:1")
+    assert again.returncode == 1 and "inbox:1 is received, not dead" in again.stderr
+    assert rows(store_file, "SELECT action, item FROM operator_actions ORDER BY id") == [
+        ("retry", "inbox:1"), ("retry", "outbox:1")]
+
+
+def test_dlq_retry_refuses_an_older_version_than_one_already_queued(store_file: Path) -> None:
+    result = run_cli(store_file, "dlq", "retry", "outbox:2")
+    assert result.returncode == 1 and "older version of its document than outbox:3" in result.stderr
+    assert rows(store_file, "SELECT state FROM outbox WHERE id = 2") == [("dead",)]
+
+
+def test_dlq_discard_keeps_the_item_as_audit(store_file: Path) -> None:
+    result = run_cli(store_file, "dlq", "discard", "outbox:2", "--note", "superseded by v2 at the portal")
+    assert result.returncode == 0, result.stderr
+    assert rows(store_file, "SELECT state, reason FROM outbox WHERE id = 2") == [
+        ("discarded", "maKetQua 401: MA_LK already closed")]
+    assert rows(store_file, "SELECT action, item, detail FROM operator_actions") == [
+        ("discard", "outbox:2", "superseded by v2 at the portal")]
+    listed = [i["ref"] for i in json.loads(run_cli(store_file, "dlq", "list", "--json").stdout)]
+    everything = json.loads(run_cli(store_file, "dlq", "list", "--json", "--all").stdout)
+    assert "outbox:2" not in listed
+    assert ("outbox:2", "discarded") in [(i["ref"], i["state"]) for i in everything]
+
+
+@pytest.mark.parametrize("item, message", [("inbox-1", "expected inbox:ID or outbox:ID"),
+                                           ("outbox:99", "there is no item outbox:99")])
+def test_bad_item_names_are_refused_with_a_reason(store_file: Path, item: str, message: str) -> None:
+    result = run_cli(store_file, "dlq", "show", item)
+    assert result.returncode == 1 and message in result.stderr
+
+
+def test_a_missing_store_is_named_and_not_created(tmp_path: Path) -> None:
+    result = run_cli(tmp_path / "nowhere" / "gateway.db", "dlq", "list")
+    assert result.returncode == 1 and "no store at" in result.stderr
+    assert not (tmp_path / "nowhere").exists()
+
+
+def test_replay_ingests_a_corrected_file_through_the_screen_once(store_file: Path, tmp_path: Path) -> None:
+    corrected, still_wrong = tmp_path / "corrected.hl7", tmp_path / "mixed.hl7"
+    corrected.write_text(hl7("C1", terminator="\n"), encoding="utf-8")
+    still_wrong.write_text(hl7("C1", terminator="\n") + hl7("C9", pid3="", terminator="\n"), encoding="utf-8")
+    first = run_cli(store_file, "replay", str(corrected))
+    mixed = run_cli(store_file, "replay", str(still_wrong))
+    assert first.returncode == 0, first.stderr
+    assert first.stdout == "message 1: AA stored as inbox:4\n"
+    assert mixed.returncode == 1
+    assert mixed.stdout.splitlines() == ["message 1: AA already replayed as inbox:4",
+                                         "message 2: AE refused: PID-3 required: PID-3 needs a CCCD (authority BCA,"
+                                         " type NNVNM) or a BHYT card (type HC); a medical record number alone is"
+                                         " not enough"]
+    assert rows(store_file, "SELECT source, state FROM messages WHERE id = 4") == [("replay", "received")]
+    assert rows(store_file, "SELECT action, item, detail FROM operator_actions") == [
+        ("replay", "inbox:4", "from file corrected.hl7")]

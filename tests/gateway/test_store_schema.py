@@ -1,0 +1,88 @@
+"""Schema migrations on real files: an old file is upgraded in place, a newer one is refused untouched."""
+from __future__ import annotations
+
+import base64
+import os
+import sqlite3
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from gateway.encryption import PayloadCipher
+from gateway.store import SchemaTooNewError, Store
+from gateway.store.schema import MIGRATIONS, migrate
+
+KEY = b"s" * 32
+
+
+def version_one_file(path: Path) -> None:
+    """A database as the first release left it, with one acknowledged message in it."""
+    with sqlite3.connect(path, isolation_level=None) as db:
+        db.executescript(MIGRATIONS[0])
+        db.execute("PRAGMA user_version = 1")
+        db.execute("INSERT INTO messages (source, sender, control_id, message_type, correlation_id, received_at,"
+                   " state, payload, ack) VALUES ('mllp', 'HIS|BV', 'OLD1', 'ADT^A01', 'c', 1.0, 'received', ?, ?)",
+                   (PayloadCipher(KEY).seal(b"MSH|old", b"messages"), b"ACK-OLD"))
+
+
+def columns(path: Path, table: str) -> set[str]:
+    with sqlite3.connect(path) as db:
+        return {row[1] for row in db.execute(f"PRAGMA table_info({table})")}
+
+
+async def test_an_old_file_is_upgraded_and_keeps_its_data(tmp_path: Path) -> None:
+    path = tmp_path / "gw.db"
+    version_one_file(path)
+    store = await Store(path, PayloadCipher(KEY)).open()
+    try:
+        [claimed] = await store.claim_messages(10)
+    finally:
+        await store.close()
+    assert claimed.payload == b"MSH|old"
+    with sqlite3.connect(path) as db:
+        assert db.execute("PRAGMA user_version").fetchone()[0] == len(MIGRATIONS)
+        assert db.execute("SELECT count(*) FROM operator_actions").fetchone()[0] == 0
+    assert {"purged_at"} <= columns(path, "messages") & columns(path, "outbox") & columns(path, "documents")
+
+
+def test_migrating_twice_changes_nothing(tmp_path: Path) -> None:
+    with sqlite3.connect(tmp_path / "gw.db", isolation_level=None) as db:
+        assert migrate(db) == migrate(db) == len(MIGRATIONS)
+
+
+def test_a_failed_migration_leaves_the_file_as_it_was(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    path = tmp_path / "gw.db"
+    version_one_file(path)
+    monkeypatch.setattr("gateway.store.schema.MIGRATIONS", (*MIGRATIONS, "ALTER TABLE messages ADD COLUMN x;\nBROKEN;"))
+    with sqlite3.connect(path, isolation_level=None) as db, pytest.raises(sqlite3.OperationalError):
+        migrate(db)
+    with sqlite3.connect(path) as db:
+        assert db.execute("PRAGMA user_version").fetchone()[0] == 1
+    assert "purged_at" not in columns(path, "messages")
+
+
+async def test_a_file_from_a_newer_gateway_is_refused_untouched(tmp_path: Path) -> None:
+    path = tmp_path / "gw.db"
+    version_one_file(path)
+    with sqlite3.connect(path) as db:
+        db.execute("PRAGMA user_version = 99")
+    with pytest.raises(SchemaTooNewError, match="version 99 is newer than this gateway knows"):
+        await Store(path, PayloadCipher(KEY)).open()
+    with sqlite3.connect(path) as db:
+        assert db.execute("PRAGMA user_version").fetchone()[0] == 99
+    assert "purged_at" not in columns(path, "messages")
+
+
+def test_the_cli_names_the_problem_in_one_line(tmp_path: Path) -> None:
+    path = tmp_path / "gw.db"
+    version_one_file(path)
+    with sqlite3.connect(path) as db:
+        db.execute("PRAGMA user_version = 99")
+    env = {key: value for key, value in os.environ.items() if not key.startswith("HBGW_")}
+    env.update({"HBGW_STORE__PATH": str(path), "HBGW_STORE__ENCRYPTION_KEY": base64.b64encode(KEY).decode()})
+    result = subprocess.run([str(Path(sys.executable).parent / "healthbook-gateway"), "status"], env=env,
+                            capture_output=True, text=True, timeout=60)
+    assert result.returncode == 1
+    assert result.stderr.count("\n") == 1 and "schema version 99 is newer" in result.stderr
