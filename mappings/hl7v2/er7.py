@@ -70,11 +70,6 @@ def repetitions(raw: str, d: Delimiters) -> list[str]:
     return raw.split(d.repetition) if raw else []
 
 
-def components(raw: str, d: Delimiters) -> list[str]:
-    """The unescaped components of one raw repetition; subcomponents are kept joined by '&'."""
-    return [unescape(part, d) for part in raw.split(d.component)]
-
-
 def component(raw: str, number: int, d: Delimiters) -> str:
     """Component `number` (1-based) of the first repetition, unescaped and trimmed; first subcomponent only.
 
