@@ -60,11 +60,14 @@ def map_fhir(resource: dict[str, Any]) -> MappingResult:
 
 
 def _without_nulls(value: Any) -> Any:
-    """FHIR JSON has no nulls; fhir.resources reads a null as absent, and so does everything here."""
+    """FHIR JSON has no nulls; fhir.resources reads a null property as absent, and so does everything here.
+
+    Nulls inside arrays are kept, so that the array indices in issue paths are the sender's own.
+    """
     if isinstance(value, dict):
         return {key: _without_nulls(item) for key, item in value.items() if item is not None}
     if isinstance(value, list):
-        return [_without_nulls(item) for item in value if item is not None]
+        return [_without_nulls(item) for item in value]
     return value
 
 

@@ -98,6 +98,8 @@ def test_bundle_types(bundle: dict[str, Any], bundle_type: str) -> None:
     (lambda b: b["entry"][1]["resource"]["period"].update(start="2026-04"),
      [("Bundle.entry[1].resource.period.start", "invalid-date")]),
     (lambda b: b["entry"][1]["resource"].update(reasonCode=None), []),
+    (lambda b: b["entry"][0]["resource"]["identifier"].insert(0, None),
+     [("Bundle.entry[0].resource.identifier", "invalid")]),
     (lambda b: b["entry"].append({"resource": {"resourceType": 7}}),
      [("Bundle.entry[5].resource.resourceType", "invalid")]),
     (lambda b: b["entry"][2]["resource"]["code"]["coding"][0].update(code="J069"),
