@@ -101,6 +101,16 @@ def ethnicity_code(patient: dict[str, Any]) -> str:
     return ""
 
 
+def nationality_code(patient: dict[str, Any]) -> str:
+    """XML 130 MA_QUOCTICH from the FHIR patient-nationality extension ("000" for Việt Nam)."""
+    for extension in patient.get("extension", []):
+        if extension.get("url") == systems.NATIONALITY_EXTENSION:
+            for part in extension.get("extension", []):
+                if part.get("url") == "code":
+                    return codes.nationality_xml130(str(first_coding(part.get("valueCodeableConcept")).get("code", "")))
+    return ""
+
+
 def first_coding(concept: dict[str, Any] | None) -> dict[str, Any]:
     coding: dict[str, Any] = ((concept or {}).get("coding") or [{}])[0]
     return coding

@@ -70,11 +70,17 @@ def patient(ctx: Context, pid: Segment, ids: PatientIds) -> dict[str, Any]:
         resource["birthDate"] = birth
     if addresses := _address(ctx, pid):
         resource["address"] = addresses
+    extensions = []
     ethnic_code = ctx.c(pid, 22)
     if ethnic_code:
         display = codes.ethnicity(ethnic_code) or ctx.c(pid, 22, 2)
         coding = codeable(systems.ETHNICITY, ethnic_code, display)["coding"][0]
-        resource["extension"] = [{"url": systems.ETHNICITY_EXTENSION, "valueCoding": coding}]
+        extensions.append({"url": systems.ETHNICITY_EXTENSION, "valueCoding": coding})
+    if country := ctx.c(pid, 26) or ctx.c(pid, 28):  # citizenship, else nationality
+        extensions.append({"url": systems.NATIONALITY_EXTENSION, "extension": [
+            {"url": "code", "valueCodeableConcept": codeable(systems.ISO_COUNTRY, country.upper())}]})
+    if extensions:
+        resource["extension"] = extensions
     return resource
 
 

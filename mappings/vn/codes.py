@@ -39,6 +39,12 @@ def province_2025_codes() -> dict[str, str]:
     return dict(_table("provinces_2025")["provinces"])
 
 
+def nationality_xml130(country: str) -> str:
+    """XML 130 MA_QUOCTICH for an ISO 3166 country code; "" when the BHXH code is not in the table."""
+    code: str = _table("nationality")["xml130"].get(country.upper(), "")
+    return code
+
+
 def ethnicity(code: str) -> str | None:
     """Name of one of the 54 ethnic groups (codes 01-54), None when the code is unknown."""
     name: str | None = _table("ethnicity")["codes"].get(code)

@@ -142,6 +142,7 @@ def xml1(view: DocumentView, facility: FacilityInfo) -> dict[str, str]:
         "MA_LK": view.document.document_id, "STT": "1", "MA_BN": view.mrn(), "HO_TEN": canonical.name_text(patient),
         "SO_CCCD": view.identifier(systems.CCCD), "NGAY_SINH": xml_datetime(patient.get("birthDate")),
         "GIOI_TINH": canonical.sex_code(patient), "MA_DANTOC": canonical.ethnicity_code(patient),
+        "MA_QUOCTICH": canonical.nationality_code(patient),
         "DIA_CHI": canonical.address_text(patient), "MATINH_CU_TRU": canonical.province_code(patient),
         "DIEN_THOAI": str((patient.get("telecom") or [{}])[0].get("value", "")),
         "MA_THE_BHYT": view.identifier(systems.BHYT), "LY_DO_VV": reason,

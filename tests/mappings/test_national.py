@@ -68,6 +68,7 @@ def test_xml1_values(episode: Document) -> None:
     expected = {
         "MA_LK": "4000000000123_VV26000456", "MA_BN": "BN26001234", "HO_TEN": "NGUYỄN VĂN AN",
         "SO_CCCD": "040085012345", "NGAY_SINH": "198502140000", "GIOI_TINH": "1", "MA_DANTOC": "01",
+        "MA_QUOCTICH": "000",
         "MATINH_CU_TRU": "40", "MA_THE_BHYT": "GD4404012345678", "MA_BENH_CHINH": "I10", "MA_BENH_KT": "E78.2",
         "CHAN_DOAN_VAO": "Tăng huyết áp vô căn (nguyên phát)", "NGAY_VAO": "202603120825",
         "NGAY_RA": "202603181430", "SO_NGAY_DTRI": "7", "MA_LOAI_RV": "1", "MA_LOAI_KCB": "03",
@@ -123,6 +124,14 @@ def test_address_province_uses_the_34_provinces(state: str, code: str) -> None:
                                                        f"^^Phường Vinh Hưng^{state}^^VNM^H")
     doc = assemble(None, map_message(message).fragments[0])
     assert fields(build_tables(doc, FACILITY)["XML1"])["MATINH_CU_TRU"] == code
+
+
+@pytest.mark.parametrize(("field", "nationality", "code"), [
+    (26, "VNM", "000"), (26, "vnm", "000"), (26, "LAO", ""), (26, "", ""), (28, "VN", "000")])
+def test_nationality(field: int, nationality: str, code: str) -> None:
+    message = replace_field(replace_field(corpus_text("adt_a01_admit.hl7"), "PID", 26, ""), "PID", field, nationality)
+    doc = assemble(None, map_message(message).fragments[0])
+    assert fields(build_tables(doc, FACILITY)["XML1"])["MA_QUOCTICH"] == code
 
 
 def test_times_are_written_in_vietnam_time() -> None:
