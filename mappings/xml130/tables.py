@@ -85,10 +85,12 @@ def _local_date(value: str | None) -> date | None:
 
 
 def _episode_days(encounter: dict[str, Any]) -> str:
-    """Inpatient days counted as discharge date - admission date + 1; blank for other stays."""
+    """Inpatient days = discharge date - admission date + 1 (blank until discharge); 0 for a consultation."""
+    if encounter.get("class", {}).get("code") != "IMP":
+        return "0"
     period = encounter.get("period", {})
     start, end = _local_date(period.get("start")), _local_date(period.get("end"))
-    if encounter.get("class", {}).get("code") != "IMP" or start is None or end is None:
+    if start is None or end is None:
         return ""
     return str((end - start).days + 1)
 
@@ -153,6 +155,7 @@ def xml1(view: DocumentView, facility: FacilityInfo) -> dict[str, str]:
         "NGAY_VAO": xml_datetime(period.get("start")), "NGAY_RA": xml_datetime(period.get("end")),
         "SO_NGAY_DTRI": _episode_days(encounter), "PP_DIEU_TRI": _treatment(view),
         "MA_LOAI_RV": codes["MA_LOAI_RV"].get(disposition, ""),
+        "KET_QUA_DTRI": codes["KET_QUA_DTRI"].get(disposition, ""),
         "MA_LOAI_KCB": codes["MA_LOAI_KCB"].get(encounter.get("class", {}).get("code", ""), ""),
         "MA_CSKCB": facility.bhxh_code, "CAN_NANG": _weight(view),
     }

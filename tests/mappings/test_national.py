@@ -106,6 +106,19 @@ def test_local_diagnosis_codes_never_reach_the_icd10_fields() -> None:
     assert (xml1["MA_BENH_CHINH"], xml1["MA_BENH_KT"]) == ("E78.2", "")
 
 
+@pytest.mark.parametrize(("disposition", "kind", "result"), [("01", "1", ""), ("02", "2", ""), ("07", "4", ""),
+                                                             ("20", "", "5"), ("", "", "")])
+def test_discharge_codes(disposition: str, kind: str, result: str) -> None:
+    message = replace_field(corpus_text("adt_a03_discharge.hl7"), "PV1", 36, disposition)
+    xml1 = fields(build_tables(assemble(None, map_message(message).fragments[0]), FACILITY)["XML1"])
+    assert (xml1["MA_LOAI_RV"], xml1["KET_QUA_DTRI"]) == (kind, result)
+
+
+def test_inpatient_days_wait_for_discharge() -> None:
+    xml1 = fields(build_tables(document("adt_a01_admit.hl7"), FACILITY)["XML1"])
+    assert (xml1["MA_LOAI_KCB"], xml1["SO_NGAY_DTRI"], xml1["NGAY_RA"]) == ("03", "", "")
+
+
 @pytest.mark.parametrize(("birth", "expected"), [("19850214", "198502140000"), ("1985", "198500000000"),
                                                  ("198502", "198502000000")])
 def test_birth_date_precision(birth: str, expected: str) -> None:
@@ -164,6 +177,7 @@ def test_fhir_episode_gives_xml1_and_xml8() -> None:
     assert (xml1["MA_BENH_CHINH"], xml1["GIOI_TINH"], xml1["MATINH_CU_TRU"], xml1["MA_LOAI_KCB"]) == (
         "J06.9", "2", "48", "01")
     assert xml1["NGAY_VAO"] == "202604020810" and xml1["LY_DO_VV"] == "Ho, sốt 3 ngày"
+    assert xml1["SO_NGAY_DTRI"] == "0"
 
 
 def test_envelope_shape_and_content(episode: Document) -> None:
