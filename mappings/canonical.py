@@ -34,12 +34,30 @@ class DocumentView:
                 return str(identifier.get("value", ""))
         return ""
 
+    def ranked_conditions(self) -> list[dict[str, Any]]:
+        """Diagnoses in clinical order: ICD-10 coded first, then by rank (DG1-15/DG1-1), then recorded time."""
+        return sorted(self.all("Condition"),
+                      key=lambda c: (not icd10_code(c), _rank(c), str(c.get("recordedDate", ""))))
+
     def mrn(self) -> str:
         for identifier in self.one("Patient").get("identifier", []):
             kinds = {c.get("code") for c in (identifier.get("type") or {}).get("coding", [])}
             if "MR" in kinds and identifier.get("use") != "old":
                 return str(identifier.get("value", ""))
         return ""
+
+
+def _rank(condition: dict[str, Any]) -> int:
+    for extension in condition.get("extension", []):
+        if extension.get("url") == systems.DIAGNOSIS_RANK_EXTENSION:
+            return int(extension["valuePositiveInt"])
+    return 1_000
+
+
+def icd10_code(condition: dict[str, Any]) -> str:
+    """The ICD-10 code of a Condition; "" when it is coded only in another system."""
+    codings = (condition.get("code") or {}).get("coding", [])
+    return next((str(c.get("code", "")) for c in codings if c.get("system") == systems.ICD10), "")
 
 
 def xml_datetime(value: str | None) -> str:

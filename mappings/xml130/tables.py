@@ -11,7 +11,7 @@ from importlib import resources
 from typing import Any
 
 from mappings import canonical
-from mappings.canonical import DocumentView, concept_text, first_coding, xml_datetime
+from mappings.canonical import DocumentView, concept_text, first_coding, icd10_code, xml_datetime
 from mappings.model import Document, FacilityInfo
 from mappings.vn import systems
 
@@ -43,13 +43,6 @@ def render(table: str, rows: list[dict[str, str]]) -> bytes:
     return XML_DECLARATION + body
 
 
-def _rank(condition: dict[str, Any]) -> int:
-    for extension in condition.get("extension", []):
-        if extension.get("url") == systems.DIAGNOSIS_RANK_EXTENSION:
-            return int(extension["valuePositiveInt"])
-    return 1_000
-
-
 def _diagnosis_kind(condition: dict[str, Any]) -> str:
     for category in condition.get("category", []):
         for coding in category.get("coding", []):
@@ -60,16 +53,10 @@ def _diagnosis_kind(condition: dict[str, Any]) -> str:
 
 def _diagnoses(view: DocumentView) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     """Admitting and discharge diagnoses (ICD-10), each in rank order."""
-    conditions = sorted(view.all("Condition"),
-                        key=lambda c: (not _icd(c), _rank(c), str(c.get("recordedDate", ""))))
+    conditions = view.ranked_conditions()
     admitting = [c for c in conditions if _diagnosis_kind(c) == "A"]
     final = [c for c in conditions if _diagnosis_kind(c) != "A"]
     return admitting, final or admitting
-
-
-def _icd(condition: dict[str, Any]) -> str:
-    codings = (condition.get("code") or {}).get("coding", [])
-    return next((str(c.get("code", "")) for c in codings if c.get("system") == systems.ICD10), "")
 
 
 def _joined(texts: list[str]) -> str:
@@ -150,8 +137,8 @@ def xml1(view: DocumentView, facility: FacilityInfo) -> dict[str, str]:
         "MA_THE_BHYT": view.identifier(systems.BHYT), "LY_DO_VV": reason,
         "CHAN_DOAN_VAO": _joined([concept_text(c.get("code")) for c in admitting]) or reason,
         "CHAN_DOAN_RV": _joined([concept_text(c.get("code")) for c in final]),
-        "MA_BENH_CHINH": _icd(final[0]) if final else "",
-        "MA_BENH_KT": ";".join([code for code in map(_icd, final[1:]) if code][:MAX_SECONDARY_DIAGNOSES]),
+        "MA_BENH_CHINH": icd10_code(final[0]) if final else "",
+        "MA_BENH_KT": ";".join([code for code in map(icd10_code, final[1:]) if code][:MAX_SECONDARY_DIAGNOSES]),
         "NGAY_VAO": xml_datetime(period.get("start")), "NGAY_RA": xml_datetime(period.get("end")),
         "SO_NGAY_DTRI": _episode_days(encounter), "PP_DIEU_TRI": _treatment(view),
         "MA_LOAI_RV": codes["MA_LOAI_RV"].get(disposition, ""),

@@ -215,7 +215,8 @@ def test_checkup_form() -> None:
     assert (form["SO_CCCD"], form["NGAY_SINH"], form["GIOI_TINH"], form["MATINH_CU_TRU"]) == (
         "031196004321", "19960723", "2", "31")
     assert form["KET_LUAN"] == "Đủ điều kiện sức khỏe lái xe hạng B" and form["LOAI_KSK"]["MA"] == "KSK-LX"
-    assert len(form["KET_QUA"]) == 9 and "31002" not in json.dumps(form)
+    assert len(form["KET_QUA"]) == 9 and form["KET_LUAN_BENH"] == ""
+    assert (form["MA_CSKCB"], form["MA_GTIN_CSKCB"]) == ("31002", "3100000000456"), "never swapped"
 
 
 @pytest.mark.parametrize(("value", "expected"), [("I^Loại I^L", 1), ("III^Loại III^L", 3), ("5^Loại V^L", 5)])
@@ -223,6 +224,15 @@ def test_checkup_health_classes(value: str, expected: int) -> None:
     message = corpus_text("oru_r01_health_check.hl7").replace("II^Loại II^L", value)
     doc = assemble(None, map_message(message).fragments[0])
     assert build_checkup(doc, FACILITY)["PHAN_LOAI_SK"] == expected
+
+
+def test_checkup_lists_icd10_conclusions() -> None:
+    message = corpus_text("oru_r01_health_check.hl7").replace(
+        "\rOBR|", "\rDG1|1||Z00.0^Khám sức khỏe tổng quát^I10||20260605|F\rDG1|2||I10^^I10||20260605|F\rOBR|")
+    result = map_message(message)
+    assert result.ok
+    form = build_checkup(assemble(None, result.fragments[0]), FACILITY)
+    assert form["KET_LUAN_BENH"] == "Z00.0;I10"
 
 
 def test_checkup_reads_the_class_observation_when_there_is_no_report() -> None:
