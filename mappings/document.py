@@ -51,7 +51,7 @@ def _source_uri(source_event: str) -> str:
 
 
 def _is_owner(source: str) -> bool:
-    return source.removeprefix(SOURCE_PREFIX).replace("^", ":").startswith(OWNING_SOURCES)
+    return source.removeprefix(SOURCE_PREFIX).startswith(OWNING_SOURCES)
 
 
 def _newer_wins(new: dict[str, Any], old: dict[str, Any]) -> bool:
