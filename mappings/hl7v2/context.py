@@ -2,8 +2,11 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
+from mappings.fhir_common import codeable
 from mappings.hl7v2.er7 import Er7Message, Segment, component, repetitions, text
+from mappings.vn import systems
 
 
 @dataclass(frozen=True, slots=True)
@@ -36,6 +39,14 @@ class Context:
     def rt(self, raw: str, comp: int) -> str:
         """Like rc(), for free text."""
         return text(raw, comp, self.msg.delimiters)
+
+    def coded(self, segment: Segment, field: int) -> dict[str, Any]:
+        """A CWE/CE field as a CodeableConcept; local codes (L, 99xxx, none) get the facility's own system."""
+        code, text, system = self.c(segment, field, 1), self.t(segment, field, 2), self.c(segment, field, 3)
+        if not code:
+            return {"text": text}
+        local = system.upper() in ("", "L", "LOCAL") or system.startswith("99")
+        return codeable(systems.local("code", self.facility_id) if local else systems.coding_system(system), code, text)
 
     def reps(self, segment: Segment, field: int) -> list[str]:
         """The raw repetitions of a field."""

@@ -114,6 +114,14 @@ def test_discharge_codes(disposition: str, kind: str, result: str) -> None:
     assert (xml1["MA_LOAI_RV"], xml1["KET_QUA_DTRI"]) == (kind, result)
 
 
+@pytest.mark.parametrize(("pv2", "reason"), [("PV2|||^Đau đầu, chóng mặt", "Đau đầu, chóng mặt"),
+                                             ("PV2|||R51^Đau đầu^I10", "Đau đầu"), ("PV2|||", "")])
+def test_admission_reason_from_pv2(pv2: str, reason: str) -> None:
+    message = corpus_text("adt_a01_admit.hl7").replace("\rDG1|", f"\r{pv2}\rDG1|", 1)
+    xml1 = fields(build_tables(assemble(None, map_message(message).fragments[0]), FACILITY)["XML1"])
+    assert xml1["LY_DO_VV"] == reason
+
+
 def test_inpatient_days_wait_for_discharge() -> None:
     xml1 = fields(build_tables(document("adt_a01_admit.hl7"), FACILITY)["XML1"])
     assert (xml1["MA_LOAI_KCB"], xml1["SO_NGAY_DTRI"], xml1["NGAY_RA"]) == ("03", "", "")
