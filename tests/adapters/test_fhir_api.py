@@ -19,6 +19,7 @@ import pytest
 from aiohttp import web
 
 from adapters.fhir_api import FhirApi
+from adapters.tls import server_ssl_context
 from gateway.app import validate_fhir
 from gateway.config import FhirSender, HttpSettings
 from gateway.encryption import PayloadCipher
@@ -72,7 +73,7 @@ class RunningApi:
 @asynccontextmanager
 async def running_fhir_api(tmp_path: Path, validate: Validate = validate_fhir, store_class: type[Store] = Store,
                            **http: Any) -> AsyncIterator[RunningApi]:
-    """The FHIR API mounted at /fhir as app.py mounts it, on a free 127.0.0.1 port."""
+    """The FHIR API mounted at /fhir as app.py mounts it, on a free 127.0.0.1 port (TLS if http.tls says so)."""
     settings = HttpSettings(**{"fhir_senders": [FhirSender(
         name="his-a", token_sha256=hashlib.sha256(TOKEN.encode()).hexdigest())], **http})
     store = await store_class(tmp_path / "gw.db", PayloadCipher(b"k" * 32)).open()
@@ -82,9 +83,10 @@ async def running_fhir_api(tmp_path: Path, validate: Validate = validate_fhir, s
                                     settings.max_body_bytes, "test").app())
     runner = web.AppRunner(app, access_log=None)
     await runner.setup()
-    await web.TCPSite(runner, "127.0.0.1", 0).start()
+    await web.TCPSite(runner, "127.0.0.1", 0, ssl_context=server_ssl_context(settings.tls)).start()
+    scheme = "https" if settings.tls.enabled else "http"
     try:
-        yield RunningApi(f"http://127.0.0.1:{runner.addresses[0][1]}/fhir", store, metrics, tmp_path / "gw.db")
+        yield RunningApi(f"{scheme}://127.0.0.1:{runner.addresses[0][1]}/fhir", store, metrics, tmp_path / "gw.db")
     finally:
         await runner.cleanup()
         await store.close()
