@@ -140,7 +140,7 @@ class Gateway:
         app.router.add_get("/metrics", self._metrics)
         assert self.store is not None
         intake = FhirIntake(self.store, self.metrics, s, validate_fhir)
-        app.add_subapp("/fhir", FhirApi(intake, s.max_body_bytes, gateway_version()).app())
+        FhirApi(intake, s.max_body_bytes, gateway_version()).mount(app)
         runner = web.AppRunner(app, access_log=None)
         await runner.setup()
         site = web.TCPSite(runner, s.host, s.port, ssl_context=server_ssl_context(s.tls))

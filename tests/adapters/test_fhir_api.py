@@ -79,8 +79,7 @@ async def running_fhir_api(tmp_path: Path, validate: Validate = validate_fhir, s
     store = await store_class(tmp_path / "gw.db", PayloadCipher(b"k" * 32)).open()
     metrics = Metrics()
     app = web.Application(client_max_size=settings.max_body_bytes)
-    app.add_subapp("/fhir", FhirApi(FhirIntake(store, metrics, settings, validate),
-                                    settings.max_body_bytes, "test").app())
+    FhirApi(FhirIntake(store, metrics, settings, validate), settings.max_body_bytes, "test").mount(app)
     runner = web.AppRunner(app, access_log=None)
     await runner.setup()
     await web.TCPSite(runner, "127.0.0.1", 0, ssl_context=server_ssl_context(settings.tls)).start()
@@ -140,7 +139,8 @@ async def test_single_resource_create_answers_201_with_location_and_if_none_exis
     headers = {**AUTH, "If-None-Exist": "identifier=urn:hbgw:id:cccd|048190007788"}
     patient = corpus_resource("Patient")
     status, answer_headers, body = await post(http, f"{api.base}/Patient", patient, headers)
-    assert status == 201 and re.fullmatch(r"Patient/[0-9a-f-]{36}/_history/1", answer_headers["Location"])
+    assert status == 201 and re.fullmatch(re.escape(api.base) + r"/Patient/[0-9a-f-]{36}/_history/1",
+                                          answer_headers["Location"])
     assert [issue["severity"] for issue in body["issue"]] == ["information", "warning"]  # no episode yet
     again = await post(http, f"{api.base}/Patient", patient, headers)
     assert again[0] == 200 and again[2] == body
@@ -153,15 +153,15 @@ async def test_document_bundle_answers_201_with_the_stored_bundle_reference(
         api: RunningApi, http: aiohttp.ClientSession) -> None:
     bundle = {**corpus_bundle(), "type": "document"}
     status, headers, body = await post(http, api.base, bundle)
-    assert status == 201 and headers["Location"].startswith("Bundle/")
-    assert headers["Location"] in body["issue"][0]["details"]["text"]
+    assert status == 201 and headers["Location"].startswith(f"{api.base}/Bundle/")
+    assert headers["Location"].removeprefix(f"{api.base}/") in body["issue"][0]["details"]["text"]
 
 
 async def test_documents_may_also_be_posted_to_the_bundle_endpoint_but_transactions_may_not(
         api: RunningApi, http: aiohttp.ClientSession) -> None:
     document = {**corpus_bundle(), "type": "collection"}
     status, headers, _ = await post(http, f"{api.base}/Bundle", document)
-    assert status == 201 and headers["Location"].startswith("Bundle/")
+    assert status == 201 and headers["Location"].startswith(f"{api.base}/Bundle/")
     status, _, body = await post(http, f"{api.base}/Bundle", corpus_bundle())
     assert (status, expressions(body)) == (422, ["Bundle.type"])
     assert len(api.stored_rows()) == 1
@@ -203,7 +203,8 @@ async def test_batch_that_is_no_record_without_its_failed_entry_is_refused_whole
     assert api.stored_rows() == []
 
 
-async def test_validate_answers_200_with_issues_and_stores_nothing(api: RunningApi, http: aiohttp.ClientSession) -> None:
+async def test_validate_answers_200_with_issues_and_stores_nothing(api: RunningApi,
+                                                                  http: aiohttp.ClientSession) -> None:
     bad = {**corpus_resource("Patient"), "birthDate": "3/9/1990"}
     status, _, body = await post(http, f"{api.base}/Patient/$validate", bad)
     assert status == 200 and expressions(body) == ["Patient.birthDate"]
@@ -262,8 +263,10 @@ async def test_valid_fhir_that_cannot_become_a_record_is_422_at_the_element(
     assert api.stored_rows() == []
 
 
-async def test_missing_or_wrong_token_is_401_with_www_authenticate(api: RunningApi, http: aiohttp.ClientSession) -> None:
-    for headers in (FHIR_JSON, {**FHIR_JSON, "Authorization": "Bearer wrong"}, {**FHIR_JSON, "Authorization": "Basic eDp5"}):
+async def test_missing_or_wrong_token_is_401_with_www_authenticate(api: RunningApi,
+                                                                  http: aiohttp.ClientSession) -> None:
+    for authorization in ("", "Bearer wrong", "Basic eDp5"):
+        headers = {**FHIR_JSON, "Authorization": authorization} if authorization else FHIR_JSON
         status, answer_headers, body = await post(http, api.base, corpus_bundle(), headers)
         assert (status, answer_headers["WWW-Authenticate"]) == (401, 'Bearer realm="healthbook-gateway"')
         assert expressions(body) == ["Authorization"]
@@ -338,7 +341,8 @@ async def test_logs_carry_no_personal_data_and_no_token(api: RunningApi, http: a
                                                         capsys: pytest.CaptureFixture[str]) -> None:
     await post(http, api.base, corpus_bundle())
     await post(http, api.base, with_entry(corpus_bundle(), 0, birthDate="1990-09-33"))
-    await post(http, f"{api.base}/Patient", corpus_resource("Patient"), {**AUTH, "If-None-Exist": "identifier=x|048190007788"})
+    conditional = {**AUTH, "If-None-Exist": "identifier=x|048190007788"}
+    await post(http, f"{api.base}/Patient", corpus_resource("Patient"), conditional)
     await post(http, f"{api.base}/Patient/048190007788", PATIENT)
     logged = capsys.readouterr()
     assert "fhir_stored" in logged.out + logged.err
