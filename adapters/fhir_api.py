@@ -11,6 +11,7 @@ import re
 import traceback
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from http import HTTPStatus
 from typing import Any, Literal, Protocol
 
 from aiohttp import web
@@ -28,10 +29,8 @@ FHIR_VERSION = "4.0.1"
 FHIR_BASE_PATH = "/fhir"
 # The FHIR issue type of an HTTP-level refusal; 200 and 422 answers keep the types the mapping gave.
 _STATUS_ISSUE_TYPES = {400: "structure", 401: "login", 403: "forbidden", 404: "not-found", 405: "not-supported",
-                       413: "too-long", 415: "not-supported", 500: "exception"}
-_REASONS = {200: "OK", 201: "Created", 400: "Bad Request", 401: "Unauthorized", 403: "Forbidden",
-            404: "Not Found", 405: "Method Not Allowed", 413: "Payload Too Large", 415: "Unsupported Media Type",
-            422: "Unprocessable Entity", 500: "Internal Server Error"}
+                       406: "not-supported", 413: "too-long", 415: "not-supported", 500: "exception"}
+_ACCEPTABLE = frozenset({"*/*", "application/*", *ACCEPTED_CONTENT_TYPES})
 
 _RESOURCE_TYPE = re.compile(r"[A-Z][A-Za-z]{1,63}")
 
@@ -83,7 +82,7 @@ class FhirHandler(Protocol):
 
 def reason_phrase(status: int) -> str:
     """The phrase that goes beside a status in Bundle.entry.response.status."""
-    return f"{status} {_REASONS.get(status, '')}".rstrip()
+    return f"{status} {HTTPStatus(status).phrase}"
 
 
 def information(location: str, message: str) -> dict[str, Any]:
@@ -202,6 +201,8 @@ class FhirApi:
         if sender is None:
             return self._refuse(request, 401, Issue("Authorization", "login",
                                                     "a valid bearer token or client certificate is required"))
+        if not _accepts_json(request):
+            return self._refuse(request, 406, Issue("Accept", "not-supported", f"this server answers only {FHIR_JSON}"))
         problem = _content_type_problem(request)
         if problem is not None:
             return self._refuse(request, 415, problem)
@@ -260,6 +261,11 @@ def _credentials(request: web.Request) -> Credentials:
     scheme, _, token = request.headers.get("Authorization", "").partition(" ")
     peercert = request.transport.get_extra_info("peercert") if request.transport is not None else None
     return Credentials(token.strip() if scheme.lower() == "bearer" else "", peer_common_name(peercert))
+
+
+def _accepts_json(request: web.Request) -> bool:
+    ranges = {part.split(";")[0].strip().lower() for part in request.headers.get("Accept", "*/*").split(",")}
+    return bool(ranges & _ACCEPTABLE)
 
 
 def _content_type_problem(request: web.Request) -> Issue | None:

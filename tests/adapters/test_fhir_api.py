@@ -233,6 +233,7 @@ MALFORMED = [
     pytest.param(b'{"type": "transaction"}', FHIR_JSON, 400, "resourceType", id="no-resource-type"),
     pytest.param(json.dumps(PATIENT).encode(), FHIR_JSON, 400, "Patient.resourceType", id="patient-at-base"),
     pytest.param(b"{}", {"Content-Type": "text/plain"}, 415, "Content-Type", id="wrong-content-type"),
+    pytest.param(b"{}", {**FHIR_JSON, "Accept": "application/fhir+xml"}, 406, "Accept", id="xml-only-accept"),
     pytest.param(b"{}", {"Content-Type": "application/fhir+json; charset=iso-8859-1"}, 415, "Content-Type",
                  id="wrong-charset"),
     pytest.param(json.dumps({"resourceType": "Bundle", "type": "searchset", "entry": []}).encode(), FHIR_JSON,
