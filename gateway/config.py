@@ -208,6 +208,9 @@ class HubChannelSettings(ChannelSettings):
     service_type: str = "100"
     receiver_id: str = "BYT"
     txn_type: str = "sync_checkup"
+    # Immunizations: PORTAL_API.md names no channel, so they go through the same signed data-sync push
+    # carrying the canonical FHIR document; confirm the transaction type with the Ministry before go-live.
+    immunization_txn_type: str = "sync_immunization"
     message_version: str = "1.0"
 
 
