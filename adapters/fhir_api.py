@@ -11,6 +11,7 @@ import re
 import traceback
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from http import HTTPStatus
 from typing import Any, Literal, Protocol
 
 from aiohttp import web
@@ -25,12 +26,11 @@ log = get_logger(__name__)
 FHIR_JSON = "application/fhir+json"
 ACCEPTED_CONTENT_TYPES = frozenset({FHIR_JSON, "application/json"})
 FHIR_VERSION = "4.0.1"
+FHIR_BASE_PATH = "/fhir"
 # The FHIR issue type of an HTTP-level refusal; 200 and 422 answers keep the types the mapping gave.
 _STATUS_ISSUE_TYPES = {400: "structure", 401: "login", 403: "forbidden", 404: "not-found", 405: "not-supported",
-                       413: "too-long", 415: "not-supported", 500: "exception"}
-_REASONS = {200: "OK", 201: "Created", 400: "Bad Request", 401: "Unauthorized", 403: "Forbidden",
-            404: "Not Found", 405: "Method Not Allowed", 413: "Payload Too Large", 415: "Unsupported Media Type",
-            422: "Unprocessable Entity", 500: "Internal Server Error"}
+                       406: "not-supported", 413: "too-long", 415: "not-supported", 500: "exception"}
+_ACCEPTABLE = frozenset({"*/*", "application/*", *ACCEPTED_CONTENT_TYPES})
 
 _RESOURCE_TYPE = re.compile(r"[A-Z][A-Za-z]{1,63}")
 
@@ -82,7 +82,7 @@ class FhirHandler(Protocol):
 
 def reason_phrase(status: int) -> str:
     """The phrase that goes beside a status in Bundle.entry.response.status."""
-    return f"{status} {_REASONS.get(status, '')}".rstrip()
+    return f"{status} {HTTPStatus(status).phrase}"
 
 
 def information(location: str, message: str) -> dict[str, Any]:
@@ -142,9 +142,14 @@ class FhirApi:
         self._handler = handler
         self._max_body = max_body_bytes
         self._metadata = to_json(capability_statement(handler.resource_types, software_version))
+        self._base_path = FHIR_BASE_PATH
 
-    def app(self) -> web.Application:
-        """A sub-application to mount with `app.add_subapp("/fhir", ...)`."""
+    def mount(self, parent: web.Application, base_path: str = FHIR_BASE_PATH) -> None:
+        """Serve the API under `base_path`, the FHIR base URL that Location headers are built on."""
+        self._base_path = base_path
+        parent.add_subapp(base_path, self._app())
+
+    def _app(self) -> web.Application:
         app = web.Application(middlewares=[self._errors_as_outcomes])
         app.router.add_get("/metadata", self._metadata_route)
         app.router.add_post("", self._bundle_route)
@@ -165,16 +170,17 @@ class FhirApi:
             issue = Issue(_type_in_path(request), "not-found" if exc.status == 404 else "not-supported",
                           f"{request.method} {request.path}: {exc.reason}")
             if exc.status == 413:
-                issue = Issue("$this", "too-long", f"request body exceeds the {self._max_body}-byte limit")
-            return self._refuse(exc.status, issue)
+                issue = self._too_large()
+            return self._refuse(request, exc.status, issue)
         except Exception as exc:  # noqa: BLE001 (a failed commit among them: answer 500, never 2xx)
             where = traceback.extract_tb(exc.__traceback__)[-1]
             # The exception text may quote the body, so only its type and place are logged.
             log.error("fhir_request_failed", error=type(exc).__name__, at=f"{where.filename}:{where.lineno}")
-            return self._refuse(500, Issue("$this", "exception", "the gateway could not take this request; retry later"))
+            return self._refuse(request, 500, Issue("$this", "exception",
+                                                    "the gateway could not take this request; retry later"))
 
-    async def _metadata_route(self, _request: web.Request) -> web.Response:
-        return self._respond(FhirAnswer(200, self._metadata))
+    async def _metadata_route(self, request: web.Request) -> web.Response:
+        return self._respond(request, FhirAnswer(200, self._metadata))
 
     async def _bundle_route(self, request: web.Request) -> web.Response:
         return await self._serve(request, "bundle", "Bundle")
@@ -182,7 +188,7 @@ class FhirApi:
     async def _create_route(self, request: web.Request) -> web.Response:
         resource_type = request.match_info["resource_type"]
         if resource_type not in self._handler.resource_types:
-            return self._refuse(404, Issue(_type_in_path(request), "unsupported-resource",
+            return self._refuse(request, 404, Issue(_type_in_path(request), "unsupported-resource",
                                            f"resource type {resource_type!r} is not accepted by this server"))
         return await self._serve(request, "create", resource_type)
 
@@ -193,23 +199,26 @@ class FhirApi:
         """Authenticate, then screen the wire (type, size, JSON), then hand over to the handler."""
         sender = self._handler.authenticate(_credentials(request))
         if sender is None:
-            return self._refuse(401, Issue("Authorization", "login", "a valid bearer token or client certificate is required"))
+            return self._refuse(request, 401, Issue("Authorization", "login",
+                                                    "a valid bearer token or client certificate is required"))
+        if not _accepts_json(request):
+            return self._refuse(request, 406, Issue("Accept", "not-supported", f"this server answers only {FHIR_JSON}"))
         problem = _content_type_problem(request)
         if problem is not None:
-            return self._refuse(415, problem)
+            return self._refuse(request, 415, problem)
         body = await self._read_body(request)
         if body is None:
-            return self._refuse(413, Issue("$this", "too-long", f"request body exceeds the {self._max_body}-byte limit"))
+            return self._refuse(request, 413, self._too_large())
         resource, problem = _parse_resource(body, resource_type, interaction)
         if problem is not None:
-            return self._refuse(400, problem)
+            return self._refuse(request, 400, problem)
         # fhirpy and others send conditional-create criteria as the query string instead of If-None-Exist.
         criteria = request.headers.get("If-None-Exist", "") or (request.query_string if interaction == "create" else "")
         prefer_minimal = "return=minimal" in request.headers.get("Prefer", "").replace(" ", "")
         fhir_request = FhirRequest(interaction, sender, resource, body, criteria, prefer_minimal)
         if interaction == "validate":
-            return self._respond(await self._handler.validate(fhir_request))
-        return self._respond(await self._handler.submit(fhir_request))
+            return self._respond(request, await self._handler.validate(fhir_request))
+        return self._respond(request, await self._handler.submit(fhir_request))
 
     async def _read_body(self, request: web.Request) -> bytes | None:
         """The whole body, or None as soon as it is known to be over the limit (never buffered beyond it)."""
@@ -224,14 +233,17 @@ class FhirApi:
             chunks.append(chunk)
         return b"".join(chunks)
 
-    def _refuse(self, status: int, issue: Issue) -> web.Response:
-        self._handler.refused(status, issue)
-        return self._respond(outcome_answer(status, [issue]))
+    def _too_large(self) -> Issue:
+        return Issue("$this", "too-long", f"request body exceeds the {self._max_body}-byte limit")
 
-    def _respond(self, answer: FhirAnswer) -> web.Response:
+    def _refuse(self, request: web.Request, status: int, issue: Issue) -> web.Response:
+        self._handler.refused(status, issue)
+        return self._respond(request, outcome_answer(status, [issue]))
+
+    def _respond(self, request: web.Request, answer: FhirAnswer) -> web.Response:
         headers = {"Cache-Control": "no-store", "X-Content-Type-Options": "nosniff"}
-        if answer.location:
-            headers["Location"] = answer.location
+        if answer.location:  # [type]/[id]/_history/1, relative to the FHIR base: made absolute here
+            headers["Location"] = str(request.url.origin().with_path(f"{self._base_path}/{answer.location}"))
         if answer.status == 401:
             headers["WWW-Authenticate"] = 'Bearer realm="healthbook-gateway"'
         return web.Response(status=answer.status, body=answer.body, headers=headers,
@@ -251,6 +263,11 @@ def _credentials(request: web.Request) -> Credentials:
     return Credentials(token.strip() if scheme.lower() == "bearer" else "", peer_common_name(peercert))
 
 
+def _accepts_json(request: web.Request) -> bool:
+    ranges = {part.split(";")[0].strip().lower() for part in request.headers.get("Accept", "*/*").split(",")}
+    return bool(ranges & _ACCEPTABLE)
+
+
 def _content_type_problem(request: web.Request) -> Issue | None:
     charset = (request.charset or "utf-8").lower()
     if request.content_type not in ACCEPTED_CONTENT_TYPES or charset not in ("utf-8", "utf8"):
@@ -267,7 +284,8 @@ def _parse_resource(body: bytes, resource_type: str,
     except UnicodeDecodeError as exc:
         return {}, Issue("$this", "structure", f"body is not valid UTF-8 at byte {exc.start}")
     except json.JSONDecodeError as exc:
-        return {}, Issue("$this", "structure", f"body is not valid JSON: {exc.msg} at line {exc.lineno} column {exc.colno}")
+        return {}, Issue("$this", "structure",
+                         f"body is not valid JSON: {exc.msg} at line {exc.lineno} column {exc.colno}")
     except (ValueError, RecursionError) as exc:  # an integer too long to convert, or nesting too deep
         return {}, Issue("$this", "structure", f"body is not acceptable JSON ({type(exc).__name__})")
     if not isinstance(resource, dict):

@@ -23,7 +23,7 @@ from gateway.logs import get_logger
 from gateway.metrics import QUEUE_STATES, Metrics
 from gateway.pipeline import Pipeline, mapping_executor
 from gateway.retention import Retention
-from gateway.signing import load_signer, record_certificate_expiry
+from gateway.signing import Signer, load_signer, record_certificate_expiry
 from gateway.store import Store
 from gateway.submissions import build_submissions
 from mappings.fhir_in import map_fhir
@@ -63,11 +63,12 @@ class Gateway:
         self._retention: Retention | None = None
         self._channels: dict[str, PortalChannel] = {}
         self._runners: list[web.AppRunner] = []
+        self._signer: Signer | None = None
         self._ready = False
 
     async def start(self) -> None:
         s = self.settings
-        signer = load_signer(s.signing)
+        signer = self._signer = load_signer(s.signing)
         record_certificate_expiry(self.metrics, signer)
         if s.emulator.enabled:
             await self._start_emulator(signer.certificate_pem)
@@ -116,6 +117,8 @@ class Gateway:
             await runner.cleanup()
         if self.store is not None:
             await self.store.close()
+        if self._signer is not None:
+            self._signer.close()
         log.info("gateway_stopped")
 
     async def run_until_signalled(self) -> None:
@@ -124,8 +127,8 @@ class Gateway:
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stop.set)
-        await self.start()
         try:
+            await self.start()
             await stop.wait()
         finally:
             await self.stop()
@@ -140,7 +143,7 @@ class Gateway:
         app.router.add_get("/metrics", self._metrics)
         assert self.store is not None
         intake = FhirIntake(self.store, self.metrics, s, validate_fhir)
-        app.add_subapp("/fhir", FhirApi(intake, s.max_body_bytes, gateway_version()).app())
+        FhirApi(intake, s.max_body_bytes, gateway_version()).mount(app)
         runner = web.AppRunner(app, access_log=None)
         await runner.setup()
         site = web.TCPSite(runner, s.host, s.port, ssl_context=server_ssl_context(s.tls))

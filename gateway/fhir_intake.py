@@ -18,6 +18,7 @@ from adapters.fhir_api import (
     Credentials,
     FhirAnswer,
     FhirRequest,
+    Interaction,
     information,
     outcome_answer,
     reason_phrase,
@@ -91,7 +92,7 @@ class FhirIntake:
             forbidden = self._forbidden(request)
             if forbidden is not None:
                 return self._refuse(403, [forbidden])
-            issues = await self._issues(request.resource)
+            issues = await self._issues(request)
             log.info("fhir_validated", resource_type=request.resource["resourceType"], issues=len(issues))
             self._metrics.acks.labels("fhir", "200").inc()
             if not issues:
@@ -107,10 +108,7 @@ class FhirIntake:
         forbidden = self._forbidden(request)
         if forbidden is not None:
             return self._refuse(403, [forbidden])
-        issues = await self._issues(resource)
-        if request.interaction == "create" and resource_type == "Bundle" and resource.get("type") in ("transaction", "batch"):
-            return self._refuse(422, [Issue("Bundle.type", "unsupported-bundle",
-                                            "post transactions and batches to the base URL, not to [base]/Bundle")])
+        issues = await self._issues(request)
         if resource_type == "Bundle" and resource.get("type") == "batch":
             return await self._submit_batch(request, issues, correlation_id)
         if any(issue.severity == "error" for issue in issues):
@@ -156,9 +154,10 @@ class FhirIntake:
         log.info("fhir_stored", message_id=stored.message_id, resource_type=resource_type)
         return FhirAnswer(status, stored.ack, location)
 
-    async def _issues(self, resource: dict[str, Any]) -> list[Issue]:
+    async def _issues(self, request: FhirRequest) -> list[Issue]:
         """Bundle rules first, then validation in a thread: a large Bundle takes seconds, MLLP must not wait."""
-        return _bundle_issues(resource) or list(await asyncio.to_thread(self._validate, resource))
+        return (_bundle_issues(request.resource, request.interaction)
+                or list(await asyncio.to_thread(self._validate, request.resource)))
 
     def _forbidden(self, request: FhirRequest) -> Issue | None:
         """Why this sender may not post this resource type, if it may not."""
@@ -202,13 +201,16 @@ def _entries(bundle: dict[str, Any]) -> list[dict[str, Any]]:
     return [entry for entry in entries if isinstance(entry, dict)] if isinstance(entries, list) else []
 
 
-def _bundle_issues(resource: dict[str, Any]) -> list[Issue]:
+def _bundle_issues(resource: dict[str, Any], interaction: Interaction) -> list[Issue]:
     """What a Bundle must be for this gateway to take it: a known type, entries with resources and methods."""
     if resource["resourceType"] != "Bundle":
         return []
     bundle_type = resource.get("type")
     if bundle_type not in BUNDLE_TYPES:
         return [Issue("Bundle.type", "unsupported-bundle", f"Bundle.type must be one of {', '.join(BUNDLE_TYPES)}")]
+    if interaction == "create" and bundle_type in ("transaction", "batch"):
+        return [Issue("Bundle.type", "unsupported-bundle",
+                      "post transactions and batches to the base URL, not to [base]/Bundle")]
     entries = resource.get("entry")
     if not isinstance(entries, list) or not entries:
         return [Issue("Bundle.entry", "required", "the Bundle has no entries")]

@@ -19,6 +19,7 @@ import pytest
 from aiohttp import web
 
 from adapters.fhir_api import FhirApi
+from adapters.tls import server_ssl_context
 from gateway.app import validate_fhir
 from gateway.config import FhirSender, HttpSettings
 from gateway.encryption import PayloadCipher
@@ -72,19 +73,19 @@ class RunningApi:
 @asynccontextmanager
 async def running_fhir_api(tmp_path: Path, validate: Validate = validate_fhir, store_class: type[Store] = Store,
                            **http: Any) -> AsyncIterator[RunningApi]:
-    """The FHIR API mounted at /fhir as app.py mounts it, on a free 127.0.0.1 port."""
+    """The FHIR API mounted at /fhir as app.py mounts it, on a free 127.0.0.1 port (TLS if http.tls says so)."""
     settings = HttpSettings(**{"fhir_senders": [FhirSender(
         name="his-a", token_sha256=hashlib.sha256(TOKEN.encode()).hexdigest())], **http})
     store = await store_class(tmp_path / "gw.db", PayloadCipher(b"k" * 32)).open()
     metrics = Metrics()
     app = web.Application(client_max_size=settings.max_body_bytes)
-    app.add_subapp("/fhir", FhirApi(FhirIntake(store, metrics, settings, validate),
-                                    settings.max_body_bytes, "test").app())
+    FhirApi(FhirIntake(store, metrics, settings, validate), settings.max_body_bytes, "test").mount(app)
     runner = web.AppRunner(app, access_log=None)
     await runner.setup()
-    await web.TCPSite(runner, "127.0.0.1", 0).start()
+    await web.TCPSite(runner, "127.0.0.1", 0, ssl_context=server_ssl_context(settings.tls)).start()
+    scheme = "https" if settings.tls.enabled else "http"
     try:
-        yield RunningApi(f"http://127.0.0.1:{runner.addresses[0][1]}/fhir", store, metrics, tmp_path / "gw.db")
+        yield RunningApi(f"{scheme}://127.0.0.1:{runner.addresses[0][1]}/fhir", store, metrics, tmp_path / "gw.db")
     finally:
         await runner.cleanup()
         await store.close()
@@ -138,7 +139,8 @@ async def test_single_resource_create_answers_201_with_location_and_if_none_exis
     headers = {**AUTH, "If-None-Exist": "identifier=urn:hbgw:id:cccd|048190007788"}
     patient = corpus_resource("Patient")
     status, answer_headers, body = await post(http, f"{api.base}/Patient", patient, headers)
-    assert status == 201 and re.fullmatch(r"Patient/[0-9a-f-]{36}/_history/1", answer_headers["Location"])
+    assert status == 201 and re.fullmatch(re.escape(api.base) + r"/Patient/[0-9a-f-]{36}/_history/1",
+                                          answer_headers["Location"])
     assert [issue["severity"] for issue in body["issue"]] == ["information", "warning"]  # no episode yet
     again = await post(http, f"{api.base}/Patient", patient, headers)
     assert again[0] == 200 and again[2] == body
@@ -151,15 +153,15 @@ async def test_document_bundle_answers_201_with_the_stored_bundle_reference(
         api: RunningApi, http: aiohttp.ClientSession) -> None:
     bundle = {**corpus_bundle(), "type": "document"}
     status, headers, body = await post(http, api.base, bundle)
-    assert status == 201 and headers["Location"].startswith("Bundle/")
-    assert headers["Location"] in body["issue"][0]["details"]["text"]
+    assert status == 201 and headers["Location"].startswith(f"{api.base}/Bundle/")
+    assert headers["Location"].removeprefix(f"{api.base}/") in body["issue"][0]["details"]["text"]
 
 
 async def test_documents_may_also_be_posted_to_the_bundle_endpoint_but_transactions_may_not(
         api: RunningApi, http: aiohttp.ClientSession) -> None:
     document = {**corpus_bundle(), "type": "collection"}
     status, headers, _ = await post(http, f"{api.base}/Bundle", document)
-    assert status == 201 and headers["Location"].startswith("Bundle/")
+    assert status == 201 and headers["Location"].startswith(f"{api.base}/Bundle/")
     status, _, body = await post(http, f"{api.base}/Bundle", corpus_bundle())
     assert (status, expressions(body)) == (422, ["Bundle.type"])
     assert len(api.stored_rows()) == 1
@@ -201,7 +203,8 @@ async def test_batch_that_is_no_record_without_its_failed_entry_is_refused_whole
     assert api.stored_rows() == []
 
 
-async def test_validate_answers_200_with_issues_and_stores_nothing(api: RunningApi, http: aiohttp.ClientSession) -> None:
+async def test_validate_answers_200_with_issues_and_stores_nothing(api: RunningApi,
+                                                                  http: aiohttp.ClientSession) -> None:
     bad = {**corpus_resource("Patient"), "birthDate": "3/9/1990"}
     status, _, body = await post(http, f"{api.base}/Patient/$validate", bad)
     assert status == 200 and expressions(body) == ["Patient.birthDate"]
@@ -230,6 +233,7 @@ MALFORMED = [
     pytest.param(b'{"type": "transaction"}', FHIR_JSON, 400, "resourceType", id="no-resource-type"),
     pytest.param(json.dumps(PATIENT).encode(), FHIR_JSON, 400, "Patient.resourceType", id="patient-at-base"),
     pytest.param(b"{}", {"Content-Type": "text/plain"}, 415, "Content-Type", id="wrong-content-type"),
+    pytest.param(b"{}", {**FHIR_JSON, "Accept": "application/fhir+xml"}, 406, "Accept", id="xml-only-accept"),
     pytest.param(b"{}", {"Content-Type": "application/fhir+json; charset=iso-8859-1"}, 415, "Content-Type",
                  id="wrong-charset"),
     pytest.param(json.dumps({"resourceType": "Bundle", "type": "searchset", "entry": []}).encode(), FHIR_JSON,
@@ -260,8 +264,10 @@ async def test_valid_fhir_that_cannot_become_a_record_is_422_at_the_element(
     assert api.stored_rows() == []
 
 
-async def test_missing_or_wrong_token_is_401_with_www_authenticate(api: RunningApi, http: aiohttp.ClientSession) -> None:
-    for headers in (FHIR_JSON, {**FHIR_JSON, "Authorization": "Bearer wrong"}, {**FHIR_JSON, "Authorization": "Basic eDp5"}):
+async def test_missing_or_wrong_token_is_401_with_www_authenticate(api: RunningApi,
+                                                                  http: aiohttp.ClientSession) -> None:
+    for authorization in ("", "Bearer wrong", "Basic eDp5"):
+        headers = {**FHIR_JSON, "Authorization": authorization} if authorization else FHIR_JSON
         status, answer_headers, body = await post(http, api.base, corpus_bundle(), headers)
         assert (status, answer_headers["WWW-Authenticate"]) == (401, 'Bearer realm="healthbook-gateway"')
         assert expressions(body) == ["Authorization"]
@@ -336,7 +342,8 @@ async def test_logs_carry_no_personal_data_and_no_token(api: RunningApi, http: a
                                                         capsys: pytest.CaptureFixture[str]) -> None:
     await post(http, api.base, corpus_bundle())
     await post(http, api.base, with_entry(corpus_bundle(), 0, birthDate="1990-09-33"))
-    await post(http, f"{api.base}/Patient", corpus_resource("Patient"), {**AUTH, "If-None-Exist": "identifier=x|048190007788"})
+    conditional = {**AUTH, "If-None-Exist": "identifier=x|048190007788"}
+    await post(http, f"{api.base}/Patient", corpus_resource("Patient"), conditional)
     await post(http, f"{api.base}/Patient/048190007788", PATIENT)
     logged = capsys.readouterr()
     assert "fhir_stored" in logged.out + logged.err

@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from adapters.fhir_api import Credentials, FhirRequest
+from adapters.fhir_api import Credentials, FhirRequest, Interaction
 from gateway.config import FhirSender, HttpSettings
 from gateway.encryption import PayloadCipher
 from gateway.fhir_intake import FhirIntake, Validate, control_id
@@ -34,8 +34,8 @@ def entry(resource: dict[str, Any], method: str = "POST") -> dict[str, Any]:
     return {"resource": resource, "request": {"method": method, "url": resource["resourceType"]}}
 
 
-def request(resource: dict[str, Any], interaction: str = "bundle", if_none_exist: str = "") -> FhirRequest:
-    return FhirRequest(interaction, "his-a", resource, json.dumps(resource).encode(), if_none_exist)  # type: ignore[arg-type]
+def request(resource: dict[str, Any], interaction: Interaction = "bundle", if_none_exist: str = "") -> FhirRequest:
+    return FhirRequest(interaction, "his-a", resource, json.dumps(resource).encode(), if_none_exist)
 
 
 @pytest.fixture
