@@ -155,8 +155,8 @@ class Gateway:
         if self.store is None:
             return
         depths = await self.store.queue_depths()
-        for queue in ("inbox", "outbox"):
-            for state in QUEUE_STATES:
+        for queue, states in QUEUE_STATES.items():
+            for state in states:
                 self.metrics.queue_depth.labels(queue, state).set(depths.get((queue, state), 0))
         oldest = await self.store.oldest_pending_received_at()
         self.metrics.oldest_pending_age.set(max(0.0, time.time() - oldest) if oldest else 0.0)

@@ -14,7 +14,11 @@ MESSAGE_TYPES = frozenset({
     "Bundle", "Patient", "Encounter", "Condition", "Observation", "AllergyIntolerance", "Procedure",
     "MedicationStatement", "Immunization", "DiagnosticReport", "Composition",
 })
-QUEUE_STATES = ("received", "mapped", "pending", "in_flight", "delivered", "dead", "superseded", "discarded")
+# The states each durable queue can hold; the queue-depth gauge exports every one, zeros included.
+QUEUE_STATES = {
+    "inbox": ("received", "mapped", "dead", "discarded"),
+    "outbox": ("pending", "in_flight", "delivered", "dead", "superseded", "discarded"),
+}
 
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)
 

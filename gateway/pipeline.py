@@ -83,6 +83,7 @@ class Pipeline:
         self._store.outbox_ready.set()
         await asyncio.gather(*self._tasks, return_exceptions=True)
         self._tasks.clear()
+        self._executor.shutdown(wait=True, cancel_futures=True)
 
     async def _wait(self, event: asyncio.Event) -> None:
         try:

@@ -9,6 +9,7 @@ from typing import Any
 from adapters.portal.base import Submission
 from gateway.config import HubChannelSettings, PortalSettings
 from gateway.signing import Signer
+from mappings import checkup1551, xml130
 from mappings.model import Document, FacilityInfo
 
 BHXH_CHANNEL = "bhxh_xml130"
@@ -47,19 +48,26 @@ def bhxh_submission(document_id: str, version: int, signed_envelope: bytes) -> S
                       version=version, body=signed_envelope, content_type="application/xml")
 
 
+class SubmissionBuildError(ValueError):
+    """The document cannot become a portal submission: dead-letter it with this reason, retrying cannot help."""
+
+
 def build_submissions(document: Document, facility: FacilityInfo, signer: Signer, portal: PortalSettings,
                       now: datetime | None = None) -> list[Submission]:
-    """Sign one document for the channel that takes its kind; a disabled channel gets nothing."""
+    """Sign one document for the channel that takes its kind; a disabled channel gets nothing.
+
+    Immunizations have no national wire form yet (PORTAL_API.md names none), so they stay in the store
+    unsent. A SigningError (certificate expired since start-up) is left to propagate: it is retryable.
+    """
     now = now or datetime.now(timezone.utc)
-    if document.kind == "episode":
-        if not portal.bhxh.enabled:
-            return []
-        from mappings import xml130  # lands with the mappings branch; imported here so the core starts without it
-        envelope = xml130.build_envelope(xml130.build_tables(document, facility), facility, now)
-        return [bhxh_submission(document.document_id, document.version, signer.sign_xml_envelope(envelope))]
-    if not portal.hub.enabled:
-        return []
-    from mappings import checkup1551
-    header = hub_header(portal.hub, facility.moh_facility_id, document.idempotency_key, now)
-    body = hub_message(header, checkup1551.build_checkup(document, facility), signer)
-    return [hub_submission(document.document_id, document.version, body)]
+    try:
+        if document.kind == "episode" and portal.bhxh.enabled:
+            envelope = xml130.build_envelope(xml130.build_tables(document, facility), facility, now)
+            return [bhxh_submission(document.document_id, document.version, signer.sign_xml_envelope(envelope))]
+        if document.kind == "health_check" and portal.hub.enabled:
+            header = hub_header(portal.hub, facility.moh_facility_id, document.idempotency_key, now)
+            body = hub_message(header, checkup1551.build_checkup(document, facility), signer)
+            return [hub_submission(document.document_id, document.version, body)]
+    except ValueError as exc:
+        raise SubmissionBuildError(f"{document.kind} document {document.idempotency_key}: {exc}") from None
+    return []

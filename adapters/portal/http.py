@@ -2,7 +2,7 @@
 a cached access token with one transparent re-login, and the classification of every outcome.
 
 A channel's `submit` makes ONE attempt; the pipeline owns the retry schedule. Outcomes:
-HTTP 429 -> TransientPortalError(retry_after); 5xx, 408, timeouts, refused or dropped connections ->
+HTTP 429 -> TransientPortalError(retry_after); 5xx, 407, 408, timeouts, refused or dropped connections ->
 TransientPortalError; other 4xx or a rejecting result code -> PermanentPortalError with the portal's reason.
 A refused login is transient too: it is the gateway's credentials, not the document, that are wrong.
 """
@@ -19,6 +19,7 @@ from email.utils import parsedate_to_datetime
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import aiohttp
+import structlog
 
 from adapters.portal.base import PermanentPortalError, PortalError, Receipt, Submission, TransientPortalError
 
@@ -26,6 +27,7 @@ if TYPE_CHECKING:
     from gateway.config import ChannelSettings
     from gateway.metrics import Metrics
 
+log = structlog.get_logger(__name__)
 T = TypeVar("T")
 TOKEN_REFRESH_MARGIN_SECONDS = 30.0
 NO_ANSWER = 0
@@ -123,7 +125,7 @@ class PortalHttpChannel:
             return
         if status == 429:
             raise TransientPortalError(f"rate limited: {reason}", status=status, retry_after=answer.retry_after)
-        if status >= 500 or status == 408:
+        if status >= 500 or status in (407, 408):  # 407: the hospital proxy, not the portal, refused
             raise TransientPortalError(f"portal error {status}: {reason}", status=status,
                                        retry_after=answer.retry_after)
         raise PermanentPortalError(reason or f"refused with HTTP {status}", status=status)
@@ -154,8 +156,10 @@ class PortalHttpChannel:
         async with self._login_lock:
             if self._token is None or time.monotonic() >= self._token_expires_at:
                 token, lifetime = await self._login()
+                log.info("portal_login", channel=self.name, token_lifetime_seconds=lifetime)
                 self._token = token
-                self._token_expires_at = time.monotonic() + max(0.0, lifetime - TOKEN_REFRESH_MARGIN_SECONDS)
+                margin = min(TOKEN_REFRESH_MARGIN_SECONDS, lifetime / 10)
+                self._token_expires_at = time.monotonic() + max(0.0, lifetime - margin)
             return self._token
 
     def _forget_token(self, token: AccessToken) -> None:

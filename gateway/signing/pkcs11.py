@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import threading
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pkcs11
 from cryptography import x509
@@ -16,12 +16,15 @@ from gateway.config import SigningSettings
 from gateway.signing.signer import Signer, SigningError, check_validity
 from gateway.signing.sources import load_certificate
 
+if TYPE_CHECKING:
+    from pkcs11._pkcs11 import lib as Pkcs11Library
+
 _MECHANISMS = {"sha256": Mechanism.SHA256_RSA_PKCS}
-_LIBRARIES: dict[str, pkcs11.lib] = {}
+_LIBRARIES: dict[str, Pkcs11Library] = {}
 _LIBRARIES_LOCK = threading.Lock()
 
 
-def open_library(module: Path) -> pkcs11.lib:
+def open_library(module: Path) -> Pkcs11Library:
     """The PKCS#11 module, loaded and initialised once per process (a second C_Initialize would fail)."""
     with _LIBRARIES_LOCK:
         library = _LIBRARIES.get(str(module))

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import base64
 from datetime import datetime, timezone
-from typing import Any, Protocol
+from typing import Any, Protocol, cast
 
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature
@@ -94,6 +94,7 @@ class Signer:
 
     def sign_xml_envelope(self, xml: bytes) -> bytes:
         """Put an enveloped XML-DSig (RSA-SHA256, certificate in X509Data) inside the empty CHUKYDONVI."""
+        check_validity(self.certificate)
         root = _parse_xml(xml)
         targets = root.findall(f".//{SIGNATURE_ELEMENT}")
         if len(targets) != 1:
@@ -105,7 +106,8 @@ class Signer:
         xml_signer = XMLSigner(method=methods.enveloped, signature_algorithm="rsa-sha256",
                                digest_algorithm="sha256", c14n_algorithm=C14N)
         try:
-            signed = xml_signer.sign(root, key=self._key, cert=[self.certificate])
+            # signxml only calls key.sign(data, padding, algorithm), which a token key provides too
+            signed = xml_signer.sign(root, key=cast(rsa.RSAPrivateKey, self._key), cert=[self.certificate])
         except InvalidInput as exc:
             raise SigningError(f"cannot sign envelope: {exc}") from None
         return etree.tostring(signed, xml_declaration=True, encoding="utf-8")
@@ -118,4 +120,5 @@ class Signer:
 
     def sign_hub_message(self, header: dict[str, Any], data_b64: str) -> str:
         """The hub's base64 RSA/SHA-256 signature over the hashed header and data (see adapters.portal.wire)."""
+        check_validity(self.certificate)
         return base64.b64encode(self._sign_rsa_sha256(hub_signing_input(header, data_b64))).decode("ascii")

@@ -1,6 +1,7 @@
 """Settings: TOML plus HBGW_ variables, validated at start-up with one line per bad setting."""
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -10,6 +11,7 @@ import pytest
 from gateway.config import ConfigError, demo_settings, load_settings
 
 CLI = [str(Path(sys.executable).parent / "healthbook-gateway")]
+CLEAN_ENV = {key: value for key, value in os.environ.items() if not key.startswith("HBGW_")}
 
 
 def test_defaults_are_the_demo_addresses() -> None:
@@ -68,5 +70,5 @@ def test_check_config_accepts_a_good_file(tmp_path: Path) -> None:
     config = tmp_path / "gw.toml"
     config.write_text('[facility]\nbhxh_code = "79001"\nmoh_facility_id = "7900000000789"\n')
     result = subprocess.run([*CLI, "check-config", "--config", str(config)], capture_output=True, text=True,
-                            timeout=60)
+                            env=CLEAN_ENV, timeout=60)
     assert result.returncode == 0 and result.stdout.startswith("config OK")

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import padding, rsa
+from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
 from cryptography.hazmat.primitives.serialization import pkcs12
 from lxml import etree
 from pydantic import SecretStr
@@ -177,3 +177,30 @@ def test_no_key_material_is_logged(tmp_path: Path, now: datetime, caplog: pytest
     key_body = key_text.splitlines()[1]
     output = caplog.text + repr(logged)
     assert logged and "PRIVATE KEY" not in output and key_body not in output
+
+
+def test_expired_dev_certificate_is_replaced_by_a_fresh_one(tmp_path: Path, now: datetime) -> None:
+    old, key = generate_self_signed("old dev", now - timedelta(days=800), now - timedelta(days=1))
+    (tmp_path / "dev-cert.pem").write_bytes(old.public_bytes(serialization.Encoding.PEM))
+    (tmp_path / "dev-key.pem").write_bytes(key.private_bytes(serialization.Encoding.PEM,
+                                                             serialization.PrivateFormat.PKCS8,
+                                                             serialization.NoEncryption()))
+    signer = load_signer(SigningSettings(source="dev", dev_dir=tmp_path))
+    assert signer.certificate != old and signer.not_after > now + timedelta(days=700)
+
+
+def test_a_non_rsa_key_is_refused(tmp_path: Path, now: datetime) -> None:
+    settings = write_pem_pair(tmp_path, now - timedelta(days=1), now + timedelta(days=30))
+    (tmp_path / "key.pem").write_bytes(ec.generate_private_key(ec.SECP256R1()).private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()))
+    with pytest.raises(SigningError, match="must be RSA"):
+        load_signer(settings)
+
+
+def test_a_certificate_that_expired_after_start_up_stops_signing(now: datetime) -> None:
+    certificate, key = generate_self_signed("Benh vien Test", now - timedelta(days=30), now - timedelta(seconds=1))
+    signer = Signer(certificate, key, "pem")
+    with pytest.raises(SigningError, match="expired"):
+        signer.sign_hub_message({}, "e30=")
+    with pytest.raises(SigningError, match="expired"):
+        signer.sign_xml_envelope(ENVELOPE)

@@ -1,7 +1,7 @@
 """The emulator's HTTP face: both national channels on one port, fault injection and control endpoints.
 
-Faults apply to every portal call (every path outside `/_emulator/`), in this order: a 500 (fail_rate), a 429 with Retry-After
-(rate_limit_rate); then the call is processed, and its answer may come slow_seconds late (slow_rate) or
+Faults apply to every portal call (every path outside `/_emulator/`), in this order: a 500 (fail_rate),
+a 429 with Retry-After (rate_limit_rate); then the call is processed, and its answer may come slow_seconds late (slow_rate) or
 never, the connection dropped (drop_rate): either way the portal has accepted a document whose receipt
 the client may never see, the hardest case for exactly-once delivery. Token expiry: tokens live token_ttl seconds, and
 `POST /_emulator/faults {"expire_tokens": true}` revokes every token issued so far.
@@ -82,7 +82,8 @@ async def bhxh_token(request: web.Request) -> web.Response:
     """BHXH login: username and the upper-case MD5 of the password give an access token and an id token."""
     state = _state(request)
     body = await _json_object(request)
-    if body.get("username") != state.config.username or body.get("password") != bhxh_password_hash(state.config.password):
+    password_hash = bhxh_password_hash(state.config.password)
+    if body.get("username") != state.config.username or body.get("password") != password_hash:
         return _bhxh_answer(BHXH_TOKEN_INVALID, "sai tên đăng nhập hoặc mật khẩu", status=401)
     state.counters.logins += 1
     access, id_token = state.issue_token(), state.issue_token()
@@ -139,7 +140,8 @@ def _hub_outcome(state: EmulatorState, message: Any, idempotency_key: str | None
         state.counters.rejected += 1
         state.counters.signature_failures += int(exc.signature)
         header = message.get("header") if isinstance(message, dict) else None
-        return {"code": "400", "message": exc.reason, "msg_id": header.get("msg_id") if isinstance(header, dict) else None}
+        msg_id = header.get("msg_id") if isinstance(header, dict) else None
+        return {"code": "400", "message": exc.reason, "msg_id": msg_id}
     return state.seen("hub", msg_id) or state.accept("hub", msg_id, {
         "code": HUB_ACCEPTED, "message": "accepted", "msg_id": msg_id, "transaction_id": transaction_id("HUB"),
         "received_at": datetime.now(timezone.utc).isoformat(timespec="seconds")})

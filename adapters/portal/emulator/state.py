@@ -30,8 +30,10 @@ class Faults:
             raise ValueError(f"unknown fault settings: {sorted(unknown)}")
         values = {name: float(value) for name, value in changes.items()}
         for name, value in values.items():
-            if value < 0 or (name.endswith("_rate") and value > 1):
-                raise ValueError(f"{name} must be between 0 and 1" if name.endswith("_rate") else f"{name} must be >= 0")
+            if name.endswith("_rate") and not 0 <= value <= 1:
+                raise ValueError(f"{name} must be between 0 and 1")
+            if value < 0:
+                raise ValueError(f"{name} must be >= 0")
         return replace(self, **values)
 
 

@@ -13,7 +13,7 @@ import pytest
 from aiohttp.test_utils import TestServer
 from cryptography.hazmat.primitives import serialization
 
-from adapters.portal.base import PermanentPortalError, PortalError, Receipt, Submission, TransientPortalError
+from adapters.portal.base import PortalError, Receipt, Submission, TransientPortalError
 from adapters.portal.bhxh import BhxhChannel
 from adapters.portal.emulator import EmulatorConfig, Faults, create_emulator_app
 from adapters.portal.hub import HubChannel
@@ -63,7 +63,8 @@ def unsigned_envelope(ma_lk: str, file_type: str = "XML1") -> bytes:
 @pytest.fixture
 def make_bhxh(signer: Signer) -> Callable[..., Submission]:
     def make(document_id: str, version: int = 1, file_type: str = "XML1") -> Submission:
-        return bhxh_submission(document_id, version, signer.sign_xml_envelope(unsigned_envelope(document_id, file_type)))
+        envelope = unsigned_envelope(document_id, file_type)
+        return bhxh_submission(document_id, version, signer.sign_xml_envelope(envelope))
     return make
 
 
@@ -143,12 +144,12 @@ async def deliver_like_the_pipeline(channel: Any, submissions: list[Submission],
         outcomes: list[Receipt | PortalError] = await channel.submit_many(pending)
         still: list[Submission] = []
         for submission, outcome in zip(pending, outcomes):
-            if isinstance(outcome, PermanentPortalError):
-                raise AssertionError(f"{submission.idempotency_key} refused for good: {outcome.reason}")
-            if isinstance(outcome, TransientPortalError):
+            if isinstance(outcome, Receipt):
+                receipts[submission.idempotency_key] = outcome
+            elif isinstance(outcome, TransientPortalError):
                 still.append(submission)
             else:
-                receipts[submission.idempotency_key] = outcome
+                raise AssertionError(f"{submission.idempotency_key} refused for good: {outcome.reason}")
         pending = still
     raise AssertionError(f"{len(pending)} submissions still pending after {max_rounds} rounds")
 

@@ -1,0 +1,138 @@
+"""Pipeline workers on a real store and real mappings, with a scripted channel standing in for a portal."""
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+from pathlib import Path
+
+import pytest
+
+from adapters.portal.base import PermanentPortalError, Receipt, Submission, TransientPortalError
+from gateway.config import PipelineSettings
+from gateway.encryption import PayloadCipher
+from gateway.metrics import Metrics
+from gateway.pipeline import Pipeline, backoff_delay, mapping_executor
+from gateway.store import Inbound, Store
+from tests.conftest import corpus_hl7
+
+
+class ScriptedChannel:
+    """Answers each submit with the next scripted outcome (an exception to raise, or accept)."""
+
+    name = "bhxh_xml130"
+
+    def __init__(self, outcomes: list[Exception | None]) -> None:
+        self.outcomes = outcomes
+        self.calls: list[str] = []
+
+    async def submit(self, submission: Submission) -> Receipt:
+        self.calls.append(submission.idempotency_key)
+        outcome = self.outcomes.pop(0) if self.outcomes else None
+        if outcome is not None:
+            raise outcome
+        return Receipt(f"TX{len(self.calls)}", "202603120830", "000")
+
+    async def close(self) -> None:
+        return None
+
+
+def plain_submissions(document) -> list[Submission]:
+    return [Submission("bhxh_xml130", document.idempotency_key, document.document_id, document.version,
+                       b"<signed/>", "application/xml")]
+
+
+SETTINGS = PipelineSettings(workers=2, mapping_processes=0, poll_interval_seconds=0.05,
+                            backoff_base_seconds=0.05, backoff_max_seconds=0.1)
+
+
+async def run_until(store: Store, channel: ScriptedChannel, messages: list[str], done, metrics: Metrics) -> None:
+    pipeline = Pipeline(store, metrics, SETTINGS, plain_submissions, {"bhxh_xml130": channel},
+                        mapping_executor(0))
+    await pipeline.start()
+    for number, text in enumerate(messages):
+        await store.store_inbound(Inbound("mllp", "HIS|BV", f"C{number}", "ADT^A01", "cid", text.encode(), b"AA"))
+    try:
+        for _ in range(200):
+            if await done():
+                return
+            await asyncio.sleep(0.05)
+        raise AssertionError("pipeline did not reach the expected state in 10 s")
+    finally:
+        await pipeline.stop()
+
+
+@pytest.fixture
+async def store(tmp_path: Path):
+    s = await Store(tmp_path / "gw.db", PayloadCipher(b"k" * 32), lease_seconds=30).open()
+    yield s
+    await s.close()
+
+
+def outbox_rows(path: Path) -> list[tuple]:
+    with sqlite3.connect(path) as db:
+        return db.execute("SELECT state, attempts, reason FROM outbox ORDER BY id").fetchall()
+
+
+async def test_transient_failures_are_retried_until_delivered_and_the_receipt_archived(store: Store) -> None:
+    channel = ScriptedChannel([TransientPortalError("HTTP 500", status=500),
+                               TransientPortalError("HTTP 429", status=429, retry_after=0.05),
+                               ConnectionResetError("peer went away")])
+    metrics = Metrics()
+
+    async def delivered() -> bool:
+        return (await store.queue_depths()).get(("outbox", "delivered"), 0) == 1
+
+    await run_until(store, channel, [corpus_hl7("adt_a01_admit.hl7")], delivered, metrics)
+    assert channel.calls == ["4000000000123_VV26000456:v1"] * 4  # same idempotency key every time
+    assert outbox_rows(store.path) == [("delivered", 4, None)]
+    assert metrics.submit_retries.labels("bhxh_xml130", "http_429")._value.get() == 1
+    assert metrics.submit_retries.labels("bhxh_xml130", "client_error")._value.get() == 1
+    with sqlite3.connect(store.path) as db:
+        assert db.execute("SELECT transaction_id FROM receipts").fetchall() == [("TX4",)]
+
+
+async def test_a_permanent_refusal_is_dead_lettered_with_the_portal_reason(store: Store) -> None:
+    channel = ScriptedChannel([PermanentPortalError("maKetQua 400: MA_LK trùng", status=400)])
+    metrics = Metrics()
+
+    async def dead() -> bool:
+        return (await store.queue_depths()).get(("outbox", "dead"), 0) == 1
+
+    await run_until(store, channel, [corpus_hl7("adt_a01_admit.hl7")], dead, metrics)
+    assert outbox_rows(store.path) == [("dead", 1, "maKetQua 400: MA_LK trùng")]
+    assert metrics.failed_syncs.labels("bhxh_xml130", "http_400")._value.get() == 1
+
+
+async def test_an_unmappable_message_is_dead_lettered_with_located_reasons(store: Store) -> None:
+    metrics = Metrics()
+
+    async def dead() -> bool:
+        return (await store.queue_depths()).get(("inbox", "dead"), 0) == 1
+
+    await run_until(store, ScriptedChannel([]), [corpus_hl7("invalid_missing_identity.hl7")], dead, metrics)
+    with sqlite3.connect(store.path) as db:
+        (reason,) = db.execute("SELECT reason FROM messages").fetchone()
+    assert "PID-3 required" in reason and "PID-7 required" in reason
+
+
+async def test_an_episode_built_from_several_messages_is_sent_as_its_newest_version(store: Store) -> None:
+    channel = ScriptedChannel([])
+    messages = [corpus_hl7(name) for name in ("adt_a01_admit.hl7", "oru_r01_lab.hl7", "adt_a03_discharge.hl7")]
+
+    async def settled() -> bool:
+        depths = await store.queue_depths()
+        return depths.get(("inbox", "mapped"), 0) == 3 and not depths.get(("outbox", "pending"))
+
+    await run_until(store, channel, messages, settled, Metrics())
+    latest = await store.latest_document("4000000000123_VV26000456")
+    assert latest is not None and latest.version == 3
+    assert channel.calls[-1] == "4000000000123_VV26000456:v3"  # older pending versions may be superseded
+    assert sorted(set(channel.calls)) == sorted(channel.calls)  # none sent twice
+
+
+def test_backoff_grows_with_attempts_and_stays_under_the_cap() -> None:
+    settings = PipelineSettings(backoff_base_seconds=2, backoff_max_seconds=60)
+    for attempts, ceiling in [(1, 2), (2, 4), (3, 8), (10, 60)]:
+        delays = [backoff_delay(attempts, settings) for _ in range(50)]
+        assert all(ceiling / 2 <= d <= ceiling for d in delays)
+        assert len(set(delays)) > 1  # jittered
