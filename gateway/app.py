@@ -8,6 +8,7 @@ from importlib.metadata import PackageNotFoundError, version
 
 from aiohttp import web
 
+from adapters.fhir_api import FhirApi
 from adapters.mllp import MllpServer
 from adapters.portal.base import PortalChannel
 from adapters.portal.bhxh import BhxhChannel
@@ -16,16 +17,18 @@ from adapters.portal.hub import HubChannel
 from adapters.tls import server_ssl_context
 from gateway.config import Settings
 from gateway.encryption import load_cipher
+from gateway.fhir_intake import FhirIntake
 from gateway.intake import Hl7Intake
 from gateway.logs import get_logger
 from gateway.metrics import QUEUE_STATES, Metrics
 from gateway.pipeline import Pipeline, mapping_executor
 from gateway.retention import Retention
-from gateway.signing import load_signer, record_certificate_expiry
+from gateway.signing import Signer, load_signer, record_certificate_expiry
 from gateway.store import Store
 from gateway.submissions import build_submissions
+from mappings.fhir_in import map_fhir
 from mappings.hl7v2 import screen
-from mappings.model import FacilityInfo
+from mappings.model import FacilityInfo, Issue
 
 log = get_logger(__name__)
 
@@ -42,6 +45,11 @@ def facility_info(settings: Settings) -> FacilityInfo:
     return FacilityInfo(name=f.name, bhxh_code=f.bhxh_code, moh_facility_id=f.moh_facility_id, tax_code=f.tax_code)
 
 
+def validate_fhir(resource: dict) -> list[Issue]:
+    """The FHIR API refuses at once what the mapping could never turn into a health-book record."""
+    return list(map_fhir(resource).issues)
+
+
 class Gateway:
     """The running gateway: store, pipeline, MLLP listener, HTTP listener (and the emulator in demo)."""
 
@@ -55,11 +63,12 @@ class Gateway:
         self._retention: Retention | None = None
         self._channels: dict[str, PortalChannel] = {}
         self._runners: list[web.AppRunner] = []
+        self._signer: Signer | None = None
         self._ready = False
 
     async def start(self) -> None:
         s = self.settings
-        signer = load_signer(s.signing)
+        signer = self._signer = load_signer(s.signing)
         record_certificate_expiry(self.metrics, signer)
         if s.emulator.enabled:
             await self._start_emulator(signer.certificate_pem)
@@ -109,6 +118,8 @@ class Gateway:
             await runner.cleanup()
         if self.store is not None:
             await self.store.close()
+        if self._signer is not None:
+            self._signer.close()
         log.info("gateway_stopped")
 
     async def run_until_signalled(self) -> None:
@@ -117,8 +128,8 @@ class Gateway:
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stop.set)
-        await self.start()
         try:
+            await self.start()
             await stop.wait()
         finally:
             await self.stop()
@@ -131,6 +142,9 @@ class Gateway:
         app.router.add_get("/healthz", self._healthz)
         app.router.add_get("/readyz", self._readyz)
         app.router.add_get("/metrics", self._metrics)
+        assert self.store is not None
+        intake = FhirIntake(self.store, self.metrics, s, validate_fhir)
+        FhirApi(intake, s.max_body_bytes, gateway_version()).mount(app)
         runner = web.AppRunner(app, access_log=None)
         await runner.setup()
         site = web.TCPSite(runner, s.host, s.port, ssl_context=server_ssl_context(s.tls))

@@ -54,10 +54,11 @@ def cmd_check_config(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_portal_emulator(args: argparse.Namespace) -> int:
+def run_portal_emulator(argv: Sequence[str]) -> int:
+    """The emulator parses its own options (--port, --cert, faults...), so they pass through untouched."""
     from adapters.portal.emulator import main as emulator_main  # noqa: PLC0415
 
-    return emulator_main(["--port", str(args.port), *args.emulator_args])
+    return emulator_main(list(argv))
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -74,15 +75,16 @@ def build_parser() -> argparse.ArgumentParser:
                         ).set_defaults(func=cmd_demo)
     with_config("check-config", "validate settings and print one line per problem").set_defaults(
         func=cmd_check_config)
-    emulator = commands.add_parser("portal-emulator", help="run the national portal emulator")
-    emulator.add_argument("--port", type=int, default=8090)
-    emulator.add_argument("emulator_args", nargs=argparse.REMAINDER, help="further emulator options")
-    emulator.set_defaults(func=cmd_portal_emulator)
+    commands.add_parser("portal-emulator", add_help=False,
+                        help="run the national portal emulator (--port N; --help lists its options)")
     add_queue_commands(commands, with_config)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv[:1] == ["portal-emulator"]:
+        return run_portal_emulator(argv[1:])
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)

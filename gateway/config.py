@@ -10,6 +10,7 @@ import codecs
 import ipaddress
 import json
 import os
+import re
 import tomllib
 from collections.abc import Mapping
 from pathlib import Path
@@ -125,6 +126,14 @@ class FhirSender(_Section):
     name: str
     token_sha256: str = ""
     client_cert_cn: str = ""
+    resource_types: list[str] = Field(default_factory=list)  # empty: every type the FHIR API accepts
+
+    @field_validator("token_sha256")
+    @classmethod
+    def _token_digest(cls, value: str) -> str:
+        if value and not re.fullmatch(r"[0-9a-fA-F]{64}", value):
+            raise ValueError("must be the SHA-256 of the token as 64 hex digits, never the token itself")
+        return value.lower()
 
 
 class HttpSettings(_Section):
@@ -201,6 +210,9 @@ class HubChannelSettings(ChannelSettings):
     service_type: str = "100"
     receiver_id: str = "BYT"
     txn_type: str = "sync_checkup"
+    # Immunizations: PORTAL_API.md names no channel, so they go through the same signed data-sync push
+    # carrying the canonical FHIR document; confirm the transaction type with the Ministry before go-live.
+    immunization_txn_type: str = "sync_immunization"
     message_version: str = "1.0"
 
 

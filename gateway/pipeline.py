@@ -20,6 +20,7 @@ from gateway.config import PipelineSettings
 from gateway.logs import correlation, get_logger
 from gateway.metrics import Metrics
 from gateway.store import ClaimedMessage, ClaimedSubmission, Store
+from gateway.submissions import SubmissionBuildError
 from mappings.document import assemble
 from mappings.fhir_in import map_fhir
 from mappings.hl7v2 import map_message
@@ -134,8 +135,14 @@ class Pipeline:
             document = assemble(previous, fragment)
             documents[document.document_id] = document
             self._metrics.documents_built.labels(document.kind).inc()
-        for document in documents.values():
-            submissions.extend(self._build_submissions(document))
+        try:  # signing is CPU work (and a hardware token is slow): keep it off the event loop
+            for document in documents.values():
+                submissions.extend(await asyncio.to_thread(self._build_submissions, document))
+        except SubmissionBuildError as exc:  # the document cannot be encoded: retrying cannot help
+            self._metrics.mapping_errors.labels(message.source, "encoding-failed").inc()
+            log.error("submission_build_failed", message_id=message.id, reason=str(exc))
+            await self._store.dead_letter_message(message.id, str(exc))
+            return
         await self._store.commit_mapping(message.id, list(documents.values()), submissions)
         log.info("message_mapped", message_id=message.id, documents=len(documents), submissions=len(submissions))
 

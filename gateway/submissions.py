@@ -16,12 +16,13 @@ BHXH_CHANNEL = "bhxh_xml130"
 HUB_CHANNEL = "moh_checkup"
 
 
-def hub_header(settings: HubChannelSettings, sender_id: str, msg_id: str, sent_at: datetime) -> dict[str, Any]:
+def hub_header(settings: HubChannelSettings, sender_id: str, msg_id: str, sent_at: datetime,
+               txn_type: str | None = None) -> dict[str, Any]:
     """The hub message header; msg_id is the idempotency key so the hub recognises a retransmission."""
     return {
         "sender_id": sender_id,
         "receiver_id": settings.receiver_id,
-        "txn_type": settings.txn_type,
+        "txn_type": txn_type or settings.txn_type,
         "msg_id": msg_id,
         "version": settings.message_version,
         "send_date": sent_at.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
@@ -56,8 +57,9 @@ def build_submissions(document: Document, facility: FacilityInfo, signer: Signer
                       now: datetime | None = None) -> list[Submission]:
     """Sign one document for the channel that takes its kind; a disabled channel gets nothing.
 
-    Immunizations have no national wire form yet (PORTAL_API.md names none), so they stay in the store
-    unsent. A SigningError (certificate expired since start-up) is left to propagate: it is retryable.
+    Immunizations have no national form in PORTAL_API.md: they go to the hub as the canonical FHIR
+    document under `immunization_txn_type`. A SigningError (certificate expired since start-up) is left
+    to propagate: it is retryable.
     """
     now = now or datetime.now(timezone.utc)
     try:
@@ -67,6 +69,11 @@ def build_submissions(document: Document, facility: FacilityInfo, signer: Signer
         if document.kind == "health_check" and portal.hub.enabled:
             header = hub_header(portal.hub, facility.moh_facility_id, document.idempotency_key, now)
             body = hub_message(header, checkup1551.build_checkup(document, facility), signer)
+            return [hub_submission(document.document_id, document.version, body)]
+        if document.kind == "immunization" and portal.hub.enabled:
+            header = hub_header(portal.hub, facility.moh_facility_id, document.idempotency_key, now,
+                                portal.hub.immunization_txn_type)
+            body = hub_message(header, document.bundle, signer)
             return [hub_submission(document.document_id, document.version, body)]
     except ValueError as exc:
         raise SubmissionBuildError(f"{document.kind} document {document.idempotency_key}: {exc}") from None

@@ -101,8 +101,9 @@ def test_compose_refers_only_to_files_that_exist_and_declared_volumes() -> None:
 
 def test_compose_wiring_matches_prometheus_grafana_and_the_gateway() -> None:
     services = load_yaml(COMPOSE)["services"]
-    targets = {target for job in load_yaml(PROMETHEUS_DIR / "prometheus.yml")["scrape_configs"]
-               if job["job_name"] == "healthbook-gateway" for config in job["static_configs"] for target in config["targets"]}
+    [job] = [job for job in load_yaml(PROMETHEUS_DIR / "prometheus.yml")["scrape_configs"]
+             if job["job_name"] == "healthbook-gateway"]
+    targets = {target for config in job["static_configs"] for target in config["targets"]}
     assert targets == {"gateway:8080"}
     assert "8080:8080" in services["gateway"]["ports"]
     assert f"gateway-data:{DATA_DIR}" in services["gateway"]["volumes"]

@@ -13,6 +13,7 @@ from gateway.encryption import PayloadCipher
 from gateway.metrics import Metrics
 from gateway.pipeline import Pipeline, backoff_delay, mapping_executor
 from gateway.store import Inbound, Store
+from gateway.submissions import SubmissionBuildError
 from tests.conftest import corpus_hl7
 
 
@@ -45,9 +46,9 @@ SETTINGS = PipelineSettings(workers=2, mapping_processes=0, poll_interval_second
                             backoff_base_seconds=0.05, backoff_max_seconds=0.1)
 
 
-async def run_until(store: Store, channel: ScriptedChannel, messages: list[str], done, metrics: Metrics) -> None:
-    pipeline = Pipeline(store, metrics, SETTINGS, plain_submissions, {"bhxh_xml130": channel},
-                        mapping_executor(0))
+async def run_until(store: Store, channel: ScriptedChannel, messages: list[str], done, metrics: Metrics,
+                    build=plain_submissions) -> None:
+    pipeline = Pipeline(store, metrics, SETTINGS, build, {"bhxh_xml130": channel}, mapping_executor(0))
     await pipeline.start()
     for number, text in enumerate(messages):
         await store.store_inbound(Inbound("mllp", "HIS|BV", f"C{number}", "ADT^A01", "cid", text.encode(), b"AA"))
@@ -128,6 +129,23 @@ async def test_an_episode_built_from_several_messages_is_sent_as_its_newest_vers
     assert latest is not None and latest.version == 3
     assert channel.calls[-1] == "4000000000123_VV26000456:v3"  # older pending versions may be superseded
     assert sorted(set(channel.calls)) == sorted(channel.calls)  # none sent twice
+
+
+async def test_a_document_that_cannot_be_encoded_is_dead_lettered_not_retried_forever(store: Store) -> None:
+    def refuse(document) -> list[Submission]:
+        raise SubmissionBuildError(f"{document.kind} document {document.idempotency_key}: no health class")
+
+    metrics = Metrics()
+
+    async def dead() -> bool:
+        return (await store.queue_depths()).get(("inbox", "dead"), 0) == 1
+
+    await run_until(store, ScriptedChannel([]), [corpus_hl7("adt_a01_admit.hl7")], dead, metrics, build=refuse)
+    with sqlite3.connect(store.path) as db:
+        assert db.execute("SELECT state, attempts, reason FROM messages").fetchall() == [
+            ("dead", 1, "episode document 4000000000123_VV26000456:v1: no health class")]
+        assert db.execute("SELECT count(*) FROM documents").fetchone()[0] == 0  # nothing half-written
+    assert metrics.mapping_errors.labels("mllp", "encoding-failed")._value.get() == 1
 
 
 def test_backoff_grows_with_attempts_and_stays_under_the_cap() -> None:

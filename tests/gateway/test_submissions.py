@@ -1,6 +1,7 @@
 """Documents become signed submissions for the right channel, which the emulator's validators accept."""
 from __future__ import annotations
 
+import base64
 import dataclasses
 import json
 from datetime import datetime, timedelta, timezone
@@ -9,7 +10,7 @@ from pathlib import Path
 import pytest
 from cryptography.hazmat.primitives import serialization
 
-from adapters.portal.emulator.validate import check_envelope, check_hub_message
+from adapters.portal.emulator.validate import Rejection, check_envelope, check_hub_message
 from gateway.config import PortalSettings, SigningSettings
 from gateway.signing import Signer, load_signer
 from gateway.signing.sources import generate_self_signed
@@ -70,8 +71,25 @@ def test_disabled_channels_get_no_submission(signer: Signer) -> None:
     assert build_submissions(document("oru_r01_health_check.hl7"), FACILITY, signer, portal, now=NOW) == []
 
 
-def test_immunizations_have_no_national_channel_yet(signer: Signer) -> None:
-    assert build_submissions(document("vxu_v04_immunization.hl7"), FACILITY, signer, PortalSettings(), now=NOW) == []
+def test_immunizations_go_to_the_hub_as_the_signed_fhir_document(signer: Signer) -> None:
+    vxu = document("vxu_v04_immunization.hl7")
+    [submission] = build_submissions(vxu, FACILITY, signer, PortalSettings(), now=NOW)
+    message = json.loads(submission.body)
+    assert submission.channel == "moh_checkup" and submission.idempotency_key == vxu.idempotency_key
+    assert message["header"]["txn_type"] == "sync_immunization"
+    data = json.loads(base64.b64decode(message["data"]))
+    assert data["resourceType"] == "Bundle" and data["type"] == "document"
+    assert any(e["resource"]["resourceType"] == "Immunization" for e in data["entry"])
+    check_hub_message(message, signer.certificate_pem)  # the emulator takes it, signature included
+
+
+def test_the_emulator_refuses_an_unknown_transaction_type(signer: Signer) -> None:
+    vxu = document("vxu_v04_immunization.hl7")
+    portal = PortalSettings()
+    portal.hub.immunization_txn_type = "sync_vaccines"
+    [submission] = build_submissions(vxu, FACILITY, signer, portal, now=NOW)
+    with pytest.raises(Rejection, match="sync_vaccines"):
+        check_hub_message(json.loads(submission.body), signer.certificate_pem)
 
 
 def test_a_document_the_mapping_cannot_render_is_a_build_error_naming_it(signer: Signer) -> None:

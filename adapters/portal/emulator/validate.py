@@ -110,6 +110,20 @@ def _load_public_key(cert_pem: bytes) -> rsa.RSAPublicKey:
     return key
 
 
+def _check_hub_document(txn_type: str, document: dict[str, Any]) -> None:
+    """The document each transaction type must carry: a QĐ 1551 form, or a FHIR document Bundle."""
+    if txn_type == "sync_checkup":
+        if document.get("PHAN_LOAI_SK") not in (1, 2, 3, 4, 5):
+            raise Rejection("sync_checkup data.PHAN_LOAI_SK must be a health class 1-5")
+        if not str(document.get("MA_LK", "")).strip():
+            raise Rejection("sync_checkup data.MA_LK is required")
+    elif txn_type == "sync_immunization":
+        if document.get("resourceType") != "Bundle" or document.get("type") != "document":
+            raise Rejection("sync_immunization data must be a FHIR document Bundle")
+    else:
+        raise Rejection(f"header.txn_type {txn_type!r} is not a known transaction type")
+
+
 def check_hub_message(message: Any, cert_pem: bytes | None) -> dict[str, Any]:
     """Validate one parsed hub message: fields, base64 JSON data and the RSA/SHA-256 message signature."""
     if not isinstance(message, dict) or not isinstance(message.get("header"), dict):
@@ -136,4 +150,5 @@ def check_hub_message(message: Any, cert_pem: bytes | None) -> dict[str, Any]:
                                               padding.PKCS1v15(), hashes.SHA256())
         except InvalidSignature:
             raise Rejection("message signature does not verify", signature=True) from None
+    _check_hub_document(str(header["txn_type"]), document)
     return {"header": header, "document": document}

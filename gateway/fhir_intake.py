@@ -1,0 +1,264 @@
+"""FHIR intake: authenticate the sender, validate, store durably, and only then answer 200/201.
+
+Answer bodies are stored beside the message (unencrypted, as the HL7 ACKs are), so they carry only
+generated ids, element paths and issue texts, never a personal value.
+"""
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import hmac
+import re
+import time
+import uuid
+from collections.abc import Callable
+from typing import Any
+
+from adapters.fhir_api import (
+    Credentials,
+    FhirAnswer,
+    FhirRequest,
+    Interaction,
+    information,
+    outcome_answer,
+    reason_phrase,
+    to_json,
+)
+from gateway.config import FhirSender, HttpSettings
+from gateway.logs import correlation, get_logger, new_correlation_id
+from gateway.metrics import Metrics, message_type_label
+from gateway.store import Inbound, Store
+from mappings.fhir_in import operation_outcome
+from mappings.model import Issue
+
+log = get_logger(__name__)
+
+Validate = Callable[[dict[str, Any]], list[Issue]]
+
+# Bundle is here for `POST [base]/Bundle`, the FHIR way to store a document; transactions go to the base.
+RESOURCE_TYPES = ("Patient", "Encounter", "Condition", "Observation", "AllergyIntolerance", "Procedure",
+                  "MedicationStatement", "Immunization", "DiagnosticReport", "Composition", "Bundle")
+BUNDLE_TYPES = ("transaction", "batch", "document", "collection")
+ENTRY_METHODS = {"POST": 201, "PUT": 200}
+OPEN_SENDER = "anonymous"
+_ENTRY_PATH = re.compile(r"^Bundle\.entry\[(\d+)\]")
+
+
+class FhirIntake:
+    """The FHIR API's handler: every request gets one precise answer, and 2xx only once it is on disk."""
+
+    resource_types = RESOURCE_TYPES
+
+    def __init__(self, store: Store, metrics: Metrics, settings: HttpSettings, validate: Validate) -> None:
+        self._store = store
+        self._metrics = metrics
+        self._validate = validate
+        self._senders = {sender.name: sender for sender in settings.fhir_senders}
+        if not self._senders:
+            log.warning("fhir_authentication_off", note="http.fhir_senders is empty: any client may post (demo only)")
+
+    def authenticate(self, credentials: Credentials) -> str | None:
+        """The sender these credentials prove, or None; a presented but wrong token never falls back."""
+        if not self._senders:
+            return OPEN_SENDER
+        if credentials.bearer_token:
+            digest = hashlib.sha256(credentials.bearer_token.encode("utf-8")).hexdigest()
+            matches = [sender.name for sender in self._senders.values()
+                       if sender.token_sha256 and hmac.compare_digest(digest, sender.token_sha256)]
+            return matches[0] if matches else None
+        if credentials.client_cn:
+            for sender in self._senders.values():
+                if sender.client_cert_cn and hmac.compare_digest(sender.client_cert_cn, credentials.client_cn):
+                    return sender.name
+        return None
+
+    def refused(self, status: int, issue: Issue) -> None:
+        """Count and log a request the protocol layer refused before it reached the business rules."""
+        self._metrics.acks.labels("fhir", str(status)).inc()
+        log.warning("fhir_refused", status=status, problems=[f"{issue.location} {issue.code}"])
+
+    async def submit(self, request: FhirRequest) -> FhirAnswer:
+        """Create, transaction, batch or document: stored durably before any 2xx."""
+        started = time.perf_counter()
+        with correlation(new_correlation_id(), source="fhir") as correlation_id:
+            answer = await self._submit(request, correlation_id)
+            self._metrics.acks.labels("fhir", str(answer.status)).inc()
+            self._metrics.ack_latency.labels("fhir").observe(time.perf_counter() - started)
+            return answer
+
+    async def validate(self, request: FhirRequest) -> FhirAnswer:
+        """$validate: every issue as an OperationOutcome with status 200; nothing is stored."""
+        with correlation(new_correlation_id(), source="fhir"):
+            forbidden = self._forbidden(request)
+            if forbidden is not None:
+                return self._refuse(403, [forbidden])
+            issues = await self._issues(request)
+            log.info("fhir_validated", resource_type=request.resource["resourceType"], issues=len(issues))
+            self._metrics.acks.labels("fhir", "200").inc()
+            if not issues:
+                return FhirAnswer(200, to_json(information(request.resource["resourceType"], "no problems found")))
+            return outcome_answer(200, issues)
+
+    async def _submit(self, request: FhirRequest, correlation_id: str) -> FhirAnswer:
+        resource = request.resource
+        resource_type = resource["resourceType"]
+        self._metrics.messages_received.labels("fhir", message_type_label(resource_type)).inc()
+        log.info("fhir_received", resource_type=resource_type, interaction=request.interaction,
+                 sender=request.sender, bytes=len(request.body))
+        forbidden = self._forbidden(request)
+        if forbidden is not None:
+            return self._refuse(403, [forbidden])
+        issues = await self._issues(request)
+        if resource_type == "Bundle" and resource.get("type") == "batch":
+            return await self._submit_batch(request, issues, correlation_id)
+        if any(issue.severity == "error" for issue in issues):
+            return self._refuse(422, issues)
+        if resource_type != "Bundle":
+            resource_id = str(uuid.uuid4())
+            location = f"{resource_type}/{resource_id}/_history/1"
+            body = _accepted(request, resource_type, f"accepted as {location}", issues)
+            return await self._store_and_answer(request, request.body, body, location, 201, correlation_id)
+        if resource["type"] == "transaction":
+            body = to_json(_response_bundle("transaction-response", resource["entry"], issues, set()))
+            return await self._store_and_answer(request, request.body, body, "", 200, correlation_id)
+        location = f"Bundle/{uuid.uuid4()}"
+        body = _accepted(request, "Bundle", f"{resource['type']} accepted as {location}", issues)
+        return await self._store_and_answer(request, request.body, body, location, 201, correlation_id)
+
+    async def _submit_batch(self, request: FhirRequest, issues: list[Issue], correlation_id: str) -> FhirAnswer:
+        """A batch keeps its good entries: each entry gets its own status, the failed ones are not stored."""
+        entries = request.resource["entry"]
+        failed = {_entry_index(issue) for issue in issues if issue.severity == "error"}
+        if None in failed or failed.issuperset(range(len(entries))):
+            return self._refuse(422, issues)
+        kept = {**request.resource, "entry": [entry for index, entry in enumerate(entries) if index not in failed]}
+        if failed and any(issue.severity == "error" for issue in await asyncio.to_thread(self._validate, kept)):
+            return self._refuse(422, [*issues, Issue("Bundle.entry", "batch-incomplete",
+                                                     "without its failed entries the batch is no health-book record")])
+        self._count_errors(issues)
+        body = to_json(_response_bundle("batch-response", entries, issues, failed))
+        payload = request.body if not failed else to_json(kept)
+        return await self._store_and_answer(request, payload, body, "", 200, correlation_id)
+
+    async def _store_and_answer(self, request: FhirRequest, payload: bytes, body: bytes, location: str,
+                                status: int, correlation_id: str) -> FhirAnswer:
+        """Commit first; a repeat of the same identifier gets the original body again, with 200."""
+        resource_type = request.resource["resourceType"]
+        stored = await self._store.store_inbound(Inbound(
+            source="fhir", sender=request.sender, control_id=control_id(request.resource, request.if_none_exist),
+            message_type=resource_type, correlation_id=correlation_id, payload=payload, ack=body))
+        if stored.duplicate:
+            self._metrics.duplicates.labels("fhir").inc()
+            log.info("fhir_retransmission", message_id=stored.message_id)
+            return FhirAnswer(200, stored.ack)
+        log.info("fhir_stored", message_id=stored.message_id, resource_type=resource_type)
+        return FhirAnswer(status, stored.ack, location)
+
+    async def _issues(self, request: FhirRequest) -> list[Issue]:
+        """Bundle rules first, then validation in a thread: a large Bundle takes seconds, MLLP must not wait."""
+        return (_bundle_issues(request.resource, request.interaction)
+                or list(await asyncio.to_thread(self._validate, request.resource)))
+
+    def _forbidden(self, request: FhirRequest) -> Issue | None:
+        """Why this sender may not post this resource type, if it may not."""
+        sender: FhirSender | None = self._senders.get(request.sender)
+        if sender is None or not sender.resource_types:
+            return None
+        resource = request.resource
+        located = [(resource["resourceType"], resource["resourceType"])]
+        if resource["resourceType"] == "Bundle":
+            located = [(f"Bundle.entry[{index}].resource", entry.get("resource", {}).get("resourceType"))
+                       for index, entry in enumerate(_entries(resource)) if isinstance(entry.get("resource"), dict)]
+        for location, resource_type in located:
+            if resource_type not in sender.resource_types:
+                return Issue(location, "forbidden", f"sender {sender.name!r} may not post {resource_type} resources")
+        return None
+
+    def _refuse(self, status: int, issues: list[Issue]) -> FhirAnswer:
+        self._count_errors(issues)
+        log.warning("fhir_refused", status=status,
+                    problems=[f"{issue.location} {issue.code}" for issue in issues if issue.severity == "error"])
+        return outcome_answer(status, issues)
+
+    def _count_errors(self, issues: list[Issue]) -> None:
+        for issue in issues:
+            if issue.severity == "error":
+                self._metrics.mapping_errors.labels("fhir", issue.code).inc()
+
+
+def control_id(resource: dict[str, Any], if_none_exist: str) -> str:
+    """The idempotency key: Bundle.identifier, else the If-None-Exist criteria (hashed: they name people)."""
+    identifier = resource.get("identifier") if resource["resourceType"] == "Bundle" else None
+    if isinstance(identifier, dict) and identifier.get("value"):
+        return f"{identifier.get('system', '')}|{identifier['value']}"
+    if if_none_exist:
+        return f"{resource['resourceType']}?sha256:{hashlib.sha256(if_none_exist.encode('utf-8')).hexdigest()}"
+    return f"urn:uuid:{uuid.uuid4()}"
+
+
+def _entries(bundle: dict[str, Any]) -> list[dict[str, Any]]:
+    entries = bundle.get("entry")
+    return [entry for entry in entries if isinstance(entry, dict)] if isinstance(entries, list) else []
+
+
+def _bundle_issues(resource: dict[str, Any], interaction: Interaction) -> list[Issue]:
+    """What a Bundle must be for this gateway to take it: a known type, entries with resources and methods."""
+    if resource["resourceType"] != "Bundle":
+        return []
+    bundle_type = resource.get("type")
+    if bundle_type not in BUNDLE_TYPES:
+        return [Issue("Bundle.type", "unsupported-bundle", f"Bundle.type must be one of {', '.join(BUNDLE_TYPES)}")]
+    if interaction == "create" and bundle_type in ("transaction", "batch"):
+        return [Issue("Bundle.type", "unsupported-bundle",
+                      "post transactions and batches to the base URL, not to [base]/Bundle")]
+    entries = resource.get("entry")
+    if not isinstance(entries, list) or not entries:
+        return [Issue("Bundle.entry", "required", "the Bundle has no entries")]
+    issues = []
+    for index, entry in enumerate(entries):
+        path = f"Bundle.entry[{index}]"
+        if not isinstance(entry, dict) or not isinstance(entry.get("resource"), dict):
+            issues.append(Issue(f"{path}.resource", "required", "every entry needs a resource"))
+            continue
+        if bundle_type in ("transaction", "batch"):
+            method = (entry.get("request") or {}).get("method") if isinstance(entry.get("request"), dict) else None
+            if method not in ENTRY_METHODS:
+                issues.append(Issue(f"{path}.request.method", "unsupported-method",
+                                    f"entry request method must be one of {', '.join(ENTRY_METHODS)}"))
+    return issues
+
+
+def _entry_index(issue: Issue) -> int | None:
+    match = _ENTRY_PATH.match(issue.location)
+    return int(match.group(1)) if match else None
+
+
+def _accepted(request: FhirRequest, location: str, message: str, issues: list[Issue]) -> bytes:
+    """The body of a 201: nothing when the client prefers it minimal, else an informational outcome."""
+    if request.prefer_minimal:
+        return b""
+    outcome = information(location, f"{message}; it will be sent to the national e-health book")
+    if issues:
+        outcome["issue"] += operation_outcome(issues)["issue"]
+    return to_json(outcome)
+
+
+def _response_bundle(bundle_type: str, entries: list[dict[str, Any]], issues: list[Issue],
+                     failed: set[int | None]) -> dict[str, Any]:
+    """The transaction-response or batch-response: one entry per request entry, in the same order."""
+    by_entry: dict[int | None, list[Issue]] = {}
+    for issue in issues:
+        by_entry.setdefault(_entry_index(issue), []).append(issue)
+    answers = []
+    for index, entry in enumerate(entries):
+        entry_issues = by_entry.get(index, [])
+        if index in failed:
+            response = {"status": reason_phrase(422)}
+        else:
+            resource_type = entry["resource"]["resourceType"]
+            response = {"status": reason_phrase(ENTRY_METHODS[entry["request"]["method"]]),
+                        "location": f"{resource_type}/{uuid.uuid4()}/_history/1"}
+        if entry_issues:
+            response["outcome"] = operation_outcome(entry_issues)
+        answers.append({"response": response})
+    return {"resourceType": "Bundle", "id": str(uuid.uuid4()), "type": bundle_type, "entry": answers}
