@@ -105,6 +105,9 @@ class MllpSettings(_Section):
     # unknown, or does not match the bytes; a message that fits its declared MSH-18 is read as declared.
     sender_charsets: dict[str, str] = Field(default_factory=dict)
     allowed_senders: list[SenderRule] = Field(default_factory=list)  # empty: everyone may send
+    # MSH-11 processing ids taken; test (T) and debugging (D) messages are refused so that test
+    # patients never reach a citizen's health book.
+    accepted_processing_ids: list[str] = Field(default_factory=lambda: ["P"])
     tls: TlsSettings = Field(default_factory=TlsSettings)
 
     @field_validator("default_charset")
