@@ -203,7 +203,8 @@ def check(msg: Er7Message) -> list[Issue]:
     """Every issue that stops the message becoming a valid record (plus warnings)."""
     key, rule = message_event(msg)
     if rule is None:
-        return [Issue("MSH-9", "unsupported-message-type", f"message type {key} is not supported")]
+        return [Issue("MSH-9", "unsupported-message-type", "MSH-9 is not a supported message type "
+                      "(ADT A01-A05 A08 A11 A13 A28 A31 A40, ORU^R01, MDM^T02, VXU^V04)")]
     issues = _version_issues(msg) + _segment_name_issues(msg)
     if not valid_dtm(component(msg.segments[0].field(7), 1, msg.delimiters)):
         issues.append(Issue("MSH-7", "required", "MSH-7 message time is required"))
