@@ -90,7 +90,7 @@ def _identity_issues(pid: Segment, msg: Er7Message) -> list[Issue]:
     if not sex:
         issues.append(Issue("PID-8", "required", "PID-8 administrative sex is required"))
     elif codes.sex(sex) is None:
-        issues.append(Issue("PID-8", "invalid-code", "PID-8 administrative sex must be M, F, O or U"))
+        issues.append(Issue("PID-8", "invalid-code", "PID-8 administrative sex must be M, F, O, U, A or N"))
         sex = ""
     if not component(pid.field(5), 1, d) and not component(pid.field(5), 2, d):
         issues.append(Issue("PID-5", "required", "PID-5 patient name is required"))
