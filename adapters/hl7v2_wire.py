@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import codecs
+import itertools
 import re
 import unicodedata
 import uuid
@@ -26,6 +27,9 @@ HL7_ERROR_CODES = {
     "unsupported-processing-id": ("202", "Unsupported processing id"),
     "unsupported-version": ("203", "Unsupported version id"),
 }
+# ACK control ids: unique per process start (random prefix) and per ACK (sequence), and cheap.
+_ACK_ID_PREFIX = uuid.uuid4().hex[:8]
+_ACK_SEQUENCE = itertools.count(1)
 _SEGMENT_END = re.compile(r"\r\n|\r|\n")
 _SEGMENT_END_BYTES = re.compile(rb"[\r\n]")
 _LOCATION = re.compile(r"^(?P<segment>[A-Z][A-Z0-9]{2})(?:-(?P<field>\d+)(?:\.(?P<component>\d+))?)?")
@@ -165,7 +169,7 @@ def build_ack(header: MessageHeader | None, code: str, text: str = "", issues: t
         "MSH", enc,
         header.receiving_application if header else "HBGW", header.receiving_facility if header else "",
         header.sending_application if header else "", header.sending_facility if header else "",
-        stamp, "", f"ACK^{event}^ACK" if event else "ACK", control_id or uuid.uuid4().hex[:20],
+        stamp, "", f"ACK^{event}^ACK" if event else "ACK", control_id or f"{_ACK_ID_PREFIX}{next(_ACK_SEQUENCE)}",
         header.processing_id if header else "P", header.version if header and header.version else "2.5",
         "", "", "", "", "", header.charset if header else "",
     ]

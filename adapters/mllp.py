@@ -107,7 +107,8 @@ class MllpServer:
         oversize = False
         while True:
             try:
-                chunk = await asyncio.wait_for(reader.readuntil(END_BLOCK), self._idle)
+                async with asyncio.timeout(self._idle):  # no task per read, unlike wait_for
+                    chunk = await reader.readuntil(END_BLOCK)
                 break
             except asyncio.IncompleteReadError as exc:
                 if exc.partial.strip() or head:

@@ -74,6 +74,7 @@ class Gateway:
             await self._start_emulator(signer.certificate_pem)
         self.store = await Store(s.store.path, load_cipher(s.store), lease_seconds=s.store.lease_seconds,
                                  max_batch=s.store.group_commit_max_batch,
+                                 max_delay_ms=s.store.group_commit_max_delay_ms,
                                  on_batch=self.metrics.group_commit_batch.observe).open(owner=True)
         if s.portal.bhxh.enabled:
             self._channels["bhxh_xml130"] = BhxhChannel(s.portal.bhxh, self.metrics)

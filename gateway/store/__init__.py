@@ -115,11 +115,13 @@ class Store:
     """Durable queues with leases, so a crash at any point re-queues work instead of losing it."""
 
     def __init__(self, path: Path, cipher: PayloadCipher, *, lease_seconds: float = 120.0,
-                 max_batch: int = 512, on_batch: Callable[[int], None] | None = None) -> None:
+                 max_batch: int = 512, max_delay_ms: float = 0.0,
+                 on_batch: Callable[[int], None] | None = None) -> None:
         self.path = Path(path)
         self._cipher = cipher
         self._lease = lease_seconds
         self._max_batch = max_batch
+        self._max_delay = max_delay_ms / 1000
         self._on_batch = on_batch
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="store-writer")
         self._writer: sqlite3.Connection | None = None
@@ -204,6 +206,8 @@ class Store:
         stopping = False
         while not stopping:
             batch = [await self._queue.get()]
+            if self._max_delay and self._queue.empty():  # more may be on their way: let them join this commit
+                await asyncio.sleep(self._max_delay)
             while len(batch) < self._max_batch and not self._queue.empty():
                 batch.append(self._queue.get_nowait())
             if _STOP in batch:

@@ -85,7 +85,8 @@ class GatewayProcess:
         self.workdir.mkdir(parents=True, exist_ok=True)
         log = self.log_path.open("ab")
         self.process = subprocess.Popen([str(BIN / "healthbook-gateway"), self.command], cwd=self.workdir,
-                                        env=self.env(), stdout=log, stderr=subprocess.STDOUT)
+                                        env=self.env(), stdout=log, stderr=subprocess.STDOUT,
+                                        start_new_session=True)
         wait_until(self._ready, timeout, what=f"gateway ready (log: {self.log_path})")
         return self
 
@@ -95,8 +96,9 @@ class GatewayProcess:
         return http_json(f"{self.http_url}/readyz", timeout=1.0)["status"] == "ready"
 
     def kill9(self) -> None:
+        """SIGKILL the gateway and its mapping workers at once, as a crash of the whole service would."""
         assert self.process is not None
-        self.process.send_signal(signal.SIGKILL)
+        os.killpg(self.process.pid, signal.SIGKILL)
         self.process.wait(timeout=30)
 
     def stop(self) -> int:

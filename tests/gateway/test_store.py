@@ -159,3 +159,16 @@ async def test_the_next_owner_requeues_what_a_dead_process_had_leased(tmp_path: 
     messages, submissions = await restarted.claim_messages(10), await restarted.claim_submissions(10)
     await restarted.close()
     assert [m.id for m in messages] == [2] and [s.submission.document_id for s in submissions] == ["A"]
+
+
+async def test_a_commit_delay_gathers_messages_sent_just_after_the_first(tmp_path: Path) -> None:
+    batches: list[int] = []
+    store = await Store(tmp_path / "gw.db", cipher(), max_delay_ms=1000, on_batch=batches.append).open()
+
+    async def later(control_id: str) -> None:
+        await asyncio.sleep(0.01)
+        await store.store_inbound(inbound(control_id))
+
+    await asyncio.gather(store.store_inbound(inbound("C1")), later("C2"), later("C3"))
+    await store.close()
+    assert batches == [3]
