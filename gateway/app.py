@@ -42,7 +42,8 @@ def gateway_version() -> str:
 
 def facility_info(settings: Settings) -> FacilityInfo:
     f = settings.facility
-    return FacilityInfo(name=f.name, bhxh_code=f.bhxh_code, moh_facility_id=f.moh_facility_id, tax_code=f.tax_code)
+    return FacilityInfo(name=f.name, bhxh_code=f.bhxh_code, moh_facility_id=f.moh_facility_id, tax_code=f.tax_code,
+                        head_code=f.head_code)
 
 
 def validate_fhir(resource: dict) -> list[Issue]:

@@ -78,6 +78,8 @@ class FacilitySettings(_Section):
     bhxh_code: str = "40001"
     moh_facility_id: str = "4000000000123"
     tax_code: str = ""
+    # XML 130 MA_TTDV: the health id (BHXH number) of the facility head or delegate; BHXH refuses it empty.
+    head_code: str = ""
 
     @field_validator("bhxh_code")
     @classmethod

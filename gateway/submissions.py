@@ -64,7 +64,10 @@ def build_submissions(document: Document, facility: FacilityInfo, signer: Signer
     now = now or datetime.now(timezone.utc)
     try:
         if document.kind == "episode" and portal.bhxh.enabled:
-            envelope = xml130.build_envelope(xml130.build_tables(document, facility), facility, now)
+            tables = xml130.build_tables(document, facility)
+            if not tables:  # a cancelled episode (A11): nothing more to send for it
+                return []
+            envelope = xml130.build_envelope(tables, facility, now)
             return [bhxh_submission(document.document_id, document.version, signer.sign_xml_envelope(envelope))]
         if document.kind == "health_check" and portal.hub.enabled:
             header = hub_header(portal.hub, facility.moh_facility_id, document.idempotency_key, now)

@@ -26,7 +26,7 @@ def build_envelope(tables: dict[str, bytes], facility: FacilityInfo, created_at:
     root = ET.Element("GIAMDINHHS")
     ET.SubElement(ET.SubElement(root, "THONGTINDONVI"), "MACSKCB").text = facility.bhxh_code
     info = ET.SubElement(root, "THONGTINHOSO")
-    ET.SubElement(info, "NGAYLAP").text = moment.strftime("%Y%m%d%H%M")  # PORTAL_API: dates yyyyMMddHHmm
+    ET.SubElement(info, "NGAYLAP").text = moment.strftime("%Y%m%d")  # creation date; table date-times are yyyyMMddHHmm
     ET.SubElement(info, "SOLUONGHOSO").text = "1"
     record = ET.SubElement(ET.SubElement(info, "DANHSACHHOSO"), "HOSO")
     for name in sorted(tables, key=_table_number):

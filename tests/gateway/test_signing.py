@@ -24,7 +24,7 @@ from gateway.signing.sources import generate_self_signed
 
 DS = "{http://www.w3.org/2000/09/xmldsig#}"
 ENVELOPE = (b"<GIAMDINHHS><THONGTINDONVI><MACSKCB>40001</MACSKCB></THONGTINDONVI>"
-            b"<THONGTINHOSO><NGAYLAP>202611230815</NGAYLAP></THONGTINHOSO><CHUKYDONVI/></GIAMDINHHS>")
+            b"<THONGTINHOSO><NGAYLAP>20261123</NGAYLAP></THONGTINHOSO><CHUKYDONVI/></GIAMDINHHS>")
 
 
 def write_pem_pair(directory: Path, not_before: datetime, not_after: datetime,

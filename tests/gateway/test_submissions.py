@@ -97,3 +97,12 @@ def test_a_document_the_mapping_cannot_render_is_a_build_error_naming_it(signer:
     without_class = dataclasses.replace(check, bundle={"resourceType": "Bundle", "type": "document", "entry": []})
     with pytest.raises(SubmissionBuildError, match=f"health_check document {check.idempotency_key}: "):
         build_submissions(without_class, FACILITY, signer, PortalSettings(), now=NOW)
+
+
+def test_a_cancelled_episode_sends_nothing_more_instead_of_failing(signer: Signer) -> None:
+    admit = corpus_hl7("adt_a01_admit.hl7")
+    cancel = admit.replace("ADT^A01^ADT_A01|MSG000123", "ADT^A11^ADT_A09|MSG000124").replace("EVN|A01|", "EVN|A11|")
+    episode = assemble(None, map_message(admit).fragments[0])
+    cancelled = assemble(episode, map_message(cancel).fragments[0])
+    assert cancelled.version == 2
+    assert build_submissions(cancelled, FACILITY, signer, PortalSettings(), now=NOW) == []

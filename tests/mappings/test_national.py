@@ -205,7 +205,7 @@ def test_envelope_shape_and_content(episode: Document) -> None:
     assert root.tag == "GIAMDINHHS"
     assert [child.tag for child in root] == ["THONGTINDONVI", "THONGTINHOSO", "CHUKYDONVI"]
     assert root.findtext("THONGTINDONVI/MACSKCB") == "40001"
-    assert root.findtext("THONGTINHOSO/NGAYLAP") == "202603190030"  # 17:30 UTC is 00:30 next day in Vietnam
+    assert root.findtext("THONGTINHOSO/NGAYLAP") == "20260319"  # 17:30 UTC is already the 19th in Vietnam
     assert root.findtext("THONGTINHOSO/SOLUONGHOSO") == "1"
     files = root.findall("THONGTINHOSO/DANHSACHHOSO/HOSO/FILEHOSO")
     assert [f.findtext("LOAIHOSO") for f in files] == ["XML1", "XML4", "XML7", "XML8"]

@@ -76,8 +76,8 @@ def check_envelope(xml: bytes, cert_pem: bytes | None, idempotency_key: str) -> 
     facility = (signed.findtext("THONGTINDONVI/MACSKCB") or "").strip()
     if len(facility) != 5:
         raise Rejection("THONGTINDONVI/MACSKCB must be the 5-character facility code")
-    if not re.fullmatch(r"\d{12}", (signed.findtext("THONGTINHOSO/NGAYLAP") or "").strip()):
-        raise Rejection("THONGTINHOSO/NGAYLAP must be yyyyMMddHHmm")
+    if not re.fullmatch(r"\d{8}", (signed.findtext("THONGTINHOSO/NGAYLAP") or "").strip()):
+        raise Rejection("THONGTINHOSO/NGAYLAP must be the creation date yyyyMMdd")
     records = signed.findall("THONGTINHOSO/DANHSACHHOSO/HOSO")
     declared = (signed.findtext("THONGTINHOSO/SOLUONGHOSO") or "").strip()
     if not records or declared != str(len(records)):

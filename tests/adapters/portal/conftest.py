@@ -54,7 +54,7 @@ def unsigned_envelope(ma_lk: str, file_type: str = "XML1") -> bytes:
     table = base64.b64encode(xml1_table(ma_lk)).decode("ascii")
     return (
         "<?xml version='1.0' encoding='utf-8'?><GIAMDINHHS><THONGTINDONVI><MACSKCB>40001</MACSKCB></THONGTINDONVI>"
-        "<THONGTINHOSO><NGAYLAP>202611230815</NGAYLAP><SOLUONGHOSO>1</SOLUONGHOSO><DANHSACHHOSO><HOSO><FILEHOSO>"
+        "<THONGTINHOSO><NGAYLAP>20261123</NGAYLAP><SOLUONGHOSO>1</SOLUONGHOSO><DANHSACHHOSO><HOSO><FILEHOSO>"
         f"<LOAIHOSO>{file_type}</LOAIHOSO><NOIDUNGFILE>{table}</NOIDUNGFILE></FILEHOSO></HOSO></DANHSACHHOSO>"
         "</THONGTINHOSO><CHUKYDONVI/></GIAMDINHHS>"
     ).encode("utf-8")
