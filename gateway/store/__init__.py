@@ -293,16 +293,23 @@ class Store:
                     (document.document_id, document.version, document.kind, document.patient_key, message_id, now,
                      self._cipher.seal(json.dumps(document.bundle, ensure_ascii=False).encode(), b"documents")))
             for item in submissions:
+                # A version that replaces undelivered ones carries their data, so it keeps their age:
+                # the 24-hour delivery clock runs from the oldest acknowledgement it contains.
+                replaced = (item.document_id, item.channel, item.version)
+                (replaced_since,) = db.execute(
+                    "SELECT min(first_received_at) FROM outbox WHERE document_id = ? AND channel = ? AND version < ?"
+                    " AND state = 'pending'", replaced).fetchone()
                 db.execute(
                     "UPDATE outbox SET state = 'superseded', finished_at = ?, reason = 'replaced by version ' || ?"
                     " WHERE document_id = ? AND channel = ? AND version < ? AND state = 'pending'",
-                    (now, item.version, item.document_id, item.channel, item.version))
+                    (now, item.version, *replaced))
+                first_received_at = min(received_at, replaced_since) if replaced_since else received_at
                 db.execute(
                     "INSERT INTO outbox (channel, idempotency_key, document_id, version, patient_key, content_type,"
                     " first_received_at, created_at, state, next_attempt_at, body)"
                     " VALUES (?, ?, ?, ?, ?, ?, ?, ?, 'pending', ?, ?) ON CONFLICT (channel, idempotency_key) DO NOTHING",
                     (item.channel, item.idempotency_key, item.document_id, item.version,
-                     patients[(item.document_id, item.version)], item.content_type, received_at, now, now,
+                     patients[(item.document_id, item.version)], item.content_type, first_received_at, now, now,
                      self._cipher.seal(item.body, b"outbox")))
             db.execute("UPDATE messages SET state = 'mapped', finished_at = ?, lease_until = 0 WHERE id = ?",
                        (now, message_id))

@@ -172,3 +172,20 @@ async def test_a_commit_delay_gathers_messages_sent_just_after_the_first(tmp_pat
     await asyncio.gather(store.store_inbound(inbound("C1")), later("C2"), later("C3"))
     await store.close()
     assert batches == [3]
+
+
+async def test_a_superseding_version_keeps_the_age_of_the_data_it_replaces(store: Store) -> None:
+    """Otherwise regular updates during an outage would hide an episode from the 24-hour deadline alert."""
+    first = await store.store_inbound(inbound("C1"))
+    await store.commit_mapping(first.message_id, [document("D1", 1)], [submission("D1", 1)])
+    oldest = await store.oldest_pending_received_at()
+    await asyncio.sleep(0.05)
+    second = await store.store_inbound(inbound("C2"))
+    await store.commit_mapping(second.message_id, [document("D1", 2)], [submission("D1", 2)])
+    with sqlite3.connect(store.path) as db:
+        rows = db.execute("SELECT version, state, first_received_at FROM outbox ORDER BY id").fetchall()
+        (second_received,) = db.execute("SELECT received_at FROM messages WHERE id = ?",
+                                        (second.message_id,)).fetchone()
+    assert [(version, state) for version, state, _ in rows] == [(1, "superseded"), (2, "pending")]
+    assert rows[1][2] == oldest < second_received
+    assert await store.oldest_pending_received_at() == oldest
