@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import json
 import random
+import re
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import Executor, ProcessPoolExecutor, ThreadPoolExecutor
@@ -196,7 +197,10 @@ class Pipeline:
 
 
 def _reason(exc: Exception) -> str:
-    """A bounded label for a portal failure: the HTTP status class, never free text."""
+    """A bounded label for a portal failure: the portal's result code, else the HTTP status, never free text."""
+    result_code = re.sub(r"[^0-9A-Za-z]", "", getattr(exc, "result_code", ""))[:12]
+    if result_code:
+        return f"result_{result_code}"
     status = getattr(exc, "status", None)
     if status:
         return f"http_{status}"

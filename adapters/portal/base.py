@@ -28,19 +28,25 @@ class Receipt:
 
 
 class PortalError(Exception):
-    """A submission that did not succeed; `reason` is the portal's own words or ours."""
+    """A submission that did not succeed; `reason` is the portal's own words or ours.
 
-    def __init__(self, reason: str, *, status: int | None = None) -> None:
+    `result_code` is the portal's own result code when it refused inside a 2xx answer (BHXH `maKetQua`),
+    so that a signature failure and a data error are told apart without reading free text.
+    """
+
+    def __init__(self, reason: str, *, status: int | None = None, result_code: str = "") -> None:
         super().__init__(reason)
         self.reason = reason
         self.status = status
+        self.result_code = result_code
 
 
 class TransientPortalError(PortalError):
     """Worth retrying: 5xx, 429, timeouts, dropped connections, expired tokens."""
 
-    def __init__(self, reason: str, *, status: int | None = None, retry_after: float | None = None) -> None:
-        super().__init__(reason, status=status)
+    def __init__(self, reason: str, *, status: int | None = None, retry_after: float | None = None,
+                 result_code: str = "") -> None:
+        super().__init__(reason, status=status, result_code=result_code)
         self.retry_after = retry_after
 
 

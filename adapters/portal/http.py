@@ -136,8 +136,8 @@ class PortalHttpChannel:
         code = str(answer.body.get(code_field, ""))
         if code != accepted_code:
             if code.startswith("5"):
-                raise TransientPortalError(f"portal error: {reason}", status=answer.status)
-            raise PermanentPortalError(reason, status=answer.status)
+                raise TransientPortalError(f"portal error: {reason}", status=answer.status, result_code=code)
+            raise PermanentPortalError(reason, status=answer.status, result_code=code)
         transaction_id = str(answer.body.get(id_field) or "")
         if not transaction_id:
             raise TransientPortalError(f"portal accepted without a transaction id ({id_field})", status=answer.status)

@@ -11,7 +11,7 @@ from adapters.portal.base import PermanentPortalError, Receipt, Submission, Tran
 from gateway.config import PipelineSettings
 from gateway.encryption import PayloadCipher
 from gateway.metrics import Metrics
-from gateway.pipeline import Pipeline, backoff_delay, mapping_executor
+from gateway.pipeline import Pipeline, _reason, backoff_delay, mapping_executor
 from gateway.store import Inbound, Store
 from gateway.store.admin import ItemRef, QueueAdmin
 from gateway.submissions import SubmissionBuildError
@@ -183,3 +183,13 @@ def test_backoff_grows_with_attempts_and_stays_under_the_cap() -> None:
         delays = [backoff_delay(attempts, settings) for _ in range(50)]
         assert all(ceiling / 2 <= d <= ceiling for d in delays)
         assert len(set(delays)) > 1  # jittered
+
+
+@pytest.mark.parametrize("error, label", [
+    (PermanentPortalError("maKetQua 403: chữ ký không hợp lệ", status=200, result_code="403"), "result_403"),
+    (PermanentPortalError("maKetQua 4 01!", status=200, result_code="4 01!"), "result_401"),
+    (PermanentPortalError("Bad Request", status=400), "http_400"),
+    (TransientPortalError("timeout"), "no_answer"),
+])
+def test_failure_labels_are_bounded_and_tell_refusals_apart(error: Exception, label: str) -> None:
+    assert _reason(error) == label
