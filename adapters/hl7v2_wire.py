@@ -26,6 +26,7 @@ HL7_ERROR_CODES = {
     "unsupported-event": ("201", "Unsupported event code"),
     "unsupported-processing-id": ("202", "Unsupported processing id"),
     "unsupported-version": ("203", "Unsupported version id"),
+    "duplicate-control-id": ("205", "Duplicate key identifier"),
 }
 # ACK control ids: unique per process start (random prefix) and per ACK (sequence), and cheap.
 _ACK_ID_PREFIX = uuid.uuid4().hex[:8]

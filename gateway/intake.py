@@ -35,7 +35,8 @@ log = get_logger(__name__)
 
 Screen = Callable[[str], list[Issue]]
 # Issues that mean "we will not take this kind of message at all" (AR) rather than "this content is wrong" (AE).
-_REJECT_CODES = frozenset({"unsupported-message-type", "unsupported-event", "unsupported-version",
+_REJECT_CODES = frozenset({"duplicate-control-id",
+                           "unsupported-message-type", "unsupported-event", "unsupported-version",
                            "unsupported-processing-id", "sender-not-allowed", "message-too-large", "msh-invalid",
                            "charset-mismatch"})
 
@@ -49,6 +50,15 @@ class Answer:
     message_id: int | None = None
     duplicate: bool = False
     issues: tuple[Issue, ...] = ()
+
+
+def content_digest(text: str) -> str:
+    """What makes two messages the same: every byte but MSH-7, which some systems restamp on a resend."""
+    first, terminator, rest = text.partition("\r")
+    fields = first.split(first[3:4] or "|")
+    if len(fields) > 6:
+        fields[6] = ""
+    return hashlib.sha256((first[3:4].join(fields) + terminator + rest).encode("utf-8")).hexdigest()
 
 
 class Hl7Intake:
@@ -114,7 +124,12 @@ class Hl7Intake:
         stored = await self._store.store_inbound(Inbound(
             source=source, sender=header.sender, control_id=control_id, message_type=header.message_type,
             correlation_id=correlation_id, payload=text.encode("utf-8"),
-            ack=build_ack(header, code).encode(codec, errors="replace")))
+            ack=build_ack(header, code).encode(codec, errors="replace"), content_digest=content_digest(text)))
+        if not stored.same_content:
+            return self._refuse(header, (Issue(
+                "MSH-10", "duplicate-control-id",
+                f"message control id {control_id!r} was already used by this sender for a different message"
+                f" (inbox:{stored.message_id}); send it with a new MSH-10"),), codec)
         if stored.duplicate:
             self._metrics.duplicates.labels(source).inc()
         log.info("hl7_stored", message_type=header.message_type, control_id=control_id,

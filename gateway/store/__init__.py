@@ -45,6 +45,7 @@ class Inbound:
     correlation_id: str
     payload: bytes
     ack: bytes
+    content_digest: str = ""  # compared on a repeated control id; empty: not compared
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,6 +53,7 @@ class Stored:
     message_id: int
     ack: bytes
     duplicate: bool
+    same_content: bool = True  # False: the control id was already used for a different message
 
 
 @dataclass(frozen=True, slots=True)
@@ -235,19 +237,20 @@ class Store:
         for item in batch:
             row = db.execute(
                 "INSERT INTO messages (source, sender, control_id, message_type, correlation_id, received_at,"
-                " state, payload, ack) VALUES (?, ?, ?, ?, ?, ?, 'received', ?, ?)"
+                " state, payload, ack, content_digest) VALUES (?, ?, ?, ?, ?, ?, 'received', ?, ?, ?)"
                 " ON CONFLICT (source, sender, control_id) DO NOTHING RETURNING id",
                 (item.source, item.sender, item.control_id, item.message_type, item.correlation_id, now,
-                 self._cipher.seal(item.payload, b"messages"), item.ack),
+                 self._cipher.seal(item.payload, b"messages"), item.ack, item.content_digest),
             ).fetchone()
             if row is not None:
                 results.append(Stored(row[0], item.ack, duplicate=False))
                 continue
             existing = db.execute(
-                "SELECT id, ack FROM messages WHERE source = ? AND sender = ? AND control_id = ?",
+                "SELECT id, ack, content_digest FROM messages WHERE source = ? AND sender = ? AND control_id = ?",
                 (item.source, item.sender, item.control_id),
             ).fetchone()
-            results.append(Stored(existing[0], bytes(existing[1]), duplicate=True))
+            same = not (item.content_digest and existing[2]) or item.content_digest == existing[2]
+            results.append(Stored(existing[0], bytes(existing[1]), duplicate=True, same_content=same))
         return results
 
     # ---- inbox: mapping stage ------------------------------------------------------------------

@@ -88,6 +88,10 @@ MIGRATIONS: tuple[str, ...] = (
         detail   TEXT NOT NULL DEFAULT ''
     );
     """,
+    # 3: a digest of each message's content, to tell a retransmission from a reused control id
+    """
+    ALTER TABLE messages ADD COLUMN content_digest TEXT NOT NULL DEFAULT '';
+    """,
 )
 
 

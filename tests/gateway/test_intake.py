@@ -90,6 +90,27 @@ async def test_retransmission_gets_the_identical_ack_and_is_stored_once(tmp_path
     assert other_sender != first and ack_segments(other_sender)["MSA"][0][1] == "AA"
 
 
+async def test_a_resend_with_a_restamped_msh7_is_still_the_same_message(tmp_path: Path) -> None:
+    original = hl7("R1")
+    restamped = original.replace("20260312083015", "20260312090000", 1)
+    async with running_intake(tmp_path) as intake:
+        first = await intake.send(original)
+        again = await intake.send(restamped)
+        assert intake.rows("SELECT count(*) FROM messages") == [(1,)]
+    assert again == first
+
+
+async def test_a_reused_control_id_with_different_content_is_refused_not_dropped(tmp_path: Path) -> None:
+    """After an HIS counter reset, a new clinical update must not vanish behind an old control id."""
+    async with running_intake(tmp_path) as intake:
+        first = ack_segments(await intake.send(hl7("R2")))
+        reused = ack_segments(await intake.send(hl7("R2", name="TRAN^BINH")))
+        assert intake.rows("SELECT count(*) FROM messages") == [(1,)]
+    assert first["MSA"][0][1] == "AA"
+    assert reused["MSA"][0][1:3] == ["AR", "R2"]
+    assert reused["ERR"][0][2] == "MSH^1^10^1" and reused["ERR"][0][3].startswith("205^Duplicate key")
+
+
 async def test_concurrent_senders_are_all_stored(tmp_path: Path) -> None:
     async with running_intake(tmp_path) as intake:
         async def sender(n: int) -> list[str]:
