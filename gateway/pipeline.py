@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import random
 import re
+import threading
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import Executor, ProcessPoolExecutor, ThreadPoolExecutor
@@ -40,11 +42,23 @@ def map_payload(source: str, payload: bytes) -> MappingResult:
     return map_message(payload.decode("utf-8"))
 
 
+def _exit_with_parent(parent_pid: int) -> None:
+    """Worker start-up: leave when the gateway is gone (kill -9 included), instead of lingering as an orphan."""
+    def watch() -> None:
+        while os.getppid() == parent_pid:
+            time.sleep(1.0)
+        os._exit(0)
+
+    threading.Thread(target=watch, name="exit-with-parent", daemon=True).start()
+
+
 def mapping_executor(processes: int) -> Executor:
-    """Worker processes for mapping (forkserver: the gateway has threads, so plain fork is unsafe)."""
+    """Worker processes for mapping, direct children of the gateway (spawn: the gateway has threads,
+    so plain fork is unsafe) that exit on their own if the gateway dies."""
     if processes <= 0:
         return ThreadPoolExecutor(max_workers=1, thread_name_prefix="mapping")
-    return ProcessPoolExecutor(max_workers=processes, mp_context=get_context("forkserver"))
+    return ProcessPoolExecutor(max_workers=processes, mp_context=get_context("spawn"),
+                               initializer=_exit_with_parent, initargs=(os.getpid(),))
 
 
 def backoff_delay(attempts: int, settings: PipelineSettings) -> float:
@@ -145,7 +159,8 @@ class Pipeline:
             await self._store.dead_letter_message(message.id, str(exc))
             return
         await self._store.commit_mapping(message.id, list(documents.values()), submissions)
-        log.info("message_mapped", message_id=message.id, documents=len(documents), submissions=len(submissions))
+        log.info("message_mapped", message_id=message.id, submissions=len(submissions),
+                 documents=[document.idempotency_key for document in documents])  # submission logs carry these
 
     # ---- submission ----------------------------------------------------------------------------
 
