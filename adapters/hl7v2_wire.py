@@ -59,6 +59,7 @@ class MessageHeader:
 
     @property
     def sender(self) -> str:
+        """MSH-3|MSH-4: with MSH-10, what makes a message a retransmission of another."""
         return f"{self.sending_application}|{self.sending_facility}"
 
     @property
