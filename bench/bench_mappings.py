@@ -7,6 +7,7 @@ import sys
 import time
 from collections.abc import Callable
 from datetime import datetime, timezone
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -24,15 +25,21 @@ EPISODE = ("adt_a01_admit.hl7", "oru_r01_lab.hl7", "adt_a08_update.hl7", "adt_a0
            "mdm_t02_summary.hl7")
 
 
-def per_call_ms(func: Callable[[], Any], repeat: int) -> tuple[float, float]:
-    """Median and 99th percentile of one call, in milliseconds."""
+def per_call_ms(func: Callable[[], Any], repeat: int) -> tuple[float, float, float]:
+    """Median and 99th percentile wall time of one call, and CPU time per call, in milliseconds.
+
+    The CPU figure (process time over the whole run) is the one to compare between machines: on a
+    busy host the wall-clock tail mostly measures the scheduler.
+    """
     samples = []
+    cpu_start = time.process_time()
     for _ in range(repeat):
         start = time.perf_counter()
         func()
         samples.append((time.perf_counter() - start) * 1000)
+    cpu = (time.process_time() - cpu_start) * 1000 / repeat
     samples.sort()
-    return statistics.median(samples), samples[int(len(samples) * 0.99) - 1]
+    return statistics.median(samples), samples[int(len(samples) * 0.99) - 1], cpu
 
 
 def hl7_corpus() -> dict[str, str]:
@@ -45,26 +52,26 @@ def hl7_corpus() -> dict[str, str]:
 
 def main() -> int:
     messages = hl7_corpus()
-    rows: list[tuple[str, str, float, float]] = []
+    rows: list[tuple[str, str, float, float, float]] = []
     for name, text in messages.items():
-        rows.append(("screen", name, *per_call_ms(lambda t=text: screen(t), 2000)))
+        rows.append(("screen", name, *per_call_ms(partial(screen, text), 2000)))
     for name, text in messages.items():
-        rows.append(("map_message", name, *per_call_ms(lambda t=text: map_message(t), 30)))
+        rows.append(("map_message", name, *per_call_ms(partial(map_message, text), 30)))
     fragment = map_message(messages["adt_a01_admit.hl7"]).fragments[0]
     rows.append(("assemble", "adt_a01_admit.hl7", *per_call_ms(lambda: assemble(None, fragment), 200)))
     extra_rows(rows, messages)
-    print(f"{'function':<14} {'input':<34} {'median ms':>10} {'p99 ms':>10}")
-    for func, name, median, p99 in rows:
-        print(f"{func:<14} {name:<34} {median:>10.4f} {p99:>10.4f}")
+    print(f"{'function':<14} {'input':<34} {'median ms':>10} {'p99 ms':>10} {'cpu ms':>10}")
+    for func, name, median, p99, cpu in rows:
+        print(f"{func:<14} {name:<34} {median:>10.4f} {p99:>10.4f} {cpu:>10.4f}")
     screens = [r for r in rows if r[0] == "screen"]
-    worst = max(r[2] for r in screens)
-    print(json.dumps({"screen_worst_median_ms": round(worst, 4), "screen_budget_ms": SCREEN_BUDGET_MS,
+    worst = max(r[4] for r in screens)
+    print(json.dumps({"screen_worst_cpu_ms": round(worst, 4), "screen_budget_ms": SCREEN_BUDGET_MS,
                       "screen_within_budget": worst < SCREEN_BUDGET_MS,
-                      "screen_msgs_per_s_one_core": round(1000 / statistics.mean(r[2] for r in screens))}))
+                      "screen_msgs_per_s_one_core": round(1000 / statistics.mean(r[4] for r in screens))}))
     return 0 if worst < SCREEN_BUDGET_MS else 1
 
 
-def extra_rows(rows: list[tuple[str, str, float, float]], messages: dict[str, str]) -> None:
+def extra_rows(rows: list[tuple[str, str, float, float, float]], messages: dict[str, str]) -> None:
     """FHIR input and the national encodings, on the corpus episode and health check."""
     with open(CORPUS / "fhir" / "transaction_outpatient_visit.json", encoding="utf-8") as handle:
         bundle = json.load(handle)
@@ -79,7 +86,8 @@ def extra_rows(rows: list[tuple[str, str, float, float]], messages: dict[str, st
     rows.append(("build_envelope", "episode (5 messages)",
                  *per_call_ms(lambda: build_envelope(tables, FACILITY, datetime.now(timezone.utc)), 200)))
     check = assemble(None, map_message(messages["oru_r01_health_check.hl7"]).fragments[0])
-    rows.append(("build_checkup", "oru_r01_health_check.hl7", *per_call_ms(lambda: build_checkup(check, FACILITY), 200)))
+    rows.append(("build_checkup", "oru_r01_health_check.hl7",
+                 *per_call_ms(lambda: build_checkup(check, FACILITY), 200)))
 
 
 if __name__ == "__main__":

@@ -34,6 +34,11 @@ class DocumentView:
                 return str(identifier.get("value", ""))
         return ""
 
+    def ranked_conditions(self) -> list[dict[str, Any]]:
+        """Diagnoses in clinical order: ICD-10 coded first, then by rank (DG1-15/DG1-1), then recorded time."""
+        return sorted(self.all("Condition"),
+                      key=lambda c: (not icd10_code(c), _rank(c), str(c.get("recordedDate", ""))))
+
     def mrn(self) -> str:
         for identifier in self.one("Patient").get("identifier", []):
             kinds = {c.get("code") for c in (identifier.get("type") or {}).get("coding", [])}
@@ -41,9 +46,18 @@ class DocumentView:
                 return str(identifier.get("value", ""))
         return ""
 
-    def by_reference(self, reference: dict[str, Any]) -> dict[str, Any]:
-        target = str(reference.get("reference", "")).removeprefix("urn:uuid:")
-        return next((r for r in self.resources if r["id"] == target), {})
+
+def _rank(condition: dict[str, Any]) -> int:
+    for extension in condition.get("extension", []):
+        if extension.get("url") == systems.DIAGNOSIS_RANK_EXTENSION:
+            return int(extension["valuePositiveInt"])
+    return 1_000
+
+
+def icd10_code(condition: dict[str, Any]) -> str:
+    """The ICD-10 code of a Condition; "" when it is coded only in another system."""
+    codings = (condition.get("code") or {}).get("coding", [])
+    return next((str(c.get("code", "")) for c in codings if c.get("system") == systems.ICD10), "")
 
 
 def xml_datetime(value: str | None) -> str:
@@ -77,11 +91,18 @@ def _fold(text: str) -> str:
 
 
 def province_code(patient: dict[str, Any]) -> str:
-    """The 2-digit code of the address province among the 34 in force since 2025-07-01; "" when unknown."""
+    """The 2-digit code of the address province among the 34 in force since 2025-07-01; "" when unknown.
+
+    An address still naming one of the 63 former provinces is coded as the province it is now part of.
+    """
     state = _fold(str((patient.get("address") or [{}])[0].get("state", "")))
     if not state:
         return ""
-    return next((code for code, name in codes.province_2025_codes().items() if _fold(name) == state), "")
+    current = next((code for code, name in codes.province_2025_codes().items() if _fold(name) == state), "")
+    if current:
+        return current
+    return next((entry["province_2025"] for entry in codes.cccd_provinces().values()
+                 if _fold(entry["name"]) == state), "")
 
 
 def sex_code(patient: dict[str, Any]) -> str:
@@ -98,8 +119,19 @@ def ethnicity_code(patient: dict[str, Any]) -> str:
     return ""
 
 
+def nationality_code(patient: dict[str, Any]) -> str:
+    """XML 130 MA_QUOCTICH from the FHIR patient-nationality extension ("000" for Việt Nam)."""
+    for extension in patient.get("extension", []):
+        if extension.get("url") == systems.NATIONALITY_EXTENSION:
+            for part in extension.get("extension", []):
+                if part.get("url") == "code":
+                    return codes.nationality_xml130(str(first_coding(part.get("valueCodeableConcept")).get("code", "")))
+    return ""
+
+
 def first_coding(concept: dict[str, Any] | None) -> dict[str, Any]:
-    return ((concept or {}).get("coding") or [{}])[0]
+    coding: dict[str, Any] = ((concept or {}).get("coding") or [{}])[0]
+    return coding
 
 
 def concept_text(concept: dict[str, Any] | None) -> str:

@@ -4,7 +4,7 @@ from __future__ import annotations
 from typing import Any
 
 from mappings import canonical
-from mappings.canonical import DocumentView, concept_text, first_coding, xml_datetime
+from mappings.canonical import DocumentView, concept_text, first_coding, icd10_code, xml_datetime
 from mappings.model import Document, FacilityInfo
 from mappings.vn import codes, systems
 
@@ -24,8 +24,17 @@ def _health_class(view: DocumentView) -> int | None:
     return None
 
 
+def _icd10_conclusion(view: DocumentView) -> str:
+    """KET_LUAN_BENH: the ICD-10 codes of the check's conditions, separated by ';'."""
+    return ";".join(code for code in map(icd10_code, view.ranked_conditions()) if code)
+
+
 def build_checkup(document: Document, facility: FacilityInfo) -> dict[str, Any]:
-    """The health-check record the MoH hub expects within 24 hours, with PHAN_LOAI_SK 1-5."""
+    """The health-check record the MoH hub expects within 24 hours, with PHAN_LOAI_SK 1-5.
+
+    Both facility codes appear, each in its own field: MA_CSKCB is the 5-character BHXH code and
+    MA_GTIN_CSKCB the 13-digit MoH id, which is also the message sender_id.
+    """
     if document.kind != "health_check":
         raise ValueError("only health-check documents have a QĐ 1551 form")
     view = DocumentView(document)
@@ -48,7 +57,8 @@ def build_checkup(document: Document, facility: FacilityInfo) -> dict[str, Any]:
     doctor, doctor_name = canonical.licence((report.get("resultsInterpreter") or [None])[0]
                                             or (encounter.get("participant") or [{}])[0].get("individual"))
     return {
-        "sender_id": facility.moh_facility_id, "TEN_CSKCB": facility.name,
+        "sender_id": facility.moh_facility_id, "MA_GTIN_CSKCB": facility.moh_facility_id,
+        "MA_CSKCB": facility.bhxh_code, "TEN_CSKCB": facility.name,
         "MA_LK": document.document_id, "PHIEN_BAN": document.version,
         "HO_TEN": canonical.name_text(patient), "SO_CCCD": view.identifier(systems.CCCD),
         "MA_THE_BHYT": view.identifier(systems.BHYT), "NGAY_SINH": xml_datetime(patient.get("birthDate"))[:8],
@@ -57,7 +67,8 @@ def build_checkup(document: Document, facility: FacilityInfo) -> dict[str, Any]:
         "NGAY_KHAM": xml_datetime((encounter.get("period") or {}).get("start") or report.get("effectiveDateTime")),
         "LOAI_KSK": {"MA": str(first_coding(report.get("code")).get("code", "")),
                      "TEN": concept_text(report.get("code"))},
-        "KET_QUA": results, "KET_LUAN": conclusion, "PHAN_LOAI_SK": health_class,
+        "KET_QUA": results, "KET_LUAN": conclusion, "KET_LUAN_BENH": _icd10_conclusion(view),
+        "PHAN_LOAI_SK": health_class,
         "NGAY_KET_LUAN": xml_datetime(report.get("issued") or document.bundle.get("timestamp")),
         "MA_BS": doctor, "TEN_BS": doctor_name,
     }

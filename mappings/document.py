@@ -30,7 +30,7 @@ KIND_TITLE: dict[DocumentKind, str] = {
     "immunization": "Sổ sức khỏe điện tử: tiêm chủng",
 }
 GAP_FILLED_TYPES = frozenset({"Patient", "Encounter"})
-OWNING_SOURCES = ("ADT^", "fhir:")
+OWNING_SOURCES = ("ADT:", "fhir:")
 SOURCE_PREFIX = "urn:hbgw:event:"
 EMPTY_DIV = '<div xmlns="http://www.w3.org/1999/xhtml">Không có dữ liệu</div>'
 
@@ -43,6 +43,11 @@ def _section_of(resource: dict[str, Any], kind: DocumentKind) -> str:
         categories = {c.get("code") for cat in resource.get("category", []) for c in cat.get("coding", [])}
         return "episode" if "encounter-diagnosis" in categories else "history"
     return SECTION_OF_TYPE.get(rtype, "episode")
+
+
+def _source_uri(source_event: str) -> str:
+    """meta.source for a fragment's event ("ADT^A01" becomes urn:hbgw:event:ADT:A01, a valid URI)."""
+    return SOURCE_PREFIX + source_event.replace("^", ":")
 
 
 def _is_owner(source: str) -> bool:
@@ -62,7 +67,7 @@ def _merge(current: dict[tuple[str, str], dict[str, Any]], fragment: Fragment) -
 
     Patient and Encounter belong to the ADT (or FHIR) feed: results and summaries only fill their gaps.
     """
-    meta = {"lastUpdated": fragment.event_time, "source": SOURCE_PREFIX + fragment.source_event}
+    meta = {"lastUpdated": fragment.event_time, "source": _source_uri(fragment.source_event)}
     for incoming in fragment.resources:
         resource = {**incoming, "meta": meta}
         key = (resource["resourceType"], resource["id"])
@@ -120,7 +125,9 @@ def assemble(previous: Document | None, fragment: Fragment) -> Document:
     sections: dict[str, list[str]] = {code: [] for code, _ in SECTIONS}
     for resource in resources:
         sections[_section_of(resource, kind)].append(resource["id"])
-    date = max(fragment.event_time, previous.bundle["timestamp"]) if previous else fragment.event_time
+    date = fragment.event_time
+    if previous and datetime.fromisoformat(previous.bundle["timestamp"]) > datetime.fromisoformat(date):
+        date = previous.bundle["timestamp"]
     version = previous.version + 1 if previous else 1
     composition = _composition(fragment.document_id, kind, date, resources, sections)
     bundle = {

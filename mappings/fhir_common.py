@@ -1,14 +1,16 @@
 """Small helpers shared by every mapping into the canonical FHIR form: ids, references, dates."""
 from __future__ import annotations
 
+import hashlib
 import re
 import uuid
+from datetime import datetime
 from typing import Any
 
 NAMESPACE = uuid.UUID("6f1c6a52-3d0e-4c4b-9a57-1f0e5c2b7a10")
 VN_OFFSET = "+07:00"
-HL7_DTM = re.compile(r"(\d{4})(\d{2})?(\d{2})?(\d{2})?(\d{2})?(\d{2})?(?:\.\d+)?([+-]\d{4})?")
-_SAFE_ID = re.compile(r"[^A-Za-z0-9.\-]+")
+HL7_DTM = re.compile(r"(\d{4})(\d{2})?(\d{2})?(\d{2})?(\d{2})?(\d{2})?(?:\.\d+)?([+-]\d{4})?", re.ASCII)
+_UNSAFE = re.compile(r"[^A-Za-z0-9\-]")
 MAX_DOCUMENT_ID = 100
 
 
@@ -23,17 +25,29 @@ def ref(rid: str) -> dict[str, str]:
 
 
 def document_id(*parts: str) -> str:
-    """An episode id (MA_LK) from non-personal parts: at most 100 characters of [A-Za-z0-9.-_]."""
-    cleaned = [_SAFE_ID.sub("-", part).strip("-") for part in parts if part]
-    return "_".join(cleaned)[:MAX_DOCUMENT_ID]
+    """An episode id (MA_LK) from non-personal parts, injective: distinct visits never share an id.
+
+    Parts are joined by "_"; inside a part every character outside [A-Za-z0-9-] is written ".XXXX"
+    (its code point in hex), so "VV/1" and "VV 1" stay apart. Past 100 characters the tail is a hash.
+    """
+    encoded = "_".join(_UNSAFE.sub(lambda m: f".{ord(m.group()):04X}", part) for part in parts if part)
+    if len(encoded) <= MAX_DOCUMENT_ID:
+        return encoded
+    return encoded[:80] + "." + hashlib.sha256(encoded.encode()).hexdigest()[:19]
 
 
 def fhir_datetime(hl7: str) -> str | None:
-    """An HL7 DTM as a FHIR date or dateTime; a time without zone is taken as Vietnam time (+07:00)."""
+    """An HL7 DTM as a FHIR date or dateTime (None when not a real time); no zone means Vietnam time."""
     match = HL7_DTM.fullmatch(hl7.strip())
     if match is None:
         return None
     year, month, day, hour, minute, second, zone = match.groups()
+    try:
+        datetime(int(year), int(month or 1), int(day or 1), int(hour or 0), int(minute or 0), int(second or 0))
+    except ValueError:
+        return None
+    if zone and (int(zone[1:3]) > 14 or int(zone[3:]) > 59):
+        return None
     if not month:
         return year
     if not day:
@@ -45,8 +59,8 @@ def fhir_datetime(hl7: str) -> str | None:
 
 
 def codeable(system: str, code: str, display: str = "") -> dict[str, Any]:
-    """A CodeableConcept with one coding (display only when known)."""
-    coding: dict[str, str] = {"system": system, "code": code}
+    """A CodeableConcept with one coding (display only when known); blanks in the code are normalised."""
+    coding: dict[str, str] = {"system": system, "code": " ".join(code.split())}
     if display:
         coding["display"] = display
     return {"coding": [coding]}

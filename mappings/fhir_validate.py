@@ -22,15 +22,44 @@ def resource_issues(resource: dict[str, Any], path: str) -> list[Issue]:
     kind = resource.get("resourceType")
     if not isinstance(kind, str):
         return [Issue(f"{path}.resourceType", "required", "resourceType is missing")]
-    try:
-        model = get_fhir_model_class(kind)
-    except (AttributeError, KeyError, ValueError):
-        return [Issue(f"{path}.resourceType", "unsupported-resource", f"{kind[:40]} is not an R4B resource type")]
+    if not _known(kind):
+        return [Issue(f"{path}.resourceType", "unsupported-resource", "resourceType is not an R4B resource type")]
+    model = get_fhir_model_class(kind)
+    nested = _nested_type_issues(resource, path)
+    if nested:
+        return nested
     try:
         model.model_validate(resource)
     except ValidationError as exc:
         return [Issue(element_path(path, tuple(err["loc"])), "invalid", _message(err)) for err in exc.errors()]
+    except (TypeError, KeyError, ValueError) as exc:
+        return [Issue(path, "invalid", f"not a valid {kind[:40]} ({type(exc).__name__})")]
     return []
+
+
+def _nested_type_issues(resource: dict[str, Any], path: str) -> list[Issue]:
+    """Bundle entries whose resourceType fhir.resources cannot look up (it raises instead of reporting)."""
+    entries = resource.get("entry") if resource.get("resourceType") == "Bundle" else None
+    if not isinstance(entries, list):
+        return []
+    issues = []
+    for index, entry in enumerate(entries):
+        inner = entry.get("resource") if isinstance(entry, dict) else None
+        if not isinstance(inner, dict):
+            continue
+        kind = inner.get("resourceType")
+        if not isinstance(kind, str) or not _known(kind):
+            issues.append(Issue(f"{path}.entry[{index}].resource.resourceType", "invalid",
+                                "resourceType must name an R4B resource"))
+    return issues
+
+
+def _known(kind: str) -> bool:
+    try:
+        get_fhir_model_class(kind)
+    except (AttributeError, KeyError, ValueError):
+        return False
+    return True
 
 
 def _message(err: Any) -> str:

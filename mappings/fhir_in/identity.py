@@ -10,7 +10,7 @@ from mappings.model import Issue
 from mappings.vn import codes, systems
 from mappings.vn.identifiers import bhyt_issues, cccd_issues, patient_key
 
-FHIR_DATE = re.compile(r"(\d{4})(?:-(\d{2})(?:-(\d{2}))?)?")
+FHIR_DATE = re.compile(r"(\d{4})(?:-(\d{2})(?:-(\d{2}))?)?", re.ASCII)
 CCCD_TYPES = frozenset({"NNVNM"})
 BHYT_TYPES = frozenset({"HC"})
 

@@ -5,7 +5,7 @@ import hashlib
 from typing import Any
 
 from mappings.fhir_common import as_instant, document_id, resource_id
-from mappings.fhir_in.identity import Identity, identity_issues, identity_of, patient_issues
+from mappings.fhir_in.identity import Identity, identity_issues, patient_issues
 from mappings.fhir_in.rewrite import adopt
 from mappings.fhir_in.single import composition_summary, logical_identity, logical_visit
 from mappings.fhir_validate import resource_issues
@@ -30,6 +30,13 @@ def _code_issues(resource: dict[str, Any], path: str) -> list[Issue]:
             for issue in icd10_issues(str(coding.get("code", "")), f"{path}.code.coding[{j}].code")]
 
 
+def _period_issues(encounter: dict[str, Any], path: str) -> list[Issue]:
+    """Admission and discharge times must be at least full dates (XML 130 NGAY_VAO / NGAY_RA)."""
+    period = encounter.get("period") or {}
+    return [Issue(f"{path}.period.{name}", "invalid-date", f"period.{name} needs at least a full date")
+            for name in ("start", "end") if name in period and len(str(period[name])) < 10]
+
+
 def _errors(issues: list[Issue]) -> bool:
     return any(issue.severity == "error" for issue in issues)
 
@@ -37,10 +44,12 @@ def _errors(issues: list[Issue]) -> bool:
 def map_fhir(resource: dict[str, Any]) -> MappingResult:
     """Turn a FHIR Bundle or single resource into fragments, or issues located by FHIR element path."""
     if not isinstance(resource, dict) or not isinstance(resource.get("resourceType"), str):
-        return MappingResult(issues=(Issue("resourceType", "required", "a FHIR resource with resourceType is required"),))
+        return MappingResult(issues=(Issue("resourceType", "required",
+                                           "a FHIR resource with resourceType is required"),))
+    resource = _without_nulls(resource)
     rtype = resource["resourceType"]
     if rtype != "Bundle" and rtype not in SINGLE_TYPES:
-        return MappingResult(issues=(Issue(f"{rtype[:40]}", "unsupported-resource",
+        return MappingResult(issues=(Issue("resourceType", "unsupported-resource",
                                            "this resource type is not accepted here"),))
     issues = resource_issues(resource, rtype)
     if _errors(issues):
@@ -48,6 +57,18 @@ def map_fhir(resource: dict[str, Any]) -> MappingResult:
     if rtype == "Bundle":
         return _map_bundle(resource)
     return _map_single(resource)
+
+
+def _without_nulls(value: Any) -> Any:
+    """FHIR JSON has no nulls; fhir.resources reads a null property as absent, and so does everything here.
+
+    Nulls inside arrays are kept, so that the array indices in issue paths are the sender's own.
+    """
+    if isinstance(value, dict):
+        return {key: _without_nulls(item) for key, item in value.items() if item is not None}
+    if isinstance(value, list):
+        return [_without_nulls(item) for item in value]
+    return value
 
 
 def _episode_id(encounter: dict[str, Any]) -> str:
@@ -121,11 +142,13 @@ def _map_bundle(bundle: dict[str, Any]) -> MappingResult:
         if not (encounter.get("identifier") or [{}])[0].get("value"):
             issues.append(Issue(f"Bundle.entry[{index}].resource.identifier", "required",
                                 "the Encounter needs an identifier (the visit number)"))
+        issues += _period_issues(encounter, f"Bundle.entry[{index}].resource")
     immunizations = [r for _, r in entries if r["resourceType"] == "Immunization"]
     if not encounters and not immunizations:
         issues.append(Issue("Bundle.entry", "required", "an Encounter (episode) or an Immunization is required"))
     if _errors(issues):
         return MappingResult(issues=tuple(issues))
+    kind: DocumentKind
     if encounters:
         doc_id, kind = _episode_id(encounters[0][1]), "episode"
     else:
@@ -154,11 +177,14 @@ def _map_single(resource: dict[str, Any]) -> MappingResult:
                                                     "a Patient alone changes no episode document", "warning")))
     identity, identity_path = logical_identity(resource)
     issues = identity_issues(identity, identity_path) + _code_issues(resource, rtype)
+    if rtype == "Encounter":
+        issues += _period_issues(resource, rtype)
     visit, visit_path = logical_visit(resource)
     if rtype != "Immunization" and visit is None:
         issues.append(Issue(visit_path, "required", "the episode is named by an Encounter identifier"))
     if _errors(issues):
         return MappingResult(issues=tuple(issues))
+    kind: DocumentKind
     if visit is None:
         doc_id, kind = _immunization_id(identity, [resource]), "immunization"
     else:

@@ -1,15 +1,34 @@
 """Giving inbound FHIR resources the document's stable ids and rewriting references to match."""
 from __future__ import annotations
 
+import json
 from typing import Any
 
 from mappings.fhir_common import resource_id
 
 SINGLETONS = frozenset({"Patient", "Encounter"})
+CONTENT_KEYS: dict[str, tuple[str, ...]] = {
+    "Condition": ("code", "onsetDateTime", "recordedDate"),
+    "Observation": ("code", "effectiveDateTime", "effectivePeriod", "effectiveInstant"),
+    "Procedure": ("code", "performedDateTime", "performedPeriod"),
+    "MedicationStatement": ("medicationCodeableConcept", "medicationReference", "effectiveDateTime",
+                            "effectivePeriod"),
+    "AllergyIntolerance": ("code",),
+    "Immunization": ("vaccineCode", "occurrenceDateTime"),
+    "DiagnosticReport": ("code", "effectiveDateTime", "effectivePeriod"),
+    "DocumentReference": ("type", "date"),
+    "FamilyMemberHistory": ("relationship", "condition"),
+    "Organization": ("name",),
+    "Practitioner": ("name",),
+}
 
 
 def stable_id(document_id: str, resource: dict[str, Any], fallback: str) -> str:
-    """Patient and Encounter are one per document; others keep their business identifier or fullUrl."""
+    """Patient and Encounter are one per document; others by business identifier, else by content.
+
+    Content (code and time) rather than fullUrl, because many senders mint new urn:uuid fullUrls for
+    every transaction: a resent Bundle must replace its resources, not add copies.
+    """
     rtype = resource["resourceType"]
     if rtype in SINGLETONS:
         return resource_id(document_id, rtype)
@@ -19,6 +38,9 @@ def stable_id(document_id: str, resource: dict[str, Any], fallback: str) -> str:
     for identifier in identifiers or []:
         if isinstance(identifier, dict) and identifier.get("value"):
             return resource_id(document_id, rtype, str(identifier.get("system", "")), str(identifier["value"]))
+    content = {name: resource[name] for name in CONTENT_KEYS.get(rtype, ()) if resource.get(name)}
+    if content:
+        return resource_id(document_id, rtype, json.dumps(content, sort_keys=True, ensure_ascii=False))
     return resource_id(document_id, rtype, fallback)
 
 
@@ -51,7 +73,7 @@ def adopt(document_id: str, entries: list[tuple[str, dict[str, Any]]],
         if resource.get("id"):
             targets[f"{resource['resourceType']}/{resource['id']}"] = new_id
     out = []
-    for new_id, (_, resource) in zip(ids, entries):
+    for new_id, (_, resource) in zip(ids, entries, strict=True):
         body = {k: v for k, v in resource.items() if k not in ("id", "meta")}
         out.append({"resourceType": resource["resourceType"], "id": new_id, **rewrite(body, targets)})
     return out

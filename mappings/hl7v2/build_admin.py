@@ -70,11 +70,17 @@ def patient(ctx: Context, pid: Segment, ids: PatientIds) -> dict[str, Any]:
         resource["birthDate"] = birth
     if addresses := _address(ctx, pid):
         resource["address"] = addresses
+    extensions = []
     ethnic_code = ctx.c(pid, 22)
     if ethnic_code:
         display = codes.ethnicity(ethnic_code) or ctx.c(pid, 22, 2)
         coding = codeable(systems.ETHNICITY, ethnic_code, display)["coding"][0]
-        resource["extension"] = [{"url": systems.ETHNICITY_EXTENSION, "valueCoding": coding}]
+        extensions.append({"url": systems.ETHNICITY_EXTENSION, "valueCoding": coding})
+    if country := ctx.c(pid, 26) or ctx.c(pid, 28):  # citizenship, else nationality
+        extensions.append({"url": systems.NATIONALITY_EXTENSION, "extension": [
+            {"url": "code", "valueCodeableConcept": codeable(systems.ISO_COUNTRY, country.upper())}]})
+    if extensions:
+        resource["extension"] = extensions
     return resource
 
 
@@ -99,7 +105,7 @@ def practitioner_ref(ctx: Context, segment: Segment, field: int) -> dict[str, An
     return out
 
 
-def encounter(ctx: Context, pv1: Segment, rule: EventRule) -> dict[str, Any]:
+def encounter(ctx: Context, pv1: Segment, pv2: Segment | None, rule: EventRule) -> dict[str, Any]:
     """The episode's Encounter; its status follows the event (A11 cancels, A13 reopens, A03 finishes)."""
     start, end = fhir_datetime(ctx.c(pv1, 44)), fhir_datetime(ctx.c(pv1, 45))
     if rule.cancels_discharge:
@@ -125,4 +131,6 @@ def encounter(ctx: Context, pv1: Segment, rule: EventRule) -> dict[str, Any]:
         resource["hospitalization"] = {"dischargeDisposition": codeable(systems.V2_0112, disposition)}
     if ctx.c(pv1, 10):
         resource["serviceType"] = {"text": ctx.c(pv1, 10)}
+    if pv2 is not None and (ctx.c(pv2, 3) or ctx.t(pv2, 3, 2)):
+        resource["reasonCode"] = [ctx.coded(pv2, 3)]
     return resource

@@ -15,41 +15,37 @@ OBX_STATUS = {"F": "final", "C": "corrected", "P": "preliminary", "R": "prelimin
               "D": "entered-in-error"}
 ALLERGY_CATEGORY = {"DA": "medication", "FA": "food", "EA": "environment", "MA": "environment"}
 ALLERGY_SEVERITY = {"MI": "mild", "MO": "moderate", "SV": "severe"}
-NUMBER = re.compile(r"[+-]?\d+(\.\d+)?")
-
-
-def _coded(ctx: Context, segment: Segment, field: int) -> dict[str, Any]:
-    code, text, system = ctx.c(segment, field, 1), ctx.c(segment, field, 2), ctx.c(segment, field, 3)
-    if not code:
-        return {"text": text}
-    local = system.upper() in ("", "L", "LOCAL") or system.startswith("99")
-    return codeable(systems.local("code", ctx.facility_id) if local else systems.coding_system(system), code, text)
+RANK = re.compile(r"[1-9][0-9]{0,3}")
+NUMBER = re.compile(r"[+-]?\d+(\.\d+)?", re.ASCII)
 
 
 def condition(ctx: Context, dg1: Segment) -> dict[str, Any]:
-    """An ICD-10 diagnosis; one per code and diagnosis type (A admitting, F final) per episode."""
+    """A diagnosis (ICD-10 unless DG1-3.3 names another system); one per code and type (A, F) per episode."""
     code = ctx.c(dg1, 3)
-    display = ctx.c(dg1, 3, 2) or codes.icd10_display(code) or ""
+    if ctx.c(dg1, 3, 3).upper() in systems.HL7_ICD10_NAMES:
+        concept = codeable(systems.ICD10, code, ctx.t(dg1, 3, 2) or codes.icd10_display(code) or "")
+    else:
+        concept = ctx.coded(dg1, 3)
     category = codeable(systems.CONDITION_CATEGORY, "encounter-diagnosis")
     if ctx.c(dg1, 6):
         category["coding"].append({"system": systems.V2_0052, "code": ctx.c(dg1, 6).upper()})
     resource: dict[str, Any] = {
         "resourceType": "Condition", "id": resource_id(ctx.document_id, "Condition", code, ctx.c(dg1, 6).upper()),
         "clinicalStatus": codeable(systems.CONDITION_CLINICAL, "active"), "category": [category],
-        "code": codeable(systems.ICD10, code, display),
+        "code": concept,
         "subject": ref(ctx.patient_id), "encounter": ref(ctx.encounter_id),
     }
     if recorded := fhir_datetime(ctx.c(dg1, 5)):
         resource["recordedDate"] = recorded
-    rank = ctx.c(dg1, 15) if ctx.c(dg1, 15).isdigit() else ctx.c(dg1, 1)
-    if rank.isdigit() and int(rank) > 0:
+    rank = ctx.c(dg1, 15) if RANK.fullmatch(ctx.c(dg1, 15)) else ctx.c(dg1, 1)
+    if RANK.fullmatch(rank):
         resource["extension"] = [{"url": systems.DIAGNOSIS_RANK_EXTENSION, "valuePositiveInt": int(rank)}]
     return resource
 
 
 def allergy(ctx: Context, al1: Segment) -> dict[str, Any]:
     """A history-section allergy, one per allergen."""
-    allergen = _coded(ctx, al1, 3)
+    allergen = ctx.coded(al1, 3)
     key = ctx.c(al1, 3, 1) or ctx.c(al1, 3, 2)
     resource: dict[str, Any] = {
         "resourceType": "AllergyIntolerance", "id": resource_id(ctx.document_id, "AllergyIntolerance", key),
@@ -58,8 +54,8 @@ def allergy(ctx: Context, al1: Segment) -> dict[str, Any]:
     if category := ALLERGY_CATEGORY.get(ctx.c(al1, 2).upper()):
         resource["category"] = [category]
     reaction: dict[str, Any] = {}
-    if ctx.c(al1, 5):
-        reaction["manifestation"] = [{"text": ctx.c(al1, 5)}]
+    if ctx.t(al1, 5):
+        reaction["manifestation"] = [{"text": ctx.t(al1, 5)}]
         if severity := ALLERGY_SEVERITY.get(ctx.c(al1, 4).upper()):
             reaction["severity"] = severity
         resource["reaction"] = [reaction]
@@ -72,7 +68,7 @@ def procedure(ctx: Context, pr1: Segment) -> dict[str, Any]:
     resource: dict[str, Any] = {
         "resourceType": "Procedure",
         "id": resource_id(ctx.document_id, "Procedure", ctx.c(pr1, 3), performed or ""),
-        "status": "completed", "code": _coded(ctx, pr1, 3),
+        "status": "completed", "code": ctx.coded(pr1, 3),
         "subject": ref(ctx.patient_id), "encounter": ref(ctx.encounter_id),
     }
     if performed:
@@ -90,8 +86,8 @@ def _value(ctx: Context, obx: Segment) -> dict[str, Any]:
             quantity.update(unit=unit, system=systems.UCUM, code=unit)
         return {"valueQuantity": quantity}
     if kind in ("CWE", "CE", "CNE") and first:
-        return {"valueCodeableConcept": _coded(ctx, obx, 5)}
-    text = "\n".join(ctx.rc(raw, 1) for raw in ctx.reps(obx, 5))
+        return {"valueCodeableConcept": ctx.coded(obx, 5)}
+    text = "\n".join(ctx.rt(raw, 1) for raw in ctx.reps(obx, 5))
     return {"valueString": text} if text else {}
 
 
@@ -104,11 +100,11 @@ def observation(ctx: Context, obx: Segment, category: str, group: str, effective
         "id": resource_id(ctx.document_id, "Observation", group, code, ctx.c(obx, 4), when),
         "status": OBX_STATUS.get(ctx.c(obx, 11).upper(), "final"),
         "category": [codeable(systems.OBS_CATEGORY, category)],
-        "code": _coded(ctx, obx, 3), "subject": ref(ctx.patient_id), "encounter": ref(ctx.encounter_id),
+        "code": ctx.coded(obx, 3), "subject": ref(ctx.patient_id), "encounter": ref(ctx.encounter_id),
         "effectiveDateTime": when, **_value(ctx, obx),
     }
-    if ctx.c(obx, 7):
-        resource["referenceRange"] = [{"text": ctx.c(obx, 7)}]
+    if ctx.t(obx, 7):
+        resource["referenceRange"] = [{"text": ctx.t(obx, 7)}]
     if ctx.c(obx, 8):
         resource["interpretation"] = [codeable(systems.OBS_INTERPRETATION, ctx.c(obx, 8).upper())]
     return resource
@@ -122,7 +118,7 @@ def diagnostic_report(ctx: Context, obr: Segment, results: list[dict[str, Any]],
         "resourceType": "DiagnosticReport", "id": resource_id(ctx.document_id, "DiagnosticReport", filler),
         "status": OBX_STATUS.get(ctx.c(obr, 25).upper(), "final"),
         "category": [codeable(systems.OBS_CATEGORY, category)],
-        "code": _coded(ctx, obr, 4), "subject": ref(ctx.patient_id), "encounter": ref(ctx.encounter_id),
+        "code": ctx.coded(obr, 4), "subject": ref(ctx.patient_id), "encounter": ref(ctx.encounter_id),
         "result": [ref(r["id"]) for r in results],
     }
     if filler:
@@ -143,15 +139,15 @@ def diagnostic_report(ctx: Context, obr: Segment, results: list[dict[str, Any]],
 
 def summary(ctx: Context, txa: Segment, obxs: list[Segment]) -> dict[str, Any]:
     """The medical-record summary (MDM^T02) as a DocumentReference holding the text."""
-    text = "\n".join(ctx.rc(raw, 1) for obx in obxs for raw in ctx.reps(obx, 5))
+    text = "\n".join(ctx.rt(raw, 1) for obx in obxs for raw in ctx.reps(obx, 5))
     number = ctx.c(txa, 12) or ctx.c(txa, 2)
     resource: dict[str, Any] = {
         "resourceType": "DocumentReference", "id": resource_id(ctx.document_id, "DocumentReference", number),
         "status": "current", "docStatus": "final" if ctx.c(txa, 17).upper() in ("AU", "LA", "") else "preliminary",
-        "type": _coded(ctx, obxs[0], 3), "subject": ref(ctx.patient_id),
+        "type": ctx.coded(obxs[0], 3), "subject": ref(ctx.patient_id),
         "content": [{"attachment": {"contentType": "text/plain; charset=utf-8",
                                     "data": base64.b64encode(text.encode()).decode(),
-                                    "title": ctx.c(obxs[0], 3, 2) or "Tóm tắt hồ sơ bệnh án"}}],
+                                    "title": ctx.t(obxs[0], 3, 2) or "Tóm tắt hồ sơ bệnh án"}}],
         "context": {"encounter": [ref(ctx.encounter_id)]},
     }
     if number:
@@ -170,7 +166,7 @@ def immunization(ctx: Context, rxa: Segment) -> dict[str, Any]:
     resource: dict[str, Any] = {
         "resourceType": "Immunization", "id": resource_id(ctx.document_id, "Immunization", ctx.c(rxa, 5), given),
         "status": "not-done" if ctx.c(rxa, 20).upper() in ("RE", "NA") else "completed",
-        "vaccineCode": _coded(ctx, rxa, 5), "patient": ref(ctx.patient_id), "occurrenceDateTime": given,
+        "vaccineCode": ctx.coded(rxa, 5), "patient": ref(ctx.patient_id), "occurrenceDateTime": given,
         "primarySource": ctx.c(rxa, 9) in ("", "00"),
     }
     amount = ctx.c(rxa, 6)

@@ -51,7 +51,7 @@ def read(message: str) -> Er7Message | None:
         return None
     sep = text[3]
     encoding = text[4:8].split(sep, 1)[0]
-    if len(encoding) < 4:
+    if len(encoding) < 3:
         return None
     delimiters = Delimiters(sep, encoding[0], encoding[1], encoding[2], encoding[3] if len(encoding) > 3 else "&")
     segments = []
@@ -70,17 +70,26 @@ def repetitions(raw: str, d: Delimiters) -> list[str]:
     return raw.split(d.repetition) if raw else []
 
 
-def components(raw: str, d: Delimiters) -> list[str]:
-    """The unescaped components of one raw repetition; subcomponents are kept joined by '&'."""
-    return [unescape(part, d) for part in raw.split(d.component)]
-
-
 def component(raw: str, number: int, d: Delimiters) -> str:
-    """Component `number` (1-based) of one raw repetition, unescaped; its first subcomponent only."""
-    parts = raw.split(d.component)
+    """Component `number` (1-based) of the first repetition, unescaped and trimmed; first subcomponent only.
+
+    For codes, identifiers and times, where surrounding blanks carry no meaning.
+    """
+    if not raw:
+        return ""
+    parts = raw.split(d.repetition, 1)[0].split(d.component, number)
     if number > len(parts):
         return ""
-    return unescape(parts[number - 1].split(d.subcomponent)[0], d)
+    value = parts[number - 1]
+    if d.subcomponent in value:
+        value = value.split(d.subcomponent, 1)[0]
+    return unescape(value, d).strip()
+
+
+def text(raw: str, number: int, d: Delimiters) -> str:
+    """Component `number` of the first repetition of a text field, unescaped, a literal '&' kept."""
+    parts = raw.split(d.repetition, 1)[0].split(d.component)
+    return unescape(parts[number - 1], d) if number <= len(parts) else ""
 
 
 def unescape(text: str, d: Delimiters) -> str:

@@ -16,14 +16,13 @@ class EventRule:
 
     `encounter_status` None means: derive it from PV1 (finished when PV1-45 discharge time is set).
     `cancels_discharge` drops the discharge time and disposition (A13).
-    `owns_encounter` False means the message's PV1 only fills gaps in an Encounter the ADT feed owns.
+    Which feed owns the Patient and Encounter (ADT) is decided in mappings.document.
     """
 
     kind: DocumentKind
     needs_visit: bool
     encounter_status: str | None = None
     cancels_discharge: bool = False
-    owns_encounter: bool = True
 
 
 EVENTS: dict[str, EventRule] = {
@@ -38,8 +37,8 @@ EVENTS: dict[str, EventRule] = {
     "ADT^A28": EventRule("episode", False),
     "ADT^A31": EventRule("episode", False),
     "ADT^A40": EventRule("episode", False),
-    "ORU^R01": EventRule("episode", True, owns_encounter=False),
-    "MDM^T02": EventRule("episode", True, owns_encounter=False),
+    "ORU^R01": EventRule("episode", True),
+    "MDM^T02": EventRule("episode", True),
     "VXU^V04": EventRule("immunization", False),
 }
 

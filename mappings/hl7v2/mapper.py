@@ -96,7 +96,7 @@ def _episode_resources(ctx: Context, key: str, rule: EventRule, kind: DocumentKi
     out: list[dict[str, Any]] = []
     pv1 = msg.first("PV1")
     if pv1 is not None:
-        out.append(build_admin.encounter(ctx, pv1, rule))
+        out.append(build_admin.encounter(ctx, pv1, msg.first("PV2"), rule))
     out += [build_clinical.condition(ctx, dg1) for dg1 in msg.all("DG1")]
     out += [build_clinical.allergy(ctx, al1) for al1 in msg.all("AL1")]
     out += [build_clinical.procedure(ctx, pr1) for pr1 in msg.all("PR1")]

@@ -1,4 +1,4 @@
-"""Structural parsing with hl7apy: the message must parse as a v2 message of its (or the fallback) version.
+"""Structural parsing with hl7apy, reported as warnings: screen has already accepted the message (AA).
 
 Values are then read from the exact ER7 text (er7.py), not from hl7apy's re-encoding: hl7apy's
 `to_er7()` re-escapes sequences it does not know (`\\.br\\` becomes `\\E\\.br\\E\\`), moves the withdrawn
@@ -30,12 +30,17 @@ def _normalised(msg: Er7Message) -> str:
 
 
 def structure_issues(msg: Er7Message) -> list[Issue]:
-    """Parse with hl7apy (tolerant; unsupported versions read as 2.5); an unparseable message is refused."""
+    """Parse with hl7apy (tolerant; unsupported versions read as 2.5) and warn where it disagrees.
+
+    Only warnings: what makes a record invalid is decided by rules.check, the same for screen and map,
+    so a message acknowledged with AA is never refused later for a reason screen could not see.
+    """
     try:
         parsed = parse_message(_normalised(msg), find_groups=False, validation_level=VALIDATION_LEVEL.TOLERANT)
     except (HL7apyException, ValueError, IndexError, KeyError, AttributeError) as exc:
-        return [Issue("MSH", "unparseable", f"not a parseable HL7 v2 message ({type(exc).__name__})")]
+        return [Issue("MSH", "hl7apy-parse", f"hl7apy cannot parse the message ({type(exc).__name__}); "
+                                             "mapped from the raw segments", "warning")]
     names = [segment.name for segment in parsed.children]
     if names != [segment.name for segment in msg.segments]:
-        return [Issue("MSH", "unparseable", "hl7apy did not recognise every segment")]
+        return [Issue("MSH", "hl7apy-parse", "hl7apy did not recognise every segment", "warning")]
     return []

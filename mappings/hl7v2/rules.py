@@ -3,18 +3,29 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from datetime import date
 
+from mappings.fhir_common import fhir_datetime
 from mappings.hl7v2.er7 import Er7Message, Segment, component, repetitions
-from mappings.hl7v2.events import (EVENTS, FALLBACK_VERSION, HEALTH_CHECK_ORDER_PREFIX, HEALTH_CLASS_CODE,
-                                    SUPPORTED_VERSIONS, EventRule, event_key)
+from mappings.hl7v2.events import (
+    EVENTS,
+    FALLBACK_VERSION,
+    HEALTH_CHECK_ORDER_PREFIX,
+    HEALTH_CLASS_CODE,
+    SUPPORTED_VERSIONS,
+    EventRule,
+    event_key,
+)
 from mappings.model import Issue
-from mappings.vn import codes
+from mappings.vn import codes, systems
 from mappings.vn.identifiers import bhyt_issues, cccd_issues, icd10_issues
 
-DTM = re.compile(r"(\d{4})(\d{2})?(\d{2})?(\d{2})?(\d{2})?(\d{2}(?:\.\d{1,4})?)?([+-]\d{4})?")
+DATE_FIELDS: dict[str, tuple[int, ...]] = {"EVN": (2,), "PV1": (44, 45), "OBR": (7, 22), "OBX": (14,), "DG1": (5,),
+                                            "PR1": (5,), "TXA": (4,), "RXA": (3, 4)}
+MINUTE_FIELDS = frozenset({("PV1", 44), ("PV1", 45)})  # XML 130 NGAY_VAO / NGAY_RA are yyyyMMddHHmm
+CODE_FIELDS = {"OBX": 3, "OBR": 4, "DG1": 3, "AL1": 3, "PR1": 3}
+CCCD_TYPES_WITH_BCA = frozenset({"", "NI", "NNVNM"})
+SEGMENT_NAME = re.compile(r"[A-Z][A-Z0-9]{2}")
 COMPLETION_STATUSES = frozenset({"", "CP", "PA", "RE", "NA"})
-ICD10_SYSTEMS = frozenset({"", "I10", "ICD10", "ICD-10", "I10C"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -24,22 +35,12 @@ class PatientIds:
     cccd: str = ""
     bhyt: str = ""
     mrn: str = ""
+    conflicting: bool = False
 
 
-def dtm_parts(value: str) -> tuple[int, ...] | None:
-    """Year, month, day of an HL7 DTM/DT value; None when it is not a real calendar date."""
-    match = DTM.fullmatch(value)
-    if match is None:
-        return None
-    year, month, day = int(match[1]), int(match[2] or 1), int(match[3] or 1)
-    try:
-        date(year, month, day)
-    except ValueError:
-        return None
-    hour, minute = int(match[4] or 0), int(match[5] or 0)
-    if hour > 23 or minute > 59:
-        return None
-    return year, month, day
+def valid_dtm(value: str) -> bool:
+    """True for a real HL7 DTM/DT value (calendar date, clock time and zone all in range)."""
+    return fhir_datetime(value) is not None
 
 
 def message_event(msg: Er7Message) -> tuple[str, EventRule | None]:
@@ -51,16 +52,18 @@ def message_event(msg: Er7Message) -> tuple[str, EventRule | None]:
 
 
 def patient_ids(pid: Segment, msg: Er7Message) -> PatientIds:
-    """Pick CCCD (authority BCA or type NNVNM), BHYT (type HC) and MRN (type MR) out of PID-3."""
+    """Pick CCCD (type NNVNM, or authority BCA typed NI or untyped; not a BCA passport), BHYT (type HC), MRN."""
     d = msg.delimiters
     found = {"cccd": "", "bhyt": "", "mrn": ""}
+    conflicting = False
     for rep in repetitions(pid.field(3), d):
         value, authority, kind = component(rep, 1, d), component(rep, 4, d).upper(), component(rep, 5, d).upper()
-        slot = "cccd" if kind == "NNVNM" or authority == "BCA" else "bhyt" if kind == "HC" else \
-            "mrn" if kind == "MR" else ""
-        if slot and value and not found[slot]:
-            found[slot] = value
-    return PatientIds(**found)
+        slot = "cccd" if kind == "NNVNM" or (authority == "BCA" and kind in CCCD_TYPES_WITH_BCA) else \
+            "bhyt" if kind == "HC" else "mrn" if kind == "MR" else ""
+        if slot and value:
+            conflicting |= slot != "mrn" and found[slot] not in ("", value)
+            found[slot] = found[slot] or value
+    return PatientIds(**found, conflicting=conflicting)
 
 
 def _version_issues(msg: Er7Message) -> list[Issue]:
@@ -76,26 +79,31 @@ def _identity_issues(pid: Segment, msg: Er7Message) -> list[Issue]:
     issues: list[Issue] = []
     birth_raw = component(pid.field(7), 1, d)
     sex = component(pid.field(8), 1, d).upper()
-    birth = dtm_parts(birth_raw) if birth_raw else None
+    birth_year = int(birth_raw[:4]) if birth_raw and valid_dtm(birth_raw) else None
     if not birth_raw:
         issues.append(Issue("PID-7", "required", "PID-7 birth date is required"))
-    elif birth is None:
+    elif birth_year is None:
         issues.append(Issue("PID-7", "invalid-date", "PID-7 birth date is not a valid HL7 date"))
-    elif birth_raw[:8] > (sent := component(msg.segments[0].field(7), 1, d))[:8] and dtm_parts(sent):
+    elif birth_raw[:8] > (sent := component(msg.segments[0].field(7), 1, d))[:8] and valid_dtm(sent):
         issues.append(Issue("PID-7", "invalid-date", "PID-7 birth date is after the message time (MSH-7)"))
-        birth = None
+        birth_year = None
     if not sex:
         issues.append(Issue("PID-8", "required", "PID-8 administrative sex is required"))
     elif codes.sex(sex) is None:
         issues.append(Issue("PID-8", "invalid-code", "PID-8 administrative sex must be M, F, O or U"))
         sex = ""
+    if not component(pid.field(5), 1, d) and not component(pid.field(5), 2, d):
+        issues.append(Issue("PID-5", "required", "PID-5 patient name is required"))
     ids = patient_ids(pid, msg)
+    if ids.conflicting:
+        issues.append(Issue("PID-3", "conflicting-identifiers",
+                            "PID-3 carries two different CCCD numbers or two different BHYT cards"))
     if not ids.cccd and not ids.bhyt:
         issues.append(Issue("PID-3", "required",
                             "PID-3 needs a CCCD (authority BCA, type NNVNM) or a BHYT card (type HC); "
                             "a medical record number alone is not enough"))
     if ids.cccd:
-        issues.extend(cccd_issues(ids.cccd, "PID-3", birth[0] if birth else None, sex or None))
+        issues.extend(cccd_issues(ids.cccd, "PID-3", birth_year, sex or None))
     if ids.bhyt:
         issues.extend(bhyt_issues(ids.bhyt, "PID-3"))
     return issues
@@ -121,12 +129,14 @@ def _episode_issues(msg: Er7Message, key: str, rule: EventRule) -> list[Issue]:
             issues.append(Issue("TXA", "required", "MDM^T02 needs a TXA document header"))
         if msg.first("OBX") is None:
             issues.append(Issue("OBX", "required", "MDM^T02 carries no OBX with the summary text"))
+        elif not any(obx.field(5).strip(d.repetition) for obx in msg.all("OBX")):
+            issues.append(Issue("OBX-5", "required", "MDM^T02 summary text (OBX-5) is empty"))
     if key == "VXU^V04":
         rxa = msg.first("RXA")
         if rxa is None:
             issues.append(Issue("RXA", "required", "VXU^V04 needs an RXA administration segment"))
         else:
-            if dtm_parts(component(rxa.field(3), 1, d)) is None:
+            if not valid_dtm(component(rxa.field(3), 1, d)):
                 issues.append(Issue("RXA-3", "required", "RXA-3 administration time is required"))
             if not component(rxa.field(5), 1, d):
                 issues.append(Issue("RXA-5", "required", "RXA-5 vaccine code is required"))
@@ -135,11 +145,41 @@ def _episode_issues(msg: Er7Message, key: str, rule: EventRule) -> list[Issue]:
                                     "(are the RXA fields shifted?); the dose is recorded as completed", "warning"))
     if key == "ORU^R01" and is_health_check(msg):
         issues.extend(_health_class_issues(msg))
+    issues.extend(_content_issues(msg))
     for dg1 in msg.all("DG1"):
         raw = repetitions(dg1.field(3), d)[:1]
-        if raw and component(raw[0], 3, d).upper() in ICD10_SYSTEMS:
+        if raw and component(raw[0], 3, d).upper() in systems.HL7_ICD10_NAMES:
             issues.extend(icd10_issues(component(raw[0], 1, d), "DG1-3"))
     return issues
+
+
+def _content_issues(msg: Er7Message) -> list[Issue]:
+    """Coded fields that must name something, and times that must be real, wherever they occur."""
+    d = msg.delimiters
+    issues: list[Issue] = []
+    for segment in msg.segments:
+        for number in DATE_FIELDS.get(segment.name, ()):
+            value = component(segment.field(number), 1, d)
+            if value and not valid_dtm(value):
+                issues.append(Issue(f"{segment.name}-{number}", "invalid-date",
+                                    f"{segment.name}-{number} is not a valid HL7 date/time"))
+            elif value and (segment.name, number) in MINUTE_FIELDS and len(value.split("+")[0].split("-")[0]) < 12:
+                issues.append(Issue(f"{segment.name}-{number}", "invalid-date",
+                                    f"{segment.name}-{number} needs a time to the minute (yyyyMMddHHmm)"))
+        number = CODE_FIELDS.get(segment.name, 0)
+        if number and not (component(segment.field(number), 1, d) or component(segment.field(number), 2, d)):
+            issues.append(Issue(f"{segment.name}-{number}", "required",
+                                f"{segment.name}-{number} needs a code or a text"))
+    return issues
+
+
+def _segment_name_issues(msg: Er7Message) -> list[Issue]:
+    """A segment without a valid name is usually a stray terminator that cut the previous segment in two."""
+    for previous, segment in zip(msg.segments, msg.segments[1:], strict=False):
+        if not SEGMENT_NAME.fullmatch(segment.name):
+            return [Issue(previous.name if SEGMENT_NAME.fullmatch(previous.name) else "MSH", "segment-split",
+                          "a segment terminator inside this segment leaves a piece with no valid segment name")]
+    return []
 
 
 def is_health_check(msg: Er7Message) -> bool:
@@ -164,13 +204,19 @@ def check(msg: Er7Message) -> list[Issue]:
     key, rule = message_event(msg)
     if rule is None:
         return [Issue("MSH-9", "unsupported-message-type", f"message type {key} is not supported")]
-    issues = _version_issues(msg)
-    if dtm_parts(component(msg.segments[0].field(7), 1, msg.delimiters)) is None:
+    issues = _version_issues(msg) + _segment_name_issues(msg)
+    if not valid_dtm(component(msg.segments[0].field(7), 1, msg.delimiters)):
         issues.append(Issue("MSH-7", "required", "MSH-7 message time is required"))
-    pid = msg.first("PID")
-    if pid is None:
+    msh4 = msg.segments[0].field(4)
+    if not component(msh4, 1, msg.delimiters) and not component(msh4, 2, msg.delimiters):
+        issues.append(Issue("MSH-4", "required", "MSH-4 sending facility is required (it scopes the visit number)"))
+    pids = msg.all("PID")
+    if not pids:
         issues.append(Issue("PID", "required", "a PID segment is required"))
+    elif len(pids) > 1 or len(msg.all("PV1")) > 1:
+        issues.append(Issue("PID", "multiple-patients",
+                            "one message must carry one patient and one visit (one PID, at most one PV1)"))
     else:
-        issues.extend(_identity_issues(pid, msg))
+        issues.extend(_identity_issues(pids[0], msg))
     issues.extend(_episode_issues(msg, key, rule))
     return issues

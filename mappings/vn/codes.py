@@ -23,6 +23,11 @@ def cccd_province(code: str) -> dict[str, str] | None:
     return entry
 
 
+def cccd_provinces() -> dict[str, dict[str, str]]:
+    """All 63 former provinces by CCCD code, each with its name and the current province it joined."""
+    return dict(_table("cccd_provinces")["codes"])
+
+
 def province_2025(code: str) -> str | None:
     """Name of one of the 34 provinces in force for addresses since 2025-07-01."""
     name: str | None = _table("provinces_2025")["provinces"].get(code)
@@ -32,6 +37,12 @@ def province_2025(code: str) -> str | None:
 def province_2025_codes() -> dict[str, str]:
     """All 34 current provinces, code to name, for address validation and display."""
     return dict(_table("provinces_2025")["provinces"])
+
+
+def nationality_xml130(country: str) -> str:
+    """XML 130 MA_QUOCTICH for an ISO 3166 country code; "" when the BHXH code is not in the table."""
+    code: str = _table("nationality")["xml130"].get(country.upper(), "")
+    return code
 
 
 def ethnicity(code: str) -> str | None:

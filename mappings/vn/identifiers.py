@@ -9,7 +9,7 @@ from mappings.vn import codes
 
 CCCD_PATTERN = re.compile(r"[0-9]{12}")
 BHYT_PATTERN = re.compile(r"[A-Z]{2}[1-5][0-9]{12}")
-BHXH_FACILITY_PATTERN = re.compile(r"[0-9]{5}")
+BHXH_FACILITY_PATTERN = re.compile(r"[0-9A-Z]{5}")
 MOH_FACILITY_PATTERN = re.compile(r"[0-9]{13}")
 TAX_CODE_PATTERN = re.compile(r"[0-9]{10}(-[0-9]{3})?")
 
@@ -56,13 +56,13 @@ def is_valid_bhyt(value: str) -> bool:
 
 
 def bhxh_facility_code_issues(value: str, location: str) -> list[Issue]:
-    """The 5-digit BHXH facility code (MACSKCB); a 13-digit MoH id here means the two were swapped."""
+    """The 5-character BHXH facility code (MACSKCB); a 13-digit MoH id here means the two were swapped."""
     if BHXH_FACILITY_PATTERN.fullmatch(value):
         return []
     if MOH_FACILITY_PATTERN.fullmatch(value):
         return [Issue(location, "facility-code-swapped",
                       "a 13-digit MoH facility id was given where the 5-digit BHXH facility code belongs")]
-    return [Issue(location, "facility-code-format", "BHXH facility code must be 5 digits")]
+    return [Issue(location, "facility-code-format", "BHXH facility code must be 5 characters (digits, capitals)")]
 
 
 def moh_facility_id_issues(value: str, location: str) -> list[Issue]:
@@ -71,7 +71,7 @@ def moh_facility_id_issues(value: str, location: str) -> list[Issue]:
         return []
     if BHXH_FACILITY_PATTERN.fullmatch(value):
         return [Issue(location, "facility-code-swapped",
-                      "a 5-digit BHXH facility code was given where the 13-digit MoH facility id belongs")]
+                      "a 5-character BHXH facility code was given where the 13-digit MoH facility id belongs")]
     return [Issue(location, "facility-id-format", "MoH facility id must be 13 digits")]
 
 

@@ -10,6 +10,8 @@ PRACTITIONER_LICENCE = "urn:hbgw:id:practitioner-licence"
 DOCUMENT = "urn:hbgw:document"
 ETHNICITY = "urn:hbgw:vn:ethnicity"
 ETHNICITY_EXTENSION = "urn:hbgw:ext:ethnicity"
+NATIONALITY_EXTENSION = "http://hl7.org/fhir/StructureDefinition/patient-nationality"
+ISO_COUNTRY = "urn:iso:std:iso:3166"
 SECTION = "urn:hbgw:section"
 DIAGNOSIS_RANK_EXTENSION = "urn:hbgw:ext:diagnosis-rank"
 HEALTH_CLASS = "urn:hbgw:vn:health-class"
@@ -28,6 +30,7 @@ OBS_INTERPRETATION = "http://terminology.hl7.org/CodeSystem/v3-ObservationInterp
 CONDITION_CATEGORY = "http://terminology.hl7.org/CodeSystem/condition-category"
 CONDITION_CLINICAL = "http://terminology.hl7.org/CodeSystem/condition-clinical"
 
+HL7_ICD10_NAMES = frozenset({"", "I10", "I10C", "ICD10", "ICD-10"})  # DG1-3.3 values read as ICD-10
 HL7_CODING_SYSTEMS = {"LN": LOINC, "I10": ICD10, "I10C": ICD10, "I9C": ICD9CM, "CVX": CVX}
 _UNSAFE = re.compile(r"[^A-Za-z0-9.\-]+")
 

@@ -34,4 +34,5 @@ def build_envelope(tables: dict[str, bytes], facility: FacilityInfo, created_at:
         ET.SubElement(file, "LOAIHOSO").text = name
         ET.SubElement(file, "NOIDUNGFILE").text = base64.b64encode(tables[name]).decode("ascii")
     ET.SubElement(root, "CHUKYDONVI")
-    return XML_DECLARATION + ET.tostring(root, encoding="utf-8", xml_declaration=False, short_empty_elements=True)
+    body: bytes = ET.tostring(root, encoding="utf-8", xml_declaration=False, short_empty_elements=True)
+    return XML_DECLARATION + body

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import base64
 import json
+import re
 import xml.etree.ElementTree as ET
 from datetime import date
 from functools import cache
@@ -10,12 +11,15 @@ from importlib import resources
 from typing import Any
 
 from mappings import canonical
-from mappings.canonical import DocumentView, concept_text, first_coding, xml_datetime
+from mappings.canonical import DocumentView, concept_text, first_coding, icd10_code, xml_datetime
 from mappings.model import Document, FacilityInfo
 from mappings.vn import systems
 
+XML_INVALID = re.compile("[^\t\n\r\x20-\ud7ff\ue000-\ufffd\U00010000-\U0010ffff]")
 XML_DECLARATION = b'<?xml version="1.0" encoding="utf-8"?>\n'
 WEIGHT_LOINC = "29463-7"
+MAX_SECONDARY_DIAGNOSES = 12
+CANCELLED = frozenset({"cancelled", "entered-in-error"})
 
 
 @cache
@@ -34,15 +38,9 @@ def render(table: str, rows: list[dict[str, str]]) -> bytes:
     for row in rows:
         target = ET.SubElement(parent, layout["row"]) if layout["row"] else parent
         for name in layout["fields"]:
-            ET.SubElement(target, name).text = row.get(name, "")
-    return XML_DECLARATION + ET.tostring(root, encoding="utf-8", xml_declaration=False)
-
-
-def _rank(condition: dict[str, Any]) -> int:
-    for extension in condition.get("extension", []):
-        if extension.get("url") == systems.DIAGNOSIS_RANK_EXTENSION:
-            return int(extension["valuePositiveInt"])
-    return 1_000
+            ET.SubElement(target, name).text = XML_INVALID.sub("", row.get(name, ""))
+    body: bytes = ET.tostring(root, encoding="utf-8", xml_declaration=False)
+    return XML_DECLARATION + body
 
 
 def _diagnosis_kind(condition: dict[str, Any]) -> str:
@@ -55,31 +53,33 @@ def _diagnosis_kind(condition: dict[str, Any]) -> str:
 
 def _diagnoses(view: DocumentView) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     """Admitting and discharge diagnoses (ICD-10), each in rank order."""
-    conditions = sorted(view.all("Condition"), key=lambda c: (_rank(c), str(c.get("recordedDate", ""))))
+    conditions = view.ranked_conditions()
     admitting = [c for c in conditions if _diagnosis_kind(c) == "A"]
     final = [c for c in conditions if _diagnosis_kind(c) != "A"]
     return admitting, final or admitting
-
-
-def _icd(condition: dict[str, Any]) -> str:
-    return str(first_coding(condition.get("code")).get("code", ""))
 
 
 def _joined(texts: list[str]) -> str:
     return "; ".join(t for t in texts if t)
 
 
-def _local_date(value: str) -> date:
+def _local_date(value: str | None) -> date | None:
     stamp = xml_datetime(value)
-    return date(int(stamp[:4]), int(stamp[4:6]), int(stamp[6:8]))
+    try:
+        return date(int(stamp[:4]), int(stamp[4:6]), int(stamp[6:8]))
+    except ValueError:
+        return None
 
 
 def _episode_days(encounter: dict[str, Any]) -> str:
-    """Inpatient days counted as discharge date - admission date + 1; blank for other stays."""
+    """Inpatient days = discharge date - admission date + 1 (blank until discharge); 0 for a consultation."""
+    if encounter.get("class", {}).get("code") != "IMP":
+        return "0"
     period = encounter.get("period", {})
-    if encounter.get("class", {}).get("code") != "IMP" or not period.get("end") or not period.get("start"):
+    start, end = _local_date(period.get("start")), _local_date(period.get("end"))
+    if start is None or end is None:
         return ""
-    return str((_local_date(period["end"]) - _local_date(period["start"])).days + 1)
+    return str((end - start).days + 1)
 
 
 def _labs(view: DocumentView) -> list[tuple[dict[str, Any], dict[str, Any]]]:
@@ -131,17 +131,18 @@ def xml1(view: DocumentView, facility: FacilityInfo) -> dict[str, str]:
         "MA_LK": view.document.document_id, "STT": "1", "MA_BN": view.mrn(), "HO_TEN": canonical.name_text(patient),
         "SO_CCCD": view.identifier(systems.CCCD), "NGAY_SINH": xml_datetime(patient.get("birthDate")),
         "GIOI_TINH": canonical.sex_code(patient), "MA_DANTOC": canonical.ethnicity_code(patient),
-        "MA_QUOCTICH": str((patient.get("address") or [{}])[0].get("country", "")),
+        "MA_QUOCTICH": canonical.nationality_code(patient),
         "DIA_CHI": canonical.address_text(patient), "MATINH_CU_TRU": canonical.province_code(patient),
         "DIEN_THOAI": str((patient.get("telecom") or [{}])[0].get("value", "")),
         "MA_THE_BHYT": view.identifier(systems.BHYT), "LY_DO_VV": reason,
         "CHAN_DOAN_VAO": _joined([concept_text(c.get("code")) for c in admitting]) or reason,
         "CHAN_DOAN_RV": _joined([concept_text(c.get("code")) for c in final]),
-        "MA_BENH_CHINH": _icd(final[0]) if final else "",
-        "MA_BENH_KT": ";".join(_icd(c) for c in final[1:13]),
+        "MA_BENH_CHINH": icd10_code(final[0]) if final else "",
+        "MA_BENH_KT": ";".join([code for code in map(icd10_code, final[1:]) if code][:MAX_SECONDARY_DIAGNOSES]),
         "NGAY_VAO": xml_datetime(period.get("start")), "NGAY_RA": xml_datetime(period.get("end")),
         "SO_NGAY_DTRI": _episode_days(encounter), "PP_DIEU_TRI": _treatment(view),
         "MA_LOAI_RV": codes["MA_LOAI_RV"].get(disposition, ""),
+        "KET_QUA_DTRI": codes["KET_QUA_DTRI"].get(disposition, ""),
         "MA_LOAI_KCB": codes["MA_LOAI_KCB"].get(encounter.get("class", {}).get("code", ""), ""),
         "MA_CSKCB": facility.bhxh_code, "CAN_NANG": _weight(view),
     }
@@ -157,7 +158,7 @@ def xml4(view: DocumentView) -> list[dict[str, str]]:
         code = first_coding(observation.get("code"))
         rows.append({
             "MA_LK": view.document.document_id, "STT": str(number),
-            "MA_DICH_VU": str(first_coding(report.get("code")).get("code", "")) if report else str(code.get("code", "")),
+            "MA_DICH_VU": str(first_coding(report.get("code") if report else observation.get("code")).get("code", "")),
             "MA_CHI_SO": str(code.get("code", "")), "TEN_CHI_SO": concept_text(observation.get("code")),
             "GIA_TRI": value, "DON_VI_DO": unit, "MO_TA": ranges, "KET_LUAN": interpretation,
             "NGAY_KQ": xml_datetime(report.get("issued") or observation.get("effectiveDateTime")),
@@ -202,10 +203,16 @@ def xml8(view: DocumentView, facility: FacilityInfo) -> dict[str, str]:
 
 
 def build_tables(document: Document, facility: FacilityInfo) -> dict[str, bytes]:
-    """The XML 130 tables that apply to an episode (XML1 and XML8 always, XML4 with labs, XML7 on discharge)."""
+    """The XML 130 tables that apply to an episode (XML1 and XML8 always, XML4 with labs, XML7 on discharge).
+
+    A cancelled episode (A11, or a FHIR Encounter cancelled / entered-in-error) gives no tables: nothing
+    more is sent for it; withdrawing an earlier submission needs a portal call PORTAL_API.md does not name.
+    """
     if document.kind != "episode":
         return {}
     view = DocumentView(document)
+    if view.one("Encounter").get("status") in CANCELLED:
+        return {}
     tables = {"XML1": render("XML1", [xml1(view, facility)])}
     if labs := xml4(view):
         tables["XML4"] = render("XML4", labs)

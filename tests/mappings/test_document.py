@@ -64,6 +64,11 @@ def test_arrival_order_does_not_change_the_clinical_content(order: tuple[str, ..
     assert resources(doc, "Encounter")[0]["period"]["end"] == "2026-03-18T14:30:00+07:00"
 
 
+def test_resources_record_their_event_as_a_uri() -> None:
+    doc = build(corpus_fragment("adt_a01_admit.hl7"))
+    assert {e["resource"]["meta"]["source"] for e in doc.bundle["entry"][1:]} == {"urn:hbgw:event:ADT:A01"}
+
+
 def test_same_message_twice_adds_nothing() -> None:
     once = build(corpus_fragment("oru_r01_lab.hl7"))
     twice = assemble(once, corpus_fragment("oru_r01_lab.hl7"))

@@ -11,8 +11,9 @@ from fhir.resources.R4B.operationoutcome import OperationOutcome
 
 from mappings.document import assemble
 from mappings.fhir_in import map_fhir, operation_outcome
+from mappings.hl7v2 import map_message
 from mappings.model import Issue
-from tests.mappings.conftest import CORPUS
+from tests.mappings.conftest import CORPUS, corpus_text
 
 CCCD = "048190007788"
 ENCOUNTER_REF = {"identifier": {"system": "urn:hbgw:visit:pkdk-danang", "value": "KB26-004411"}}
@@ -51,6 +52,16 @@ def test_same_bundle_twice_gives_same_ids(bundle: dict[str, Any]) -> None:
     assert [r["id"] for r in first.resources] == [r["id"] for r in second.resources]
 
 
+def test_resent_bundle_with_new_full_urls_replaces_instead_of_adding(bundle: dict[str, Any]) -> None:
+    fresh = json.dumps(bundle).replace("0b7c1a52-4a1e-4f4e-9a0c-", "9f9f9f9f-4a1e-4f4e-9a0c-")
+    resent = json.loads(fresh)
+    doc = assemble(assemble(None, map_fhir(bundle).fragments[0]), map_fhir(resent).fragments[0])
+    assert len(doc.bundle["entry"]) == 6
+    references = {e["resource"].get("subject", {}).get("reference") for e in doc.bundle["entry"][2:]}
+    patient = next(e["fullUrl"] for e in doc.bundle["entry"] if e["resource"]["resourceType"] == "Patient")
+    assert references == {patient}
+
+
 @pytest.mark.parametrize("bundle_type", ["transaction", "batch", "document", "collection"])
 def test_bundle_types(bundle: dict[str, Any], bundle_type: str) -> None:
     bundle["type"] = bundle_type
@@ -84,6 +95,13 @@ def test_bundle_types(bundle: dict[str, Any], bundle_type: str) -> None:
      [("Bundle.entry[0].resource.identifier", "bhyt-format")]),
     (lambda b: b["entry"][1]["resource"].pop("identifier"), [("Bundle.entry[1].resource.identifier", "required")]),
     (lambda b: b["entry"][1]["resource"].update(status=5), [("Bundle.entry[1].resource.status", "invalid")]),
+    (lambda b: b["entry"][1]["resource"]["period"].update(start="2026-04"),
+     [("Bundle.entry[1].resource.period.start", "invalid-date")]),
+    (lambda b: b["entry"][1]["resource"].update(reasonCode=None), []),
+    (lambda b: b["entry"][0]["resource"]["identifier"].insert(0, None),
+     [("Bundle.entry[0].resource.identifier", "invalid")]),
+    (lambda b: b["entry"].append({"resource": {"resourceType": 7}}),
+     [("Bundle.entry[5].resource.resourceType", "invalid")]),
     (lambda b: b["entry"][2]["resource"]["code"]["coding"][0].update(code="J069"),
      [("Bundle.entry[2].resource.code.coding[0].code", "icd10-format")]),
     (lambda b: b.update(type="searchset"), [("Bundle.type", "unsupported-bundle")]),
@@ -96,7 +114,7 @@ def test_bundle_types(bundle: dict[str, Any], bundle_type: str) -> None:
 def test_bundle_rules(bundle: dict[str, Any], mutate: Any, expected: list[tuple[str, str]]) -> None:
     mutate(bundle)
     result = map_fhir(bundle)
-    assert codes_at(result.issues) == expected and result.fragments == ()
+    assert codes_at(result.issues) == expected and (result.fragments == ()) == bool(expected)
     assert not any(CCCD in i.message or "1990" in i.message for i in result.issues)
 
 
@@ -116,7 +134,8 @@ def test_bundle_rules(bundle: dict[str, Any], mutate: Any, expected: list[tuple[
       "encounter": ENCOUNTER_REF, "effectiveDateTime": "2026-04-02T08:15:00+07:00"}, "episode"),
     ({"resourceType": "Encounter", "status": "finished", "class": {"code": "AMB"}, "subject": PATIENT_REF,
       "identifier": [ENCOUNTER_REF["identifier"]], "period": {"start": "2026-04-02T08:10:00+07:00"}}, "episode"),
-    ({"resourceType": "Composition", "status": "final", "type": {"text": "Tóm tắt"}, "date": "2026-04-02T10:00:00+07:00",
+    ({"resourceType": "Composition", "status": "final", "type": {"text": "Tóm tắt"},
+      "date": "2026-04-02T10:00:00+07:00",
       "author": [{"display": "BS"}], "title": "Tóm tắt", "subject": PATIENT_REF, "encounter": ENCOUNTER_REF,
       "section": [{"title": "Chẩn đoán", "text": {"status": "generated",
                                                   "div": "<div xmlns=\"http://www.w3.org/1999/xhtml\">J06.9</div>"}}]},
@@ -153,7 +172,7 @@ def test_single_resources_join_the_bundle_episode(bundle: dict[str, Any]) -> Non
      [("Observation.encounter.identifier", "required")]),
     ({"resourceType": "Patient", "gender": "female"}, [("Patient.birthDate", "required"),
                                                         ("Patient.identifier", "required")]),
-    ({"resourceType": "Account", "status": "active"}, [("Account", "unsupported-resource")]),
+    ({"resourceType": "Account", "status": "active"}, [("resourceType", "unsupported-resource")]),
     ({"resourceType": "Observation", "status": "final"}, [("Observation.code", "invalid")]),
     ({}, [("resourceType", "required")]),
 ])
@@ -183,3 +202,13 @@ def test_operation_outcome_validates_and_carries_paths() -> None:
     assert [i["expression"] for i in outcome["issue"]] == [["Bundle.entry[1].resource.birthDate"], ["Patient"]]
     assert [i["code"] for i in outcome["issue"]] == ["required", "informational"]
     OperationOutcome.model_validate(operation_outcome([]))
+
+
+def test_our_own_document_bundle_maps_back_to_the_same_episode() -> None:
+    doc = assemble(None, map_message(corpus_text("adt_a03_discharge.hl7")).fragments[0])
+    result = map_fhir(doc.bundle)
+    assert result.ok and result.issues == ()
+    fragment = result.fragments[0]
+    assert fragment.document_id == doc.document_id and fragment.patient_key == doc.patient_key
+    assert sorted(r["resourceType"] for r in fragment.resources) == sorted(
+        e["resource"]["resourceType"] for e in doc.bundle["entry"][1:])

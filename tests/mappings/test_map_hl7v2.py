@@ -147,8 +147,16 @@ def test_terminators_give_identical_fragments(admit: str, terminator: str) -> No
 def test_escape_sequences_are_decoded() -> None:
     message = corpus_text("oru_r01_lab.hl7").replace(
         "Rối loạn lipid máu; đề nghị theo dõi đường huyết", "LDL \\T\\ HDL\\.br\\tăng \\F\\ \\S\\ \\E\\")
-    note = next(o for o in of_type(only_fragment(message), "Observation") if o["code"]["coding"][0]["code"] == "18776-5")
+    observations = of_type(only_fragment(message), "Observation")
+    note = next(o for o in observations if o["code"]["coding"][0]["code"] == "18776-5")
     assert note["valueString"] == "LDL & HDL\ntăng | ^ \\"
+
+
+def test_unescaped_ampersand_in_text_is_kept() -> None:
+    message = corpus_text("oru_r01_lab.hl7").replace("Rối loạn lipid máu;", "LDL & HDL;")
+    observations = of_type(only_fragment(message), "Observation")
+    note = next(o for o in observations if o["code"]["coding"][0]["code"] == "18776-5")
+    assert note["valueString"] == "LDL & HDL; đề nghị theo dõi đường huyết"
 
 
 def test_same_message_gives_same_ids(admit: str) -> None:
@@ -195,6 +203,19 @@ def test_immunization_completion_status(status: str, fhir: str) -> None:
     assert result.issues == ()
     immunization = of_type(result.fragments[0], "Immunization")[0]
     assert immunization["status"] == fhir and immunization["lotNumber"] == "HB260101"
+
+
+@pytest.mark.parametrize(("visit", "expected"), [
+    ("VV26000456", "4000000000123_VV26000456"), ("VV/1", "4000000000123_VV.002F1"),
+    ("VV 1", "4000000000123_VV.00201"), ("VV_1", "4000000000123_VV.005F1"), ("VV.1", "4000000000123_VV.002E1"),
+])
+def test_document_id_is_injective(admit: str, visit: str, expected: str) -> None:
+    assert only_fragment(replace_field(admit, "PV1", 19, visit)).document_id == expected
+
+
+def test_long_visit_number_gives_a_bounded_document_id(admit: str) -> None:
+    ids = {only_fragment(replace_field(admit, "PV1", 19, "V" * 120 + tail)).document_id for tail in "AB"}
+    assert len(ids) == 2 and all(len(i) == 100 for i in ids)
 
 
 def _mutations() -> list[str]:

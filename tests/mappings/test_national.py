@@ -68,6 +68,7 @@ def test_xml1_values(episode: Document) -> None:
     expected = {
         "MA_LK": "4000000000123_VV26000456", "MA_BN": "BN26001234", "HO_TEN": "NGUYỄN VĂN AN",
         "SO_CCCD": "040085012345", "NGAY_SINH": "198502140000", "GIOI_TINH": "1", "MA_DANTOC": "01",
+        "MA_QUOCTICH": "000",
         "MATINH_CU_TRU": "40", "MA_THE_BHYT": "GD4404012345678", "MA_BENH_CHINH": "I10", "MA_BENH_KT": "E78.2",
         "CHAN_DOAN_VAO": "Tăng huyết áp vô căn (nguyên phát)", "NGAY_VAO": "202603120825",
         "NGAY_RA": "202603181430", "SO_NGAY_DTRI": "7", "MA_LOAI_RV": "1", "MA_LOAI_KCB": "03",
@@ -94,6 +95,38 @@ def test_xml7_and_xml8(episode: Document) -> None:
     assert "Glucose máu: 7.8 mmol/L" in xml8["TOMTAT_KQ"] and xml8["DON_VI"] == FACILITY.name
 
 
+def test_local_diagnosis_codes_never_reach_the_icd10_fields() -> None:
+    message = corpus_text("adt_a03_discharge.hl7").replace("DG1|1||I10^Tăng huyết áp vô căn (nguyên phát)^I10",
+                                                           "DG1|1||NOI-07^Chẩn đoán nội bộ^L")
+    doc = assemble(None, map_message(message).fragments[0])
+    local = next(e["resource"] for e in doc.bundle["entry"]
+                 if e["resource"]["resourceType"] == "Condition" and "NOI-07" in json.dumps(e["resource"]))
+    assert local["code"]["coding"][0]["system"] == "urn:hbgw:code:4000000000123"
+    xml1 = fields(build_tables(doc, FACILITY)["XML1"])
+    assert (xml1["MA_BENH_CHINH"], xml1["MA_BENH_KT"]) == ("E78.2", "")
+
+
+@pytest.mark.parametrize(("disposition", "kind", "result"), [("01", "1", ""), ("02", "2", ""), ("07", "4", ""),
+                                                             ("20", "", "5"), ("", "", "")])
+def test_discharge_codes(disposition: str, kind: str, result: str) -> None:
+    message = replace_field(corpus_text("adt_a03_discharge.hl7"), "PV1", 36, disposition)
+    xml1 = fields(build_tables(assemble(None, map_message(message).fragments[0]), FACILITY)["XML1"])
+    assert (xml1["MA_LOAI_RV"], xml1["KET_QUA_DTRI"]) == (kind, result)
+
+
+@pytest.mark.parametrize(("pv2", "reason"), [("PV2|||^Đau đầu, chóng mặt", "Đau đầu, chóng mặt"),
+                                             ("PV2|||R51^Đau đầu^I10", "Đau đầu"), ("PV2|||", "")])
+def test_admission_reason_from_pv2(pv2: str, reason: str) -> None:
+    message = corpus_text("adt_a01_admit.hl7").replace("\rDG1|", f"\r{pv2}\rDG1|", 1)
+    xml1 = fields(build_tables(assemble(None, map_message(message).fragments[0]), FACILITY)["XML1"])
+    assert xml1["LY_DO_VV"] == reason
+
+
+def test_inpatient_days_wait_for_discharge() -> None:
+    xml1 = fields(build_tables(document("adt_a01_admit.hl7"), FACILITY)["XML1"])
+    assert (xml1["MA_LOAI_KCB"], xml1["SO_NGAY_DTRI"], xml1["NGAY_RA"]) == ("03", "", "")
+
+
 @pytest.mark.parametrize(("birth", "expected"), [("19850214", "198502140000"), ("1985", "198500000000"),
                                                  ("198502", "198502000000")])
 def test_birth_date_precision(birth: str, expected: str) -> None:
@@ -102,10 +135,44 @@ def test_birth_date_precision(birth: str, expected: str) -> None:
     assert fields(build_tables(doc, FACILITY)["XML1"])["NGAY_SINH"] == expected
 
 
+@pytest.mark.parametrize(("state", "code"), [
+    ("Nghệ An", "40"), ("Thành phố Hồ Chí Minh", "79"), ("TP. Hồ Chí Minh", "79"), ("Bình Dương", "79"),
+    ("Thừa Thiên Huế", "46"), ("Huế", "46"), ("Quảng Bình", "44"), ("Hà Giang", "08"), ("Tỉnh Bắc Kạn", "19"),
+    ("Đắk Nông", "68"), ("Atlantis", ""), ("", ""),
+])
+def test_address_province_uses_the_34_provinces(state: str, code: str) -> None:
+    message = corpus_text("adt_a01_admit.hl7").replace("^^Phường Vinh Hưng^Nghệ An^^VNM^H",
+                                                       f"^^Phường Vinh Hưng^{state}^^VNM^H")
+    doc = assemble(None, map_message(message).fragments[0])
+    assert fields(build_tables(doc, FACILITY)["XML1"])["MATINH_CU_TRU"] == code
+
+
+@pytest.mark.parametrize(("field", "nationality", "code"), [
+    (26, "VNM", "000"), (26, "vnm", "000"), (26, "LAO", ""), (26, "", ""), (28, "VN", "000")])
+def test_nationality(field: int, nationality: str, code: str) -> None:
+    message = replace_field(replace_field(corpus_text("adt_a01_admit.hl7"), "PID", 26, ""), "PID", field, nationality)
+    doc = assemble(None, map_message(message).fragments[0])
+    assert fields(build_tables(doc, FACILITY)["XML1"])["MA_QUOCTICH"] == code
+
+
 def test_times_are_written_in_vietnam_time() -> None:
     message = replace_field(corpus_text("adt_a01_admit.hl7"), "PV1", 44, "20260312012500+0000")
     doc = assemble(None, map_message(message).fragments[0])
     assert fields(build_tables(doc, FACILITY)["XML1"])["NGAY_VAO"] == "202603120825"
+
+
+@pytest.mark.parametrize("event", ["A11"])
+def test_cancelled_episode_gives_no_tables(event: str) -> None:
+    admit = corpus_text("adt_a01_admit.hl7")
+    cancel = map_message(replace_field(admit, "MSH", 9, f"ADT^{event}^ADT_A09")).fragments[0]
+    assert build_tables(assemble(document("adt_a01_admit.hl7"), cancel), FACILITY) == {}
+
+
+def test_characters_xml_cannot_carry_are_dropped() -> None:
+    message = corpus_text("mdm_t02_summary.hl7").replace("Bệnh nhân nam", "Bệnh\x01 nhân\x0b nam")
+    doc = assemble(None, map_message(message).fragments[0])
+    summary = fields(build_tables(doc, FACILITY)["XML8"])["QT_BENHLY"]
+    assert summary.startswith("Bệnh nhân nam 41 tuổi")
 
 
 def test_fhir_episode_gives_xml1_and_xml8() -> None:
@@ -118,6 +185,7 @@ def test_fhir_episode_gives_xml1_and_xml8() -> None:
     assert (xml1["MA_BENH_CHINH"], xml1["GIOI_TINH"], xml1["MATINH_CU_TRU"], xml1["MA_LOAI_KCB"]) == (
         "J06.9", "2", "48", "01")
     assert xml1["NGAY_VAO"] == "202604020810" and xml1["LY_DO_VV"] == "Ho, sốt 3 ngày"
+    assert xml1["SO_NGAY_DTRI"] == "0"
 
 
 def test_envelope_shape_and_content(episode: Document) -> None:
@@ -155,7 +223,8 @@ def test_checkup_form() -> None:
     assert (form["SO_CCCD"], form["NGAY_SINH"], form["GIOI_TINH"], form["MATINH_CU_TRU"]) == (
         "031196004321", "19960723", "2", "31")
     assert form["KET_LUAN"] == "Đủ điều kiện sức khỏe lái xe hạng B" and form["LOAI_KSK"]["MA"] == "KSK-LX"
-    assert len(form["KET_QUA"]) == 9 and "31002" not in json.dumps(form)
+    assert len(form["KET_QUA"]) == 9 and form["KET_LUAN_BENH"] == ""
+    assert (form["MA_CSKCB"], form["MA_GTIN_CSKCB"]) == ("31002", "3100000000456"), "never swapped"
 
 
 @pytest.mark.parametrize(("value", "expected"), [("I^Loại I^L", 1), ("III^Loại III^L", 3), ("5^Loại V^L", 5)])
@@ -163,6 +232,15 @@ def test_checkup_health_classes(value: str, expected: int) -> None:
     message = corpus_text("oru_r01_health_check.hl7").replace("II^Loại II^L", value)
     doc = assemble(None, map_message(message).fragments[0])
     assert build_checkup(doc, FACILITY)["PHAN_LOAI_SK"] == expected
+
+
+def test_checkup_lists_icd10_conclusions() -> None:
+    message = corpus_text("oru_r01_health_check.hl7").replace(
+        "\rOBR|", "\rDG1|1||Z00.0^Khám sức khỏe tổng quát^I10||20260605|F\rDG1|2||I10^^I10||20260605|F\rOBR|")
+    result = map_message(message)
+    assert result.ok
+    form = build_checkup(assemble(None, result.fragments[0]), FACILITY)
+    assert form["KET_LUAN_BENH"] == "Z00.0;I10"
 
 
 def test_checkup_reads_the_class_observation_when_there_is_no_report() -> None:

@@ -50,6 +50,9 @@ def _pid3(cccd: str = "040085012345", bhyt: str = "GD4404012345678") -> str:
     ("PID", 3, _pid3(cccd=""), []),
     ("PID", 3, "040085012345^^^BCA", []),
     ("PID", 3, "040085012345^^^^NNVNM", []),
+    ("PID", 3, "040085012345^^^BCA^NI", []),
+    ("PID", 3, "C1234567^^^BCA^PPN~GD4404012345678^^^BHXH^HC", []),
+    ("PID", 3, "C1234567^^^BCA^PPN", [("PID-3", "required")]),
     ("PID", 3, "BN26001234^^^BVDKNA^MR", [("PID-3", "required")]),
     ("PID", 3, "", [("PID-3", "required")]),
     ("PID", 3, _pid3(cccd="04008501234"), [("PID-3", "cccd-format")]),
@@ -57,7 +60,13 @@ def _pid3(cccd: str = "040085012345", bhyt: str = "GD4404012345678") -> str:
     ("PID", 3, _pid3(cccd="040185012345"), [("PID-3", "cccd-birth-mismatch")]),
     ("PID", 3, _pid3(cccd="040084012345"), [("PID-3", "cccd-birth-mismatch")]),
     ("PID", 3, _pid3(bhyt="GD440401234567"), [("PID-3", "bhyt-format")]),
+    ("PID", 3, _pid3() + "~040085099999^^^BCA^NNVNM", [("PID-3", "conflicting-identifiers")]),
+    ("PID", 3, _pid3() + "~040085012345^^^BCA^NNVNM", []),
+    ("PID", 3, _pid3() + "~GD4404099999999^^^BHXH^HC", [("PID-3", "conflicting-identifiers")]),
+    ("PID", 5, "", [("PID-5", "required")]),
+    ("PID", 5, "^AN", []),
     ("PID", 7, "", [("PID-7", "required")]),
+    ("PID", 7, "١٩٨٥٠٢١٤", [("PID-7", "invalid-date")]),
     ("PID", 7, "19850230", [("PID-7", "invalid-date")]),
     ("PID", 7, "1985021", [("PID-7", "invalid-date")]),
     ("PID", 7, "20300101", [("PID-7", "invalid-date")]),
@@ -71,12 +80,26 @@ def _pid3(cccd: str = "040085012345", bhyt: str = "GD4404012345678") -> str:
     ("MSH", 9, "ADT^A99^ADT_A01", [("MSH-9", "unsupported-message-type")]),
     ("MSH", 9, "SIU^S12", [("MSH-9", "unsupported-message-type")]),
     ("MSH", 9, "ADT^A01", []),
+    ("MSH", 4, "", [("MSH-4", "required")]),
+    ("MSH", 4, "^4000000000123^L", []),
     ("MSH", 7, "", [("MSH-7", "required")]),
     ("MSH", 7, "20261340", [("MSH-7", "required")]),
     ("MSH", 7, "20260312", []),
     ("MSH", 12, "2.3", []),
     ("MSH", 12, "2.8", []),
     ("MSH", 12, "2.9", [("MSH-12", "unsupported-version")]),
+    ("PV1", 44, "20260332082500+0700", [("PV1-44", "invalid-date")]),
+    ("PV1", 44, "20260312252500+0700", [("PV1-44", "invalid-date")]),
+    ("PV1", 44, "20260312082500+1900", [("PV1-44", "invalid-date")]),
+    ("PV1", 44, "202603120825", []),
+    ("PV1", 44, "20260312", [("PV1-44", "invalid-date")]),
+    ("PV1", 45, "2026031214+0700", [("PV1-45", "invalid-date")]),
+    ("EVN", 2, "2026-03-12", [("EVN-2", "invalid-date")]),
+    ("OBX", 3, "", [("OBX-3", "required")]),
+    ("OBX", 3, "^Nhịp tim", []),
+    ("OBX", 14, "20261312", [("OBX-14", "invalid-date")]),
+    ("AL1", 3, "", [("AL1-3", "required")]),
+    ("DG1", 3, "", [("DG1-3", "required")]),
     ("DG1", 3, "I10^Tăng huyết áp^I10", []),
     ("DG1", 3, "I-10^Tăng huyết áp^I10", [("DG1-3", "icd10-format")]),
     ("DG1", 3, "NOI-01^Mã nội bộ^L", []),
@@ -85,6 +108,22 @@ def test_field_rules(admit: str, segment: str, field: int, value: str, expected:
     issues = screen(replace_field(admit, segment, field, value))
     assert [(i.location, i.code) for i in issues] == expected
     assert not any(v in i.message for i in issues for v in PERSONAL)
+
+
+@pytest.mark.parametrize("extra", ["PID|2||050085012345^^^BCA^NNVNM||X^Y||19850214|M",
+                                   "PV1|2|I|||||||||||||||||VV26000999"])
+def test_one_patient_and_one_visit_per_message(extra: str) -> None:
+    message = corpus_text("oru_r01_lab.hl7") + "\r" + extra
+    assert [(i.location, i.code) for i in screen(message)] == [("PID", "multiple-patients")]
+
+
+@pytest.mark.parametrize("cut", ["PID|1||BN26", "OBX|2|NM|8480-6^Huy", "PV1|1|I|NOI-TM"])
+def test_stray_terminator_inside_a_segment(admit: str, cut: str) -> None:
+    """A terminator in the middle of a field leaves a piece with no segment name; the owner is named."""
+    broken = admit.replace(cut, cut + "\r")
+    issues = screen(broken)
+    assert (issues[0].location, issues[0].code) == (cut[:3], "segment-split")
+    assert [i.code for i in issues].count("segment-split") == 1
 
 
 def test_unsupported_version_is_only_a_warning(admit: str) -> None:
@@ -124,11 +163,17 @@ def test_merge_needs_prior_identifier_and_visit(admit: str, mrg: str, visit: str
     ("oru_r01_lab.hl7", "OBX", [("OBX", "required")]),
     ("mdm_t02_summary.hl7", "TXA", [("TXA", "required")]),
     ("mdm_t02_summary.hl7", "OBX", [("OBX", "required")]),
+    ("mdm_t02_summary.hl7", "OBX|1|TX|34105-7", [("OBX-5", "required")]),
     ("vxu_v04_immunization.hl7", "RXA", [("RXA", "required")]),
     ("adt_a01_admit.hl7", "PID", [("PID", "required")]),
 ])
 def test_required_segments(name: str, segment: str, expected: list[tuple[str, str]]) -> None:
-    assert [(i.location, i.code) for i in screen(drop_segment(corpus_text(name), segment))] == expected
+    text = corpus_text(name)
+    if "|" in segment:
+        emptied = replace_field(text, "OBX", 5, "")
+        assert [(i.location, i.code) for i in screen(emptied)] == expected
+        return
+    assert [(i.location, i.code) for i in screen(drop_segment(text, segment))] == expected
 
 
 @pytest.mark.parametrize(("field", "value", "expected"), [
@@ -152,6 +197,10 @@ def test_escaped_identifier_is_unescaped(admit: str) -> None:
     assert screen(escaped) == []
     broken = admit.replace("040085012345^^^BCA", "0400\\F\\85012345^^^BCA")
     assert [i.code for i in screen(broken)] == ["cccd-format"]
+
+
+def test_three_encoding_characters(admit: str) -> None:
+    assert screen(admit.replace("MSH|^~\\&|", "MSH|^~\\|", 1)) == []
 
 
 def test_custom_delimiters(admit: str) -> None:

@@ -51,7 +51,8 @@ def test_bhyt_format(value: str, ok: bool) -> None:
 
 
 @pytest.mark.parametrize(("value", "code"), [
-    ("40001", None), ("01234", None), ("4000", "facility-code-format"), ("4000A", "facility-code-format"),
+    ("40001", None), ("01234", None), ("4000A", None), ("4000", "facility-code-format"),
+    ("4000a", "facility-code-format"), ("400-1", "facility-code-format"),
     ("4000000000123", "facility-code-swapped"),
 ])
 def test_bhxh_facility_code(value: str, code: str | None) -> None:
@@ -94,7 +95,7 @@ def test_patient_key_is_one_way_and_stable() -> None:
 
 
 def test_province_tables() -> None:
-    old = codes._table("cccd_provinces")["codes"]
+    old = codes.cccd_provinces()
     current = codes.province_2025_codes()
     assert len(old) == 63 and len(current) == 34
     assert all(entry["province_2025"] in current for entry in old.values())

@@ -1,0 +1,88 @@
+"""Seeded fuzzing of the whole mapping chain: nothing raises, and screen agrees with map_message."""
+from __future__ import annotations
+
+import copy
+import json
+import random
+from collections.abc import Iterator
+from datetime import datetime, timezone
+from typing import Any
+
+import pytest
+
+from mappings.checkup1551 import build_checkup
+from mappings.document import assemble
+from mappings.fhir_in import map_fhir
+from mappings.hl7v2 import map_message, screen
+from mappings.model import FacilityInfo, MappingResult
+from mappings.xml130 import build_envelope, build_tables
+from tests.mappings.conftest import CORPUS, corpus_text, hl7_files
+
+FACILITY = FacilityInfo("Fuzz facility", "40001", "4000000000123")
+HL7_NOISE = "|^~\\&\r\n0123456789AZ .-٣²\x00"
+JUNK: list[Any] = [None, "", 0, -1, 3.5, True, [], {}, "x", [1], {"a": 1}, "2026-13-45", "urn:uuid:x"]
+
+
+def encode_all(result: MappingResult) -> None:
+    """Run every fragment through assemble and the national encoders that take its kind."""
+    for fragment in result.fragments:
+        document = assemble(None, fragment)
+        if document.kind == "episode" and (tables := build_tables(document, FACILITY)):
+            build_envelope(tables, FACILITY, datetime(2026, 1, 1, tzinfo=timezone.utc))
+        elif document.kind == "health_check":
+            build_checkup(document, FACILITY)
+
+
+def fuzzed_hl7(seed: int) -> str:
+    rng = random.Random(seed)
+    names = hl7_files()
+    text = list(corpus_text(names[seed % len(names)]))
+    for _ in range(rng.randint(1, 8)):
+        text[rng.randrange(len(text))] = rng.choice(HL7_NOISE)
+    return "".join(text)
+
+
+@pytest.mark.parametrize("seed", range(250))
+def test_hl7_screen_agrees_with_map_and_nothing_raises(seed: int) -> None:
+    message = fuzzed_hl7(seed)
+    result = map_message(message)
+    screened = [(i.location, i.code) for i in screen(message) if i.severity == "error"]
+    mapped = [(i.location, i.code) for i in result.issues if i.severity == "error"]
+    assert mapped == screened, "what screen accepts (AA) must map, and for the same reasons when not"
+    assert result.fragments == () or result.ok
+    encode_all(result)
+
+
+def _paths(value: Any, prefix: tuple[Any, ...] = ()) -> Iterator[tuple[Any, ...]]:
+    yield prefix
+    children = value.items() if isinstance(value, dict) else enumerate(value) if isinstance(value, list) else ()
+    for key, child in children:
+        yield from _paths(child, (*prefix, key))
+
+
+def fuzzed_bundle(seed: int) -> dict[str, Any]:
+    with open(CORPUS / "fhir" / "transaction_outpatient_visit.json", encoding="utf-8") as handle:
+        bundle: dict[str, Any] = json.load(handle)
+    rng = random.Random(seed)
+    paths = [p for p in _paths(bundle) if p]
+    for _ in range(rng.randint(1, 3)):
+        path = rng.choice(paths)
+        parent: Any = bundle
+        try:
+            for key in path[:-1]:
+                parent = parent[key]
+            if rng.random() < 0.4:
+                del parent[path[-1]]
+            else:
+                parent[path[-1]] = copy.deepcopy(rng.choice(JUNK))
+        except (KeyError, IndexError, TypeError):
+            continue
+    return bundle
+
+
+@pytest.mark.parametrize("seed", range(400))
+def test_fhir_nothing_raises(seed: int) -> None:
+    result = map_fhir(fuzzed_bundle(seed))
+    assert result.fragments == () or result.ok
+    assert all(i.location.startswith(("Bundle", "resourceType")) for i in result.issues)
+    encode_all(result)
