@@ -30,7 +30,10 @@ def _serve(settings: Settings) -> int:
     configure_logging(settings.logging.level, settings.logging.format)
     try:
         asyncio.run(Gateway(settings).run_until_signalled())
-    except (SigningError, EncryptionKeyError, StoreError) as exc:
+    except (SigningError, EncryptionKeyError) as exc:  # a setting to fix: restarting cannot help
+        print(f"config error: {exc}", file=sys.stderr)
+        return EXIT_CONFIG
+    except StoreError as exc:
         print(f"startup error: {exc}", file=sys.stderr)
         return EXIT_STARTUP
     except OSError as exc:
@@ -47,8 +50,29 @@ def cmd_demo(_args: argparse.Namespace) -> int:
     return _serve(demo_settings())
 
 
+def _runtime_problems(settings: Settings) -> list[str]:
+    """What start-up would refuse beyond the settings' shape: the payload key and the signing material."""
+    from gateway.encryption import EncryptionKeyError, check_key_settings  # noqa: PLC0415
+    from gateway.signing import SigningError, load_signer  # noqa: PLC0415
+
+    problems = []
+    try:
+        check_key_settings(settings.store)
+    except EncryptionKeyError as exc:
+        problems.append(str(exc))
+    if settings.signing.source != "dev":  # dev creates its certificate on first start
+        try:
+            load_signer(settings.signing).close()
+        except SigningError as exc:
+            problems.append(str(exc))
+    return problems
+
+
 def cmd_check_config(args: argparse.Namespace) -> int:
     settings = _settings(args)
+    problems = _runtime_problems(settings)
+    if problems:
+        raise ConfigError(problems)
     print(f"config OK: MLLP {settings.mllp.host}:{settings.mllp.port}, HTTP {settings.http.host}:{settings.http.port},"
           f" store {settings.store.path}, signing {settings.signing.source}")
     return 0

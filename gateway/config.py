@@ -14,7 +14,8 @@ import re
 import tomllib
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Literal
+from types import UnionType
+from typing import Any, Literal, Union, get_args, get_origin
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator, model_validator
 
@@ -105,6 +106,9 @@ class MllpSettings(_Section):
     # unknown, or does not match the bytes; a message that fits its declared MSH-18 is read as declared.
     sender_charsets: dict[str, str] = Field(default_factory=dict)
     allowed_senders: list[SenderRule] = Field(default_factory=list)  # empty: everyone may send
+    # MSH-11 processing ids taken; test (T) and debugging (D) messages are refused so that test
+    # patients never reach a citizen's health book.
+    accepted_processing_ids: list[str] = Field(default_factory=lambda: ["P"])
     tls: TlsSettings = Field(default_factory=TlsSettings)
 
     @field_validator("default_charset")
@@ -254,7 +258,30 @@ class ConfigError(Exception):
         self.problems = problems
 
 
-def _parse_env_value(text: str) -> Any:
+_TEXT_TYPES = (str, SecretStr, Path)
+_SECRET_WORDS = ("password", "pin", "secret", "token", "key")
+
+
+def _field_type(path: list[str]) -> Any:
+    """The annotation of the setting at `path`, unwrapped from Optional; None when there is no such setting."""
+    model: Any = Settings
+    annotation: Any = None
+    for part in path:
+        fields = getattr(model, "model_fields", None)
+        if not fields or part not in fields:
+            return None
+        annotation = fields[part].annotation
+        options = [arg for arg in get_args(annotation) if arg is not type(None)]
+        if get_origin(annotation) in (Union, UnionType) and len(options) == 1:
+            annotation = options[0]
+        model = annotation
+    return annotation
+
+
+def _parse_env_value(path: list[str], text: str) -> Any:
+    """Text settings (ids, passwords, PINs, paths) stay text; others are read as JSON when they parse."""
+    if _field_type(path) in _TEXT_TYPES:
+        return text
     try:
         return json.loads(text)
     except ValueError:
@@ -275,7 +302,7 @@ def _env_overrides(environ: Mapping[str, str]) -> dict[str, Any]:
             if not isinstance(node, dict):
                 break
         else:
-            node[path[-1]] = value if path[-1] in ("password", "encryption_key", "pin") else _parse_env_value(value)
+            node[path[-1]] = _parse_env_value(path, value)
     return tree
 
 
@@ -290,13 +317,17 @@ def _merge(base: dict[str, Any], override: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def _describe(error: Mapping[str, Any]) -> str:
-    location = ".".join(str(part) for part in error["loc"]) or "(top level)"
+    """One line naming the setting; its value is shown only when it is neither unknown nor secret-like."""
+    path = [str(part) for part in error["loc"]]
+    location = ".".join(path) or "(top level)"
     message = error["msg"]
-    if error["type"] == "extra_forbidden":
+    unknown = error["type"] == "extra_forbidden"
+    if unknown:
         message = "unknown setting (check the spelling against the example config)"
     value = error.get("input")
-    shown = "" if isinstance(value, (dict, list)) or value is None or "password" in location or "key" in location else f" (got {value!r})"
-    return f"{location}: {message}{shown}"
+    secret = _field_type(path) is SecretStr or any(word in location.lower() for word in _SECRET_WORDS)
+    hidden = unknown or secret or value is None or isinstance(value, (dict, list))
+    return f"{location}: {message}" + ("" if hidden else f" (got {value!r})")
 
 
 def load_settings(path: Path | None = None, environ: Mapping[str, str] | None = None) -> Settings:

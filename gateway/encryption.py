@@ -66,3 +66,15 @@ def load_cipher(settings: StoreSettings) -> PayloadCipher:
 def key_file_path(settings: StoreSettings) -> Path:
     """Where the payload key lives when it is not given directly."""
     return settings.encryption_key_file or settings.path.parent / "store.key"
+
+
+def check_key_settings(settings: StoreSettings) -> None:
+    """Raise EncryptionKeyError for a configured key that start-up would refuse; never creates a key."""
+    if settings.encryption_key is not None:
+        _decode_key(settings.encryption_key.get_secret_value(), "store.encryption_key")
+        return
+    key_file = key_file_path(settings)
+    if key_file.exists():
+        _decode_key(key_file.read_text(encoding="ascii"), f"store.encryption_key_file {key_file}")
+    elif settings.encryption_key_file is not None:
+        raise EncryptionKeyError(f"store.encryption_key_file {key_file}: not found")

@@ -117,7 +117,7 @@ class Hl7Intake:
             header = parse_header(text)
         self._child(self._metrics.messages_received, source, message_type_label(header.message_type)).inc()
         replay = source == "replay"
-        issues = ([] if replay else self._refusals(frame, header)) or [
+        issues = self._processing_refusals(header) or ([] if replay else self._refusals(frame, header)) or [
             issue for issue in self._screen(text) if issue.severity == "error"]
         if issues:
             return self._refuse(header, tuple(issues), codec)
@@ -144,6 +144,16 @@ class Hl7Intake:
                     raise
         codec = legacy or self._settings.default_charset
         return decode(data, codec), codec
+
+    def _processing_refusals(self, header: MessageHeader) -> list[Issue]:
+        """Only production messages (MSH-11, by default P) may become health-book records."""
+        processing_id = header.processing_id.split(header.encoding_characters[:1] or "^")[0].strip()
+        if processing_id in self._settings.accepted_processing_ids:
+            return []
+        accepted = ", ".join(self._settings.accepted_processing_ids)
+        return [Issue("MSH-11", "unsupported-processing-id",
+                      f"processing id {processing_id or '(empty)'!r} is not accepted here (accepted: {accepted});"
+                      " test and training messages must not reach the national health book")]
 
     def _refusals(self, frame: Frame, header: MessageHeader) -> list[Issue]:
         """Reasons to refuse a message before reading its content: no control id, sender not allowed."""

@@ -91,7 +91,7 @@ def cmd_dlq_change(args: argparse.Namespace) -> int:
         ref = ItemRef.parse(args.item)
         async with admin_session(_settings(args)) as admin:
             if args.dlq_command == "retry":
-                outcome = f"{await admin.retry(ref)} again; the gateway takes it at its next poll"
+                outcome = f"{await admin.retry(ref)}; the gateway takes it at its next poll"
             else:
                 await admin.discard(ref, args.note)
                 outcome = "discarded (kept, with its reason, in the audit trail)"

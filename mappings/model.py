@@ -32,6 +32,7 @@ class FacilityInfo:
     bhxh_code: str  # 5 characters, BHXH reception portal (MACSKCB)
     moh_facility_id: str  # 13 digits, Ministry of Health data hub (sender_id)
     tax_code: str = ""
+    head_code: str = ""  # XML 130 MA_TTDV: health id (BHXH number) of the facility head or delegate
 
 
 @dataclass(frozen=True, slots=True)

@@ -108,20 +108,27 @@ class QueueAdmin:
         return self._store.cipher.open(sealed, associated)
 
     async def retry(self, ref: ItemRef) -> str:
-        """Put a dead item back in its queue as if new; returns the state it is now in."""
-        def retry(db: sqlite3.Connection) -> None:
+        """Put a dead item back to be processed again; returns what happens to it next.
+
+        A refused submission is not resent byte for byte: the usual causes (a wrong certificate, swapped
+        facility codes) are baked into the signed body. Its message is mapped and signed again with the
+        current settings instead, and the new document version supersedes the refused one.
+        """
+        def retry(db: sqlite3.Connection) -> str:
             self._require_dead(db, ref)
+            message_id = ref.id
             if ref.queue == "outbox":
                 _refuse_if_superseded(db, ref)
-                db.execute("UPDATE outbox SET state = 'pending', attempts = 0, next_attempt_at = ?, lease_until = 0,"
-                           " reason = NULL, finished_at = NULL WHERE id = ?", (time.time(), ref.id))
-            else:
-                db.execute("UPDATE messages SET state = 'received', attempts = 0, lease_until = 0, reason = NULL,"
-                           " finished_at = NULL WHERE id = ?", (ref.id,))
-            self._audit(db, "retry", ref)
-        await self._store.transaction(retry)
-        (self._store.outbox_ready if ref.queue == "outbox" else self._store.inbox_ready).set()
-        return QUEUES[ref.queue][3]
+                message_id = _source_message(db, ref)
+                db.execute("UPDATE outbox SET state = 'superseded', finished_at = ?, reason = ?"
+                           " WHERE id = ?", (time.time(), f"rebuilt from inbox:{message_id} by dlq retry", ref.id))
+            db.execute("UPDATE messages SET state = 'received', attempts = 0, lease_until = 0, reason = NULL,"
+                       " finished_at = NULL WHERE id = ?", (message_id,))
+            self._audit(db, "retry", ref, f"inbox:{message_id} re-queued")
+            return f"inbox:{message_id} queued to be mapped and signed again with the current settings"
+        outcome = await self._store.transaction(retry)
+        self._store.inbox_ready.set()
+        return outcome
 
     async def discard(self, ref: ItemRef, note: str = "") -> None:
         """Give up on a dead item for good; it stays, marked, as part of the audit trail."""
@@ -165,3 +172,16 @@ def _refuse_if_superseded(db: sqlite3.Connection, ref: ItemRef) -> None:
     if newer is not None:
         raise AdminError(f"{ref} is an older version of its document than outbox:{newer[0]} (v{newer[1]}):"
                          f" retry or discard that one instead")
+
+
+def _source_message(db: sqlite3.Connection, ref: ItemRef) -> int:
+    """The message whose mapping produced this submission; its payload must still be kept."""
+    row = db.execute(
+        "SELECT m.id, m.payload IS NULL FROM outbox o JOIN documents d ON d.document_id = o.document_id"
+        " AND d.version = o.version JOIN messages m ON m.id = d.message_id WHERE o.id = ?", (ref.id,)).fetchone()
+    if row is None:
+        raise AdminError(f"{ref} has no source message on record: correct it at the source and send it again")
+    if row[1]:
+        raise AdminError(f"the message behind {ref} (inbox:{row[0]}) was purged by the retention policy:"
+                         " correct it and use `replay FILE`")
+    return int(row[0])

@@ -77,13 +77,17 @@ def component(raw: str, number: int, d: Delimiters) -> str:
     """
     if not raw:
         return ""
-    parts = raw.split(d.repetition, 1)[0].split(d.component, number)
+    if d.repetition in raw:
+        raw = raw.split(d.repetition, 1)[0]
+    parts = raw.split(d.component, number)
     if number > len(parts):
         return ""
     value = parts[number - 1]
     if d.subcomponent in value:
         value = value.split(d.subcomponent, 1)[0]
-    return unescape(value, d).strip()
+    if d.escape in value:
+        value = unescape(value, d)
+    return value.strip()
 
 
 def text(raw: str, number: int, d: Delimiters) -> str:

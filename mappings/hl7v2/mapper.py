@@ -128,12 +128,13 @@ def _results(ctx: Context, kind: DocumentKind) -> list[dict[str, Any]]:
             order, group, conclusion, health_class = segment, [], "", None
         elif segment.name == "OBX":
             code = ctx.c(segment, 3)
-            if order is None:
-                category = "vital-signs" if code in VITAL_SIGN_LOINC else "exam"
-                effective = ctx.event_time
+            if kind == "health_check":
+                category = "exam"
+            elif code in VITAL_SIGN_LOINC:
+                category = "vital-signs"
             else:
-                category = "exam" if kind == "health_check" else "laboratory"
-                effective = fhir_datetime(ctx.c(order, 7)) or ctx.event_time
+                category = "laboratory" if order is not None else "exam"
+            effective = (fhir_datetime(ctx.c(order, 7)) if order is not None else None) or ctx.event_time
             obs = build_clinical.observation(ctx, segment, category, ctx.c(order, 3) if order else "", effective)
             if code.upper() == HEALTH_CHECK_CONCLUSION_CODE:
                 conclusion = obs.get("valueString", "")

@@ -90,7 +90,7 @@ def _identity_issues(pid: Segment, msg: Er7Message) -> list[Issue]:
     if not sex:
         issues.append(Issue("PID-8", "required", "PID-8 administrative sex is required"))
     elif codes.sex(sex) is None:
-        issues.append(Issue("PID-8", "invalid-code", "PID-8 administrative sex must be M, F, O or U"))
+        issues.append(Issue("PID-8", "invalid-code", "PID-8 administrative sex must be M, F, O, U, A or N"))
         sex = ""
     if not component(pid.field(5), 1, d) and not component(pid.field(5), 2, d):
         issues.append(Issue("PID-5", "required", "PID-5 patient name is required"))
@@ -203,7 +203,8 @@ def check(msg: Er7Message) -> list[Issue]:
     """Every issue that stops the message becoming a valid record (plus warnings)."""
     key, rule = message_event(msg)
     if rule is None:
-        return [Issue("MSH-9", "unsupported-message-type", f"message type {key} is not supported")]
+        return [Issue("MSH-9", "unsupported-message-type", "MSH-9 is not a supported message type "
+                      "(ADT A01-A05 A08 A11 A13 A28 A31 A40, ORU^R01, MDM^T02, VXU^V04)")]
     issues = _version_issues(msg) + _segment_name_issues(msg)
     if not valid_dtm(component(msg.segments[0].field(7), 1, msg.delimiters)):
         issues.append(Issue("MSH-7", "required", "MSH-7 message time is required"))

@@ -144,7 +144,7 @@ def xml1(view: DocumentView, facility: FacilityInfo) -> dict[str, str]:
         "MA_LOAI_RV": codes["MA_LOAI_RV"].get(disposition, ""),
         "KET_QUA_DTRI": codes["KET_QUA_DTRI"].get(disposition, ""),
         "MA_LOAI_KCB": codes["MA_LOAI_KCB"].get(encounter.get("class", {}).get("code", ""), ""),
-        "MA_CSKCB": facility.bhxh_code, "CAN_NANG": _weight(view),
+        "MA_CSKCB": facility.bhxh_code, "CAN_NANG": _weight(view), "MA_TTDV": facility.head_code,
     }
 
 
@@ -167,7 +167,7 @@ def xml4(view: DocumentView) -> list[dict[str, str]]:
     return rows
 
 
-def xml7(view: DocumentView) -> dict[str, str]:
+def xml7(view: DocumentView, facility: FacilityInfo) -> dict[str, str]:
     """XML7, the discharge paper (giấy ra viện) of a finished inpatient stay."""
     encounter = view.one("Encounter")
     _, final = _diagnoses(view)
@@ -177,7 +177,7 @@ def xml7(view: DocumentView) -> dict[str, str]:
         "MA_LK": view.document.document_id, "MA_YTE": view.mrn(),
         "NGAY_VAO": xml_datetime(period.get("start")), "NGAY_RA": xml_datetime(period.get("end")),
         "MA_DINH_CHI_THAI": "0", "CHAN_DOAN_RV": _joined([concept_text(c.get("code")) for c in final]),
-        "PP_DIEUTRI": _treatment(view), "MA_BS": doctor, "TEN_BS": doctor_name,
+        "PP_DIEUTRI": _treatment(view), "MA_BS": doctor, "TEN_BS": doctor_name, "MA_TTDV": facility.head_code,
         "NGAY_CT": xml_datetime(period.get("end")), "MA_THE_TAM": "",
     }
 
@@ -198,6 +198,7 @@ def xml8(view: DocumentView, facility: FacilityInfo) -> dict[str, str]:
         "CHAN_DOAN_VAO": _joined([concept_text(c.get("code")) for c in admitting]) or reason,
         "CHAN_DOAN_RV": _joined([concept_text(c.get("code")) for c in final]),
         "QT_BENHLY": _summary_text(view), "TOMTAT_KQ": _joined(results), "PP_DIEUTRI": _treatment(view),
+        "MA_TTDV": facility.head_code,
         "NGAY_CT": xml_datetime(period.get("end") or view.document.bundle.get("timestamp")),
     }
 
@@ -219,6 +220,6 @@ def build_tables(document: Document, facility: FacilityInfo) -> dict[str, bytes]
     encounter = view.one("Encounter")
     if encounter.get("class", {}).get("code") == "IMP" and encounter.get("status") == "finished" \
             and encounter.get("period", {}).get("end"):
-        tables["XML7"] = render("XML7", [xml7(view)])
+        tables["XML7"] = render("XML7", [xml7(view, facility)])
     tables["XML8"] = render("XML8", [xml8(view, facility)])
     return tables

@@ -25,9 +25,11 @@ KEY = b"k" * 32
 
 def hl7(control_id: str, *, sender: str = "HIS_BVDK", facility: str = "BVDK^4000000000123^L",
         pid3: str = "040085012345^^^BCA^NNVNM", message_type: str = "ADT^A01", msh15: str = "", msh16: str = "",
-        charset: str = "UNICODE UTF-8", name: str = "NGUYEN^AN", terminator: str = "\r") -> str:
+        charset: str = "UNICODE UTF-8", name: str = "NGUYEN^AN", terminator: str = "\r",
+        processing_id: str = "P") -> str:
     """One small HL7 v2 message the real screen accepts, with the fields the intake looks at."""
-    msh = ["MSH", "^~\\&", sender, facility, "HBGW", "BYT", "20260312083015", "", message_type, control_id, "P",
+    msh = ["MSH", "^~\\&", sender, facility, "HBGW", "BYT", "20260312083015", "", message_type, control_id,
+           processing_id,
            "2.5", "", "", msh15, msh16, "VNM", charset]
     segments = ["|".join(msh), "EVN|A01|20260312083000", f"PID|1||{pid3}||{name}||19850214|M",
                 "PV1|1|I|NOI^P302||||||||||||||||VV1"]

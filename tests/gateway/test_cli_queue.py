@@ -95,11 +95,27 @@ def test_dlq_retry_puts_items_back_once(store_file: Path) -> None:
     outbox = run_cli(store_file, "dlq", "retry", "outbox:1")
     assert inbox.returncode == 0 and outbox.returncode == 0, inbox.stderr + outbox.stderr
     assert rows(store_file, "SELECT state, attempts, reason FROM messages WHERE id = 1") == [("received", 0, None)]
-    assert rows(store_file, "SELECT state, attempts FROM outbox WHERE id = 1") == [("pending", 0)]
     again = run_cli(store_file, "dlq", "retry", "inbox:1")
     assert again.returncode == 1 and "inbox:1 is received, not dead" in again.stderr
-    assert rows(store_file, "SELECT action, item FROM operator_actions ORDER BY id") == [
-        ("retry", "inbox:1"), ("retry", "outbox:1")]
+    assert rows(store_file, "SELECT action, item, detail FROM operator_actions ORDER BY id") == [
+        ("retry", "inbox:1", "inbox:1 re-queued"), ("retry", "outbox:1", "inbox:2 re-queued")]
+
+
+def test_retrying_a_refused_submission_maps_and_signs_its_message_again(store_file: Path) -> None:
+    """The signed body may carry the very mistake (certificate, facility code) the operator just fixed."""
+    result = run_cli(store_file, "dlq", "retry", "outbox:1")
+    assert result.returncode == 0 and "inbox:2 queued to be mapped and signed again" in result.stdout
+    assert rows(store_file, "SELECT state, reason FROM outbox WHERE id = 1") == [
+        ("superseded", "rebuilt from inbox:2 by dlq retry")]
+    assert rows(store_file, "SELECT state FROM messages WHERE id = 2") == [("received",)]
+
+
+def test_retrying_a_submission_whose_message_was_purged_points_to_replay(store_file: Path) -> None:
+    with sqlite3.connect(store_file) as db:
+        db.execute("UPDATE messages SET payload = NULL WHERE id = 2")
+    result = run_cli(store_file, "dlq", "retry", "outbox:1")
+    assert result.returncode == 1 and "purged by the retention policy" in result.stderr and "replay" in result.stderr
+    assert rows(store_file, "SELECT state FROM outbox WHERE id = 1") == [("dead",)]
 
 
 def test_dlq_retry_refuses_an_older_version_than_one_already_queued(store_file: Path) -> None:

@@ -72,3 +72,44 @@ def test_check_config_accepts_a_good_file(tmp_path: Path) -> None:
     result = subprocess.run([*CLI, "check-config", "--config", str(config)], capture_output=True, text=True,
                             env=CLEAN_ENV, timeout=60)
     assert result.returncode == 0 and result.stdout.startswith("config OK")
+
+
+def test_text_settings_from_the_environment_stay_text() -> None:
+    settings = load_settings(None, {"HBGW_FACILITY__MOH_FACILITY_ID": "4000000000123",
+                                    "HBGW_FACILITY__BHXH_CODE": "40001", "HBGW_PORTAL__BHXH__USERNAME": "123456",
+                                    "HBGW_SIGNING__PKCS11_PIN": "00123456", "HBGW_SIGNING__PKCS12_PASSWORD": "123456"})
+    assert settings.facility.moh_facility_id == "4000000000123" and settings.facility.bhxh_code == "40001"
+    assert settings.portal.bhxh.username == "123456"
+    assert settings.signing.pkcs11_pin.get_secret_value() == "00123456"  # leading zeros kept
+    assert settings.signing.pkcs12_password.get_secret_value() == "123456"
+
+
+@pytest.mark.parametrize("name, value", [
+    ("HBGW_PORTAL__BHXH__PASSWROD", "S3cr3t-Passw0rd!"),  # misspelled: unknown, still never echoed
+    ("HBGW_SIGNING__PKCS12_PASWORD", "p12secret"),
+    ("HBGW_HTTP__FHIR_SENDERS", '[{"name": "his", "token_sha256": "plain-token-123"}]'),
+])
+def test_error_lines_never_echo_unknown_or_secret_values(name: str, value: str) -> None:
+    with pytest.raises(ConfigError) as caught:
+        load_settings(None, {name: value})
+    assert caught.value.problems and all(value not in line and "plain-token-123" not in line
+                                         for line in caught.value.problems)
+
+
+@pytest.mark.parametrize("env, expected", [
+    ({"HBGW_STORE__ENCRYPTION_KEY": "not-a-valid-key"}, "store.encryption_key: not valid base64"),
+    ({"HBGW_STORE__ENCRYPTION_KEY_FILE": "/nonexistent/store.key"}, "store.encryption_key_file"),
+    ({"HBGW_SIGNING__SOURCE": "pem"}, "signing.cert_file"),
+])
+def test_check_config_refuses_what_start_up_would_refuse(tmp_path: Path, env: dict, expected: str) -> None:
+    result = subprocess.run([*CLI, "check-config"], capture_output=True, text=True, cwd=tmp_path,
+                            env={**CLEAN_ENV, **env}, timeout=60)
+    assert result.returncode == 2 and expected in result.stderr
+    assert "not-a-valid-key" not in result.stderr
+    assert not (tmp_path / "var").exists()  # checking creates nothing
+
+
+def test_serve_with_a_bad_key_exits_2_so_systemd_does_not_restart_it(tmp_path: Path) -> None:
+    env = {**CLEAN_ENV, "HBGW_STORE__ENCRYPTION_KEY": "bad", "HBGW_MLLP__PORT": "0", "HBGW_HTTP__PORT": "0"}
+    result = subprocess.run([*CLI, "serve"], capture_output=True, text=True, cwd=tmp_path, env=env, timeout=60)
+    assert result.returncode == 2 and "config error: store.encryption_key" in result.stderr

@@ -47,6 +47,25 @@ async def test_unsupported_type_is_ar(tmp_path: Path) -> None:
     assert ack["ERR"][0][2] == "MSH^1^9^1" and ack["ERR"][0][3].startswith("200^")
 
 
+@pytest.mark.parametrize("processing_id", ["T", "D", "", "P^T"])
+async def test_test_and_training_messages_are_refused_naming_msh11(tmp_path: Path, processing_id: str) -> None:
+    expected = "AA" if processing_id == "P^T" else "AR"  # P^T: production, with a processing-mode component
+    async with running_intake(tmp_path) as intake:
+        ack = ack_segments(await intake.send(hl7("T1", processing_id=processing_id)))
+        stored = intake.rows("SELECT count(*) FROM messages WHERE control_id = 'T1'")
+        assert ack_segments(await intake.send(hl7("P1")))["MSA"][0][1] == "AA"  # the listener serves on
+    assert ack["MSA"][0][1] == expected
+    assert stored == [(1 if expected == "AA" else 0,)]  # a refused test message is never stored, never sent
+    if expected == "AR":
+        assert ack["ERR"][0][2] == "MSH^1^11^1" and ack["ERR"][0][3].startswith("202^")
+
+
+async def test_accepted_processing_ids_are_a_setting(tmp_path: Path) -> None:
+    async with running_intake(tmp_path, accepted_processing_ids=["P", "T"]) as intake:
+        ack = ack_segments(await intake.send(hl7("T2", processing_id="T")))
+    assert ack["MSA"][0][1] == "AA"
+
+
 @pytest.mark.parametrize("msh15, msh16", [("AL", "NE"), ("NE", "NE"), ("ER", "AL"), ("", "AL")])
 async def test_enhanced_mode_always_gets_a_commit_ack(tmp_path: Path, msh15: str, msh16: str) -> None:
     async with running_intake(tmp_path) as intake:

@@ -13,6 +13,7 @@ from gateway.encryption import PayloadCipher
 from gateway.metrics import Metrics
 from gateway.pipeline import Pipeline, backoff_delay, mapping_executor
 from gateway.store import Inbound, Store
+from gateway.store.admin import ItemRef, QueueAdmin
 from gateway.submissions import SubmissionBuildError
 from tests.conftest import corpus_hl7
 
@@ -25,9 +26,11 @@ class ScriptedChannel:
     def __init__(self, outcomes: list[Exception | None]) -> None:
         self.outcomes = outcomes
         self.calls: list[str] = []
+        self.bodies: list[bytes] = []
 
     async def submit(self, submission: Submission) -> Receipt:
         self.calls.append(submission.idempotency_key)
+        self.bodies.append(submission.body)
         outcome = self.outcomes.pop(0) if self.outcomes else None
         if outcome is not None:
             raise outcome
@@ -146,6 +149,32 @@ async def test_a_document_that_cannot_be_encoded_is_dead_lettered_not_retried_fo
             ("dead", 1, "episode document 4000000000123_VV26000456:v1: no health class")]
         assert db.execute("SELECT count(*) FROM documents").fetchone()[0] == 0  # nothing half-written
     assert metrics.mapping_errors.labels("mllp", "encoding-failed")._value.get() == 1
+
+
+async def test_an_operator_retry_after_a_refusal_sends_a_freshly_signed_new_version(store: Store) -> None:
+    signed_with = ["old certificate"]
+    channel = ScriptedChannel([PermanentPortalError("XML signature does not verify", status=400)])
+
+    def build(document) -> list[Submission]:
+        return [Submission("bhxh_xml130", document.idempotency_key, document.document_id, document.version,
+                           signed_with[0].encode(), "application/xml")]
+
+    async def dead() -> bool:
+        return (await store.queue_depths()).get(("outbox", "dead"), 0) == 1
+
+    await run_until(store, channel, [corpus_hl7("adt_a01_admit.hl7")], dead, Metrics(), build=build)
+    signed_with[0] = "fixed certificate"  # the operator fixes the signing setting and restarts
+    await QueueAdmin(store, "test-operator").retry(ItemRef("outbox", 1))
+
+    async def delivered() -> bool:
+        return (await store.queue_depths()).get(("outbox", "delivered"), 0) == 1
+
+    await run_until(store, channel, [], delivered, Metrics(), build=build)
+    assert channel.calls == ["4000000000123_VV26000456:v1", "4000000000123_VV26000456:v2"]
+    with sqlite3.connect(store.path) as db:
+        assert db.execute("SELECT version, state FROM outbox ORDER BY id").fetchall() == [
+            (1, "superseded"), (2, "delivered")]
+    assert channel.bodies == [b"old certificate", b"fixed certificate"]
 
 
 def test_backoff_grows_with_attempts_and_stays_under_the_cap() -> None:

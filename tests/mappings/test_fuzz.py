@@ -4,6 +4,7 @@ from __future__ import annotations
 import copy
 import json
 import random
+import re
 from collections.abc import Iterator
 from datetime import datetime, timezone
 from typing import Any
@@ -19,8 +20,16 @@ from mappings.xml130 import build_envelope, build_tables
 from tests.mappings.conftest import CORPUS, corpus_text, hl7_files
 
 FACILITY = FacilityInfo("Fuzz facility", "40001", "4000000000123")
+NAMES = ("NGUYỄN", "VĂN AN", "LÊ", "THỊ HOA", "TRẦN", "GIA BẢO", "PHAN", "HỒ", "Võ", "Mai")
+DIGIT_RUN = re.compile(r"[0-9]{6,}")
 HL7_NOISE = "|^~\\&\r\n0123456789AZ .-٣²\x00"
 JUNK: list[Any] = [None, "", 0, -1, 3.5, True, [], {}, "x", [1], {"a": 1}, "2026-13-45", "urn:uuid:x"]
+
+
+def assert_no_personal_values(result: MappingResult) -> None:
+    """Issue messages name fields, never values: no identifier-like digit runs, no patient names."""
+    for issue in result.issues:
+        assert not DIGIT_RUN.search(issue.message) and not any(name in issue.message for name in NAMES)
 
 
 def encode_all(result: MappingResult) -> None:
@@ -50,6 +59,7 @@ def test_hl7_screen_agrees_with_map_and_nothing_raises(seed: int) -> None:
     mapped = [(i.location, i.code) for i in result.issues if i.severity == "error"]
     assert mapped == screened, "what screen accepts (AA) must map, and for the same reasons when not"
     assert result.fragments == () or result.ok
+    assert_no_personal_values(result)
     encode_all(result)
 
 
@@ -85,4 +95,5 @@ def test_fhir_nothing_raises(seed: int) -> None:
     result = map_fhir(fuzzed_bundle(seed))
     assert result.fragments == () or result.ok
     assert all(i.location.startswith(("Bundle", "resourceType")) for i in result.issues)
+    assert_no_personal_values(result)
     encode_all(result)

@@ -159,6 +159,14 @@ def test_unescaped_ampersand_in_text_is_kept() -> None:
     assert note["valueString"] == "LDL & HDL; đề nghị theo dõi đường huyết"
 
 
+@pytest.mark.parametrize(("extra", "warnings"), [("ZPX|1|local", []), ("ABC|1|x", [("MSH", "hl7apy-parse")])])
+def test_segments_hl7apy_does_not_know_are_warnings_only(admit: str, extra: str,
+                                                         warnings: list[tuple[str, str]]) -> None:
+    result = map_message(admit + "\r" + extra)
+    assert [(i.location, i.code) for i in result.issues] == warnings
+    assert result.ok and result.fragments[0].resources == only_fragment(admit).resources
+
+
 def test_same_message_gives_same_ids(admit: str) -> None:
     assert [r["id"] for r in only_fragment(admit).resources] == [r["id"] for r in only_fragment(admit).resources]
 

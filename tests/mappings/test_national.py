@@ -19,7 +19,7 @@ from mappings.xml130 import build_envelope, build_tables
 from mappings.xml130.tables import layouts
 from tests.mappings.conftest import CORPUS, corpus_text, replace_field
 
-FACILITY = FacilityInfo("Bệnh viện Đa khoa tỉnh Nghệ An", "40001", "4000000000123", "2900325050")
+FACILITY = FacilityInfo("Bệnh viện Đa khoa tỉnh Nghệ An", "40001", "4000000000123", "2900325050", "4012345678")
 EPISODE = ("adt_a01_admit.hl7", "oru_r01_lab.hl7", "adt_a08_update.hl7", "adt_a03_discharge.hl7",
            "mdm_t02_summary.hl7")
 
@@ -87,10 +87,19 @@ def test_xml4_rows_keep_values_and_units(episode: Document) -> None:
     assert next(r for r in rows if r["MA_CHI_SO"] == "1742-6")["DON_VI_DO"] == "U/L"
 
 
+def test_vital_signs_in_a_result_message_are_not_lab_rows() -> None:
+    message = corpus_text("oru_r01_lab.hl7").replace("OBX|1|NM|2345-7^Glucose máu^LN||7.8|mmol/L|3.9-6.4|H|||F|||",
+                                                     "OBX|1|NM|8867-4^Nhịp tim^LN||88|/min|60-100|N|||F|||")
+    root = ET.fromstring(build_tables(assemble(None, map_message(message).fragments[0]), FACILITY)["XML4"])
+    codes = [row.findtext("MA_CHI_SO") for row in root.iter("CHI_TIET_CLS")]
+    assert len(codes) == 6 and "8867-4" not in codes
+
+
 def test_xml7_and_xml8(episode: Document) -> None:
     tables = build_tables(episode, FACILITY)
     xml7, xml8 = fields(tables["XML7"]), fields(tables["XML8"])
     assert (xml7["MA_BS"], xml7["NGAY_RA"], xml7["MA_YTE"]) == ("CCHN-000123-NA", "202603181430", "BN26001234")
+    assert xml7["MA_TTDV"] == xml8["MA_TTDV"] == fields(tables["XML1"])["MA_TTDV"] == "4012345678"
     assert xml8["QT_BENHLY"].startswith("Bệnh nhân nam 41 tuổi") and xml8["QT_BENHLY"].count("\n") == 3
     assert "Glucose máu: 7.8 mmol/L" in xml8["TOMTAT_KQ"] and xml8["DON_VI"] == FACILITY.name
 

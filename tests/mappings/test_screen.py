@@ -76,6 +76,8 @@ def _pid3(cccd: str = "040085012345", bhyt: str = "GD4404012345678") -> str:
     ("PID", 8, "X", [("PID-8", "invalid-code")]),
     ("PID", 8, "F", [("PID-3", "cccd-birth-mismatch")]),
     ("PID", 8, "U", []),
+    ("PID", 8, "A", []),
+    ("PID", 8, "N", []),
     ("PV1", 19, "", [("PV1-19", "required")]),
     ("MSH", 9, "ADT^A99^ADT_A01", [("MSH-9", "unsupported-message-type")]),
     ("MSH", 9, "SIU^S12", [("MSH-9", "unsupported-message-type")]),

@@ -114,7 +114,8 @@ def test_health_class(value: str, expected: int | None) -> None:
     assert codes.health_class(value) == expected
 
 
-@pytest.mark.parametrize(("sex", "fhir", "xml"), [("M", "male", "1"), ("F", "female", "2"), ("U", "unknown", "3")])
+@pytest.mark.parametrize(("sex", "fhir", "xml"), [("M", "male", "1"), ("F", "female", "2"), ("U", "unknown", "3"),
+                                                  ("O", "other", "3")])
 def test_sex_codes(sex: str, fhir: str, xml: str) -> None:
     entry = codes.sex(sex)
     assert entry is not None and entry["fhir"] == fhir and entry["xml130"] == xml
