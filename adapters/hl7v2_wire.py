@@ -60,6 +60,7 @@ class MessageHeader:
 
     @property
     def sender(self) -> str:
+        """MSH-3|MSH-4: with MSH-10, what makes a message a retransmission of another."""
         return f"{self.sending_application}|{self.sending_facility}"
 
     @property
@@ -89,11 +90,20 @@ def _msh_fields(text: str) -> list[str]:
     return segment.split(separator)
 
 
-def read_header(raw: bytes) -> MessageHeader:
-    """The MSH of undecoded bytes (its fields are ASCII), to choose a charset or answer an unreadable message."""
+def _msh_bytes(raw: bytes) -> bytes:
     raw = raw.lstrip()
     end = _SEGMENT_END_BYTES.search(raw)
-    return parse_header(raw[: end.start() if end else len(raw)].decode("latin-1"))
+    return raw[: end.start() if end else len(raw)]
+
+
+def read_header(raw: bytes) -> MessageHeader:
+    """The MSH of undecoded bytes (its fields are ASCII), to choose a charset or answer an unreadable message."""
+    return parse_header(_msh_bytes(raw).decode("latin-1"))
+
+
+def header_is_ascii(raw: bytes) -> bool:
+    """Whether read_header already gave the MSH exactly as any ASCII-based charset decodes it."""
+    return _msh_bytes(raw).isascii()
 
 
 def decode(raw: bytes, codec: str) -> str:

@@ -50,10 +50,12 @@ class MllpServer:
 
     @property
     def port(self) -> int:
+        """The bound port, which differs from the configured one when that was 0 (tests, benchmarks)."""
         assert self._server is not None
         return self._server.sockets[0].getsockname()[1]
 
     async def start(self) -> None:
+        """Listen; the stream limit makes an oversize message a LimitOverrunError instead of unbounded memory."""
         self._server = await asyncio.start_server(
             self._serve, self._host, self._port, ssl=self._ssl, limit=self._max_bytes + len(END_BLOCK) + 1)
 

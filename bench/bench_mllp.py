@@ -136,12 +136,14 @@ async def measure(port: int, server_pid: int, connections: int, seconds: float, 
 
 
 def free_port() -> int:
+    """A port no one listens on, so each server run is independent."""
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
 
 
 def wait_for_port(port: int, process: subprocess.Popen, timeout: float = 30.0) -> None:
+    """Block until the server accepts connections, so start-up time is not measured."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if process.poll() is not None:
@@ -171,6 +173,7 @@ def run_server(kind: str, connection_counts: list[int], seconds: float, warmup: 
 
 
 def main() -> int:
+    """Measure both servers at each load and print them side by side."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=float, default=5.0, help="measured seconds per load")
     parser.add_argument("--warmup", type=float, default=1.0, help="unmeasured seconds before each load")

@@ -22,8 +22,10 @@ import ipaddress
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
-from adapters.hl7v2_wire import MessageHeader, WireError, build_ack, codec_for, decode, parse_header, read_header
+from adapters.hl7v2_wire import (MessageHeader, WireError, build_ack, codec_for, decode, header_is_ascii,
+                                 parse_header, read_header)
 from adapters.mllp import Frame
 from gateway.config import MllpSettings
 from gateway.logs import correlation, get_logger, new_correlation_id
@@ -71,6 +73,15 @@ class Hl7Intake:
         self._screen = screen
         self._networks = [ipaddress.ip_network(rule.address, strict=False) if rule.address else None
                           for rule in settings.allowed_senders]
+        self._children: dict[tuple[int, tuple[str, ...]], Any] = {}
+
+    def _child(self, metric: Any, *labels: str) -> Any:
+        """A metric's labelled child, looked up once: label checks cost more than the count on this hot path."""
+        key = (id(metric), labels)
+        child = self._children.get(key)
+        if child is None:
+            child = self._children[key] = metric.labels(*labels)
+        return child
 
     async def store_and_ack(self, frame: Frame) -> bytes:
         """Answer one frame; raises only when the store cannot take it, so no ACK promises what is not on disk."""
@@ -92,8 +103,8 @@ class Hl7Intake:
         started = time.perf_counter()
         source = "replay" if replay else "mllp"
         answer = await self._screen_and_store(frame, correlation_id, source)
-        self._metrics.acks.labels(source, answer.code).inc()
-        self._metrics.ack_latency.labels(source).observe(time.perf_counter() - started)
+        self._child(self._metrics.acks, source, answer.code).inc()
+        self._child(self._metrics.ack_latency, source).observe(time.perf_counter() - started)
         return answer
 
     async def _screen_and_store(self, frame: Frame, correlation_id: str, source: str) -> Answer:
@@ -112,8 +123,9 @@ class Hl7Intake:
             text, codec = self._decode(frame.data, header, legacy)
         except WireError as exc:
             return self._refuse(header, (Issue("MSH-18", "charset-mismatch", str(exc)),), legacy or default)
-        header = parse_header(text)
-        self._metrics.messages_received.labels(source, message_type_label(header.message_type)).inc()
+        if not header_is_ascii(frame.data):
+            header = parse_header(text)
+        self._child(self._metrics.messages_received, source, message_type_label(header.message_type)).inc()
         replay = source == "replay"
         issues = self._processing_refusals(header) or ([] if replay else self._refusals(frame, header)) or [
             issue for issue in self._screen(text) if issue.severity == "error"]
@@ -131,7 +143,7 @@ class Hl7Intake:
                 f"message control id {control_id!r} was already used by this sender for a different message"
                 f" (inbox:{stored.message_id}); send it with a new MSH-10"),), codec)
         if stored.duplicate:
-            self._metrics.duplicates.labels(source).inc()
+            self._child(self._metrics.duplicates, source).inc()
         log.info("hl7_stored", message_type=header.message_type, control_id=control_id,
                  message_id=stored.message_id, retransmission=stored.duplicate, bytes=len(frame.data))
         return Answer(code, stored.ack, stored.message_id, stored.duplicate)
@@ -190,7 +202,7 @@ class Hl7Intake:
         enhanced = header is not None and header.enhanced_mode
         code = ("CR" if reject else "CE") if enhanced else ("AR" if reject else "AE")
         for issue in issues:
-            self._metrics.mapping_errors.labels("mllp", issue.code).inc()
+            self._child(self._metrics.mapping_errors, "mllp", issue.code).inc()
         log.warning("hl7_refused", ack_code=code, control_id=header.control_id if header else "",
                     problems=[f"{issue.location} {issue.code}" for issue in issues])
         return Answer(code, build_ack(header, code, issues[0].message, issues).encode(codec, errors="replace"),

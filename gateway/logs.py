@@ -2,8 +2,8 @@
 from __future__ import annotations
 
 import logging
+import secrets
 import sys
-import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 
@@ -42,7 +42,7 @@ def configure_logging(level: str = "info", fmt: str = "json") -> None:
 
 def new_correlation_id() -> str:
     """A fresh id that follows one message through every log line."""
-    return uuid.uuid4().hex[:16]
+    return secrets.token_hex(8)  # as unique as uuid4().hex[:16], at a fraction of its cost per message
 
 
 @contextmanager

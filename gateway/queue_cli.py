@@ -105,7 +105,11 @@ def cmd_replay(args: argparse.Namespace) -> int:
     from gateway.queue_admin import replay_file  # noqa: PLC0415
 
     async def replay() -> int:
-        answers = await replay_file(_settings(args), Path(args.file))
+        try:
+            answers = await replay_file(_settings(args), Path(args.file))
+        except OSError as exc:
+            print(f"error: cannot read {args.file}: {exc.strerror}", file=sys.stderr)
+            return EXIT_REFUSED
         if not answers:
             print(f"error: no HL7 message (a line starting with MSH) in {args.file}", file=sys.stderr)
             return EXIT_REFUSED

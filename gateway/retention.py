@@ -73,9 +73,11 @@ class Retention:
         self._task: asyncio.Task[None] | None = None
 
     def start(self) -> None:
+        """Purge in the background for as long as the gateway runs."""
         self._task = asyncio.create_task(self._loop(), name="retention")
 
     async def stop(self) -> None:
+        """Stop between purges (a chunk in progress is one transaction: it completes or rolls back)."""
         if self._task is not None:
             self._task.cancel()
             await asyncio.gather(self._task, return_exceptions=True)

@@ -161,6 +161,7 @@ class Store:
         return self
 
     async def close(self) -> None:
+        """Commit what is queued, then release the connections and the serving lock."""
         if self._group_commit is not None:
             await self._queue.put(_STOP)
             await self._group_commit
@@ -270,6 +271,7 @@ class Store:
         return sorted(claimed, key=lambda message: message.id)
 
     async def latest_document(self, document_id: str) -> Document | None:
+        """The version a new fragment of the episode builds on (its bundle is {} once purged by retention)."""
         rows = await self.query(
             "SELECT version, kind, patient_key, bundle FROM documents WHERE document_id = ?"
             " ORDER BY version DESC LIMIT 1", (document_id,))
@@ -364,11 +366,13 @@ class Store:
         await self.transaction(deliver)
 
     async def schedule_retry(self, outbox_id: int, delay_seconds: float, reason: str) -> None:
+        """Release a submission for another attempt later, keeping the last failure's reason for operators."""
         await self.transaction(lambda db: db.execute(
             "UPDATE outbox SET state = 'pending', next_attempt_at = ?, lease_until = 0, reason = ? WHERE id = ?",
             (time.time() + delay_seconds, reason, outbox_id)))
 
     async def dead_letter_submission(self, outbox_id: int, reason: str) -> None:
+        """Park a submission the portal refused for good, with the portal's reason."""
         await self.transaction(lambda db: db.execute(
             "UPDATE outbox SET state = 'dead', reason = ?, finished_at = ?, lease_until = 0 WHERE id = ?",
             (reason, time.time(), outbox_id)))

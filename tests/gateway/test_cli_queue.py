@@ -166,3 +166,8 @@ def test_replay_ingests_a_corrected_file_through_the_screen_once(store_file: Pat
     assert rows(store_file, "SELECT source, state FROM messages WHERE id = 4") == [("replay", "received")]
     assert rows(store_file, "SELECT action, item, detail FROM operator_actions") == [
         ("replay", "inbox:4", "from file corrected.hl7")]
+
+
+def test_replay_of_a_missing_file_says_so(store_file: Path, tmp_path: Path) -> None:
+    result = run_cli(store_file, "replay", str(tmp_path / "absent.hl7"))
+    assert result.returncode == 1 and "cannot read" in result.stderr and "absent.hl7" in result.stderr
