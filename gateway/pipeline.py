@@ -160,7 +160,7 @@ class Pipeline:
             return
         await self._store.commit_mapping(message.id, list(documents.values()), submissions)
         log.info("message_mapped", message_id=message.id, submissions=len(submissions),
-                 documents=[document.idempotency_key for document in documents])  # submission logs carry these
+                 documents=[document.idempotency_key for document in documents.values()])  # submission logs carry these
 
     # ---- submission ----------------------------------------------------------------------------
 
