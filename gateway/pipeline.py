@@ -22,6 +22,7 @@ from adapters.portal.base import PermanentPortalError, PortalChannel, Submission
 from gateway.config import PipelineSettings
 from gateway.logs import correlation, get_logger
 from gateway.metrics import Metrics
+from gateway.signing import SigningError
 from gateway.store import ClaimedMessage, ClaimedSubmission, Store
 from gateway.submissions import SubmissionBuildError
 from mappings.document import assemble
@@ -33,6 +34,7 @@ log = get_logger(__name__)
 
 BuildSubmissions = Callable[[Document], list[Submission]]
 MAPPING_BATCH = 32
+MAX_MAPPING_ATTEMPTS = 5  # a message that crashes the mapping stage this often is parked, not retried forever
 
 
 def map_payload(source: str, payload: bytes) -> MappingResult:
@@ -128,7 +130,18 @@ class Pipeline:
         results = await asyncio.gather(*futures, return_exceptions=True)
         for message, result in zip(messages, results):
             with correlation(message.correlation_id, source=message.source):
-                await self._apply(message, result)
+                try:
+                    await self._apply(message, result)
+                except SigningError:
+                    raise  # the operator's to fix (certificate, token); the message itself is fine
+                except Exception as exc:
+                    if message.attempts < MAX_MAPPING_ATTEMPTS:
+                        raise  # left leased: tried again when the lease runs out
+                    log.exception("message_poisoned", message_id=message.id, attempts=message.attempts)
+                    self._metrics.mapping_errors.labels(message.source, "internal-error").inc()
+                    await self._store.dead_letter_message(
+                        message.id, f"failed {message.attempts} times inside the gateway ({type(exc).__name__});"
+                        f" see the logs for correlation id {message.correlation_id}")
 
     async def _apply(self, message: ClaimedMessage, result: MappingResult | BaseException) -> None:
         if isinstance(result, BaseException):

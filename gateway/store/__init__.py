@@ -64,6 +64,7 @@ class ClaimedMessage:
     correlation_id: str
     received_at: float
     payload: bytes
+    attempts: int = 1  # claims so far, this one included
 
 
 @dataclass(frozen=True, slots=True)
@@ -263,11 +264,12 @@ class Store:
             return db.execute(
                 "UPDATE messages SET lease_until = ?, attempts = attempts + 1 WHERE id IN ("
                 " SELECT id FROM messages WHERE state = 'received' AND lease_until < ? ORDER BY id LIMIT ?)"
-                " RETURNING id, source, message_type, correlation_id, received_at, payload",
+                " RETURNING id, source, message_type, correlation_id, received_at, payload, attempts",
                 (now + self._lease, now, limit),
             ).fetchall()
         rows = await self.transaction(claim)
-        claimed = [ClaimedMessage(r[0], r[1], r[2], r[3], r[4], self._cipher.open(r[5], b"messages")) for r in rows]
+        claimed = [ClaimedMessage(r[0], r[1], r[2], r[3], r[4], self._cipher.open(r[5], b"messages"), r[6])
+                   for r in rows]
         return sorted(claimed, key=lambda message: message.id)
 
     async def latest_document(self, document_id: str) -> Document | None:

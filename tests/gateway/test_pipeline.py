@@ -11,7 +11,8 @@ from adapters.portal.base import PermanentPortalError, Receipt, Submission, Tran
 from gateway.config import PipelineSettings
 from gateway.encryption import PayloadCipher
 from gateway.metrics import Metrics
-from gateway.pipeline import Pipeline, _reason, backoff_delay, mapping_executor
+from gateway.pipeline import MAX_MAPPING_ATTEMPTS, Pipeline, _reason, backoff_delay, mapping_executor
+from gateway.signing import SigningError
 from gateway.store import Inbound, Store
 from gateway.store.admin import ItemRef, QueueAdmin
 from gateway.submissions import SubmissionBuildError
@@ -175,6 +176,42 @@ async def test_an_operator_retry_after_a_refusal_sends_a_freshly_signed_new_vers
         assert db.execute("SELECT version, state FROM outbox ORDER BY id").fetchall() == [
             (1, "superseded"), (2, "delivered")]
     assert channel.bodies == [b"old certificate", b"fixed certificate"]
+
+
+async def test_a_message_that_keeps_crashing_the_gateway_is_parked_after_bounded_attempts(tmp_path: Path) -> None:
+    store = await Store(tmp_path / "gw.db", PayloadCipher(b"k" * 32), lease_seconds=0.05).open()
+
+    def crash(document) -> list[Submission]:
+        raise RuntimeError("a bug, not a refusal")
+
+    async def dead() -> bool:
+        return (await store.queue_depths()).get(("inbox", "dead"), 0) == 1
+
+    try:
+        await run_until(store, ScriptedChannel([]), [corpus_hl7("adt_a01_admit.hl7")], dead, Metrics(), build=crash)
+        with sqlite3.connect(store.path) as db:
+            [(attempts, reason)] = db.execute("SELECT attempts, reason FROM messages").fetchall()
+    finally:
+        await store.close()
+    assert attempts == MAX_MAPPING_ATTEMPTS and "RuntimeError" in reason and "correlation id cid" in reason
+
+
+async def test_a_signing_failure_never_parks_messages(tmp_path: Path) -> None:
+    store = await Store(tmp_path / "gw.db", PayloadCipher(b"k" * 32), lease_seconds=0.01).open()
+
+    def expired(document) -> list[Submission]:
+        raise SigningError("signing certificate expired on 2026-01-01")
+
+    async def retried_past_the_limit() -> bool:
+        with sqlite3.connect(store.path) as db:
+            return db.execute("SELECT attempts FROM messages").fetchone()[0] > MAX_MAPPING_ATTEMPTS + 2
+
+    try:
+        await run_until(store, ScriptedChannel([]), [corpus_hl7("adt_a01_admit.hl7")], retried_past_the_limit,
+                        Metrics(), build=expired)
+        assert (await store.queue_depths()).get(("inbox", "received")) == 1
+    finally:
+        await store.close()
 
 
 def test_backoff_grows_with_attempts_and_stays_under_the_cap() -> None:
