@@ -46,8 +46,8 @@ def fhir_datetime(hl7: str) -> str | None:
         datetime(int(year), int(month or 1), int(day or 1), int(hour or 0), int(minute or 0), int(second or 0))
     except ValueError:
         return None
-    if zone and (int(zone[1:3]) > 14 or int(zone[3:]) > 59):
-        return None
+    if zone and not (zone[1:] == "1400" or (int(zone[1:3]) < 14 and int(zone[3:]) < 60)):
+        return None  # FHIR allows offsets up to 14:00 only
     if not month:
         return year
     if not day:

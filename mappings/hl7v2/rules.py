@@ -136,7 +136,7 @@ def _episode_issues(msg: Er7Message, key: str, rule: EventRule) -> list[Issue]:
         if rxa is None:
             issues.append(Issue("RXA", "required", "VXU^V04 needs an RXA administration segment"))
         else:
-            if not valid_dtm(component(rxa.field(3), 1, d)):
+            if not component(rxa.field(3), 1, d):
                 issues.append(Issue("RXA-3", "required", "RXA-3 administration time is required"))
             if not component(rxa.field(5), 1, d):
                 issues.append(Issue("RXA-5", "required", "RXA-5 vaccine code is required"))
