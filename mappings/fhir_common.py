@@ -72,3 +72,14 @@ def as_instant(value: str) -> str:
         return value
     parts = (value.split("-") + ["01", "01"])[:3]
     return f"{parts[0]}-{parts[1]}-{parts[2]}T00:00:00{VN_OFFSET}"
+
+
+def ends_before_start(start: str, end: str) -> bool:
+    """True when a FHIR period ends before it starts; equal is fine, and a bare date compares by date only."""
+    if "T" in start and "T" in end:
+        try:
+            return datetime.fromisoformat(end) < datetime.fromisoformat(start)
+        except ValueError:
+            return False
+    common = min(len(start.split("T")[0]), len(end.split("T")[0]))
+    return end[:common] < start[:common]

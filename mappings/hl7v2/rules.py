@@ -4,7 +4,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-from mappings.fhir_common import fhir_datetime
+from mappings.fhir_common import ends_before_start, fhir_datetime
 from mappings.hl7v2.er7 import Er7Message, Segment, component, repetitions
 from mappings.hl7v2.events import (
     EVENTS,
@@ -116,6 +116,11 @@ def _episode_issues(msg: Er7Message, key: str, rule: EventRule) -> list[Issue]:
     visit = component(pv1.field(19), 1, d) if pv1 else ""
     if rule.needs_visit and not visit:
         issues.append(Issue("PV1-19", "required", f"PV1-19 visit number is required for {key}"))
+    if pv1 is not None and not rule.cancels_discharge:
+        start, end = fhir_datetime(component(pv1.field(44), 1, d)), fhir_datetime(component(pv1.field(45), 1, d))
+        if start and end and ends_before_start(start, end):
+            issues.append(Issue("PV1-45", "discharge-before-admission",
+                                "PV1-45 discharge time is before PV1-44 admission time"))
     if key == "ADT^A40":
         mrg = msg.first("MRG")
         if mrg is None or not component(mrg.field(1), 1, d):

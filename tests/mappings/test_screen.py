@@ -219,3 +219,21 @@ def test_custom_delimiters(admit: str) -> None:
 def test_garbage_gives_issues_not_exceptions(garbage: str) -> None:
     issues = screen(garbage)
     assert issues and all(i.severity == "error" for i in issues)
+
+
+@pytest.mark.parametrize(("event", "discharge", "expected"), [
+    ("A03", "20260318143000+0700", []),
+    ("A03", "20260312082500+0700", []),
+    ("A03", "20260312013000+0000", []),
+    ("A03", "20260312012000+0000", [("PV1-45", "discharge-before-admission")]),
+    ("A03", "20260312082400+0700", [("PV1-45", "discharge-before-admission")]),
+    ("A03", "20241231235900+0700", [("PV1-45", "discharge-before-admission")]),
+    ("A08", "202403010900", [("PV1-45", "discharge-before-admission")]),
+    ("A13", "20241231235900+0700", []),
+])
+def test_discharge_not_before_admission(event: str, discharge: str, expected: list[tuple[str, str]]) -> None:
+    """Equal times are fine (a visit closed the minute it opened); a discharge before admission is refused."""
+    message = replace_field(corpus_text("adt_a03_discharge.hl7"), "MSH", 9, f"ADT^{event}^ADT_A03")
+    issues = screen(replace_field(message, "PV1", 45, discharge))
+    assert [(i.location, i.code) for i in issues] == expected
+    assert not any("2024" in i.message or "2026" in i.message for i in issues)
