@@ -4,7 +4,7 @@ from __future__ import annotations
 import hashlib
 from typing import Any
 
-from mappings.fhir_common import as_instant, document_id, resource_id
+from mappings.fhir_common import as_instant, document_id, ends_before_start, resource_id
 from mappings.fhir_in.identity import Identity, identity_issues, patient_issues
 from mappings.fhir_in.rewrite import adopt
 from mappings.fhir_in.single import composition_summary, logical_identity, logical_visit
@@ -31,10 +31,15 @@ def _code_issues(resource: dict[str, Any], path: str) -> list[Issue]:
 
 
 def _period_issues(encounter: dict[str, Any], path: str) -> list[Issue]:
-    """Admission and discharge times must be at least full dates (XML 130 NGAY_VAO / NGAY_RA)."""
+    """Admission and discharge times: at least full dates (XML 130 NGAY_VAO / NGAY_RA), the end not first."""
     period = encounter.get("period") or {}
-    return [Issue(f"{path}.period.{name}", "invalid-date", f"period.{name} needs at least a full date")
-            for name in ("start", "end") if name in period and len(str(period[name])) < 10]
+    issues = [Issue(f"{path}.period.{name}", "invalid-date", f"period.{name} needs at least a full date")
+              for name in ("start", "end") if name in period and len(str(period[name])) < 10]
+    if not issues and "start" in period and "end" in period \
+            and ends_before_start(str(period["start"]), str(period["end"])):
+        issues.append(Issue(f"{path}.period.end", "discharge-before-admission",
+                            "period.end (discharge) is before period.start (admission)"))
+    return issues
 
 
 def _errors(issues: list[Issue]) -> bool:

@@ -97,6 +97,14 @@ def test_bundle_types(bundle: dict[str, Any], bundle_type: str) -> None:
     (lambda b: b["entry"][1]["resource"].update(status=5), [("Bundle.entry[1].resource.status", "invalid")]),
     (lambda b: b["entry"][1]["resource"]["period"].update(start="2026-04"),
      [("Bundle.entry[1].resource.period.start", "invalid-date")]),
+    (lambda b: b["entry"][1]["resource"]["period"].update(end="2026-04-02T08:09:59+07:00"),
+     [("Bundle.entry[1].resource.period.end", "discharge-before-admission")]),
+    (lambda b: b["entry"][1]["resource"]["period"].update(end="2026-04-02T01:09:00Z"),
+     [("Bundle.entry[1].resource.period.end", "discharge-before-admission")]),
+    (lambda b: b["entry"][1]["resource"]["period"].update(end="2025-12-31"),
+     [("Bundle.entry[1].resource.period.end", "discharge-before-admission")]),
+    (lambda b: b["entry"][1]["resource"]["period"].update(end="2026-04-02T01:10:00Z"), []),
+    (lambda b: b["entry"][1]["resource"]["period"].update(end="2026-04-02"), []),
     (lambda b: b["entry"][1]["resource"].update(reasonCode=None), []),
     (lambda b: b["entry"][0]["resource"]["identifier"].insert(0, None),
      [("Bundle.entry[0].resource.identifier", "invalid")]),
@@ -175,6 +183,10 @@ def test_single_resources_join_the_bundle_episode(bundle: dict[str, Any]) -> Non
     ({"resourceType": "Account", "status": "active"}, [("resourceType", "unsupported-resource")]),
     ({"resourceType": "Observation", "status": "final"}, [("Observation.code", "invalid")]),
     ({}, [("resourceType", "required")]),
+    ({"resourceType": "Encounter", "status": "finished", "class": {"code": "AMB"}, "subject": PATIENT_REF,
+      "identifier": [ENCOUNTER_REF["identifier"]],
+      "period": {"start": "2026-04-02T08:10:00+07:00", "end": "2026-03-02T08:10:00+07:00"}},
+     [("Encounter.period.end", "discharge-before-admission")]),
 ])
 def test_single_resource_rules(resource: dict[str, Any], expected: list[tuple[str, str]]) -> None:
     result = map_fhir(resource)
