@@ -9,6 +9,7 @@ from mappings.fhir_common import codeable, fhir_datetime, ref, resource_id
 from mappings.hl7v2.build_admin import practitioner_ref
 from mappings.hl7v2.context import Context
 from mappings.hl7v2.er7 import Segment
+from mappings.hl7v2.values import NUMBER, NUMERIC_TYPES, Number, read_number
 from mappings.vn import codes, systems
 
 OBX_STATUS = {"F": "final", "C": "corrected", "P": "preliminary", "R": "preliminary", "X": "cancelled",
@@ -16,7 +17,6 @@ OBX_STATUS = {"F": "final", "C": "corrected", "P": "preliminary", "R": "prelimin
 ALLERGY_CATEGORY = {"DA": "medication", "FA": "food", "EA": "environment", "MA": "environment"}
 ALLERGY_SEVERITY = {"MI": "mild", "MO": "moderate", "SV": "severe"}
 RANK = re.compile(r"[1-9][0-9]{0,3}")
-NUMBER = re.compile(r"[+-]?\d+(\.\d+)?", re.ASCII)
 
 
 def condition(ctx: Context, dg1: Segment) -> dict[str, Any]:
@@ -79,9 +79,14 @@ def procedure(ctx: Context, pr1: Segment) -> dict[str, Any]:
 def _value(ctx: Context, obx: Segment) -> dict[str, Any]:
     kind = ctx.c(obx, 2).upper()
     first = ctx.c(obx, 5)
-    if (kind in ("NM", "SN") or ctx.c(obx, 6)) and NUMBER.fullmatch(first):
-        number: float | int = float(first) if "." in first else int(first)
-        quantity: dict[str, Any] = {"value": number}
+    if kind in NUMERIC_TYPES:
+        number = read_number(kind, (ctx.reps(obx, 5) or [""])[0], ctx.msg.delimiters)
+    else:
+        number = Number("", first) if ctx.c(obx, 6) and NUMBER.fullmatch(first) else None
+    if number is not None:
+        quantity: dict[str, Any] = {"value": number.value}
+        if number.comparator:
+            quantity["comparator"] = number.comparator
         if unit := ctx.c(obx, 6):
             quantity.update(unit=unit, system=systems.UCUM, code=unit)
         return {"valueQuantity": quantity}

@@ -5,7 +5,7 @@ import re
 from dataclasses import dataclass
 
 from mappings.fhir_common import ends_before_start, fhir_datetime
-from mappings.hl7v2.er7 import Er7Message, Segment, component, repetitions
+from mappings.hl7v2.er7 import Delimiters, Er7Message, Segment, component, repetitions
 from mappings.hl7v2.events import (
     EVENTS,
     FALLBACK_VERSION,
@@ -15,6 +15,7 @@ from mappings.hl7v2.events import (
     EventRule,
     event_key,
 )
+from mappings.hl7v2.values import NUMERIC_TYPES, read_number
 from mappings.model import Issue
 from mappings.vn import codes, systems
 from mappings.vn.identifiers import bhyt_issues, cccd_issues, icd10_issues
@@ -171,11 +172,25 @@ def _content_issues(msg: Er7Message) -> list[Issue]:
             elif value and (segment.name, number) in MINUTE_FIELDS and len(value.split("+")[0].split("-")[0]) < 12:
                 issues.append(Issue(f"{segment.name}-{number}", "invalid-date",
                                     f"{segment.name}-{number} needs a time to the minute (yyyyMMddHHmm)"))
+        if segment.name == "OBX":
+            issues.extend(_result_value_issues(segment, d))
         number = CODE_FIELDS.get(segment.name, 0)
         if number and not (component(segment.field(number), 1, d) or component(segment.field(number), 2, d)):
             issues.append(Issue(f"{segment.name}-{number}", "required",
                                 f"{segment.name}-{number} needs a code or a text"))
     return issues
+
+
+def _result_value_issues(obx: Segment, d: Delimiters) -> list[Issue]:
+    """A numeric result (OBX-2 NM or SN) must hold a number the mapping can send as a Quantity."""
+    kind = component(obx.field(2), 1, d).upper()
+    raw = obx.field(5)
+    if kind not in NUMERIC_TYPES or not raw.strip(d.repetition + d.component + " "):
+        return []
+    if read_number(kind, raw, d) is None:
+        return [Issue("OBX-5", "invalid-number", f"OBX-5 is not a number as OBX-2 {kind} requires "
+                                                 "(digits with an optional sign, decimal point and comparator)")]
+    return []
 
 
 def _segment_name_issues(msg: Er7Message) -> list[Issue]:

@@ -238,3 +238,19 @@ def test_bad_input_never_raises(message: str) -> None:
     result = map_message(message)
     assert result.ok == (len(result.fragments) == 1)
     assert result.fragments or result.issues
+
+
+@pytest.mark.parametrize(("kind", "value", "quantity"), [
+    ("NM", "88", {"value": 88}), ("NM", "88.5", {"value": 88.5}), ("NM", ".5", {"value": 0.5}),
+    ("NM", "<5.2", {"comparator": "<", "value": 5.2}), ("NM", ">= 100", {"comparator": ">=", "value": 100}),
+    ("SN", "^88", {"value": 88}), ("SN", ">^100", {"comparator": ">", "value": 100}), ("SN", "88", {"value": 88}),
+])
+def test_numeric_results_become_quantities(admit: str, kind: str, value: str, quantity: dict[str, Any]) -> None:
+    message = replace_field(replace_field(admit, "OBX", 2, kind), "OBX", 5, value)
+    pulse = next(o for o in of_type(only_fragment(message), "Observation") if o["code"]["coding"][0]["code"] == "8867-4")
+    assert pulse["valueQuantity"] == {**quantity, "unit": "/min", "system": "http://unitsofmeasure.org", "code": "/min"}
+
+
+def test_a_word_in_a_numeric_result_is_refused_not_mapped(admit: str) -> None:
+    result = map_message(replace_field(replace_field(admit, "OBX", 2, "NM"), "OBX", 5, "abc"))
+    assert [(i.location, i.code) for i in result.issues] == [("OBX-5", "invalid-number")] and not result.fragments

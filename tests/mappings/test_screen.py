@@ -237,3 +237,26 @@ def test_discharge_not_before_admission(event: str, discharge: str, expected: li
     issues = screen(replace_field(message, "PV1", 45, discharge))
     assert [(i.location, i.code) for i in issues] == expected
     assert not any("2024" in i.message or "2026" in i.message for i in issues)
+
+
+def _set_obx(message: str, kind: str, value: str) -> str:
+    """The message with the first OBX (a heart rate, 8867-4) holding `value` typed `kind`."""
+    return replace_field(replace_field(message, "OBX", 2, kind), "OBX", 5, value)
+
+
+@pytest.mark.parametrize(("kind", "value", "expected"), [
+    ("NM", "88", []), ("NM", "+88", []), ("NM", "88.", []), ("NM", ".5", []), ("NM", "", []),
+    ("NM", "<5.2", []), ("NM", ">100", []), ("NM", ">= 100", []), ("NM", "<=0.5", []),
+    ("NM", "abc", [("OBX-5", "invalid-number")]), ("NM", "1,5", [("OBX-5", "invalid-number")]),
+    ("NM", "5 mg", [("OBX-5", "invalid-number")]), ("NM", "1e3", [("OBX-5", "invalid-number")]),
+    ("NM", "<>5", [("OBX-5", "invalid-number")]), ("NM", "^88", [("OBX-5", "invalid-number")]),
+    ("NM", "٨٨", [("OBX-5", "invalid-number")]), ("nm", "abc", [("OBX-5", "invalid-number")]),
+    ("SN", "^88", []), ("SN", "<^88", []), ("SN", "=^88", []), ("SN", "88", []), ("SN", "^", []),
+    ("SN", "2^-^5", [("OBX-5", "invalid-number")]), ("SN", "^1^:^128", [("OBX-5", "invalid-number")]),
+    ("SN", "abc", [("OBX-5", "invalid-number")]), ("SN", "<>^5", [("OBX-5", "invalid-number")]),
+    ("ST", "abc", []), ("TX", "abc", []), ("CWE", "abc^Không rõ^L", []),
+])
+def test_numeric_results_hold_numbers(admit: str, kind: str, value: str, expected: list[tuple[str, str]]) -> None:
+    issues = screen(_set_obx(admit, kind, value))
+    assert [(i.location, i.code) for i in issues] == expected
+    assert not any("abc" in i.message or "128" in i.message for i in issues)
