@@ -9,7 +9,7 @@ from mappings.fhir_common import codeable, fhir_datetime, ref, resource_id
 from mappings.hl7v2.build_admin import practitioner_ref
 from mappings.hl7v2.context import Context
 from mappings.hl7v2.er7 import Segment
-from mappings.hl7v2.values import NUMBER, NUMERIC_TYPES, Number, read_number
+from mappings.hl7v2.values import NUMBER, quantity_number
 from mappings.vn import codes, systems
 
 OBX_STATUS = {"F": "final", "C": "corrected", "P": "preliminary", "R": "preliminary", "X": "cancelled",
@@ -79,10 +79,7 @@ def procedure(ctx: Context, pr1: Segment) -> dict[str, Any]:
 def _value(ctx: Context, obx: Segment) -> dict[str, Any]:
     kind = ctx.c(obx, 2).upper()
     first = ctx.c(obx, 5)
-    if kind in NUMERIC_TYPES:
-        number = read_number(kind, (ctx.reps(obx, 5) or [""])[0], ctx.msg.delimiters)
-    else:
-        number = Number("", first) if ctx.c(obx, 6) and NUMBER.fullmatch(first) else None
+    number = quantity_number(kind, obx.field(5), ctx.c(obx, 6), ctx.msg.delimiters)
     if number is not None:
         quantity: dict[str, Any] = {"value": number.value}
         if number.comparator:

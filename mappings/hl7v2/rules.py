@@ -15,10 +15,11 @@ from mappings.hl7v2.events import (
     EventRule,
     event_key,
 )
-from mappings.hl7v2.values import NUMERIC_TYPES, read_number
+from mappings.hl7v2.values import NUMERIC_TYPES, quantity_number
 from mappings.model import Issue
 from mappings.vn import codes, systems
 from mappings.vn.identifiers import bhyt_issues, cccd_issues, icd10_issues
+from mappings.vn.vitals import implausible
 
 DATE_FIELDS: dict[str, tuple[int, ...]] = {"EVN": (2,), "PV1": (44, 45), "OBR": (7, 22), "OBX": (14,), "DG1": (5,),
                                             "PR1": (5,), "TXA": (4,), "RXA": (3, 4)}
@@ -182,15 +183,18 @@ def _content_issues(msg: Er7Message) -> list[Issue]:
 
 
 def _result_value_issues(obx: Segment, d: Delimiters) -> list[Issue]:
-    """A numeric result (OBX-2 NM or SN) must hold a number the mapping can send as a Quantity."""
-    kind = component(obx.field(2), 1, d).upper()
-    raw = obx.field(5)
-    if kind not in NUMERIC_TYPES or not raw.strip(d.repetition + d.component + " "):
+    """A numeric result (OBX-2 NM or SN) must hold a number, and a vital sign a physically possible one."""
+    kind, raw, unit = component(obx.field(2), 1, d).upper(), obx.field(5), component(obx.field(6), 1, d)
+    if not raw.strip(d.repetition + d.component + " "):
         return []
-    if read_number(kind, raw, d) is None:
-        return [Issue("OBX-5", "invalid-number", f"OBX-5 is not a number as OBX-2 {kind} requires "
-                                                 "(digits with an optional sign, decimal point and comparator)")]
-    return []
+    number = quantity_number(kind, raw, unit, d)
+    if number is None:
+        if kind in NUMERIC_TYPES:
+            return [Issue("OBX-5", "invalid-number", f"OBX-5 is not a number as OBX-2 {kind} requires "
+                                                     "(digits with an optional sign, decimal point and comparator)")]
+        return []
+    why = implausible(component(obx.field(3), 1, d), number.value, unit)
+    return [Issue("OBX-5", "implausible-value", f"OBX-5 {why}")] if why else []
 
 
 def _segment_name_issues(msg: Er7Message) -> list[Issue]:

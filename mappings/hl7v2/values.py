@@ -40,3 +40,11 @@ def read_number(kind: str, raw: str, d: Delimiters) -> Number | None:
     if first in SN_COMPARATORS and NUMBER.fullmatch(number) and not rest:
         return Number(SN_COMPARATORS[first], number)
     return None
+
+
+def quantity_number(kind: str, raw: str, unit: str, d: Delimiters) -> Number | None:
+    """The number the mapping sends as a valueQuantity: an NM/SN value, or a plain number with a unit."""
+    if kind in NUMERIC_TYPES:
+        return read_number(kind, raw, d)
+    first = component(raw, 1, d)
+    return Number("", first) if unit and NUMBER.fullmatch(first) else None

@@ -260,3 +260,46 @@ def test_numeric_results_hold_numbers(admit: str, kind: str, value: str, expecte
     issues = screen(_set_obx(admit, kind, value))
     assert [(i.location, i.code) for i in issues] == expected
     assert not any("abc" in i.message or "128" in i.message for i in issues)
+
+
+def _set_vital(message: str, code: str, value: str, unit: str) -> str:
+    """The message with its first OBX made the vital sign `code` = `value` `unit` (NM)."""
+    changed = replace_field(replace_field(message, "OBX", 3, f"{code}^vital^LN"), "OBX", 5, value)
+    return replace_field(changed, "OBX", 6, unit)
+
+
+@pytest.mark.parametrize(("code", "value", "unit", "expected"), [
+    ("29463-7", "68", "kg", []), ("29463-7", "500", "kg", []), ("29463-7", "3200", "g", []),
+    ("29463-7", "-1", "kg", ["body weight is outside the plausible range 0-500 kg"]),
+    ("29463-7", "0", "", ["body weight is outside the plausible range 0-500 kg"]),
+    ("29463-7", "500.1", "KG", ["body weight is outside the plausible range 0-500 kg"]),
+    ("29463-7", "1200", "[lb_av]", ["body weight is outside the plausible range 0-500 kg"]),
+    ("8302-2", "168", "cm", []), ("8302-2", "1.68", "m", []),
+    ("8302-2", "0", "cm", ["body height is outside the plausible range 0-300 cm"]),
+    ("8302-2", "301", "cm", ["body height is outside the plausible range 0-300 cm"]),
+    ("8310-5", "36.8", "Cel", []), ("8310-5", "25", "Cel", []), ("8310-5", "45", "Cel", []),
+    ("8310-5", "98.6", "[degF]", []),
+    ("8310-5", "368", "Cel", ["body temperature is outside the plausible range 25-45 Cel"]),
+    ("8310-5", "24.9", "Cel", ["body temperature is outside the plausible range 25-45 Cel"]),
+    ("8310-5", "120", "[degF]", ["body temperature is outside the plausible range 25-45 Cel"]),
+    ("8867-4", "0", "/min", []), ("8867-4", "350", "/min", []),
+    ("8867-4", "351", "/min", ["heart rate is outside the plausible range 0-350 /min"]),
+    ("8867-4", "-5", "/min", ["heart rate is outside the plausible range 0-350 /min"]),
+    ("8480-6", "165", "mm[Hg]", []),
+    ("8480-6", "401", "mm[Hg]", ["systolic blood pressure is outside the plausible range 0-400 mm[Hg]"]),
+    ("8462-4", "-1", "mmHg", ["diastolic blood pressure is outside the plausible range 0-400 mm[Hg]"]),
+    ("8480-6", "40", "kPa", []), ("2345-7", "-1", "mmol/L", []),
+])
+def test_vital_signs_must_be_physically_possible(admit: str, code: str, value: str, unit: str,
+                                                 expected: list[str]) -> None:
+    """Out of range is refused at OBX-5; the message names the range and never the value."""
+    issues = screen(_set_vital(admit, code, value, unit))
+    assert [(i.location, i.code) for i in issues] == [("OBX-5", "implausible-value")] * len(expected)
+    assert [i.message for i in issues] == [f"OBX-5 {why}" for why in expected]
+
+
+def test_a_vital_sign_typed_st_with_a_unit_is_judged_too(admit: str) -> None:
+    """The mapping sends a number with a unit as a Quantity whatever OBX-2 says, so screen judges it alike."""
+    message = replace_field(_set_vital(admit, "29463-7", "680", "kg"), "OBX", 2, "ST")
+    assert [(i.location, i.code) for i in screen(message)] == [("OBX-5", "implausible-value")]
+    assert [(i.location, i.code) for i in screen(replace_field(message, "OBX", 6, ""))] == []
