@@ -50,7 +50,8 @@ _ACK_ID_PREFIX = uuid.uuid4().hex[:8]
 _ACK_SEQUENCE = itertools.count(1)
 _SEGMENT_END = re.compile(r"\r\n|\r|\n")
 _SEGMENT_END_BYTES = re.compile(rb"[\r\n]")
-_LOCATION = re.compile(r"^(?P<segment>[A-Z][A-Z0-9]{2})(?:-(?P<field>\d+)(?:\.(?P<component>\d+))?)?")
+_LOCATION = re.compile(
+    r"^(?P<segment>[A-Z][A-Z0-9]{2})(?:\[(?P<occurrence>[1-9]\d*)\])?(?:-(?P<field>\d+)(?:\.(?P<component>\d+))?)?")
 
 
 class WireError(Exception):
@@ -157,10 +158,11 @@ def escape(text: str, encoding: str = "^~\\&") -> str:
 
 
 def _error_location(location: str) -> str:
+    """ERR-2 (segment^sequence^field^repetition^component) from `PID-3`, `OBX[10]-5` or `PID-3.1`."""
     match = _LOCATION.match(location)
     if not match:
         return ""
-    parts = [match["segment"], "1"]
+    parts = [match["segment"], match["occurrence"] or "1"]
     if match["field"]:
         parts += [match["field"], "1"]
         if match["component"]:

@@ -15,6 +15,12 @@ def ranges() -> dict[str, dict[str, Any]]:
     return table
 
 
+@cache
+def vital_codes() -> frozenset[str]:
+    """The LOINC codes that have a range, for a quick test before any arithmetic."""
+    return frozenset(ranges())
+
+
 def implausible(loinc: str, value: float, unit: str) -> str | None:
     """Why a vital-sign value cannot be real ("body weight is outside ..."), never echoing it; None when fine.
 

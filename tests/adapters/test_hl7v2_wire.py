@@ -114,3 +114,13 @@ def test_every_issue_code_of_the_mappings_and_the_mllp_intake_has_its_own_error_
 def test_err3_condition_of_each_issue_code(code: str, condition: str) -> None:
     ack = build_ack(None, "AE", "", (Issue("PV1-45", code, "x"),))
     assert ack.split("\r")[2].split("|")[3] == f"{condition}^HL70357"
+
+
+@pytest.mark.parametrize(("location", "err2"), [
+    ("PID-3", "PID^1^3^1"), ("PID-3.1", "PID^1^3^1^1"), ("OBX[10]-5", "OBX^10^5^1"), ("OBX[1]-5", "OBX^1^5^1"),
+    ("DG1[2]-3.1", "DG1^2^3^1^1"), ("OBX[2]", "OBX^2"), ("PID", "PID^1"), ("MSH-9", "MSH^1^9^1"),
+    ("Bundle.entry[1]", ""), ("OBX[0]-5", "OBX^1"),
+])
+def test_err2_names_the_segment_occurrence(location: str, err2: str) -> None:
+    ack = build_ack(None, "AE", "", (Issue(location, "invalid-date", "x"),))
+    assert ack.split("\r")[2].split("|")[2] == err2

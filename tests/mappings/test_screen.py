@@ -20,7 +20,7 @@ def test_corpus(name: str) -> None:
     errors = [(i.location, i.code) for i in issues if i.severity == "error"]
     assert errors == EXPECTED_CORPUS.get(name, [])
     warnings = [(i.location, i.code) for i in issues if i.severity == "warning"]
-    assert warnings == ([("RXA-20", "invalid-code")] if name.startswith("vxu") else [])
+    assert warnings == ([("RXA[1]-20", "invalid-code")] if name.startswith("vxu") else [])
     assert not any(value in i.message for i in issues for value in PERSONAL)
 
 
@@ -102,13 +102,13 @@ def _pid3(cccd: str = "040085012345", bhyt: str = "GD4404012345678") -> str:
     ("PV1", 44, "20260312082500+1400", []),
     ("EVN", 2, "20260312082500+1430", [("EVN-2", "invalid-date")]),
     ("EVN", 2, "2026-03-12", [("EVN-2", "invalid-date")]),
-    ("OBX", 3, "", [("OBX-3", "required")]),
+    ("OBX", 3, "", [("OBX[1]-3", "required")]),
     ("OBX", 3, "^Nhịp tim", []),
-    ("OBX", 14, "20261312", [("OBX-14", "invalid-date")]),
-    ("AL1", 3, "", [("AL1-3", "required")]),
-    ("DG1", 3, "", [("DG1-3", "required")]),
+    ("OBX", 14, "20261312", [("OBX[1]-14", "invalid-date")]),
+    ("AL1", 3, "", [("AL1[1]-3", "required")]),
+    ("DG1", 3, "", [("DG1[1]-3", "required")]),
     ("DG1", 3, "I10^Tăng huyết áp^I10", []),
-    ("DG1", 3, "I-10^Tăng huyết áp^I10", [("DG1-3", "icd10-format")]),
+    ("DG1", 3, "I-10^Tăng huyết áp^I10", [("DG1[1]-3", "icd10-format")]),
     ("DG1", 3, "NOI-01^Mã nội bộ^L", []),
 ])
 def test_field_rules(admit: str, segment: str, field: int, value: str, expected: list[tuple[str, str]]) -> None:
@@ -124,12 +124,13 @@ def test_one_patient_and_one_visit_per_message(extra: str) -> None:
     assert [(i.location, i.code) for i in screen(message)] == [("PID", "multiple-patients")]
 
 
-@pytest.mark.parametrize("cut", ["PID|1||BN26", "OBX|2|NM|8480-6^Huy", "PV1|1|I|NOI-TM"])
-def test_stray_terminator_inside_a_segment(admit: str, cut: str) -> None:
+@pytest.mark.parametrize(("cut", "owner"), [("PID|1||BN26", "PID"), ("OBX|2|NM|8480-6^Huy", "OBX[2]"),
+                                          ("PV1|1|I|NOI-TM", "PV1")])
+def test_stray_terminator_inside_a_segment(admit: str, cut: str, owner: str) -> None:
     """A terminator in the middle of a field leaves a piece with no segment name; the owner is named."""
     broken = admit.replace(cut, cut + "\r")
     issues = screen(broken)
-    assert (issues[0].location, issues[0].code) == (cut[:3], "segment-split")
+    assert (issues[0].location, issues[0].code) == (owner, "segment-split")
     assert [i.code for i in issues].count("segment-split") == 1
 
 
@@ -184,14 +185,14 @@ def test_required_segments(name: str, segment: str, expected: list[tuple[str, st
 
 
 @pytest.mark.parametrize(("field", "value", "expected"), [
-    (3, "", [("RXA-3", "required")]), (5, "", [("RXA-5", "required")])])
+    (3, "", [("RXA[1]-3", "required")]), (5, "", [("RXA[1]-5", "required")])])
 def test_vaccine_fields(field: int, value: str, expected: list[tuple[str, str]]) -> None:
     message = replace_field(corpus_text("vxu_v04_immunization.hl7"), "RXA", field, value)
     assert [(i.location, i.code) for i in screen(message) if i.severity == "error"] == expected
 
 
 @pytest.mark.parametrize(("old", "new", "expected"), [
-    ("II^Loại II^L", "VII^Loại VII^L", [("OBX-5", "invalid-code")]),
+    ("II^Loại II^L", "VII^Loại VII^L", [("OBX[10]-5", "invalid-code")]),
     ("KSK-PL^Phân loại sức khỏe^L", "KSK-XX^Khác^L", [("OBX-3", "required")]),
 ])
 def test_health_check_needs_class(old: str, new: str, expected: list[tuple[str, str]]) -> None:
@@ -247,13 +248,13 @@ def _set_obx(message: str, kind: str, value: str) -> str:
 @pytest.mark.parametrize(("kind", "value", "expected"), [
     ("NM", "88", []), ("NM", "+88", []), ("NM", "88.", []), ("NM", ".5", []), ("NM", "", []),
     ("NM", "<5.2", []), ("NM", ">100", []), ("NM", ">= 100", []), ("NM", "<=0.5", []),
-    ("NM", "abc", [("OBX-5", "invalid-number")]), ("NM", "1,5", [("OBX-5", "invalid-number")]),
-    ("NM", "5 mg", [("OBX-5", "invalid-number")]), ("NM", "1e3", [("OBX-5", "invalid-number")]),
-    ("NM", "<>5", [("OBX-5", "invalid-number")]), ("NM", "^88", [("OBX-5", "invalid-number")]),
-    ("NM", "٨٨", [("OBX-5", "invalid-number")]), ("nm", "abc", [("OBX-5", "invalid-number")]),
+    ("NM", "abc", [("OBX[1]-5", "invalid-number")]), ("NM", "1,5", [("OBX[1]-5", "invalid-number")]),
+    ("NM", "5 mg", [("OBX[1]-5", "invalid-number")]), ("NM", "1e3", [("OBX[1]-5", "invalid-number")]),
+    ("NM", "<>5", [("OBX[1]-5", "invalid-number")]), ("NM", "^88", [("OBX[1]-5", "invalid-number")]),
+    ("NM", "٨٨", [("OBX[1]-5", "invalid-number")]), ("nm", "abc", [("OBX[1]-5", "invalid-number")]),
     ("SN", "^88", []), ("SN", "<^88", []), ("SN", "=^88", []), ("SN", "88", []), ("SN", "^", []),
-    ("SN", "2^-^5", [("OBX-5", "invalid-number")]), ("SN", "^1^:^128", [("OBX-5", "invalid-number")]),
-    ("SN", "abc", [("OBX-5", "invalid-number")]), ("SN", "<>^5", [("OBX-5", "invalid-number")]),
+    ("SN", "2^-^5", [("OBX[1]-5", "invalid-number")]), ("SN", "^1^:^128", [("OBX[1]-5", "invalid-number")]),
+    ("SN", "abc", [("OBX[1]-5", "invalid-number")]), ("SN", "<>^5", [("OBX[1]-5", "invalid-number")]),
     ("ST", "abc", []), ("TX", "abc", []), ("CWE", "abc^Không rõ^L", []),
 ])
 def test_numeric_results_hold_numbers(admit: str, kind: str, value: str, expected: list[tuple[str, str]]) -> None:
@@ -294,12 +295,26 @@ def test_vital_signs_must_be_physically_possible(admit: str, code: str, value: s
                                                  expected: list[str]) -> None:
     """Out of range is refused at OBX-5; the message names the range and never the value."""
     issues = screen(_set_vital(admit, code, value, unit))
-    assert [(i.location, i.code) for i in issues] == [("OBX-5", "implausible-value")] * len(expected)
-    assert [i.message for i in issues] == [f"OBX-5 {why}" for why in expected]
+    assert [(i.location, i.code) for i in issues] == [("OBX[1]-5", "implausible-value")] * len(expected)
+    assert [i.message for i in issues] == [f"OBX[1]-5 {why}" for why in expected]
 
 
 def test_a_vital_sign_typed_st_with_a_unit_is_judged_too(admit: str) -> None:
     """The mapping sends a number with a unit as a Quantity whatever OBX-2 says, so screen judges it alike."""
     message = replace_field(_set_vital(admit, "29463-7", "680", "kg"), "OBX", 2, "ST")
-    assert [(i.location, i.code) for i in screen(message)] == [("OBX-5", "implausible-value")]
+    assert [(i.location, i.code) for i in screen(message)] == [("OBX[1]-5", "implausible-value")]
     assert [(i.location, i.code) for i in screen(replace_field(message, "OBX", 6, ""))] == []
+
+
+@pytest.mark.parametrize(("old", "new", "expected"), [
+    ("||72|/min|", "||720|/min|", [("OBX[6]-5", "implausible-value")]),
+    ("|NM|29463-7^Cân nặng^LN||52|", "|NM|29463-7^Cân nặng^LN||năm hai|", [("OBX[2]-5", "invalid-number")]),
+    ("||Bình thường||||||F|||\rOBX|10|", "||Bình thường||||||F|||20261301\rOBX|10|",
+     [("OBX[9]-14", "invalid-date")]),
+    ("II^Loại II^L", "", [("OBX[10]-5", "invalid-code")]),
+])
+def test_a_repeating_segment_is_named_with_its_occurrence(old: str, new: str, expected: list[tuple[str, str]]) -> None:
+    """OBX[n]-f names the n-th OBX of the message, so the sender finds the 10th result, not the first."""
+    message = corpus_text("oru_r01_health_check.hl7")
+    assert old in message
+    assert [(i.location, i.code) for i in screen(message.replace(old, new))] == expected
