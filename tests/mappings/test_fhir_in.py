@@ -224,6 +224,14 @@ def test_operation_outcome_validates_and_carries_paths() -> None:
     OperationOutcome.model_validate(operation_outcome([]))
 
 
+@pytest.mark.parametrize(("code", "issue_type"), [
+    ("implausible-value", "value"), ("discharge-before-admission", "invariant"), ("invalid-date", "invalid")])
+def test_operation_outcome_issue_type_of_plausibility_failures(code: str, issue_type: str) -> None:
+    outcome = operation_outcome([Issue("Encounter.period.end", code, "x")])
+    OperationOutcome.model_validate(outcome)
+    assert outcome["issue"][0]["code"] == issue_type
+
+
 def test_our_own_document_bundle_maps_back_to_the_same_episode() -> None:
     doc = assemble(None, map_message(corpus_text("adt_a03_discharge.hl7")).fragments[0])
     result = map_fhir(doc.bundle)
