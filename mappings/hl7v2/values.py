@@ -6,8 +6,11 @@ from dataclasses import dataclass
 
 from mappings.hl7v2.er7 import Delimiters, component
 
-NUMBER = re.compile(r"[+-]?(?:\d+(?:\.\d*)?|\.\d+)", re.ASCII)
-NM_WITH_COMPARATOR = re.compile(r"(<=|>=|<|>)?\s*([+-]?(?:\d+(?:\.\d*)?|\.\d+))", re.ASCII)
+# At most 15 digits each side of the point (HL7 NM is 16 characters long), so int() and float() stay exact
+# and bounded: a 5000-digit "number" is refused, not turned into an exception or an infinity.
+DIGITS = r"[+-]?(?:\d{1,15}(?:\.\d{0,15})?|\.\d{1,15})"
+NUMBER = re.compile(DIGITS, re.ASCII)
+NM_WITH_COMPARATOR = re.compile(rf"(<=|>=|<|>)?\s*({DIGITS})", re.ASCII)
 SN_COMPARATORS = {"": "", "=": "", "<": "<", ">": ">", "<=": "<=", ">=": ">="}
 NUMERIC_TYPES = frozenset({"NM", "SN"})
 
