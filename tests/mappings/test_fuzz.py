@@ -118,3 +118,20 @@ def test_every_date_field_is_judged_alike_by_screen_and_map(name: str) -> None:
                 location = f"{segment}[1]-{number}" if segment in REPEATING else f"{segment}-{number}"
                 assert screened == [(location, "invalid-date")], (segment, number, value)
                 assert [(i.location, i.code) for i in map_message(changed).issues if i.severity == "error"] == screened
+
+
+RESULT_VALUES = ("88", "<5.2", ">= 100", ".5", "88.", "^88", "<^88", "=^88", "^", "2^-^5", "abc", "9" * 16, "-1",
+                 "1200", "٨٨", "\\F\\", "88~89", "&", "<>^5")
+
+
+@pytest.mark.parametrize("kind", ["NM", "SN", "ST", "CWE", ""])
+def test_result_values_are_judged_alike_by_screen_and_map(kind: str) -> None:
+    """Whatever OBX-5 holds, screen and map_message agree, and an accepted value maps and encodes."""
+    admit = corpus_text("adt_a01_admit.hl7")
+    for value in RESULT_VALUES:
+        message = replace_field(replace_field(admit, "OBX", 2, kind), "OBX", 5, value)
+        result = map_message(message)
+        screened = [(i.location, i.code) for i in screen(message) if i.severity == "error"]
+        assert [(i.location, i.code) for i in result.issues if i.severity == "error"] == screened, value
+        assert bool(result.fragments) == (not screened), value
+        encode_all(result)
