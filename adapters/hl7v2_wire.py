@@ -17,12 +17,30 @@ CHARSETS = {
     "UNICODE UTF-8": "utf-8", "UNICODE": "utf-8", "UTF-8": "utf-8", "UNICODE UTF-16": "utf-16",
     "CP1258": "cp1258", "WINDOWS-1258": "cp1258",
 }
-# HL7 table 0357 message error condition codes.
-HL7_ERROR_CODES = {
-    "required": ("101", "Required field missing"),
-    "format": ("102", "Data type error"),
-    "table": ("103", "Table value not found"),
-    "unsupported-message-type": ("200", "Unsupported message type"),
+# HL7 table 0357 message error conditions, and the one each Issue code is reported as (ERR-3). 207 (internal
+# error) is only for codes not listed here: some interface engines retry on 207 as on a server fault.
+SEGMENT_SEQUENCE = ("100", "Segment sequence error")
+REQUIRED = ("101", "Required field missing")
+DATA_TYPE = ("102", "Data type error")
+TABLE_VALUE = ("103", "Table value not found")
+UNSUPPORTED_TYPE = ("200", "Unsupported message type")
+INTERNAL_ERROR = ("207", "Application internal error")
+HL7_ERROR_CODES: dict[str, tuple[str, str]] = {
+    "required": REQUIRED, "no-episode": REQUIRED,
+    # a value of the wrong form or one that cannot be true: dates, numbers, identifiers, their agreement
+    "invalid": DATA_TYPE, "invalid-date": DATA_TYPE, "invalid-number": DATA_TYPE, "implausible-value": DATA_TYPE,
+    "discharge-before-admission": DATA_TYPE, "cccd-format": DATA_TYPE, "cccd-birth-mismatch": DATA_TYPE,
+    "bhyt-format": DATA_TYPE, "icd10-format": DATA_TYPE, "conflicting-identifiers": DATA_TYPE,
+    "facility-code-format": DATA_TYPE, "facility-code-swapped": DATA_TYPE, "facility-id-format": DATA_TYPE,
+    "tax-code-format": DATA_TYPE, "tax-code-suffix": DATA_TYPE, "charset-mismatch": DATA_TYPE,
+    "message-too-large": DATA_TYPE,
+    # a code that names nothing in its table
+    "invalid-code": TABLE_VALUE, "cccd-province": TABLE_VALUE, "sender-not-allowed": TABLE_VALUE,
+    # the segments themselves
+    "segment-split": SEGMENT_SEQUENCE, "multiple-patients": SEGMENT_SEQUENCE, "hl7apy-parse": SEGMENT_SEQUENCE,
+    "msh-invalid": SEGMENT_SEQUENCE,
+    "unsupported-message-type": UNSUPPORTED_TYPE, "unsupported-resource": UNSUPPORTED_TYPE,
+    "unsupported-bundle": UNSUPPORTED_TYPE,
     "unsupported-event": ("201", "Unsupported event code"),
     "unsupported-processing-id": ("202", "Unsupported processing id"),
     "unsupported-version": ("203", "Unsupported version id"),
@@ -33,7 +51,8 @@ _ACK_ID_PREFIX = uuid.uuid4().hex[:8]
 _ACK_SEQUENCE = itertools.count(1)
 _SEGMENT_END = re.compile(r"\r\n|\r|\n")
 _SEGMENT_END_BYTES = re.compile(rb"[\r\n]")
-_LOCATION = re.compile(r"^(?P<segment>[A-Z][A-Z0-9]{2})(?:-(?P<field>\d+)(?:\.(?P<component>\d+))?)?")
+_LOCATION = re.compile(
+    r"^(?P<segment>[A-Z][A-Z0-9]{2})(?:\[(?P<occurrence>[1-9]\d*)\])?(?:-(?P<field>\d+)(?:\.(?P<component>\d+))?)?")
 
 
 class WireError(Exception):
@@ -150,22 +169,16 @@ def escape(text: str, encoding: str = "^~\\&") -> str:
 
 
 def _error_location(location: str) -> str:
+    """ERR-2 (segment^sequence^field^repetition^component) from `PID-3`, `OBX[10]-5` or `PID-3.1`."""
     match = _LOCATION.match(location)
     if not match:
         return ""
-    parts = [match["segment"], "1"]
+    parts = [match["segment"], match["occurrence"] or "1"]
     if match["field"]:
         parts += [match["field"], "1"]
         if match["component"]:
             parts.append(match["component"])
     return "^".join(parts)
-
-
-def _hl7_error(code: str) -> tuple[str, str]:
-    for prefix, value in HL7_ERROR_CODES.items():
-        if code == prefix or code.startswith(prefix + "-"):
-            return value
-    return ("207", "Application internal error")
 
 
 def build_ack(header: MessageHeader | None, code: str, text: str = "", issues: tuple[Issue, ...] = (),
@@ -187,7 +200,7 @@ def build_ack(header: MessageHeader | None, code: str, text: str = "", issues: t
     segments = [sep.join(msh).rstrip(sep),
                 sep.join(["MSA", code, header.control_id if header else "", escape(text, enc)]).rstrip(sep)]
     for issue in issues:
-        hl7_code, hl7_text = _hl7_error(issue.code)
+        hl7_code, hl7_text = HL7_ERROR_CODES.get(issue.code, INTERNAL_ERROR)
         severity = "W" if issue.severity == "warning" else "E"
         segments.append(sep.join([
             "ERR", "", _error_location(issue.location), f"{hl7_code}^{hl7_text}^HL70357", severity,

@@ -143,7 +143,8 @@ def value_text(observation: dict[str, Any]) -> tuple[str, str]:
     """An observation's value and unit as text, numbers written as received."""
     if "valueQuantity" in observation:
         quantity = observation["valueQuantity"]
-        return str(quantity.get("value", "")), str(quantity.get("unit") or quantity.get("code") or "")
+        number = f"{quantity.get('comparator', '')}{quantity.get('value', '')}"
+        return number, str(quantity.get("unit") or quantity.get("code") or "")
     if "valueCodeableConcept" in observation:
         return concept_text(observation["valueCodeableConcept"]), ""
     return str(observation.get("valueString", "")), ""

@@ -46,8 +46,8 @@ def fhir_datetime(hl7: str) -> str | None:
         datetime(int(year), int(month or 1), int(day or 1), int(hour or 0), int(minute or 0), int(second or 0))
     except ValueError:
         return None
-    if zone and (int(zone[1:3]) > 14 or int(zone[3:]) > 59):
-        return None
+    if zone and not (zone[1:] == "1400" or (int(zone[1:3]) < 14 and int(zone[3:]) < 60)):
+        return None  # FHIR allows offsets up to 14:00 only
     if not month:
         return year
     if not day:
@@ -72,3 +72,14 @@ def as_instant(value: str) -> str:
         return value
     parts = (value.split("-") + ["01", "01"])[:3]
     return f"{parts[0]}-{parts[1]}-{parts[2]}T00:00:00{VN_OFFSET}"
+
+
+def ends_before_start(start: str, end: str) -> bool:
+    """True when a FHIR period ends before it starts; equal is fine, and a bare date compares by date only."""
+    if "T" in start and "T" in end:
+        try:
+            return datetime.fromisoformat(end) < datetime.fromisoformat(start)
+        except ValueError:
+            return False
+    common = min(len(start.split("T")[0]), len(end.split("T")[0]))
+    return end[:common] < start[:common]

@@ -12,7 +12,7 @@ Severity = Literal["error", "warning"]
 class Issue:
     """One precise problem with an input, located so the sender can fix it.
 
-    `location` is an HL7 segment-field (`PID-3`, `PID-3.1`) or a FHIR element path
+    `location` is an HL7 segment-field (`PID-3`, `PID-3.1`, `OBX[10]-5` for the tenth OBX) or a FHIR element path
     (`Bundle.entry[1].resource.birthDate`). `code` is a stable machine code (`required`,
     `cccd-format`, `cccd-birth-mismatch`, `unsupported-message-type`, ...). `message` is for humans
     and never repeats a personal value (no names, id numbers or dates of birth).

@@ -4,7 +4,7 @@ from __future__ import annotations
 import hashlib
 from typing import Any
 
-from mappings.fhir_common import as_instant, document_id, resource_id
+from mappings.fhir_common import as_instant, document_id, ends_before_start, resource_id
 from mappings.fhir_in.identity import Identity, identity_issues, patient_issues
 from mappings.fhir_in.rewrite import adopt
 from mappings.fhir_in.single import composition_summary, logical_identity, logical_visit
@@ -12,6 +12,7 @@ from mappings.fhir_validate import resource_issues
 from mappings.model import DocumentKind, Fragment, Issue, MappingResult
 from mappings.vn import systems
 from mappings.vn.identifiers import icd10_issues
+from mappings.vn.vitals import implausible
 
 BUNDLE_TYPES = frozenset({"transaction", "batch", "document", "collection"})
 SINGLE_TYPES = frozenset({"Patient", "Encounter", "Condition", "Observation", "AllergyIntolerance", "Procedure",
@@ -30,11 +31,38 @@ def _code_issues(resource: dict[str, Any], path: str) -> list[Issue]:
             for issue in icd10_issues(str(coding.get("code", "")), f"{path}.code.coding[{j}].code")]
 
 
+def _vital_issues(resource: dict[str, Any], path: str) -> list[Issue]:
+    """Vital signs (LOINC) in an Observation or its components must be physically possible (vn/vitals)."""
+    if resource["resourceType"] != "Observation":
+        return []
+    parts = [(resource, path)] + [(part, f"{path}.component[{j}]") for j, part in
+                                  enumerate(resource.get("component") or []) if isinstance(part, dict)]
+    issues = []
+    for part, where in parts:
+        quantity = part.get("valueQuantity") or {}
+        value = quantity.get("value")
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            continue
+        unit = str(quantity.get("code") or quantity.get("unit") or "")
+        for coding in (part.get("code") or {}).get("coding") or []:
+            why = implausible(str(coding.get("code", "")), value, unit) if coding.get("system") == systems.LOINC \
+                else None
+            if why:
+                issues.append(Issue(f"{where}.valueQuantity.value", "implausible-value", why))
+                break
+    return issues
+
+
 def _period_issues(encounter: dict[str, Any], path: str) -> list[Issue]:
-    """Admission and discharge times must be at least full dates (XML 130 NGAY_VAO / NGAY_RA)."""
+    """Admission and discharge times: at least full dates (XML 130 NGAY_VAO / NGAY_RA), the end not first."""
     period = encounter.get("period") or {}
-    return [Issue(f"{path}.period.{name}", "invalid-date", f"period.{name} needs at least a full date")
-            for name in ("start", "end") if name in period and len(str(period[name])) < 10]
+    issues = [Issue(f"{path}.period.{name}", "invalid-date", f"period.{name} needs at least a full date")
+              for name in ("start", "end") if name in period and len(str(period[name])) < 10]
+    if not issues and "start" in period and "end" in period \
+            and ends_before_start(str(period["start"]), str(period["end"])):
+        issues.append(Issue(f"{path}.period.end", "discharge-before-admission",
+                            "period.end (discharge) is before period.start (admission)"))
+    return issues
 
 
 def _errors(issues: list[Issue]) -> bool:
@@ -124,7 +152,7 @@ def _map_bundle(bundle: dict[str, Any]) -> MappingResult:
                                 f"{rtype} is not accepted in a health-book Bundle"))
             continue
         entries.append((entry.get("fullUrl", ""), resource))
-        issues += _code_issues(resource, f"{path}.resource")
+        issues += _code_issues(resource, f"{path}.resource") + _vital_issues(resource, f"{path}.resource")
         if rtype == "Patient":
             patients.append((index, resource))
         if rtype == "Encounter":
@@ -176,7 +204,7 @@ def _map_single(resource: dict[str, Any]) -> MappingResult:
         return MappingResult(issues=(*issues, Issue("Patient", "no-episode",
                                                     "a Patient alone changes no episode document", "warning")))
     identity, identity_path = logical_identity(resource)
-    issues = identity_issues(identity, identity_path) + _code_issues(resource, rtype)
+    issues = identity_issues(identity, identity_path) + _code_issues(resource, rtype) + _vital_issues(resource, rtype)
     if rtype == "Encounter":
         issues += _period_issues(resource, rtype)
     visit, visit_path = logical_visit(resource)

@@ -8,7 +8,8 @@ from mappings.model import Issue
 ISSUE_SYSTEM = "urn:hbgw:issue"
 ISSUE_TYPE = {"required": "required", "unsupported-message-type": "not-supported",
               "unsupported-resource": "not-supported", "unsupported-bundle": "not-supported",
-              "unsupported-version": "not-supported", "no-episode": "informational"}
+              "unsupported-version": "not-supported", "no-episode": "informational",
+              "implausible-value": "value", "invalid-number": "value", "discharge-before-admission": "invariant"}
 
 
 def operation_outcome(issues: list[Issue]) -> dict[str, Any]:

@@ -9,6 +9,7 @@ from mappings.fhir_common import codeable, fhir_datetime, ref, resource_id
 from mappings.hl7v2.build_admin import practitioner_ref
 from mappings.hl7v2.context import Context
 from mappings.hl7v2.er7 import Segment
+from mappings.hl7v2.values import NUMBER, quantity_number
 from mappings.vn import codes, systems
 
 OBX_STATUS = {"F": "final", "C": "corrected", "P": "preliminary", "R": "preliminary", "X": "cancelled",
@@ -16,7 +17,6 @@ OBX_STATUS = {"F": "final", "C": "corrected", "P": "preliminary", "R": "prelimin
 ALLERGY_CATEGORY = {"DA": "medication", "FA": "food", "EA": "environment", "MA": "environment"}
 ALLERGY_SEVERITY = {"MI": "mild", "MO": "moderate", "SV": "severe"}
 RANK = re.compile(r"[1-9][0-9]{0,3}")
-NUMBER = re.compile(r"[+-]?\d+(\.\d+)?", re.ASCII)
 
 
 def condition(ctx: Context, dg1: Segment) -> dict[str, Any]:
@@ -79,9 +79,11 @@ def procedure(ctx: Context, pr1: Segment) -> dict[str, Any]:
 def _value(ctx: Context, obx: Segment) -> dict[str, Any]:
     kind = ctx.c(obx, 2).upper()
     first = ctx.c(obx, 5)
-    if (kind in ("NM", "SN") or ctx.c(obx, 6)) and NUMBER.fullmatch(first):
-        number: float | int = float(first) if "." in first else int(first)
-        quantity: dict[str, Any] = {"value": number}
+    number = quantity_number(kind, obx.field(5), ctx.c(obx, 6), ctx.msg.delimiters)
+    if number is not None:
+        quantity: dict[str, Any] = {"value": number.value}
+        if number.comparator:
+            quantity["comparator"] = number.comparator
         if unit := ctx.c(obx, 6):
             quantity.update(unit=unit, system=systems.UCUM, code=unit)
         return {"valueQuantity": quantity}

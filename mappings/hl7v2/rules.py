@@ -4,8 +4,8 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-from mappings.fhir_common import fhir_datetime
-from mappings.hl7v2.er7 import Er7Message, Segment, component, repetitions
+from mappings.fhir_common import ends_before_start, fhir_datetime
+from mappings.hl7v2.er7 import Delimiters, Er7Message, Segment, component, repetitions
 from mappings.hl7v2.events import (
     EVENTS,
     FALLBACK_VERSION,
@@ -15,9 +15,11 @@ from mappings.hl7v2.events import (
     EventRule,
     event_key,
 )
+from mappings.hl7v2.values import NUMBER, NUMERIC_TYPES, Number, quantity_number
 from mappings.model import Issue
 from mappings.vn import codes, systems
 from mappings.vn.identifiers import bhyt_issues, cccd_issues, icd10_issues
+from mappings.vn.vitals import implausible, vital_codes
 
 DATE_FIELDS: dict[str, tuple[int, ...]] = {"EVN": (2,), "PV1": (44, 45), "OBR": (7, 22), "OBX": (14,), "DG1": (5,),
                                             "PR1": (5,), "TXA": (4,), "RXA": (3, 4)}
@@ -26,6 +28,7 @@ CODE_FIELDS = {"OBX": 3, "OBR": 4, "DG1": 3, "AL1": 3, "PR1": 3}
 CCCD_TYPES_WITH_BCA = frozenset({"", "NI", "NNVNM"})
 SEGMENT_NAME = re.compile(r"[A-Z][A-Z0-9]{2}")
 COMPLETION_STATUSES = frozenset({"", "CP", "PA", "RE", "NA"})
+REPEATING_SEGMENTS = frozenset({"OBR", "OBX", "DG1", "AL1", "PR1", "RXA", "ORC", "NTE"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -36,6 +39,12 @@ class PatientIds:
     bhyt: str = ""
     mrn: str = ""
     conflicting: bool = False
+
+
+def where(name: str, occurrence: int, field: int = 0) -> str:
+    """An issue location: `PID-3` for a segment that occurs once, `OBX[10]-5` (its 1-based occurrence) else."""
+    segment = f"{name}[{occurrence}]" if name in REPEATING_SEGMENTS else name
+    return f"{segment}-{field}" if field else segment
 
 
 def valid_dtm(value: str) -> bool:
@@ -116,6 +125,11 @@ def _episode_issues(msg: Er7Message, key: str, rule: EventRule) -> list[Issue]:
     visit = component(pv1.field(19), 1, d) if pv1 else ""
     if rule.needs_visit and not visit:
         issues.append(Issue("PV1-19", "required", f"PV1-19 visit number is required for {key}"))
+    if pv1 is not None and not rule.cancels_discharge:
+        start, end = fhir_datetime(component(pv1.field(44), 1, d)), fhir_datetime(component(pv1.field(45), 1, d))
+        if start and end and ends_before_start(start, end):
+            issues.append(Issue("PV1-45", "discharge-before-admission",
+                                "PV1-45 discharge time is before PV1-44 admission time"))
     if key == "ADT^A40":
         mrg = msg.first("MRG")
         if mrg is None or not component(mrg.field(1), 1, d):
@@ -136,20 +150,21 @@ def _episode_issues(msg: Er7Message, key: str, rule: EventRule) -> list[Issue]:
         if rxa is None:
             issues.append(Issue("RXA", "required", "VXU^V04 needs an RXA administration segment"))
         else:
-            if not valid_dtm(component(rxa.field(3), 1, d)):
-                issues.append(Issue("RXA-3", "required", "RXA-3 administration time is required"))
+            if not component(rxa.field(3), 1, d):
+                issues.append(Issue(where("RXA", 1, 3), "required", "RXA-3 administration time is required"))
             if not component(rxa.field(5), 1, d):
-                issues.append(Issue("RXA-5", "required", "RXA-5 vaccine code is required"))
+                issues.append(Issue(where("RXA", 1, 5), "required", "RXA-5 vaccine code is required"))
             if component(rxa.field(20), 1, d).upper() not in COMPLETION_STATUSES:
-                issues.append(Issue("RXA-20", "invalid-code", "RXA-20 completion status is not CP, PA, RE or NA "
+                issues.append(Issue(where("RXA", 1, 20), "invalid-code",
+                                    "RXA-20 completion status is not CP, PA, RE or NA "
                                     "(are the RXA fields shifted?); the dose is recorded as completed", "warning"))
     if key == "ORU^R01" and is_health_check(msg):
         issues.extend(_health_class_issues(msg))
     issues.extend(_content_issues(msg))
-    for dg1 in msg.all("DG1"):
+    for occurrence, dg1 in enumerate(msg.all("DG1"), start=1):
         raw = repetitions(dg1.field(3), d)[:1]
         if raw and component(raw[0], 3, d).upper() in systems.HL7_ICD10_NAMES:
-            issues.extend(icd10_issues(component(raw[0], 1, d), "DG1-3"))
+            issues.extend(icd10_issues(component(raw[0], 1, d), where("DG1", occurrence, 3)))
     return issues
 
 
@@ -157,27 +172,59 @@ def _content_issues(msg: Er7Message) -> list[Issue]:
     """Coded fields that must name something, and times that must be real, wherever they occur."""
     d = msg.delimiters
     issues: list[Issue] = []
+    seen: dict[str, int] = {}
     for segment in msg.segments:
+        occurrence = seen[segment.name] = seen.get(segment.name, 0) + 1
         for number in DATE_FIELDS.get(segment.name, ()):
             value = component(segment.field(number), 1, d)
             if value and not valid_dtm(value):
-                issues.append(Issue(f"{segment.name}-{number}", "invalid-date",
-                                    f"{segment.name}-{number} is not a valid HL7 date/time"))
+                location = where(segment.name, occurrence, number)
+                issues.append(Issue(location, "invalid-date", f"{location} is not a valid HL7 date/time"))
             elif value and (segment.name, number) in MINUTE_FIELDS and len(value.split("+")[0].split("-")[0]) < 12:
-                issues.append(Issue(f"{segment.name}-{number}", "invalid-date",
-                                    f"{segment.name}-{number} needs a time to the minute (yyyyMMddHHmm)"))
+                location = where(segment.name, occurrence, number)
+                issues.append(Issue(location, "invalid-date", f"{location} needs a time to the minute (yyyyMMddHHmm)"))
+        if segment.name == "OBX":
+            issues.extend(_result_value_issues(segment, occurrence, d))
         number = CODE_FIELDS.get(segment.name, 0)
         if number and not (component(segment.field(number), 1, d) or component(segment.field(number), 2, d)):
-            issues.append(Issue(f"{segment.name}-{number}", "required",
-                                f"{segment.name}-{number} needs a code or a text"))
+            location = where(segment.name, occurrence, number)
+            issues.append(Issue(location, "required", f"{location} needs a code or a text"))
     return issues
+
+
+def _result_value_issues(obx: Segment, occurrence: int, d: Delimiters) -> list[Issue]:
+    """A numeric result (OBX-2 NM or SN) must hold a number, and a vital sign a physically possible one."""
+    kind, raw, unit_field = component(obx.field(2), 1, d).upper(), obx.field(5), obx.field(6)
+    if kind not in NUMERIC_TYPES and not unit_field:
+        return []  # neither typed numeric nor with a unit: the mapping sends no Quantity
+    if kind == "NM" and NUMBER.fullmatch(raw):
+        number: Number | None = Number("", raw)  # the common case, without splitting the field
+    elif not raw.strip(d.repetition + d.component + " "):
+        return []
+    else:
+        number = quantity_number(kind, raw, component(unit_field, 1, d), d)
+    if number is None:
+        if kind not in NUMERIC_TYPES:
+            return []
+        location = where("OBX", occurrence, 5)
+        return [Issue(location, "invalid-number", f"{location} is not a number as OBX-2 {kind} requires "
+                                                  "(digits with an optional sign, decimal point and comparator)")]
+    code = component(obx.field(3), 1, d)
+    why = implausible(code, number.value, component(unit_field, 1, d)) if code in vital_codes() else None
+    if why is None:
+        return []
+    location = where("OBX", occurrence, 5)
+    return [Issue(location, "implausible-value", f"{location} {why}")]
 
 
 def _segment_name_issues(msg: Er7Message) -> list[Issue]:
     """A segment without a valid name is usually a stray terminator that cut the previous segment in two."""
+    seen: dict[str, int] = {}
     for previous, segment in zip(msg.segments, msg.segments[1:], strict=False):
+        seen[previous.name] = seen.get(previous.name, 0) + 1
         if not SEGMENT_NAME.fullmatch(segment.name):
-            return [Issue(previous.name if SEGMENT_NAME.fullmatch(previous.name) else "MSH", "segment-split",
+            owner = where(previous.name, seen[previous.name]) if SEGMENT_NAME.fullmatch(previous.name) else "MSH"
+            return [Issue(owner, "segment-split",
                           "a segment terminator inside this segment leaves a piece with no valid segment name")]
     return []
 
@@ -191,11 +238,13 @@ def is_health_check(msg: Er7Message) -> bool:
 
 def _health_class_issues(msg: Er7Message) -> list[Issue]:
     d = msg.delimiters
-    classes = [obx for obx in msg.all("OBX") if component(obx.field(3), 1, d).upper() == HEALTH_CLASS_CODE]
+    classes = [(occurrence, obx) for occurrence, obx in enumerate(msg.all("OBX"), start=1)
+               if component(obx.field(3), 1, d).upper() == HEALTH_CLASS_CODE]
     if not classes:
         return [Issue("OBX-3", "required", f"a health check needs an OBX {HEALTH_CLASS_CODE} health class")]
-    if codes.health_class(component(classes[0].field(5), 1, d)) is None:
-        return [Issue("OBX-5", "invalid-code", "health class must be I-V (1-5)")]
+    occurrence, obx = classes[0]
+    if codes.health_class(component(obx.field(5), 1, d)) is None:
+        return [Issue(where("OBX", occurrence, 5), "invalid-code", "health class must be I-V (1-5)")]
     return []
 
 

@@ -7,5 +7,6 @@ Two province lists, on purpose:
 - `provinces_2025.json`: the 34 provinces in force since 2025-07-01 (Resolution 202/2025/QH15), two-digit
   codes; addresses are coded against this list (XML 130 MATINH_CU_TRU).
 Also: `ethnicity.json` (54 groups, codes 01-54), `sex.json` (HL7 0001 to FHIR gender, XML 130 GIOI_TINH and
-the CCCD sex parity), `icd10_common.json` (display names; any well-formed ICD-10 code is accepted).
+the CCCD sex parity), `icd10_common.json` (display names; any well-formed ICD-10 code is accepted),
+`vital_ranges.json` (physically plausible vital-sign ranges by LOINC code, with unit conversions; `vitals.py`).
 """

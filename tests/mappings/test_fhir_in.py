@@ -97,7 +97,23 @@ def test_bundle_types(bundle: dict[str, Any], bundle_type: str) -> None:
     (lambda b: b["entry"][1]["resource"].update(status=5), [("Bundle.entry[1].resource.status", "invalid")]),
     (lambda b: b["entry"][1]["resource"]["period"].update(start="2026-04"),
      [("Bundle.entry[1].resource.period.start", "invalid-date")]),
+    (lambda b: b["entry"][1]["resource"]["period"].update(end="2026-04-02T08:09:59+07:00"),
+     [("Bundle.entry[1].resource.period.end", "discharge-before-admission")]),
+    (lambda b: b["entry"][1]["resource"]["period"].update(end="2026-04-02T01:09:00Z"),
+     [("Bundle.entry[1].resource.period.end", "discharge-before-admission")]),
+    (lambda b: b["entry"][1]["resource"]["period"].update(end="2025-12-31"),
+     [("Bundle.entry[1].resource.period.end", "discharge-before-admission")]),
+    (lambda b: b["entry"][1]["resource"]["period"].update(end="2026-04-02T01:10:00Z"), []),
+    (lambda b: b["entry"][1]["resource"]["period"].update(end="2026-04-02"), []),
     (lambda b: b["entry"][1]["resource"].update(reasonCode=None), []),
+    (lambda b: b["entry"][3]["resource"]["valueQuantity"].update(value=45), []),
+    (lambda b: b["entry"][3]["resource"]["valueQuantity"].update(value=384),
+     [("Bundle.entry[3].resource.valueQuantity.value", "implausible-value")]),
+    (lambda b: b["entry"][3]["resource"]["valueQuantity"].update(value=120, code="[degF]", unit="°F"),
+     [("Bundle.entry[3].resource.valueQuantity.value", "implausible-value")]),
+    (lambda b: b["entry"][3]["resource"]["valueQuantity"].update(value=101.3, code="[degF]", unit="°F"), []),
+    (lambda b: b["entry"][3]["resource"]["code"]["coding"][0].update(system="urn:local") or
+     b["entry"][3]["resource"]["valueQuantity"].update(value=384), []),
     (lambda b: b["entry"][0]["resource"]["identifier"].insert(0, None),
      [("Bundle.entry[0].resource.identifier", "invalid")]),
     (lambda b: b["entry"].append({"resource": {"resourceType": 7}}),
@@ -175,6 +191,10 @@ def test_single_resources_join_the_bundle_episode(bundle: dict[str, Any]) -> Non
     ({"resourceType": "Account", "status": "active"}, [("resourceType", "unsupported-resource")]),
     ({"resourceType": "Observation", "status": "final"}, [("Observation.code", "invalid")]),
     ({}, [("resourceType", "required")]),
+    ({"resourceType": "Encounter", "status": "finished", "class": {"code": "AMB"}, "subject": PATIENT_REF,
+      "identifier": [ENCOUNTER_REF["identifier"]],
+      "period": {"start": "2026-04-02T08:10:00+07:00", "end": "2026-03-02T08:10:00+07:00"}},
+     [("Encounter.period.end", "discharge-before-admission")]),
 ])
 def test_single_resource_rules(resource: dict[str, Any], expected: list[tuple[str, str]]) -> None:
     result = map_fhir(resource)
@@ -204,6 +224,14 @@ def test_operation_outcome_validates_and_carries_paths() -> None:
     OperationOutcome.model_validate(operation_outcome([]))
 
 
+@pytest.mark.parametrize(("code", "issue_type"), [
+    ("implausible-value", "value"), ("discharge-before-admission", "invariant"), ("invalid-date", "invalid")])
+def test_operation_outcome_issue_type_of_plausibility_failures(code: str, issue_type: str) -> None:
+    outcome = operation_outcome([Issue("Encounter.period.end", code, "x")])
+    OperationOutcome.model_validate(outcome)
+    assert outcome["issue"][0]["code"] == issue_type
+
+
 def test_our_own_document_bundle_maps_back_to_the_same_episode() -> None:
     doc = assemble(None, map_message(corpus_text("adt_a03_discharge.hl7")).fragments[0])
     result = map_fhir(doc.bundle)
@@ -212,3 +240,28 @@ def test_our_own_document_bundle_maps_back_to_the_same_episode() -> None:
     assert fragment.document_id == doc.document_id and fragment.patient_key == doc.patient_key
     assert sorted(r["resourceType"] for r in fragment.resources) == sorted(
         e["resource"]["resourceType"] for e in doc.bundle["entry"][1:])
+
+
+BP_PANEL = {"resourceType": "Observation", "status": "final", "subject": PATIENT_REF, "encounter": ENCOUNTER_REF,
+            "effectiveDateTime": "2026-04-02T08:15:00+07:00",
+            "code": {"coding": [{"system": "http://loinc.org", "code": "85354-9"}]},
+            "component": [{"code": {"coding": [{"system": "http://loinc.org", "code": code}]},
+                           "valueQuantity": {"value": value, "unit": "mmHg", "code": "mm[Hg]"}}
+                          for code, value in (("8480-6", 120), ("8462-4", 80))]}
+
+
+@pytest.mark.parametrize(("change", "expected"), [
+    ({}, []),
+    ({"valueQuantity": {"value": -1, "unit": "kg", "code": "kg"},
+      "code": {"coding": [{"system": "http://loinc.org", "code": "29463-7"}]}, "component": []},
+     [("Observation.valueQuantity.value", "implausible-value")]),
+    ({"component": [{**BP_PANEL["component"][0], "valueQuantity": {"value": 1200, "code": "mm[Hg]"}},
+                    BP_PANEL["component"][1]]},
+     [("Observation.component[0].valueQuantity.value", "implausible-value")]),
+    ({"component": [BP_PANEL["component"][0], {**BP_PANEL["component"][1], "valueQuantity": {"value": 401}}]},
+     [("Observation.component[1].valueQuantity.value", "implausible-value")]),
+])
+def test_single_observation_vital_signs(change: dict[str, Any], expected: list[tuple[str, str]]) -> None:
+    result = map_fhir({**copy.deepcopy(BP_PANEL), **change})
+    assert codes_at(result.issues) == expected and (result.fragments == ()) == bool(expected)
+    assert all("outside the plausible range" in i.message and "1200" not in i.message for i in result.issues)

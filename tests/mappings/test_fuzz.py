@@ -17,7 +17,8 @@ from mappings.fhir_in import map_fhir
 from mappings.hl7v2 import map_message, screen
 from mappings.model import FacilityInfo, MappingResult
 from mappings.xml130 import build_envelope, build_tables
-from tests.mappings.conftest import CORPUS, corpus_text, hl7_files
+from mappings.hl7v2.rules import DATE_FIELDS
+from tests.mappings.conftest import CORPUS, corpus_text, hl7_files, replace_field
 
 FACILITY = FacilityInfo("Fuzz facility", "40001", "4000000000123")
 NAMES = ("NGUYỄN", "VĂN AN", "LÊ", "THỊ HOA", "TRẦN", "GIA BẢO", "PHAN", "HỒ", "Võ", "Mai")
@@ -97,3 +98,40 @@ def test_fhir_nothing_raises(seed: int) -> None:
     assert all(i.location.startswith(("Bundle", "resourceType")) for i in result.issues)
     assert_no_personal_values(result)
     encode_all(result)
+
+
+REPEATING = ("OBR", "OBX", "DG1", "PR1", "RXA")
+IMPOSSIBLE_TIMES = ("20261399250000", "20260230", "20260312240000", "20260312082560", "20260312082500+1430",
+                    "20260312082500+0760", "2026-03-12", "00000101")
+
+
+@pytest.mark.parametrize("name", [n for n in hl7_files() if not n.startswith("invalid_")])
+def test_every_date_field_is_judged_alike_by_screen_and_map(name: str) -> None:
+    """An impossible time in any field the mapping reads is refused by screen, at that field, never later."""
+    message = corpus_text(name)
+    present = {line[:3] for line in message.split("\r")}
+    for segment, numbers in DATE_FIELDS.items():
+        for number in numbers if segment in present else ():
+            for value in IMPOSSIBLE_TIMES:
+                changed = replace_field(message, segment, number, value)
+                screened = [(i.location, i.code) for i in screen(changed) if i.severity == "error"]
+                location = f"{segment}[1]-{number}" if segment in REPEATING else f"{segment}-{number}"
+                assert screened == [(location, "invalid-date")], (segment, number, value)
+                assert [(i.location, i.code) for i in map_message(changed).issues if i.severity == "error"] == screened
+
+
+RESULT_VALUES = ("88", "<5.2", ">= 100", ".5", "88.", "^88", "<^88", "=^88", "^", "2^-^5", "abc", "9" * 16, "-1",
+                 "1200", "٨٨", "\\F\\", "88~89", "&", "<>^5")
+
+
+@pytest.mark.parametrize("kind", ["NM", "SN", "ST", "CWE", ""])
+def test_result_values_are_judged_alike_by_screen_and_map(kind: str) -> None:
+    """Whatever OBX-5 holds, screen and map_message agree, and an accepted value maps and encodes."""
+    admit = corpus_text("adt_a01_admit.hl7")
+    for value in RESULT_VALUES:
+        message = replace_field(replace_field(admit, "OBX", 2, kind), "OBX", 5, value)
+        result = map_message(message)
+        screened = [(i.location, i.code) for i in screen(message) if i.severity == "error"]
+        assert [(i.location, i.code) for i in result.issues if i.severity == "error"] == screened, value
+        assert bool(result.fragments) == (not screened), value
+        encode_all(result)

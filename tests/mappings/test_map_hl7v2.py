@@ -198,7 +198,7 @@ def test_immunization() -> None:
 def test_corpus_vxu_rxa_is_shifted_by_one_field_and_says_so() -> None:
     """The corpus puts the lot number in RXA-14 and CP in RXA-19: read by the standard, with a warning."""
     result = map_message(corpus_text("vxu_v04_immunization.hl7"))
-    assert [(i.location, i.code, i.severity) for i in result.issues] == [("RXA-20", "invalid-code", "warning")]
+    assert [(i.location, i.code, i.severity) for i in result.issues] == [("RXA[1]-20", "invalid-code", "warning")]
     assert "lotNumber" not in of_type(result.fragments[0], "Immunization")[0]
 
 
@@ -238,3 +238,20 @@ def test_bad_input_never_raises(message: str) -> None:
     result = map_message(message)
     assert result.ok == (len(result.fragments) == 1)
     assert result.fragments or result.issues
+
+
+@pytest.mark.parametrize(("kind", "value", "quantity"), [
+    ("NM", "88", {"value": 88}), ("NM", "88.5", {"value": 88.5}), ("NM", ".5", {"value": 0.5}),
+    ("NM", "<5.2", {"comparator": "<", "value": 5.2}), ("NM", ">= 100", {"comparator": ">=", "value": 100}),
+    ("SN", "^88", {"value": 88}), ("SN", ">^100", {"comparator": ">", "value": 100}), ("SN", "88", {"value": 88}),
+])
+def test_numeric_results_become_quantities(admit: str, kind: str, value: str, quantity: dict[str, Any]) -> None:
+    message = replace_field(replace_field(admit, "OBX", 2, kind), "OBX", 5, value)
+    observations = of_type(only_fragment(message), "Observation")
+    pulse = next(o for o in observations if o["code"]["coding"][0]["code"] == "8867-4")
+    assert pulse["valueQuantity"] == {**quantity, "unit": "/min", "system": "http://unitsofmeasure.org", "code": "/min"}
+
+
+def test_a_word_in_a_numeric_result_is_refused_not_mapped(admit: str) -> None:
+    result = map_message(replace_field(replace_field(admit, "OBX", 2, "NM"), "OBX", 5, "abc"))
+    assert [(i.location, i.code) for i in result.issues] == [("OBX[1]-5", "invalid-number")] and not result.fragments

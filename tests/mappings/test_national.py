@@ -87,6 +87,14 @@ def test_xml4_rows_keep_values_and_units(episode: Document) -> None:
     assert next(r for r in rows if r["MA_CHI_SO"] == "1742-6")["DON_VI_DO"] == "U/L"
 
 
+@pytest.mark.parametrize(("value", "written"), [("7.8", "7.8"), ("<5.2", "<5.2"), (">= 30", ">=30")])
+def test_xml4_writes_a_comparator_before_the_number(value: str, written: str) -> None:
+    message = corpus_text("oru_r01_lab.hl7").replace("||7.8|mmol/L|", f"||{value}|mmol/L|")
+    root = ET.fromstring(build_tables(assemble(None, map_message(message).fragments[0]), FACILITY)["XML4"])
+    glucose = next(row for row in root.iter("CHI_TIET_CLS") if row.findtext("MA_CHI_SO") == "2345-7")
+    assert glucose.findtext("GIA_TRI") == written
+
+
 def test_vital_signs_in_a_result_message_are_not_lab_rows() -> None:
     message = corpus_text("oru_r01_lab.hl7").replace("OBX|1|NM|2345-7^Glucose máu^LN||7.8|mmol/L|3.9-6.4|H|||F|||",
                                                      "OBX|1|NM|8867-4^Nhịp tim^LN||88|/min|60-100|N|||F|||")
