@@ -19,6 +19,8 @@ from typing import Any, Literal, Union, get_args, get_origin
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator, model_validator
 
+from mappings.vn.identifiers import bhxh_facility_code_issues, moh_facility_id_issues
+
 ENV_PREFIX = "HBGW_"
 
 
@@ -84,14 +86,14 @@ class FacilitySettings(_Section):
     @field_validator("bhxh_code")
     @classmethod
     def _bhxh_code(cls, value: str) -> str:
-        if len(value) != 5 or not value.isalnum():
+        if bhxh_facility_code_issues(value, "facility.bhxh_code"):
             raise ValueError("must be the 5-character BHXH facility code (MACSKCB), not the 13-digit MoH id")
         return value
 
     @field_validator("moh_facility_id")
     @classmethod
     def _moh_id(cls, value: str) -> str:
-        if len(value) != 13 or not value.isdigit():
+        if moh_facility_id_issues(value, "facility.moh_facility_id"):
             raise ValueError("must be the 13-digit Ministry of Health facility id, not the BHXH code")
         return value
 
