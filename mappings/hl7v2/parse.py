@@ -1,21 +1,27 @@
-"""Structural parsing with hl7apy, reported as warnings: screen has already accepted the message (AA).
+"""Structural checks with hl7apy, reported as warnings: screen has already accepted the message (AA).
 
-Values are then read from the exact ER7 text (er7.py), not from hl7apy's re-encoding: hl7apy's
+hl7apy is asked what a full parse would decide (header, version, encoding characters, which segments it
+knows) without building every field: its full tolerant parse cost 10-20 ms a message, ten times the rest
+of the mapping, and only ever produced these warnings. Values are then read from the exact ER7 text (er7.py), not from hl7apy's re-encoding: hl7apy's
 `to_er7()` re-escapes sequences it does not know (`\\.br\\` becomes `\\E\\.br\\E\\`), moves the withdrawn
 XTN-1 in v2.6+, and loses the names of withdrawn fields in v2.8, any of which would garble a record.
 """
 from __future__ import annotations
 
+from functools import lru_cache
+
 from hl7apy.consts import VALIDATION_LEVEL
+from hl7apy.core import Message, Segment
 from hl7apy.exceptions import HL7apyException
-from hl7apy.parser import parse_message
+from hl7apy.parser import get_message_info
 
 from mappings.hl7v2.er7 import Er7Message
 from mappings.hl7v2.events import FALLBACK_VERSION, SUPPORTED_VERSIONS
 from mappings.model import Issue
 
 
-def _normalised(msg: Er7Message) -> str:
+def _normalised(msg: Er7Message) -> list[str]:
+    """The segments as hl7apy would be given them: MSH-2 dropped, an unsupported version read as 2.5."""
     d = msg.delimiters
     lines = []
     for segment in msg.segments:
@@ -26,21 +32,33 @@ def _normalised(msg: Er7Message) -> str:
                 fields[12] = FALLBACK_VERSION
             fields.pop(1)
         lines.append(d.field.join(fields))
-    return "\r".join(lines)
+    return lines
+
+
+@lru_cache(maxsize=1024)
+def _segment_known(name: str, version: str) -> bool:
+    """Whether hl7apy's tolerant parse accepts a segment of this name (its own definitions, or a Z segment)."""
+    try:
+        Segment(name, version=version, validation_level=VALIDATION_LEVEL.TOLERANT)
+    except (HL7apyException, ValueError):
+        return False
+    return True
 
 
 def structure_issues(msg: Er7Message) -> list[Issue]:
-    """Parse with hl7apy (tolerant; unsupported versions read as 2.5) and warn where it disagrees.
+    """Ask hl7apy (tolerant; unsupported versions read as 2.5) about the structure and warn where it disagrees.
 
     Only warnings: what makes a record invalid is decided by rules.check, the same for screen and map,
     so a message acknowledged with AA is never refused later for a reason screen could not see.
     """
+    lines = _normalised(msg)
     try:
-        parsed = parse_message(_normalised(msg), find_groups=False, validation_level=VALIDATION_LEVEL.TOLERANT)
+        encoding_characters, _, version = get_message_info(lines[0])
+        Message(version=version, validation_level=VALIDATION_LEVEL.TOLERANT, encoding_chars=encoding_characters)
     except (HL7apyException, ValueError, IndexError, KeyError, AttributeError) as exc:
         return [Issue("MSH", "hl7apy-parse", f"hl7apy cannot parse the message ({type(exc).__name__}); "
                                              "mapped from the raw segments", "warning")]
-    names = [segment.name for segment in parsed.children]
-    if names != [segment.name for segment in msg.segments]:
+    names = [line.strip()[:3] for line in lines]
+    if names != [segment.name for segment in msg.segments] or not all(_segment_known(n, version) for n in names):
         return [Issue("MSH", "hl7apy-parse", "hl7apy did not recognise every segment", "warning")]
     return []

@@ -121,3 +121,18 @@ class GatewayProcess:
 
     def emulator_stats(self) -> dict[str, Any]:
         return http_json(f"{self.emulator_url}/_emulator/stats")
+
+    def queue_depths(self) -> dict[tuple[str, str], float]:
+        """The gateway's own queue-depth gauges, by (queue, state), read from /metrics."""
+        depths = {}
+        for line in http_text(f"{self.http_url}/metrics").splitlines():
+            if line.startswith("healthbook_gateway_queue_depth{"):
+                labels, value = line.rsplit(" ", 1)
+                pairs = dict(part.split("=", 1) for part in labels[labels.index("{") + 1:-1].split(","))
+                depths[(pairs["queue"].strip('"'), pairs["state"].strip('"'))] = float(value)
+        return depths
+
+    def work_left(self) -> float:
+        """Acknowledged items not yet delivered nor dead."""
+        return sum(count for (_, state), count in self.queue_depths().items()
+                   if state in ("received", "pending", "in_flight"))

@@ -24,7 +24,7 @@ from hl7.client import MLLPClient
 
 from mappings.hl7v2 import map_message
 from tests.conftest import free_port
-from tests.e2e.harness import GatewayProcess, http_json, http_text, wait_until
+from tests.e2e.harness import GatewayProcess, http_json, wait_until
 from tests.gateway.intake_harness import ack_segments, hl7
 
 pytestmark = pytest.mark.slow
@@ -105,16 +105,6 @@ def start_emulator(port: int, log: Path) -> subprocess.Popen:
     return process
 
 
-def work_left(gateway: GatewayProcess) -> float:
-    """Acknowledged items not yet delivered nor dead, from the gateway's own queue-depth gauges."""
-    left = 0.0
-    for line in http_text(f"{gateway.http_url}/metrics").splitlines():
-        if line.startswith("healthbook_gateway_queue_depth{") and any(
-                f'state="{state}"' in line for state in ("received", "pending", "in_flight")):
-            left += float(line.rsplit(" ", 1)[1])
-    return left
-
-
 def test_every_acknowledged_message_arrives_exactly_once_across_kill9(tmp_path: Path) -> None:
     assert document_key(message("S9N00001", 7)) == expected_key("S9N00001")
     emulator_port = free_port()
@@ -137,7 +127,7 @@ def test_every_acknowledged_message_arrives_exactly_once_across_kill9(tmp_path: 
         stop.set()
         for sender in senders:
             sender.join(timeout=30)
-        wait_until(lambda: work_left(gateway) == 0, DRAIN_SECONDS, interval=0.5, what="the outbox to drain")
+        wait_until(lambda: gateway.work_left() == 0, DRAIN_SECONDS, interval=0.5, what="the outbox to drain")
         stats = http_json(f"{gateway.emulator_url}/_emulator/stats")
     finally:
         stop.set()

@@ -159,12 +159,21 @@ def test_unescaped_ampersand_in_text_is_kept() -> None:
     assert note["valueString"] == "LDL & HDL; đề nghị theo dõi đường huyết"
 
 
-@pytest.mark.parametrize(("extra", "warnings"), [("ZPX|1|local", []), ("ABC|1|x", [("MSH", "hl7apy-parse")])])
+@pytest.mark.parametrize(("extra", "warnings"), [
+    ("ZPX|1|local", []), ("ABC|1|x", [("MSH", "hl7apy-parse")]),
+    ("NTE|1||ghi chú", [])])
 def test_segments_hl7apy_does_not_know_are_warnings_only(admit: str, extra: str,
                                                          warnings: list[tuple[str, str]]) -> None:
     result = map_message(admit + "\r" + extra)
     assert [(i.location, i.code) for i in result.issues] == warnings
     assert result.ok and result.fragments[0].resources == only_fragment(admit).resources
+
+
+def test_encoding_characters_hl7apy_refuses_are_a_warning_only(admit: str) -> None:
+    message = admit.replace("MSH|^~\\&|", "MSH|^~\\~|", 1)  # subcomponent and repetition share a character
+    result = map_message(message)
+    assert ("MSH", "hl7apy-parse") in [(i.location, i.code) for i in result.issues]
+    assert "InvalidEncodingChars" in next(i.message for i in result.issues if i.code == "hl7apy-parse")
 
 
 def test_same_message_gives_same_ids(admit: str) -> None:
