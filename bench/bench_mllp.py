@@ -30,12 +30,13 @@ START, END = b"\x0b", b"\x1c\r"
 TARGET_ACKS_PER_SECOND = 2000
 
 
-def admission(control_id: str) -> bytes:
-    """A realistic ADT^A01 (the corpus admission's shape) with its own control id and visit number."""
+def admission(control_id: str, patient: int = 12345) -> bytes:
+    """A realistic ADT^A01 (the corpus admission's shape) with its own control id and visit number, for
+    one of a million patients (the last six digits of a valid CCCD), so a backlog spans many patients."""
     return ("MSH|^~\\&|HIS_BVDK|BVDK_NGHEAN^4000000000123^L|HBGW|BYT|20260312083015+0700||ADT^A01^ADT_A01|"
             f"{control_id}|P|2.5|||||VNM|UNICODE UTF-8\r"
             "EVN|A01|20260312083000+0700\r"
-            "PID|1||BN26001234^^^BVDKNA^MR~040085012345^^^BCA^NNVNM~GD4404012345678^^^BHXH^HC||"
+            f"PID|1||BN26001234^^^BVDKNA^MR~040085{patient % 1_000_000:06d}^^^BCA^NNVNM~GD4404012345678^^^BHXH^HC||"
             "NGUYỄN^VĂN AN^^^^^L||19850214|M|||Số 12 đường Lê Lợi^^Phường Vinh Hưng^Nghệ An^^VNM^H||"
             "0912345678^PRN^PH|||M||||||01^Kinh^VNDT||||VNM\r"
             "PV1|1|I|NOI-TM^P302^G2^BVDKNA||||CCHN-000123-NA^TRẦN^THỊ BÌNH^^^BS|||MED|||||||"
@@ -100,7 +101,8 @@ async def connection_load(port: int, number: int, until: float, warmup_until: fl
     try:
         while (now := time.perf_counter()) < until:
             sequence += 1
-            writer.write(START + admission(f"B{os.getpid()}C{number}N{sequence}{int(until)}") + END)
+            control_id = f"B{os.getpid()}C{number}N{sequence}{int(until)}"
+            writer.write(START + admission(control_id, number * 50_000 + sequence) + END)
             await writer.drain()
             answer = await reader.readuntil(END)
             done = time.perf_counter()

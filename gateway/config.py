@@ -160,7 +160,7 @@ class StoreSettings(_Section):
     encryption_key_file: Path | None = None
     encryption_key: SecretStr | None = None
     group_commit_max_batch: int = Field(512, gt=0)
-    # Extra wait for more messages before a commit when none is queued; 0: a batch is whatever arrived
+    # Extra wait for more writes before a commit when only one is queued; 0: a batch is whatever arrived
     # while the previous commit ran, which needs no waiting and measured as fast at every load.
     group_commit_max_delay_ms: float = Field(0.0, ge=0)
     lease_seconds: float = Field(120.0, gt=0)

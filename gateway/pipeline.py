@@ -23,7 +23,7 @@ from gateway.config import PipelineSettings
 from gateway.logs import correlation, get_logger
 from gateway.metrics import Metrics
 from gateway.signing import SigningError
-from gateway.store import ClaimedMessage, ClaimedSubmission, Store
+from gateway.store import ClaimedMessage, ClaimedSubmission, MappingOutcome, Store
 from gateway.submissions import SubmissionBuildError
 from mappings.document import assemble
 from mappings.fhir_in import map_fhir
@@ -34,6 +34,7 @@ log = get_logger(__name__)
 
 BuildSubmissions = Callable[[Document], list[Submission]]
 MAPPING_BATCH = 32
+MAPPING_NICENESS = 5
 MAX_MAPPING_ATTEMPTS = 5  # a message that crashes the mapping stage this often is parked, not retried forever
 
 
@@ -45,7 +46,15 @@ def map_payload(source: str, payload: bytes) -> MappingResult:
 
 
 def _exit_with_parent(parent_pid: int) -> None:
-    """Worker start-up: leave when the gateway is gone (kill -9 included), instead of lingering as an orphan."""
+    """Worker start-up: leave when the gateway is gone (kill -9 included), instead of lingering as an orphan.
+
+    The worker also yields the CPU to the gateway process (nice +5): when both are busy, a sender waiting for
+    its acknowledgement comes before mapping a message that is already safe on disk.
+    """
+    try:
+        os.nice(MAPPING_NICENESS)
+    except OSError:  # a sandbox that forbids setpriority: map at the gateway's priority rather than not at all
+        pass
     def watch() -> None:
         while os.getppid() == parent_pid:
             time.sleep(1.0)
@@ -90,6 +99,7 @@ class Pipeline:
         self._stopping = asyncio.Event()
 
     async def start(self) -> None:
+        self._executor.submit(os.getpid)  # start the mapping workers now, not when the first message waits on them
         self._tasks.append(asyncio.create_task(self._mapping_loop(), name="pipeline-mapping"))
         for number in range(self._settings.workers):
             self._tasks.append(asyncio.create_task(self._submission_loop(), name=f"pipeline-submit-{number}"))
@@ -125,55 +135,68 @@ class Pipeline:
                 await asyncio.sleep(self._settings.poll_interval_seconds)
 
     async def _map_batch(self, messages: Sequence[ClaimedMessage]) -> None:
+        """Map a batch in the worker, build and sign its documents in order, and finish it in one transaction.
+
+        Documents built earlier in the batch are the base of later fragments of the same episode. A message
+        that fails inside the gateway stops the batch: what came before it is committed, it and the rest stay
+        leased and are tried again when the lease runs out (in order, so an episode never skips a version).
+        """
         loop = asyncio.get_running_loop()
         futures = [loop.run_in_executor(self._executor, map_payload, m.source, m.payload) for m in messages]
         results = await asyncio.gather(*futures, return_exceptions=True)
-        for message, result in zip(messages, results):
-            with correlation(message.correlation_id, source=message.source):
-                try:
-                    await self._apply(message, result)
-                except SigningError:
-                    raise  # the operator's to fix (certificate, token); the message itself is fine
-                except Exception as exc:
-                    if message.attempts < MAX_MAPPING_ATTEMPTS:
-                        raise  # left leased: tried again when the lease runs out
-                    log.exception("message_poisoned", message_id=message.id, attempts=message.attempts)
-                    self._metrics.mapping_errors.labels(message.source, "internal-error").inc()
-                    await self._store.dead_letter_message(
-                        message.id, f"failed {message.attempts} times inside the gateway ({type(exc).__name__});"
-                        f" see the logs for correlation id {message.correlation_id}")
+        outcomes: list[MappingOutcome] = []
+        built: dict[str, Document] = {}  # this batch's newest version of each document, not yet committed
+        try:
+            for message, result in zip(messages, results):
+                with correlation(message.correlation_id, source=message.source):
+                    try:
+                        outcomes.append(await self._apply(message, result, built))
+                    except SigningError:
+                        raise  # the operator's to fix (certificate, token); the message itself is fine
+                    except Exception as exc:
+                        if message.attempts < MAX_MAPPING_ATTEMPTS:
+                            raise  # left leased: tried again when the lease runs out
+                        log.exception("message_poisoned", message_id=message.id, attempts=message.attempts)
+                        self._metrics.mapping_errors.labels(message.source, "internal-error").inc()
+                        outcomes.append(MappingOutcome(message.id, dead_reason=(
+                            f"failed {message.attempts} times inside the gateway ({type(exc).__name__});"
+                            f" see the logs for correlation id {message.correlation_id}")))
+        finally:
+            await self._store.finish_messages(outcomes)
+        for outcome in outcomes:
+            if outcome.dead_reason is None:
+                for document in outcome.documents:
+                    self._metrics.documents_built.labels(document.kind).inc()
+                log.info("message_mapped", message_id=outcome.message_id, submissions=len(outcome.submissions),
+                         documents=[document.idempotency_key for document in outcome.documents])
 
-    async def _apply(self, message: ClaimedMessage, result: MappingResult | BaseException) -> None:
+    async def _apply(self, message: ClaimedMessage, result: MappingResult | BaseException,
+                     built: dict[str, Document]) -> MappingOutcome:
+        """What to commit for one message; `built` gains the documents it creates."""
         if isinstance(result, BaseException):
             log.error("mapping_crashed", message_id=message.id, error=type(result).__name__)
             self._metrics.mapping_errors.labels(message.source, "internal-error").inc()
-            await self._store.dead_letter_message(message.id, f"internal mapping error: {type(result).__name__}")
-            return
+            return MappingOutcome(message.id, dead_reason=f"internal mapping error: {type(result).__name__}")
         if not result.ok:
             for issue in result.issues:
                 self._metrics.mapping_errors.labels(message.source, issue.code).inc()
             log.warning("mapping_refused", message_id=message.id,
                         problems=[f"{i.location} {i.code}" for i in result.issues if i.severity == "error"])
-            await self._store.dead_letter_message(message.id, _summarise(result))
-            return
+            return MappingOutcome(message.id, dead_reason=_summarise(result))
         documents: dict[str, Document] = {}
-        submissions: list[Submission] = []
         for fragment in result.fragments:
-            previous = documents.get(fragment.document_id) or await self._store.latest_document(fragment.document_id)
-            document = assemble(previous, fragment)
-            documents[document.document_id] = document
-            self._metrics.documents_built.labels(document.kind).inc()
+            previous = documents.get(fragment.document_id) or built.get(fragment.document_id) \
+                or await self._store.latest_document(fragment.document_id)
+            documents[fragment.document_id] = assemble(previous, fragment)
         try:  # signing is CPU work (and a hardware token is slow): keep it off the event loop
-            for document in documents.values():
-                submissions.extend(await asyncio.to_thread(self._build_submissions, document))
+            submissions = await asyncio.to_thread(
+                lambda: [item for document in documents.values() for item in self._build_submissions(document)])
         except SubmissionBuildError as exc:  # the document cannot be encoded: retrying cannot help
             self._metrics.mapping_errors.labels(message.source, "encoding-failed").inc()
             log.error("submission_build_failed", message_id=message.id, reason=str(exc))
-            await self._store.dead_letter_message(message.id, str(exc))
-            return
-        await self._store.commit_mapping(message.id, list(documents.values()), submissions)
-        log.info("message_mapped", message_id=message.id, submissions=len(submissions),
-                 documents=[document.idempotency_key for document in documents.values()])  # submission logs carry these
+            return MappingOutcome(message.id, dead_reason=str(exc))
+        built.update(documents)
+        return MappingOutcome(message.id, list(documents.values()), submissions)
 
     # ---- submission ----------------------------------------------------------------------------
 

@@ -1,7 +1,7 @@
 """The durable store: inbox, documents, outbox and receipts in one SQLite file (WAL, synchronous=FULL).
 
-Every write runs on one dedicated thread holding the only writing connection, one transaction per call,
-so writers never wait on SQLite's lock and a group-commit batch costs one thread hop and one fsync.
+Every write runs on one dedicated thread holding the only writing connection (writer.py), and the writes
+queued together share one transaction and one fsync, so writers never wait on SQLite's lock.
 Reads use a separate aiosqlite connection, which WAL lets run beside the writer.
 """
 from __future__ import annotations
@@ -13,8 +13,7 @@ import os
 import sqlite3
 import time
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -24,14 +23,14 @@ from adapters.portal.base import Receipt, Submission
 from gateway.encryption import PayloadCipher
 from gateway.logs import get_logger
 from gateway.store.schema import SchemaTooNewError, StoreError, migrate
+from gateway.store.writer import GroupCommitWriter
 from mappings.model import Document
 
-__all__ = ["ClaimedMessage", "ClaimedSubmission", "Inbound", "SchemaTooNewError", "Store", "StoreError",
+__all__ = ["ClaimedMessage", "ClaimedSubmission", "Inbound", "MappingOutcome", "SchemaTooNewError", "Store", "StoreError",
            "StoreLockedError", "Stored"]
 
 T = TypeVar("T")
 log = get_logger(__name__)
-_STOP = object()
 
 
 @dataclass(frozen=True, slots=True)
@@ -65,6 +64,16 @@ class ClaimedMessage:
     received_at: float
     payload: bytes
     attempts: int = 1  # claims so far, this one included
+
+
+@dataclass(frozen=True, slots=True)
+class MappingOutcome:
+    """What became of one claimed message: its new documents and submissions, or why it is dead."""
+
+    message_id: int
+    documents: list[Document] = field(default_factory=list)
+    submissions: list[Submission] = field(default_factory=list)
+    dead_reason: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -123,14 +132,9 @@ class Store:
         self.path = Path(path)
         self._cipher = cipher
         self._lease = lease_seconds
-        self._max_batch = max_batch
-        self._max_delay = max_delay_ms / 1000
-        self._on_batch = on_batch
-        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="store-writer")
-        self._writer: sqlite3.Connection | None = None
+        self._writer = GroupCommitWriter(lambda: _connect_writer(self.path), max_batch=max_batch,
+                                         max_delay_seconds=max_delay_ms / 1000, on_batch=on_batch)
         self._reader: aiosqlite.Connection | None = None
-        self._queue: asyncio.Queue[Any] = asyncio.Queue()
-        self._group_commit: asyncio.Task[None] | None = None
         self._lock: int | None = None
         self.inbox_ready = asyncio.Event()  # set when messages were committed
         self.outbox_ready = asyncio.Event()  # set when submissions were queued
@@ -147,8 +151,7 @@ class Store:
         try:
             if owner:
                 self._lock = _lock(self.path)
-            loop = asyncio.get_running_loop()
-            self._writer = await loop.run_in_executor(self._executor, _connect_writer, self.path)
+            await self._writer.start()
             self._reader = await aiosqlite.connect(self.path)
             await self._reader.execute("PRAGMA busy_timeout=10000")
             if owner:
@@ -158,39 +161,22 @@ class Store:
         except BaseException:
             await self.close()
             raise
-        self._group_commit = asyncio.create_task(self._group_commit_loop(), name="store-group-commit")
         return self
 
     async def close(self) -> None:
         """Commit what is queued, then release the connections and the serving lock."""
-        if self._group_commit is not None:
-            await self._queue.put(_STOP)
-            await self._group_commit
-            self._group_commit = None
+        await self._writer.stop()
         if self._reader is not None:
             await self._reader.close()
             self._reader = None
-        if self._writer is not None:
-            await asyncio.get_running_loop().run_in_executor(self._executor, self._writer.close)
-            self._writer = None
-        self._executor.shutdown(wait=True)
         if self._lock is not None:
             os.close(self._lock)
             self._lock = None
 
     async def transaction(self, fn: Callable[..., T], *args: Any) -> T:
-        """Run fn(connection, *args) in one IMMEDIATE transaction on the writer thread (the only writer)."""
-        def run() -> T:
-            assert self._writer is not None
-            self._writer.execute("BEGIN IMMEDIATE")
-            try:
-                result = fn(self._writer, *args)
-            except BaseException:
-                self._writer.execute("ROLLBACK")
-                raise
-            self._writer.execute("COMMIT")
-            return result
-        return await asyncio.get_running_loop().run_in_executor(self._executor, run)
+        """Run fn(connection, *args) atomically on the writer thread (the only writer), committed together
+        with the writes queued beside it; returns once it is on disk."""
+        return await self._writer.write(fn, *args)
 
     async def query(self, sql: str, params: tuple[Any, ...] = ()) -> list[sqlite3.Row]:
         """Read beside the writer (WAL), never blocking a commit."""
@@ -198,40 +184,14 @@ class Store:
         async with self._reader.execute(sql, params) as cursor:
             return list(await cursor.fetchall())
 
-    # ---- inbox: group commit -------------------------------------------------------------------
+    # ---- inbox ---------------------------------------------------------------------------------
 
     async def store_inbound(self, inbound: Inbound) -> Stored:
-        """Return only once the message is on disk (or was already): the caller may then acknowledge."""
-        future: asyncio.Future[Stored] = asyncio.get_running_loop().create_future()
-        await self._queue.put((inbound, future))
-        return await future
-
-    async def _group_commit_loop(self) -> None:
-        stopping = False
-        while not stopping:
-            batch = [await self._queue.get()]
-            if self._max_delay and self._queue.empty():  # more may be on their way: let them join this commit
-                await asyncio.sleep(self._max_delay)
-            while len(batch) < self._max_batch and not self._queue.empty():
-                batch.append(self._queue.get_nowait())
-            if _STOP in batch:
-                stopping = True
-                batch = [item for item in batch if item is not _STOP]
-            if not batch:
-                continue
-            try:
-                results = await self.transaction(self._insert_messages, [inbound for inbound, _ in batch])
-            except Exception as exc:  # the disk refused: every waiter hears it, none is acknowledged
-                for _, future in batch:
-                    if not future.done():
-                        future.set_exception(exc)
-                continue
-            for (_, future), result in zip(batch, results):
-                if not future.done():
-                    future.set_result(result)
-            if self._on_batch is not None:
-                self._on_batch(len(batch))
-            self.inbox_ready.set()
+        """Return only once the message is on disk (or was already): the caller may then acknowledge.
+        Messages arriving together share one commit (see writer.py)."""
+        [stored] = await self.transaction(self._insert_messages, [inbound])
+        self.inbox_ready.set()
+        return stored
 
     def _insert_messages(self, db: sqlite3.Connection, batch: list[Inbound]) -> list[Stored]:
         now = time.time()
@@ -288,40 +248,56 @@ class Store:
     async def commit_mapping(self, message_id: int, documents: list[Document],
                              submissions: list[Submission]) -> None:
         """Save new document versions and their outbox rows, and finish the message, all or nothing."""
-        def commit(db: sqlite3.Connection) -> None:
+        await self.finish_messages([MappingOutcome(message_id, documents, submissions)])
+
+    async def finish_messages(self, outcomes: list[MappingOutcome]) -> None:
+        """Finish a batch of mapped or refused messages in one transaction (one fsync), all or nothing."""
+        def finish(db: sqlite3.Connection) -> None:
             now = time.time()
-            (received_at,) = db.execute("SELECT received_at FROM messages WHERE id = ?", (message_id,)).fetchone()
-            patients = {}
-            for document in documents:
-                patients[(document.document_id, document.version)] = document.patient_key
-                db.execute(
-                    "INSERT INTO documents (document_id, version, kind, patient_key, message_id, created_at, bundle)"
-                    " VALUES (?, ?, ?, ?, ?, ?, ?)",
-                    (document.document_id, document.version, document.kind, document.patient_key, message_id, now,
-                     self._cipher.seal(json.dumps(document.bundle, ensure_ascii=False).encode(), b"documents")))
-            for item in submissions:
-                # A version that replaces undelivered ones carries their data, so it keeps their age:
-                # the 24-hour delivery clock runs from the oldest acknowledgement it contains.
-                replaced = (item.document_id, item.channel, item.version)
-                (replaced_since,) = db.execute(
-                    "SELECT min(first_received_at) FROM outbox WHERE document_id = ? AND channel = ? AND version < ?"
-                    " AND state = 'pending'", replaced).fetchone()
-                db.execute(
-                    "UPDATE outbox SET state = 'superseded', finished_at = ?, reason = 'replaced by version ' || ?"
-                    " WHERE document_id = ? AND channel = ? AND version < ? AND state = 'pending'",
-                    (now, item.version, *replaced))
-                first_received_at = min(received_at, replaced_since) if replaced_since else received_at
-                db.execute(
-                    "INSERT INTO outbox (channel, idempotency_key, document_id, version, patient_key, content_type,"
-                    " first_received_at, created_at, state, next_attempt_at, body)"
-                    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, 'pending', ?, ?) ON CONFLICT (channel, idempotency_key) DO NOTHING",
-                    (item.channel, item.idempotency_key, item.document_id, item.version,
-                     patients[(item.document_id, item.version)], item.content_type, first_received_at, now, now,
-                     self._cipher.seal(item.body, b"outbox")))
-            db.execute("UPDATE messages SET state = 'mapped', finished_at = ?, lease_until = 0 WHERE id = ?",
-                       (now, message_id))
-        await self.transaction(commit)
-        self.outbox_ready.set()
+            for outcome in outcomes:
+                if outcome.dead_reason is None:
+                    self._save_mapping(db, now, outcome)
+                else:
+                    db.execute("UPDATE messages SET state = 'dead', reason = ?, finished_at = ?, lease_until = 0"
+                               " WHERE id = ?", (outcome.dead_reason, now, outcome.message_id))
+        if not outcomes:
+            return
+        await self.transaction(finish)
+        if any(outcome.submissions for outcome in outcomes):
+            self.outbox_ready.set()
+
+    def _save_mapping(self, db: sqlite3.Connection, now: float, outcome: MappingOutcome) -> None:
+        (received_at,) = db.execute("SELECT received_at FROM messages WHERE id = ?",
+                                    (outcome.message_id,)).fetchone()
+        patients = {}
+        for document in outcome.documents:
+            patients[(document.document_id, document.version)] = document.patient_key
+            db.execute(
+                "INSERT INTO documents (document_id, version, kind, patient_key, message_id, created_at, bundle)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?)",
+                (document.document_id, document.version, document.kind, document.patient_key, outcome.message_id,
+                 now, self._cipher.seal(json.dumps(document.bundle, ensure_ascii=False).encode(), b"documents")))
+        for item in outcome.submissions:
+            # A version that replaces undelivered ones carries their data, so it keeps their age:
+            # the 24-hour delivery clock runs from the oldest acknowledgement it contains.
+            replaced = (item.document_id, item.channel, item.version)
+            (replaced_since,) = db.execute(
+                "SELECT min(first_received_at) FROM outbox WHERE document_id = ? AND channel = ? AND version < ?"
+                " AND state = 'pending'", replaced).fetchone()
+            db.execute(
+                "UPDATE outbox SET state = 'superseded', finished_at = ?, reason = 'replaced by version ' || ?"
+                " WHERE document_id = ? AND channel = ? AND version < ? AND state = 'pending'",
+                (now, item.version, *replaced))
+            first_received_at = min(received_at, replaced_since) if replaced_since else received_at
+            db.execute(
+                "INSERT INTO outbox (channel, idempotency_key, document_id, version, patient_key, content_type,"
+                " first_received_at, created_at, state, next_attempt_at, body)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, 'pending', ?, ?) ON CONFLICT (channel, idempotency_key) DO NOTHING",
+                (item.channel, item.idempotency_key, item.document_id, item.version,
+                 patients[(item.document_id, item.version)], item.content_type, first_received_at, now, now,
+                 self._cipher.seal(item.body, b"outbox")))
+        db.execute("UPDATE messages SET state = 'mapped', finished_at = ?, lease_until = 0 WHERE id = ?",
+                   (now, outcome.message_id))
 
     async def dead_letter_message(self, message_id: int, reason: str) -> None:
         """Park a message that cannot become a record, with the reason an operator needs to fix it."""

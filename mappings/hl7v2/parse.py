@@ -35,6 +35,17 @@ def _normalised(msg: Er7Message) -> list[str]:
     return lines
 
 
+@lru_cache(maxsize=256)
+def _header_accepted(encoding_characters: tuple[tuple[str, str], ...], version: str | None) -> str:
+    """Why hl7apy refuses a message with these encoding characters and version ('' when it accepts it);
+    building its Message costs a millisecond, so each combination is asked once."""
+    try:
+        Message(version=version, validation_level=VALIDATION_LEVEL.TOLERANT, encoding_chars=dict(encoding_characters))
+    except (HL7apyException, ValueError, IndexError, KeyError, AttributeError) as exc:
+        return type(exc).__name__
+    return ""
+
+
 @lru_cache(maxsize=1024)
 def _segment_known(name: str, version: str) -> bool:
     """Whether hl7apy's tolerant parse accepts a segment of this name (its own definitions, or a Z segment)."""
@@ -54,9 +65,11 @@ def structure_issues(msg: Er7Message) -> list[Issue]:
     lines = _normalised(msg)
     try:
         encoding_characters, _, version = get_message_info(lines[0])
-        Message(version=version, validation_level=VALIDATION_LEVEL.TOLERANT, encoding_chars=encoding_characters)
+        refused = _header_accepted(tuple(sorted(encoding_characters.items())), version)
     except (HL7apyException, ValueError, IndexError, KeyError, AttributeError) as exc:
-        return [Issue("MSH", "hl7apy-parse", f"hl7apy cannot parse the message ({type(exc).__name__}); "
+        refused = type(exc).__name__
+    if refused:
+        return [Issue("MSH", "hl7apy-parse", f"hl7apy cannot parse the message ({refused}); "
                                              "mapped from the raw segments", "warning")]
     names = [line.strip()[:3] for line in lines]
     if names != [segment.name for segment in msg.segments] or not all(_segment_known(n, version) for n in names):

@@ -34,7 +34,9 @@ def _sandbox_missing() -> str:
 
 
 def _syscall_group(group: str, seen: set[str] | None = None) -> set[str]:
-    """The system calls of a systemd group such as @system-service, nested groups expanded."""
+    """The system calls of a systemd group such as @system-service, nested groups expanded (a plain name: itself)."""
+    if not group.startswith("@"):
+        return {group}
     seen = set() if seen is None else seen
     listing = subprocess.run([SYSTEMD_ANALYZE, "syscall-filter", group], capture_output=True, text=True,
                              check=True, timeout=60).stdout.splitlines()[1:]

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from gateway.pipeline import MAPPING_NICENESS
 from tests.conftest import CORPUS
 from tests.e2e.harness import GatewayProcess, wait_until
 
@@ -27,9 +28,28 @@ def alive(pid: int) -> bool:
     return state != "Z"
 
 
+def niceness(pid: int) -> int:
+    return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[16])  # field 19: nice
+
+
+def test_mapping_workers_start_with_the_gateway_and_yield_the_cpu_to_it(tmp_path: Path) -> None:
+    gateway = GatewayProcess(tmp_path).start()
+    try:
+        expected = niceness(gateway.process.pid) + MAPPING_NICENESS
+
+        def workers() -> set[int]:  # spawn_main: a worker, not multiprocessing's resource tracker
+            return {pid for pid in children_of(gateway.process.pid)
+                    if b"spawn_main" in Path(f"/proc/{pid}/cmdline").read_bytes()}
+
+        started = wait_until(workers, 30, what="mapping workers before any message")
+        wait_until(lambda: {niceness(pid) for pid in started} == {expected}, 30, what="workers reniced")
+    finally:
+        gateway.stop()
+
+
 def test_mapping_workers_exit_when_the_gateway_is_killed(tmp_path: Path) -> None:
     gateway = GatewayProcess(tmp_path).start()
-    gateway.mllp_send(CORPUS / "hl7v2" / "adt_a01_admit.hl7")  # the first message starts a mapping worker
+    gateway.mllp_send(CORPUS / "hl7v2" / "adt_a01_admit.hl7")
     wait_until(lambda: gateway.emulator_stats()["accepted"] >= 1, 60, what="message mapped and delivered")
     workers = children_of(gateway.process.pid)
     assert workers, "the gateway should have started at least one mapping worker"

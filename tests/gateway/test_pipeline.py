@@ -135,6 +135,39 @@ async def test_an_episode_built_from_several_messages_is_sent_as_its_newest_vers
     assert sorted(set(channel.calls)) == sorted(channel.calls)  # none sent twice
 
 
+async def test_one_batch_builds_each_version_on_the_one_before_it_in_the_same_batch(tmp_path: Path) -> None:
+    store = await Store(tmp_path / "gw.db", PayloadCipher(b"k" * 32), lease_seconds=0.3).open()
+    failed_once: list[str] = []
+
+    def fail_version_2_once(document) -> list[Submission]:  # a transient bug in the middle of the batch
+        if document.version == 2 and not failed_once:
+            failed_once.append(document.idempotency_key)
+            raise RuntimeError("transient")
+        return plain_submissions(document)
+
+    names = ("adt_a01_admit.hl7", "oru_r01_lab.hl7", "adt_a03_discharge.hl7")
+    for number, name in enumerate(names):  # stored before the pipeline starts: claimed as one batch
+        await store.store_inbound(Inbound("mllp", "HIS|BV", f"C{number}", "ADT^A01", "cid",
+                                          corpus_hl7(name).encode(), b"AA"))
+
+    async def settled() -> bool:
+        return (await store.queue_depths()).get(("inbox", "mapped"), 0) == 3
+
+    try:
+        await run_until(store, ScriptedChannel([]), [], settled, Metrics(), build=fail_version_2_once)
+        with sqlite3.connect(store.path) as db:
+            versions = db.execute("SELECT version, message_id FROM documents ORDER BY version").fetchall()
+            attempts = [row[0] for row in db.execute("SELECT attempts FROM messages ORDER BY id")]
+        latest = await store.latest_document("4000000000123_VV26000456")
+    finally:
+        await store.close()
+    assert failed_once == ["4000000000123_VV26000456:v2"]
+    assert versions == [(1, 1), (2, 2), (3, 3)]  # no version skipped, each from its own message, in order
+    assert attempts == [1, 2, 2]  # the first was committed before the failure; the rest were claimed again
+    kinds = {entry["resource"]["resourceType"] for entry in latest.bundle["entry"]}
+    assert {"Encounter", "Observation", "Condition"} <= kinds  # v3 carries what all three messages said
+
+
 async def test_a_document_that_cannot_be_encoded_is_dead_lettered_not_retried_forever(store: Store) -> None:
     def refuse(document) -> list[Submission]:
         raise SubmissionBuildError(f"{document.kind} document {document.idempotency_key}: no health class")
