@@ -162,13 +162,46 @@ class Pipeline:
                             f"failed {message.attempts} times inside the gateway ({type(exc).__name__});"
                             f" see the logs for correlation id {message.correlation_id}")))
         finally:
+            await self._finish({message.id: message for message in messages}, outcomes)
+
+    async def _finish(self, messages: dict[int, ClaimedMessage], outcomes: list[MappingOutcome]) -> None:
+        """Commit the batch's outcomes in one transaction; if that fails, one by one up to the first that
+        cannot be saved. That one is parked once it has failed MAX_MAPPING_ATTEMPTS times; the ones after it
+        stay leased and are mapped again from what is committed (they may have built on its documents)."""
+        try:
             await self._store.finish_messages(outcomes)
-        for outcome in outcomes:
+            finished = outcomes
+        except Exception:
+            log.exception("mapping_commit_failed", messages=len(outcomes))
+            finished = []
+            for outcome in outcomes:
+                message = messages[outcome.message_id]
+                try:
+                    await self._store.finish_messages([outcome])
+                except Exception as exc:
+                    if message.attempts >= MAX_MAPPING_ATTEMPTS:
+                        await self._park_unsaveable(message, exc)
+                    break
+                finished.append(outcome)
+        for outcome in finished:
             if outcome.dead_reason is None:
                 for document in outcome.documents:
                     self._metrics.documents_built.labels(document.kind).inc()
-                log.info("message_mapped", message_id=outcome.message_id, submissions=len(outcome.submissions),
-                         documents=[document.idempotency_key for document in outcome.documents])
+                with correlation(messages[outcome.message_id].correlation_id):
+                    log.info("message_mapped", message_id=outcome.message_id, submissions=len(outcome.submissions),
+                             documents=[document.idempotency_key for document in outcome.documents])
+
+    async def _park_unsaveable(self, message: ClaimedMessage, exc: Exception) -> None:
+        """A message whose result the store refused MAX_MAPPING_ATTEMPTS times goes to the dead letters."""
+        with correlation(message.correlation_id, source=message.source):
+            log.error("message_poisoned", message_id=message.id, attempts=message.attempts, error=type(exc).__name__)
+            self._metrics.mapping_errors.labels(message.source, "internal-error").inc()
+            try:
+                await self._store.finish_messages([MappingOutcome(message.id, dead_reason=(
+                    f"its result could not be saved {message.attempts} times ({type(exc).__name__});"
+                    f" see the logs for correlation id {message.correlation_id}"))])
+            except Exception:
+                log.exception("message_park_failed", message_id=message.id)
 
     async def _apply(self, message: ClaimedMessage, result: MappingResult | BaseException,
                      built: dict[str, Document]) -> MappingOutcome:

@@ -47,7 +47,7 @@ class GroupCommitWriter:
         if self._task is not None:
             self._stopping = True
             self._waiting.set()
-            await self._task
+            await asyncio.shield(self._task)  # a caller that stops waiting must not cancel a commit on its way
             self._task = None
         if self._connection is not None:
             await asyncio.get_running_loop().run_in_executor(self._executor, self._connection.close)
@@ -56,7 +56,7 @@ class GroupCommitWriter:
 
     async def write(self, fn: Callable[..., T], *args: Any) -> T:
         """Run fn(connection, *args) atomically in the next group commit; return its result once on disk."""
-        if self._task is None or self._stopping:
+        if self._task is None or self._task.done() or self._stopping:
             raise RuntimeError("the store is not open for writing")
         future: asyncio.Future[T] = asyncio.get_running_loop().create_future()
         self._writes.append((fn, args, future))
@@ -79,6 +79,11 @@ class GroupCommitWriter:
                 outcomes = await loop.run_in_executor(self._executor, self._commit, batch)
             except Exception as exc:  # the disk refused the transaction: every write in it hears so
                 outcomes = [(False, exc)] * len(batch)
+            except BaseException as exc:  # a write function raised SystemExit or the like: all rolled back
+                if isinstance(exc, asyncio.CancelledError):
+                    raise
+                failure = RuntimeError(f"write aborted by {type(exc).__name__}; the whole transaction was rolled back")
+                outcomes = [(False, failure)] * len(batch)
             for (_, _, future), (ok, value) in zip(batch, outcomes):
                 if not future.done():  # a caller that gave up (cancelled) still had its write committed
                     if ok:

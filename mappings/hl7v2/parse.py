@@ -51,7 +51,7 @@ def _segment_known(name: str, version: str) -> bool:
     """Whether hl7apy's tolerant parse accepts a segment of this name (its own definitions, or a Z segment)."""
     try:
         Segment(name, version=version, validation_level=VALIDATION_LEVEL.TOLERANT)
-    except (HL7apyException, ValueError):
+    except (HL7apyException, ValueError, IndexError, KeyError, AttributeError):  # IndexError: QRD in 2.7+
         return False
     return True
 

@@ -168,6 +168,38 @@ async def test_one_batch_builds_each_version_on_the_one_before_it_in_the_same_ba
     assert {"Encounter", "Observation", "Condition"} <= kinds  # v3 carries what all three messages said
 
 
+class UnsaveableMessage(Store):
+    """A store that refuses to save the mapping of one message, as a deterministic bug or bad data might."""
+
+    def _save_mapping(self, db: sqlite3.Connection, now: float, outcome) -> None:
+        if outcome.message_id == 2:
+            raise sqlite3.IntegrityError("cannot save message 2")
+        super()._save_mapping(db, now, outcome)
+
+
+async def test_a_message_whose_result_cannot_be_saved_is_parked_and_does_not_hold_its_batch(tmp_path: Path) -> None:
+    store = await UnsaveableMessage(tmp_path / "gw.db", PayloadCipher(b"k" * 32), lease_seconds=0.05).open()
+    for number, name in enumerate(("adt_a01_admit.hl7", "oru_r01_lab.hl7", "adt_a03_discharge.hl7")):
+        await store.store_inbound(Inbound("mllp", "HIS|BV", f"C{number}", "ADT^A01", "cid",
+                                          corpus_hl7(name).encode(), b"AA"))
+
+    async def settled() -> bool:
+        depths = await store.queue_depths()
+        return depths.get(("inbox", "mapped"), 0) == 2 and depths.get(("inbox", "dead"), 0) == 1
+
+    try:
+        await run_until(store, ScriptedChannel([]), [], settled, Metrics())
+        with sqlite3.connect(store.path) as db:
+            states = db.execute("SELECT id, state, attempts, reason FROM messages ORDER BY id").fetchall()
+            versions = db.execute("SELECT version, message_id FROM documents ORDER BY version").fetchall()
+    finally:
+        await store.close()
+    assert [(row[0], row[1]) for row in states] == [(1, "mapped"), (2, "dead"), (3, "mapped")]
+    assert states[0][2] == 1 and states[1][2] == MAX_MAPPING_ATTEMPTS  # the first was saved at once
+    assert "could not be saved" in states[1][3] and "correlation id cid" in states[1][3]
+    assert versions == [(1, 1), (2, 3)]  # the third was mapped again on what was saved, not on message 2's
+
+
 async def test_a_document_that_cannot_be_encoded_is_dead_lettered_not_retried_forever(store: Store) -> None:
     def refuse(document) -> list[Submission]:
         raise SubmissionBuildError(f"{document.kind} document {document.idempotency_key}: no health class")

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import asyncio
 import sqlite3
+import time
 from pathlib import Path
 
 import pytest
@@ -93,3 +94,37 @@ async def test_a_caller_that_gives_up_does_not_undo_its_write(tmp_path: Path, wr
     task.cancel()
     await writer.write(insert("parent", 8))  # committed after (or with) the abandoned one
     assert rows(tmp_path / "w.db", "parent") == [7, 8]
+
+
+class Abort(BaseException):
+    pass
+
+
+async def test_a_write_that_raises_a_base_exception_fails_its_batch_and_the_writer_goes_on(
+        tmp_path: Path, writer: GroupCommitWriter) -> None:
+    def abort(db: sqlite3.Connection) -> None:
+        raise Abort()
+
+    results = await asyncio.wait_for(asyncio.gather(  # a dead writer would leave them waiting for ever
+        writer.write(insert("parent", 1)), writer.write(abort), writer.write(insert("parent", 2)),
+        return_exceptions=True), 10)
+    assert all(isinstance(result, RuntimeError) and "Abort" in str(result) for result in results)
+    assert rows(tmp_path / "w.db", "parent") == []  # nobody heard "done" for a write that was rolled back
+    assert await asyncio.wait_for(writer.write(insert("parent", 3)), 10) == 3
+
+
+async def test_a_stop_that_is_given_up_on_still_finishes_the_commit(tmp_path: Path) -> None:
+    writer = GroupCommitWriter(connect(tmp_path / "w.db"), max_batch=10, max_delay_seconds=0, on_batch=None)
+    await writer.start()
+
+    def slow(db: sqlite3.Connection) -> int:
+        time.sleep(0.3)
+        return insert("parent", 1)(db)
+
+    pending = asyncio.create_task(writer.write(slow))
+    await asyncio.sleep(0.05)
+    with pytest.raises(TimeoutError):
+        await asyncio.wait_for(writer.stop(), 0.1)
+    assert await pending == 1  # its caller hears that it is on disk
+    await writer.stop()
+    assert rows(tmp_path / "w.db", "parent") == [1]

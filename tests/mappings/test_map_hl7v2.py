@@ -5,9 +5,12 @@ import hashlib
 from collections import Counter
 from typing import Any
 
+import hl7apy
 import pytest
 
-from mappings.hl7v2 import map_message
+from mappings.hl7v2 import er7, map_message
+from mappings.hl7v2.events import SUPPORTED_VERSIONS
+from mappings.hl7v2.parse import structure_issues
 from mappings.model import Fragment
 from tests.mappings.conftest import corpus_text, hl7_files, replace_field
 
@@ -167,6 +170,24 @@ def test_segments_hl7apy_does_not_know_are_warnings_only(admit: str, extra: str,
     result = map_message(admit + "\r" + extra)
     assert [(i.location, i.code) for i in result.issues] == warnings
     assert result.ok and result.fragments[0].resources == only_fragment(admit).resources
+
+
+@pytest.mark.parametrize("version", ["2.5", "2.7", "2.8"])
+def test_a_segment_hl7apy_cannot_build_in_this_version_is_a_warning_only(admit: str, version: str) -> None:
+    message = admit.replace("|2.5|", f"|{version}|", 1) + "\rQRD|20260312|R|I|Q1"  # hl7apy: IndexError in 2.7+
+    result = map_message(message)
+    assert result.ok and {(i.location, i.code) for i in result.issues} <= {("MSH", "hl7apy-parse")}
+
+
+def test_no_segment_name_hl7apy_knows_in_any_version_makes_the_structure_check_raise(admit: str) -> None:
+    names = set().union(*(hl7apy.load_library(version).SEGMENTS for version in SUPPORTED_VERSIONS
+                          if version in hl7apy.SUPPORTED_LIBRARIES))
+    for version in SUPPORTED_VERSIONS:
+        for name in sorted(names) + ["ZPX", "PI", "pid", "1AB"]:
+            message = er7.read(admit.replace("|2.5|", f"|{version}|", 1) + f"\r{name}|1")
+            assert message is not None
+            issues = structure_issues(message)
+            assert {(i.location, i.code) for i in issues} <= {("MSH", "hl7apy-parse")}, (version, name)
 
 
 def test_encoding_characters_hl7apy_refuses_are_a_warning_only(admit: str) -> None:
