@@ -8,6 +8,7 @@ crash at any point re-queue the work, and the idempotency key makes a repeated a
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import random
@@ -97,6 +98,7 @@ class Pipeline:
         self._executor = executor
         self._tasks: list[asyncio.Task[None]] = []
         self._stopping = asyncio.Event()
+        self._mapping_pause = 0.0
 
     async def start(self) -> None:
         self._executor.submit(os.getpid)  # start the mapping workers now, not when the first message waits on them
@@ -133,41 +135,58 @@ class Pipeline:
             except Exception:
                 log.exception("mapping_stage_error")
                 await asyncio.sleep(self._settings.poll_interval_seconds)
+            if self._mapping_pause:  # messages were released after a failure: back off before trying again
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._stopping.wait(), self._mapping_pause)
+                self._mapping_pause = 0.0
 
     async def _map_batch(self, messages: Sequence[ClaimedMessage]) -> None:
         """Map a batch in the worker, build and sign its documents in order, and finish it in one transaction.
 
         Documents built earlier in the batch are the base of later fragments of the same episode. A message
-        that fails inside the gateway stops the batch: what came before it is committed, it and the rest stay
-        leased and are tried again when the lease runs out (in order, so an episode never skips a version).
+        that fails inside the gateway stops the batch: what came before it is committed, and it and the rest
+        are released to be claimed again first, after a backoff in which nothing else is mapped, so messages
+        are applied in the order they were acknowledged; it is parked after MAX_MAPPING_ATTEMPTS. A signing failure instead leaves them leased: the lease time is the
+        pause before the next try, as signing is the operator's to fix and would fail for every message.
         """
         loop = asyncio.get_running_loop()
         futures = [loop.run_in_executor(self._executor, map_payload, m.source, m.payload) for m in messages]
         results = await asyncio.gather(*futures, return_exceptions=True)
         outcomes: list[MappingOutcome] = []
         built: dict[str, Document] = {}  # this batch's newest version of each document, not yet committed
+        release = True
         try:
             for message, result in zip(messages, results):
                 with correlation(message.correlation_id, source=message.source):
                     try:
                         outcomes.append(await self._apply(message, result, built))
                     except SigningError:
+                        release = False
                         raise  # the operator's to fix (certificate, token); the message itself is fine
                     except Exception as exc:
                         if message.attempts < MAX_MAPPING_ATTEMPTS:
-                            raise  # left leased: tried again when the lease runs out
+                            raise  # tried again, in order, after the loop's pause
                         log.exception("message_poisoned", message_id=message.id, attempts=message.attempts)
                         self._metrics.mapping_errors.labels(message.source, "internal-error").inc()
                         outcomes.append(MappingOutcome(message.id, dead_reason=(
                             f"failed {message.attempts} times inside the gateway ({type(exc).__name__});"
                             f" see the logs for correlation id {message.correlation_id}")))
         finally:
-            await self._finish({message.id: message for message in messages}, outcomes)
+            finished = await self._finish({message.id: message for message in messages}, outcomes)
+            unfinished = [message for message in messages if message.id not in finished]
+            if release and unfinished:
+                self._mapping_pause = backoff_delay(unfinished[0].attempts, self._settings)
+                try:
+                    await self._store.release_messages([message.id for message in unfinished])
+                except Exception:  # their leases run out instead
+                    log.exception("mapping_release_failed", messages=len(unfinished))
 
-    async def _finish(self, messages: dict[int, ClaimedMessage], outcomes: list[MappingOutcome]) -> None:
+    async def _finish(self, messages: dict[int, ClaimedMessage], outcomes: list[MappingOutcome]) -> set[int]:
         """Commit the batch's outcomes in one transaction; if that fails, one by one up to the first that
         cannot be saved. That one is parked once it has failed MAX_MAPPING_ATTEMPTS times; the ones after it
-        stay leased and are mapped again from what is committed (they may have built on its documents)."""
+        are mapped again from what is committed (they may have built on its documents). Returns the ids of
+        the messages that are finished (mapped or parked)."""
+        parked: int | None = None
         try:
             await self._store.finish_messages(outcomes)
             finished = outcomes
@@ -179,8 +198,8 @@ class Pipeline:
                 try:
                     await self._store.finish_messages([outcome])
                 except Exception as exc:
-                    if message.attempts >= MAX_MAPPING_ATTEMPTS:
-                        await self._park_unsaveable(message, exc)
+                    if message.attempts >= MAX_MAPPING_ATTEMPTS and await self._park_unsaveable(message, exc):
+                        parked = message.id
                     break
                 finished.append(outcome)
         for outcome in finished:
@@ -190,9 +209,11 @@ class Pipeline:
                 with correlation(messages[outcome.message_id].correlation_id):
                     log.info("message_mapped", message_id=outcome.message_id, submissions=len(outcome.submissions),
                              documents=[document.idempotency_key for document in outcome.documents])
+        return {outcome.message_id for outcome in finished} | ({parked} if parked is not None else set())
 
-    async def _park_unsaveable(self, message: ClaimedMessage, exc: Exception) -> None:
-        """A message whose result the store refused MAX_MAPPING_ATTEMPTS times goes to the dead letters."""
+    async def _park_unsaveable(self, message: ClaimedMessage, exc: Exception) -> bool:
+        """A message whose result the store refused MAX_MAPPING_ATTEMPTS times goes to the dead letters;
+        False when even that could not be saved."""
         with correlation(message.correlation_id, source=message.source):
             log.error("message_poisoned", message_id=message.id, attempts=message.attempts, error=type(exc).__name__)
             self._metrics.mapping_errors.labels(message.source, "internal-error").inc()
@@ -202,6 +223,8 @@ class Pipeline:
                     f" see the logs for correlation id {message.correlation_id}"))])
             except Exception:
                 log.exception("message_park_failed", message_id=message.id)
+                return False
+        return True
 
     async def _apply(self, message: ClaimedMessage, result: MappingResult | BaseException,
                      built: dict[str, Document]) -> MappingOutcome:

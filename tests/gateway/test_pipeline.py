@@ -168,6 +168,38 @@ async def test_one_batch_builds_each_version_on_the_one_before_it_in_the_same_ba
     assert {"Encounter", "Observation", "Condition"} <= kinds  # v3 carries what all three messages said
 
 
+async def test_after_a_failure_messages_are_still_applied_in_the_order_they_were_acknowledged(tmp_path: Path) -> None:
+    store = await Store(tmp_path / "gw.db", PayloadCipher(b"k" * 32), lease_seconds=60).open()
+    loop = asyncio.get_running_loop()
+    failed_once: list[int] = []
+
+    def fail_version_2_once_while_a_new_message_arrives(document) -> list[Submission]:
+        if document.version == 2 and not failed_once:
+            failed_once.append(document.version)
+            asyncio.run_coroutine_threadsafe(store.store_inbound(Inbound(  # acknowledged during the failure
+                "mllp", "HIS|BV", "C3", "ORU^R01", "cid", corpus_hl7("oru_r01_lab.hl7").encode(), b"AA")),
+                loop).result(10)
+            raise RuntimeError("transient")
+        return plain_submissions(document)
+
+    for number, name in enumerate(("adt_a01_admit.hl7", "adt_a03_discharge.hl7", "adt_a08_update.hl7")):
+        await store.store_inbound(Inbound("mllp", "HIS|BV", f"C{number}", "ADT^A01", "cid",
+                                          corpus_hl7(name).encode(), b"AA"))
+
+    async def settled() -> bool:  # with a 60 s lease: only a prompt, ordered retry settles within the test
+        return (await store.queue_depths()).get(("inbox", "mapped"), 0) == 4
+
+    try:
+        await run_until(store, ScriptedChannel([]), [], settled, Metrics(),
+                        build=fail_version_2_once_while_a_new_message_arrives)
+        with sqlite3.connect(store.path) as db:
+            versions = db.execute("SELECT version, message_id FROM documents ORDER BY version").fetchall()
+    finally:
+        await store.close()
+    assert failed_once == [2]
+    assert versions == [(1, 1), (2, 2), (3, 3), (4, 4)]  # the late message did not overtake the failed ones
+
+
 class UnsaveableMessage(Store):
     """A store that refuses to save the mapping of one message, as a deterministic bug or bad data might."""
 
