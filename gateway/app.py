@@ -85,7 +85,7 @@ class Gateway:
         self._pipeline = Pipeline(
             self.store, self.metrics, s.pipeline,
             lambda document: build_submissions(document, facility, signer, s.portal),
-            self._channels, mapping_executor(s.pipeline.mapping_processes))
+            self._channels, lambda: mapping_executor(s.pipeline.mapping_processes))
         await self._pipeline.start()
         self._retention = Retention(self.store, self.metrics, s.store.retention_days)
         self._retention.start()

@@ -16,7 +16,7 @@ import re
 import threading
 import time
 from collections.abc import Callable, Sequence
-from concurrent.futures import Executor, ProcessPoolExecutor, ThreadPoolExecutor
+from concurrent.futures import BrokenExecutor, Executor, ProcessPoolExecutor, ThreadPoolExecutor
 from multiprocessing import get_context
 
 from adapters.portal.base import PermanentPortalError, PortalChannel, Submission, TransientPortalError
@@ -89,13 +89,15 @@ class Pipeline:
 
     def __init__(self, store: Store, metrics: Metrics, settings: PipelineSettings,
                  build_submissions: BuildSubmissions, channels: dict[str, PortalChannel],
-                 executor: Executor) -> None:
+                 new_executor: Callable[[], Executor]) -> None:
         self._store = store
         self._metrics = metrics
         self._settings = settings
         self._build_submissions = build_submissions
         self._channels = channels
-        self._executor = executor
+        self._new_executor = new_executor
+        self._executor = new_executor()
+        self._isolate_through = 0  # after a mapping worker died: map one message at a time up to this id
         self._tasks: list[asyncio.Task[None]] = []
         self._stopping = asyncio.Event()
         self._mapping_pause = 0.0
@@ -127,7 +129,7 @@ class Pipeline:
     async def _mapping_loop(self) -> None:
         while not self._stopping.is_set():
             try:
-                messages = await self._store.claim_messages(MAPPING_BATCH)
+                messages = await self._store.claim_messages(1 if self._isolate_through else MAPPING_BATCH)
                 if not messages:
                     await self._wait(self._store.inbox_ready)
                     continue
@@ -146,16 +148,15 @@ class Pipeline:
         Documents built earlier in the batch are the base of later fragments of the same episode. A message
         that fails inside the gateway stops the batch: what came before it is committed, and it and the rest
         are released to be claimed again first, after a backoff in which nothing else is mapped, so messages
-        are applied in the order they were acknowledged; it is parked after MAX_MAPPING_ATTEMPTS. A signing failure instead leaves them leased: the lease time is the
-        pause before the next try, as signing is the operator's to fix and would fail for every message.
+        are applied in the order they were acknowledged; it is parked after MAX_MAPPING_ATTEMPTS. A signing
+        failure instead leaves them leased: the lease time is the pause before the next try, as signing is the
+        operator's to fix and would fail for every message.
         """
-        loop = asyncio.get_running_loop()
-        futures = [loop.run_in_executor(self._executor, map_payload, m.source, m.payload) for m in messages]
-        results = await asyncio.gather(*futures, return_exceptions=True)
         outcomes: list[MappingOutcome] = []
         built: dict[str, Document] = {}  # this batch's newest version of each document, not yet committed
         release = True
         try:
+            results = await self._map_all(messages)
             for message, result in zip(messages, results):
                 with correlation(message.correlation_id, source=message.source):
                     try:
@@ -180,6 +181,34 @@ class Pipeline:
                     await self._store.release_messages([message.id for message in unfinished])
                 except Exception:  # their leases run out instead
                     log.exception("mapping_release_failed", messages=len(unfinished))
+
+    async def _map_all(self, messages: Sequence[ClaimedMessage]) -> list[MappingResult | BaseException]:
+        """Map the batch in the worker processes. A worker that died (the OOM killer, say) breaks the pool:
+        it is replaced, its messages count a failed attempt instead of being parked, and they are mapped one
+        at a time until past the batch, so a message that kills the worker is found and parked on its own."""
+        loop = asyncio.get_running_loop()
+        for _ in range(2):
+            futures: list[asyncio.Future[MappingResult]] = []
+            try:
+                for message in messages:
+                    futures.append(loop.run_in_executor(self._executor, map_payload, message.source, message.payload))
+            except BrokenExecutor:  # it broke while idle: a fresh pool, and submit again
+                await asyncio.gather(*futures, return_exceptions=True)
+                self._replace_executor(messages)
+                continue
+            results = await asyncio.gather(*futures, return_exceptions=True)
+            if any(isinstance(result, BrokenExecutor) for result in results):
+                self._replace_executor(messages)
+            elif len(messages) == 1 and messages[0].id >= self._isolate_through:
+                self._isolate_through = 0
+            return results
+        raise BrokenExecutor("the mapping workers could not be started")
+
+    def _replace_executor(self, messages: Sequence[ClaimedMessage]) -> None:
+        log.error("mapping_worker_died", messages=len(messages))
+        self._executor.shutdown(wait=False, cancel_futures=True)
+        self._executor = self._new_executor()
+        self._isolate_through = max(self._isolate_through, max(message.id for message in messages))
 
     async def _finish(self, messages: dict[int, ClaimedMessage], outcomes: list[MappingOutcome]) -> set[int]:
         """Commit the batch's outcomes in one transaction; if that fails, one by one up to the first that
@@ -229,6 +258,8 @@ class Pipeline:
     async def _apply(self, message: ClaimedMessage, result: MappingResult | BaseException,
                      built: dict[str, Document]) -> MappingOutcome:
         """What to commit for one message; `built` gains the documents it creates."""
+        if isinstance(result, BrokenExecutor):
+            raise result  # not this message's fault as far as anyone knows yet: counted as a failed attempt
         if isinstance(result, BaseException):
             log.error("mapping_crashed", message_id=message.id, error=type(result).__name__)
             self._metrics.mapping_errors.labels(message.source, "internal-error").inc()

@@ -2,7 +2,11 @@
 from __future__ import annotations
 
 import asyncio
+import os
+import signal
 import sqlite3
+from concurrent.futures import Executor, Future
+from concurrent.futures.process import BrokenProcessPool
 from pathlib import Path
 
 import pytest
@@ -17,6 +21,7 @@ from gateway.store import Inbound, Store
 from gateway.store.admin import ItemRef, QueueAdmin
 from gateway.submissions import SubmissionBuildError
 from tests.conftest import corpus_hl7
+from tests.e2e.harness import wait_until
 
 
 class ScriptedChannel:
@@ -52,7 +57,7 @@ SETTINGS = PipelineSettings(workers=2, mapping_processes=0, poll_interval_second
 
 async def run_until(store: Store, channel: ScriptedChannel, messages: list[str], done, metrics: Metrics,
                     build=plain_submissions) -> None:
-    pipeline = Pipeline(store, metrics, SETTINGS, build, {"bhxh_xml130": channel}, mapping_executor(0))
+    pipeline = Pipeline(store, metrics, SETTINGS, build, {"bhxh_xml130": channel}, lambda: mapping_executor(0))
     await pipeline.start()
     for number, text in enumerate(messages):
         await store.store_inbound(Inbound("mllp", "HIS|BV", f"C{number}", "ADT^A01", "cid", text.encode(), b"AA"))
@@ -327,3 +332,83 @@ def test_backoff_grows_with_attempts_and_stays_under_the_cap() -> None:
 ])
 def test_failure_labels_are_bounded_and_tell_refusals_apart(error: Exception, label: str) -> None:
     assert _reason(error) == label
+
+
+class WorkerKillingPool(Executor):
+    """Maps in this thread, but a payload marked POISON kills 'the worker': the pool breaks, as a
+    ProcessPoolExecutor does when the OOM killer takes a worker, and refuses every later submission."""
+
+    pools: list[WorkerKillingPool] = []
+
+    def __init__(self) -> None:
+        self.broken = False
+        WorkerKillingPool.pools.append(self)
+
+    def submit(self, fn, /, *args, **kwargs) -> Future:
+        if self.broken:
+            raise BrokenProcessPool("a worker died")
+        future: Future = Future()
+        if len(args) > 1 and b"POISON" in args[1]:
+            self.broken = True
+            future.set_exception(BrokenProcessPool("a worker died"))
+        else:
+            future.set_result(fn(*args, **kwargs))
+        return future
+
+
+async def test_a_message_that_kills_the_mapping_worker_is_found_and_parked_alone(store: Store) -> None:
+    WorkerKillingPool.pools.clear()
+    messages = [corpus_hl7("adt_a01_admit.hl7"), corpus_hl7("adt_a08_update.hl7") + "\rZPX|POISON",
+                corpus_hl7("adt_a03_discharge.hl7")]
+    for number, text in enumerate(messages):
+        await store.store_inbound(Inbound("mllp", "HIS|BV", f"C{number}", "ADT^A01", "cid", text.encode(), b"AA"))
+    pipeline = Pipeline(store, Metrics(), SETTINGS, plain_submissions, {"bhxh_xml130": ScriptedChannel([])},
+                        WorkerKillingPool)
+    await pipeline.start()
+    try:
+        for _ in range(200):
+            depths = await store.queue_depths()
+            if depths.get(("inbox", "mapped"), 0) == 2 and depths.get(("inbox", "dead"), 0) == 1:
+                break
+            await asyncio.sleep(0.05)
+    finally:
+        await pipeline.stop()
+    with sqlite3.connect(store.path) as db:
+        rows = db.execute("SELECT id, state, attempts, reason FROM messages ORDER BY id").fetchall()
+    assert [(row[1], row[2]) for row in rows] == [("mapped", 2), ("dead", MAX_MAPPING_ATTEMPTS), ("mapped", 2)]
+    assert "BrokenProcessPool" in rows[1][3]
+    assert len(WorkerKillingPool.pools) > MAX_MAPPING_ATTEMPTS  # a fresh pool after every death
+
+
+async def test_mapping_goes_on_after_an_idle_mapping_worker_is_killed(store: Store) -> None:
+    pipeline = Pipeline(store, Metrics(), SETTINGS, plain_submissions, {"bhxh_xml130": ScriptedChannel([])},
+                        lambda: mapping_executor(1))
+    await pipeline.start()
+    try:
+        workers = await asyncio.to_thread(wait_until, lambda: spawned_children(os.getpid()), 30, 0.1,
+                                          "a mapping worker")
+        for pid in workers:
+            os.kill(pid, signal.SIGKILL)
+        await asyncio.sleep(0.5)
+        await store.store_inbound(Inbound("mllp", "HIS|BV", "C1", "ADT^A01", "cid",
+                                          corpus_hl7("adt_a01_admit.hl7").encode(), b"AA"))
+        for _ in range(300):
+            if (await store.queue_depths()).get(("inbox", "mapped"), 0) == 1:
+                break
+            await asyncio.sleep(0.05)
+    finally:
+        await pipeline.stop()
+    assert (await store.queue_depths()).get(("inbox", "mapped"), 0) == 1
+
+
+def spawned_children(parent: int) -> set[int]:
+    """This process's mapping workers (spawned: their command line runs spawn_main)."""
+    found = set()
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            if int(stat.read_text().rsplit(")", 1)[1].split()[1]) == parent and \
+                    b"spawn_main" in (stat.parent / "cmdline").read_bytes():
+                found.add(int(stat.parent.name))
+        except (OSError, IndexError, ValueError):
+            continue
+    return found

@@ -81,7 +81,7 @@ def make_pipeline(store: Store, channels: dict[str, PortalChannel], signer: Sign
     def build(document: Document) -> list[Submission]:
         return build_submissions(document, FACILITY, signer, PortalSettings(), now=datetime.now(timezone.utc))
 
-    return lambda: Pipeline(store, Metrics(), settings, build, channels, mapping_executor(0))
+    return lambda: Pipeline(store, Metrics(), settings, build, channels, lambda: mapping_executor(0))
 
 
 async def acknowledge(store: Store, messages: list[bytes]) -> None:
