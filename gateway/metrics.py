@@ -53,7 +53,8 @@ class Metrics:
             f"{PREFIX}_ack_latency_seconds", "From a whole message read to its durable acknowledgement",
             ["source"], buckets=LATENCY_BUCKETS, registry=r)
         self.group_commit_batch = Histogram(
-            f"{PREFIX}_group_commit_batch_size", "Writes committed together in one transaction (acknowledged messages and pipeline steps)",
+            f"{PREFIX}_group_commit_batch_size",
+            "Writes committed together in one transaction (acknowledged messages and pipeline steps)",
             buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256, 512), registry=r)
         self.mllp_connections = Gauge(
             f"{PREFIX}_mllp_connections", "Open MLLP connections", registry=r)

@@ -26,8 +26,8 @@ from gateway.store.schema import SchemaTooNewError, StoreError, migrate
 from gateway.store.writer import GroupCommitWriter
 from mappings.model import Document
 
-__all__ = ["ClaimedMessage", "ClaimedSubmission", "Inbound", "MappingOutcome", "SchemaTooNewError", "Store", "StoreError",
-           "StoreLockedError", "Stored"]
+__all__ = ["ClaimedMessage", "ClaimedSubmission", "Inbound", "MappingOutcome", "SchemaTooNewError", "Store",
+           "StoreError", "StoreLockedError", "Stored"]
 
 T = TypeVar("T")
 log = get_logger(__name__)

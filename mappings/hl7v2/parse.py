@@ -2,9 +2,10 @@
 
 hl7apy is asked what a full parse would decide (header, version, encoding characters, which segments it
 knows) without building every field: its full tolerant parse cost 10-20 ms a message, ten times the rest
-of the mapping, and only ever produced these warnings. Values are then read from the exact ER7 text (er7.py), not from hl7apy's re-encoding: hl7apy's
-`to_er7()` re-escapes sequences it does not know (`\\.br\\` becomes `\\E\\.br\\E\\`), moves the withdrawn
-XTN-1 in v2.6+, and loses the names of withdrawn fields in v2.8, any of which would garble a record.
+of the mapping, and only ever produced these warnings. Values are then read from the exact ER7 text
+(er7.py), not from hl7apy's re-encoding: hl7apy's `to_er7()` re-escapes sequences it does not know
+(`\\.br\\` becomes `\\E\\.br\\E\\`), moves the withdrawn XTN-1 in v2.6+, and loses the names of
+withdrawn fields in v2.8, any of which would garble a record.
 """
 from __future__ import annotations
 
