@@ -43,6 +43,32 @@ def wait_until(predicate, timeout: float, interval: float = 0.1, what: str = "co
     raise AssertionError(f"timed out after {timeout}s waiting for {what} (last error: {last_error})")
 
 
+def children_of(pid: int) -> set[int]:
+    """The processes whose parent is `pid` (Linux /proc)."""
+    found = set()
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except (OSError, IndexError):
+            continue
+        if int(fields[1]) == pid:  # field 4 of /proc/PID/stat: the parent pid
+            found.add(int(stat.parent.name))
+    return found
+
+
+def mapping_workers(pid: int) -> set[int]:
+    """The mapping worker processes of a gateway (spawned: their command line runs spawn_main), not
+    multiprocessing's resource tracker."""
+    workers = set()
+    for child in children_of(pid):
+        try:
+            if b"spawn_main" in Path(f"/proc/{child}/cmdline").read_bytes():
+                workers.add(child)
+        except OSError:
+            continue
+    return workers
+
+
 @dataclass
 class GatewayProcess:
     """`healthbook-gateway demo` (in-process emulator) or `serve`, configured only by HBGW_ variables."""

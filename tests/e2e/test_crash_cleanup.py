@@ -5,19 +5,7 @@ from pathlib import Path
 
 from gateway.pipeline import MAPPING_NICENESS
 from tests.conftest import CORPUS
-from tests.e2e.harness import GatewayProcess, wait_until
-
-
-def children_of(pid: int) -> set[int]:
-    found = set()
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            fields = stat.read_text().rsplit(")", 1)[1].split()
-        except (OSError, IndexError):
-            continue
-        if int(fields[1]) == pid:  # field 4 of /proc/PID/stat: the parent pid
-            found.add(int(stat.parent.name))
-    return found
+from tests.e2e.harness import GatewayProcess, children_of, mapping_workers, wait_until
 
 
 def alive(pid: int) -> bool:
@@ -37,11 +25,8 @@ def test_mapping_workers_start_with_the_gateway_and_yield_the_cpu_to_it(tmp_path
     try:
         expected = niceness(gateway.process.pid) + MAPPING_NICENESS
 
-        def workers() -> set[int]:  # spawn_main: a worker, not multiprocessing's resource tracker
-            return {pid for pid in children_of(gateway.process.pid)
-                    if b"spawn_main" in Path(f"/proc/{pid}/cmdline").read_bytes()}
-
-        started = wait_until(workers, 30, what="mapping workers before any message")
+        started = wait_until(lambda: mapping_workers(gateway.process.pid), 30,
+                             what="mapping workers before any message")
         wait_until(lambda: {niceness(pid) for pid in started} == {expected}, 30, what="workers reniced")
     finally:
         gateway.stop()

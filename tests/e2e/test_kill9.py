@@ -3,7 +3,8 @@
 Several senders (python-hl7's real MLLPClient, one thread each) send ADT^A01 messages, each with its own
 visit number, so each acknowledged message becomes exactly one document and one portal key. A sender whose
 connection dies resends the same message (same MSH-10) until it gets an answer, as a hospital system does.
-Meanwhile the gateway process is killed with SIGKILL at random moments and restarted. At the end the
+Meanwhile the gateway process is killed with SIGKILL at random moments and restarted, and every third time
+only its mapping workers are killed, as the OOM killer would, while it keeps serving. At the end the
 outbox must drain, and the portal emulator (a separate process that outlives every kill) must have
 accepted every acknowledged message's key, none of them twice, and nothing we did not send.
 Duration: HEALTHBOOK_SOAK_SECONDS (CI sets 20).
@@ -12,6 +13,7 @@ from __future__ import annotations
 
 import os
 import random
+import signal
 import subprocess
 import sys
 import threading
@@ -24,7 +26,7 @@ from hl7.client import MLLPClient
 
 from mappings.hl7v2 import map_message
 from tests.conftest import free_port
-from tests.e2e.harness import GatewayProcess, http_json, wait_until
+from tests.e2e.harness import GatewayProcess, http_json, mapping_workers, wait_until
 from tests.gateway.intake_harness import ack_segments, hl7
 
 pytestmark = pytest.mark.slow
@@ -113,7 +115,7 @@ def test_every_acknowledged_message_arrives_exactly_once_across_kill9(tmp_path: 
                              extra_env={"HBGW_EMULATOR__ENABLED": "false"})
     stop = threading.Event()
     senders = [Sender(n, gateway, stop) for n in range(SENDERS)]
-    kills = 0
+    kills = worker_kills = 0
     try:
         gateway.start()
         for sender in senders:
@@ -121,9 +123,14 @@ def test_every_acknowledged_message_arrives_exactly_once_across_kill9(tmp_path: 
         deadline = time.monotonic() + SOAK_SECONDS
         while time.monotonic() < deadline:
             time.sleep(random.uniform(1.0, 3.0))
-            gateway.kill9()
+            if kills % 3 == 2:  # the OOM killer's usual choice: a mapping worker, the gateway lives on
+                for worker in mapping_workers(gateway.process.pid):
+                    os.kill(worker, signal.SIGKILL)
+                    worker_kills += 1
+            else:
+                gateway.kill9()
+                gateway.start()
             kills += 1
-            gateway.start()
         stop.set()
         for sender in senders:
             sender.join(timeout=30)
@@ -139,10 +146,11 @@ def test_every_acknowledged_message_arrives_exactly_once_across_kill9(tmp_path: 
     acked = [control_id for sender in senders for control_id in sender.acked]
     expected = {expected_key(control_id) for control_id in acked}
     accepted = stats["accepted_keys"]
-    print(f"soak {SOAK_SECONDS:.0f}s: {kills} kills, {len(sent)} sent, {len(acked)} acknowledged,"
-          f" {sum(s.resends for s in senders)} resends, {len(accepted)} accepted by the portal,"
+    print(f"soak {SOAK_SECONDS:.0f}s: {kills} kills ({worker_kills} of mapping workers), {len(sent)} sent,"
+          f" {len(acked)} acknowledged, {sum(s.resends for s in senders)} resends,"
+          f" {len(accepted)} accepted by the portal,"
           f" {stats['duplicates']} duplicate submissions answered idempotently")
-    assert kills >= 2 and len(acked) >= 50  # the soak really ran under load across several crashes
+    assert kills >= 3 and worker_kills >= 1 and len(acked) >= 50  # it really ran under load across crashes
     assert len(acked) == len(set(acked))
     assert [key for key, count in Counter(accepted).items() if count > 1] == []  # nothing arrived twice
     assert sorted(expected - set(accepted)) == []  # nothing acknowledged was lost

@@ -21,7 +21,7 @@ from gateway.store import Inbound, Store
 from gateway.store.admin import ItemRef, QueueAdmin
 from gateway.submissions import SubmissionBuildError
 from tests.conftest import corpus_hl7
-from tests.e2e.harness import wait_until
+from tests.e2e.harness import mapping_workers, wait_until
 
 
 class ScriptedChannel:
@@ -385,7 +385,7 @@ async def test_mapping_goes_on_after_an_idle_mapping_worker_is_killed(store: Sto
                         lambda: mapping_executor(1))
     await pipeline.start()
     try:
-        workers = await asyncio.to_thread(wait_until, lambda: spawned_children(os.getpid()), 30, 0.1,
+        workers = await asyncio.to_thread(wait_until, lambda: mapping_workers(os.getpid()), 30, 0.1,
                                           "a mapping worker")
         for pid in workers:
             os.kill(pid, signal.SIGKILL)
@@ -400,15 +400,3 @@ async def test_mapping_goes_on_after_an_idle_mapping_worker_is_killed(store: Sto
         await pipeline.stop()
     assert (await store.queue_depths()).get(("inbox", "mapped"), 0) == 1
 
-
-def spawned_children(parent: int) -> set[int]:
-    """This process's mapping workers (spawned: their command line runs spawn_main)."""
-    found = set()
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            if int(stat.read_text().rsplit(")", 1)[1].split()[1]) == parent and \
-                    b"spawn_main" in (stat.parent / "cmdline").read_bytes():
-                found.add(int(stat.parent.name))
-        except (OSError, IndexError, ValueError):
-            continue
-    return found
