@@ -13,6 +13,7 @@ import json
 import os
 import random
 import re
+import sqlite3
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -36,6 +37,12 @@ log = get_logger(__name__)
 BuildSubmissions = Callable[[Document], list[Submission]]
 MAPPING_BATCH = 32
 MAPPING_NICENESS = 5
+ENVIRONMENT_ERRORS = (SigningError, sqlite3.Error, BrokenExecutor)  # failures of the surroundings, not a message
+
+
+class MappingWorkerDied(RuntimeError):
+    """A mapping worker died with only this message in flight: the message is the likely cause."""
+
 MAX_MAPPING_ATTEMPTS = 5  # a message that crashes the mapping stage this often is parked, not retried forever
 
 
@@ -101,6 +108,7 @@ class Pipeline:
         self._tasks: list[asyncio.Task[None]] = []
         self._stopping = asyncio.Event()
         self._mapping_pause = 0.0
+        self._surrounding_failures = 0
 
     async def start(self) -> None:
         self._executor.submit(os.getpid)  # start the mapping workers now, not when the first message waits on them
@@ -145,42 +153,59 @@ class Pipeline:
     async def _map_batch(self, messages: Sequence[ClaimedMessage]) -> None:
         """Map a batch in the worker, build and sign its documents in order, and finish it in one transaction.
 
-        Documents built earlier in the batch are the base of later fragments of the same episode. A message
-        that fails inside the gateway stops the batch: what came before it is committed, and it and the rest
-        are released to be claimed again first, after a backoff in which nothing else is mapped, so messages
-        are applied in the order they were acknowledged; it is parked after MAX_MAPPING_ATTEMPTS. A signing
-        failure instead leaves them leased: the lease time is the pause before the next try, as signing is the
-        operator's to fix and would fail for every message.
+        Documents built earlier in the batch are the base of later fragments of the same episode. A failure
+        stops the batch: what came before it is committed, and the rest is released to be claimed again
+        first, after a backoff in which nothing else is mapped, so messages are applied in the order they
+        were acknowledged. Only the message whose own processing failed is charged the attempt (it is parked
+        after MAX_MAPPING_ATTEMPTS); the others get their claim back. A failure of the surroundings (the
+        signing certificate or token, the store, a dead mapping worker with several messages in flight)
+        charges no message: the stage backs off longer each time until it passes.
         """
         outcomes: list[MappingOutcome] = []
         built: dict[str, Document] = {}  # this batch's newest version of each document, not yet committed
-        release = True
+        charged: int | None = None  # the message whose own failure stopped the batch
+        surroundings = False
         try:
             results = await self._map_all(messages)
             for message, result in zip(messages, results):
                 with correlation(message.correlation_id, source=message.source):
                     try:
-                        outcomes.append(await self._apply(message, result, built))
-                    except SigningError:
-                        release = False
-                        raise  # the operator's to fix (certificate, token); the message itself is fine
+                        outcomes.append(await self._apply(message, result, built, alone=len(messages) == 1))
+                    except ENVIRONMENT_ERRORS:
+                        raise
                     except Exception as exc:
                         if message.attempts < MAX_MAPPING_ATTEMPTS:
-                            raise  # tried again, in order, after the loop's pause
+                            charged = message.id
+                            raise
                         log.exception("message_poisoned", message_id=message.id, attempts=message.attempts)
                         self._metrics.mapping_errors.labels(message.source, "internal-error").inc()
                         outcomes.append(MappingOutcome(message.id, dead_reason=(
                             f"failed {message.attempts} times inside the gateway ({type(exc).__name__});"
                             f" see the logs for correlation id {message.correlation_id}")))
+        except ENVIRONMENT_ERRORS:
+            surroundings = True
+            raise
         finally:
-            finished = await self._finish({message.id: message for message in messages}, outcomes)
-            unfinished = [message for message in messages if message.id not in finished]
-            if release and unfinished:
-                self._mapping_pause = backoff_delay(unfinished[0].attempts, self._settings)
-                try:
-                    await self._store.release_messages([message.id for message in unfinished])
-                except Exception:  # their leases run out instead
-                    log.exception("mapping_release_failed", messages=len(unfinished))
+            finished, unsaved = await self._finish({message.id: message for message in messages}, outcomes)
+            await self._release([m for m in messages if m.id not in finished], charged or unsaved, surroundings)
+
+    async def _release(self, unfinished: list[ClaimedMessage], charged: int | None, surroundings: bool) -> None:
+        """Give the unfinished messages back, oldest first after the pause, the claim of all but `charged`."""
+        if surroundings:
+            self._surrounding_failures += 1
+            self._mapping_pause = backoff_delay(self._surrounding_failures, self._settings)
+        else:
+            self._surrounding_failures = 0
+            if not unfinished:
+                return
+            failed = next((m for m in unfinished if m.id == charged), unfinished[0])
+            self._mapping_pause = backoff_delay(failed.attempts, self._settings)
+        if not unfinished:
+            return
+        try:
+            await self._store.release_messages([m.id for m in unfinished], charged=charged)
+        except Exception:  # their leases run out instead
+            log.exception("mapping_release_failed", messages=len(unfinished))
 
     async def _map_all(self, messages: Sequence[ClaimedMessage]) -> list[MappingResult | BaseException]:
         """Map the batch in the worker processes. A worker that died (the OOM killer, say) breaks the pool:
@@ -210,12 +235,14 @@ class Pipeline:
         self._executor = self._new_executor()
         self._isolate_through = max(self._isolate_through, max(message.id for message in messages))
 
-    async def _finish(self, messages: dict[int, ClaimedMessage], outcomes: list[MappingOutcome]) -> set[int]:
+    async def _finish(self, messages: dict[int, ClaimedMessage],
+                      outcomes: list[MappingOutcome]) -> tuple[set[int], int | None]:
         """Commit the batch's outcomes in one transaction; if that fails, one by one up to the first that
         cannot be saved. That one is parked once it has failed MAX_MAPPING_ATTEMPTS times; the ones after it
         are mapped again from what is committed (they may have built on its documents). Returns the ids of
-        the messages that are finished (mapped or parked)."""
+        the messages that are finished (mapped or parked) and the one that could not be saved, if any."""
         parked: int | None = None
+        unsaved: int | None = None
         try:
             await self._store.finish_messages(outcomes)
             finished = outcomes
@@ -229,6 +256,8 @@ class Pipeline:
                 except Exception as exc:
                     if message.attempts >= MAX_MAPPING_ATTEMPTS and await self._park_unsaveable(message, exc):
                         parked = message.id
+                    else:
+                        unsaved = message.id
                     break
                 finished.append(outcome)
         for outcome in finished:
@@ -238,7 +267,7 @@ class Pipeline:
                 with correlation(messages[outcome.message_id].correlation_id):
                     log.info("message_mapped", message_id=outcome.message_id, submissions=len(outcome.submissions),
                              documents=[document.idempotency_key for document in outcome.documents])
-        return {outcome.message_id for outcome in finished} | ({parked} if parked is not None else set())
+        return {outcome.message_id for outcome in finished} | ({parked} if parked is not None else set()), unsaved
 
     async def _park_unsaveable(self, message: ClaimedMessage, exc: Exception) -> bool:
         """A message whose result the store refused MAX_MAPPING_ATTEMPTS times goes to the dead letters;
@@ -256,10 +285,12 @@ class Pipeline:
         return True
 
     async def _apply(self, message: ClaimedMessage, result: MappingResult | BaseException,
-                     built: dict[str, Document]) -> MappingOutcome:
+                     built: dict[str, Document], alone: bool) -> MappingOutcome:
         """What to commit for one message; `built` gains the documents it creates."""
         if isinstance(result, BrokenExecutor):
-            raise result  # not this message's fault as far as anyone knows yet: counted as a failed attempt
+            if alone:  # the worker died mapping this message and nothing else: charged to it
+                raise MappingWorkerDied(f"the mapping worker died mapping this message ({result})") from result
+            raise result  # several were in flight: no message is charged yet (see _map_all)
         if isinstance(result, BaseException):
             log.error("mapping_crashed", message_id=message.id, error=type(result).__name__)
             self._metrics.mapping_errors.labels(message.source, "internal-error").inc()

@@ -50,7 +50,10 @@ class TokenRsaKey:
         if not isinstance(padding, PKCS1v15) or mechanism is None:
             raise SigningError(f"the token key signs only RSA PKCS#1 v1.5 with SHA-256, not {algorithm.name}")
         with self._lock:
-            return bytes(self._key.sign(data, mechanism=mechanism))
+            try:
+                return bytes(self._key.sign(data, mechanism=mechanism))
+            except PKCS11Error as exc:  # token removed, session closed, PIN locked: the operator's to fix
+                raise SigningError(f"the token refused to sign ({type(exc).__name__})") from exc
 
     def close(self) -> None:
         """Close the token session (the token logs out when its last session closes)."""

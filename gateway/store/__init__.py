@@ -232,11 +232,12 @@ class Store:
                    for r in rows]
         return sorted(claimed, key=lambda message: message.id)
 
-    async def release_messages(self, message_ids: list[int]) -> None:
-        """Make claimed, unfinished messages claimable again now (they keep their attempt count)."""
+    async def release_messages(self, message_ids: list[int], *, charged: int | None = None) -> None:
+        """Make claimed, unfinished messages claimable again now; all but `charged` get their claim back,
+        so `attempts` counts a message's own failures, not the batches it was caught up in."""
         await self.transaction(lambda db: db.executemany(
-            "UPDATE messages SET lease_until = 0 WHERE id = ? AND state = 'received'",
-            [(message_id,) for message_id in message_ids]))
+            "UPDATE messages SET lease_until = 0, attempts = attempts - ? WHERE id = ? AND state = 'received'",
+            [(0 if message_id == charged else 1, message_id) for message_id in message_ids]))
 
     async def latest_document(self, document_id: str) -> Document | None:
         """The version a new fragment of the episode builds on (its bundle is {} once purged by retention)."""

@@ -168,7 +168,7 @@ async def test_one_batch_builds_each_version_on_the_one_before_it_in_the_same_ba
         await store.close()
     assert failed_once == ["4000000000123_VV26000456:v2"]
     assert versions == [(1, 1), (2, 2), (3, 3)]  # no version skipped, each from its own message, in order
-    assert attempts == [1, 2, 2]  # the first was committed before the failure; the rest were claimed again
+    assert attempts == [1, 2, 1]  # committed before the failure; charged with it; caught up in it, not charged
     kinds = {entry["resource"]["resourceType"] for entry in latest.bundle["entry"]}
     assert {"Encounter", "Observation", "Condition"} <= kinds  # v3 carries what all three messages said
 
@@ -298,22 +298,59 @@ async def test_a_message_that_keeps_crashing_the_gateway_is_parked_after_bounded
     assert attempts == MAX_MAPPING_ATTEMPTS and "RuntimeError" in reason and "correlation id cid" in reason
 
 
-async def test_a_signing_failure_never_parks_messages(tmp_path: Path) -> None:
+async def test_a_signing_failure_never_parks_messages_nor_lets_newer_ones_overtake(tmp_path: Path) -> None:
     store = await Store(tmp_path / "gw.db", PayloadCipher(b"k" * 32), lease_seconds=0.01).open()
+    loop = asyncio.get_running_loop()
+    calls: list[int] = []
 
-    def expired(document) -> list[Submission]:
-        raise SigningError("signing certificate expired on 2026-01-01")
+    def expired_for_a_while(document) -> list[Submission]:
+        calls.append(document.version)
+        if len(calls) == 1:  # a message acknowledged while signing fails
+            asyncio.run_coroutine_threadsafe(store.store_inbound(Inbound(
+                "mllp", "HIS|BV", "C3", "ORU^R01", "cid", corpus_hl7("oru_r01_lab.hl7").encode(), b"AA")),
+                loop).result(10)
+        if len(calls) <= MAX_MAPPING_ATTEMPTS + 3:
+            raise SigningError("signing certificate expired on 2026-01-01")
+        return plain_submissions(document)
 
-    async def retried_past_the_limit() -> bool:
-        with sqlite3.connect(store.path) as db:
-            return db.execute("SELECT attempts FROM messages").fetchone()[0] > MAX_MAPPING_ATTEMPTS + 2
+    for number, name in enumerate(("adt_a01_admit.hl7", "adt_a03_discharge.hl7", "adt_a08_update.hl7")):
+        await store.store_inbound(Inbound("mllp", "HIS|BV", f"C{number}", "ADT^A01", "cid",
+                                          corpus_hl7(name).encode(), b"AA"))
+
+    async def settled() -> bool:
+        return (await store.queue_depths()).get(("inbox", "mapped"), 0) == 4
 
     try:
-        await run_until(store, ScriptedChannel([]), [corpus_hl7("adt_a01_admit.hl7")], retried_past_the_limit,
-                        Metrics(), build=expired)
-        assert (await store.queue_depths()).get(("inbox", "received")) == 1
+        await run_until(store, ScriptedChannel([]), [], settled, Metrics(), build=expired_for_a_while)
+        with sqlite3.connect(store.path) as db:
+            versions = db.execute("SELECT version, message_id FROM documents ORDER BY version").fetchall()
+            attempts = [row[0] for row in db.execute("SELECT attempts FROM messages ORDER BY id")]
     finally:
         await store.close()
+    assert len(calls) > MAX_MAPPING_ATTEMPTS + 3  # it failed more often than a message may
+    assert attempts == [1, 1, 1, 1]  # and no message was charged for it
+    assert versions == [(1, 1), (2, 2), (3, 3), (4, 4)]  # the one acknowledged meanwhile did not overtake
+
+
+async def test_one_message_that_keeps_failing_does_not_get_its_neighbours_parked(store: Store) -> None:
+    calls: list[str] = []
+
+    def first_always_fails_second_fails_once(document) -> list[Submission]:
+        calls.append(document.document_id)
+        if document.document_id.endswith("VV26000456") or calls.count(document.document_id) == 1:
+            raise RuntimeError("a bug for the first message, a hiccup for the second")
+        return plain_submissions(document)
+
+    messages = [corpus_hl7("adt_a01_admit.hl7"), corpus_hl7("adt_a01_admit.hl7").replace("|VV26000456", "|VV2")]
+
+    async def settled() -> bool:
+        return (await store.queue_depths()).get(("inbox", "received"), 0) == 0
+
+    await run_until(store, ScriptedChannel([]), messages, settled, Metrics(),
+                    build=first_always_fails_second_fails_once)
+    with sqlite3.connect(store.path) as db:
+        rows = db.execute("SELECT state, attempts FROM messages ORDER BY id").fetchall()
+    assert rows == [("dead", MAX_MAPPING_ATTEMPTS), ("mapped", 2)]
 
 
 def test_backoff_grows_with_attempts_and_stays_under_the_cap() -> None:
@@ -375,8 +412,8 @@ async def test_a_message_that_kills_the_mapping_worker_is_found_and_parked_alone
         await pipeline.stop()
     with sqlite3.connect(store.path) as db:
         rows = db.execute("SELECT id, state, attempts, reason FROM messages ORDER BY id").fetchall()
-    assert [(row[1], row[2]) for row in rows] == [("mapped", 2), ("dead", MAX_MAPPING_ATTEMPTS), ("mapped", 2)]
-    assert "BrokenProcessPool" in rows[1][3]
+    assert [(row[1], row[2]) for row in rows] == [("mapped", 1), ("dead", MAX_MAPPING_ATTEMPTS), ("mapped", 1)]
+    assert "MappingWorkerDied" in rows[1][3]
     assert len(WorkerKillingPool.pools) > MAX_MAPPING_ATTEMPTS  # a fresh pool after every death
 
 

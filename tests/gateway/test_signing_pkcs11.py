@@ -148,3 +148,10 @@ def test_unknown_token_is_refused(token: Token) -> None:
 def test_expired_certificate_for_the_token_key_is_refused(token: Token) -> None:
     with pytest.raises(SigningError, match="expired on"):
         load_signer(token.settings(pkcs11_cert_file=token.expired_cert_file))
+
+
+def test_a_token_that_stops_signing_is_a_signing_error_the_pipeline_waits_out(token: Token) -> None:
+    signer = load_signer(token.settings())
+    signer.close()  # as when the token is pulled out: its session is gone
+    with pytest.raises(SigningError, match="the token refused to sign"):
+        signer.sign_hub_message({}, "e30=")
