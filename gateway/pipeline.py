@@ -37,13 +37,12 @@ log = get_logger(__name__)
 BuildSubmissions = Callable[[Document], list[Submission]]
 MAPPING_BATCH = 32
 MAPPING_NICENESS = 5
+MAX_MAPPING_ATTEMPTS = 5  # a message that crashes the mapping stage this often is parked, not retried forever
 ENVIRONMENT_ERRORS = (SigningError, sqlite3.Error, BrokenExecutor)  # failures of the surroundings, not a message
 
 
 class MappingWorkerDied(RuntimeError):
     """A mapping worker died with only this message in flight: the message is the likely cause."""
-
-MAX_MAPPING_ATTEMPTS = 5  # a message that crashes the mapping stage this often is parked, not retried forever
 
 
 def map_payload(source: str, payload: bytes) -> MappingResult:
@@ -63,6 +62,7 @@ def _exit_with_parent(parent_pid: int) -> None:
         os.nice(MAPPING_NICENESS)
     except OSError:  # a sandbox that forbids setpriority: map at the gateway's priority rather than not at all
         pass
+
     def watch() -> None:
         while os.getppid() == parent_pid:
             time.sleep(1.0)
@@ -177,11 +177,7 @@ class Pipeline:
                         if message.attempts < MAX_MAPPING_ATTEMPTS:
                             charged = message.id
                             raise
-                        log.exception("message_poisoned", message_id=message.id, attempts=message.attempts)
-                        self._metrics.mapping_errors.labels(message.source, "internal-error").inc()
-                        outcomes.append(MappingOutcome(message.id, dead_reason=(
-                            f"failed {message.attempts} times inside the gateway ({type(exc).__name__});"
-                            f" see the logs for correlation id {message.correlation_id}")))
+                        outcomes.append(self._poisoned(message, exc, "failed"))
         except ENVIRONMENT_ERRORS:
             surroundings = True
             raise
@@ -191,13 +187,10 @@ class Pipeline:
 
     async def _release(self, unfinished: list[ClaimedMessage], charged: int | None, surroundings: bool) -> None:
         """Give the unfinished messages back, oldest first after the pause, the claim of all but `charged`."""
+        self._surrounding_failures = self._surrounding_failures + 1 if surroundings else 0
         if surroundings:
-            self._surrounding_failures += 1
             self._mapping_pause = backoff_delay(self._surrounding_failures, self._settings)
-        else:
-            self._surrounding_failures = 0
-            if not unfinished:
-                return
+        elif unfinished:
             failed = next((m for m in unfinished if m.id == charged), unfinished[0])
             self._mapping_pause = backoff_delay(failed.attempts, self._settings)
         if not unfinished:
@@ -269,19 +262,24 @@ class Pipeline:
                              documents=[document.idempotency_key for document in outcome.documents])
         return {outcome.message_id for outcome in finished} | ({parked} if parked is not None else set()), unsaved
 
+    def _poisoned(self, message: ClaimedMessage, exc: Exception, what: str) -> MappingOutcome:
+        """The dead letter for a message that `what` MAX_MAPPING_ATTEMPTS times inside the gateway."""
+        with correlation(message.correlation_id, source=message.source):
+            log.error("message_poisoned", message_id=message.id, attempts=message.attempts,
+                      error=type(exc).__name__, exc_info=exc)
+        self._metrics.mapping_errors.labels(message.source, "internal-error").inc()
+        return MappingOutcome(message.id, dead_reason=(
+            f"{what} {message.attempts} times inside the gateway ({type(exc).__name__});"
+            f" see the logs for correlation id {message.correlation_id}"))
+
     async def _park_unsaveable(self, message: ClaimedMessage, exc: Exception) -> bool:
         """A message whose result the store refused MAX_MAPPING_ATTEMPTS times goes to the dead letters;
         False when even that could not be saved."""
-        with correlation(message.correlation_id, source=message.source):
-            log.error("message_poisoned", message_id=message.id, attempts=message.attempts, error=type(exc).__name__)
-            self._metrics.mapping_errors.labels(message.source, "internal-error").inc()
-            try:
-                await self._store.finish_messages([MappingOutcome(message.id, dead_reason=(
-                    f"its result could not be saved {message.attempts} times ({type(exc).__name__});"
-                    f" see the logs for correlation id {message.correlation_id}"))])
-            except Exception:
-                log.exception("message_park_failed", message_id=message.id)
-                return False
+        try:
+            await self._store.finish_messages([self._poisoned(message, exc, "could not be saved")])
+        except Exception:
+            log.exception("message_park_failed", message_id=message.id)
+            return False
         return True
 
     async def _apply(self, message: ClaimedMessage, result: MappingResult | BaseException,

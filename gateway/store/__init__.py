@@ -189,31 +189,26 @@ class Store:
     async def store_inbound(self, inbound: Inbound) -> Stored:
         """Return only once the message is on disk (or was already): the caller may then acknowledge.
         Messages arriving together share one commit (see writer.py)."""
-        [stored] = await self.transaction(self._insert_messages, [inbound])
+        stored = await self.transaction(self._insert_message, inbound)
         self.inbox_ready.set()
         return stored
 
-    def _insert_messages(self, db: sqlite3.Connection, batch: list[Inbound]) -> list[Stored]:
-        now = time.time()
-        results = []
-        for item in batch:
-            row = db.execute(
-                "INSERT INTO messages (source, sender, control_id, message_type, correlation_id, received_at,"
-                " state, payload, ack, content_digest) VALUES (?, ?, ?, ?, ?, ?, 'received', ?, ?, ?)"
-                " ON CONFLICT (source, sender, control_id) DO NOTHING RETURNING id",
-                (item.source, item.sender, item.control_id, item.message_type, item.correlation_id, now,
-                 self._cipher.seal(item.payload, b"messages"), item.ack, item.content_digest),
-            ).fetchone()
-            if row is not None:
-                results.append(Stored(row[0], item.ack, duplicate=False))
-                continue
-            existing = db.execute(
-                "SELECT id, ack, content_digest FROM messages WHERE source = ? AND sender = ? AND control_id = ?",
-                (item.source, item.sender, item.control_id),
-            ).fetchone()
-            same = not (item.content_digest and existing[2]) or item.content_digest == existing[2]
-            results.append(Stored(existing[0], bytes(existing[1]), duplicate=True, same_content=same))
-        return results
+    def _insert_message(self, db: sqlite3.Connection, item: Inbound) -> Stored:
+        row = db.execute(
+            "INSERT INTO messages (source, sender, control_id, message_type, correlation_id, received_at,"
+            " state, payload, ack, content_digest) VALUES (?, ?, ?, ?, ?, ?, 'received', ?, ?, ?)"
+            " ON CONFLICT (source, sender, control_id) DO NOTHING RETURNING id",
+            (item.source, item.sender, item.control_id, item.message_type, item.correlation_id, time.time(),
+             self._cipher.seal(item.payload, b"messages"), item.ack, item.content_digest),
+        ).fetchone()
+        if row is not None:
+            return Stored(row[0], item.ack, duplicate=False)
+        existing = db.execute(
+            "SELECT id, ack, content_digest FROM messages WHERE source = ? AND sender = ? AND control_id = ?",
+            (item.source, item.sender, item.control_id),
+        ).fetchone()
+        same = not (item.content_digest and existing[2]) or item.content_digest == existing[2]
+        return Stored(existing[0], bytes(existing[1]), duplicate=True, same_content=same)
 
     # ---- inbox: mapping stage ------------------------------------------------------------------
 
@@ -308,9 +303,7 @@ class Store:
 
     async def dead_letter_message(self, message_id: int, reason: str) -> None:
         """Park a message that cannot become a record, with the reason an operator needs to fix it."""
-        await self.transaction(lambda db: db.execute(
-            "UPDATE messages SET state = 'dead', reason = ?, finished_at = ?, lease_until = 0 WHERE id = ?",
-            (reason, time.time(), message_id)))
+        await self.finish_messages([MappingOutcome(message_id, dead_reason=reason)])
 
     # ---- outbox: submission stage --------------------------------------------------------------
 

@@ -352,7 +352,7 @@ async def test_logs_carry_no_personal_data_and_no_token(api: RunningApi, http: a
 
 
 class RefusingDisk(Store):
-    def _insert_messages(self, db: sqlite3.Connection, batch: list[Any]) -> list[Any]:
+    def _insert_message(self, db: sqlite3.Connection, item: Any) -> Any:
         raise sqlite3.OperationalError("disk I/O error")
 
 

@@ -59,8 +59,7 @@ async def run_until(store: Store, channel: ScriptedChannel, messages: list[str],
                     build=plain_submissions) -> None:
     pipeline = Pipeline(store, metrics, SETTINGS, build, {"bhxh_xml130": channel}, lambda: mapping_executor(0))
     await pipeline.start()
-    for number, text in enumerate(messages):
-        await store.store_inbound(Inbound("mllp", "HIS|BV", f"C{number}", "ADT^A01", "cid", text.encode(), b"AA"))
+    await store_messages(store, messages)
     try:
         for _ in range(200):
             if await done():
@@ -69,6 +68,23 @@ async def run_until(store: Store, channel: ScriptedChannel, messages: list[str],
         raise AssertionError("pipeline did not reach the expected state in 10 s")
     finally:
         await pipeline.stop()
+
+
+async def store_messages(store: Store, messages: list[str]) -> None:
+    """Acknowledge messages as the listener would, control ids C0, C1, ... in order."""
+    for number, text in enumerate(messages):
+        await store.store_inbound(Inbound("mllp", "HIS|BV", f"C{number}", "ADT^A01", "cid", text.encode(), b"AA"))
+
+
+def corpus(*names: str) -> list[str]:
+    return [corpus_hl7(name) for name in names]
+
+
+def versions_and_attempts(path: Path) -> tuple[list[tuple[int, int]], list[int]]:
+    """(document version, message id) in version order, and each message's attempts in id order."""
+    with sqlite3.connect(path) as db:
+        versions = db.execute("SELECT version, message_id FROM documents ORDER BY version").fetchall()
+        return versions, [row[0] for row in db.execute("SELECT attempts FROM messages ORDER BY id")]
 
 
 @pytest.fixture
@@ -150,19 +166,15 @@ async def test_one_batch_builds_each_version_on_the_one_before_it_in_the_same_ba
             raise RuntimeError("transient")
         return plain_submissions(document)
 
-    names = ("adt_a01_admit.hl7", "oru_r01_lab.hl7", "adt_a03_discharge.hl7")
-    for number, name in enumerate(names):  # stored before the pipeline starts: claimed as one batch
-        await store.store_inbound(Inbound("mllp", "HIS|BV", f"C{number}", "ADT^A01", "cid",
-                                          corpus_hl7(name).encode(), b"AA"))
+    # stored before the pipeline starts: claimed as one batch
+    await store_messages(store, corpus("adt_a01_admit.hl7", "oru_r01_lab.hl7", "adt_a03_discharge.hl7"))
 
     async def settled() -> bool:
         return (await store.queue_depths()).get(("inbox", "mapped"), 0) == 3
 
     try:
         await run_until(store, ScriptedChannel([]), [], settled, Metrics(), build=fail_version_2_once)
-        with sqlite3.connect(store.path) as db:
-            versions = db.execute("SELECT version, message_id FROM documents ORDER BY version").fetchall()
-            attempts = [row[0] for row in db.execute("SELECT attempts FROM messages ORDER BY id")]
+        versions, attempts = versions_and_attempts(store.path)
         latest = await store.latest_document("4000000000123_VV26000456")
     finally:
         await store.close()
@@ -187,9 +199,7 @@ async def test_after_a_failure_messages_are_still_applied_in_the_order_they_were
             raise RuntimeError("transient")
         return plain_submissions(document)
 
-    for number, name in enumerate(("adt_a01_admit.hl7", "adt_a03_discharge.hl7", "adt_a08_update.hl7")):
-        await store.store_inbound(Inbound("mllp", "HIS|BV", f"C{number}", "ADT^A01", "cid",
-                                          corpus_hl7(name).encode(), b"AA"))
+    await store_messages(store, corpus("adt_a01_admit.hl7", "adt_a03_discharge.hl7", "adt_a08_update.hl7"))
 
     async def settled() -> bool:  # with a 60 s lease: only a prompt, ordered retry settles within the test
         return (await store.queue_depths()).get(("inbox", "mapped"), 0) == 4
@@ -197,8 +207,7 @@ async def test_after_a_failure_messages_are_still_applied_in_the_order_they_were
     try:
         await run_until(store, ScriptedChannel([]), [], settled, Metrics(),
                         build=fail_version_2_once_while_a_new_message_arrives)
-        with sqlite3.connect(store.path) as db:
-            versions = db.execute("SELECT version, message_id FROM documents ORDER BY version").fetchall()
+        versions, _ = versions_and_attempts(store.path)
     finally:
         await store.close()
     assert failed_once == [2]
@@ -216,9 +225,7 @@ class UnsaveableMessage(Store):
 
 async def test_a_message_whose_result_cannot_be_saved_is_parked_and_does_not_hold_its_batch(tmp_path: Path) -> None:
     store = await UnsaveableMessage(tmp_path / "gw.db", PayloadCipher(b"k" * 32), lease_seconds=0.05).open()
-    for number, name in enumerate(("adt_a01_admit.hl7", "oru_r01_lab.hl7", "adt_a03_discharge.hl7")):
-        await store.store_inbound(Inbound("mllp", "HIS|BV", f"C{number}", "ADT^A01", "cid",
-                                          corpus_hl7(name).encode(), b"AA"))
+    await store_messages(store, corpus("adt_a01_admit.hl7", "oru_r01_lab.hl7", "adt_a03_discharge.hl7"))
 
     async def settled() -> bool:
         depths = await store.queue_depths()
@@ -228,7 +235,7 @@ async def test_a_message_whose_result_cannot_be_saved_is_parked_and_does_not_hol
         await run_until(store, ScriptedChannel([]), [], settled, Metrics())
         with sqlite3.connect(store.path) as db:
             states = db.execute("SELECT id, state, attempts, reason FROM messages ORDER BY id").fetchall()
-            versions = db.execute("SELECT version, message_id FROM documents ORDER BY version").fetchall()
+        versions, _ = versions_and_attempts(store.path)
     finally:
         await store.close()
     assert [(row[0], row[1]) for row in states] == [(1, "mapped"), (2, "dead"), (3, "mapped")]
@@ -313,18 +320,14 @@ async def test_a_signing_failure_never_parks_messages_nor_lets_newer_ones_overta
             raise SigningError("signing certificate expired on 2026-01-01")
         return plain_submissions(document)
 
-    for number, name in enumerate(("adt_a01_admit.hl7", "adt_a03_discharge.hl7", "adt_a08_update.hl7")):
-        await store.store_inbound(Inbound("mllp", "HIS|BV", f"C{number}", "ADT^A01", "cid",
-                                          corpus_hl7(name).encode(), b"AA"))
+    await store_messages(store, corpus("adt_a01_admit.hl7", "adt_a03_discharge.hl7", "adt_a08_update.hl7"))
 
     async def settled() -> bool:
         return (await store.queue_depths()).get(("inbox", "mapped"), 0) == 4
 
     try:
         await run_until(store, ScriptedChannel([]), [], settled, Metrics(), build=expired_for_a_while)
-        with sqlite3.connect(store.path) as db:
-            versions = db.execute("SELECT version, message_id FROM documents ORDER BY version").fetchall()
-            attempts = [row[0] for row in db.execute("SELECT attempts FROM messages ORDER BY id")]
+        versions, attempts = versions_and_attempts(store.path)
     finally:
         await store.close()
     assert len(calls) > MAX_MAPPING_ATTEMPTS + 3  # it failed more often than a message may
@@ -397,8 +400,7 @@ async def test_a_message_that_kills_the_mapping_worker_is_found_and_parked_alone
     WorkerKillingPool.pools.clear()
     messages = [corpus_hl7("adt_a01_admit.hl7"), corpus_hl7("adt_a08_update.hl7") + "\rZPX|POISON",
                 corpus_hl7("adt_a03_discharge.hl7")]
-    for number, text in enumerate(messages):
-        await store.store_inbound(Inbound("mllp", "HIS|BV", f"C{number}", "ADT^A01", "cid", text.encode(), b"AA"))
+    await store_messages(store, messages)
     pipeline = Pipeline(store, Metrics(), SETTINGS, plain_submissions, {"bhxh_xml130": ScriptedChannel([])},
                         WorkerKillingPool)
     await pipeline.start()
