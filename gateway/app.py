@@ -65,12 +65,15 @@ class Gateway:
         self._channels: dict[str, PortalChannel] = {}
         self._runners: list[web.AppRunner] = []
         self._signer: Signer | None = None
+        self._practitioners: dict[str, Signer] = {}
         self._ready = False
 
     async def start(self) -> None:
         s = self.settings
         signer = self._signer = load_signer(s.signing)
         record_certificate_expiry(self.metrics, signer)
+        practitioners = self._practitioners = {licence: load_signer(source) for licence, source
+                                               in s.portal.hub.practitioner_signers.items()}
         if s.emulator.enabled:
             await self._start_emulator(signer.certificate_pem)
         self.store = await Store(s.store.path, load_cipher(s.store), lease_seconds=s.store.lease_seconds,
@@ -84,7 +87,7 @@ class Gateway:
         facility = facility_info(s)
         self._pipeline = Pipeline(
             self.store, self.metrics, s.pipeline,
-            lambda document: build_submissions(document, facility, signer, s.portal),
+            lambda document: build_submissions(document, facility, signer, s.portal, practitioners=practitioners),
             self._channels, lambda: mapping_executor(s.pipeline.mapping_processes))
         await self._pipeline.start()
         self._retention = Retention(self.store, self.metrics, s.store.retention_days)
@@ -121,6 +124,8 @@ class Gateway:
             await self.store.close()
         if self._signer is not None:
             self._signer.close()
+        for practitioner in self._practitioners.values():
+            practitioner.close()
         log.info("gateway_stopped")
 
     async def run_until_signalled(self) -> None:

@@ -1,46 +1,18 @@
 """Turn a health-book document into signed submissions for the national channels (see PORTAL_API.md)."""
 from __future__ import annotations
 
-import base64
-import json
+from collections.abc import Mapping
 from datetime import datetime, timezone
-from typing import Any
 
 from adapters.portal.base import Submission
-from gateway.config import HubChannelSettings, PortalSettings
+from gateway.config import PortalSettings
+from gateway.hub_message import HUB_CHANNEL, checkup_submission, immunization_submission
 from gateway.signing import Signer
-from mappings import checkup1551, xml130
+from mappings import xml130
 from mappings.model import Document, FacilityInfo
 
 BHXH_CHANNEL = "bhxh_xml130"
-HUB_CHANNEL = "moh_checkup"
-
-
-def hub_header(settings: HubChannelSettings, sender_id: str, msg_id: str, sent_at: datetime,
-               txn_type: str | None = None) -> dict[str, Any]:
-    """The hub message header; msg_id is the idempotency key so the hub recognises a retransmission."""
-    return {
-        "sender_id": sender_id,
-        "receiver_id": settings.receiver_id,
-        "txn_type": txn_type or settings.txn_type,
-        "msg_id": msg_id,
-        "version": settings.message_version,
-        "send_date": sent_at.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
-    }
-
-
-def hub_message(header: dict[str, Any], data: dict[str, Any], signer: Signer) -> bytes:
-    """The hub body `{header, data: base64(JSON), signature}`, signed by the facility."""
-    data_b64 = base64.b64encode(json.dumps(data, ensure_ascii=False, separators=(",", ":")).encode("utf-8"))
-    data_text = data_b64.decode("ascii")
-    message = {"header": header, "data": data_text, "signature": signer.sign_hub_message(header, data_text)}
-    return json.dumps(message, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
-
-
-def hub_submission(document_id: str, version: int, body: bytes) -> Submission:
-    """A hub message as a submission keyed by document id and version."""
-    return Submission(channel=HUB_CHANNEL, idempotency_key=f"{document_id}:v{version}", document_id=document_id,
-                      version=version, body=body, content_type="application/json")
+__all__ = ["BHXH_CHANNEL", "HUB_CHANNEL", "SubmissionBuildError", "bhxh_submission", "build_submissions"]
 
 
 def bhxh_submission(document_id: str, version: int, signed_envelope: bytes) -> Submission:
@@ -54,12 +26,14 @@ class SubmissionBuildError(ValueError):
 
 
 def build_submissions(document: Document, facility: FacilityInfo, signer: Signer, portal: PortalSettings,
-                      now: datetime | None = None) -> list[Submission]:
+                      now: datetime | None = None, practitioners: Mapping[str, Signer] | None = None
+                      ) -> list[Submission]:
     """Sign one document for the channel that takes its kind; a disabled channel gets nothing.
 
-    Immunizations have no national form in PORTAL_API.md: they go to the hub as the canonical FHIR
-    document under `immunization_txn_type`. A SigningError (certificate expired since start-up) is left
-    to propagate: it is retryable.
+    Health checks go to the hub as the signed QĐ 1551/2062 XML form (gateway.hub_message), practitioners
+    signing their blocks where `practitioners` has their licence. Immunizations have no national form in
+    PORTAL_API.md: they go to the hub as the canonical FHIR document under `immunization_txn_type`.
+    A SigningError (certificate expired since start-up) is left to propagate: it is retryable.
     """
     now = now or datetime.now(timezone.utc)
     try:
@@ -70,14 +44,9 @@ def build_submissions(document: Document, facility: FacilityInfo, signer: Signer
             envelope = xml130.build_envelope(tables, facility, now)
             return [bhxh_submission(document.document_id, document.version, signer.sign_xml_envelope(envelope))]
         if document.kind == "health_check" and portal.hub.enabled:
-            header = hub_header(portal.hub, facility.moh_facility_id, document.idempotency_key, now)
-            body = hub_message(header, checkup1551.build_checkup(document, facility), signer)
-            return [hub_submission(document.document_id, document.version, body)]
+            return [checkup_submission(document, facility, signer, practitioners or {}, portal.hub, now)]
         if document.kind == "immunization" and portal.hub.enabled:
-            header = hub_header(portal.hub, facility.moh_facility_id, document.idempotency_key, now,
-                                portal.hub.immunization_txn_type)
-            body = hub_message(header, document.bundle, signer)
-            return [hub_submission(document.document_id, document.version, body)]
+            return [immunization_submission(document, facility, signer, portal.hub, now)]
     except ValueError as exc:
         raise SubmissionBuildError(f"{document.kind} document {document.idempotency_key}: {exc}") from None
     return []
