@@ -19,7 +19,6 @@ from typing import Any
 IDEMPOTENCY_HEADER = "Idempotency-Key"
 BHXH_ACCEPTED = "200"
 BHXH_TOKEN_INVALID = "401"
-HUB_ACCEPTED = "200"
 
 
 def compact_json(value: Any, sort_keys: bool = False) -> bytes:

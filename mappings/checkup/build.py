@@ -60,7 +60,7 @@ def value_issues(form: forms.Form, values: dict[str, str]) -> list[Issue]:
             continue
         where = f"{form.root}/{form.group_of(name)}/{name}"
         if spec.size is not None and len(value) > spec.size:
-            issues.append(Issue(where, "too-long", f"{name} holds at most {spec.size} characters"))
+            issues.append(Issue(where, "invalid", f"{name} holds at most {spec.size} characters"))
         if spec.kind == "N" and not NUMBER.fullmatch(value):
             issues.append(Issue(where, "invalid-number", f"{name} must be a number"))
         if name in tables and value not in tables[name]:

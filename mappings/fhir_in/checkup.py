@@ -14,8 +14,8 @@ CLASS_CODES = frozenset({"KSK-PL", "HBGW-KSK-PHAN_LOAI_SK"})
 
 
 def _codes(resource: dict[str, Any]) -> list[str]:
-    concepts = [resource.get("code"), resource.get("type"), resource.get("serviceType"),
-                *(resource.get("type") if isinstance(resource.get("type"), list) else [])]
+    types = resource.get("type")
+    concepts = [resource.get("code"), types, resource.get("serviceType"), *(types if isinstance(types, list) else [])]
     return [str(c.get("code", "")) for concept in concepts if isinstance(concept, dict)
             for c in concept.get("coding", []) if isinstance(c, dict)]
 

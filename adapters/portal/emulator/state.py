@@ -47,6 +47,7 @@ class EmulatorConfig:
     username: str = "demo"
     password: str = "demo"
     service_type: str = "100"
+    hub_sorted_keys: bool = False  # the hub checksum hashes the header with sorted keys (portal.hub.checksum_key_order)
     faults: Faults = field(default_factory=Faults)
     seed: int | None = None
 
@@ -112,10 +113,10 @@ class EmulatorState:
             self.counters.duplicates += 1
         return receipt
 
-    def accept(self, channel: str, key: str, receipt: dict[str, Any]) -> dict[str, Any]:
-        """Record a first-time acceptance and its receipt."""
+    def accept(self, channel: str, key: str, receipt: dict[str, Any], *, shown_as: str | None = None) -> dict[str, Any]:
+        """Record a first-time acceptance and its receipt; `shown_as` is the key listed in the stats."""
         self.receipts[(channel, key)] = receipt
-        self.accepted_keys.append(key)
+        self.accepted_keys.append(shown_as or key)
         self.counters.accepted += 1
         return receipt
 
