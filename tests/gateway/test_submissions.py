@@ -67,7 +67,7 @@ def test_health_check_becomes_one_signed_hub_message(signer: Signer) -> None:
                                  "txn_type": "sync_checkup", "msg_id": msg_id("4000000000123", check),
                                  "msg_type": "101", "data_type": "xml/base64", "send_datetime": 1795421700000}
     assert list(message) == ["header", "data", "signature"]
-    assert check_message(message, signer.certificate_pem) == check.document_id  # MA_LK
+    assert check_message(message, signer.certificate_pem) == ("LAI_XE", {"CKS_BENH_VIEN": 1})
     form = base64.b64decode(message["data"])
     assert form.startswith(b"<?xml version='1.0' encoding='utf-8'?>\n<LAI_XE>")
     assert verify_form(form, signer.certificate_pem) == {"CKS_BENH_VIEN": 1}  # no practitioner configured

@@ -127,8 +127,8 @@ def _check_checksum(message: dict[str, Any], cert_pem: bytes | None, sorted_keys
     return _b64(payload_text)
 
 
-def _check_payload(txn_type: str, payload: bytes, cert_pem: bytes | None) -> str:
-    """The document key the hub files it under (MA_LK for a form)."""
+def _check_payload(txn_type: str, payload: bytes, cert_pem: bytes | None) -> tuple[str, dict[str, int]]:
+    """The form's root (or "FHIR") and the XML signatures it holds per CKS_* element."""
     if txn_type == "sync_immunization":
         try:
             document = json.loads(payload)
@@ -137,9 +137,9 @@ def _check_payload(txn_type: str, payload: bytes, cert_pem: bytes | None) -> str
         if not isinstance(document, dict) or document.get("resourceType") != "Bundle" \
                 or document.get("type") != "document":
             raise HubRefusal(INVALID, "sync_immunization data must be a FHIR document Bundle", 400)
-        return str((document.get("identifier") or {}).get("value", ""))
+        return "FHIR", {}
     try:
-        _root, values = check_form(payload)
+        root, _values = check_form(payload)
     except Rejection as exc:
         raise HubRefusal(INVALID, exc.reason, 400) from None
     try:
@@ -148,11 +148,11 @@ def _check_payload(txn_type: str, payload: bytes, cert_pem: bytes | None) -> str
         raise HubRefusal("PS_DS_CA_SIGNATURE_INVALID", str(exc), signature=True) from None
     if not signed.get("CKS_BENH_VIEN"):
         raise HubRefusal("PS_DS_CA_SIGNATURE_MISSING", "CKS_BENH_VIEN holds no facility signature", signature=True)
-    return values.get("MA_LK", "")
+    return root, signed
 
 
-def check_message(message: Any, cert_pem: bytes | None, sorted_keys: bool = False) -> str:
-    """Check one parsed push message as the hub would; the document key (MA_LK), or HubRefusal."""
+def check_message(message: Any, cert_pem: bytes | None, sorted_keys: bool = False) -> tuple[str, dict[str, int]]:
+    """Check one parsed push message as the hub would: the form's root and its signatures, or HubRefusal."""
     header = message.get("header") if isinstance(message, dict) else None
     if not isinstance(header, dict) or not header:
         raise HubRefusal(INVALID, "the message must be a JSON object with a header object", 400)
@@ -167,7 +167,7 @@ def outcome(state: EmulatorState, message: Any, idempotency_key: str | None) -> 
     header = message.get("header") if isinstance(message, dict) else None
     header = header if isinstance(header, dict) else {}
     try:
-        check_message(message, state.config.cert_pem, state.config.hub_sorted_keys)
+        root, signed = check_message(message, state.config.cert_pem, state.config.hub_sorted_keys)
     except HubRefusal as exc:
         state.counters.rejected += 1
         state.counters.signature_failures += int(exc.signature)
@@ -181,6 +181,9 @@ def outcome(state: EmulatorState, message: Any, idempotency_key: str | None) -> 
                       "message_check_ca": "Digitally signed XML data",
                       "message_notify": "Successfully inserted data to DATA LAKE"})
     state.accept("hub", msg_id, answer, shown_as=idempotency_key or msg_id)
+    state.hub_forms[root] = state.hub_forms.get(root, 0) + 1
+    for element, count in signed.items():
+        state.hub_signatures[element] = state.hub_signatures.get(element, 0) + count
     return 200, answer
 
 

@@ -86,6 +86,8 @@ class EmulatorState:
         self.tokens: dict[str, float] = {}
         self.receipts: dict[tuple[str, str], dict[str, Any]] = {}
         self.accepted_keys: list[str] = []
+        self.hub_forms: dict[str, int] = {}  # accepted hub documents by form root (or FHIR)
+        self.hub_signatures: dict[str, int] = {}  # verified XML signatures in accepted forms, by CKS_* element
 
     def draw(self, rate: float) -> bool:
         """True with probability `rate` (seeded, so a run with --seed repeats its fault pattern)."""
@@ -124,6 +126,7 @@ class EmulatorState:
         """Counters plus accepted keys and current faults, as JSON-ready data."""
         counters = asdict(self.counters)
         return {**counters, "accepted_keys": list(self.accepted_keys), "faults": asdict(self.faults),
+                "hub_forms": dict(self.hub_forms), "hub_signatures": dict(self.hub_signatures),
                 "verifies_against_configured_cert": self.config.cert_pem is not None}
 
 
