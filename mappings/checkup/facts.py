@@ -132,13 +132,14 @@ def read(resources: list[dict[str, Any]], timestamp: str = "") -> Facts:
     encounter = (by_type.get("Encounter") or [{}])[0]
     reports = by_type.get("DiagnosticReport") or []
     report = reports[0] if reports else {}
-    order_codes = [c for r in [*reports, *by_type.get("Composition", [])] for c in _codes(r.get("code") or r.get("type"))]
+    order_codes = [code for r in [*reports, *by_type.get("Composition", [])]
+                   for code in _codes(r.get("code") or r.get("type"))]
     facts.driver = any(forms.is_driver_order(code) for code in order_codes)
     cccd = next((str(i.get("value", "")) for i in patient.get("identifier", [])
                  if i.get("system") == systems.CCCD and i.get("use") != "old"), "")
     phone = str((patient.get("telecom") or [{}])[0].get("value", ""))
-    exam = (encounter.get("period") or {}).get("start") or report.get("effectiveDateTime") \
-        or next((str(o.get("effectiveDateTime")) for o in by_type.get("Observation", []) if o.get("effectiveDateTime")), "")
+    exam = (encounter.get("period") or {}).get("start") or report.get("effectiveDateTime") or next(
+        (str(o["effectiveDateTime"]) for o in by_type.get("Observation", []) if o.get("effectiveDateTime")), "")
     given = {"HO_TEN": name_text(patient) if patient.get("name") else "", "GIOI_TINH": sex_code(patient)
              if patient.get("gender") else "", "NGAY_SINH": xml_datetime(patient.get("birthDate")),
              "MA_DAN_TOC": ethnicity_code(patient), "SO_CCCD": cccd, "DIA_CHI": address_text(patient),

@@ -18,7 +18,8 @@ from adapters.portal.emulator.validate import Rejection
 NUMBER = re.compile(r"[<>]?=?-?\d+(\.\d+)?")
 CODE_TABLES = {"GIOI_TINH": {"1", "2", "3"}, "DOI_TUONG": {str(n) for n in range(1, 15)},
                "NGUON_KINH_PHI": {"1", "2", "3", "4", "5", "9"}, "PHAN_LOAI_SK": {"1", "2", "3", "4", "5"}}
-FORMATS = {"NGAY_SINH": re.compile(r"\d{12}"), "NGAY_VAO": re.compile(r"\d{12}"), "NGAY_KET_LUAN": re.compile(r"\d{12}"),
+FORMATS = {"NGAY_SINH": re.compile(r"\d{12}"), "NGAY_VAO": re.compile(r"\d{12}"),
+           "NGAY_KET_LUAN": re.compile(r"\d{12}"),
            "MA_CSKCB": re.compile(r".{5}"), "MA_GTIN_CSKCB": re.compile(r"\d{13}"),
            "HUYET_AP": re.compile(r"\d{2,3}/\d{2,3}"),
            "KET_LUAN_BENH": re.compile(r"[A-Z]\d{2}(\.[0-9A-Z]{1,2})?(;[A-Z]\d{2}(\.[0-9A-Z]{1,2})?)*")}

@@ -49,13 +49,15 @@ def _check_one(document: etree._Element, signature: etree._Element, where: str) 
         raise SignatureProblem(f"{where}: SignedInfo with exactly one Reference is required")
     reference = references[0]
     transforms = [t.get("Algorithm") for t in reference.findall(f"{DS}Transforms/{DS}Transform")]
-    if (_algorithm(info, f"{DS}CanonicalizationMethod") != C14N or _algorithm(info, f"{DS}SignatureMethod") != RSA_SHA256
+    if (_algorithm(info, f"{DS}CanonicalizationMethod") != C14N
+            or _algorithm(info, f"{DS}SignatureMethod") != RSA_SHA256
             or reference.get("URI") != "" or transforms not in ([ENVELOPED], [ENVELOPED, C14N])
             or _algorithm(reference, f"{DS}DigestMethod") != SHA256):
         raise SignatureProblem(f"{where}: expected an enveloped RSA-SHA256 signature of the whole document (URI=\"\")"
                                " with C14N 1.0 and SHA-256")
     without = copy.deepcopy(document)
-    mine = [node for node in without.iter(f"{DS}Signature")][[n for n in document.iter(f"{DS}Signature")].index(signature)]
+    position = list(document.iter(f"{DS}Signature")).index(signature)
+    mine = list(without.iter(f"{DS}Signature"))[position]
     mine.getparent().remove(mine)
     digest = base64.b64encode(hashlib.sha256(etree.tostring(without, method="c14n")).digest()).decode("ascii")
     if digest != "".join((reference.findtext(f"{DS}DigestValue") or "").split()):
@@ -83,7 +85,8 @@ def verify_form(xml: bytes, facility_cert_pem: bytes | None) -> dict[str, int]:
         for later in signatures[k + 1:]:
             later.getparent().remove(later)
         slot = signatures[k].getparent()
-        where = f"{slot.getparent().tag}/{slot.tag}" if slot is not None and slot.getparent() is not None else "Signature"
+        group = slot.getparent() if slot is not None else None
+        where = f"{group.tag}/{slot.tag}" if slot is not None and group is not None else "Signature"
         if slot is None or not str(slot.tag).startswith("CKS_"):
             raise SignatureProblem(f"{where}: a signature must sit in a CKS_* element")
         certificate = _check_one(document, signatures[k], where)
