@@ -72,8 +72,8 @@ class Gateway:
         s = self.settings
         signer = self._signer = load_signer(s.signing)
         record_certificate_expiry(self.metrics, signer)
-        practitioners = self._practitioners = {licence: load_signer(source) for licence, source
-                                               in s.portal.hub.practitioner_signers.items()}
+        practitioners = self._practitioners = {doctor.licence: load_signer(doctor)
+                                               for doctor in s.portal.hub.practitioner_signers}
         if s.emulator.enabled:
             await self._start_emulator(signer.certificate_pem)
         self.store = await Store(s.store.path, load_cipher(s.store), lease_seconds=s.store.lease_seconds,

@@ -61,7 +61,7 @@ def _runtime_problems(settings: Settings) -> list[str]:
     except EncryptionKeyError as exc:
         problems.append(str(exc))
     sources = [settings.signing] if settings.signing.source != "dev" else []  # dev creates its pair on start
-    sources += [source for source in settings.portal.hub.practitioner_signers.values() if source.source != "dev"]
+    sources += [doctor for doctor in settings.portal.hub.practitioner_signers if doctor.source != "dev"]
     for source in sources:
         try:
             load_signer(source).close()

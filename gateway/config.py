@@ -192,6 +192,19 @@ class SigningSettings(_Section):
     pkcs11_cert_file: Path | None = None
 
 
+class PractitionerSigner(SigningSettings):
+    """A doctor who signs their own blocks of a health-check form: their licence and where their key is."""
+
+    licence: str  # as the HIS sends it: OBX-16, OBR-16, PV1-7, FHIR performer / resultsInterpreter
+
+    @field_validator("licence")
+    @classmethod
+    def _licence(cls, value: str) -> str:
+        if not value.strip():
+            raise ValueError("must be the practitioner's licence number")
+        return value.strip()
+
+
 class ChannelSettings(_Section):
     """One national channel's endpoint and credentials; every URL path is configurable."""
 
@@ -236,9 +249,9 @@ class HubChannelSettings(ChannelSettings):
     # HBGW-KSK-NGUON_KINH_PHI): 14 "other" and 9 "other" until the site sets its usual ones.
     default_doi_tuong: str = "14"
     default_nguon_kinh_phi: str = "9"
-    # Practitioner licence (as in OBX-16, OBR-32/PV1-7, FHIR performer) -> where that doctor's signing key is;
-    # their CKS_NGUOI_KHAM / CKS_NGUOI_KET_LUAN stay empty (as QĐ 1551 allows) for anyone not listed.
-    practitioner_signers: dict[str, SigningSettings] = Field(default_factory=dict)
+    # Doctors who sign their CKS_NGUOI_KHAM / CKS_NGUOI_KET_LUAN; those elements stay empty (as QĐ 1551
+    # allows) for anyone not listed.
+    practitioner_signers: list[PractitionerSigner] = Field(default_factory=list)
 
     @field_validator("default_doi_tuong")
     @classmethod

@@ -21,7 +21,7 @@ KINDS = ("adult", "pupil", "child", "driver")
 
 @pytest.fixture
 def gateway(tmp_path: Path) -> Iterator[GatewayProcess]:
-    doctors = {EYE_DOCTOR: {"source": "dev", "dev_dir": str(tmp_path / "eye-doctor")}}
+    doctors = [{"licence": EYE_DOCTOR, "source": "dev", "dev_dir": str(tmp_path / "eye-doctor")}]
     process = GatewayProcess(tmp_path, extra_env={"HBGW_PORTAL__HUB__PRACTITIONER_SIGNERS": json.dumps(doctors)})
     process.start()
     try:
