@@ -276,7 +276,8 @@ class SqliteStore:
             return db.execute(
                 "UPDATE outbox SET state = 'in_flight', lease_until = ?, attempts = attempts + 1 WHERE id IN ("
                 " SELECT o.id FROM outbox o"
-                " WHERE ((o.state = 'pending' AND o.next_attempt_at <= ?) OR (o.state = 'in_flight' AND o.lease_until < ?))"
+                " WHERE ((o.state = 'pending' AND o.next_attempt_at <= ?)"
+                "   OR (o.state = 'in_flight' AND o.lease_until < ?))"
                 " AND NOT EXISTS (SELECT 1 FROM outbox e WHERE e.patient_key = o.patient_key AND e.id < o.id"
                 "   AND e.state IN ('pending', 'in_flight'))"
                 " ORDER BY o.id LIMIT ?)"
@@ -345,7 +346,8 @@ class SqliteStore:
         marks = ", ".join("?" * len(states))
         inbox = await self._read(f"{sqlite_admin.INBOX_ITEMS} WHERE state IN ({marks})", states)
         outbox = await self._read(f"{sqlite_admin.OUTBOX_ITEMS} WHERE o.state IN ({marks})", states)
-        items = [sqlite_admin.item("inbox", row) for row in inbox] + [sqlite_admin.item("outbox", row) for row in outbox]
+        items = [sqlite_admin.item("inbox", row) for row in inbox]
+        items += [sqlite_admin.item("outbox", row) for row in outbox]
         return sorted(items, key=lambda item: (item.failed_at or 0, item.ref.queue, item.ref.id))
 
     async def queued_item(self, ref: ItemRef) -> QueuedItem:

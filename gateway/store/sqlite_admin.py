@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import sqlite3
 import time
+from collections.abc import Sequence
 from typing import Any, NamedTuple
 
 from gateway.store.interface import AdminError, ItemRef, QueuedItem
@@ -53,7 +54,7 @@ def purge(db: sqlite3.Connection, kind: str, cutoff: float, limit: int) -> int:
     return db.execute(_PURGES[kind], {"now": time.time(), "cutoff": cutoff, "chunk": limit}).rowcount
 
 
-def item(queue: str, row: tuple[Any, ...]) -> QueuedItem:
+def item(queue: str, row: Sequence[Any]) -> QueuedItem:
     """An INBOX_ITEMS or OUTBOX_ITEMS row as the operator sees it."""
     return QueuedItem(ItemRef(queue, row[0]), row[1], row[2], row[3], row[4] or "", row[5], row[6], row[7],
                       bool(row[8]), row[9])
