@@ -21,8 +21,7 @@ import time
 
 from gateway.logs import get_logger
 from gateway.metrics import Metrics
-from gateway.store import Store
-from gateway.store.interface import PURGE_KINDS
+from gateway.store import PURGE_KINDS, Store
 
 log = get_logger(__name__)
 

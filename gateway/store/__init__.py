@@ -10,6 +10,8 @@ from collections.abc import Callable
 from gateway.config import StoreSettings
 from gateway.encryption import load_cipher
 from gateway.store.interface import (
+    PURGE_KINDS,
+    QUEUE_NAMES,
     AdminError,
     ClaimedMessage,
     ClaimedSubmission,
@@ -27,7 +29,7 @@ from gateway.store.interface import (
 )
 from gateway.store.sqlite import SqliteStore
 
-__all__ = ["AdminError", "ClaimedMessage", "ClaimedSubmission", "Inbound", "ItemRef", "MappingOutcome",
+__all__ = ["PURGE_KINDS", "QUEUE_NAMES", "AdminError", "ClaimedMessage", "ClaimedSubmission", "Inbound", "ItemRef", "MappingOutcome",
            "OperatorAction", "QueuedItem", "SchemaTooNewError", "SqliteStore", "Store", "StoreError",
            "StoreLockedError", "StoreUnavailable", "Stored", "open_store"]
 
