@@ -11,10 +11,9 @@ from aiohttp import web
 from adapters.fhir_api import FhirApi
 from adapters.mllp import MllpServer
 from adapters.portal.base import PortalChannel
-from adapters.portal.bhxh import BhxhChannel
 from adapters.portal.emulator import EmulatorConfig, create_emulator_app
-from adapters.portal.hub import HubChannel
 from adapters.tls import server_ssl_context
+from gateway.channels import build_submissions, open_channels
 from gateway.config import Settings
 from gateway.fhir_intake import FhirIntake
 from gateway.intake import Hl7Intake
@@ -24,7 +23,6 @@ from gateway.pipeline import Pipeline, mapping_executor
 from gateway.retention import Retention
 from gateway.signing import Signer, load_signer, record_certificate_expiry
 from gateway.store import Store, open_store
-from gateway.submissions import build_submissions
 from mappings.fhir_in import map_fhir
 from mappings.hl7v2 import screen
 from mappings.model import FacilityInfo, Issue
@@ -73,10 +71,7 @@ class Gateway:
         if s.emulator.enabled:
             await self._start_emulator(signer.certificate_pem)
         self.store = await open_store(s.store, owner=True, on_batch=self.metrics.group_commit_batch.observe)
-        if s.portal.bhxh.enabled:
-            self._channels["bhxh_xml130"] = BhxhChannel(s.portal.bhxh, self.metrics)
-        if s.portal.hub.enabled:
-            self._channels["moh_checkup"] = HubChannel(s.portal.hub, self.metrics)
+        self._channels = open_channels(s.portal, self.metrics)
         facility = facility_info(s)
         self._pipeline = Pipeline(
             self.store, self.metrics, s.pipeline,
