@@ -16,13 +16,11 @@ from collections.abc import Mapping
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
-from adapters.portal.base import Submission
 from gateway.config import HubChannelSettings
 from gateway.signing import Signer
 from mappings.checkup.build import CheckupForm, FormOptions, build_form
 from mappings.model import Document, FacilityInfo
 
-HUB_CHANNEL = "moh_checkup"
 VIETNAM = timezone(timedelta(hours=7))
 
 
@@ -77,28 +75,20 @@ def sign_form(form: CheckupForm, facility: Signer, practitioners: Mapping[str, S
     return xml
 
 
-def hub_submission(document_id: str, version: int, body: bytes) -> Submission:
-    """A hub message as a submission keyed by document id and version."""
-    return Submission(channel=HUB_CHANNEL, idempotency_key=f"{document_id}:v{version}", document_id=document_id,
-                      version=version, body=body, content_type="application/json")
-
-
-def checkup_submission(document: Document, facility: FacilityInfo, signer: Signer,
-                       practitioners: Mapping[str, Signer], settings: HubChannelSettings,
-                       now: datetime) -> Submission:
+def checkup_message(document: Document, facility: FacilityInfo, signer: Signer,
+                    practitioners: Mapping[str, Signer], settings: HubChannelSettings, now: datetime) -> bytes:
     """A health check as its signed form in a signed hub message; ValueError names what the form lacks."""
     form = build_form(document, facility, FormOptions(settings.default_doi_tuong, settings.default_nguon_kinh_phi))
     if form.issues:
         raise ValueError("; ".join(f"{issue.location} {issue.code}" for issue in form.issues))
     header = hub_header(settings, facility.moh_facility_id, msg_id(facility.moh_facility_id, document), now)
-    body = hub_message(header, sign_form(form, signer, practitioners), signer, settings)
-    return hub_submission(document.document_id, document.version, body)
+    return hub_message(header, sign_form(form, signer, practitioners), signer, settings)
 
 
-def immunization_submission(document: Document, facility: FacilityInfo, signer: Signer,
-                            settings: HubChannelSettings, now: datetime) -> Submission:
+def immunization_message(document: Document, facility: FacilityInfo, signer: Signer,
+                         settings: HubChannelSettings, now: datetime) -> bytes:
     """An immunization as the canonical FHIR document (json/base64) under `immunization_txn_type`."""
     header = hub_header(settings, facility.moh_facility_id, msg_id(facility.moh_facility_id, document), now,
                         settings.immunization_txn_type, "json/base64")
     payload = json.dumps(document.bundle, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
-    return hub_submission(document.document_id, document.version, hub_message(header, payload, signer, settings))
+    return hub_message(header, payload, signer, settings)

@@ -1,52 +1,46 @@
-"""Turn a health-book document into signed submissions for the national channels (see PORTAL_API.md)."""
+"""Turn a health-book document into the signed body each national channel sends (see PORTAL_API.md).
+
+Each builder takes the document, its channel's settings, the facility, the facility signer, the time and the
+practitioners' signers (by licence), and returns the signed body, or None when the channel does not take
+that kind of document; gateway.channels names which builder serves which channel.
+"""
 from __future__ import annotations
 
 from collections.abc import Mapping
-from datetime import datetime, timezone
+from datetime import datetime
 
-from adapters.portal.base import Submission
-from gateway.config import PortalSettings
-from gateway.hub_message import HUB_CHANNEL, checkup_submission, immunization_submission
+from gateway.config import BhxhChannelSettings, HubChannelSettings
+from gateway.hub_message import checkup_message, immunization_message
 from gateway.signing import Signer
 from mappings import xml130
 from mappings.model import Document, FacilityInfo
-
-BHXH_CHANNEL = "bhxh_xml130"
-__all__ = ["BHXH_CHANNEL", "HUB_CHANNEL", "SubmissionBuildError", "bhxh_submission", "build_submissions"]
-
-
-def bhxh_submission(document_id: str, version: int, signed_envelope: bytes) -> Submission:
-    """A signed XML 130 envelope as a submission keyed by document id (MA_LK) and version."""
-    return Submission(channel=BHXH_CHANNEL, idempotency_key=f"{document_id}:v{version}", document_id=document_id,
-                      version=version, body=signed_envelope, content_type="application/xml")
 
 
 class SubmissionBuildError(ValueError):
     """The document cannot become a portal submission: dead-letter it with this reason, retrying cannot help."""
 
 
-def build_submissions(document: Document, facility: FacilityInfo, signer: Signer, portal: PortalSettings,
-                      now: datetime | None = None, practitioners: Mapping[str, Signer] | None = None
-                      ) -> list[Submission]:
-    """Sign one document for the channel that takes its kind; a disabled channel gets nothing.
+def bhxh_body(document: Document, _settings: BhxhChannelSettings, facility: FacilityInfo, signer: Signer,
+              now: datetime, _practitioners: Mapping[str, Signer]) -> bytes | None:
+    """An episode as a signed XML 130 envelope; None for other kinds and for a cancelled episode (A11)."""
+    if document.kind != "episode":
+        return None
+    tables = xml130.build_tables(document, facility)
+    if not tables:  # a cancelled episode (A11): nothing more to send for it
+        return None
+    return signer.sign_xml_envelope(xml130.build_envelope(tables, facility, now))
 
-    Health checks go to the hub as the signed QĐ 1551/2062 XML form (gateway.hub_message), practitioners
-    signing their blocks where `practitioners` has their licence. Immunizations have no national form in
-    PORTAL_API.md: they go to the hub as the canonical FHIR document under `immunization_txn_type`.
-    A SigningError (certificate expired since start-up) is left to propagate: it is retryable.
+
+def hub_body(document: Document, settings: HubChannelSettings, facility: FacilityInfo, signer: Signer,
+             now: datetime, practitioners: Mapping[str, Signer]) -> bytes | None:
+    """A health check or an immunization as a signed hub message; None for other kinds.
+
+    Health checks go as the signed QĐ 1551/2062 XML form (gateway.hub_message), practitioners signing their
+    blocks where `practitioners` has their licence. Immunizations have no national form in PORTAL_API.md:
+    they go to the hub as the canonical FHIR document under `immunization_txn_type`.
     """
-    now = now or datetime.now(timezone.utc)
-    try:
-        if document.kind == "episode" and portal.bhxh.enabled:
-            tables = xml130.build_tables(document, facility)
-            if not tables:  # a cancelled episode (A11): nothing more to send for it
-                return []
-            envelope = xml130.build_envelope(tables, facility, now)
-            return [bhxh_submission(document.document_id, document.version, signer.sign_xml_envelope(envelope))]
-        if document.kind == "health_check" and portal.hub.enabled:
-            return [checkup_submission(document, facility, signer, practitioners or {}, portal.hub, now)]
-        if document.kind == "immunization" and portal.hub.enabled:
-            return [immunization_submission(document, facility, signer, portal.hub, now)]
-    except ValueError as exc:
-        raise SubmissionBuildError(f"{document.kind} document {document.idempotency_key}: {exc}") from None
-    return []
+    if document.kind == "health_check":
+        return checkup_message(document, facility, signer, practitioners, settings, now)
+    if document.kind == "immunization":
+        return immunization_message(document, facility, signer, settings, now)
+    return None

@@ -18,20 +18,33 @@ from __future__ import annotations
 
 import asyncio
 import json
+from collections.abc import Callable
 from functools import cache
 from importlib import resources
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 from adapters.portal.base import PermanentPortalError, PortalError, Receipt, Submission, TransientPortalError
-from adapters.portal.http import AccessToken, HttpAnswer, PortalHttpChannel, TokenRejected
+from adapters.portal.http import AccessToken, ChannelConfig, HttpAnswer, PortalHttpChannel, TokenRejected
 from adapters.portal.wire import IDEMPOTENCY_HEADER
-
-if TYPE_CHECKING:
-    from gateway.config import HubChannelSettings
-    from gateway.metrics import Metrics
 
 DEFAULT_TOKEN_LIFETIME_SECONDS = 3600.0
 LOGIN_SUCCESS = "CM_SUCCESS"
+
+
+class HubConfig(ChannelConfig, Protocol):
+    """What the hub client needs from its settings (gateway.config.HubChannelSettings provides it)."""
+
+    @property
+    def login_path(self) -> str: ...
+
+    @property
+    def push_path(self) -> str: ...
+
+    @property
+    def service_type(self) -> str: ...
+
+    @property
+    def batch_size(self) -> int: ...
 
 
 @cache
@@ -93,12 +106,11 @@ def outcome(answer: HttpAnswer, msg_id: str) -> Receipt | PortalError:
 
 
 class HubChannel(PortalHttpChannel):
-    """The "moh_checkup" channel: one signed message per submission, one receipt per message."""
+    """The Ministry of Health hub channel: one signed message per submission, one receipt per message."""
 
-    name = "moh_checkup"
-
-    def __init__(self, settings: HubChannelSettings, metrics: Metrics) -> None:
-        super().__init__(settings, metrics)
+    def __init__(self, settings: HubConfig, *, name: str, on_response: Callable[[int], None] | None = None,
+                 on_attempt: Callable[[float], None] | None = None) -> None:
+        super().__init__(settings, name=name, on_response=on_response, on_attempt=on_attempt)
         self.hub = settings
 
     def _headers(self, token: AccessToken) -> dict[str, str]:

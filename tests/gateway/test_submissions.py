@@ -15,11 +15,12 @@ from cryptography.hazmat.primitives import serialization
 from adapters.portal.emulator.hub import HubRefusal, check_message
 from adapters.portal.emulator.validate import check_envelope
 from adapters.portal.emulator.xmldsig import verify_form
+from gateway.channels import build_submissions
 from gateway.config import PortalSettings, SigningSettings
+from gateway.hub_message import msg_id
 from gateway.signing import Signer, load_signer
 from gateway.signing.sources import generate_self_signed
-from gateway.submissions import SubmissionBuildError, build_submissions
-from gateway.hub_message import msg_id
+from gateway.submissions import SubmissionBuildError
 from mappings.document import assemble
 from mappings.hl7v2 import map_message
 from mappings.model import Document, FacilityInfo

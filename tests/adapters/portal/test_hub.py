@@ -20,20 +20,19 @@ from adapters.portal.base import (
 )
 from adapters.portal.http import HttpAnswer
 from adapters.portal.hub import HubChannel, outcome, result_class, result_codes
+from gateway.channels import submission_for
 from gateway.config import HubChannelSettings, SigningSettings
-from gateway.hub_message import hub_header, hub_message, hub_submission, sign_form
-from gateway.metrics import Metrics
+from gateway.hub_message import hub_header, hub_message, sign_form
 from gateway.signing import Signer, load_signer
 from mappings.checkup.build import FormOptions, build_form
 from mappings.model import FacilityInfo
-from tests.adapters.portal.conftest import (
-    FACILITY_ID,
-    Portal,
-    _checkup_document,
-    body_json,
-    keys,
-)
+from tests.adapters.portal.conftest import FACILITY_ID, Portal, _checkup_document, body_json, keys, spec
 from tests.checkup_samples import EYE_DOCTOR
+
+
+def hub_submission(document_id: str, version: int, body: bytes) -> Submission:
+    """A hub message as the channel's submission."""
+    return submission_for(spec("moh_checkup"), document_id, version, body)
 
 
 def resigned(submission: Submission, signer: Signer, data: str | None = None, **header: Any) -> Submission:
@@ -170,7 +169,7 @@ async def test_file_content_data_shape_is_signed_over_the_data_object(
     message = body_json(make_hub("KSK-0011"))
     body = hub_message(message["header"], base64.b64decode(message["data"]), signer, settings)
     assert set(json.loads(body)["data"]) == {"file_content"}
-    channel = HubChannel(settings, Metrics())
+    channel = HubChannel(settings, name="moh_checkup")
     try:
         receipt = await channel.submit(hub_submission("KSK-0011", 1, body))
     finally:
