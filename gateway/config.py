@@ -243,6 +243,9 @@ class HubChannelSettings(ChannelSettings):
     # `data`: the Base64 text itself (PL02 §4.2, the VIMES request), or {"file_content": Base64} (VIMES notes
     # for QĐ 2062, not seen in a primary text).
     data_shape: Literal["base64", "file_content"] = "base64"
+    # What `data` carries: the single form (QĐ 1551 PL02 §5) or a KHAMSUCKHOE envelope of sub-files XML1, XML2,
+    # ... with CHUKYDONVI (QĐ 2062 as vendor docs describe it; mappings/checkup/packaging.json).
+    packaging: Literal["form", "khamsuckhoe"] = "form"
     # Header keys in the checksum: in the order sent (PL02: hash the JSON as sent, without whitespace) or sorted.
     checksum_key_order: Literal["as_sent", "sorted"] = "as_sent"
     # DOI_TUONG (1-14) and NGUON_KINH_PHI (1-5, 9) when the HIS sends none (OBX HBGW-KSK-DOI_TUONG,

@@ -18,10 +18,14 @@ from typing import Any
 
 from gateway.config import HubChannelSettings
 from gateway.signing import Signer
-from mappings.checkup.build import CheckupForm, FormOptions, build_form
+from lxml import etree
+
+from mappings.checkup.build import FormOptions, SignatureSlot, build_form
+from mappings.checkup.envelope import build_envelope
 from mappings.model import Document, FacilityInfo
 
 VIETNAM = timezone(timedelta(hours=7))
+FACILITY_SLOTS = frozenset({"CKS_BENH_VIEN", "CHUKYDONVI"})
 
 
 def msg_id(sender_id: str, document: Document) -> str:
@@ -63,15 +67,20 @@ def hub_message(header: dict[str, Any], payload: bytes, signer: Signer, settings
                       ensure_ascii=False, separators=(",", ":")).encode("utf-8")
 
 
-def sign_form(form: CheckupForm, facility: Signer, practitioners: Mapping[str, Signer]) -> bytes:
-    """Sign the form's CKS_* slots in document order: configured practitioners, then the facility last."""
-    xml = form.xml
+def sign_form(xml: bytes, slots: tuple[SignatureSlot, ...], facility: Signer,
+              practitioners: Mapping[str, Signer]) -> bytes:
+    """Sign the CKS_* slots (and an envelope's CHUKYDONVI) in document order: configured practitioners, the
+    facility for CKS_BENH_VIEN and CHUKYDONVI; each signature covers every one made before it."""
+    who = {(slot.element, slot.group): slot.practitioner for slot in slots}
+    elements = {slot.element for slot in slots} | FACILITY_SLOTS
+    order = [(str(node.tag), str(node.getparent().tag)) for node in etree.fromstring(xml).iter()
+             if node.tag in elements and node.getparent() is not None]
     seen: dict[str, int] = {}
-    for slot in form.slots:
-        index = seen[slot.element] = seen.get(slot.element, -1) + 1
-        signer = facility if slot.element == "CKS_BENH_VIEN" else practitioners.get(slot.practitioner)
+    for element, group in order:
+        index = seen[element] = seen.get(element, -1) + 1
+        signer = facility if element in FACILITY_SLOTS else practitioners.get(who.get((element, group), ""))
         if signer is not None:
-            xml = signer.sign_into(xml, index, slot.element)
+            xml = signer.sign_into(xml, index, element)
     return xml
 
 
@@ -82,7 +91,9 @@ def checkup_message(document: Document, facility: FacilityInfo, signer: Signer,
     if form.issues:
         raise ValueError("; ".join(f"{issue.location} {issue.code}" for issue in form.issues))
     header = hub_header(settings, facility.moh_facility_id, msg_id(facility.moh_facility_id, document), now)
-    return hub_message(header, sign_form(form, signer, practitioners), signer, settings)
+    xml = form.xml if settings.packaging == "form" else \
+        build_envelope(form.xml, facility.moh_facility_id, now.astimezone(VIETNAM).date())
+    return hub_message(header, sign_form(xml, form.slots, signer, practitioners), signer, settings)
 
 
 def immunization_message(document: Document, facility: FacilityInfo, signer: Signer,

@@ -10,6 +10,7 @@ import pytest
 
 from mappings.checkup import forms
 from mappings.checkup.build import FormOptions, build_form
+from mappings.checkup.envelope import build_envelope, packaging
 from mappings.document import assemble
 from mappings.fhir_in import map_fhir
 from mappings.hl7v2 import map_message, screen
@@ -214,3 +215,18 @@ def test_input_codes_are_data_with_their_sources() -> None:
     derivation_inputs = {"HA_TAM_THU", "HA_TAM_TRUONG", "KET_LUAN_TEXT"}
     assert targets - every <= derivation_inputs, "every other target is an element of some form"
     assert forms.elements_of_code("HBGW-KSK-NOI_KHOA_TUAN_HOAN_PL") == ["NOI_KHOA_TUAN_HOAN_PL"]
+
+
+def test_the_khamsuckhoe_envelope_puts_each_group_in_its_sub_file_in_form_order() -> None:
+    built = build_form(document("adult"), FACILITY, OPTIONS)
+    envelope = ET.fromstring(build_envelope(built.xml, "4000000000123", date(2026, 11, 20)))
+    assert envelope.tag == "KHAMSUCKHOE" and envelope.findtext("THONGTINDONVI/MACSKCB") == "4000000000123"
+    assert (envelope.findtext("THONGTINHOSO/NGAYLAP"), envelope.findtext("THONGTINHOSO/SOLUONGHOSO")) == (
+        "20261120", "1")
+    files = {f.findtext("LOAIHOSO"): [g.tag for g in f.find("NOIDUNGFILE")]
+             for f in envelope.iterfind("THONGTINHOSO/DANHSACHHOSO/HOSO/FILEHOSO")}
+    assert list(files) == ["XML1", "XML2", "XML3", "XML7", "XML8", "XML11", "XML12"]
+    assert files["XML3"] == ["KHAM_THE_LUC"] and files["XML12"] == ["KET_LUAN"]
+    assert sum(len(groups) for groups in files.values()) == len(ET.fromstring(built.xml))
+    assert [node.tag for node in envelope.find("THONGTINHOSO")][-1] == "CHUKYDONVI"
+    assert "VIMES" in packaging()["_source"] and packaging()["inferred"] == ["XML5", "XML6", "XML8"]

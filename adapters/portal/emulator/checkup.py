@@ -27,11 +27,51 @@ SIGNATURE_SLOTS = {"CKS_NGUOI_KHAM", "CKS_NGUOI_KET_LUAN", "CKS_BENH_VIEN"}
 
 
 @cache
+def _data(name: str) -> dict[str, Any]:
+    data: dict[str, Any] = json.loads(resources.files("mappings.checkup").joinpath(name).read_text(encoding="utf-8"))
+    return data
+
+
 def form_lists() -> dict[str, Any]:
     """Every form of mappings/checkup/forms.json by root element."""
-    text = resources.files("mappings.checkup").joinpath("forms.json").read_text(encoding="utf-8")
-    forms: dict[str, Any] = json.loads(text)["forms"]
+    forms: dict[str, Any] = _data("forms.json")["forms"]
     return forms
+
+
+def _text(node: etree._Element, path: str) -> str:
+    return (node.findtext(path) or "").strip()
+
+
+def unwrap_envelope(xml: bytes) -> bytes:
+    """The form inside a KHAMSUCKHOE envelope (mappings/checkup/packaging.json), its groups back in form order."""
+    root = etree.fromstring(xml, etree.XMLParser(resolve_entities=False, no_network=True))
+    if not re.fullmatch(r"\d{13}", _text(root, "THONGTINDONVI/MACSKCB")):
+        raise Rejection("KHAMSUCKHOE/THONGTINDONVI/MACSKCB must be the 13-digit facility id")
+    if not re.fullmatch(r"\d{8}", _text(root, "THONGTINHOSO/NGAYLAP")):
+        raise Rejection("KHAMSUCKHOE/THONGTINHOSO/NGAYLAP must be yyyyMMdd")
+    records = root.findall("THONGTINHOSO/DANHSACHHOSO/HOSO")
+    if len(records) != 1 or _text(root, "THONGTINHOSO/SOLUONGHOSO") != "1":
+        raise Rejection("a KHAMSUCKHOE envelope carries one health check (SOLUONGHOSO 1, one HOSO)")
+    if root.find("THONGTINHOSO/CHUKYDONVI") is None:
+        raise Rejection("KHAMSUCKHOE/THONGTINHOSO/CHUKYDONVI is missing")
+    home = {group: kind for kind, groups in _data("packaging.json")["files"] for group in groups}
+    groups: list[etree._Element] = []
+    for file_node in records[0].findall("FILEHOSO"):
+        kind = _text(file_node, "LOAIHOSO")
+        content = file_node.find("NOIDUNGFILE")
+        for group in [] if content is None else list(content):
+            if home.get(str(group.tag)) != kind:
+                raise Rejection(f"{group.tag} belongs in {home.get(str(group.tag), 'no sub-file')}, not {kind}")
+            groups.append(group)
+    tags = {str(group.tag) for group in groups}
+    for name, spec in form_lists().items():
+        fixed = {group[0] for group in spec["groups"] if len(group) < 3}
+        if fixed <= tags <= {group[0] for group in spec["groups"]}:
+            order = {group[0]: position for position, group in enumerate(spec["groups"])}
+            form = etree.Element(name)
+            form.extend(sorted(groups, key=lambda node: order[str(node.tag)]))
+            return etree.tostring(form)
+    raise Rejection("the envelope's groups are not those of any health-check form")
 
 
 def _check_value(where: str, name: str, kind: str, size: int | None, value: str) -> None:

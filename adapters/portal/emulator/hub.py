@@ -24,8 +24,9 @@ from cryptography import x509
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
+from lxml import etree
 
-from adapters.portal.emulator.checkup import check_form
+from adapters.portal.emulator.checkup import check_form, unwrap_envelope
 from adapters.portal.emulator.state import EmulatorState
 from adapters.portal.emulator.validate import Rejection
 from adapters.portal.emulator.xmldsig import SignatureProblem, verify_form
@@ -139,7 +140,12 @@ def _check_payload(txn_type: str, payload: bytes, cert_pem: bytes | None) -> tup
             raise HubRefusal(INVALID, "sync_immunization data must be a FHIR document Bundle", 400)
         return "FHIR", {}
     try:
-        root, _values = check_form(payload)
+        envelope = etree.fromstring(payload, etree.XMLParser(resolve_entities=False, no_network=True)).tag \
+            == "KHAMSUCKHOE"
+    except etree.XMLSyntaxError:
+        raise HubRefusal(INVALID, "data is not Base64 of a well-formed XML form", 400) from None
+    try:
+        root, _values = check_form(unwrap_envelope(payload) if envelope else payload)
     except Rejection as exc:
         raise HubRefusal(INVALID, exc.reason, 400) from None
     try:
@@ -148,6 +154,8 @@ def _check_payload(txn_type: str, payload: bytes, cert_pem: bytes | None) -> tup
         raise HubRefusal("PS_DS_CA_SIGNATURE_INVALID", str(exc), signature=True) from None
     if not signed.get("CKS_BENH_VIEN"):
         raise HubRefusal("PS_DS_CA_SIGNATURE_MISSING", "CKS_BENH_VIEN holds no facility signature", signature=True)
+    if envelope and not signed.get("CHUKYDONVI"):
+        raise HubRefusal("PS_DS_CA_SIGNATURE_MISSING", "CHUKYDONVI holds no facility signature", signature=True)
     return root, signed
 
 

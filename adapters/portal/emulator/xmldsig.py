@@ -3,7 +3,8 @@
 Signatures are applied in document order, each over the whole document as it stood (URI="" with the
 enveloped-signature transform), so signature k covers signatures 1..k-1 and none after it. To check
 signature k the later ones are taken out, then its digest and RSA-SHA256 value are recomputed with
-inclusive C14N 1.0. The facility's CKS_BENH_VIEN signature must carry the configured certificate.
+inclusive C14N 1.0. The facility's CKS_BENH_VIEN (and an envelope's CHUKYDONVI) signature must carry the
+configured certificate.
 """
 from __future__ import annotations
 
@@ -87,10 +88,10 @@ def verify_form(xml: bytes, facility_cert_pem: bytes | None) -> dict[str, int]:
         slot = signatures[k].getparent()
         group = slot.getparent() if slot is not None else None
         where = f"{group.tag}/{slot.tag}" if slot is not None and group is not None else "Signature"
-        if slot is None or not str(slot.tag).startswith("CKS_"):
-            raise SignatureProblem(f"{where}: a signature must sit in a CKS_* element")
+        if slot is None or not (str(slot.tag).startswith("CKS_") or slot.tag == "CHUKYDONVI"):
+            raise SignatureProblem(f"{where}: a signature must sit in a CKS_* element (or an envelope's CHUKYDONVI)")
         certificate = _check_one(document, signatures[k], where)
-        if slot.tag == "CKS_BENH_VIEN" and facility_cert_pem is not None \
+        if slot.tag in ("CKS_BENH_VIEN", "CHUKYDONVI") and facility_cert_pem is not None \
                 and certificate != x509.load_pem_x509_certificate(facility_cert_pem):
             raise SignatureProblem(f"{where}: not signed with the facility certificate")
         signed[str(slot.tag)] = signed.get(str(slot.tag), 0) + 1

@@ -90,7 +90,7 @@ def signed_form(document_id: str, signer: Signer) -> tuple[Document, bytes]:
     document = _checkup_document(document_id)
     form = build_form(document, FacilityInfo("Demo", "40001", FACILITY_ID), FormOptions("14", "9"))
     assert not form.issues, form.issues
-    return document, sign_form(form, signer, {})
+    return document, sign_form(form.xml, form.slots, signer, {})
 
 
 @pytest.fixture

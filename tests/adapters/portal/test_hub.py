@@ -6,7 +6,7 @@ import base64
 import dataclasses
 import json
 from collections.abc import Callable
-from datetime import datetime
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +22,7 @@ from adapters.portal.http import HttpAnswer
 from adapters.portal.hub import HubChannel, outcome, result_class, result_codes
 from gateway.channels import submission_for
 from gateway.config import HubChannelSettings, SigningSettings
-from gateway.hub_message import hub_header, hub_message, sign_form
+from gateway.hub_message import checkup_message, hub_header, hub_message, sign_form
 from gateway.signing import Signer, load_signer
 from mappings.checkup.build import FormOptions, build_form
 from mappings.model import FacilityInfo
@@ -149,7 +149,7 @@ async def test_practitioner_signatures_inside_the_form_are_verified_too(
     eye_doctor = load_signer(SigningSettings(source="dev", dev_dir=tmp_path / "eye"))
     document = _checkup_document("KSK-0009")
     form = build_form(document, FacilityInfo("Demo", "40001", FACILITY_ID), FormOptions("14", "9"))
-    signed = sign_form(form, signer, {EYE_DOCTOR: eye_doctor})
+    signed = sign_form(form.xml, form.slots, signer, {EYE_DOCTOR: eye_doctor})
     assert signed.count(b"<ds:Signature xmlns") == 2  # the eye doctor's block, the facility
     settings = HubChannelSettings()
     header = hub_header(settings, FACILITY_ID, f"{FACILITY_ID}261120{'a' * 32}", datetime(2026, 11, 23, 8, 0))
@@ -209,3 +209,23 @@ async def test_an_expired_token_is_refused_with_401_and_the_channel_logs_in_agai
     assert receipt.result_code == "CM_SUCCESS"
     stats = await portal.stats()
     assert (stats["logins"], stats["token_refusals"]) == (2, 1)
+
+
+async def test_the_khamsuckhoe_packaging_is_unwrapped_checked_and_its_chukydonvi_verified(
+        hub: HubChannel, signer: Signer, portal: Portal, tmp_path: Path) -> None:
+    settings = HubChannelSettings(packaging="khamsuckhoe")
+    eye_doctor = load_signer(SigningSettings(source="dev", dev_dir=tmp_path / "eye"))
+    body = checkup_message(_checkup_document("KSK-0014"), FacilityInfo("Demo", "40001", FACILITY_ID), signer,
+                           {EYE_DOCTOR: eye_doctor}, settings, datetime(2026, 11, 23, 8, 0, tzinfo=timezone.utc))
+    envelope = base64.b64decode(json.loads(body)["data"])
+    assert envelope.startswith(b"<?xml version='1.0' encoding='utf-8'?>\n<KHAMSUCKHOE>")
+    receipt = await hub.submit(hub_submission("KSK-0014", 1, body))
+    assert receipt.result_code == "CM_SUCCESS"
+    stats = await portal.stats()
+    assert stats["hub_forms"] == {"TREN_18": 1}
+    assert stats["hub_signatures"] == {"CKS_NGUOI_KHAM": 1, "CKS_BENH_VIEN": 1, "CHUKYDONVI": 1}
+    moved = envelope.replace(b"<LOAIHOSO>XML3</LOAIHOSO>", b"<LOAIHOSO>XML4</LOAIHOSO>")
+    with pytest.raises(PermanentPortalError) as caught:
+        await hub.submit(resigned(hub_submission("KSK-0015", 1, body), signer, base64.b64encode(moved).decode(),
+                                  msg_id=f"{FACILITY_ID}261123{'c' * 32}"))
+    assert caught.value.result_code == "CM_INVALID_REQUEST" and "KHAM_THE_LUC belongs in XML3" in caught.value.reason
