@@ -49,14 +49,6 @@ class Er7Message:
         return [segment for segment in self.segments if segment.name == name]
 
 
-def _segment(line: str, sep: str) -> Segment:
-    """One segment line split into fields numbered as HL7 numbers them (MSH-1 is the separator itself)."""
-    parts = line.split(sep)
-    if parts[0] == "MSH":
-        parts.insert(1, sep)
-    return Segment(parts[0], tuple(parts))
-
-
 def read(message: str) -> Er7Message | None:
     """Split a message on any of the \\r, \\n, \\r\\n terminators; None when it does not start with MSH."""
     text = message.strip(FRAMING + "\r\n \t")
@@ -67,7 +59,15 @@ def read(message: str) -> Er7Message | None:
     if len(encoding) < 3:
         return None
     delimiters = Delimiters(sep, encoding[0], encoding[1], encoding[2], encoding[3] if len(encoding) > 3 else "&")
-    return Er7Message(delimiters, tuple(_segment(line, sep) for line in SEGMENT_SPLIT.split(text) if line))
+    segments = []
+    for line in SEGMENT_SPLIT.split(text):
+        if not line:
+            continue
+        parts = line.split(sep)
+        if parts[0] == "MSH":
+            parts.insert(1, sep)
+        segments.append(Segment(parts[0], tuple(parts)))
+    return Er7Message(delimiters, tuple(segments))
 
 
 def header_segment(text: str) -> Segment | None:

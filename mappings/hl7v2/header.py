@@ -118,16 +118,15 @@ def parse_header(text: str) -> MessageHeader | Issue:
     msh = header_segment(text)
     if msh is None:
         return NO_HEADER
-    encoding = msh.field(2) or DEFAULT_ENCODING
+    f = msh.fields + ("",) * (19 - len(msh.fields))  # f[n] is MSH-n
+    encoding = f[2] or DEFAULT_ENCODING
     component = encoding[0]
-    msh9 = msh.field(9).split(component)
+    msh9 = f[9].split(component)
     return MessageHeader(
-        field_separator=msh.field(1), encoding_characters=encoding,
-        sending_application=msh.field(3), sending_facility=msh.field(4),
-        receiving_application=msh.field(5), receiving_facility=msh.field(6),
-        message_type="^".join(part for part in msh9[:2] if part), control_id=msh.field(10),
-        processing_id=msh.field(11), version=msh.field(12).split(component)[0], accept_ack_type=msh.field(15),
-        application_ack_type=msh.field(16), charset=msh.field(18),
+        field_separator=f[1], encoding_characters=encoding,
+        sending_application=f[3], sending_facility=f[4], receiving_application=f[5], receiving_facility=f[6],
+        message_type="^".join(part for part in msh9[:2] if part), control_id=f[10], processing_id=f[11],
+        version=f[12].split(component)[0], accept_ack_type=f[15], application_ack_type=f[16], charset=f[18],
     )
 
 
