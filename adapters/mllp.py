@@ -6,13 +6,14 @@ import ssl
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
+import structlog
+
 from adapters.tls import peer_common_name
-from gateway.logs import get_logger
 from mappings.hl7v2.framing import FrameDecoder, wrap
 
 READ_CHUNK = 64 * 1024
 
-log = get_logger(__name__)
+log = structlog.get_logger(__name__)
 
 
 @dataclass(frozen=True, slots=True)

@@ -11,10 +11,9 @@ from aiohttp import web
 from adapters.fhir_api import FhirApi
 from adapters.mllp import MllpServer
 from adapters.portal.base import PortalChannel
-from adapters.portal.bhxh import BhxhChannel
 from adapters.portal.emulator import EmulatorConfig, create_emulator_app
-from adapters.portal.hub import HubChannel
 from adapters.tls import server_ssl_context
+from gateway.channels import build_submissions, open_channels
 from gateway.config import Settings
 from gateway.encryption import load_cipher
 from gateway.fhir_intake import FhirIntake
@@ -25,7 +24,6 @@ from gateway.pipeline import Pipeline, mapping_executor
 from gateway.retention import Retention
 from gateway.signing import Signer, load_signer, record_certificate_expiry
 from gateway.store import Store
-from gateway.submissions import build_submissions
 from mappings.fhir_in import map_fhir
 from mappings.hl7v2 import screen
 from mappings.model import FacilityInfo, Issue
@@ -77,10 +75,7 @@ class Gateway:
                                  max_batch=s.store.group_commit_max_batch,
                                  max_delay_ms=s.store.group_commit_max_delay_ms,
                                  on_batch=self.metrics.group_commit_batch.observe).open(owner=True)
-        if s.portal.bhxh.enabled:
-            self._channels["bhxh_xml130"] = BhxhChannel(s.portal.bhxh, self.metrics)
-        if s.portal.hub.enabled:
-            self._channels["moh_checkup"] = HubChannel(s.portal.hub, self.metrics)
+        self._channels = open_channels(s.portal, self.metrics)
         facility = facility_info(s)
         self._pipeline = Pipeline(
             self.store, self.metrics, s.pipeline,

@@ -12,15 +12,13 @@ from typing import Any
 import pytest
 
 from adapters.portal.base import PortalChannel, Submission
-from adapters.portal.bhxh import BhxhChannel
-from adapters.portal.hub import HubChannel
+from gateway.channels import build_submissions, open_channels
 from gateway.config import BhxhChannelSettings, HubChannelSettings, PipelineSettings, PortalSettings
 from gateway.encryption import PayloadCipher
 from gateway.metrics import Metrics
 from gateway.pipeline import Pipeline, mapping_executor
 from gateway.signing import Signer
 from gateway.store import Inbound, Store
-from gateway.submissions import build_submissions
 from mappings.hl7v2 import map_message
 from mappings.model import Document, FacilityInfo
 from tests.adapters.portal.conftest import Portal
@@ -64,10 +62,8 @@ async def store(tmp_path: Path) -> AsyncIterator[Store]:
 async def channels(portal: Portal) -> AsyncIterator[dict[str, PortalChannel]]:
     common: dict[str, Any] = {"base_url": portal.base_url, "username": "facility", "password": "s3cret-pass",
                               "timeout_seconds": 0.4}
-    made: dict[str, PortalChannel] = {
-        "bhxh_xml130": BhxhChannel(BhxhChannelSettings(**common), Metrics()),
-        "moh_checkup": HubChannel(HubChannelSettings(**common), Metrics()),
-    }
+    made = open_channels(PortalSettings(bhxh=BhxhChannelSettings(**common), hub=HubChannelSettings(**common)),
+                         Metrics())
     yield made
     for channel in made.values():
         await channel.close()
