@@ -180,7 +180,7 @@ class Gateway:
         app = create_emulator_app(
             EmulatorConfig(host=s.emulator.host, port=s.emulator.port, cert_pem=certificate_pem,
                            username=bhxh.username, password=bhxh.password.get_secret_value(),
-                           service_type=hub.service_type),
+                           service_type=hub.service_type, hub_sorted_keys=hub.checksum_key_order == "sorted"),
             bhxh_paths=(bhxh.token_path, bhxh.checkin_path, bhxh.submit_path),
             hub_paths=(hub.login_path, hub.push_path))
         runner = web.AppRunner(app, access_log=None)

@@ -11,13 +11,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from aiohttp.test_utils import TestServer
 
-from adapters.portal.base import (
-    PermanentPortalError,
-    Receipt,
-    Submission,
-    TransientPortalError,
-)
+from adapters.portal.base import PermanentPortalError, Receipt, Submission, TransientPortalError
+from adapters.portal.emulator import EmulatorConfig, create_emulator_app
 from adapters.portal.http import HttpAnswer
 from adapters.portal.hub import HubChannel, outcome, result_class, result_codes
 from gateway.channels import submission_for
@@ -229,3 +226,24 @@ async def test_the_khamsuckhoe_packaging_is_unwrapped_checked_and_its_chukydonvi
         await hub.submit(resigned(hub_submission("KSK-0015", 1, body), signer, base64.b64encode(moved).decode(),
                                   msg_id=f"{FACILITY_ID}261123{'c' * 32}"))
     assert caught.value.result_code == "CM_INVALID_REQUEST" and "KHAM_THE_LUC belongs in XML3" in caught.value.reason
+
+
+async def test_a_hub_that_sorts_header_keys_refuses_a_checksum_over_the_keys_as_sent(
+        make_hub: Callable[..., Submission], signer: Signer, emulator_config: EmulatorConfig) -> None:
+    sorting = dataclasses.replace(emulator_config, hub_sorted_keys=True)
+    server = TestServer(create_emulator_app(sorting), host="127.0.0.1")
+    await server.start_server()
+    settings = HubChannelSettings(base_url=str(server.make_url("")).rstrip("/"), username="facility",
+                                  password="s3cret-pass", checksum_key_order="sorted")
+    channel = HubChannel(settings, name="moh_checkup")
+    try:
+        with pytest.raises(PermanentPortalError) as caught:
+            await channel.submit(make_hub("KSK-0016"))
+        message = body_json(make_hub("KSK-0017"))
+        body = hub_message(message["header"], base64.b64decode(message["data"]), signer, settings)
+        receipt = await channel.submit(hub_submission("KSK-0017", 1, body))
+    finally:
+        await channel.close()
+        await server.close()
+    assert caught.value.result_code == "PS_DS_RSA_SIGNATURE_INVALID"
+    assert receipt.result_code == "CM_SUCCESS"
