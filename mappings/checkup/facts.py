@@ -83,7 +83,7 @@ def _performer(resource: dict[str, Any]) -> str:
     return licence((resource.get("performer") or [None])[0])[0]
 
 
-def _put(facts: Facts, elements: list[str], value: str, who: str) -> None:
+def _put(facts: Facts, elements: tuple[str, ...], value: str, who: str) -> None:
     for element, part in zip(elements, forms.split_values(value, len(elements)), strict=False):
         if part and not facts.values.get(element):
             facts.values[element] = part
@@ -97,8 +97,8 @@ def _observation(facts: Facts, observation: dict[str, Any], order: str) -> None:
     for part in parts:
         value = _value(part)
         codes_here = _codes(part.get("code"))
-        elements = next((found for code in codes_here if (found := forms.elements_of_code(code))), [])
-        if elements == ["PHAN_LOAI_SK"]:
+        elements = next((found for code in codes_here if (found := forms.elements_of_code(code))), ())
+        if elements == ("PHAN_LOAI_SK",):
             value = str(codes.health_class(value) or "")
         if elements:
             _put(facts, elements, value, who)

@@ -9,6 +9,7 @@ from importlib import resources
 from typing import Any
 
 DRIVER_FORM = "LAI_XE"
+LOCAL_PREFIX = "HBGW-KSK-"  # codes.json local_prefix: HBGW-KSK-<ELEMENT> fills <ELEMENT>
 # Filled by the gateway itself (facility settings, site defaults, the facility signature), never by the sender.
 GATEWAY_FILLED = frozenset({"MA_LK", "MA_CSKCB", "MA_GTIN_CSKCB", "DOI_TUONG", "NGUON_KINH_PHI", "CKS_BENH_VIEN"})
 SIGNATURE_ELEMENTS = ("CKS_NGUOI_KHAM", "CKS_NGUOI_KET_LUAN", "CKS_BENH_VIEN")
@@ -86,15 +87,18 @@ def age_in_years(birth: date, on: date) -> int:
     return on.year - birth.year - ((on.month, on.day) < (birth.month, birth.day))
 
 
+@cache
+def _age_groups() -> tuple[tuple[str, int, int], ...]:
+    groups = _data("forms.json")["age_groups"]
+    return tuple((str(root), int(band[0]), int(band[1])) for root, band in groups.items() if not root.startswith("_"))
+
+
 def form_for(birth: date, exam: date, driver: bool) -> str:
     """The form by age at the exam date (QĐ 2062 groups), or the driver's form for a driving-licence check."""
     if driver:
         return DRIVER_FORM
     age = age_in_years(birth, exam)
-    for root, (low, high) in ((k, v) for k, v in _data("forms.json")["age_groups"].items() if not k.startswith("_")):
-        if low <= age < high:
-            return str(root)
-    return "TREN_18"
+    return next((root for root, low, high in _age_groups() if low <= age < high), "TREN_18")
 
 
 def matches(code: str, patterns: list[str]) -> bool:
@@ -113,13 +117,18 @@ def is_health_check_code(code: str) -> bool:
     return bool(code) and matches(code, codes()["health_check_orders"]["codes"])
 
 
-def elements_of_code(code: str) -> list[str]:
-    """The form elements a result code fills: LOINC, the gateway's KSK-* codes, or HBGW-KSK-<ELEMENT>."""
+@cache
+def _code_elements() -> dict[str, tuple[str, ...]]:
     table = codes()
+    return {code.upper(): tuple(elements) for part in ("loinc", "local") for code, elements in table[part].items()}
+
+
+def elements_of_code(code: str) -> tuple[str, ...]:
+    """The form elements a result code fills: LOINC, the gateway's KSK-* codes, or HBGW-KSK-<ELEMENT>."""
     upper = code.strip().upper()
-    if upper.startswith(table["local_prefix"]):
-        return [upper.removeprefix(table["local_prefix"])]
-    return list(table["loinc"].get(upper) or table["local"].get(upper) or [])
+    if upper.startswith(LOCAL_PREFIX):
+        return (upper[len(LOCAL_PREFIX):],)
+    return _code_elements().get(upper, ())
 
 
 def split_values(value: str, count: int) -> list[str]:

@@ -57,12 +57,14 @@ def read(msg: Er7Message, cccd: str) -> reading.Facts:
     found.driver = any(forms.is_driver_order(component(obr.field(4), 1, d)) for obr in orders)
     for obx in msg.all("OBX"):
         elements = forms.elements_of_code(component(obx.field(3), 1, d))
-        value = component(obx.field(5), 1, d) if obx.field(5) else ""
-        if elements == ["PHAN_LOAI_SK"]:
+        value = component(obx.field(5), 1, d) if elements else ""
+        if elements == ("PHAN_LOAI_SK",):
             value = str(codes.health_class(value) or "")
-        for element, part in zip(elements, forms.split_values(value, len(elements)), strict=False):
-            if part:
-                values.setdefault(element, part)
+        if value and len(elements) == 1:
+            values.setdefault(elements[0], value)
+        elif value:
+            for element, part in zip(elements, forms.split_values(value, len(elements)), strict=False):
+                values.setdefault(element, part) if part else None
     return found
 
 

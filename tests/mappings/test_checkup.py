@@ -214,7 +214,8 @@ def test_input_codes_are_data_with_their_sources() -> None:
     targets = {t for m in (table["loinc"], table["local"]) for ts in m.values() for t in ts}
     derivation_inputs = {"HA_TAM_THU", "HA_TAM_TRUONG", "KET_LUAN_TEXT"}
     assert targets - every <= derivation_inputs, "every other target is an element of some form"
-    assert forms.elements_of_code("HBGW-KSK-NOI_KHOA_TUAN_HOAN_PL") == ["NOI_KHOA_TUAN_HOAN_PL"]
+    assert forms.elements_of_code("HBGW-KSK-NOI_KHOA_TUAN_HOAN_PL") == ("NOI_KHOA_TUAN_HOAN_PL",)
+    assert forms.elements_of_code("8302-2") == ("CHIEU_CAO",) and forms.elements_of_code("2345-7") == ()
 
 
 def test_the_khamsuckhoe_envelope_puts_each_group_in_its_sub_file_in_form_order() -> None:
