@@ -60,11 +60,10 @@ def read(msg: Er7Message, cccd: str) -> reading.Facts:
         value = component(obx.field(5), 1, d) if elements else ""
         if elements == ("PHAN_LOAI_SK",):
             value = str(codes.health_class(value) or "")
-        if value and len(elements) == 1:
-            values.setdefault(elements[0], value)
-        elif value:
-            for element, part in zip(elements, forms.split_values(value, len(elements)), strict=False):
-                values.setdefault(element, part) if part else None
+        parts = [value] if len(elements) == 1 else forms.split_values(value, len(elements))
+        for element, part in zip(elements, parts, strict=False):
+            if part:
+                values.setdefault(element, part)
     return found
 
 
