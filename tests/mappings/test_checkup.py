@@ -231,3 +231,26 @@ def test_the_khamsuckhoe_envelope_puts_each_group_in_its_sub_file_in_form_order(
     assert sum(len(groups) for groups in files.values()) == len(ET.fromstring(built.xml))
     assert [node.tag for node in envelope.find("THONGTINHOSO")][-1] == "CHUKYDONVI"
     assert "VIMES" in packaging()["_source"] and packaging()["inferred"] == ["XML5", "XML6", "XML8"]
+
+
+def test_a_fhir_document_is_a_health_check_by_its_composition_type() -> None:
+    bundle = fhir("child")
+    for entry in bundle["entry"]:
+        resource = entry["resource"]
+        if resource["resourceType"] == "Encounter":
+            del resource["type"]
+        if resource["resourceType"] == "DiagnosticReport":
+            resource["code"] = {"coding": [{"system": "http://loinc.org", "code": "11502-2"}]}
+    composition = {"resourceType": "Composition", "status": "final", "date": "2026-11-20T09:30:00+07:00",
+                   "type": {"coding": [{"system": "urn:hbgw:code:l", "code": "KSK-TE"}]},
+                   "subject": {"reference": "urn:uuid:p"}, "author": [{"display": "Bệnh viện Demo"}],
+                   "title": "Khám sức khỏe trẻ em"}
+    bundle.update(type="document", timestamp="2026-11-20T09:30:00+07:00",
+                  identifier={"system": "urn:hbgw:sender:demo", "value": "DOC-1"})
+    bundle["entry"] = [{"fullUrl": "urn:uuid:c", "resource": composition}] + [
+        {k: v for k, v in entry.items() if k != "request"} for entry in bundle["entry"]]
+    result = map_fhir(bundle)
+    assert not [i for i in result.issues if i.severity == "error"], result.issues
+    [fragment] = result.fragments
+    assert fragment.kind == "health_check" and "_KSK_" in fragment.document_id
+    assert build_form(assemble(None, fragment), FACILITY, OPTIONS).form == "DUOI_6"
