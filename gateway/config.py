@@ -64,7 +64,10 @@ class SenderRule(_Section):
     client_cert_cn: str = ""  # subject CN of the sender's verified TLS client certificate
     silent_after_minutes: float = Field(0, ge=0)  # alert when nothing came for this long; 0: never
 
-    _name = field_validator("name")(_sender_name)
+    @field_validator("name")
+    @classmethod
+    def _name(cls, value: str) -> str:
+        return _sender_name(value)
 
     @property
     def label(self) -> str:
