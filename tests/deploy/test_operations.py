@@ -10,8 +10,10 @@ from importlib.metadata import version
 from pathlib import Path
 
 import pytest
+from pydantic import ValidationError
 from prometheus_client.parser import text_string_to_metric_families
 
+from gateway.config import SenderRule
 from gateway.encryption import PayloadCipher
 from gateway.metrics import Metrics
 from gateway.store import Inbound, Store
@@ -142,3 +144,12 @@ def test_store_file_metrics_follow_the_files(tmp_path: Path) -> None:
     metrics.record_store_files(database)
     assert value("healthbook_gateway_store_size_bytes", {"file": "wal"}) == 1000
     assert value("healthbook_gateway_store_free_disk_bytes") > 0
+
+
+def test_a_sender_name_must_be_a_short_label_and_not_other() -> None:
+    assert SenderRule(sending_application="KSK_PKDK").label == "KSK_PKDK"
+    assert SenderRule(name="his-adt", sending_application="KSK_PKDK").label == "his-adt"
+    assert SenderRule(address="10.0.0.0/8").label == "10.0.0.0/8"
+    for bad in ("his adt", "other", "x" * 65):
+        with pytest.raises(ValidationError):
+            SenderRule(name=bad)
