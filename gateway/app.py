@@ -14,7 +14,6 @@ from adapters.portal.emulator import EmulatorConfig, create_emulator_app
 from adapters.tls import server_ssl_context
 from gateway.channels import build_submissions, open_channels
 from gateway.config import Settings
-from gateway.encryption import load_cipher
 from gateway.fhir_intake import FhirIntake
 from gateway.intake import Hl7Intake
 from gateway.logs import get_logger
@@ -22,7 +21,7 @@ from gateway.metrics import QUEUE_STATES, Metrics
 from gateway.pipeline import Pipeline, mapping_executor
 from gateway.retention import Retention
 from gateway.signing import Signer, load_signer, record_certificate_expiry
-from gateway.store import Store
+from gateway.store import Store, open_store
 from gateway.version import gateway_version
 from mappings.fhir_in import map_fhir
 from mappings.hl7v2 import screen
@@ -68,10 +67,7 @@ class Gateway:
         record_certificate_expiry(self.metrics, signer)
         if s.emulator.enabled:
             await self._start_emulator(signer.certificate_pem)
-        self.store = await Store(s.store.path, load_cipher(s.store), lease_seconds=s.store.lease_seconds,
-                                 max_batch=s.store.group_commit_max_batch,
-                                 max_delay_ms=s.store.group_commit_max_delay_ms,
-                                 on_batch=self.metrics.group_commit_batch.observe).open(owner=True)
+        self.store = await open_store(s.store, owner=True, on_batch=self.metrics.group_commit_batch.observe)
         backlog = await self._backlog()
         self._channels = open_channels(s.portal, self.metrics)
         facility = facility_info(s)

@@ -10,12 +10,12 @@ from pathlib import Path
 from prometheus_client import (GC_COLLECTOR, PLATFORM_COLLECTOR, PROCESS_COLLECTOR, CollectorRegistry, Counter,
                                Gauge, Histogram, Info, generate_latest)
 
+from mappings.hl7v2.events import MESSAGE_TYPES as HL7_MESSAGE_TYPES
+
 PREFIX = "healthbook_gateway"
 
 # Known label values; anything else is folded into "other" so a bad sender cannot explode cardinality.
-MESSAGE_TYPES = frozenset({
-    "ADT^A01", "ADT^A02", "ADT^A03", "ADT^A04", "ADT^A05", "ADT^A08", "ADT^A11", "ADT^A13", "ADT^A28",
-    "ADT^A31", "ADT^A40", "ORU^R01", "MDM^T02", "VXU^V04",
+MESSAGE_TYPES = HL7_MESSAGE_TYPES | frozenset({
     "Bundle", "Patient", "Encounter", "Condition", "Observation", "AllergyIntolerance", "Procedure",
     "MedicationStatement", "Immunization", "DiagnosticReport", "Composition",
 })

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import os
+import sqlite3
 import subprocess
 import urllib.request
 from collections.abc import Iterator
@@ -16,7 +17,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from gateway.config import SenderRule
 from gateway.encryption import PayloadCipher
 from gateway.metrics import Metrics
-from gateway.store import Inbound, Store
+from gateway.store import Inbound, SqliteStore
 from tests.conftest import CORPUS
 from tests.e2e.harness import BIN, GatewayProcess, http_text, wait_until
 
@@ -102,12 +103,13 @@ def test_stop_and_start_log_the_backlog(gateway: GatewayProcess) -> None:
 
 async def test_dead_letters_count_in_the_oldest_pending_age(tmp_path: Path) -> None:
     """A refused record misses the 24-hour deadline too: the deadline alerts must see it."""
-    store = await Store(tmp_path / "gw.db", PayloadCipher(b"k" * 32)).open()
+    store = await SqliteStore(tmp_path / "gw.db", PayloadCipher(b"k" * 32)).open()
     try:
         assert await store.oldest_pending_received_at() is None
         stored = await store.store_inbound(Inbound("mllp", "HIS|BV", "C1", "ADT^A01", "cid", b"MSH|x", b"ACK"))
         await store.dead_letter_message(stored.message_id, "PID-3 required")
-        [(received_at,)] = await store.query("SELECT received_at FROM messages")
+        with sqlite3.connect(tmp_path / "gw.db") as db:
+            [(received_at,)] = db.execute("SELECT received_at FROM messages").fetchall()
         assert await store.oldest_pending_received_at() == received_at
     finally:
         await store.close()

@@ -18,7 +18,7 @@ from gateway.encryption import PayloadCipher
 from gateway.metrics import Metrics
 from gateway.pipeline import Pipeline, mapping_executor
 from gateway.signing import Signer
-from gateway.store import Inbound, Store
+from gateway.store import Inbound, SqliteStore
 from mappings.hl7v2 import map_message
 from mappings.model import Document, FacilityInfo
 from tests.adapters.portal.conftest import Portal
@@ -52,8 +52,8 @@ def expected_keys(messages: list[bytes]) -> list[str]:
 
 
 @pytest.fixture
-async def store(tmp_path: Path) -> AsyncIterator[Store]:
-    opened = await Store(tmp_path / "gw.db", PayloadCipher(b"k" * 32), lease_seconds=5).open()
+async def store(tmp_path: Path) -> AsyncIterator[SqliteStore]:
+    opened = await SqliteStore(tmp_path / "gw.db", PayloadCipher(b"k" * 32), lease_seconds=5).open()
     yield opened
     await opened.close()
 
@@ -70,7 +70,7 @@ async def channels(portal: Portal) -> AsyncIterator[dict[str, PortalChannel]]:
 
 
 @pytest.fixture
-def make_pipeline(store: Store, channels: dict[str, PortalChannel], signer: Signer) -> Callable[[], Pipeline]:
+def make_pipeline(store: SqliteStore, channels: dict[str, PortalChannel], signer: Signer) -> Callable[[], Pipeline]:
     settings = PipelineSettings(workers=4, mapping_processes=0, poll_interval_seconds=0.02,
                                 backoff_base_seconds=0.01, backoff_max_seconds=0.05)
 
@@ -80,12 +80,12 @@ def make_pipeline(store: Store, channels: dict[str, PortalChannel], signer: Sign
     return lambda: Pipeline(store, Metrics(), settings, build, channels, lambda: mapping_executor(0))
 
 
-async def acknowledge(store: Store, messages: list[bytes]) -> None:
+async def acknowledge(store: SqliteStore, messages: list[bytes]) -> None:
     for number, payload in enumerate(messages):
         await store.store_inbound(Inbound("mllp", "HIS|BV", f"C{number}", "ADT^A01", f"cid{number}", payload, b"AA"))
 
 
-async def wait_delivered(store: Store, count: int) -> None:
+async def wait_delivered(store: SqliteStore, count: int) -> None:
     """Bounded wait until `count` submissions are delivered; a dead letter fails at once."""
     for _ in range(3000):
         depths = await store.queue_depths()
@@ -103,7 +103,7 @@ def archived_receipts(path: Path) -> list[str]:
 
 @pytest.mark.parametrize("fault", sorted(FAULTS))
 async def test_every_acknowledged_message_reaches_the_portal_exactly_once(
-        fault: str, portal: Portal, store: Store, make_pipeline: Callable[[], Pipeline], tmp_path: Path) -> None:
+        fault: str, portal: Portal, store: SqliteStore, make_pipeline: Callable[[], Pipeline], tmp_path: Path) -> None:
     messages = hl7_messages(4)
     await portal.faults(**FAULTS[fault])
     await acknowledge(store, messages)
@@ -121,7 +121,7 @@ async def test_every_acknowledged_message_reaches_the_portal_exactly_once(
 
 
 async def test_a_restart_in_the_middle_of_an_outage_loses_and_repeats_nothing(
-        portal: Portal, store: Store, make_pipeline: Callable[[], Pipeline]) -> None:
+        portal: Portal, store: SqliteStore, make_pipeline: Callable[[], Pipeline]) -> None:
     messages = hl7_messages(5)
     await portal.faults(drop_rate=0.5, fail_rate=0.2)
     await acknowledge(store, messages)
