@@ -94,7 +94,7 @@ class Gateway:
             await self.mllp.start()
         self._ready = True
         log.info("gateway_started", version=gateway_version(), mllp_port=self.mllp.port if self.mllp else None,
-                 http_port=self.http_port, store=str(s.store.path), signing=s.signing.source, **backlog)
+                 http_port=self.http_port, store=s.store.location(), signing=s.signing.source, **backlog)
 
     async def stop(self) -> None:
         """Stop listening first (no new acknowledgements), then the workers, then the store."""
@@ -174,7 +174,8 @@ class Gateway:
         """Queue depth, oldest-pending age and the store's files are read at scrape time."""
         if self.store is None:
             return
-        self.metrics.record_store_files(self.settings.store.path)
+        if self.settings.store.backend == "sqlite":  # PostgreSQL's files are watched on the database server
+            self.metrics.record_store_files(self.settings.store.path)
         depths = await self.store.queue_depths()
         for queue, states in QUEUE_STATES.items():
             for state in states:

@@ -61,6 +61,11 @@ def _runtime_problems(settings: Settings) -> list[str]:
         check_key_settings(settings.store)
     except EncryptionKeyError as exc:
         problems.append(str(exc))
+    if settings.store.backend == "postgresql" and settings.store.dsn is None:
+        try:
+            settings.store.postgres_dsn()
+        except OSError as exc:
+            problems.append(f"store.dsn_file {settings.store.dsn_file}: {exc.strerror}")
     sources = [settings.signing] if settings.signing.source != "dev" else []  # dev creates its pair on start
     sources += [doctor for doctor in settings.portal.hub.practitioner_signers if doctor.source != "dev"]
     for source in sources:
@@ -77,7 +82,7 @@ def cmd_check_config(args: argparse.Namespace) -> int:
     if problems:
         raise ConfigError(problems)
     print(f"config OK: MLLP {settings.mllp.host}:{settings.mllp.port}, HTTP {settings.http.host}:{settings.http.port},"
-          f" store {settings.store.path}, signing {settings.signing.source}")
+          f" store {settings.store.location()}, signing {settings.signing.source}")
     return 0
 
 

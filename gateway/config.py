@@ -177,7 +177,14 @@ class HttpSettings(_Section):
 
 
 class StoreSettings(_Section):
+    # sqlite: one file, one serving gateway; postgresql: several gateway nodes on one database server.
+    backend: Literal["sqlite", "postgresql"] = "sqlite"
     path: Path = Path("var/gateway.db")
+    # postgresql: a libpq connection URI (postgresql://user:password@host:5432/db?sslmode=verify-full), in
+    # HBGW_STORE__DSN or in a file readable only by the gateway's user (dsn_file), never in the TOML file.
+    dsn: SecretStr | None = None
+    dsn_file: Path | None = None
+    pool_size: int = Field(10, gt=0)  # postgresql: connections per gateway node
     # AES-256-GCM key for payloads at rest: base64 of 32 bytes, from a file or HBGW_STORE__ENCRYPTION_KEY.
     encryption_key_file: Path | None = None
     encryption_key: SecretStr | None = None
@@ -187,6 +194,27 @@ class StoreSettings(_Section):
     group_commit_max_delay_ms: float = Field(0.0, ge=0)
     lease_seconds: float = Field(120.0, gt=0)
     retention_days: float = Field(30.0, gt=0)
+
+    @model_validator(mode="after")
+    def _backend(self) -> StoreSettings:
+        if self.backend == "postgresql":
+            if self.dsn is None and self.dsn_file is None:
+                raise ValueError("backend postgresql needs dsn (HBGW_STORE__DSN) or dsn_file")
+            if self.encryption_key is None and self.encryption_key_file is None:
+                raise ValueError("backend postgresql needs encryption_key or encryption_key_file: every node"
+                                 " must seal and open payloads with the same key, so none is generated")
+        return self
+
+    def location(self) -> str:
+        """Where the store is, for logs and `check-config`: the file, or the backend (the DSN holds a password)."""
+        return str(self.path) if self.backend == "sqlite" else "postgresql (store.dsn)"
+
+    def postgres_dsn(self) -> str:
+        """The connection URI, read from the file at start so a rotated password needs only a restart."""
+        if self.dsn is not None:
+            return self.dsn.get_secret_value()
+        assert self.dsn_file is not None
+        return self.dsn_file.read_text(encoding="utf-8").strip()
 
 
 class PipelineSettings(_Section):

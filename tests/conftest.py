@@ -27,3 +27,28 @@ def free_port() -> int:
 @pytest.fixture
 def corpus() -> Path:
     return CORPUS
+
+
+@pytest.fixture(scope="session")
+def postgres_cluster():
+    """One throwaway PostgreSQL server for the session, stopped and removed at the end."""
+    from tests.pg_cluster import PostgresCluster  # noqa: PLC0415 (only sessions that need it start one)
+
+    cluster = PostgresCluster().start()
+    yield cluster
+    cluster.stop()
+
+
+@pytest.fixture
+def postgres_dsn(postgres_cluster) -> str:
+    """A fresh, empty database on the session's PostgreSQL server."""
+    return postgres_cluster.new_database()
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def backend(request: pytest.FixtureRequest, tmp_path: Path):
+    """Each store test runs on both backends (see tests/store_backends.py)."""
+    from tests.store_backends import StoreBackend  # noqa: PLC0415
+
+    dsn = request.getfixturevalue("postgres_dsn") if request.param == "postgresql" else ""
+    return StoreBackend(request.param, tmp_path / "gw.db", dsn)

@@ -27,18 +27,30 @@ from gateway.store.interface import (
     StoreLockedError,
     StoreUnavailable,
 )
+from gateway.store.postgres import PostgresStore
 from gateway.store.sqlite import SqliteStore
 
 __all__ = ["PURGE_KINDS", "QUEUE_NAMES", "AdminError", "ClaimedMessage", "ClaimedSubmission", "Inbound", "ItemRef", "MappingOutcome",
-           "OperatorAction", "QueuedItem", "SchemaTooNewError", "SqliteStore", "Store", "StoreError",
+           "OperatorAction", "PostgresStore", "QueuedItem", "SchemaTooNewError", "SqliteStore", "Store", "StoreError",
            "StoreLockedError", "StoreUnavailable", "Stored", "open_store"]
 
 
 async def open_store(settings: StoreSettings, *, owner: bool = False,
                      on_batch: Callable[[int], None] | None = None) -> Store:
-    """The configured store, open. The owner is the serving gateway: it alone may create the store, and it
-    locks out a second gateway and re-queues what a crashed predecessor held; operator tools (owner=False)
-    work beside it on the existing store and never create a new, empty one."""
+    """The configured store, open. The owner is a serving gateway: it alone may create a SQLite store, and
+    it locks out a second gateway and re-queues what a crashed predecessor held; on PostgreSQL several owners
+    (nodes) serve together and take over a dead one's work. Operator tools (owner=False) work beside them on
+    the existing store and never create a new, empty SQLite file."""
+    if settings.backend == "postgresql":
+        try:
+            dsn = settings.postgres_dsn()
+        except OSError as exc:
+            raise StoreError(f"store.dsn_file {settings.dsn_file}: {exc.strerror}") from None
+        postgres: Store = await PostgresStore(
+            dsn, load_cipher(settings), lease_seconds=settings.lease_seconds, pool_size=settings.pool_size,
+            max_batch=settings.group_commit_max_batch, max_delay_ms=settings.group_commit_max_delay_ms,
+            on_batch=on_batch).open(owner=owner)
+        return postgres
     if not owner and not settings.path.exists():
         raise StoreError(f"no store at {settings.path}: check store.path (the gateway creates it when it starts)")
     store: Store = await SqliteStore(

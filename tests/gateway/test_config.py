@@ -113,3 +113,20 @@ def test_serve_with_a_bad_key_exits_2_so_systemd_does_not_restart_it(tmp_path: P
     env = {**CLEAN_ENV, "HBGW_STORE__ENCRYPTION_KEY": "bad", "HBGW_MLLP__PORT": "0", "HBGW_HTTP__PORT": "0"}
     result = subprocess.run([*CLI, "serve"], capture_output=True, text=True, cwd=tmp_path, env=env, timeout=60)
     assert result.returncode == 2 and "config error: store.encryption_key" in result.stderr
+
+
+def test_postgresql_needs_a_dsn_and_a_shared_key_and_never_echoes_the_password(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="backend postgresql needs dsn"):
+        load_settings(None, {"HBGW_STORE__BACKEND": "postgresql"})
+    env = {"HBGW_STORE__BACKEND": "postgresql", "HBGW_STORE__DSN": "postgresql://gw:s3cret-pw@db/hb"}
+    with pytest.raises(ConfigError) as caught:
+        load_settings(None, env)
+    assert "same key" in str(caught.value) and "s3cret-pw" not in str(caught.value)
+    settings = load_settings(None, {**env, "HBGW_STORE__ENCRYPTION_KEY_FILE": "/etc/hb/store.key"})
+    assert settings.store.postgres_dsn() == "postgresql://gw:s3cret-pw@db/hb"
+    assert "s3cret-pw" not in repr(settings.store)
+    dsn_file = tmp_path / "store.dsn"
+    dsn_file.write_text("postgresql://gw:from-file@db/hb\n")
+    settings = load_settings(None, {"HBGW_STORE__BACKEND": "postgresql", "HBGW_STORE__DSN_FILE": str(dsn_file),
+                                    "HBGW_STORE__ENCRYPTION_KEY_FILE": "/etc/hb/store.key"})
+    assert settings.store.postgres_dsn() == "postgresql://gw:from-file@db/hb"

@@ -1,0 +1,383 @@
+"""The Store on PostgreSQL: the same tables and rules as SQLite, shared by several gateway nodes at once.
+
+Several nodes serve from one database. Work is claimed with `FOR UPDATE SKIP LOCKED` under a lease, marked
+with the claiming node; each node holds an advisory lock for its life, and the others take over a node's
+leases as soon as that lock is free (the node died, or lost its connection), or when the leases run out.
+A retransmission is kept once by the unique (source, sender, control id), whichever node it reaches, and gets
+the original ACK. A patient's outbox rows are inserted under a per-patient advisory lock, so their ids follow
+their commit order; the claim's head-of-line rule (no row while an earlier one of its patient is undelivered)
+then holds across nodes. Concurrent acknowledgements share one transaction (group commit).
+This module and its helpers (postgres_schema.py, postgres_admin.py) hold all the PostgreSQL SQL; driver
+errors are turned into StoreUnavailable here, at the boundary.
+"""
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import secrets
+import socket
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from typing import Any, TypeVar
+
+import asyncpg
+
+from adapters.portal.base import Receipt, Submission
+from gateway.encryption import PayloadCipher
+from gateway.logs import get_logger
+from gateway.store import postgres_admin, sqlite_admin
+from gateway.store.interface import (
+    AdminError,
+    ClaimedMessage,
+    ClaimedSubmission,
+    Inbound,
+    ItemRef,
+    MappingOutcome,
+    OperatorAction,
+    QueuedItem,
+    Stored,
+    StoreUnavailable,
+)
+from gateway.store.postgres_inbound import InboundCommitter
+from gateway.store.postgres_schema import migrate
+from mappings.model import Document
+
+T = TypeVar("T")
+log = get_logger(__name__)
+DRIVER_ERRORS = (asyncpg.PostgresError, asyncpg.InterfaceError, OSError, TimeoutError)
+SWEEP_SECONDS = 2.0  # how often a serving node looks for dead nodes whose leases it can take over
+
+
+class PostgresStore:
+    """The Store (see interface.py) on a PostgreSQL database, one of possibly several nodes serving from it."""
+
+    def __init__(self, dsn: str, cipher: PayloadCipher, *, lease_seconds: float = 120.0, pool_size: int = 10,
+                 max_batch: int = 512, max_delay_ms: float = 0.0,
+                 on_batch: Callable[[int], None] | None = None) -> None:
+        self._dsn = dsn
+        self._cipher = cipher
+        self._lease = lease_seconds
+        self._pool_size = pool_size
+        self._pool: asyncpg.Pool | None = None
+        self._node_connection: asyncpg.Connection | None = None
+        self.node: int | None = None  # this node's id in the nodes table, while it serves
+        self._swept_at = 0.0
+        self._inbound = InboundCommitter(self._connection, max_batch=max_batch,
+                                         max_delay_seconds=max_delay_ms / 1000, on_batch=on_batch)
+        self.inbox_ready = asyncio.Event()  # set when messages were committed
+        self.outbox_ready = asyncio.Event()  # set when submissions were queued
+
+    async def open(self, *, owner: bool = False) -> PostgresStore:
+        """Connect and migrate; the owner (a serving node) registers itself and takes over dead nodes' leases."""
+        try:
+            self._pool = await asyncpg.create_pool(self._dsn, min_size=1, max_size=self._pool_size)
+            async with self._pool.acquire() as connection:
+                await migrate(connection)
+            if owner:
+                await self._register()
+                await self._sweep()
+        except DRIVER_ERRORS as exc:
+            await self.close()
+            raise StoreUnavailable(f"cannot open store on PostgreSQL: {_describe(exc)}") from exc
+        except BaseException:
+            await self.close()
+            raise
+        self._inbound.start()
+        return self
+
+    async def close(self) -> None:
+        """Commit what is queued, hand this node's leases to the others, then let go of the database."""
+        await self._inbound.stop()
+        if self._node_connection is not None and self.node is not None:
+            try:
+                async with self._node_connection.transaction():
+                    await postgres_admin.release_node(self._node_connection, self.node)
+            except DRIVER_ERRORS:
+                log.warning("store_node_release_failed", node=self.node)  # the others take over after it
+            await self._node_connection.close()
+        self._node_connection, self.node = None, None
+        if self._pool is not None:
+            await self._pool.close()
+            self._pool = None
+
+    async def _register(self) -> None:
+        """Join the nodes serving from this database, holding an advisory lock on a fresh id while alive."""
+        connection = self._node_connection = await asyncpg.connect(self._dsn)
+        node = 0
+        while not node:
+            candidate = secrets.randbelow(2**31 - 2) + 1
+            if await connection.fetchval("SELECT pg_try_advisory_lock($1, $2)",
+                                         postgres_admin.NODE_LOCK_CLASS, candidate):
+                node = candidate
+        await connection.execute(
+            "INSERT INTO nodes (id, name, started_at) VALUES ($1, $2, hbgw_now())"
+            " ON CONFLICT (id) DO UPDATE SET name = excluded.name, started_at = excluded.started_at",
+            node, f"{socket.gethostname()}:{os.getpid()}")
+        self.node = node
+        log.info("store_node_registered", node=node)
+
+    async def _sweep(self) -> None:
+        """Take over the leases of nodes that died; rejoin under a new id if this node's own lock was lost."""
+        loop = asyncio.get_running_loop()
+        if self.node is None or loop.time() - self._swept_at < SWEEP_SECONDS:
+            return
+        self._swept_at = loop.time()
+        if self._node_connection is None or self._node_connection.is_closed():
+            log.warning("store_node_connection_lost", node=self.node)  # its leases are taken over by the others
+            try:
+                await self._register()
+            except DRIVER_ERRORS as exc:
+                raise StoreUnavailable(f"cannot rejoin the nodes on PostgreSQL: {_describe(exc)}") from exc
+        assert self.node is not None
+        messages, submissions = await self._transaction(postgres_admin.take_over_dead_nodes, self.node)
+        if messages or submissions:
+            log.warning("store_leases_taken_over", messages=messages, submissions=submissions)
+
+    @asynccontextmanager
+    async def _connection(self) -> AsyncIterator[asyncpg.Connection]:
+        """A pooled connection; a driver error inside becomes StoreUnavailable."""
+        if self._pool is None:
+            raise StoreUnavailable("store is not open")
+        try:
+            async with self._pool.acquire() as connection:
+                yield connection
+        except DRIVER_ERRORS as exc:
+            raise StoreUnavailable(f"store operation failed: {_describe(exc)}") from exc
+
+    async def _transaction(self, fn: Callable[..., Awaitable[T]], *args: Any) -> T:
+        """Run fn(connection, *args) in one transaction; returns once it is committed."""
+        async with self._connection() as connection, connection.transaction():
+            return await fn(connection, *args)
+
+    async def _fetch(self, sql: str, *args: Any) -> list[asyncpg.Record]:
+        async with self._connection() as connection:
+            return list(await connection.fetch(sql, *args))
+
+    # ---- inbox ---------------------------------------------------------------------------------
+
+    async def store_inbound(self, inbound: Inbound) -> Stored:
+        """Return only once the message is committed (or already was): the caller may then acknowledge.
+        Messages arriving together share one transaction (postgres_inbound.py)."""
+        stored = await self._inbound.store(inbound, self._cipher.seal(inbound.payload, b"messages"))
+        self.inbox_ready.set()
+        return stored
+
+    # ---- inbox: mapping stage ------------------------------------------------------------------
+
+    async def claim_messages(self, limit: int) -> list[ClaimedMessage]:
+        """Lease received messages in arrival order; an expired lease (a crash) makes them claimable again."""
+        await self._sweep()
+        rows = await self._fetch(
+            "UPDATE messages SET lease_until = hbgw_now() + $1, lease_owner = $2, attempts = attempts + 1"
+            " WHERE id IN (SELECT id FROM messages WHERE state = 'received' AND lease_until < hbgw_now()"
+            "   ORDER BY id LIMIT $3 FOR UPDATE SKIP LOCKED)"
+            " RETURNING id, source, message_type, correlation_id, received_at, payload, attempts",
+            self._lease, self.node, limit)
+        claimed = [ClaimedMessage(r[0], r[1], r[2], r[3], r[4], self._cipher.open(r[5], b"messages"), r[6])
+                   for r in rows]
+        return sorted(claimed, key=lambda message: message.id)
+
+    async def release_messages(self, message_ids: list[int], *, charged: int | None = None) -> None:
+        """Make claimed, unfinished messages claimable again now; all but `charged` get their claim back."""
+        async with self._connection() as connection:
+            await connection.executemany(
+                "UPDATE messages SET lease_until = 0, lease_owner = NULL, attempts = attempts - $1"
+                " WHERE id = $2 AND state = 'received'",
+                [(0 if message_id == charged else 1, message_id) for message_id in message_ids])
+
+    async def latest_document(self, document_id: str) -> Document | None:
+        """The version a new fragment of the episode builds on (its bundle is {} once purged by retention)."""
+        rows = await self._fetch("SELECT version, kind, patient_key, bundle FROM documents WHERE document_id = $1"
+                                 " ORDER BY version DESC LIMIT 1", document_id)
+        if not rows:
+            return None
+        version, kind, patient_key, sealed = rows[0]
+        bundle = json.loads(self._cipher.open(sealed, b"documents")) if sealed is not None else {}
+        return Document(document_id, version, kind, patient_key, bundle)
+
+    async def commit_mapping(self, message_id: int, documents: list[Document],
+                             submissions: list[Submission]) -> None:
+        """Save new document versions and their outbox rows, and finish the message, all or nothing."""
+        await self.finish_messages([MappingOutcome(message_id, documents, submissions)])
+
+    async def finish_messages(self, outcomes: list[MappingOutcome]) -> None:
+        """Finish a batch of mapped or refused messages in one transaction, all or nothing."""
+        if not outcomes:
+            return
+        await self._transaction(self._finish, outcomes)
+        if any(outcome.submissions for outcome in outcomes):
+            self.outbox_ready.set()
+
+    async def _finish(self, db: asyncpg.Connection, outcomes: list[MappingOutcome]) -> None:
+        patients = sorted({document.patient_key for outcome in outcomes if outcome.dead_reason is None
+                           for document in outcome.documents})
+        for patient in patients:  # in one order everywhere, so two nodes never wait on each other in a cycle
+            await db.execute("SELECT pg_advisory_xact_lock($1, hashtext($2))",
+                             postgres_admin.PATIENT_LOCK_CLASS, patient)
+        for outcome in outcomes:
+            if outcome.dead_reason is None:
+                await self._save_mapping(db, outcome)
+            else:
+                await db.execute("UPDATE messages SET state = 'dead', reason = $1, finished_at = hbgw_now(),"
+                                 " lease_until = 0 WHERE id = $2", outcome.dead_reason, outcome.message_id)
+
+    async def _save_mapping(self, db: asyncpg.Connection, outcome: MappingOutcome) -> None:
+        received_at = await db.fetchval("SELECT received_at FROM messages WHERE id = $1", outcome.message_id)
+        patients = {}
+        for document in outcome.documents:
+            patients[(document.document_id, document.version)] = document.patient_key
+            await db.execute(
+                "INSERT INTO documents (document_id, version, kind, patient_key, message_id, created_at, bundle)"
+                " VALUES ($1, $2, $3, $4, $5, hbgw_now(), $6)",
+                document.document_id, document.version, document.kind, document.patient_key, outcome.message_id,
+                self._cipher.seal(json.dumps(document.bundle, ensure_ascii=False).encode(), b"documents"))
+        for item in outcome.submissions:
+            # A version that replaces undelivered ones carries their data, so it keeps their age:
+            # the 24-hour delivery clock runs from the oldest acknowledgement it contains.
+            replaced = (item.document_id, item.channel, item.version)
+            replaced_since = await db.fetchval(
+                "SELECT min(first_received_at) FROM outbox WHERE document_id = $1 AND channel = $2"
+                " AND version < $3 AND state = 'pending'", *replaced)
+            await db.execute(
+                "UPDATE outbox SET state = 'superseded', finished_at = hbgw_now(), reason = $4"
+                " WHERE document_id = $1 AND channel = $2 AND version < $3 AND state = 'pending'",
+                *replaced, f"replaced by version {item.version}")
+            first_received_at = min(received_at, replaced_since) if replaced_since else received_at
+            await db.execute(
+                "INSERT INTO outbox (channel, idempotency_key, document_id, version, patient_key, content_type,"
+                " first_received_at, created_at, state, next_attempt_at, body)"
+                " VALUES ($1, $2, $3, $4, $5, $6, $7, hbgw_now(), 'pending', hbgw_now(), $8)"
+                " ON CONFLICT (channel, idempotency_key) DO NOTHING",
+                item.channel, item.idempotency_key, item.document_id, item.version,
+                patients[(item.document_id, item.version)], item.content_type, first_received_at,
+                self._cipher.seal(item.body, b"outbox"))
+        await db.execute("UPDATE messages SET state = 'mapped', finished_at = hbgw_now(), lease_until = 0"
+                         " WHERE id = $1", outcome.message_id)
+
+    async def dead_letter_message(self, message_id: int, reason: str) -> None:
+        """Park a message that cannot become a record, with the reason an operator needs to fix it."""
+        await self.finish_messages([MappingOutcome(message_id, dead_reason=reason)])
+
+    # ---- outbox: submission stage --------------------------------------------------------------
+
+    async def claim_submissions(self, limit: int) -> list[ClaimedSubmission]:
+        """Lease due submissions, never one whose patient still has an earlier one undelivered."""
+        await self._sweep()
+        rows = await self._fetch(
+            "UPDATE outbox SET state = 'in_flight', lease_until = hbgw_now() + $1, lease_owner = $2,"
+            " attempts = attempts + 1 WHERE id IN ("
+            " SELECT o.id FROM outbox o"
+            " WHERE ((o.state = 'pending' AND o.next_attempt_at <= hbgw_now())"
+            "   OR (o.state = 'in_flight' AND o.lease_until < hbgw_now()))"
+            " AND NOT EXISTS (SELECT 1 FROM outbox e WHERE e.patient_key = o.patient_key AND e.id < o.id"
+            "   AND e.state IN ('pending', 'in_flight'))"
+            " ORDER BY o.id LIMIT $3 FOR UPDATE OF o SKIP LOCKED)"
+            " RETURNING id, channel, idempotency_key, document_id, version, content_type, body, attempts,"
+            " first_received_at",
+            self._lease, self.node, limit)
+        claimed = [
+            ClaimedSubmission(
+                r[0], Submission(r[1], r[2], r[3], r[4], self._cipher.open(r[6], b"outbox"), r[5]), r[7], r[8])
+            for r in rows
+        ]
+        return sorted(claimed, key=lambda item: item.id)
+
+    async def mark_delivered(self, outbox_id: int, receipt: Receipt) -> None:
+        """Record the portal's acceptance and archive its receipt (the portal keeps results only 60 days)."""
+        async def deliver(db: asyncpg.Connection) -> None:
+            await db.execute("UPDATE outbox SET state = 'delivered', finished_at = hbgw_now(), lease_until = 0,"
+                             " reason = NULL WHERE id = $1", outbox_id)
+            await db.execute(
+                "INSERT INTO receipts (outbox_id, channel, transaction_id, received_at, result_code, raw,"
+                " archived_at) SELECT id, channel, $2, $3, $4, $5, hbgw_now() FROM outbox WHERE id = $1"
+                " ON CONFLICT (outbox_id) DO UPDATE SET transaction_id = excluded.transaction_id,"
+                " received_at = excluded.received_at, result_code = excluded.result_code, raw = excluded.raw,"
+                " archived_at = excluded.archived_at",
+                outbox_id, receipt.transaction_id, receipt.received_at, receipt.result_code,
+                json.dumps(receipt.raw, ensure_ascii=False))
+        await self._transaction(deliver)
+
+    async def schedule_retry(self, outbox_id: int, delay_seconds: float, reason: str) -> None:
+        """Release a submission for another attempt later, keeping the last failure's reason for operators."""
+        async with self._connection() as connection:
+            await connection.execute(
+                "UPDATE outbox SET state = 'pending', next_attempt_at = hbgw_now() + $1, lease_until = 0,"
+                " lease_owner = NULL, reason = $2 WHERE id = $3", delay_seconds, reason, outbox_id)
+
+    async def dead_letter_submission(self, outbox_id: int, reason: str) -> None:
+        """Park a submission the portal refused for good, with the portal's reason."""
+        async with self._connection() as connection:
+            await connection.execute("UPDATE outbox SET state = 'dead', reason = $1, finished_at = hbgw_now(),"
+                                     " lease_until = 0 WHERE id = $2", reason, outbox_id)
+
+    # ---- observation ---------------------------------------------------------------------------
+
+    async def queue_depths(self) -> dict[tuple[str, str], int]:
+        """Counts by (queue, state), for the queue-depth gauge and `status`."""
+        rows = await self._fetch("SELECT 'inbox', state, count(*) FROM messages GROUP BY state"
+                                 " UNION ALL SELECT 'outbox', state, count(*) FROM outbox GROUP BY state")
+        return {(queue, state): count for queue, state, count in rows}
+
+    async def oldest_pending_received_at(self) -> float | None:
+        """When the oldest acknowledged, not yet delivered item (dead letters included) was acknowledged."""
+        rows = await self._fetch(
+            "SELECT min(t) FROM (SELECT min(received_at) AS t FROM messages WHERE state IN ('received', 'dead')"
+            " UNION ALL SELECT min(first_received_at) FROM outbox WHERE state IN ('pending', 'in_flight', 'dead'))"
+            " AS oldest")
+        return rows[0][0] if rows else None
+
+    # ---- upkeep and operator work (the SQL is in postgres_admin.py) ----------------------------
+
+    async def purge_expired(self, kind: str, cutoff: float, limit: int) -> int:
+        """Drop up to `limit` payloads of one kind finished before `cutoff`, in one transaction."""
+        return await self._transaction(postgres_admin.purge, kind, cutoff, limit)
+
+    async def dead_letters(self, include_discarded: bool = False) -> list[QueuedItem]:
+        """Every dead item of both queues, oldest failure first."""
+        states = ["dead", "discarded"] if include_discarded else ["dead"]
+        inbox = await self._fetch(f"{postgres_admin.INBOX_ITEMS} WHERE state = ANY($1::text[])", states)
+        outbox = await self._fetch(f"{postgres_admin.OUTBOX_ITEMS} WHERE o.state = ANY($1::text[])", states)
+        items = [sqlite_admin.item("inbox", row) for row in inbox]
+        items += [sqlite_admin.item("outbox", row) for row in outbox]
+        return sorted(items, key=lambda item: (item.failed_at or 0, item.ref.queue, item.ref.id))
+
+    async def queued_item(self, ref: ItemRef) -> QueuedItem:
+        """One item in any state, or AdminError when there is no such item."""
+        sql = (f"{postgres_admin.INBOX_ITEMS} WHERE id = $1" if ref.queue == "inbox"
+               else f"{postgres_admin.OUTBOX_ITEMS} WHERE o.id = $1")
+        rows = await self._fetch(sql, ref.id)
+        if not rows:
+            raise AdminError(f"there is no item {ref}")
+        return sqlite_admin.item(ref.queue, rows[0])
+
+    async def item_payload(self, ref: ItemRef, operator: str) -> bytes:
+        """The decrypted payload, for an operator to correct; the viewing itself is audited."""
+        sealed = await self._transaction(postgres_admin.read_payload, ref, operator)
+        return self._cipher.open(sealed, sqlite_admin.QUEUES[ref.queue].associated)
+
+    async def retry_dead(self, ref: ItemRef, operator: str) -> int:
+        """Put a dead item's message back to be mapped again; returns that message's id."""
+        message_id = await self._transaction(postgres_admin.retry, ref, operator)
+        self.inbox_ready.set()
+        return message_id
+
+    async def discard_dead(self, ref: ItemRef, operator: str, note: str = "") -> None:
+        """Give up on a dead item for good; it stays, marked, as part of the audit trail."""
+        await self._transaction(postgres_admin.discard, ref, operator, note)
+
+    async def record_action(self, operator: str, action: str, ref: ItemRef, detail: str = "") -> None:
+        """Audit an operator action done through another path (a replay through the intake)."""
+        await self._transaction(postgres_admin.audit, operator, action, ref, detail)
+
+    async def operator_actions(self, ref: ItemRef | None = None) -> list[OperatorAction]:
+        """The audit trail (when, who, what, which item, detail), oldest first."""
+        where, params = ("WHERE item = $1", (str(ref),)) if ref else ("", ())
+        rows = await self._fetch(f"SELECT at, operator, action, item, detail FROM operator_actions {where}"
+                                 " ORDER BY id", *params)
+        return [OperatorAction(*row) for row in rows]
+
+
+def _describe(exc: BaseException) -> str:
+    """One line for the log and the caller: the server's message, never the DSN (it may hold a password)."""
+    return f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
