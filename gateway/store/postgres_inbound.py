@@ -82,10 +82,9 @@ class InboundCommitter:
                         async with connection.transaction():
                             outcomes.append(await insert_message(connection, inbound, sealed))
                     except asyncpg.PostgresError as exc:
-                        outcomes.append(StoreUnavailable(f"store write failed: {type(exc).__name__}: {exc}"))
+                        outcomes.append(_unavailable(exc))
         except Exception as exc:  # the transaction failed: nothing of the batch was kept
-            failure = exc if isinstance(exc, StoreError) else StoreUnavailable(f"store write failed: {exc}")
-            return [failure] * len(batch)
+            return [exc if isinstance(exc, StoreError) else _unavailable(exc)] * len(batch)
         return outcomes
 
 
@@ -106,3 +105,10 @@ async def insert_message(db: asyncpg.Connection, item: Inbound, sealed: bytes) -
     same = not (item.content_digest and existing[2]) or item.content_digest == existing[2]
     return Stored(existing[0], bytes(existing[1]), duplicate=True, same_content=same)
 
+
+
+def _unavailable(exc: Exception) -> StoreUnavailable:
+    """The caller's error, with the driver's as its cause."""
+    failure = StoreUnavailable(f"store write failed: {type(exc).__name__}: {exc}")
+    failure.__cause__ = exc
+    return failure

@@ -1,4 +1,5 @@
-"""The durable store on real SQLite files: group commit, dedup, leases, ordering, supersede, encryption."""
+"""The durable store on both backends (a real SQLite file, a real PostgreSQL server): group commit, dedup,
+leases, ordering, supersede, encryption."""
 from __future__ import annotations
 
 import asyncio
@@ -6,12 +7,14 @@ import base64
 import sqlite3
 from pathlib import Path
 
+import asyncpg
 import pytest
 
 from adapters.portal.base import Receipt, Submission
 from gateway.encryption import PayloadCipher
-from gateway.store import Inbound, SqliteStore, StoreLockedError, StoreUnavailable
+from gateway.store import Inbound, SqliteStore, Store, StoreLockedError, StoreUnavailable
 from mappings.model import Document
+from tests.store_backends import StoreBackend
 
 
 def cipher() -> PayloadCipher:
@@ -31,25 +34,25 @@ def submission(doc_id: str, version: int, channel: str = "bhxh_xml130") -> Submi
 
 
 @pytest.fixture
-async def store(tmp_path: Path):
-    s = await SqliteStore(tmp_path / "gw.db", cipher(), lease_seconds=60).open()
+async def store(backend: StoreBackend):
+    s = await backend.open(lease_seconds=60)
     yield s
     await s.close()
 
 
-async def test_concurrent_messages_share_commits_and_all_survive(tmp_path: Path) -> None:
+async def test_concurrent_messages_share_commits_and_all_survive(backend: StoreBackend) -> None:
     batches: list[int] = []
-    store = await SqliteStore(tmp_path / "gw.db", cipher(), on_batch=batches.append).open()
+    store = await backend.open(on_batch=batches.append)
     results = await asyncio.gather(*(store.store_inbound(inbound(f"C{i}")) for i in range(200)))
     await store.close()
     assert len({r.message_id for r in results}) == 200
     assert sum(batches) == 200 and len(batches) < 200  # group commit: fewer transactions than messages
-    with sqlite3.connect(tmp_path / "gw.db") as db:
-        assert db.execute("SELECT count(*) FROM messages").fetchone()[0] == 200
-        assert db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    assert await backend.rows("SELECT count(*) FROM messages") == [(200,)]
+    if backend.name == "sqlite":
+        assert await backend.rows("PRAGMA journal_mode") == [("wal",)]
 
 
-async def test_retransmission_returns_original_ack_and_stores_once(store: SqliteStore) -> None:
+async def test_retransmission_returns_original_ack_and_stores_once(store: Store) -> None:
     first = await store.store_inbound(inbound("C1", ack=b"ORIGINAL"))
     again = await store.store_inbound(inbound("C1", ack=b"NEW"))
     assert not first.duplicate and again.duplicate
@@ -57,16 +60,19 @@ async def test_retransmission_returns_original_ack_and_stores_once(store: Sqlite
     assert (await store.queue_depths())[("inbox", "received")] == 1
 
 
-async def test_payload_is_encrypted_at_rest(tmp_path: Path, store: SqliteStore) -> None:
+async def test_payload_is_encrypted_at_rest(backend: StoreBackend, store: Store) -> None:
     await store.store_inbound(inbound("C1", payload=b"PID|||040085012345"))
-    raw = (tmp_path / "gw.db").read_bytes() + (tmp_path / "gw.db-wal").read_bytes()
-    assert b"040085012345" not in raw
+    [(stored,)] = await backend.rows("SELECT payload FROM messages")
+    assert b"040085012345" not in stored and len(stored) > len(b"PID|||040085012345")
+    if backend.name == "sqlite":
+        raw = backend.path.read_bytes() + backend.path.with_name("gw.db-wal").read_bytes()
+        assert b"040085012345" not in raw
     [claimed] = await store.claim_messages(10)
     assert claimed.payload == b"PID|||040085012345"
 
 
-async def test_claimed_message_is_leased_and_requeued_after_lease_expiry(tmp_path: Path) -> None:
-    store = await SqliteStore(tmp_path / "gw.db", cipher(), lease_seconds=0.05).open()
+async def test_claimed_message_is_leased_and_requeued_after_lease_expiry(backend: StoreBackend) -> None:
+    store = await backend.open(lease_seconds=0.05)
     await store.store_inbound(inbound("C1"))
     assert len(await store.claim_messages(10)) == 1
     assert await store.claim_messages(10) == []  # leased
@@ -76,7 +82,7 @@ async def test_claimed_message_is_leased_and_requeued_after_lease_expiry(tmp_pat
     assert len(again) == 1
 
 
-async def test_mapping_commit_creates_outbox_and_supersedes_older_pending_version(store: SqliteStore) -> None:
+async def test_mapping_commit_creates_outbox_and_supersedes_older_pending_version(store) -> None:
     stored = await store.store_inbound(inbound("C1"))
     await store.commit_mapping(stored.message_id, [document("D1", 1)], [submission("D1", 1)])
     second = await store.store_inbound(inbound("C2"))
@@ -89,7 +95,7 @@ async def test_mapping_commit_creates_outbox_and_supersedes_older_pending_versio
     assert latest is not None and latest.version == 2 and latest.bundle["id"] == "D1-2"
 
 
-async def test_one_patient_is_delivered_in_order_others_are_not_held_up(store: SqliteStore) -> None:
+async def test_one_patient_is_delivered_in_order_others_are_not_held_up(store) -> None:
     stored = await store.store_inbound(inbound("C1"))
     await store.commit_mapping(
         stored.message_id,
@@ -103,7 +109,7 @@ async def test_one_patient_is_delivered_in_order_others_are_not_held_up(store: S
     assert [c.submission.document_id for c in await store.claim_submissions(10)] == ["B"]
 
 
-async def test_delivery_archives_receipt_and_dead_letter_keeps_reason(tmp_path: Path, store: SqliteStore) -> None:
+async def test_delivery_archives_receipt_and_dead_letter_keeps_reason(backend: StoreBackend, store) -> None:
     stored = await store.store_inbound(inbound("C1"))
     await store.commit_mapping(stored.message_id, [document("A", 1, "p1"), document("B", 1, "p2")],
                                [submission("A", 1), submission("B", 1)])
@@ -112,22 +118,19 @@ async def test_delivery_archives_receipt_and_dead_letter_keeps_reason(tmp_path: 
     await store.dead_letter_submission(b.id, "MA_LK already closed")
     depths = await store.queue_depths()
     assert depths[("outbox", "delivered")] == 1 and depths[("outbox", "dead")] == 1
-    with sqlite3.connect(tmp_path / "gw.db") as db:
-        # The dead letter was not delivered either: it keeps the 24-hour deadline clock running.
-        [(first_received_at,)] = db.execute("SELECT first_received_at FROM outbox WHERE state='dead'").fetchall()
-        assert await store.oldest_pending_received_at() == first_received_at
-        assert db.execute("SELECT transaction_id FROM receipts").fetchall() == [("TX-42",)]
-        assert db.execute("SELECT reason FROM outbox WHERE state='dead'").fetchone()[0] == "MA_LK already closed"
+    # The dead letter was not delivered either: it keeps the 24-hour deadline clock running.
+    [(first_received_at,)] = await backend.rows("SELECT first_received_at FROM outbox WHERE state='dead'")
+    assert await store.oldest_pending_received_at() == first_received_at
+    assert await backend.rows("SELECT transaction_id FROM receipts") == [("TX-42",)]
+    assert await backend.rows("SELECT reason FROM outbox WHERE state='dead'") == [("MA_LK already closed",)]
 
 
-async def test_a_failed_commit_fails_every_waiter_and_the_store_recovers(tmp_path: Path, store: SqliteStore) -> None:
-    with sqlite3.connect(tmp_path / "gw.db") as db:
-        db.execute("CREATE TRIGGER refuse BEFORE INSERT ON messages BEGIN SELECT RAISE(ABORT, 'disk says no'); END")
+async def test_a_failed_commit_fails_every_waiter_and_the_store_recovers(backend: StoreBackend, store) -> None:
+    await backend.refuse_inserts("messages", "disk says no")
     results = await asyncio.gather(*(store.store_inbound(inbound(f"C{i}")) for i in range(5)), return_exceptions=True)
-    assert all(isinstance(r, StoreUnavailable) for r in results)  # nobody gets an ACK for a lost write
-    assert all(isinstance(r.__cause__, sqlite3.DatabaseError) for r in results)
-    with sqlite3.connect(tmp_path / "gw.db") as db:
-        db.execute("DROP TRIGGER refuse")
+    assert all(isinstance(r, StoreUnavailable) and "disk says no" in str(r) for r in results)  # no ACK for a lost write
+    assert all(isinstance(r.__cause__, (sqlite3.DatabaseError, asyncpg.PostgresError)) for r in results)
+    await backend.allow_inserts("messages")
     stored = await store.store_inbound(inbound("C0"))
     assert not stored.duplicate  # C0 was never written, so it is new now
 
@@ -150,22 +153,22 @@ async def test_a_second_serving_gateway_is_locked_out(tmp_path: Path) -> None:
     await again.close()
 
 
-async def test_the_next_owner_requeues_what_a_dead_process_had_leased(tmp_path: Path) -> None:
-    crashed = await SqliteStore(tmp_path / "gw.db", cipher(), lease_seconds=3600).open(owner=True)
+async def test_the_next_owner_requeues_what_a_dead_process_had_leased(backend: StoreBackend) -> None:
+    crashed = await backend.open(owner=True, lease_seconds=3600)
     stored = await crashed.store_inbound(inbound("C1"))
     await crashed.store_inbound(inbound("C2"))
     await crashed.commit_mapping(stored.message_id, [document("A", 1)], [submission("A", 1)])
     assert len(await crashed.claim_messages(10)) == 1 and len(await crashed.claim_submissions(10)) == 1
-    await crashed.close()  # as if killed: both leases are held for another hour
-    restarted = await SqliteStore(tmp_path / "gw.db", cipher(), lease_seconds=3600).open(owner=True)
+    await backend.crash(crashed)  # as if killed: both leases are held for another hour
+    restarted = await backend.open(owner=True, lease_seconds=3600)
     messages, submissions = await restarted.claim_messages(10), await restarted.claim_submissions(10)
     await restarted.close()
     assert [m.id for m in messages] == [2] and [s.submission.document_id for s in submissions] == ["A"]
 
 
-async def test_a_commit_delay_gathers_messages_sent_just_after_the_first(tmp_path: Path) -> None:
+async def test_a_commit_delay_gathers_messages_sent_just_after_the_first(backend: StoreBackend) -> None:
     batches: list[int] = []
-    store = await SqliteStore(tmp_path / "gw.db", cipher(), max_delay_ms=1000, on_batch=batches.append).open()
+    store = await backend.open(max_delay_ms=1000, on_batch=batches.append)
 
     async def later(control_id: str) -> None:
         await asyncio.sleep(0.01)
@@ -176,7 +179,7 @@ async def test_a_commit_delay_gathers_messages_sent_just_after_the_first(tmp_pat
     assert batches == [3]
 
 
-async def test_a_superseding_version_keeps_the_age_of_the_data_it_replaces(store: SqliteStore) -> None:
+async def test_a_superseding_version_keeps_the_age_of_the_data_it_replaces(backend: StoreBackend, store) -> None:
     """Otherwise regular updates during an outage would hide an episode from the 24-hour deadline alert."""
     first = await store.store_inbound(inbound("C1"))
     await store.commit_mapping(first.message_id, [document("D1", 1)], [submission("D1", 1)])
@@ -184,10 +187,8 @@ async def test_a_superseding_version_keeps_the_age_of_the_data_it_replaces(store
     await asyncio.sleep(0.05)
     second = await store.store_inbound(inbound("C2"))
     await store.commit_mapping(second.message_id, [document("D1", 2)], [submission("D1", 2)])
-    with sqlite3.connect(store.path) as db:
-        rows = db.execute("SELECT version, state, first_received_at FROM outbox ORDER BY id").fetchall()
-        (second_received,) = db.execute("SELECT received_at FROM messages WHERE id = ?",
-                                        (second.message_id,)).fetchone()
+    rows = await backend.rows("SELECT version, state, first_received_at FROM outbox ORDER BY id")
+    [(second_received,)] = await backend.rows("SELECT received_at FROM messages WHERE id = ?", second.message_id)
     assert [(version, state) for version, state, _ in rows] == [(1, "superseded"), (2, "pending")]
     assert rows[1][2] == oldest < second_received
     assert await store.oldest_pending_received_at() == oldest

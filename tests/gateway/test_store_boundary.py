@@ -1,4 +1,4 @@
-"""The store boundary holds: only gateway/store knows the database, and SqliteStore is a Store."""
+"""The store boundary holds: only gateway/store knows the database, and both backends are Stores."""
 from __future__ import annotations
 
 import ast
@@ -6,10 +6,12 @@ import inspect
 import re
 from pathlib import Path
 
+import asyncpg
 import pytest
 
 from gateway.encryption import PayloadCipher
-from gateway.store import SqliteStore, Store, StoreUnavailable
+from gateway.store import PostgresStore, SqliteStore, Store, StoreUnavailable
+from tests.conftest import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
 PACKAGES = ("adapters", "gateway", "mappings")
@@ -48,6 +50,8 @@ def test_the_checks_see_what_they_look_for() -> None:
     """A check that cannot fail proves nothing: both find the store's own database code."""
     assert database_imports(STORE_PACKAGE / "sqlite.py")
     assert sql_strings(STORE_PACKAGE / "sqlite_admin.py")
+    assert [found for found in database_imports(STORE_PACKAGE / "postgres.py") if found.endswith(" asyncpg")]
+    assert sql_strings(STORE_PACKAGE / "postgres_admin.py")
 
 
 def test_no_module_outside_the_store_imports_a_database_driver() -> None:
@@ -68,12 +72,13 @@ def test_the_store_interface_speaks_no_database_types() -> None:
     assert {name for name in names if "sqlite" in name.lower() or name in {"Connection", "Cursor", "Row"}} == set()
 
 
-def test_sqlite_store_has_every_store_method_with_the_same_signature() -> None:
-    """mypy checks this statically (open_store returns a SqliteStore as a Store); this checks it at run time."""
+@pytest.mark.parametrize("implementation", [SqliteStore, PostgresStore])
+def test_each_backend_has_every_store_method_with_the_same_signature(implementation: type) -> None:
+    """mypy checks this statically (open_store returns either as a Store); this checks it at run time."""
     members = [name for name, value in vars(Store).items() if inspect.iscoroutinefunction(value)]
     assert "store_inbound" in members and "purge_expired" in members
     for name in members:
-        implemented = getattr(SqliteStore, name)
+        implemented = getattr(implementation, name)
         assert inspect.iscoroutinefunction(implemented), name
         assert inspect.signature(implemented) == inspect.signature(getattr(Store, name)), name
 
@@ -84,3 +89,22 @@ async def test_a_database_failure_reaches_callers_as_a_store_error(tmp_path: Pat
     (tmp_path / "gw.db").write_bytes(b"not a database, as after a disk fault" * 100)
     with pytest.raises(StoreUnavailable, match="cannot open store"):
         await SqliteStore(tmp_path / "gw.db", PayloadCipher(b"k" * 32)).open()
+
+
+async def test_an_unreachable_postgresql_server_reaches_callers_as_a_store_error() -> None:
+    dsn = f"postgresql://gateway:not-shown@127.0.0.1:{free_port()}/healthbook"  # nothing listens there
+    with pytest.raises(StoreUnavailable, match="cannot open store on PostgreSQL") as caught:
+        await PostgresStore(dsn, PayloadCipher(b"k" * 32)).open(owner=True)
+    assert "not-shown" not in str(caught.value)
+
+
+async def test_a_postgresql_failure_mid_operation_is_a_store_error(postgres_dsn: str) -> None:
+    store: Store = await PostgresStore(postgres_dsn, PayloadCipher(b"k" * 32)).open()
+    try:
+        connection = await asyncpg.connect(postgres_dsn)
+        await connection.execute("DROP TABLE receipts; DROP TABLE outbox")  # as a broken database would be
+        await connection.close()
+        with pytest.raises(StoreUnavailable, match="UndefinedTableError"):
+            await store.queue_depths()
+    finally:
+        await store.close()
