@@ -1,4 +1,4 @@
-"""Pipeline workers on a real store and real mappings, with a scripted channel standing in for a portal."""
+"""Pipeline workers on a real store (both backends) and real mappings, with a scripted channel for a portal."""
 from __future__ import annotations
 
 import asyncio
@@ -7,21 +7,33 @@ import signal
 import sqlite3
 from concurrent.futures import Executor, Future
 from concurrent.futures.process import BrokenProcessPool
-from pathlib import Path
 
+import asyncpg
 import pytest
 
-from adapters.portal.base import PermanentPortalError, Receipt, Submission, TransientPortalError
+from adapters.portal.base import (
+    PermanentPortalError,
+    Receipt,
+    Submission,
+    TransientPortalError,
+)
 from gateway.config import PipelineSettings
 from gateway.encryption import PayloadCipher
 from gateway.metrics import Metrics
-from gateway.pipeline import MAX_MAPPING_ATTEMPTS, Pipeline, _reason, backoff_delay, mapping_executor
+from gateway.pipeline import (
+    MAX_MAPPING_ATTEMPTS,
+    Pipeline,
+    _reason,
+    backoff_delay,
+    mapping_executor,
+)
 from gateway.signing import SigningError
-from gateway.store import Inbound, SqliteStore
+from gateway.store import Inbound, PostgresStore, SqliteStore, Store
 from gateway.store.admin import ItemRef, QueueAdmin
 from gateway.submissions import SubmissionBuildError
 from tests.conftest import corpus_hl7
 from tests.e2e.harness import mapping_workers, wait_until
+from tests.store_backends import KEY, StoreBackend
 
 
 class ScriptedChannel:
@@ -55,7 +67,7 @@ SETTINGS = PipelineSettings(workers=2, mapping_processes=0, poll_interval_second
                             backoff_base_seconds=0.05, backoff_max_seconds=0.1)
 
 
-async def run_until(store: SqliteStore, channel: ScriptedChannel, messages: list[str], done, metrics: Metrics,
+async def run_until(store: Store, channel: ScriptedChannel, messages: list[str], done, metrics: Metrics,
                     build=plain_submissions) -> None:
     pipeline = Pipeline(store, metrics, SETTINGS, build, {"bhxh_xml130": channel}, lambda: mapping_executor(0))
     await pipeline.start()
@@ -70,7 +82,7 @@ async def run_until(store: SqliteStore, channel: ScriptedChannel, messages: list
         await pipeline.stop()
 
 
-async def store_messages(store: SqliteStore, messages: list[str]) -> None:
+async def store_messages(store: Store, messages: list[str]) -> None:
     """Acknowledge messages as the listener would, control ids C0, C1, ... in order."""
     for number, text in enumerate(messages):
         await store.store_inbound(Inbound("mllp", "HIS|BV", f"C{number}", "ADT^A01", "cid", text.encode(), b"AA"))
@@ -80,26 +92,24 @@ def corpus(*names: str) -> list[str]:
     return [corpus_hl7(name) for name in names]
 
 
-def versions_and_attempts(path: Path) -> tuple[list[tuple[int, int]], list[int]]:
+async def versions_and_attempts(backend: StoreBackend) -> tuple[list[tuple[int, int]], list[int]]:
     """(document version, message id) in version order, and each message's attempts in id order."""
-    with sqlite3.connect(path) as db:
-        versions = db.execute("SELECT version, message_id FROM documents ORDER BY version").fetchall()
-        return versions, [row[0] for row in db.execute("SELECT attempts FROM messages ORDER BY id")]
+    versions = await backend.rows("SELECT version, message_id FROM documents ORDER BY version")
+    return versions, [row[0] for row in await backend.rows("SELECT attempts FROM messages ORDER BY id")]
 
 
 @pytest.fixture
-async def store(tmp_path: Path):
-    s = await SqliteStore(tmp_path / "gw.db", PayloadCipher(b"k" * 32), lease_seconds=30).open()
+async def store(backend: StoreBackend):
+    s = await backend.open(lease_seconds=30)
     yield s
     await s.close()
 
 
-def outbox_rows(path: Path) -> list[tuple]:
-    with sqlite3.connect(path) as db:
-        return db.execute("SELECT state, attempts, reason FROM outbox ORDER BY id").fetchall()
+async def outbox_rows(backend: StoreBackend) -> list[tuple]:
+    return await backend.rows("SELECT state, attempts, reason FROM outbox ORDER BY id")
 
 
-async def test_transient_failures_are_retried_until_delivered_and_the_receipt_archived(store: SqliteStore) -> None:
+async def test_transient_failures_are_retried_until_delivered_and_the_receipt_archived(backend: StoreBackend, store: Store) -> None:
     channel = ScriptedChannel([TransientPortalError("HTTP 500", status=500),
                                TransientPortalError("HTTP 429", status=429, retry_after=0.05),
                                ConnectionResetError("peer went away")])
@@ -110,14 +120,13 @@ async def test_transient_failures_are_retried_until_delivered_and_the_receipt_ar
 
     await run_until(store, channel, [corpus_hl7("adt_a01_admit.hl7")], delivered, metrics)
     assert channel.calls == ["4000000000123_VV26000456:v1"] * 4  # same idempotency key every time
-    assert outbox_rows(store.path) == [("delivered", 4, None)]
+    assert await outbox_rows(backend) == [("delivered", 4, None)]
     assert metrics.submit_retries.labels("bhxh_xml130", "http_429")._value.get() == 1
     assert metrics.submit_retries.labels("bhxh_xml130", "client_error")._value.get() == 1
-    with sqlite3.connect(store.path) as db:
-        assert db.execute("SELECT transaction_id FROM receipts").fetchall() == [("TX4",)]
+    assert await backend.rows("SELECT transaction_id FROM receipts") == [("TX4",)]
 
 
-async def test_a_permanent_refusal_is_dead_lettered_with_the_portal_reason(store: SqliteStore) -> None:
+async def test_a_permanent_refusal_is_dead_lettered_with_the_portal_reason(backend: StoreBackend, store: Store) -> None:
     channel = ScriptedChannel([PermanentPortalError("maKetQua 400: MA_LK trùng", status=400)])
     metrics = Metrics()
 
@@ -125,23 +134,22 @@ async def test_a_permanent_refusal_is_dead_lettered_with_the_portal_reason(store
         return (await store.queue_depths()).get(("outbox", "dead"), 0) == 1
 
     await run_until(store, channel, [corpus_hl7("adt_a01_admit.hl7")], dead, metrics)
-    assert outbox_rows(store.path) == [("dead", 1, "maKetQua 400: MA_LK trùng")]
+    assert await outbox_rows(backend) == [("dead", 1, "maKetQua 400: MA_LK trùng")]
     assert metrics.failed_syncs.labels("bhxh_xml130", "http_400")._value.get() == 1
 
 
-async def test_an_unmappable_message_is_dead_lettered_with_located_reasons(store: SqliteStore) -> None:
+async def test_an_unmappable_message_is_dead_lettered_with_located_reasons(backend: StoreBackend, store: Store) -> None:
     metrics = Metrics()
 
     async def dead() -> bool:
         return (await store.queue_depths()).get(("inbox", "dead"), 0) == 1
 
     await run_until(store, ScriptedChannel([]), [corpus_hl7("invalid_missing_identity.hl7")], dead, metrics)
-    with sqlite3.connect(store.path) as db:
-        (reason,) = db.execute("SELECT reason FROM messages").fetchone()
+    [(reason,)] = await backend.rows("SELECT reason FROM messages")
     assert "PID-3 required" in reason and "PID-7 required" in reason
 
 
-async def test_an_episode_built_from_several_messages_is_sent_as_its_newest_version(store: SqliteStore) -> None:
+async def test_an_episode_built_from_several_messages_is_sent_as_its_newest_version(backend: StoreBackend, store: Store) -> None:
     channel = ScriptedChannel([])
     messages = [corpus_hl7(name) for name in ("adt_a01_admit.hl7", "oru_r01_lab.hl7", "adt_a03_discharge.hl7")]
 
@@ -156,8 +164,8 @@ async def test_an_episode_built_from_several_messages_is_sent_as_its_newest_vers
     assert sorted(set(channel.calls)) == sorted(channel.calls)  # none sent twice
 
 
-async def test_one_batch_builds_each_version_on_the_one_before_it_in_the_same_batch(tmp_path: Path) -> None:
-    store = await SqliteStore(tmp_path / "gw.db", PayloadCipher(b"k" * 32), lease_seconds=0.3).open()
+async def test_one_batch_builds_each_version_on_the_one_before_it_in_the_same_batch(backend: StoreBackend) -> None:
+    store = await backend.open(lease_seconds=0.3)
     failed_once: list[str] = []
 
     def fail_version_2_once(document) -> list[Submission]:  # a transient bug in the middle of the batch
@@ -174,7 +182,7 @@ async def test_one_batch_builds_each_version_on_the_one_before_it_in_the_same_ba
 
     try:
         await run_until(store, ScriptedChannel([]), [], settled, Metrics(), build=fail_version_2_once)
-        versions, attempts = versions_and_attempts(store.path)
+        versions, attempts = await versions_and_attempts(backend)
         latest = await store.latest_document("4000000000123_VV26000456")
     finally:
         await store.close()
@@ -185,8 +193,8 @@ async def test_one_batch_builds_each_version_on_the_one_before_it_in_the_same_ba
     assert {"Encounter", "Observation", "Condition"} <= kinds  # v3 carries what all three messages said
 
 
-async def test_after_a_failure_messages_are_still_applied_in_the_order_they_were_acknowledged(tmp_path: Path) -> None:
-    store = await SqliteStore(tmp_path / "gw.db", PayloadCipher(b"k" * 32), lease_seconds=60).open()
+async def test_after_a_failure_messages_are_still_applied_in_the_order_they_were_acknowledged(backend: StoreBackend) -> None:
+    store = await backend.open(lease_seconds=60)
     loop = asyncio.get_running_loop()
     failed_once: list[int] = []
 
@@ -207,7 +215,7 @@ async def test_after_a_failure_messages_are_still_applied_in_the_order_they_were
     try:
         await run_until(store, ScriptedChannel([]), [], settled, Metrics(),
                         build=fail_version_2_once_while_a_new_message_arrives)
-        versions, _ = versions_and_attempts(store.path)
+        versions, _ = await versions_and_attempts(backend)
     finally:
         await store.close()
     assert failed_once == [2]
@@ -223,8 +231,20 @@ class UnsaveableMessage(SqliteStore):
         super()._save_mapping(db, now, outcome)
 
 
-async def test_a_message_whose_result_cannot_be_saved_is_parked_and_does_not_hold_its_batch(tmp_path: Path) -> None:
-    store = await UnsaveableMessage(tmp_path / "gw.db", PayloadCipher(b"k" * 32), lease_seconds=0.05).open()
+class UnsaveableMessageOnPostgres(PostgresStore):
+    """The same on PostgreSQL."""
+
+    async def _save_mapping(self, db, outcome) -> None:
+        if outcome.message_id == 2:
+            raise asyncpg.UniqueViolationError("cannot save message 2")
+        await super()._save_mapping(db, outcome)
+
+
+async def test_a_message_whose_result_cannot_be_saved_is_parked_and_does_not_hold_its_batch(
+        backend: StoreBackend) -> None:
+    unsaveable = UnsaveableMessage if backend.name == "sqlite" else UnsaveableMessageOnPostgres
+    store = await unsaveable(backend.path if backend.name == "sqlite" else backend.dsn,
+                             PayloadCipher(KEY), lease_seconds=0.05).open()
     await store_messages(store, corpus("adt_a01_admit.hl7", "oru_r01_lab.hl7", "adt_a03_discharge.hl7"))
 
     async def settled() -> bool:
@@ -233,9 +253,8 @@ async def test_a_message_whose_result_cannot_be_saved_is_parked_and_does_not_hol
 
     try:
         await run_until(store, ScriptedChannel([]), [], settled, Metrics())
-        with sqlite3.connect(store.path) as db:
-            states = db.execute("SELECT id, state, attempts, reason FROM messages ORDER BY id").fetchall()
-        versions, _ = versions_and_attempts(store.path)
+        states = await backend.rows("SELECT id, state, attempts, reason FROM messages ORDER BY id")
+        versions, _ = await versions_and_attempts(backend)
     finally:
         await store.close()
     assert [(row[0], row[1]) for row in states] == [(1, "mapped"), (2, "dead"), (3, "mapped")]
@@ -244,7 +263,7 @@ async def test_a_message_whose_result_cannot_be_saved_is_parked_and_does_not_hol
     assert versions == [(1, 1), (2, 3)]  # the third was mapped again on what was saved, not on message 2's
 
 
-async def test_a_document_that_cannot_be_encoded_is_dead_lettered_not_retried_forever(store: SqliteStore) -> None:
+async def test_a_document_that_cannot_be_encoded_is_dead_lettered_not_retried_forever(backend: StoreBackend, store: Store) -> None:
     def refuse(document) -> list[Submission]:
         raise SubmissionBuildError(f"{document.kind} document {document.idempotency_key}: no health class")
 
@@ -254,14 +273,13 @@ async def test_a_document_that_cannot_be_encoded_is_dead_lettered_not_retried_fo
         return (await store.queue_depths()).get(("inbox", "dead"), 0) == 1
 
     await run_until(store, ScriptedChannel([]), [corpus_hl7("adt_a01_admit.hl7")], dead, metrics, build=refuse)
-    with sqlite3.connect(store.path) as db:
-        assert db.execute("SELECT state, attempts, reason FROM messages").fetchall() == [
-            ("dead", 1, "episode document 4000000000123_VV26000456:v1: no health class")]
-        assert db.execute("SELECT count(*) FROM documents").fetchone()[0] == 0  # nothing half-written
+    assert await backend.rows("SELECT state, attempts, reason FROM messages") == [
+        ("dead", 1, "episode document 4000000000123_VV26000456:v1: no health class")]
+    assert await backend.rows("SELECT count(*) FROM documents") == [(0,)]  # nothing half-written
     assert metrics.mapping_errors.labels("mllp", "encoding-failed")._value.get() == 1
 
 
-async def test_an_operator_retry_after_a_refusal_sends_a_freshly_signed_new_version(store: SqliteStore) -> None:
+async def test_an_operator_retry_after_a_refusal_sends_a_freshly_signed_new_version(backend: StoreBackend, store: Store) -> None:
     signed_with = ["old certificate"]
     channel = ScriptedChannel([PermanentPortalError("XML signature does not verify", status=400)])
 
@@ -281,14 +299,13 @@ async def test_an_operator_retry_after_a_refusal_sends_a_freshly_signed_new_vers
 
     await run_until(store, channel, [], delivered, Metrics(), build=build)
     assert channel.calls == ["4000000000123_VV26000456:v1", "4000000000123_VV26000456:v2"]
-    with sqlite3.connect(store.path) as db:
-        assert db.execute("SELECT version, state FROM outbox ORDER BY id").fetchall() == [
-            (1, "superseded"), (2, "delivered")]
+    assert await backend.rows("SELECT version, state FROM outbox ORDER BY id") == [
+        (1, "superseded"), (2, "delivered")]
     assert channel.bodies == [b"old certificate", b"fixed certificate"]
 
 
-async def test_a_message_that_keeps_crashing_the_gateway_is_parked_after_bounded_attempts(tmp_path: Path) -> None:
-    store = await SqliteStore(tmp_path / "gw.db", PayloadCipher(b"k" * 32), lease_seconds=0.05).open()
+async def test_a_message_that_keeps_crashing_the_gateway_is_parked_after_bounded_attempts(backend: StoreBackend) -> None:
+    store = await backend.open(lease_seconds=0.05)
 
     def crash(document) -> list[Submission]:
         raise RuntimeError("a bug, not a refusal")
@@ -298,15 +315,14 @@ async def test_a_message_that_keeps_crashing_the_gateway_is_parked_after_bounded
 
     try:
         await run_until(store, ScriptedChannel([]), [corpus_hl7("adt_a01_admit.hl7")], dead, Metrics(), build=crash)
-        with sqlite3.connect(store.path) as db:
-            [(attempts, reason)] = db.execute("SELECT attempts, reason FROM messages").fetchall()
+        [(attempts, reason)] = await backend.rows("SELECT attempts, reason FROM messages")
     finally:
         await store.close()
     assert attempts == MAX_MAPPING_ATTEMPTS and "RuntimeError" in reason and "correlation id cid" in reason
 
 
-async def test_a_signing_failure_never_parks_messages_nor_lets_newer_ones_overtake(tmp_path: Path) -> None:
-    store = await SqliteStore(tmp_path / "gw.db", PayloadCipher(b"k" * 32), lease_seconds=0.01).open()
+async def test_a_signing_failure_never_parks_messages_nor_lets_newer_ones_overtake(backend: StoreBackend) -> None:
+    store = await backend.open(lease_seconds=0.01)
     loop = asyncio.get_running_loop()
     calls: list[int] = []
 
@@ -327,7 +343,7 @@ async def test_a_signing_failure_never_parks_messages_nor_lets_newer_ones_overta
 
     try:
         await run_until(store, ScriptedChannel([]), [], settled, Metrics(), build=expired_for_a_while)
-        versions, attempts = versions_and_attempts(store.path)
+        versions, attempts = await versions_and_attempts(backend)
     finally:
         await store.close()
     assert len(calls) > MAX_MAPPING_ATTEMPTS + 3  # it failed more often than a message may
@@ -335,7 +351,7 @@ async def test_a_signing_failure_never_parks_messages_nor_lets_newer_ones_overta
     assert versions == [(1, 1), (2, 2), (3, 3), (4, 4)]  # the one acknowledged meanwhile did not overtake
 
 
-async def test_one_message_that_keeps_failing_does_not_get_its_neighbours_parked(store: SqliteStore) -> None:
+async def test_one_message_that_keeps_failing_does_not_get_its_neighbours_parked(backend: StoreBackend, store: Store) -> None:
     calls: list[str] = []
 
     def first_always_fails_second_fails_once(document) -> list[Submission]:
@@ -351,8 +367,7 @@ async def test_one_message_that_keeps_failing_does_not_get_its_neighbours_parked
 
     await run_until(store, ScriptedChannel([]), messages, settled, Metrics(),
                     build=first_always_fails_second_fails_once)
-    with sqlite3.connect(store.path) as db:
-        rows = db.execute("SELECT state, attempts FROM messages ORDER BY id").fetchall()
+    rows = await backend.rows("SELECT state, attempts FROM messages ORDER BY id")
     assert rows == [("dead", MAX_MAPPING_ATTEMPTS), ("mapped", 2)]
 
 
@@ -396,7 +411,7 @@ class WorkerKillingPool(Executor):
         return future
 
 
-async def test_a_message_that_kills_the_mapping_worker_is_found_and_parked_alone(store: SqliteStore) -> None:
+async def test_a_message_that_kills_the_mapping_worker_is_found_and_parked_alone(backend: StoreBackend, store: Store) -> None:
     WorkerKillingPool.pools.clear()
     messages = [corpus_hl7("adt_a01_admit.hl7"), corpus_hl7("adt_a08_update.hl7") + "\rZPX|POISON",
                 corpus_hl7("adt_a03_discharge.hl7")]
@@ -412,14 +427,13 @@ async def test_a_message_that_kills_the_mapping_worker_is_found_and_parked_alone
             await asyncio.sleep(0.05)
     finally:
         await pipeline.stop()
-    with sqlite3.connect(store.path) as db:
-        rows = db.execute("SELECT id, state, attempts, reason FROM messages ORDER BY id").fetchall()
+    rows = await backend.rows("SELECT id, state, attempts, reason FROM messages ORDER BY id")
     assert [(row[1], row[2]) for row in rows] == [("mapped", 1), ("dead", MAX_MAPPING_ATTEMPTS), ("mapped", 1)]
     assert "MappingWorkerDied" in rows[1][3]
     assert len(WorkerKillingPool.pools) > MAX_MAPPING_ATTEMPTS  # a fresh pool after every death
 
 
-async def test_mapping_goes_on_after_an_idle_mapping_worker_is_killed(store: SqliteStore) -> None:
+async def test_mapping_goes_on_after_an_idle_mapping_worker_is_killed(backend: StoreBackend, store: Store) -> None:
     pipeline = Pipeline(store, Metrics(), SETTINGS, plain_submissions, {"bhxh_xml130": ScriptedChannel([])},
                         lambda: mapping_executor(1))
     await pipeline.start()

@@ -12,7 +12,13 @@ import pytest
 
 from adapters.portal.base import Receipt, Submission
 from gateway.encryption import PayloadCipher
-from gateway.store import Inbound, SqliteStore, Store, StoreLockedError, StoreUnavailable
+from gateway.store import (
+    Inbound,
+    SqliteStore,
+    Store,
+    StoreLockedError,
+    StoreUnavailable,
+)
 from mappings.model import Document
 from tests.store_backends import StoreBackend
 
