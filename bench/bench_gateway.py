@@ -58,12 +58,13 @@ def drain(gateway: GatewayProcess, since: float) -> tuple[float, float]:
     raise RuntimeError(f"the backlog did not drain within {DRAIN_TIMEOUT:.0f} s")
 
 
-def run(connections: int, seconds: float, warmup: float, directory: Path) -> dict[str, float]:
-    """One burst and its drain against a fresh gateway and emulator."""
+def run(connections: int, seconds: float, warmup: float, directory: Path,
+        extra_env: dict[str, str] | None = None) -> dict[str, float]:
+    """One burst and its drain against a fresh gateway (settings from `extra_env`) and emulator."""
     emulator_port = free_port()
     emulator = start_emulator(emulator_port, directory / "emulator.log")
     gateway = GatewayProcess(directory / "gateway", command="serve", emulator_port=emulator_port,
-                             extra_env={"HBGW_EMULATOR__ENABLED": "false"})
+                             extra_env={"HBGW_EMULATOR__ENABLED": "false", **(extra_env or {})})
     try:
         gateway.start()
         assert gateway.process is not None

@@ -53,7 +53,8 @@ class PostgresCluster:
         self._names = itertools.count(1)
         self._started = False
 
-    def start(self) -> PostgresCluster:
+    def start(self, *, durable: bool = False) -> PostgresCluster:
+        """Start the server; not `durable` (the tests) skips fsync, since a crash of it loses only test data."""
         self.root.chmod(0o755)
         if os.geteuid() == 0:
             _as_server_user(["true"])  # creates the user
@@ -61,8 +62,8 @@ class PostgresCluster:
         try:
             self._run("initdb", "-D", str(self.data), "-U", "postgres", "--auth=trust", "-E", "UTF8",
                       "--no-instructions")
-            options = (f"-c listen_addresses=127.0.0.1 -p {self.port} -k {self.root} -c fsync=off"
-                       " -c full_page_writes=off -c max_connections=200 -c shared_buffers=32MB")
+            options = (f"-c listen_addresses=127.0.0.1 -p {self.port} -k {self.root} -c max_connections=200"
+                       " -c shared_buffers=32MB" + ("" if durable else " -c fsync=off -c full_page_writes=off"))
             self._run("pg_ctl", "-D", str(self.data), "-o", options, "-l", str(self.root / "server.log"),
                       "-w", "-t", "60", "start")
             self._started = True
