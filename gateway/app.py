@@ -84,7 +84,8 @@ class Gateway:
         facility = facility_info(s)
         self._pipeline = Pipeline(
             self.store, self.metrics, s.pipeline,
-            lambda document: build_submissions(document, facility, signer, s.portal),
+            lambda document, previous: build_submissions(document, facility, signer, s.portal,
+                                                         previous=previous),
             self._channels, lambda: mapping_executor(s.pipeline.mapping_processes))
         await self._pipeline.start()
         self._retention = Retention(self.store, self.metrics, s.store.retention_days)

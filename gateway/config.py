@@ -82,6 +82,16 @@ class FacilitySettings(_Section):
     tax_code: str = ""
     # XML 130 MA_TTDV: the health id (BHXH number) of the facility head or delegate; BHXH refuses it empty.
     head_code: str = ""
+    # BHXH form field maTinh: the facility's 2-digit province code; empty: the first two characters of
+    # bhxh_code, as public clients derive it (tracnn/qlbv_public BHYTXmlSubmitService::getMaTinhFromConfig).
+    province_code: str = ""
+
+    @field_validator("province_code")
+    @classmethod
+    def _province(cls, value: str) -> str:
+        if value and not re.fullmatch(r"\d{2}", value):
+            raise ValueError("must be the 2-digit province code (maTinh), e.g. \"01\"")
+        return value
 
     @field_validator("bhxh_code")
     @classmethod
@@ -207,9 +217,14 @@ class ChannelSettings(_Section):
 
 
 class BhxhChannelSettings(ChannelSettings):
+    """The BHXH portal's paths and form values, as the public references show them (adapters.portal.bhxh_wire)."""
+
     token_path: str = "/api/token/take"
     checkin_path: str = "/api/qd130/checkInKcbQd3176"
     submit_path: str = "/api/qd130/guiHoSoXmlQD3176"
+    checkin_file_type: str = "0"  # form field loaiHoSo of an XML0 check-in
+    submit_file_type: str = "130"  # form field loaiHoSo of an episode's XML 130 files
+    checkin_enabled: bool = True  # send XML0 check-ins at all
 
 
 class HubChannelSettings(ChannelSettings):

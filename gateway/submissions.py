@@ -11,6 +11,7 @@ from gateway.config import HubChannelSettings, PortalSettings
 from gateway.signing import Signer
 from mappings import checkup1551, xml130
 from mappings.model import Document, FacilityInfo
+from mappings.xml130 import checkin
 
 BHXH_CHANNEL = "bhxh_xml130"
 HUB_CHANNEL = "moh_checkup"
@@ -49,13 +50,36 @@ def bhxh_submission(document_id: str, version: int, signed_envelope: bytes) -> S
                       version=version, body=signed_envelope, content_type="application/xml")
 
 
+def checkin_submission(document: Document, stage: str, signed_checkin: bytes) -> Submission:
+    """A signed XML0 check-in as a submission of its own: its key names the episode (MA_LK) and the stage,
+    and its document id is the episode's with the stage, so a newer version of the episode never
+    supersedes it and a rebuilt one is never sent twice."""
+    return Submission(channel=BHXH_CHANNEL, idempotency_key=f"{document.document_id}:XML0-{stage}",
+                      document_id=f"{document.document_id}#XML0-{stage}", version=document.version,
+                      body=signed_checkin, content_type="application/xml")
+
+
 class SubmissionBuildError(ValueError):
     """The document cannot become a portal submission: dead-letter it with this reason, retrying cannot help."""
 
 
+def _checkins(document: Document, previous: Document | None, facility: FacilityInfo, signer: Signer,
+              portal: PortalSettings) -> list[Submission]:
+    """The XML0 check-ins this version of the episode makes due, signed, each a submission of its own."""
+    if not portal.bhxh.checkin_enabled:
+        return []
+    return [checkin_submission(document, stage,
+                               signer.sign_xml_envelope(checkin.build_checkin(document, facility, stage)))
+            for stage in checkin.due_stages(previous, document, facility)]
+
+
 def build_submissions(document: Document, facility: FacilityInfo, signer: Signer, portal: PortalSettings,
-                      now: datetime | None = None) -> list[Submission]:
+                      now: datetime | None = None, previous: Document | None = None) -> list[Submission]:
     """Sign one document for the channel that takes its kind; a disabled channel gets nothing.
+
+    An episode gives the check-ins it makes due (compared with `previous`, the version it builds on)
+    before its files: the outbox sends one patient's submissions in order, so BHXH hears of the visit
+    before it gets the claim.
 
     Immunizations have no national form in PORTAL_API.md: they go to the hub as the canonical FHIR
     document under `immunization_txn_type`. A SigningError (certificate expired since start-up) is left
@@ -64,11 +88,13 @@ def build_submissions(document: Document, facility: FacilityInfo, signer: Signer
     now = now or datetime.now(timezone.utc)
     try:
         if document.kind == "episode" and portal.bhxh.enabled:
+            checkins = _checkins(document, previous, facility, signer, portal)
             tables = xml130.build_tables(document, facility)
             if not tables:  # a cancelled episode (A11): nothing more to send for it
-                return []
+                return checkins
             envelope = xml130.build_envelope(tables, facility, now)
-            return [bhxh_submission(document.document_id, document.version, signer.sign_xml_envelope(envelope))]
+            return checkins + [bhxh_submission(document.document_id, document.version,
+                                               signer.sign_xml_envelope(envelope))]
         if document.kind == "health_check" and portal.hub.enabled:
             header = hub_header(portal.hub, facility.moh_facility_id, document.idempotency_key, now)
             body = hub_message(header, checkup1551.build_checkup(document, facility), signer)

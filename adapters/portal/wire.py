@@ -16,8 +16,6 @@ import json
 from typing import Any
 
 IDEMPOTENCY_HEADER = "Idempotency-Key"
-BHXH_ACCEPTED = "200"
-BHXH_TOKEN_INVALID = "401"
 HUB_ACCEPTED = "200"
 
 

@@ -48,7 +48,7 @@ def test_episode_becomes_one_signed_bhxh_envelope(signer: Signer) -> None:
     assert (submission.channel, submission.idempotency_key) == ("bhxh_xml130", episode.idempotency_key)
     assert (submission.document_id, submission.version, submission.content_type) == (
         episode.document_id, episode.version, "application/xml")
-    checked = check_envelope(submission.body, signer.certificate_pem, submission.idempotency_key)
+    checked = check_envelope(submission.body, signer.certificate_pem)
     assert checked["facility"] == "40001"
     assert checked["episodes"] == [episode.document_id]
     assert {"XML1", "XML8"} <= set(checked["files"])
