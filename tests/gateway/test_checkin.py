@@ -1,0 +1,107 @@
+"""XML0 check-ins: due at the first cost of a visit and of an inpatient stay, signed, valid for the emulator,
+queued before the episode's files; none for an emergency."""
+from __future__ import annotations
+
+import json
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+
+import pytest
+from cryptography.hazmat.primitives import serialization
+from lxml import etree
+
+from adapters.portal.emulator.validate import check_checkin
+from gateway.config import BhxhChannelSettings, PortalSettings, SigningSettings
+from gateway.signing import Signer, load_signer
+from gateway.signing.sources import generate_self_signed
+from gateway.submissions import build_submissions
+from mappings.document import assemble
+from mappings.fhir_in import map_fhir
+from mappings.hl7v2 import map_message
+from mappings.model import Document, FacilityInfo
+from mappings.xml130 import checkin
+from tests.conftest import CORPUS, corpus_hl7
+from tests.mappings.conftest import replace_field
+
+FACILITY = FacilityInfo(name="Benh vien Demo", bhxh_code="40001", moh_facility_id="4000000000123")
+NOW = datetime(2026, 11, 23, 8, 15, tzinfo=timezone.utc)
+
+
+@pytest.fixture(scope="module")
+def signer(tmp_path_factory: pytest.TempPathFactory) -> Signer:
+    directory: Path = tmp_path_factory.mktemp("checkin")
+    now = datetime.now(timezone.utc)
+    certificate, key = generate_self_signed("Benh vien Demo", now - timedelta(days=1), now + timedelta(days=30))
+    (directory / "c.pem").write_bytes(certificate.public_bytes(serialization.Encoding.PEM))
+    (directory / "k.pem").write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                                        serialization.NoEncryption()))
+    return load_signer(SigningSettings(source="pem", cert_file=directory / "c.pem", key_file=directory / "k.pem"))
+
+
+def versions(*messages: str) -> list[Document]:
+    """Each version of the episode the messages build, in order."""
+    built: list[Document] = []
+    for message in messages:
+        fragment = map_message(message).fragments[0]
+        built.append(assemble(built[-1] if built else None, fragment))
+    return built
+
+
+def row(signed: bytes) -> dict[str, str]:
+    root = etree.fromstring(signed)
+    return {child.tag: child.text or "" for child in root.find("DSACH_TRANG_THAI_KCB/TRANG_THAI_KCB")}
+
+
+def test_an_admission_without_any_cost_yet_sends_no_check_in(signer: Signer) -> None:
+    [admitted] = versions(corpus_hl7("adt_a01_admit.hl7"))
+    assert checkin.due_stages(None, admitted, FACILITY) == []
+    submissions = build_submissions(admitted, FACILITY, signer, PortalSettings(), now=NOW)
+    assert [item.idempotency_key for item in submissions] == [admitted.idempotency_key]
+
+
+def test_the_first_cost_of_an_inpatient_stay_sends_one_signed_check_in_before_the_files(signer: Signer) -> None:
+    admitted, with_labs = versions(corpus_hl7("adt_a01_admit.hl7"), corpus_hl7("oru_r01_lab.hl7"))
+    first, files = build_submissions(with_labs, FACILITY, signer, PortalSettings(), now=NOW, previous=admitted)
+    assert first.idempotency_key == f"{with_labs.document_id}:XML0-inpatient"
+    assert first.document_id != files.document_id  # a newer version of the files never supersedes it
+    assert files.idempotency_key == with_labs.idempotency_key
+    checked = check_checkin(first.body, signer.certificate_pem)
+    assert (checked["facility"], checked["episodes"]) == ("40001", [with_labs.document_id])
+    values = row(first.body)
+    assert (values["MA_LK"], values["MA_CSKCB"], values["STT"]) == (with_labs.document_id, "40001", "1")
+    assert values["NGAY_VAO_NOI_TRU"] == "202603120825"  # PV1-44
+    assert (values["MA_DICH_VU"], values["NGAY_YL"]) == ("24323-8", "202603120900")
+    assert values["MA_THUOC"] == values["MA_VAT_TU"] == ""
+
+
+def test_a_check_in_is_due_once_per_stage(signer: Signer) -> None:
+    _, with_labs, discharged = versions(corpus_hl7("adt_a01_admit.hl7"), corpus_hl7("oru_r01_lab.hl7"),
+                                        corpus_hl7("adt_a03_discharge.hl7"))
+    assert checkin.due_stages(with_labs, discharged, FACILITY) == []
+    submissions = build_submissions(discharged, FACILITY, signer, PortalSettings(), now=NOW, previous=with_labs)
+    assert [item.idempotency_key for item in submissions] == [discharged.idempotency_key]
+
+
+def test_an_outpatient_visit_checks_in_with_its_first_drug(signer: Signer) -> None:
+    bundle = json.loads((CORPUS / "fhir" / "transaction_outpatient_visit.json").read_text(encoding="utf-8"))
+    visit = assemble(None, map_fhir(bundle).fragments[0])
+    assert checkin.due_stages(None, visit, FACILITY) == [checkin.VISIT]
+    first = build_submissions(visit, FACILITY, signer, PortalSettings(), now=NOW)[0]
+    values = row(first.body)
+    assert first.idempotency_key == f"{visit.document_id}:XML0-visit"
+    assert values["TEN_THUOC"].startswith("Paracetamol") and not values["MA_DICH_VU"]
+    assert values["NGAY_YL"] == "202604020000"
+    assert values["NGAY_VAO_NOI_TRU"] == ""
+
+
+def test_an_emergency_sends_no_check_in() -> None:
+    emergency = [replace_field(corpus_hl7(name), "PV1", 2, "E") for name in ("adt_a01_admit.hl7", "oru_r01_lab.hl7")]
+    admitted, with_labs = versions(*emergency)
+    assert checkin.due_stages(admitted, with_labs, FACILITY) == []
+
+
+def test_check_ins_can_be_turned_off(signer: Signer) -> None:
+    admitted, with_labs = versions(corpus_hl7("adt_a01_admit.hl7"), corpus_hl7("oru_r01_lab.hl7"))
+    portal = PortalSettings(bhxh=BhxhChannelSettings(checkin_enabled=False))
+    submissions = build_submissions(with_labs, FACILITY, signer, portal, now=NOW, previous=admitted)
+    assert [item.idempotency_key for item in submissions] == [with_labs.idempotency_key]
