@@ -225,6 +225,11 @@ class BhxhChannelSettings(ChannelSettings):
     checkin_file_type: str = "0"  # form field loaiHoSo of an XML0 check-in
     submit_file_type: str = "130"  # form field loaiHoSo of an episode's XML 130 files
     checkin_enabled: bool = True  # send XML0 check-ins at all
+    # "finished": an episode's files go once it is finished (discharge, visit end), then again for each
+    # correction; "every_version": every version goes at once (for tests and load runs, not for BHXH).
+    send_files: Literal["finished", "every_version"] = "finished"
+    # Hold a finished episode's files this long for late charges; a newer version restarts the wait.
+    claim_delay_seconds: float = Field(0.0, ge=0)
 
 
 class HubChannelSettings(ChannelSettings):

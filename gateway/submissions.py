@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import base64
+import dataclasses
 import json
 from datetime import datetime, timezone
 from typing import Any
@@ -12,6 +13,7 @@ from gateway.signing import Signer
 from mappings import checkup1551, xml130
 from mappings.model import Document, FacilityInfo
 from mappings.xml130 import checkin
+from mappings.xml130.lifecycle import claim_ready
 
 BHXH_CHANNEL = "bhxh_xml130"
 HUB_CHANNEL = "moh_checkup"
@@ -79,7 +81,8 @@ def build_submissions(document: Document, facility: FacilityInfo, signer: Signer
 
     An episode gives the check-ins it makes due (compared with `previous`, the version it builds on)
     before its files: the outbox sends one patient's submissions in order, so BHXH hears of the visit
-    before it gets the claim.
+    before it gets the claim. Its files come only once it is finished (unless `send_files` says every
+    version), held `claim_delay_seconds` for late charges; each later version is a correction.
 
     Immunizations have no national form in PORTAL_API.md: they go to the hub as the canonical FHIR
     document under `immunization_txn_type`. A SigningError (certificate expired since start-up) is left
@@ -89,12 +92,15 @@ def build_submissions(document: Document, facility: FacilityInfo, signer: Signer
     try:
         if document.kind == "episode" and portal.bhxh.enabled:
             checkins = _checkins(document, previous, facility, signer, portal)
+            if portal.bhxh.send_files == "finished" and not claim_ready(document):
+                return checkins  # the claim is not complete yet (or was cancelled): its files wait
             tables = xml130.build_tables(document, facility)
             if not tables:  # a cancelled episode (A11): nothing more to send for it
                 return checkins
             envelope = xml130.build_envelope(tables, facility, now)
-            return checkins + [bhxh_submission(document.document_id, document.version,
-                                               signer.sign_xml_envelope(envelope))]
+            files = bhxh_submission(document.document_id, document.version, signer.sign_xml_envelope(envelope))
+            held = now.timestamp() + portal.bhxh.claim_delay_seconds  # late charges may still come
+            return checkins + [dataclasses.replace(files, not_before=held)]
         if document.kind == "health_check" and portal.hub.enabled:
             header = hub_header(portal.hub, facility.moh_facility_id, document.idempotency_key, now)
             body = hub_message(header, checkup1551.build_checkup(document, facility), signer)

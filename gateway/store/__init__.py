@@ -296,8 +296,8 @@ class Store:
                 " first_received_at, created_at, state, next_attempt_at, body)"
                 " VALUES (?, ?, ?, ?, ?, ?, ?, ?, 'pending', ?, ?) ON CONFLICT (channel, idempotency_key) DO NOTHING",
                 (item.channel, item.idempotency_key, item.document_id, item.version,
-                 patients[(item.document_id, item.version)], item.content_type, first_received_at, now, now,
-                 self._cipher.seal(item.body, b"outbox")))
+                 patients[(item.document_id, item.version)], item.content_type, first_received_at, now,
+                 max(now, item.not_before), self._cipher.seal(item.body, b"outbox")))
         db.execute("UPDATE messages SET state = 'mapped', finished_at = ?, lease_until = 0 WHERE id = ?",
                    (now, outcome.message_id))
 

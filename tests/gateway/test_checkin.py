@@ -20,6 +20,7 @@ from mappings.fhir_in import map_fhir
 from mappings.hl7v2 import map_message
 from mappings.model import Document, FacilityInfo
 from mappings.xml130 import checkin
+from mappings.xml130.lifecycle import claim_ready
 from tests.conftest import CORPUS, corpus_hl7
 from tests.mappings.conftest import replace_field
 
@@ -55,13 +56,13 @@ def row(signed: bytes) -> dict[str, str]:
 def test_an_admission_without_any_cost_yet_sends_no_check_in(signer: Signer) -> None:
     [admitted] = versions(corpus_hl7("adt_a01_admit.hl7"))
     assert checkin.due_stages(None, admitted, FACILITY) == []
-    submissions = build_submissions(admitted, FACILITY, signer, PortalSettings(), now=NOW)
-    assert [item.idempotency_key for item in submissions] == [admitted.idempotency_key]
+    assert build_submissions(admitted, FACILITY, signer, PortalSettings(), now=NOW) == []  # nor files: not finished
 
 
 def test_the_first_cost_of_an_inpatient_stay_sends_one_signed_check_in_before_the_files(signer: Signer) -> None:
     admitted, with_labs = versions(corpus_hl7("adt_a01_admit.hl7"), corpus_hl7("oru_r01_lab.hl7"))
-    first, files = build_submissions(with_labs, FACILITY, signer, PortalSettings(), now=NOW, previous=admitted)
+    every_version = PortalSettings(bhxh=BhxhChannelSettings(send_files="every_version"))
+    first, files = build_submissions(with_labs, FACILITY, signer, every_version, now=NOW, previous=admitted)
     assert first.idempotency_key == f"{with_labs.document_id}:XML0-inpatient"
     assert first.document_id != files.document_id  # a newer version of the files never supersedes it
     assert files.idempotency_key == with_labs.idempotency_key
@@ -78,20 +79,33 @@ def test_a_check_in_is_due_once_per_stage(signer: Signer) -> None:
     _, with_labs, discharged = versions(corpus_hl7("adt_a01_admit.hl7"), corpus_hl7("oru_r01_lab.hl7"),
                                         corpus_hl7("adt_a03_discharge.hl7"))
     assert checkin.due_stages(with_labs, discharged, FACILITY) == []
-    submissions = build_submissions(discharged, FACILITY, signer, PortalSettings(), now=NOW, previous=with_labs)
-    assert [item.idempotency_key for item in submissions] == [discharged.idempotency_key]
+    portal = PortalSettings(bhxh=BhxhChannelSettings(claim_delay_seconds=600))
+    [files] = build_submissions(discharged, FACILITY, signer, portal, now=NOW, previous=with_labs)
+    assert files.idempotency_key == discharged.idempotency_key
+    assert files.not_before == NOW.timestamp() + 600  # held for late charges
 
 
 def test_an_outpatient_visit_checks_in_with_its_first_drug(signer: Signer) -> None:
     bundle = json.loads((CORPUS / "fhir" / "transaction_outpatient_visit.json").read_text(encoding="utf-8"))
     visit = assemble(None, map_fhir(bundle).fragments[0])
     assert checkin.due_stages(None, visit, FACILITY) == [checkin.VISIT]
-    first = build_submissions(visit, FACILITY, signer, PortalSettings(), now=NOW)[0]
+    first, files = build_submissions(visit, FACILITY, signer, PortalSettings(), now=NOW)
+    assert files.idempotency_key == visit.idempotency_key  # the visit is finished: its files follow
     values = row(first.body)
     assert first.idempotency_key == f"{visit.document_id}:XML0-visit"
     assert values["TEN_THUOC"].startswith("Paracetamol") and not values["MA_DICH_VU"]
     assert values["NGAY_YL"] == "202604020000"
     assert values["NGAY_VAO_NOI_TRU"] == ""
+
+
+def test_files_wait_while_the_stay_is_open_and_a_reopened_stay_waits_again(signer: Signer) -> None:
+    reopen = replace_field(corpus_hl7("adt_a03_discharge.hl7").replace("ADT^A03^ADT_A03", "ADT^A13^ADT_A01"),
+                           "EVN", 1, "A13")
+    admitted, with_labs, discharged, reopened = versions(
+        corpus_hl7("adt_a01_admit.hl7"), corpus_hl7("oru_r01_lab.hl7"), corpus_hl7("adt_a03_discharge.hl7"),
+        reopen)
+    assert [claim_ready(version) for version in (admitted, with_labs, discharged, reopened)] == [
+        False, False, True, False]
 
 
 def test_an_emergency_sends_no_check_in() -> None:
@@ -102,6 +116,6 @@ def test_an_emergency_sends_no_check_in() -> None:
 
 def test_check_ins_can_be_turned_off(signer: Signer) -> None:
     admitted, with_labs = versions(corpus_hl7("adt_a01_admit.hl7"), corpus_hl7("oru_r01_lab.hl7"))
-    portal = PortalSettings(bhxh=BhxhChannelSettings(checkin_enabled=False))
+    portal = PortalSettings(bhxh=BhxhChannelSettings(checkin_enabled=False, send_files="every_version"))
     submissions = build_submissions(with_labs, FACILITY, signer, portal, now=NOW, previous=admitted)
     assert [item.idempotency_key for item in submissions] == [with_labs.idempotency_key]

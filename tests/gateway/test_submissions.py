@@ -11,7 +11,7 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 
 from adapters.portal.emulator.validate import Rejection, check_envelope, check_hub_message
-from gateway.config import PortalSettings, SigningSettings
+from gateway.config import BhxhChannelSettings, PortalSettings, SigningSettings
 from gateway.signing import Signer, load_signer
 from gateway.signing.sources import generate_self_signed
 from gateway.submissions import SubmissionBuildError, build_submissions
@@ -44,7 +44,8 @@ def document(corpus_file: str) -> Document:
 
 def test_episode_becomes_one_signed_bhxh_envelope(signer: Signer) -> None:
     episode = document("adt_a01_admit.hl7")
-    [submission] = build_submissions(episode, FACILITY, signer, PortalSettings(), now=NOW)
+    every_version = PortalSettings(bhxh=BhxhChannelSettings(send_files="every_version"))
+    [submission] = build_submissions(episode, FACILITY, signer, every_version, now=NOW)
     assert (submission.channel, submission.idempotency_key) == ("bhxh_xml130", episode.idempotency_key)
     assert (submission.document_id, submission.version, submission.content_type) == (
         episode.document_id, episode.version, "application/xml")
