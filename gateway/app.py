@@ -11,7 +11,7 @@ from aiohttp import web
 from adapters.fhir_api import FhirApi
 from adapters.mllp import MllpServer
 from adapters.portal.base import PortalChannel
-from adapters.portal.bhxh import BhxhChannel
+from adapters.portal.bhxh import BhxhAccount, BhxhChannel
 from adapters.portal.emulator import EmulatorConfig, create_emulator_app
 from adapters.portal.hub import HubChannel
 from adapters.tls import server_ssl_context
@@ -25,7 +25,7 @@ from gateway.pipeline import Pipeline, mapping_executor
 from gateway.retention import Retention
 from gateway.signing import Signer, load_signer, record_certificate_expiry
 from gateway.store import Store
-from gateway.submissions import build_submissions
+from gateway.submissions import BHXH_CHANNEL, BHXH_CHECKIN_CHANNEL, build_submissions
 from mappings.fhir_in import map_fhir
 from mappings.hl7v2 import screen
 from mappings.model import FacilityInfo, Issue
@@ -44,6 +44,12 @@ def facility_info(settings: Settings) -> FacilityInfo:
     f = settings.facility
     return FacilityInfo(name=f.name, bhxh_code=f.bhxh_code, moh_facility_id=f.moh_facility_id, tax_code=f.tax_code,
                         head_code=f.head_code)
+
+
+def bhxh_accounts(settings: Settings) -> list[BhxhAccount]:
+    """The BHXH portal account of each facility, with the province its forms carry."""
+    f, bhxh = settings.facility, settings.portal.bhxh
+    return [BhxhAccount(f.bhxh_code, bhxh.username, bhxh.password.get_secret_value(), f.province_code)]
 
 
 def validate_fhir(resource: dict) -> list[Issue]:
@@ -78,7 +84,8 @@ class Gateway:
                                  max_delay_ms=s.store.group_commit_max_delay_ms,
                                  on_batch=self.metrics.group_commit_batch.observe).open(owner=True)
         if s.portal.bhxh.enabled:
-            self._channels["bhxh_xml130"] = BhxhChannel(s.portal.bhxh, self.metrics)
+            bhxh = BhxhChannel(s.portal.bhxh, self.metrics, bhxh_accounts(s))
+            self._channels[BHXH_CHANNEL] = self._channels[BHXH_CHECKIN_CHANNEL] = bhxh
         if s.portal.hub.enabled:
             self._channels["moh_checkup"] = HubChannel(s.portal.hub, self.metrics)
         facility = facility_info(s)
@@ -114,7 +121,7 @@ class Gateway:
             await self._pipeline.stop()
         if self._retention is not None:
             await self._retention.stop()
-        for channel in self._channels.values():
+        for channel in set(self._channels.values()):
             await channel.close()
         for runner in reversed(self._runners):
             await runner.cleanup()

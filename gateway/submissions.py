@@ -16,6 +16,7 @@ from mappings.xml130 import checkin
 from mappings.xml130.lifecycle import claim_ready
 
 BHXH_CHANNEL = "bhxh_xml130"
+BHXH_CHECKIN_CHANNEL = "bhxh_checkin"  # XML0 check-ins: the BHXH client too, queued apart from the files
 HUB_CHANNEL = "moh_checkup"
 
 
@@ -53,12 +54,12 @@ def bhxh_submission(document_id: str, version: int, signed_envelope: bytes) -> S
 
 
 def checkin_submission(document: Document, stage: str, signed_checkin: bytes) -> Submission:
-    """A signed XML0 check-in as a submission of its own: its key names the episode (MA_LK) and the stage,
-    and its document id is the episode's with the stage, so a newer version of the episode never
-    supersedes it and a rebuilt one is never sent twice."""
-    return Submission(channel=BHXH_CHANNEL, idempotency_key=f"{document.document_id}:XML0-{stage}",
-                      document_id=f"{document.document_id}#XML0-{stage}", version=document.version,
-                      body=signed_checkin, content_type="application/xml")
+    """A signed XML0 check-in as a submission of its own, on the check-in channel (the same portal client):
+    a newer version of the episode's files never supersedes it, and its key names the episode (MA_LK) and
+    the stage, so a rebuilt one is never sent twice. A newer stage supersedes an older one still unsent."""
+    return Submission(channel=BHXH_CHECKIN_CHANNEL, idempotency_key=f"{document.document_id}:XML0-{stage}",
+                      document_id=document.document_id, version=document.version, body=signed_checkin,
+                      content_type="application/xml")
 
 
 class SubmissionBuildError(ValueError):

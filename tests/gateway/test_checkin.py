@@ -64,7 +64,8 @@ def test_the_first_cost_of_an_inpatient_stay_sends_one_signed_check_in_before_th
     every_version = PortalSettings(bhxh=BhxhChannelSettings(send_files="every_version"))
     first, files = build_submissions(with_labs, FACILITY, signer, every_version, now=NOW, previous=admitted)
     assert first.idempotency_key == f"{with_labs.document_id}:XML0-inpatient"
-    assert first.document_id != files.document_id  # a newer version of the files never supersedes it
+    assert (first.channel, files.channel) == ("bhxh_checkin", "bhxh_xml130")  # files never supersede it
+    assert first.document_id == files.document_id
     assert files.idempotency_key == with_labs.idempotency_key
     checked = check_checkin(first.body, signer.certificate_pem)
     assert (checked["facility"], checked["episodes"]) == ("40001", [with_labs.document_id])
