@@ -262,8 +262,22 @@ class LoggingSettings(_Section):
     format: Literal["json", "console"] = "json"
 
 
+class FacilityEntry(FacilitySettings):
+    """One of several facilities behind one gateway: its codes, who sends for it, its account and certificate."""
+
+    # What names this facility in what it sends: MSH-4.1 or MSH-4.2 values, the MoH id of a FHIR
+    # Encounter.serviceProvider, the namespace of its FHIR visit identifiers. Its moh_facility_id always counts.
+    senders: list[str] = Field(default_factory=list)
+    portal_username: str = ""  # its BHXH account; empty: [portal.bhxh] username and password
+    portal_password: SecretStr | None = None
+    signing: SigningSettings | None = None  # its certificate; none: the gateway's [signing]
+
+
 class Settings(_Section):
     facility: FacilitySettings = Field(default_factory=FacilitySettings)
+    # Several facilities (a hospital group, a provincial hub): when any is listed, [facility] is not used
+    # and every message must name one of them.
+    facilities: list[FacilityEntry] = Field(default_factory=list)
     mllp: MllpSettings = Field(default_factory=MllpSettings)
     http: HttpSettings = Field(default_factory=HttpSettings)
     store: StoreSettings = Field(default_factory=StoreSettings)
@@ -272,6 +286,16 @@ class Settings(_Section):
     portal: PortalSettings = Field(default_factory=PortalSettings)
     emulator: EmulatorSettings = Field(default_factory=EmulatorSettings)
     logging: LoggingSettings = Field(default_factory=LoggingSettings)
+
+    @model_validator(mode="after")
+    def _distinct_facilities(self) -> Settings:
+        codes = [entry.bhxh_code for entry in self.facilities]
+        if len(codes) != len(set(codes)):
+            raise ValueError("facilities: two facilities share a bhxh_code")
+        keys = [key for entry in self.facilities for key in {entry.moh_facility_id, *entry.senders}]
+        if len(keys) != len(set(keys)):
+            raise ValueError("facilities: a sender or moh_facility_id names two facilities")
+        return self
 
 
 class ConfigError(Exception):
