@@ -6,6 +6,7 @@ gateway's receipts archive holds the portal's transaction ids.
 """
 from __future__ import annotations
 
+import json
 import sqlite3
 from collections.abc import Iterator
 from pathlib import Path
@@ -68,3 +69,33 @@ def test_an_outpatient_visit_from_fhir_checks_in_then_sends_its_files(gateway: G
     assert (files["loaiHoSo"], files["episodes"]) == ("130", checkin["episodes"])
     archived = wait_until(lambda: len(r := receipts(gateway)) == 2 and r, 30, what="both receipts archived")
     assert {transaction for transaction, _ in archived.values()} == {checkin["maGiaoDich"], files["maGiaoDich"]}
+
+
+FACILITIES = [
+    {"name": "BVDK Nghe An", "bhxh_code": "40001", "moh_facility_id": "4000000000123", "senders": ["BVDK_NGHEAN"]},
+    {"name": "BV TP HCM", "bhxh_code": "79001", "moh_facility_id": "7900000000456", "province_code": "79",
+     "portal_username": "79001_BV", "portal_password": "hcm-pass"},
+]
+
+
+def test_two_facilities_each_file_under_their_own_codes_and_account_and_a_stranger_is_refused(
+        tmp_path: Path) -> None:
+    hcm_discharge = tmp_path / "hcm_a03.hl7"
+    text = (CORPUS / "hl7v2" / "adt_a03_discharge.hl7").read_text(encoding="utf-8")
+    hcm_discharge.write_text(text.replace("BVDK_NGHEAN^4000000000123^L", "BV_TPHCM^7900000000456^L"), "utf-8")
+    stranger = tmp_path / "stranger.hl7"
+    stranger.write_text(text.replace("BVDK_NGHEAN^4000000000123^L", "PK_LA^0100000000999^L"), "utf-8")
+    process = GatewayProcess(tmp_path / "gw", extra_env={
+        "HBGW_PORTAL__BHXH__SEND_FILES": "finished", "HBGW_PORTAL__BHXH__USERNAME": "40001_BV",
+        "HBGW_FACILITIES": json.dumps(FACILITIES)}).start()
+    try:
+        refused = process.mllp_send(stranger)
+        assert "MSA|AR|" in refused and "ERR||MSH^1^4" in refused
+        for message in (CORPUS / "hl7v2" / "adt_a03_discharge.hl7", hcm_discharge):
+            assert "MSA|AA|" in process.mllp_send(message)
+        forms = sorted((item["username"], item["maCSKCB"], item["maTinh"], item["loaiHoSo"])
+                       for item in received(process, 4))  # the procedure on the discharge is a first cost
+        assert forms == [("40001_BV", "40001", "40", "0"), ("40001_BV", "40001", "40", "130"),
+                         ("79001_BV", "79001", "79", "0"), ("79001_BV", "79001", "79", "130")]
+    finally:
+        assert process.stop() == 0
