@@ -39,7 +39,8 @@ def received(gateway: GatewayProcess, count: int) -> list[dict[str, Any]]:
 def receipts(gateway: GatewayProcess) -> dict[str, tuple[str, str]]:
     with sqlite3.connect(gateway.workdir / "var" / "gateway.db") as db:
         rows = db.execute("SELECT o.idempotency_key, r.transaction_id, r.result_code FROM receipts r"
-                          " JOIN outbox o ON o.id = r.outbox_id WHERE r.channel IN ('bhxh_xml130', 'bhxh_checkin')").fetchall()
+                          " JOIN outbox o ON o.id = r.outbox_id"
+                          " WHERE r.channel IN ('bhxh_xml130', 'bhxh_checkin')").fetchall()
     return {key: (transaction, code) for key, transaction, code in rows}
 
 
