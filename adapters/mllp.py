@@ -6,14 +6,15 @@ import ssl
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
+import structlog
+
 from adapters.tls import peer_common_name
-from gateway.logs import get_logger
 
 START_BLOCK = b"\x0b"
 END_BLOCK = b"\x1c\x0d"
 HEAD_KEPT = 4096  # of an oversize message, enough to read its MSH and answer it
 
-log = get_logger(__name__)
+log = structlog.get_logger(__name__)
 
 
 @dataclass(frozen=True, slots=True)

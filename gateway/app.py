@@ -12,13 +12,11 @@ from aiohttp import web
 from adapters.fhir_api import FhirApi
 from adapters.mllp import MllpServer
 from adapters.portal.base import PortalChannel, Submission
-from adapters.portal.bhxh import BhxhChannel
 from adapters.portal.emulator import EmulatorConfig, create_emulator_app
 from adapters.portal.emulator.state import BhxhEmulatorAccount
-from adapters.portal.hub import HubChannel
 from adapters.tls import server_ssl_context
+from gateway.channels import build_submissions, open_channels
 from gateway.config import PortalSettings, Settings
-from gateway.encryption import load_cipher
 from gateway.facilities import Facilities, UnknownFacility, document_keys
 from gateway.fhir_intake import FhirIntake
 from gateway.intake import Hl7Intake
@@ -27,8 +25,8 @@ from gateway.metrics import QUEUE_STATES, Metrics
 from gateway.pipeline import BuildSubmissions, Pipeline, mapping_executor
 from gateway.retention import Retention
 from gateway.signing import load_signer, record_certificate_expiry
-from gateway.store import Store
-from gateway.submissions import BHXH_CHANNEL, BHXH_CHECKIN_CHANNEL, SubmissionBuildError, build_submissions
+from gateway.store import Store, open_store
+from gateway.submissions import SubmissionBuildError
 from mappings.fhir_in import map_fhir
 from mappings.hl7v2 import screen
 from mappings.model import Document, Issue
@@ -96,15 +94,8 @@ class Gateway:
         record_certificate_expiry(self.metrics, min(facilities.signers, key=lambda item: item.not_after))
         if s.emulator.enabled:
             await self._start_emulator(signer.certificate_pem)
-        self.store = await Store(s.store.path, load_cipher(s.store), lease_seconds=s.store.lease_seconds,
-                                 max_batch=s.store.group_commit_max_batch,
-                                 max_delay_ms=s.store.group_commit_max_delay_ms,
-                                 on_batch=self.metrics.group_commit_batch.observe).open(owner=True)
-        if s.portal.bhxh.enabled:
-            bhxh = BhxhChannel(s.portal.bhxh, self.metrics, [facility.account for facility in facilities.all])
-            self._channels[BHXH_CHANNEL] = self._channels[BHXH_CHECKIN_CHANNEL] = bhxh
-        if s.portal.hub.enabled:
-            self._channels["moh_checkup"] = HubChannel(s.portal.hub, self.metrics)
+        self.store = await open_store(s.store, owner=True, on_batch=self.metrics.group_commit_batch.observe)
+        self._channels = open_channels(s.portal, self.metrics, [facility.account for facility in facilities.all])
         self._pipeline = Pipeline(
             self.store, self.metrics, s.pipeline, submissions_builder(facilities, s.portal),
             self._channels, lambda: mapping_executor(s.pipeline.mapping_processes))
@@ -136,7 +127,7 @@ class Gateway:
             await self._pipeline.stop()
         if self._retention is not None:
             await self._retention.stop()
-        for channel in set(self._channels.values()):
+        for channel in self._channels.values():
             await channel.close()
         for runner in reversed(self._runners):
             await runner.cleanup()

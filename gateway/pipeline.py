@@ -13,7 +13,6 @@ import json
 import os
 import random
 import re
-import sqlite3
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -25,7 +24,7 @@ from gateway.config import PipelineSettings
 from gateway.logs import correlation, get_logger
 from gateway.metrics import Metrics
 from gateway.signing import SigningError
-from gateway.store import ClaimedMessage, ClaimedSubmission, MappingOutcome, Store
+from gateway.store import ClaimedMessage, ClaimedSubmission, MappingOutcome, Store, StoreError
 from gateway.submissions import SubmissionBuildError
 from mappings.document import assemble
 from mappings.fhir_in import map_fhir
@@ -38,7 +37,7 @@ BuildSubmissions = Callable[[Document, Document | None], list[Submission]]  # (n
 MAPPING_BATCH = 32
 MAPPING_NICENESS = 5
 MAX_MAPPING_ATTEMPTS = 5  # a message that crashes the mapping stage this often is parked, not retried forever
-ENVIRONMENT_ERRORS = (SigningError, sqlite3.Error, BrokenExecutor)  # failures of the surroundings, not a message
+ENVIRONMENT_ERRORS = (SigningError, StoreError, BrokenExecutor)  # failures of the surroundings, not a message
 
 
 class MappingWorkerDied(RuntimeError):

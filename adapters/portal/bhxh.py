@@ -17,9 +17,9 @@ from __future__ import annotations
 import asyncio
 import base64
 import io
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 from lxml import etree
 
@@ -29,14 +29,27 @@ from adapters.portal.bhxh_wire import (
     HEADER_TOKEN_ID, MESSAGE, RECEIVED_AT, RESULT_CODE, TOKEN_INVALID, TOKEN_KEY, TRANSACTION_ID,
     TRANSIENT_RESULT_CODES, token_lifetime,
 )
-from adapters.portal.http import AccessToken, HttpAnswer, PortalHttpChannel, TokenRejected
+from adapters.portal.http import AccessToken, ChannelConfig, HttpAnswer, PortalHttpChannel, TokenRejected
 from adapters.portal.wire import IDEMPOTENCY_HEADER, bhxh_password_hash
 
-if TYPE_CHECKING:
-    from gateway.config import BhxhChannelSettings
-    from gateway.metrics import Metrics
 
-CHANNEL = "bhxh_xml130"
+class BhxhConfig(ChannelConfig, Protocol):
+    """What the BHXH client needs from its settings (gateway.config.BhxhChannelSettings provides it)."""
+
+    @property
+    def token_path(self) -> str: ...
+
+    @property
+    def checkin_path(self) -> str: ...
+
+    @property
+    def submit_path(self) -> str: ...
+
+    @property
+    def checkin_file_type(self) -> str: ...
+
+    @property
+    def submit_file_type(self) -> str: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -84,10 +97,9 @@ def _reason(answer: HttpAnswer) -> str:
 class _FacilitySession(PortalHttpChannel):
     """One facility's session with the portal: its own login, token and password hash."""
 
-    name = CHANNEL
-
-    def __init__(self, settings: BhxhChannelSettings, metrics: Metrics, account: BhxhAccount) -> None:
-        super().__init__(settings, metrics)
+    def __init__(self, settings: BhxhConfig, account: BhxhAccount, *, name: str,
+                 on_response: Callable[[int], None] | None, on_attempt: Callable[[float], None] | None) -> None:
+        super().__init__(settings, name=name, on_response=on_response, on_attempt=on_attempt)
         self.bhxh = settings
         self.account = account
         self._password_hash = bhxh_password_hash(account.password)
@@ -136,14 +148,14 @@ class _FacilitySession(PortalHttpChannel):
 
 
 class BhxhChannel:
-    """The "bhxh_xml130" channel: one signed document per submission, one receipt per document."""
+    """A BHXH channel: one signed document per submission, one receipt per document; `accounts` holds each
+    facility's account (none: the settings' username and password, for whatever facility signed)."""
 
-    name = CHANNEL
-
-    def __init__(self, settings: BhxhChannelSettings, metrics: Metrics,
-                 accounts: Sequence[BhxhAccount] = ()) -> None:
+    def __init__(self, settings: BhxhConfig, *, name: str, on_response: Callable[[int], None] | None = None,
+                 on_attempt: Callable[[float], None] | None = None, accounts: Sequence[BhxhAccount] = ()) -> None:
+        self.name = name
         self.settings = settings
-        self.metrics = metrics
+        self._callbacks = (on_response, on_attempt)
         self._accounts = {account.facility_code: account for account in accounts} or {
             "": BhxhAccount("", settings.username, settings.password.get_secret_value())}
         self._sessions: dict[str, _FacilitySession] = {}
@@ -154,7 +166,9 @@ class BhxhChannel:
             raise TransientPortalError(f"no BHXH portal account is configured for facility {facility_code}")
         session = self._sessions.get(account.facility_code)
         if session is None:
-            session = self._sessions[account.facility_code] = _FacilitySession(self.settings, self.metrics, account)
+            on_response, on_attempt = self._callbacks
+            session = self._sessions[account.facility_code] = _FacilitySession(
+                self.settings, account, name=self.name, on_response=on_response, on_attempt=on_attempt)
         return session
 
     async def submit(self, submission: Submission) -> Receipt:

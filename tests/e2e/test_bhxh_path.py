@@ -37,11 +37,13 @@ def received(gateway: GatewayProcess, count: int) -> list[dict[str, Any]]:
 
 
 def receipts(gateway: GatewayProcess) -> dict[str, tuple[str, str]]:
+    """The archived receipts by the key the emulator records (a check-in's marked XML0/)."""
     with sqlite3.connect(gateway.workdir / "var" / "gateway.db") as db:
-        rows = db.execute("SELECT o.idempotency_key, r.transaction_id, r.result_code FROM receipts r"
+        rows = db.execute("SELECT r.channel, o.idempotency_key, r.transaction_id, r.result_code FROM receipts r"
                           " JOIN outbox o ON o.id = r.outbox_id"
                           " WHERE r.channel IN ('bhxh_xml130', 'bhxh_checkin')").fetchall()
-    return {key: (transaction, code) for key, transaction, code in rows}
+    return {(f"XML0/{key}" if channel == "bhxh_checkin" else key): (transaction, code)
+            for channel, key, transaction, code in rows}
 
 
 def test_an_inpatient_stay_checks_in_at_its_first_cost_and_sends_its_files_at_discharge(
@@ -51,7 +53,7 @@ def test_an_inpatient_stay_checks_in_at_its_first_cost_and_sends_its_files_at_di
         assert "MSA|AA|" in ack or "MSA|CA|" in ack  # the lab asks for enhanced acknowledgements
     checkin, files = received(gateway, 2)
     assert (checkin["loaiHoSo"], checkin["files"]) == ("0", ["XML0"])
-    assert checkin["key"].endswith(":XML0-inpatient")
+    assert checkin["key"] == "XML0/4000000000123_VV26000456:v2"  # made due by the lab results, the first cost
     assert files["loaiHoSo"] == "130" and {"XML1", "XML7", "XML8"} <= set(files["files"])
     assert checkin["episodes"] == files["episodes"]  # one episode, MA_LK kept
     for document in (checkin, files):
@@ -66,7 +68,7 @@ def test_an_inpatient_stay_checks_in_at_its_first_cost_and_sends_its_files_at_di
 def test_an_outpatient_visit_from_fhir_checks_in_then_sends_its_files(gateway: GatewayProcess) -> None:
     SyncFHIRClient(f"{gateway.http_url}/fhir").execute("", method="post", data=corpus_bundle())
     checkin, files = received(gateway, 2)
-    assert (checkin["loaiHoSo"], checkin["key"].rsplit(":", 1)[1]) == ("0", "XML0-visit")
+    assert checkin["loaiHoSo"] == "0"
     assert (files["loaiHoSo"], files["episodes"]) == ("130", checkin["episodes"])
     archived = wait_until(lambda: len(r := receipts(gateway)) == 2 and r, 30, what="both receipts archived")
     assert {transaction for transaction, _ in archived.values()} == {checkin["maGiaoDich"], files["maGiaoDich"]}

@@ -14,7 +14,7 @@ from adapters.portal.emulator.validate import check_checkin
 from gateway.config import BhxhChannelSettings, PortalSettings, SigningSettings
 from gateway.signing import Signer, load_signer
 from gateway.signing.sources import generate_self_signed
-from gateway.submissions import build_submissions
+from gateway.channels import build_submissions
 from mappings.document import assemble
 from mappings.fhir_in import map_fhir
 from mappings.hl7v2 import map_message
@@ -63,7 +63,7 @@ def test_the_first_cost_of_an_inpatient_stay_sends_one_signed_check_in_before_th
     admitted, with_labs = versions(corpus_hl7("adt_a01_admit.hl7"), corpus_hl7("oru_r01_lab.hl7"))
     every_version = PortalSettings(bhxh=BhxhChannelSettings(send_files="every_version"))
     first, files = build_submissions(with_labs, FACILITY, signer, every_version, now=NOW, previous=admitted)
-    assert first.idempotency_key == f"{with_labs.document_id}:XML0-inpatient"
+    assert first.idempotency_key == f"{with_labs.document_id}:v{with_labs.version}"
     assert (first.channel, files.channel) == ("bhxh_checkin", "bhxh_xml130")  # files never supersede it
     assert first.document_id == files.document_id
     assert files.idempotency_key == with_labs.idempotency_key
@@ -93,7 +93,7 @@ def test_an_outpatient_visit_checks_in_with_its_first_drug(signer: Signer) -> No
     first, files = build_submissions(visit, FACILITY, signer, PortalSettings(), now=NOW)
     assert files.idempotency_key == visit.idempotency_key  # the visit is finished: its files follow
     values = row(first.body)
-    assert first.idempotency_key == f"{visit.document_id}:XML0-visit"
+    assert (first.channel, first.idempotency_key) == ("bhxh_checkin", visit.idempotency_key)
     assert values["TEN_THUOC"].startswith("Paracetamol") and not values["MA_DICH_VU"]
     assert values["NGAY_YL"] == "202604020000"
     assert values["NGAY_VAO_NOI_TRU"] == ""

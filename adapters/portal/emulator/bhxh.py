@@ -95,14 +95,15 @@ def _authorised(request: web.Request, state: EmulatorState, username: str) -> bo
         and headers.get(HEADER_PASSWORD_HASH) == bhxh_password_hash(account.password)
 
 
-def _document_key(request: web.Request, document: bytes, episodes: list[str]) -> str:
-    """What names this document for retransmissions: the client's Idempotency-Key, else its digest."""
+def _document_key(request: web.Request, document: bytes, episodes: list[str], file_type: str) -> str:
+    """What names this document for retransmissions: the client's Idempotency-Key, else its digest; a
+    check-in's key is marked `XML0/`, since a check-in and the files of one version may share a key."""
     key = request.headers.get(IDEMPOTENCY_HEADER, "")
     if not key:
-        return f"{episodes[0]}:sha256:{hashlib.sha256(document).hexdigest()[:16]}"
-    if not any(key == episode or key.startswith(episode + ":") for episode in episodes):
+        key = f"{episodes[0]}:sha256:{hashlib.sha256(document).hexdigest()[:16]}"
+    elif not any(key == episode or key.startswith(episode + ":") for episode in episodes):
         raise Rejection(f"{IDEMPOTENCY_HEADER} does not name an MA_LK of this document")
-    return key
+    return f"XML0/{key}" if file_type == CHECKIN_FILE_TYPE else key
 
 
 def _receiver(file_type: str) -> Callable[[web.Request], Awaitable[web.Response]]:
@@ -127,7 +128,7 @@ def _receiver(file_type: str) -> Callable[[web.Request], Awaitable[web.Response]
             signed = check(document, state.config.cert_pem)
             if signed["facility"] != form["maCSKCB"]:
                 raise Rejection(f"maCSKCB {form['maCSKCB']} is not the facility that signed ({signed['facility']})")
-            key = _document_key(request, document, signed["episodes"])
+            key = _document_key(request, document, signed["episodes"], file_type)
         except Rejection as exc:
             state.counters.rejected += 1
             state.counters.signature_failures += int(exc.signature)

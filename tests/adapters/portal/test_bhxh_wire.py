@@ -14,13 +14,12 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestServer
 
-from adapters.portal.base import PermanentPortalError, Submission, TransientPortalError
+from adapters.portal.base import PermanentPortalError, PortalChannel, Submission, TransientPortalError
 from adapters.portal.bhxh import BhxhAccount, BhxhChannel, read_signed_document
 from adapters.portal.bhxh_wire import token_lifetime
 from adapters.portal.emulator import EmulatorConfig, Faults, create_emulator_app
 from adapters.portal.emulator.state import BhxhEmulatorAccount
 from gateway.config import BhxhChannelSettings
-from gateway.metrics import Metrics
 from gateway.signing import Signer
 from tests.adapters.portal.conftest import Portal, unsigned_checkin
 
@@ -58,7 +57,7 @@ async def recorder() -> AsyncIterator[tuple[RecordingPortal, str]]:
 
 def channel_to(base_url: str, accounts: tuple[BhxhAccount, ...] = ()) -> BhxhChannel:
     return BhxhChannel(BhxhChannelSettings(base_url=base_url, username="facility", password="s3cret-pass",
-                                           timeout_seconds=2.0), Metrics(), accounts)
+                                           timeout_seconds=2.0), name="bhxh_xml130", accounts=accounts)
 
 
 async def test_the_client_logs_in_with_a_form_and_the_upper_case_md5(recorder: tuple[RecordingPortal, str],
@@ -216,15 +215,15 @@ async def test_the_emulator_refuses_a_session_without_the_password_hash(
 
 
 async def test_a_check_in_is_accepted_on_its_path_and_recorded_with_its_form(
-        bhxh: BhxhChannel, make_checkin: Callable[..., Submission], portal: Portal) -> None:
+        bhxh: PortalChannel, make_checkin: Callable[..., Submission], portal: Portal) -> None:
     receipt = await bhxh.submit(make_checkin("EP-W9"))
     assert receipt.raw["thongDiep"] == "Tiếp nhận thành công"
     [recorded] = (await portal.stats())["bhxh"]
     assert (recorded["loaiHoSo"], recorded["maCSKCB"], recorded["files"]) == ("0", "40001", ["XML0"])
-    assert recorded["key"] == "EP-W9:XML0-visit"
+    assert recorded["key"] == "XML0/EP-W9:v1"
 
 
-async def test_a_check_in_missing_a_field_is_refused(bhxh: BhxhChannel, signer: Signer,
+async def test_a_check_in_missing_a_field_is_refused(bhxh: PortalChannel, signer: Signer,
                                                      make_checkin: Callable[..., Submission]) -> None:
     unsigned = unsigned_checkin("EP-W10").replace(b"<DU_PHONG></DU_PHONG>", b"")
     submission = dataclasses.replace(make_checkin("EP-W10"), body=signer.sign_xml_envelope(unsigned))
