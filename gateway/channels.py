@@ -11,7 +11,7 @@ version of the files never supersedes a check-in. Both clients log in with each 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
@@ -21,12 +21,12 @@ from adapters.portal.hub import HubChannel
 from gateway.config import ChannelSettings, PortalSettings
 from gateway.metrics import Metrics
 from gateway.signing import Signer
-from gateway.submissions import SubmissionBuildError, bhxh_body, hub_body, xml0_checkin_body
+from gateway.submissions import SubmissionBuildError, Withdrawal, bhxh_body, hub_body, xml0_checkin_body
 from mappings.model import Document, FacilityInfo
 
 # (document, the version it builds on, the channel's settings, facility, signer, now) -> the signed body,
-# or None: nothing for this channel
-Builder = Callable[[Document, Document | None, Any, FacilityInfo, Signer, datetime], bytes | None]
+# None: nothing for this channel, WITHDRAW: nothing, and the older versions not sent yet must not go either
+Builder = Callable[[Document, Document | None, Any, FacilityInfo, Signer, datetime], bytes | Withdrawal | None]
 
 
 class ChannelClient(Protocol):
@@ -113,7 +113,9 @@ def build_submissions(document: Document, facility: FacilityInfo, signer: Signer
             body = spec.build(document, previous, settings, facility, signer, now)
         except ValueError as exc:
             raise SubmissionBuildError(f"{document.kind} document {document.idempotency_key}: {exc}") from None
-        if body is not None:
+        if isinstance(body, Withdrawal):
+            built.append(replace(submission_for(spec, document.document_id, document.version, b""), withdraws=True))
+        elif body is not None:
             held = now.timestamp() + spec.hold(settings)  # late charges may still come
             built.append(submission_for(spec, document.document_id, document.version, body, held))
     return built

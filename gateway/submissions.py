@@ -40,17 +40,27 @@ def hub_message(header: dict[str, Any], data: dict[str, Any], signer: Signer) ->
     return json.dumps(message, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
 
 
+class Withdrawal:
+    """A builder's answer meaning: nothing to send, and the older unsent versions must not go either."""
+
+
+WITHDRAW = Withdrawal()
+
+
 class SubmissionBuildError(ValueError):
     """The document cannot become a portal submission: dead-letter it with this reason, retrying cannot help."""
 
 
-def bhxh_body(document: Document, _previous: Document | None, settings: BhxhChannelSettings,
-              facility: FacilityInfo, signer: Signer, now: datetime) -> bytes | None:
+def bhxh_body(document: Document, previous: Document | None, settings: BhxhChannelSettings,
+              facility: FacilityInfo, signer: Signer, now: datetime) -> bytes | Withdrawal | None:
     """An episode as a signed XML 130 envelope, once it is finished (unless `send_files` says every version);
-    None for other kinds, an open episode and a cancelled one (A11)."""
+    None for other kinds, an open episode and a cancelled one (A11); WITHDRAW when a finished episode is
+    reopened (A13) or cancelled, so that its files still held for late charges do not go."""
     if document.kind != "episode":
         return None
     if settings.send_files == "finished" and not claim_ready(document):
+        if previous is not None and previous.bundle.get("entry") and claim_ready(previous):
+            return WITHDRAW
         return None  # the claim is not complete yet (or was cancelled): its files wait
     tables = xml130.build_tables(document, facility)
     if not tables:  # a cancelled episode (A11): nothing more to send for it

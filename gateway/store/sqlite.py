@@ -249,9 +249,12 @@ class SqliteStore:
                 "SELECT min(first_received_at) FROM outbox WHERE document_id = ? AND channel = ? AND version < ?"
                 " AND state = 'pending'", replaced).fetchone()
             db.execute(
-                "UPDATE outbox SET state = 'superseded', finished_at = ?, reason = 'replaced by version ' || ?"
+                "UPDATE outbox SET state = 'superseded', finished_at = ?, reason = ? || ?"
                 " WHERE document_id = ? AND channel = ? AND version < ? AND state = 'pending'",
-                (now, item.version, *replaced))
+                (now, "withdrawn by version " if item.withdraws else "replaced by version ", item.version,
+                 *replaced))
+            if item.withdraws:  # e.g. a reopened or cancelled episode: its held files must not go
+                continue
             first_received_at = min(received_at, replaced_since) if replaced_since else received_at
             db.execute(
                 "INSERT INTO outbox (channel, idempotency_key, document_id, version, patient_key, content_type,"

@@ -3,6 +3,7 @@ queued before the episode's files; none for an emergency."""
 from __future__ import annotations
 
 import json
+import os
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
@@ -11,10 +12,12 @@ from cryptography.hazmat.primitives import serialization
 from lxml import etree
 
 from adapters.portal.emulator.validate import check_checkin
+from gateway.channels import build_submissions
 from gateway.config import BhxhChannelSettings, PortalSettings, SigningSettings
+from gateway.encryption import PayloadCipher
 from gateway.signing import Signer, load_signer
 from gateway.signing.sources import generate_self_signed
-from gateway.channels import build_submissions
+from gateway.store import Inbound, MappingOutcome, SqliteStore
 from mappings.document import assemble
 from mappings.fhir_in import map_fhir
 from mappings.hl7v2 import map_message
@@ -120,3 +123,38 @@ def test_check_ins_can_be_turned_off(signer: Signer) -> None:
     portal = PortalSettings(bhxh=BhxhChannelSettings(checkin_enabled=False, send_files="every_version"))
     submissions = build_submissions(with_labs, FACILITY, signer, portal, now=NOW, previous=admitted)
     assert [item.idempotency_key for item in submissions] == [with_labs.idempotency_key]
+
+
+def test_a_reopened_stay_withdraws_its_files_still_held_for_late_charges(signer: Signer) -> None:
+    reopen = replace_field(corpus_hl7("adt_a03_discharge.hl7").replace("ADT^A03^ADT_A03", "ADT^A13^ADT_A01"),
+                           "EVN", 1, "A13")
+    _, with_labs, discharged, reopened = versions(
+        corpus_hl7("adt_a01_admit.hl7"), corpus_hl7("oru_r01_lab.hl7"), corpus_hl7("adt_a03_discharge.hl7"),
+        reopen)
+    assert build_submissions(with_labs, FACILITY, signer, PortalSettings(), now=NOW, previous=None)[0].channel \
+        == "bhxh_checkin"  # an open stay: a check-in, no withdrawal
+    [withdrawal] = build_submissions(reopened, FACILITY, signer, PortalSettings(), now=NOW, previous=discharged)
+    assert (withdrawal.channel, withdrawal.version, withdrawal.withdraws) == ("bhxh_xml130", reopened.version, True)
+
+
+async def test_the_store_drops_held_files_a_newer_version_withdraws(signer: Signer, tmp_path: Path) -> None:
+    reopen = replace_field(corpus_hl7("adt_a03_discharge.hl7").replace("ADT^A03^ADT_A03", "ADT^A13^ADT_A01"),
+                           "EVN", 1, "A13")
+    _, with_labs, discharged, reopened = versions(
+        corpus_hl7("adt_a01_admit.hl7"), corpus_hl7("oru_r01_lab.hl7"), corpus_hl7("adt_a03_discharge.hl7"),
+        reopen)
+    portal = PortalSettings(bhxh=BhxhChannelSettings(claim_delay_seconds=3600))
+    store = await SqliteStore(tmp_path / "gw.db", PayloadCipher(os.urandom(32))).open()
+    try:
+        ids = [(await store.store_inbound(Inbound("mllp", "HIS", f"C{n}", "ADT", f"c{n}", b"x", b"AA"))).message_id
+               for n in range(2)]
+        held = build_submissions(discharged, FACILITY, signer, portal, now=datetime.now(timezone.utc),
+                                 previous=with_labs)
+        await store.finish_messages([MappingOutcome(ids[0], [discharged], held)])
+        assert await store.claim_submissions(5) == []  # held for late charges
+        withdrawal = build_submissions(reopened, FACILITY, signer, portal, previous=discharged)
+        await store.finish_messages([MappingOutcome(ids[1], [reopened], withdrawal)])
+        depths = await store.queue_depths()
+        assert (depths.get(("outbox", "pending"), 0), depths.get(("outbox", "superseded"))) == (0, 1)
+    finally:
+        await store.close()
