@@ -4,7 +4,7 @@ from __future__ import annotations
 import asyncio
 import signal
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 
 from aiohttp import web
 
@@ -23,7 +23,7 @@ from gateway.logs import get_logger
 from gateway.metrics import QUEUE_STATES, Metrics
 from gateway.pipeline import BuildSubmissions, Pipeline, mapping_executor
 from gateway.retention import Retention
-from gateway.signing import load_signer, record_certificate_expiry
+from gateway.signing import Signer, load_signer, record_certificate_expiry
 from gateway.store import Store, open_store
 from gateway.submissions import SubmissionBuildError
 from gateway.version import gateway_version
@@ -53,14 +53,16 @@ def fhir_validator(facilities: Facilities) -> Callable[[dict], list[Issue]]:
     return validate
 
 
-def submissions_builder(facilities: Facilities, portal: PortalSettings) -> BuildSubmissions:
+def submissions_builder(facilities: Facilities, portal: PortalSettings,
+                        practitioners: Mapping[str, Signer] | None = None) -> BuildSubmissions:
     """Sign each document with the facility that treated the patient, its codes in what is signed."""
     def build(document: Document, previous: Document | None) -> list[Submission]:
         try:
             facility = facilities.of_document(document)
         except UnknownFacility as exc:  # the settings lost the facility: park it, naming why
             raise SubmissionBuildError(str(exc)) from None
-        return build_submissions(document, facility.info, facility.signer, portal, previous=previous)
+        return build_submissions(document, facility.info, facility.signer, portal, practitioners=practitioners,
+                                 previous=previous)
     return build
 
 
@@ -82,6 +84,7 @@ class Gateway:
         self._channels: dict[str, PortalChannel] = {}
         self._runners: list[web.AppRunner] = []
         self._facilities: Facilities | None = None
+        self._practitioners: dict[str, Signer] = {}
         self._ready = False
 
     async def start(self) -> None:
@@ -89,13 +92,15 @@ class Gateway:
         facilities = self._facilities = Facilities(s, load_signer)
         signer = facilities.all[0].signer
         record_certificate_expiry(self.metrics, min(facilities.signers, key=lambda item: item.not_after))
+        practitioners = self._practitioners = {doctor.licence: load_signer(doctor)
+                                               for doctor in s.portal.hub.practitioner_signers}
         if s.emulator.enabled:
             await self._start_emulator(signer.certificate_pem)
         self.store = await open_store(s.store, owner=True, on_batch=self.metrics.group_commit_batch.observe)
         backlog = await self._backlog()
         self._channels = open_channels(s.portal, self.metrics, [facility.account for facility in facilities.all])
         self._pipeline = Pipeline(
-            self.store, self.metrics, s.pipeline, submissions_builder(facilities, s.portal),
+            self.store, self.metrics, s.pipeline, submissions_builder(facilities, s.portal, practitioners),
             self._channels, lambda: mapping_executor(s.pipeline.mapping_processes))
         await self._pipeline.start()
         self._retention = Retention(self.store, self.metrics, s.store.retention_days)
@@ -136,6 +141,8 @@ class Gateway:
         if self._facilities is not None:
             for signer in self._facilities.signers:
                 signer.close()
+        for practitioner in self._practitioners.values():
+            practitioner.close()
         log.info("gateway_stopped", **backlog)
 
     async def run_until_signalled(self) -> None:
@@ -219,7 +226,8 @@ class Gateway:
         app = create_emulator_app(
             EmulatorConfig(host=s.emulator.host, port=s.emulator.port, cert_pem=certificate_pem,
                            username=bhxh.username, password=bhxh.password.get_secret_value(),
-                           service_type=hub.service_type, bhxh_accounts=self._emulated_accounts()),
+                           service_type=hub.service_type, hub_sorted_keys=hub.checksum_key_order == "sorted",
+                           bhxh_accounts=self._emulated_accounts()),
             bhxh_paths=(bhxh.token_path, bhxh.checkin_path, bhxh.submit_path),
             hub_paths=(hub.login_path, hub.push_path))
         runner = web.AppRunner(app, access_log=None)

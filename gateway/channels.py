@@ -10,7 +10,7 @@ version of the files never supersedes a check-in. Both clients log in with each 
 """
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Any, Protocol
@@ -24,9 +24,11 @@ from gateway.signing import Signer
 from gateway.submissions import SubmissionBuildError, Withdrawal, bhxh_body, hub_body, xml0_checkin_body
 from mappings.model import Document, FacilityInfo
 
-# (document, the version it builds on, the channel's settings, facility, signer, now) -> the signed body,
-# None: nothing for this channel, WITHDRAW: nothing, and the older versions not sent yet must not go either
-Builder = Callable[[Document, Document | None, Any, FacilityInfo, Signer, datetime], bytes | Withdrawal | None]
+# (document, the version it builds on, the channel's settings, facility, signer, now, practitioners' signers
+# by licence) -> the signed body; None: nothing for this channel; a Withdrawal: nothing, and the older
+# versions not sent yet must not go either
+Builder = Callable[[Document, Document | None, Any, FacilityInfo, Signer, datetime, Mapping[str, Signer]],
+                   bytes | Withdrawal | None]
 
 
 class ChannelClient(Protocol):
@@ -97,11 +99,14 @@ def submission_for(spec: ChannelSpec, document_id: str, version: int, body: byte
 
 
 def build_submissions(document: Document, facility: FacilityInfo, signer: Signer, portal: PortalSettings,
-                      now: datetime | None = None, previous: Document | None = None) -> list[Submission]:
+                      now: datetime | None = None, practitioners: Mapping[str, Signer] | None = None,
+                      previous: Document | None = None) -> list[Submission]:
     """Sign one document for each enabled channel that has something for this version (compared with
     `previous`, the version it builds on), in CHANNELS order; a disabled channel gets nothing.
 
-    A SigningError (certificate expired since start-up) is left to propagate: it is retryable.
+    `practitioners` are the doctors' own signers by licence (portal.hub.practitioner_signers), for the
+    blocks of a health-check form they sign. A SigningError (certificate expired since start-up) is left to
+    propagate: it is retryable.
     """
     now = now or datetime.now(UTC)
     built: list[Submission] = []
@@ -110,7 +115,7 @@ def build_submissions(document: Document, facility: FacilityInfo, signer: Signer
         if not settings.enabled:
             continue
         try:
-            body = spec.build(document, previous, settings, facility, signer, now)
+            body = spec.build(document, previous, settings, facility, signer, now, practitioners or {})
         except ValueError as exc:
             raise SubmissionBuildError(f"{document.kind} document {document.idempotency_key}: {exc}") from None
         if isinstance(body, Withdrawal):
