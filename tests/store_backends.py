@@ -71,7 +71,7 @@ class StoreBackend:
 
     async def crash(self, store: Store) -> None:
         """End a store as a killed process would: on PostgreSQL its connections drop without a goodbye."""
-        if self.name == "postgresql":
-            await self.rows("SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
+        if self.name == "postgresql":  # and returns once the server has seen them go (waits up to 10 s)
+            await self.rows("SELECT pg_terminate_backend(pid, 10000) FROM pg_stat_activity"
                             " WHERE datname = current_database() AND pid <> pg_backend_pid()")
         await store.close()

@@ -242,16 +242,18 @@ class PostgresStore:
             await db.execute(
                 "UPDATE outbox SET state = 'superseded', finished_at = hbgw_now(), reason = $4"
                 " WHERE document_id = $1 AND channel = $2 AND version < $3 AND state = 'pending'",
-                *replaced, f"replaced by version {item.version}")
+                *replaced, f"{'withdrawn' if item.withdraws else 'replaced'} by version {item.version}")
+            if item.withdraws:  # e.g. a reopened or cancelled episode: its held files must not go
+                continue
             first_received_at = min(received_at, replaced_since) if replaced_since else received_at
             await db.execute(
                 "INSERT INTO outbox (channel, idempotency_key, document_id, version, patient_key, content_type,"
                 " first_received_at, created_at, state, next_attempt_at, body)"
-                " VALUES ($1, $2, $3, $4, $5, $6, $7, hbgw_now(), 'pending', hbgw_now(), $8)"
+                " VALUES ($1, $2, $3, $4, $5, $6, $7, hbgw_now(), 'pending', greatest(hbgw_now(), $8), $9)"
                 " ON CONFLICT (channel, idempotency_key) DO NOTHING",
                 item.channel, item.idempotency_key, item.document_id, item.version,
                 patients[(item.document_id, item.version)], item.content_type, first_received_at,
-                self._cipher.seal(item.body, b"outbox"))
+                float(item.not_before), self._cipher.seal(item.body, b"outbox"))
         await db.execute("UPDATE messages SET state = 'mapped', finished_at = hbgw_now(), lease_until = 0"
                          " WHERE id = $1", outcome.message_id)
 

@@ -148,7 +148,7 @@ async def test_a_dead_nodes_work_is_taken_over_at_once_a_live_nodes_only_when_it
         assert await survivor.claim_messages(10) == [] and await survivor.claim_submissions(10) == []
         # The dying node's connection ends as with kill -9; the hung node keeps its connection but not its lease.
         assert dying._node_connection is not None
-        await rows(postgres_dsn, "SELECT pg_terminate_backend($1)", dying._node_connection.get_server_pid())
+        await rows(postgres_dsn, "SELECT pg_terminate_backend($1, 10000)", dying._node_connection.get_server_pid())
         taken_over = await survivor.claim_messages(10), await survivor.claim_submissions(10)
         assert [len(taken) for taken in taken_over] == [1, 1]  # the dying node's at once, not in an hour
         await asyncio.sleep(0.6)
