@@ -4,7 +4,8 @@ Several nodes serve from one database. Work is claimed with `FOR UPDATE SKIP LOC
 with the claiming node; each node holds an advisory lock for its life, and the others take over a node's
 leases as soon as that lock is free (the node died, or lost its connection), or when the leases run out.
 A retransmission is kept once by the unique (source, sender, control id), whichever node it reaches, and gets
-the original ACK. A patient's outbox rows are inserted under a per-patient advisory lock, so their ids follow
+the original ACK. Every node receives and submits; one at a time maps (it holds the mapping lock), so the
+messages of an episode are applied in the order they were acknowledged, as on one gateway. A patient's outbox rows are inserted under a per-patient advisory lock, so their ids follow
 their commit order; the claim's head-of-line rule (no row while an earlier one of its patient is undelivered)
 then holds across nodes. Concurrent acknowledgements share one transaction (group commit).
 This module and its helpers (postgres_schema.py, postgres_admin.py) hold all the PostgreSQL SQL; driver
@@ -47,6 +48,7 @@ T = TypeVar("T")
 log = get_logger(__name__)
 DRIVER_ERRORS = (asyncpg.PostgresError, asyncpg.InterfaceError, OSError, TimeoutError)
 SWEEP_SECONDS = 2.0  # how often a serving node looks for dead nodes whose leases it can take over
+MAPPING_LOCK = 0  # advisory lock (NODE_LOCK_CLASS, 0) of the node that maps; node ids start at 1
 
 
 class PostgresStore:
@@ -62,6 +64,7 @@ class PostgresStore:
         self._pool: asyncpg.Pool | None = None
         self._node_connection: asyncpg.Connection | None = None
         self.node: int | None = None  # this node's id in the nodes table, while it serves
+        self._mapper = False  # whether this node holds the mapping lock
         self._swept_at = 0.0
         self._inbound = InboundCommitter(self._connection, max_batch=max_batch,
                                          max_delay_seconds=max_delay_ms / 1000, on_batch=on_batch)
@@ -103,7 +106,7 @@ class PostgresStore:
 
     async def _register(self) -> None:
         """Join the nodes serving from this database, holding an advisory lock on a fresh id while alive."""
-        connection = self._node_connection = await asyncpg.connect(self._dsn)
+        connection = await asyncpg.connect(self._dsn)
         node = 0
         while not node:
             candidate = secrets.randbelow(2**31 - 2) + 1
@@ -114,8 +117,28 @@ class PostgresStore:
             "INSERT INTO nodes (id, name, started_at) VALUES ($1, $2, hbgw_now())"
             " ON CONFLICT (id) DO UPDATE SET name = excluded.name, started_at = excluded.started_at",
             node, f"{socket.gethostname()}:{os.getpid()}")
-        self.node = node
+        self._node_connection, self.node, self._mapper = connection, node, False
         log.info("store_node_registered", node=node)
+
+    async def _may_map(self) -> bool:
+        """Whether this node maps: one node at a time does (the holder of the mapping lock), so one episode's
+        messages are applied in the order they were acknowledged, as on a single gateway. When that node
+        dies its lock goes with its connection, and the next node to ask takes mapping over."""
+        connection = self._node_connection
+        if self.node is None:
+            return True  # not a serving node (tests, tools): no other node to keep in step with
+        if connection is None or connection.is_closed():
+            self._mapper = False
+            return False
+        if not self._mapper:
+            try:
+                self._mapper = await connection.fetchval("SELECT pg_try_advisory_lock($1, $2)",
+                                                         postgres_admin.NODE_LOCK_CLASS, MAPPING_LOCK)
+            except DRIVER_ERRORS as exc:
+                raise StoreUnavailable(f"store operation failed: {_describe(exc)}") from exc
+            if self._mapper:
+                log.info("store_mapping_node", node=self.node)
+        return self._mapper
 
     async def _sweep(self) -> None:
         """Take over the leases of nodes that died; rejoin under a new id if this node's own lock was lost."""
@@ -166,8 +189,11 @@ class PostgresStore:
     # ---- inbox: mapping stage ------------------------------------------------------------------
 
     async def claim_messages(self, limit: int) -> list[ClaimedMessage]:
-        """Lease received messages in arrival order; an expired lease (a crash) makes them claimable again."""
+        """Lease received messages in arrival order; an expired lease (a crash) makes them claimable again.
+        Only the mapping node gets any (see _may_map)."""
         await self._sweep()
+        if not await self._may_map():
+            return []
         rows = await self._fetch(
             "UPDATE messages SET lease_until = hbgw_now() + $1, lease_owner = $2, attempts = attempts + 1"
             " WHERE id IN (SELECT id FROM messages WHERE state = 'received' AND lease_until < hbgw_now()"
