@@ -1,6 +1,7 @@
 """What the gateway asks of its durable store, in the gateway's terms: no SQL, no connection, no driver error.
 
-The SQLite implementation (sqlite.py) is the one in use; another database implements the same Protocol.
+Two implementations: SQLite (sqlite.py), embedded, one gateway per file; PostgreSQL (postgres.py), shared
+by several gateway nodes. store.backend chooses; open_store() in __init__.py opens it.
 Every method that changes state returns only once the change is durable, and raises a StoreError (most often
 StoreUnavailable) instead of a driver's own exception when it is not.
 """

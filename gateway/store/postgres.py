@@ -3,21 +3,19 @@
 Several nodes serve from one database. Work is claimed with `FOR UPDATE SKIP LOCKED` under a lease, marked
 with the claiming node; each node holds an advisory lock for its life, and the others take over a node's
 leases as soon as that lock is free (the node died, or lost its connection), or when the leases run out.
-A retransmission is kept once by the unique (source, sender, control id), whichever node it reaches, and gets
-the original ACK. Every node receives and submits; one at a time maps (it holds the mapping lock), so the
-messages of an episode are applied in the order they were acknowledged, as on one gateway. A patient's outbox rows are inserted under a per-patient advisory lock, so their ids follow
-their commit order; the claim's head-of-line rule (no row while an earlier one of its patient is undelivered)
-then holds across nodes. Concurrent acknowledgements share one transaction (group commit).
-This module and its helpers (postgres_schema.py, postgres_admin.py) hold all the PostgreSQL SQL; driver
-errors are turned into StoreUnavailable here, at the boundary.
+A retransmission is kept once by the unique (source, sender, control id), whichever node it reaches, and
+gets the original ACK. Every node receives and submits; one at a time maps (it holds the mapping lock), so
+the messages of an episode are applied in the order they were acknowledged, as on one gateway. A patient's
+outbox rows are inserted under a per-patient advisory lock, so their ids follow their commit order; the
+claim's head-of-line rule (no row while an earlier one of its patient is undelivered) then holds across
+nodes. Concurrent acknowledgements share one transaction (group commit).
+This module and its helpers (postgres_schema.py, postgres_admin.py, postgres_inbound.py, postgres_nodes.py)
+hold all the PostgreSQL SQL; driver errors are turned into StoreUnavailable here, at the boundary.
 """
 from __future__ import annotations
 
 import asyncio
 import json
-import os
-import secrets
-import socket
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from typing import Any, TypeVar
@@ -26,7 +24,6 @@ import asyncpg
 
 from adapters.portal.base import Receipt, Submission
 from gateway.encryption import PayloadCipher
-from gateway.logs import get_logger
 from gateway.store import postgres_admin, sqlite_admin
 from gateway.store.interface import (
     AdminError,
@@ -41,14 +38,11 @@ from gateway.store.interface import (
     StoreUnavailable,
 )
 from gateway.store.postgres_inbound import InboundCommitter
+from gateway.store.postgres_nodes import DRIVER_ERRORS, NodeMembership, describe
 from gateway.store.postgres_schema import migrate
 from mappings.model import Document
 
 T = TypeVar("T")
-log = get_logger(__name__)
-DRIVER_ERRORS = (asyncpg.PostgresError, asyncpg.InterfaceError, OSError, TimeoutError)
-SWEEP_SECONDS = 2.0  # how often a serving node looks for dead nodes whose leases it can take over
-MAPPING_LOCK = 0  # advisory lock (NODE_LOCK_CLASS, 0) of the node that maps; node ids start at 1
 
 
 class PostgresStore:
@@ -62,10 +56,7 @@ class PostgresStore:
         self._lease = lease_seconds
         self._pool_size = pool_size
         self._pool: asyncpg.Pool | None = None
-        self._node_connection: asyncpg.Connection | None = None
-        self.node: int | None = None  # this node's id in the nodes table, while it serves
-        self._mapper = False  # whether this node holds the mapping lock
-        self._swept_at = 0.0
+        self.nodes: NodeMembership | None = None  # while serving (opened as owner)
         self._inbound = InboundCommitter(self._connection, max_batch=max_batch,
                                          max_delay_seconds=max_delay_ms / 1000, on_batch=on_batch)
         self.inbox_ready = asyncio.Event()  # set when messages were committed
@@ -78,11 +69,12 @@ class PostgresStore:
             async with self._pool.acquire() as connection:
                 await migrate(connection)
             if owner:
-                await self._register()
-                await self._sweep()
+                self.nodes = NodeMembership(self._dsn, self._transaction)
+                await self.nodes.join()
+                await self.nodes.sweep()
         except DRIVER_ERRORS as exc:
             await self.close()
-            raise StoreUnavailable(f"cannot open store on PostgreSQL: {_describe(exc)}") from exc
+            raise StoreUnavailable(f"cannot open store on PostgreSQL: {describe(exc)}") from exc
         except BaseException:
             await self.close()
             raise
@@ -92,70 +84,12 @@ class PostgresStore:
     async def close(self) -> None:
         """Commit what is queued, hand this node's leases to the others, then let go of the database."""
         await self._inbound.stop()
-        if self._node_connection is not None and self.node is not None:
-            try:
-                async with self._node_connection.transaction():
-                    await postgres_admin.release_node(self._node_connection, self.node)
-            except DRIVER_ERRORS:
-                log.warning("store_node_release_failed", node=self.node)  # the others take over after it
-            await self._node_connection.close()
-        self._node_connection, self.node = None, None
+        if self.nodes is not None:
+            await self.nodes.leave()
+            self.nodes = None
         if self._pool is not None:
             await self._pool.close()
             self._pool = None
-
-    async def _register(self) -> None:
-        """Join the nodes serving from this database, holding an advisory lock on a fresh id while alive."""
-        connection = await asyncpg.connect(self._dsn)
-        node = 0
-        while not node:
-            candidate = secrets.randbelow(2**31 - 2) + 1
-            if await connection.fetchval("SELECT pg_try_advisory_lock($1, $2)",
-                                         postgres_admin.NODE_LOCK_CLASS, candidate):
-                node = candidate
-        await connection.execute(
-            "INSERT INTO nodes (id, name, started_at) VALUES ($1, $2, hbgw_now())"
-            " ON CONFLICT (id) DO UPDATE SET name = excluded.name, started_at = excluded.started_at",
-            node, f"{socket.gethostname()}:{os.getpid()}")
-        self._node_connection, self.node, self._mapper = connection, node, False
-        log.info("store_node_registered", node=node)
-
-    async def _may_map(self) -> bool:
-        """Whether this node maps: one node at a time does (the holder of the mapping lock), so one episode's
-        messages are applied in the order they were acknowledged, as on a single gateway. When that node
-        dies its lock goes with its connection, and the next node to ask takes mapping over."""
-        connection = self._node_connection
-        if self.node is None:
-            return True  # not a serving node (tests, tools): no other node to keep in step with
-        if connection is None or connection.is_closed():
-            self._mapper = False
-            return False
-        if not self._mapper:
-            try:
-                self._mapper = await connection.fetchval("SELECT pg_try_advisory_lock($1, $2)",
-                                                         postgres_admin.NODE_LOCK_CLASS, MAPPING_LOCK)
-            except DRIVER_ERRORS as exc:
-                raise StoreUnavailable(f"store operation failed: {_describe(exc)}") from exc
-            if self._mapper:
-                log.info("store_mapping_node", node=self.node)
-        return self._mapper
-
-    async def _sweep(self) -> None:
-        """Take over the leases of nodes that died; rejoin under a new id if this node's own lock was lost."""
-        loop = asyncio.get_running_loop()
-        if self.node is None or loop.time() - self._swept_at < SWEEP_SECONDS:
-            return
-        self._swept_at = loop.time()
-        if self._node_connection is None or self._node_connection.is_closed():
-            log.warning("store_node_connection_lost", node=self.node)  # its leases are taken over by the others
-            try:
-                await self._register()
-            except DRIVER_ERRORS as exc:
-                raise StoreUnavailable(f"cannot rejoin the nodes on PostgreSQL: {_describe(exc)}") from exc
-        assert self.node is not None
-        messages, submissions = await self._transaction(postgres_admin.take_over_dead_nodes, self.node)
-        if messages or submissions:
-            log.warning("store_leases_taken_over", messages=messages, submissions=submissions)
 
     @asynccontextmanager
     async def _connection(self) -> AsyncIterator[asyncpg.Connection]:
@@ -166,7 +100,12 @@ class PostgresStore:
             async with self._pool.acquire() as connection:
                 yield connection
         except DRIVER_ERRORS as exc:
-            raise StoreUnavailable(f"store operation failed: {_describe(exc)}") from exc
+            raise StoreUnavailable(f"store operation failed: {describe(exc)}") from exc
+
+    @property
+    def node(self) -> int | None:
+        """This node's id in the nodes table while it serves; marks the leases it takes."""
+        return self.nodes.node if self.nodes is not None else None
 
     async def _transaction(self, fn: Callable[..., Awaitable[T]], *args: Any) -> T:
         """Run fn(connection, *args) in one transaction; returns once it is committed."""
@@ -190,10 +129,11 @@ class PostgresStore:
 
     async def claim_messages(self, limit: int) -> list[ClaimedMessage]:
         """Lease received messages in arrival order; an expired lease (a crash) makes them claimable again.
-        Only the mapping node gets any (see _may_map)."""
-        await self._sweep()
-        if not await self._may_map():
-            return []
+        Only the mapping node gets any (postgres_nodes.py)."""
+        if self.nodes is not None:
+            await self.nodes.sweep()
+            if not await self.nodes.may_map():
+                return []
         rows = await self._fetch(
             "UPDATE messages SET lease_until = hbgw_now() + $1, lease_owner = $2, attempts = attempts + 1"
             " WHERE id IN (SELECT id FROM messages WHERE state = 'received' AND lease_until < hbgw_now()"
@@ -291,7 +231,8 @@ class PostgresStore:
 
     async def claim_submissions(self, limit: int) -> list[ClaimedSubmission]:
         """Lease due submissions, never one whose patient still has an earlier one undelivered."""
-        await self._sweep()
+        if self.nodes is not None:
+            await self.nodes.sweep()
         rows = await self._fetch(
             "UPDATE outbox SET state = 'in_flight', lease_until = hbgw_now() + $1, lease_owner = $2,"
             " attempts = attempts + 1 WHERE id IN ("
@@ -404,8 +345,3 @@ class PostgresStore:
         rows = await self._fetch(f"SELECT at, operator, action, item, detail FROM operator_actions {where}"
                                  " ORDER BY id", *params)
         return [OperatorAction(*row) for row in rows]
-
-
-def _describe(exc: BaseException) -> str:
-    """One line for the log and the caller: the server's message, never the DSN (it may hold a password)."""
-    return f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"

@@ -16,7 +16,7 @@ from adapters.portal.base import Receipt, Submission
 from gateway.config import load_settings
 from gateway.encryption import PayloadCipher
 from gateway.store import Inbound, PostgresStore, SchemaTooNewError, open_store
-from gateway.store import postgres as postgres_module
+from gateway.store import postgres_nodes
 from gateway.store.postgres_schema import MIGRATIONS
 from mappings.model import Document
 from tests.store_backends import KEY
@@ -97,8 +97,8 @@ async def test_one_node_maps_at_a_time_and_another_takes_over_when_it_dies(postg
         assert len(everything) == len(set(everything)) == 300
         mapper, other = (a, b) if claimed["a"] else (b, a)
         assert not claimed["b" if mapper is a else "a"]  # the other node mapped nothing
-        assert mapper._node_connection is not None
-        await rows(postgres_dsn, "SELECT pg_terminate_backend($1, 10000)", mapper._node_connection.get_server_pid())
+        assert mapper.nodes is not None and mapper.nodes.connection is not None
+        await rows(postgres_dsn, "SELECT pg_terminate_backend($1, 10000)", mapper.nodes.connection.get_server_pid())
         late = await other.store_inbound(inbound("LATE"))
         assert await mapper.claim_messages(10) == []  # it knows it lost its lock
         assert [message.id for message in await other.claim_messages(10)] == [late.message_id]
@@ -142,7 +142,7 @@ async def test_one_patient_never_has_two_submissions_in_flight_across_nodes(post
 
 async def test_a_dead_nodes_work_is_taken_over_at_once_a_live_nodes_only_when_its_lease_runs_out(
         postgres_dsn: str, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(postgres_module, "SWEEP_SECONDS", 0.0)
+    monkeypatch.setattr(postgres_nodes, "SWEEP_SECONDS", 0.0)
     dying, hung = node(postgres_dsn, lease_seconds=3600), node(postgres_dsn, lease_seconds=0.5)
     await dying.open(owner=True)
     await hung.open(owner=True)
@@ -154,8 +154,8 @@ async def test_a_dead_nodes_work_is_taken_over_at_once_a_live_nodes_only_when_it
         assert len(await dying.claim_submissions(1)) == 1 and len(await hung.claim_submissions(1)) == 1
         assert await survivor.claim_messages(10) == [] and await survivor.claim_submissions(10) == []
         # The dying node's connection ends as with kill -9; the hung node keeps its connection but not its lease.
-        assert dying._node_connection is not None
-        await rows(postgres_dsn, "SELECT pg_terminate_backend($1, 10000)", dying._node_connection.get_server_pid())
+        assert dying.nodes is not None and dying.nodes.connection is not None
+        await rows(postgres_dsn, "SELECT pg_terminate_backend($1, 10000)", dying.nodes.connection.get_server_pid())
         taken_over = await survivor.claim_messages(10), await survivor.claim_submissions(10)
         assert [len(taken) for taken in taken_over] == [1, 1]  # the dying node's at once, not in an hour
         await asyncio.sleep(0.6)
