@@ -7,7 +7,11 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import os
 import random
+import subprocess
+import sys
+from pathlib import Path
 
 import asyncpg
 import pytest
@@ -202,3 +206,27 @@ async def test_open_store_chooses_postgresql_from_the_settings(postgres_dsn: str
     finally:
         await store.close()
     assert claimed.id == stored.message_id and claimed.payload == b"MSH|payload"
+
+
+async def test_the_operator_cli_works_on_the_shared_database(postgres_dsn: str) -> None:
+    store = await node(postgres_dsn).open()
+    try:
+        stored = await store.store_inbound(inbound("C1"))
+        await store.dead_letter_message(stored.message_id, "PID-3 required")
+    finally:
+        await store.close()
+    env = {key: value for key, value in os.environ.items() if not key.startswith("HBGW_")}
+    env.update({"HBGW_STORE__BACKEND": "postgresql", "HBGW_STORE__DSN": postgres_dsn,
+                "HBGW_STORE__ENCRYPTION_KEY": base64.b64encode(KEY).decode()})
+
+    def cli(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([str(Path(sys.executable).parent / "healthbook-gateway"), *args], env=env,
+                              capture_output=True, text=True, timeout=60, check=False)
+
+    listed, retried, checked = cli("dlq", "list"), cli("dlq", "retry", "inbox:1"), cli("check-config")
+    assert listed.returncode == 0 and "inbox:1" in listed.stdout and "PID-3 required" in listed.stdout
+    assert retried.returncode == 0, retried.stderr
+    assert checked.returncode == 0 and "store postgresql" in checked.stdout
+    assert postgres_dsn not in checked.stdout + checked.stderr + listed.stderr
+    assert await rows(postgres_dsn, "SELECT state FROM messages") == [("received",)]
+    assert [r[0] for r in await rows(postgres_dsn, "SELECT action FROM operator_actions")] == ["retry"]
