@@ -27,6 +27,7 @@ HL7_ERROR_CODES: dict[str, tuple[str, str]] = {
     "message-too-large": DATA_TYPE,
     # a code that names nothing in its table
     "invalid-code": TABLE_VALUE, "cccd-province": TABLE_VALUE, "sender-not-allowed": TABLE_VALUE,
+    "unresolved-reference": TABLE_VALUE,
     # the segments themselves
     "segment-split": SEGMENT_SEQUENCE, "multiple-patients": SEGMENT_SEQUENCE, "hl7apy-parse": SEGMENT_SEQUENCE,
     "msh-invalid": SEGMENT_SEQUENCE,

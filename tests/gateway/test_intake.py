@@ -12,8 +12,8 @@ from gateway.intake import Hl7Intake
 from gateway.metrics import Metrics
 from gateway.queue_admin import split_messages
 from mappings.hl7v2 import screen
-from mappings.hl7v2.header import MessageHeader, parse_header
 from mappings.hl7v2.framing import END_BLOCK, START_BLOCK
+from mappings.hl7v2.header import MessageHeader, parse_header
 from tests.gateway.intake_harness import ack_segments, exchange, hl7, running_intake
 from tests.tls_certs import make_pki
 

@@ -91,8 +91,8 @@ async def test_acks_to_v23_and_v24_use_the_err_1_layout_of_their_version(tmp_pat
     assert v23["MSH"][0][8] == "ACK^A01" and v23["MSH"][0][11] == "2.3"  # 2.3 MSH-9 has two components
     assert v23["ERR"] == [["ERR", "PID^1^3^101&Required field missing&HL70357"]]
     assert v24["MSH"][0][8] == "ACK^A01^ACK"
-    assert v24["ERR"] == [["ERR", "PID^1^5^101&Required field missing&HL70357~PID^1^3^101&Required field missing"
-                                  "&HL70357"]]  # 2.4: one ERR, ERR-1 repeated
+    repeated = "PID^1^5^101&Required field missing&HL70357~PID^1^3^101&Required field missing&HL70357"
+    assert v24["ERR"] == [["ERR", repeated]]  # 2.4: one ERR, ERR-1 repeated
     assert v25["ERR"][0][1:4] == ["", "PID^1^3^1", "101^Required field missing^HL70357"]
 
 
