@@ -6,7 +6,11 @@ from typing import Any
 
 from mappings.fhir_common import as_instant, document_id, ends_before_start, resource_id
 from mappings.fhir_in.identity import Identity, identity_issues, patient_issues
-from mappings.fhir_in.references import fold_medications, unresolved
+from mappings.fhir_in.references import (
+    fold_medications,
+    unresolved,
+    with_logical_references,
+)
 from mappings.fhir_in.rewrite import adopt
 from mappings.fhir_in.single import composition_summary, logical_identity, logical_visit
 from mappings.fhir_validate import resource_issues
@@ -203,7 +207,7 @@ def _map_bundle(bundle: dict[str, Any]) -> MappingResult:
         doc_id, kind = _episode_id(encounters[0][1]), "episode"
     else:
         doc_id, kind = _immunization_id(identity, immunizations), "immunization"
-    resources = adopt(doc_id, [(full_url, resource) for _, full_url, resource in kept], {})
+    resources = adopt(doc_id, [(full_url, with_logical_references(resource)) for _, full_url, resource in kept], {})
     return _result(doc_id, kind, identity, resources, _event_time(resources, bundle),
                    f"fhir:Bundle/{bundle['type']}", issues)
 

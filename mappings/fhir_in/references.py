@@ -4,16 +4,21 @@ folded into the MedicationStatement that references it.
 The gateway relays records and keeps no FHIR resources of its own to resolve a reference against, so a
 reference to anything outside the Bundle (a transaction entry that was left out, a server id) can never be
 resolved: it is refused, named, rather than dropped from the record. References inside a resource (`#id`,
-contained resources) and logical references (an identifier without a reference) need no entry.
+contained resources) and logical references (an identifier without a reference) need no entry; neither
+does a conditional reference by identifier (`Practitioner?identifier=system|value`, as Synthea writes for
+practitioners and organizations loaded apart), which a server resolves by search: the gateway turns it into
+the logical reference it stands for (Reference.identifier), which the health book can carry as it is.
 """
 from __future__ import annotations
 
 import re
 from collections.abc import Iterator
 from typing import Any
+from urllib.parse import unquote
 
 from mappings.model import Issue
 
+_CONDITIONAL = re.compile(r"([A-Z][A-Za-z]+)\?identifier=([^&]+)")
 _TAIL = re.compile(r"(?:^|/)([A-Z][A-Za-z]+/[A-Za-z0-9\-.]{1,64})(?:/_history/[^/]+)?$")
 
 
@@ -43,6 +48,30 @@ def _references(value: Any, path: str) -> Iterator[tuple[str, str]]:
                 yield from _references(item, f"{path}.{key}")
 
 
+def _logical(reference: str) -> dict[str, Any] | None:
+    """The logical reference a conditional reference by one identifier stands for, else None."""
+    match = _CONDITIONAL.fullmatch(reference)
+    if match is None:
+        return None
+    system, bar, value = unquote(match.group(2)).rpartition("|")
+    identifier = {"system": system, "value": value} if bar and system else {"value": value}
+    return {"type": match.group(1), "identifier": identifier} if value else None
+
+
+def with_logical_references(value: Any) -> Any:
+    """A copy in which each conditional reference by identifier is the logical reference it stands for."""
+    if isinstance(value, list):
+        return [with_logical_references(item) for item in value]
+    if not isinstance(value, dict):
+        return value
+    out = {key: with_logical_references(item) for key, item in value.items()}
+    logical = _logical(out["reference"]) if isinstance(out.get("reference"), str) else None
+    if logical is not None:
+        del out["reference"]
+        out.update(logical)
+    return out
+
+
 def unresolved(entries: list[tuple[int, str, dict[str, Any]]]) -> list[Issue]:
     """Issues for each reference that names no entry; `entries` are (index, fullUrl, resource)."""
     known: set[str] = set()
@@ -51,7 +80,7 @@ def unresolved(entries: list[tuple[int, str, dict[str, Any]]]) -> list[Issue]:
     issues = []
     for index, _, resource in entries:
         for path, reference in _references(resource, f"Bundle.entry[{index}].resource"):
-            if reference.startswith("#") or reference in known:
+            if reference.startswith("#") or reference in known or _logical(reference) is not None:
                 continue
             target = reference if reference.startswith(("urn:uuid:", "urn:oid:")) else reference.split("?")[0][:80]
             issues.append(Issue(path, "unresolved-reference",
