@@ -10,10 +10,9 @@ from typing import Any
 
 import aiohttp
 import pytest
-
-from mappings.fhir_in import map_fhir
 from multidict import CIMultiDict
 
+from mappings.fhir_in import map_fhir
 from tests.adapters import test_fhir_api
 from tests.adapters.test_fhir_api import (
     AUTH,
