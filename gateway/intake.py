@@ -3,9 +3,10 @@
 Acknowledgement modes. Original mode (MSH-15 and MSH-16 empty) answers AA/AE/AR; enhanced mode (either
 valued) answers the commit acknowledgement CA/CE/CR as MSH-15 asks (HL7 table 0155): AL or empty always, NE
 never, ER only for a refusal, SU only for an acceptance. When none is due nothing is written back and the
-connection stays open for the next message; the message is stored (or refused) all the same. No application
-acknowledgement follows (MSH-16): once a message is stored, turning it into a health-book record is the
-gateway's own job, visible in its queues and dead-letter state.
+connection stays open for the next message; the message is stored (or refused) all the same.
+`mllp.honour_accept_ack_type = false` answers every message, for senders that set NE and wait anyway.
+No application acknowledgement follows (MSH-16): once a message is stored, turning it into a health-book
+record is the gateway's own job, visible in its queues and dead-letter state.
 
 Batches (FHS/BHS ... BTS/FTS in one frame) are taken message by message, each stored and acknowledged as if
 it had come alone, and answered with one acknowledgement batch (hl7v2.batch) holding every message's ACK.
@@ -107,7 +108,7 @@ class Hl7Intake:
             return await self._batch(frame)
         with correlation(new_correlation_id(), source="mllp") as correlation_id:
             answer = await self._answer(frame, correlation_id)
-            return answer.ack if answer.wanted else b""
+            return answer.ack if answer.wanted or not self._settings.honour_accept_ack_type else b""
 
     async def _batch(self, frame: Frame) -> bytes:
         """Each message of a batch in turn, then the acknowledgement batch with every message's ACK."""

@@ -112,3 +112,9 @@ async def test_msh_15_ne_gets_no_answer_but_is_stored(tmp_path: Path) -> None:
         writer.close()
         assert next_ack["MSA"][0][1:3] == ["AA", "NE2"]  # the first answer read is the second message's
         assert intake.rows("SELECT control_id FROM messages ORDER BY id") == [("NE1",), ("NE2",)]
+
+
+async def test_msh_15_ne_is_answered_when_the_site_turns_msh_15_off(tmp_path: Path) -> None:
+    async with running_intake(tmp_path, honour_accept_ack_type=False) as intake:
+        ack = ack_segments(await intake.send(hl7("NE3", msh15="NE", msh16="NE")))
+    assert ack["MSA"][0][1:3] == ["CA", "NE3"]
