@@ -114,7 +114,7 @@ class MllpSettings(_Section):
     # patients never reach a citizen's health book.
     accepted_processing_ids: list[str] = Field(default_factory=lambda: ["P"])
     # MSH-15 NE/ER/SU withhold commit ACKs as HL7 table 0155 says; false answers every message whatever
-    # MSH-15 asks, for a sender that sets NE yet waits for an answer (as Mirth's "MSH-15 ACK Accept" off).
+    # MSH-15 asks, for a sender that sets NE yet waits for an answer.
     honour_accept_ack_type: bool = True
     tls: TlsSettings = Field(default_factory=TlsSettings)
 
