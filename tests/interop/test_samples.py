@@ -123,7 +123,6 @@ async def test_hapi_v22_admission_without_a_control_id_is_refused_in_the_v22_lay
 async def test_hapi_v22_admission_with_a_control_id_and_cccd_is_accepted(intake: Intake, tmp_path: Path) -> None:
     message = with_field(sample("hl7v2/hapi_adt_a01_v22.hl7"), "MSH", 10, "HAPI-0001")
     message = with_field(message, "PID", 3, "00001122~048158001234^^^BCA^NNVNM")
-    message = with_field(message, "PID", 8, "F")
     ack = ack_segments(await mllp_send(intake, message, tmp_path))
     assert ack["MSA"][0][1:3] == ["AA", "HAPI-0001"] and "ERR" not in ack
 
