@@ -32,7 +32,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from adapters.mllp import Frame
-from gateway.config import MllpSettings
+from gateway.config import MllpSettings, SenderRule
 from gateway.logs import correlation, get_logger, new_correlation_id
 from gateway.metrics import Metrics, message_type_label
 from gateway.store import Inbound, Store
@@ -71,7 +71,7 @@ class Answer:
     message_id: int | None = None
     duplicate: bool = False
     issues: tuple[Issue, ...] = ()
-    wanted: bool = True  # False: MSH-15 asked for no commit ACK of this outcome
+    header: MessageHeader | None = None
 
 
 def _encoded_ack(header: MessageHeader | None, code: str, codec: str, text: str = "",
@@ -108,7 +108,8 @@ class Hl7Intake:
             return await self._batch(frame)
         with correlation(new_correlation_id(), source="mllp") as correlation_id:
             answer = await self._answer(frame, correlation_id)
-            return answer.ack if answer.wanted or not self._settings.honour_accept_ack_type else b""
+            wanted = commit_ack_wanted(answer.header, answer.code) or not self._settings.honour_accept_ack_type
+            return answer.ack if wanted else b""
 
     async def _batch(self, frame: Frame) -> bytes:
         """Each message of a batch in turn, then the acknowledgement batch with every message's ACK."""
@@ -140,7 +141,14 @@ class Hl7Intake:
         answer = await self._screen_and_store(frame, correlation_id, source)
         self._child(self._metrics.acks, source, answer.code).inc()
         self._child(self._metrics.ack_latency, source).observe(time.perf_counter() - started)
+        if not replay:
+            self._metrics.count_sender("mllp", self._sender_label(frame, answer.header), answer.code in ("AA", "CA"))
         return answer
+
+    def _sender_label(self, frame: Frame, header: MessageHeader | None) -> str:
+        """The matching allowlist rule's name for metrics; without one the message counts as other."""
+        rule = self._sender_rule(frame, header) if header is not None and self._settings.allowed_senders else None
+        return rule.label if rule else ""
 
     async def _screen_and_store(self, frame: Frame, correlation_id: str, source: str) -> Answer:
         default = self._settings.default_charset
@@ -183,7 +191,7 @@ class Hl7Intake:
             self._child(self._metrics.duplicates, source).inc()
         log.info("hl7_stored", message_type=header.message_type, control_id=control_id,
                  message_id=stored.message_id, retransmission=stored.duplicate, bytes=len(frame.data))
-        return Answer(code, stored.ack, stored.message_id, stored.duplicate, wanted=commit_ack_wanted(header, code))
+        return Answer(code, stored.ack, stored.message_id, stored.duplicate, header=header)
 
     def _decode(self, data: bytes, header: MessageHeader, legacy: str | None) -> tuple[str, str] | Issue:
         """The text and the codec it was read with: MSH-18 when the bytes fit it, else the sender's charset."""
@@ -217,6 +225,10 @@ class Hl7Intake:
         return []
 
     def _sender_allowed(self, frame: Frame, header: MessageHeader) -> bool:
+        return self._sender_rule(frame, header) is not None
+
+    def _sender_rule(self, frame: Frame, header: MessageHeader) -> SenderRule | None:
+        """The first allowlist rule this message matches: it is allowed, and named in metrics."""
         application, facility_parts = header.application_id, header.facility_ids
         address = ipaddress.ip_address(frame.peer_host)
         if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
@@ -230,8 +242,8 @@ class Hl7Intake:
                 continue
             if rule.client_cert_cn and rule.client_cert_cn != frame.client_cn:
                 continue
-            return True
-        return False
+            return rule
+        return None
 
     def _refuse(self, header: MessageHeader | None, issues: tuple[Issue, ...], codec: str) -> Answer:
         reject = any(issue.code in _REJECT_CODES for issue in issues)
@@ -242,7 +254,7 @@ class Hl7Intake:
         log.warning("hl7_refused", ack_code=code, control_id=header.control_id if header else "",
                     problems=[f"{issue.location} {issue.code}" for issue in issues])
         return Answer(code, _encoded_ack(header, code, codec, issues[0].message, issues), issues=issues,
-                      wanted=commit_ack_wanted(header, code))
+                      header=header)
 
     def _legacy_charset(self, header: MessageHeader) -> str | None:
         """The sender's configured legacy charset, by MSH-3.1 then MSH-4.1."""
