@@ -18,6 +18,7 @@ import re
 import time
 import uuid
 from collections.abc import Callable
+from datetime import UTC, datetime
 from typing import Any
 
 from adapters.fhir_api import (
@@ -124,7 +125,7 @@ class FhirIntake:
         if request.interaction == "update":
             return await self._update(request, issues, correlation_id)
         if resource_type == "Bundle" and resource["type"] == "transaction":
-            response = _response_bundle("transaction-response", resource["entry"], issues, set())
+            response = _response_bundle("transaction-response", resource["entry"], issues, set(), time.time())
             return await self._store_and_answer(request, request.body, KeptAnswer(200, response), correlation_id)
         resource_id = str(uuid.uuid4())
         what = resource_type if resource_type != "Bundle" else f"{resource['type']} Bundle"
@@ -162,7 +163,7 @@ class FhirIntake:
             return self._refuse(422, [*issues, Issue("Bundle.entry", "batch-incomplete",
                                                      "without its failed entries the batch is no health-book record")])
         self._count_errors(issues)
-        response = _response_bundle("batch-response", entries, issues, failed)
+        response = _response_bundle("batch-response", entries, issues, failed, time.time())
         payload = request.body if not failed else to_json(kept)
         return await self._store_and_answer(request, payload, KeptAnswer(200, response), correlation_id)
 
@@ -297,8 +298,10 @@ def _accepted(location: str, message: str, issues: list[Issue]) -> dict[str, Any
 
 
 def _response_bundle(bundle_type: str, entries: list[dict[str, Any]], issues: list[Issue],
-                     failed: set[int | None]) -> dict[str, Any]:
-    """The transaction-response or batch-response: one entry per request entry, in the same order."""
+                     failed: set[int | None], at: float) -> dict[str, Any]:
+    """The transaction-response or batch-response: one entry per request entry, in the same order, each kept
+    one with its location, version (etag) and commit time (lastModified)."""
+    last_modified = datetime.fromtimestamp(at, UTC).isoformat(timespec="milliseconds")
     by_entry: dict[int | None, list[Issue]] = {}
     for issue in issues:
         by_entry.setdefault(_entry_index(issue), []).append(issue)
@@ -310,7 +313,8 @@ def _response_bundle(bundle_type: str, entries: list[dict[str, Any]], issues: li
         else:
             resource_type = entry["resource"]["resourceType"]
             response = {"status": reason_phrase(ENTRY_METHODS[entry["request"]["method"]]),
-                        "location": f"{resource_type}/{uuid.uuid4()}/_history/1"}
+                        "location": f"{resource_type}/{uuid.uuid4()}/_history/1", "etag": 'W/"1"',
+                        "lastModified": last_modified}
         if entry_issues:
             response["outcome"] = operation_outcome(entry_issues)
         answers.append({"response": response})

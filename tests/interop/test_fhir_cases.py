@@ -206,3 +206,11 @@ async def test_format_and_accept_are_honoured_alike_by_metadata_and_creates(
     for _ in range(2):  # `_format` is no conditional-create criterion: two creates, two records
         assert (await post(http, f"{api.base}/Observation?_format=json", observation))[0] == 201
     assert len(api.stored_rows()) == 2
+
+
+async def test_transaction_response_entries_carry_etag_and_last_modified(api: RunningApi,
+                                                                        http: aiohttp.ClientSession) -> None:
+    status, _, body = await post(http, api.base, corpus_bundle())
+    assert status == 200
+    for entry in body["entry"]:
+        assert entry["response"]["etag"] == 'W/"1"' and entry["response"]["lastModified"].endswith("+00:00")
