@@ -333,7 +333,7 @@ def _parse_resource(body: bytes, resource_type: str,
     if not isinstance(resource, dict):
         return {}, Issue("$this", "structure", f"body is a JSON {type(resource).__name__}, not a FHIR resource object")
     if interaction == "validate" and resource.get("resourceType") == "Parameters":
-        parameters = resource.get("parameter") if isinstance(resource.get("parameter"), list) else []
+        parameters: list[Any] = resource["parameter"] if isinstance(resource.get("parameter"), list) else []
         resource = next((p["resource"] for p in parameters if isinstance(p, dict) and p.get("name") == "resource"
                          and isinstance(p.get("resource"), dict)), None)
         if resource is None:

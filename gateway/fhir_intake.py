@@ -308,6 +308,7 @@ def _response_bundle(bundle_type: str, entries: list[dict[str, Any]], issues: li
     answers = []
     for index, entry in enumerate(entries):
         entry_issues = by_entry.get(index, [])
+        response: dict[str, Any]
         if index in failed:
             response = {"status": reason_phrase(422)}
         else:
