@@ -59,12 +59,15 @@ class Gateway:
         self._channels: dict[str, PortalChannel] = {}
         self._runners: list[web.AppRunner] = []
         self._signer: Signer | None = None
+        self._practitioners: dict[str, Signer] = {}
         self._ready = False
 
     async def start(self) -> None:
         s = self.settings
         signer = self._signer = load_signer(s.signing)
         record_certificate_expiry(self.metrics, signer)
+        practitioners = self._practitioners = {doctor.licence: load_signer(doctor)
+                                               for doctor in s.portal.hub.practitioner_signers}
         if s.emulator.enabled:
             await self._start_emulator(signer.certificate_pem)
         self.store = await open_store(s.store, owner=True, on_batch=self.metrics.group_commit_batch.observe)
@@ -73,7 +76,7 @@ class Gateway:
         facility = facility_info(s)
         self._pipeline = Pipeline(
             self.store, self.metrics, s.pipeline,
-            lambda document: build_submissions(document, facility, signer, s.portal),
+            lambda document: build_submissions(document, facility, signer, s.portal, practitioners=practitioners),
             self._channels, lambda: mapping_executor(s.pipeline.mapping_processes))
         await self._pipeline.start()
         self._retention = Retention(self.store, self.metrics, s.store.retention_days)
@@ -112,6 +115,8 @@ class Gateway:
             await self.store.close()
         if self._signer is not None:
             self._signer.close()
+        for practitioner in self._practitioners.values():
+            practitioner.close()
         log.info("gateway_stopped", **backlog)
 
     async def run_until_signalled(self) -> None:
@@ -184,7 +189,7 @@ class Gateway:
         app = create_emulator_app(
             EmulatorConfig(host=s.emulator.host, port=s.emulator.port, cert_pem=certificate_pem,
                            username=bhxh.username, password=bhxh.password.get_secret_value(),
-                           service_type=hub.service_type),
+                           service_type=hub.service_type, hub_sorted_keys=hub.checksum_key_order == "sorted"),
             bhxh_paths=(bhxh.token_path, bhxh.checkin_path, bhxh.submit_path),
             hub_paths=(hub.login_path, hub.push_path))
         runner = web.AppRunner(app, access_log=None)

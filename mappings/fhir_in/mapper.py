@@ -5,6 +5,7 @@ import hashlib
 from typing import Any
 
 from mappings.fhir_common import as_instant, document_id, ends_before_start, resource_id
+from mappings.fhir_in import checkup
 from mappings.fhir_in.identity import Identity, identity_issues, patient_issues
 from mappings.fhir_in.references import (
     fold_medications,
@@ -121,15 +122,15 @@ def _without_nulls(value: Any) -> Any:
     return value
 
 
-def _episode_id(encounter: dict[str, Any]) -> str:
-    """Facility (serviceProvider MoH id, else the visit system's namespace) plus visit number."""
+def _episode_id(encounter: dict[str, Any], health_check: bool = False) -> str:
+    """Facility (serviceProvider MoH id, else the visit system's namespace), KSK for a health check, visit number."""
     identifier = encounter["identifier"][0]
     provider = (encounter.get("serviceProvider") or {}).get("identifier") or {}
     if provider.get("system") == systems.MOH_FACILITY and provider.get("value"):
         facility = provider["value"]
     else:
         facility = str(identifier.get("system", "")).removeprefix(VISIT_PREFIX)
-    return document_id(facility, identifier["value"])
+    return document_id(facility, *(("KSK",) if health_check else ()), identifier["value"])
 
 
 def _event_time(resources: list[dict[str, Any]], bundle: dict[str, Any] | None) -> str:
@@ -198,13 +199,18 @@ def _map_bundle(bundle: dict[str, Any]) -> MappingResult:
     kept, folded = fold_medications(kept)
     issues += unresolved(every) + folded
     immunizations = [r for _, _, r in kept if r["resourceType"] == "Immunization"]
+    compositions = [e["resource"] for e in bundle.get("entry") or [] if (e.get("resource") or {}).get(
+        "resourceType") == "Composition"]
+    health_check = bool(encounters) and checkup.is_health_check([*compositions, *(r for _, _, r in kept)])
+    if health_check:
+        issues += checkup.form_issues([(index, resource) for index, _, resource in kept])
     if not encounters and not immunizations:
         issues.append(Issue("Bundle.entry", "required", "an Encounter (episode) or an Immunization is required"))
     if _errors(issues):
         return MappingResult(issues=tuple(issues))
     kind: DocumentKind
     if encounters:
-        doc_id, kind = _episode_id(encounters[0][1]), "episode"
+        doc_id, kind = _episode_id(encounters[0][1], health_check), "health_check" if health_check else "episode"
     else:
         doc_id, kind = _immunization_id(identity, immunizations), "immunization"
     resources = adopt(doc_id, [(full_url, with_logical_references(resource)) for _, full_url, resource in kept], {})
