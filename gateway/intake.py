@@ -1,10 +1,11 @@
 """HL7 v2 intake: screen a framed message, store it durably, and only then acknowledge it.
 
 Acknowledgement modes. Original mode (MSH-15 and MSH-16 empty) answers AA/AE/AR; enhanced mode (either
-valued) answers the commit acknowledgement CA/CE/CR as MSH-15 asks (HL7 table 0155): AL or empty always, NE
-never, ER only for a refusal, SU only for an acceptance. When none is due nothing is written back and the
-connection stays open for the next message; the message is stored (or refused) all the same.
-`mllp.honour_accept_ack_type = false` answers every message, for senders that set NE and wait anyway.
+valued) answers the commit acknowledgement CA/CE/CR. Every complete frame is answered by default, whatever
+MSH-15 asks, since a sender that waits for an answer it asked not to get stalls its queue. With
+`mllp.honour_accept_ack_type = true` MSH-15 is followed (HL7 table 0155): AL or empty always, NE never, ER only
+for a refusal, SU only for an acceptance; when none is due nothing is written back and the connection stays
+open for the next message; the message is stored (or refused) all the same.
 No application acknowledgement follows (MSH-16): once a message is stored, turning it into a health-book
 record is the gateway's own job, visible in its queues and dead-letter state.
 

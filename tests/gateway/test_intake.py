@@ -71,14 +71,14 @@ async def test_accepted_processing_ids_are_a_setting(tmp_path: Path) -> None:
     ("AL", "NE", {"CA", "CE", "CR"}), ("", "AL", {"CA", "CE", "CR"}), ("NE", "NE", set()), ("NE", "AL", set()),
     ("ER", "AL", {"CE", "CR"}), ("SU", "NE", {"CA"}),
 ])
-async def test_enhanced_mode_sends_the_commit_acks_msh15_asks_for(tmp_path: Path, msh15: str, msh16: str,
+async def test_enhanced_mode_sends_the_commit_acks_msh15_asks_for_when_followed(tmp_path: Path, msh15: str, msh16: str,
                                                                  answered: set[str]) -> None:
     """HL7 table 0155: AL always, NE never, ER on refusal, SU on success; the commit happens either way.
 
     A message that gets no answer is followed on the same connection by an original-mode one: the next
-    answer read is that one's, so nothing was written for the first.
+    answer read is that one's, so nothing was written for the first. The site asked for MSH-15 to be followed.
     """
-    async with running_intake(tmp_path) as intake:
+    async with running_intake(tmp_path, honour_accept_ack_type=True) as intake:
         reader, writer = await intake.connect()
         seen: set[str] = set()
         changes: list[dict[str, str]] = [{}, {"pid3": ""}, {"message_type": "SIU^S12"}]
@@ -263,3 +263,12 @@ def test_a_replay_file_may_hold_several_messages_framed_or_not() -> None:
     data = b"\x0b" + hl7("A").encode() + b"\x1c\r" + hl7("B", terminator="\n").encode() + b"\n\n"
     headers = [parse_header(message.decode()) for message in split_messages(data)]
     assert [header.control_id for header in headers if isinstance(header, MessageHeader)] == ["A", "B"]
+
+
+@pytest.mark.parametrize("msh15", ["AL", "NE", "ER", "SU", ""])
+async def test_every_complete_frame_is_answered_by_default_whatever_msh15_asks(tmp_path: Path, msh15: str) -> None:
+    async with running_intake(tmp_path) as intake:
+        accepted = ack_segments(await intake.send(hl7(f"D{msh15}", msh15=msh15, msh16="NE")))
+        refused = ack_segments(await intake.send(hl7(f"R{msh15}", msh15=msh15, msh16="NE", pid3="")))
+    assert accepted["MSA"][0][1:3] == ["CA", f"D{msh15}"]
+    assert refused["MSA"][0][1:3] == ["CE", f"R{msh15}"]

@@ -104,8 +104,8 @@ async def test_a_stray_blank_in_msh_9_is_not_echoed_into_the_ack(tmp_path: Path)
     assert ack_end["MSA"][0][1] == "AA" and ack_end["MSH"][0][8] == "ACK^A01^ACK"
 
 
-async def test_msh_15_ne_gets_no_answer_but_is_stored(tmp_path: Path) -> None:
-    async with running_intake(tmp_path) as intake:
+async def test_msh_15_ne_gets_no_answer_but_is_stored_when_the_site_follows_msh_15(tmp_path: Path) -> None:
+    async with running_intake(tmp_path, honour_accept_ack_type=True) as intake:
         reader, writer = await intake.connect()
         writer.write(START_BLOCK + hl7("NE1", msh15="NE", msh16="NE").encode() + END_BLOCK)
         next_ack = ack_segments(await exchange(reader, writer, hl7("NE2")))
@@ -114,7 +114,7 @@ async def test_msh_15_ne_gets_no_answer_but_is_stored(tmp_path: Path) -> None:
         assert intake.rows("SELECT control_id FROM messages ORDER BY id") == [("NE1",), ("NE2",)]
 
 
-async def test_msh_15_ne_is_answered_when_the_site_turns_msh_15_off(tmp_path: Path) -> None:
-    async with running_intake(tmp_path, honour_accept_ack_type=False) as intake:
+async def test_msh_15_ne_is_answered_by_default(tmp_path: Path) -> None:
+    async with running_intake(tmp_path) as intake:
         ack = ack_segments(await intake.send(hl7("NE3", msh15="NE", msh16="NE")))
     assert ack["MSA"][0][1:3] == ["CA", "NE3"]
