@@ -43,6 +43,7 @@ from gateway.store.postgres_schema import migrate
 from mappings.model import Document
 
 T = TypeVar("T")
+COMMAND_TIMEOUT_SECONDS = 60.0
 
 
 class PostgresStore:
@@ -65,7 +66,9 @@ class PostgresStore:
     async def open(self, *, owner: bool = False) -> PostgresStore:
         """Connect and migrate; the owner (a serving node) registers itself and takes over dead nodes' leases."""
         try:
-            self._pool = await asyncpg.create_pool(self._dsn, min_size=1, max_size=self._pool_size)
+            # A database that stops answering fails the operation (no ACK) instead of hanging it for good.
+            self._pool = await asyncpg.create_pool(self._dsn, min_size=1, max_size=self._pool_size,
+                                                   command_timeout=COMMAND_TIMEOUT_SECONDS)
             async with self._pool.acquire() as connection:
                 await migrate(connection)
             if owner:
