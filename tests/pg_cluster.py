@@ -73,6 +73,7 @@ class PostgresCluster:
         return self
 
     def _run(self, program: str, *args: str) -> None:
+        """Run one of the server's programs as its user; a failure shows the program's and the server's log."""
         result = subprocess.run(_as_server_user([str(self.bin / program), *args]), check=False, capture_output=True,
                                 text=True, timeout=120)
         if result.returncode != 0:
@@ -81,6 +82,7 @@ class PostgresCluster:
                                f"{log.read_text() if log.exists() else ''}")
 
     def dsn(self, database: str = "postgres") -> str:
+        """The URI of one database on this server (trust authentication: no password)."""
         return f"postgresql://postgres@127.0.0.1:{self.port}/{database}"
 
     def new_database(self) -> str:

@@ -64,6 +64,7 @@ class StoreBackend:
         await self.rows(f"CREATE TRIGGER refuse BEFORE INSERT ON {table} FOR EACH ROW EXECUTE FUNCTION refuse()")
 
     async def allow_inserts(self, table: str) -> None:
+        """Drop the trigger of refuse_inserts: the database works again."""
         if self.name == "sqlite":
             await self.rows("DROP TRIGGER refuse")
         else:
