@@ -270,20 +270,19 @@ class SqliteStore:
     # ---- outbox: submission stage --------------------------------------------------------------
 
     async def claim_submissions(self, limit: int) -> list[ClaimedSubmission]:
-        """Lease due submissions, never one whose patient still has an earlier one undelivered."""
+        """Lease due submissions, never one whose patient still has an earlier one undelivered.
+
+        Only each patient's head of line can be due (outbox_heads, kept by triggers), so a claim costs the
+        same however long a patient's backlog is: it never holds up the acknowledgements committed beside it.
+        """
         def claim(db: sqlite3.Connection) -> list[tuple[Any, ...]]:
             now = time.time()
             return db.execute(
                 "UPDATE outbox SET state = 'in_flight', lease_until = ?, attempts = attempts + 1 WHERE id IN ("
-                " SELECT o.id FROM outbox o"
-                " WHERE ((o.state = 'pending' AND o.next_attempt_at <= ?)"
-                "   OR (o.state = 'in_flight' AND o.lease_until < ?))"
-                " AND NOT EXISTS (SELECT 1 FROM outbox e WHERE e.patient_key = o.patient_key AND e.id < o.id"
-                "   AND e.state IN ('pending', 'in_flight'))"
-                " ORDER BY o.id LIMIT ?)"
+                " SELECT outbox_id FROM outbox_heads WHERE due_at <= ? ORDER BY due_at LIMIT ?)"
                 " RETURNING id, channel, idempotency_key, document_id, version, content_type, body, attempts,"
                 " first_received_at",
-                (now + self._lease, now, now, limit),
+                (now + self._lease, now, limit),
             ).fetchall()
         rows = await self._write(claim)
         claimed = [
@@ -321,17 +320,18 @@ class SqliteStore:
     # ---- observation ---------------------------------------------------------------------------
 
     async def queue_depths(self) -> dict[tuple[str, str], int]:
-        """Counts by (queue, state), for the queue-depth gauge and `status`."""
-        rows = await self._read(
-            "SELECT 'inbox', state, count(*) FROM messages GROUP BY state"
-            " UNION ALL SELECT 'outbox', state, count(*) FROM outbox GROUP BY state")
+        """Counts by (queue, state), for the queue-depth gauge and `status`: kept by triggers, never counted."""
+        rows = await self._read("SELECT queue, state, count FROM queue_counts WHERE count > 0")
         return {(queue, state): count for queue, state, count in rows}
 
     async def oldest_pending_received_at(self) -> float | None:
-        """When the oldest acknowledged, not yet delivered item was acknowledged."""
+        """When the oldest acknowledged, not yet delivered item was acknowledged: three index seeks (messages
+        are stored in the order they are acknowledged, so the first received one is the oldest)."""
         rows = await self._read(
-            "SELECT min(t) FROM (SELECT min(received_at) AS t FROM messages WHERE state = 'received'"
-            " UNION ALL SELECT min(first_received_at) FROM outbox WHERE state IN ('pending', 'in_flight'))")
+            "SELECT min(t) FROM (SELECT received_at AS t FROM (SELECT received_at FROM messages"
+            "   WHERE state = 'received' ORDER BY id LIMIT 1)"
+            " UNION ALL SELECT min(first_received_at) FROM outbox WHERE state = 'pending'"
+            " UNION ALL SELECT min(first_received_at) FROM outbox WHERE state = 'in_flight')")
         return rows[0][0] if rows else None
 
     # ---- upkeep and operator work (the SQL is in sqlite_admin.py) ------------------------------
