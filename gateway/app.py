@@ -13,7 +13,7 @@ from adapters.mllp import MllpServer
 from adapters.portal.base import PortalChannel
 from adapters.portal.emulator import EmulatorConfig, create_emulator_app
 from adapters.tls import server_ssl_context
-from gateway.channels import build_submissions, open_channels
+from gateway.channels import SubmissionBuilder, open_channels
 from gateway.config import Settings
 from gateway.fhir_intake import FhirIntake
 from gateway.intake import Hl7Intake
@@ -73,10 +73,12 @@ class Gateway:
         self.store = await open_store(s.store, owner=True, on_batch=self.metrics.group_commit_batch.observe)
         self._channels = open_channels(s.portal, self.metrics)
         facility = facility_info(s)
+        # a hardware token's session stays in this process: sign in a thread of it
+        signing_processes = 0 if s.signing.source == "pkcs11" else s.pipeline.signing_processes
         self._pipeline = Pipeline(
-            self.store, self.metrics, s.pipeline,
-            lambda document: build_submissions(document, facility, signer, s.portal),
-            self._channels, lambda: mapping_executor(s.pipeline.mapping_processes))
+            self.store, self.metrics, s.pipeline, SubmissionBuilder(facility, s.signing, s.portal, signer),
+            self._channels, lambda: mapping_executor(s.pipeline.mapping_processes),
+            signing_processes=signing_processes)
         await self._pipeline.start()
         self._retention = Retention(self.store, self.metrics, s.store.retention_days)
         self._retention.start()

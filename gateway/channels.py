@@ -14,9 +14,9 @@ from typing import Any, Protocol
 from adapters.portal.base import PortalChannel, Submission
 from adapters.portal.bhxh import BhxhChannel
 from adapters.portal.hub import HubChannel
-from gateway.config import ChannelSettings, PortalSettings
+from gateway.config import ChannelSettings, PortalSettings, SigningSettings
 from gateway.metrics import Metrics
-from gateway.signing import Signer
+from gateway.signing import Signer, load_signer
 from gateway.submissions import SubmissionBuildError, bhxh_body, hub_body
 from mappings.model import Document, FacilityInfo
 
@@ -93,3 +93,28 @@ def build_submissions(document: Document, facility: FacilityInfo, signer: Signer
         if body is not None:
             built.append(submission_for(spec, document.document_id, document.version, body))
     return built
+
+
+class SubmissionBuilder:
+    """build_submissions bound to the facility and its settings. It pickles without its key, so each signing
+    process loads its own from the same signing settings on first use."""
+
+    def __init__(self, facility: FacilityInfo, signing: SigningSettings, portal: PortalSettings,
+                 signer: Signer | None = None) -> None:
+        self._facility = facility
+        self._signing = signing
+        self._portal = portal
+        self._signer = signer
+
+    def __call__(self, document: Document) -> list[Submission]:
+        """The document signed for each channel that takes it."""
+        if self._signer is None:
+            self._signer = load_signer(self._signing)
+        return build_submissions(document, self._facility, self._signer, self._portal)
+
+    def __getstate__(self) -> tuple[FacilityInfo, SigningSettings, PortalSettings]:
+        return self._facility, self._signing, self._portal
+
+    def __setstate__(self, state: tuple[FacilityInfo, SigningSettings, PortalSettings]) -> None:
+        self._facility, self._signing, self._portal = state
+        self._signer = None

@@ -15,7 +15,7 @@ from adapters.portal.base import PermanentPortalError, Receipt, Submission, Tran
 from gateway.config import PipelineSettings
 from gateway.encryption import PayloadCipher
 from gateway.metrics import Metrics
-from gateway.pipeline import MAX_MAPPING_ATTEMPTS, Pipeline, _reason, backoff_delay, mapping_executor
+from gateway.pipeline import MAX_MAPPING_ATTEMPTS, Pipeline, backoff_delay, mapping_executor, reason_label
 from gateway.signing import SigningError
 from gateway.store import Inbound, SqliteStore
 from gateway.store.admin import ItemRef, QueueAdmin
@@ -353,7 +353,9 @@ async def test_one_message_that_keeps_failing_does_not_get_its_neighbours_parked
                     build=first_always_fails_second_fails_once)
     with sqlite3.connect(store.path) as db:
         rows = db.execute("SELECT state, attempts FROM messages ORDER BY id").fetchall()
-    assert rows == [("dead", MAX_MAPPING_ATTEMPTS), ("mapped", 2)]
+    # signed beside the first, its hiccup is charged only if it is met once the first is parked
+    assert rows[0] == ("dead", MAX_MAPPING_ATTEMPTS)
+    assert rows[1][0] == "mapped" and rows[1][1] in (1, 2)
 
 
 def test_backoff_grows_with_attempts_and_stays_under_the_cap() -> None:
@@ -371,7 +373,7 @@ def test_backoff_grows_with_attempts_and_stays_under_the_cap() -> None:
     (TransientPortalError("timeout"), "no_answer"),
 ])
 def test_failure_labels_are_bounded_and_tell_refusals_apart(error: Exception, label: str) -> None:
-    assert _reason(error) == label
+    assert reason_label(error) == label
 
 
 class WorkerKillingPool(Executor):
