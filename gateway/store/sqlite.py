@@ -14,7 +14,7 @@ import json
 import os
 import sqlite3
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -174,15 +174,19 @@ class SqliteStore:
 
     # ---- inbox: mapping stage ------------------------------------------------------------------
 
-    async def claim_messages(self, limit: int) -> list[ClaimedMessage]:
-        """Lease received messages in arrival order; an expired lease (a crash) makes them claimable again."""
+    async def claim_messages(self, limit: int, *, excluding: Sequence[int] = ()) -> list[ClaimedMessage]:
+        """Lease received messages in arrival order; an expired lease (a crash) makes them claimable again,
+        except for the messages `excluding`, which the caller still holds."""
+        held = json.dumps(list(excluding))
+
         def claim(db: sqlite3.Connection) -> list[tuple[Any, ...]]:
             now = time.time()
             return db.execute(
                 "UPDATE messages SET lease_until = ?, attempts = attempts + 1 WHERE id IN ("
-                " SELECT id FROM messages WHERE state = 'received' AND lease_until < ? ORDER BY id LIMIT ?)"
+                " SELECT id FROM messages WHERE state = 'received' AND lease_until < ?"
+                "   AND id NOT IN (SELECT value FROM json_each(?)) ORDER BY id LIMIT ?)"
                 " RETURNING id, source, message_type, correlation_id, received_at, payload, attempts",
-                (now + self._lease, now, limit),
+                (now + self._lease, now, held, limit),
             ).fetchall()
         rows = await self._write(claim)
         claimed = [ClaimedMessage(r[0], r[1], r[2], r[3], r[4], self._cipher.open(r[5], b"messages"), r[6])
@@ -293,11 +297,12 @@ class SqliteStore:
         return sorted(claimed, key=lambda item: item.id)
 
     async def mark_delivered(self, outbox_id: int, receipt: Receipt) -> None:
-        """Record the portal's acceptance and archive its receipt (the portal keeps results only 60 days)."""
+        """Record the portal's acceptance and archive its receipt (the portal keeps results only 60 days).
+        The signed body is dropped at once: it can be built again from the document, which is kept."""
         def deliver(db: sqlite3.Connection) -> None:
             now = time.time()
-            db.execute("UPDATE outbox SET state = 'delivered', finished_at = ?, lease_until = 0, reason = NULL"
-                       " WHERE id = ?", (now, outbox_id))
+            db.execute("UPDATE outbox SET state = 'delivered', finished_at = ?, lease_until = 0, reason = NULL,"
+                       " body = NULL WHERE id = ?", (now, outbox_id))
             db.execute(
                 "INSERT OR REPLACE INTO receipts (outbox_id, channel, transaction_id, received_at, result_code, raw,"
                 " archived_at) SELECT id, channel, ?, ?, ?, ?, ? FROM outbox WHERE id = ?",

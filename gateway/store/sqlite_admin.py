@@ -37,7 +37,7 @@ _PURGES = {
         " AND m.finished_at < :cutoff AND NOT EXISTS (SELECT 1 FROM documents d JOIN outbox o"
         "   ON o.document_id = d.document_id AND o.version = d.version"
         f"   WHERE d.message_id = m.id AND o.state IN {_UNFINISHED}) LIMIT :chunk)"),
-    "outbox": (
+    "outbox": (  # a delivered body is dropped on delivery already (SqliteStore.mark_delivered)
         "UPDATE outbox SET body = NULL, purged_at = :now WHERE id IN ("
         " SELECT id FROM outbox WHERE body IS NOT NULL AND state IN ('delivered', 'superseded', 'discarded')"
         " AND finished_at < :cutoff LIMIT :chunk)"),
@@ -69,9 +69,13 @@ def audit(db: sqlite3.Connection, operator: str, action: str, ref: ItemRef, deta
 def read_payload(db: sqlite3.Connection, ref: ItemRef, operator: str) -> bytes:
     """The sealed payload, its viewing audited in the same transaction."""
     queue = QUEUES[ref.queue]
-    row = db.execute(f"SELECT {queue.payload} FROM {queue.table} WHERE id = ?", (ref.id,)).fetchone()
+    row = db.execute(f"SELECT {queue.payload}, state, purged_at FROM {queue.table} WHERE id = ?",
+                     (ref.id,)).fetchone()
     if row is None:
         raise AdminError(f"there is no item {ref}")
+    if row[0] is None and row[1] == "delivered" and row[2] is None:
+        raise AdminError(f"the signed body of {ref} was dropped once the portal accepted it; its receipt and"
+                         " the document it was built from are kept")
     if row[0] is None:
         raise AdminError(f"the payload of {ref} was purged by the retention policy; its metadata is kept")
     audit(db, operator, "show-payload", ref)

@@ -67,7 +67,7 @@ async def test_old_delivered_work_loses_its_payloads_but_keeps_metadata_and_rece
 
     purged = await purge_expired(store, time.time() - 30 * DAY)
 
-    assert purged == {"messages": 1, "outbox": 1, "documents": 1}
+    assert purged == {"messages": 1, "outbox": 0, "documents": 1}  # the delivered body went on delivery
     path = store.path
     assert sql(path, "SELECT control_id, payload IS NULL, purged_at IS NOT NULL, state FROM messages ORDER BY id") == [
         ("C1", 1, 1, "mapped"),  # delivered: purged
@@ -107,6 +107,8 @@ async def test_a_purged_payload_is_reported_as_purged_to_the_operator(store: Sql
     age_everything(store.path, 31)
     await purge_expired(store, time.time() - 30 * DAY)
     with pytest.raises(AdminError, match="purged by the retention policy"):
+        await QueueAdmin(store, "tester").payload(ItemRef("inbox", 1))
+    with pytest.raises(AdminError, match="dropped once the portal accepted it"):
         await QueueAdmin(store, "tester").payload(ItemRef("outbox", delivered))
 
 
@@ -120,13 +122,13 @@ async def test_the_periodic_task_purges_and_counts(store: SqliteStore) -> None:
     retention.start()
     try:
         for _ in range(100):
-            if sql(store.path, "SELECT body IS NULL FROM outbox") == [(1,)]:
+            if sql(store.path, "SELECT payload IS NULL FROM messages") == [(1,)]:
                 break
             await asyncio.sleep(0.05)
     finally:
         await retention.stop()
-    assert sql(store.path, "SELECT body IS NULL FROM outbox") == [(1,)]
-    assert metrics.registry.get_sample_value("healthbook_gateway_purged_payloads_total", {"table": "outbox"}) == 1
+    assert sql(store.path, "SELECT payload IS NULL FROM messages") == [(1,)]
+    assert metrics.registry.get_sample_value("healthbook_gateway_purged_payloads_total", {"table": "messages"}) == 1
 
 
 async def test_purge_works_in_chunks_until_done(store: SqliteStore, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -136,4 +138,4 @@ async def test_purge_works_in_chunks_until_done(store: SqliteStore, monkeypatch:
         await store.claim_submissions(10)
         await store.mark_delivered(outbox_id, Receipt(f"TX-{n}", "202603120830", "000"))
     age_everything(store.path, 31)
-    assert await purge_expired(store, time.time() - 30 * DAY) == {"messages": 5, "outbox": 5, "documents": 5}
+    assert await purge_expired(store, time.time() - 30 * DAY) == {"messages": 5, "outbox": 0, "documents": 5}
