@@ -16,7 +16,6 @@ import argparse
 import asyncio
 import json
 import os
-import sqlite3
 import statistics
 import sys
 import tempfile
@@ -25,6 +24,9 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "bench"))
+
+from bench_mllp import durable_commit_ms  # noqa: E402
 
 from adapters.portal.base import Submission  # noqa: E402
 from gateway.encryption import PayloadCipher  # noqa: E402
@@ -39,23 +41,6 @@ def percentile(values: list[float], fraction: float) -> float:
     """The value below which `fraction` of the sorted values lie."""
     ordered = sorted(values)
     return ordered[max(0, int(len(ordered) * fraction) - 1)]
-
-
-def durable_commit_ms(directory: Path, count: int = 200) -> float:
-    """Median milliseconds of one committed, fsync'd single-row transaction on this disk."""
-    db = sqlite3.connect(directory / "commit.db", isolation_level=None)
-    db.execute("PRAGMA journal_mode=WAL")
-    db.execute("PRAGMA synchronous=FULL")
-    db.execute("CREATE TABLE t (id INTEGER PRIMARY KEY, payload BLOB)")
-    timings = []
-    for _ in range(count):
-        started = time.perf_counter()
-        db.execute("BEGIN IMMEDIATE")
-        db.execute("INSERT INTO t (payload) VALUES (?)", (os.urandom(1200),))
-        db.execute("COMMIT")
-        timings.append(time.perf_counter() - started)
-    db.close()
-    return statistics.median(timings) * 1000
 
 
 async def fill(store: SqliteStore, backlog: int, patients: int) -> None:
