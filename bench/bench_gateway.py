@@ -14,8 +14,8 @@ its signature, CPU a real portal spends elsewhere: it is printed apart, and the 
    mapped and delivered, and the emulator must hold exactly one accepted submission per message.
 Printed: delivered documents/s from the first message to the last delivery and over the drain alone; CPU
 per delivered message of the gateway process, the mapping workers, the signing workers and the emulator;
-then, with the gateway stopped, the store's bytes per delivered message (file growth) and what each table's
-payload column holds on average.
+then, with the gateway stopped, the store's bytes per delivered message (pages in use, and file growth)
+and the average sealed message and document.
 
     .venv/bin/python bench/bench_gateway.py [--backlog 2000] [--seconds 5] [--connections 16]
 """
@@ -84,17 +84,24 @@ def drain(gateway: GatewayProcess) -> float:
     raise RuntimeError(f"the backlog did not drain within {DRAIN_TIMEOUT:.0f} s")
 
 
-def store_bytes(database: Path) -> int:
-    """The store's size on disk: the file and its write-ahead log."""
-    return sum(path.stat().st_size for path in (database, database.with_name(database.name + "-wal"))
-               if path.exists())
+def store_bytes(database: Path) -> tuple[int, int]:
+    """The store's size on disk (the file and its write-ahead log), and the bytes its pages in use hold
+    (free pages, left by bodies deleted on delivery, are reused by later rows)."""
+    on_disk = sum(path.stat().st_size for path in (database, database.with_name(database.name + "-wal"))
+                  if path.exists())
+    if not database.exists():
+        return on_disk, 0
+    with sqlite3.connect(database) as db:
+        (pages,), (free,), (size,) = (db.execute(f"PRAGMA {name}").fetchone()
+                                      for name in ("page_count", "freelist_count", "page_size"))
+    return on_disk, (pages - free) * size
 
 
 def payload_bytes(database: Path) -> dict[str, float]:
     """Average stored (sealed) payload bytes per row of each table, read without the key."""
     with sqlite3.connect(database) as db:
         return {table: db.execute(f"SELECT coalesce(avg(coalesce(length({column}), 0)), 0) FROM {table}").fetchone()[0]
-                for table, column in (("messages", "payload"), ("documents", "bundle"), ("outbox", "body"))}
+                for table, column in (("messages", "payload"), ("documents", "bundle"))}
 
 
 def run(connections: int, backlog: int, seconds: float, warmup: float, directory: Path) -> dict[str, float]:
@@ -108,7 +115,7 @@ def run(connections: int, backlog: int, seconds: float, warmup: float, directory
         gateway.start()
         assert gateway.process is not None
         time.sleep(2.0)  # the worker processes finish starting before their CPU is counted
-        empty = store_bytes(database)
+        empty_disk, empty_used = store_bytes(database)
         cpu_before = stage_cpu(gateway.process.pid, emulator.pid)
         started = time.perf_counter()
         asyncio.run(preload(gateway.mllp_port, backlog, connections))
@@ -128,11 +135,13 @@ def run(connections: int, backlog: int, seconds: float, warmup: float, directory
         raise RuntimeError(f"{acknowledged:.0f} acknowledged but the portal accepted {len(accepted)} "
                            f"({len(set(accepted))} distinct)")
     delivered = len(accepted)
+    disk, used = store_bytes(database)
     cpu = {stage: (cpu_after.get(stage, 0.0) - cpu_before.get(stage, 0.0)) / delivered for stage in STAGES}
     return {**burst, "delivered": delivered, "elapsed_s": elapsed, "left_at_burst_end": left,
             "drain_s": drain_s, "burst_s": burst_end - started,
             **{f"cpu_ms_{stage}": seconds * 1000 for stage, seconds in cpu.items()},
-            "bytes_per_delivered": (store_bytes(database) - empty) / delivered,
+            "disk_bytes_per_delivered": (disk - empty_disk) / delivered,
+            "bytes_per_delivered": (used - empty_used) / delivered,
             **{f"payload_{table}": size for table, size in payload_bytes(database).items()}}
 
 
@@ -158,8 +167,9 @@ def main() -> int:
     print("CPU per delivered message: " + ", ".join(
         f"{description} {r[f'cpu_ms_{stage}']:.2f} ms" for stage, description in STAGES.items()))
     print(f"store: {r['bytes_per_delivered'] / 1024:.1f} KiB per delivered message before the retention purge "
-          f"(file growth); sealed payloads per row: message {r['payload_messages']:.0f} B, document "
-          f"{r['payload_documents']:.0f} B, outbox body {r['payload_outbox']:.0f} B")
+          f"(pages in use; the file grew {r['disk_bytes_per_delivered'] / 1024:.1f} KiB per message, its free pages "
+          f"reused by later rows); sealed payloads per row: message {r['payload_messages']:.0f} B, document "
+          f"{r['payload_documents']:.0f} B")
     print(json.dumps({"delivered_per_s": round(total / r["elapsed_s"], 1),
                       "drain_per_s": round(r["left_at_burst_end"] / max(r["drain_s"], 1e-9), 1),
                       "ack_p99_ms_while_draining": round(r["p99_ms"], 2),

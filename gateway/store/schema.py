@@ -112,8 +112,15 @@ MIGRATIONS: tuple[str, ...] = (
     """,
     # 4: work that costs the same however much the store holds: each patient's head of line, kept by
     # triggers, so claiming a submission is one index seek; item counts by state, kept by triggers, so a
-    # scrape counts nothing; the age of the oldest unfinished submission by index
+    # scrape counts nothing; the age of the oldest unfinished submission by index. Signed bodies in a table
+    # of their own, so the rows deleted on delivery free whole pages for new ones.
     f"""
+    CREATE TABLE outbox_bodies (
+        outbox_id INTEGER PRIMARY KEY REFERENCES outbox (id),
+        body      BLOB    NOT NULL                   -- sealed; deleted on delivery, or purged by retention
+    );
+    INSERT INTO outbox_bodies (outbox_id, body) SELECT id, body FROM outbox WHERE body IS NOT NULL;
+    ALTER TABLE outbox DROP COLUMN body;
     DROP INDEX outbox_work;
     DROP INDEX outbox_patient;
     CREATE INDEX outbox_unfinished ON outbox (patient_key, state, id);

@@ -43,10 +43,14 @@ from mappings.model import Document
 
 T = TypeVar("T")
 log = get_logger(__name__)
+# Sealed documents are about 2 KB: a 4 KB page holds one and wastes the rest; 8 KB pages waste a third as
+# much, and an acknowledgement's commit still writes only a few of them.
+PAGE_SIZE = 8192
 
 
 def _connect_writer(path: Path) -> sqlite3.Connection:
     connection = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+    connection.execute(f"PRAGMA page_size = {PAGE_SIZE}")  # a new file only; an existing one keeps its own
     connection.execute("PRAGMA journal_mode=WAL")
     connection.execute("PRAGMA synchronous=FULL")
     connection.execute("PRAGMA foreign_keys=ON")
@@ -257,13 +261,17 @@ class SqliteStore:
                 " WHERE document_id = ? AND channel = ? AND version < ? AND state = 'pending'",
                 (now, item.version, *replaced))
             first_received_at = min(received_at, replaced_since) if replaced_since else received_at
-            db.execute(
+            inserted = db.execute(
                 "INSERT INTO outbox (channel, idempotency_key, document_id, version, patient_key, content_type,"
-                " first_received_at, created_at, state, next_attempt_at, body)"
-                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, 'pending', ?, ?) ON CONFLICT (channel, idempotency_key) DO NOTHING",
+                " first_received_at, created_at, state, next_attempt_at)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, 'pending', ?) ON CONFLICT (channel, idempotency_key) DO NOTHING"
+                " RETURNING id",
                 (item.channel, item.idempotency_key, item.document_id, item.version,
-                 patients[(item.document_id, item.version)], item.content_type, first_received_at, now, now,
-                 self._cipher.seal(item.body, b"outbox")))
+                 patients[(item.document_id, item.version)], item.content_type, first_received_at, now, now),
+            ).fetchone()
+            if inserted is not None:
+                db.execute("INSERT INTO outbox_bodies (outbox_id, body) VALUES (?, ?)",
+                           (inserted[0], self._cipher.seal(item.body, b"outbox")))
         db.execute("UPDATE messages SET state = 'mapped', finished_at = ?, lease_until = 0 WHERE id = ?",
                    (now, outcome.message_id))
 
@@ -279,19 +287,22 @@ class SqliteStore:
         Only each patient's head of line can be due (outbox_heads, kept by triggers), so a claim costs the
         same however long a patient's backlog is: it never holds up the acknowledgements committed beside it.
         """
-        def claim(db: sqlite3.Connection) -> list[tuple[Any, ...]]:
+        def claim(db: sqlite3.Connection) -> tuple[list[tuple[Any, ...]], dict[int, bytes]]:
             now = time.time()
-            return db.execute(
+            rows = db.execute(
                 "UPDATE outbox SET state = 'in_flight', lease_until = ?, attempts = attempts + 1 WHERE id IN ("
                 " SELECT outbox_id FROM outbox_heads WHERE due_at <= ? ORDER BY due_at LIMIT ?)"
-                " RETURNING id, channel, idempotency_key, document_id, version, content_type, body, attempts,"
+                " RETURNING id, channel, idempotency_key, document_id, version, content_type, attempts,"
                 " first_received_at",
                 (now + self._lease, now, limit),
             ).fetchall()
-        rows = await self._write(claim)
+            bodies = db.execute("SELECT outbox_id, body FROM outbox_bodies WHERE outbox_id IN"
+                                " (SELECT value FROM json_each(?))", (json.dumps([r[0] for r in rows]),)).fetchall()
+            return rows, {outbox_id: body for outbox_id, body in bodies}
+        rows, bodies = await self._write(claim)
         claimed = [
             ClaimedSubmission(
-                r[0], Submission(r[1], r[2], r[3], r[4], self._cipher.open(r[6], b"outbox"), r[5]), r[7], r[8])
+                r[0], Submission(r[1], r[2], r[3], r[4], self._cipher.open(bodies[r[0]], b"outbox"), r[5]), r[6], r[7])
             for r in rows
         ]
         return sorted(claimed, key=lambda item: item.id)
@@ -301,8 +312,9 @@ class SqliteStore:
         The signed body is dropped at once: it can be built again from the document, which is kept."""
         def deliver(db: sqlite3.Connection) -> None:
             now = time.time()
-            db.execute("UPDATE outbox SET state = 'delivered', finished_at = ?, lease_until = 0, reason = NULL,"
-                       " body = NULL WHERE id = ?", (now, outbox_id))
+            db.execute("UPDATE outbox SET state = 'delivered', finished_at = ?, lease_until = 0, reason = NULL"
+                       " WHERE id = ?", (now, outbox_id))
+            db.execute("DELETE FROM outbox_bodies WHERE outbox_id = ?", (outbox_id,))
             db.execute(
                 "INSERT OR REPLACE INTO receipts (outbox_id, channel, transaction_id, received_at, result_code, raw,"
                 " archived_at) SELECT id, channel, ?, ?, ?, ?, ? FROM outbox WHERE id = ?",
