@@ -6,7 +6,7 @@ document into its signed body, and one line in CHANNELS; everything else reads f
 """
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Protocol
@@ -20,8 +20,9 @@ from gateway.signing import Signer, load_signer
 from gateway.submissions import SubmissionBuildError, bhxh_body, hub_body
 from mappings.model import Document, FacilityInfo
 
-# (document, the channel's settings, facility, signer, now) -> the signed body, or None: not for this channel
-Builder = Callable[[Document, Any, FacilityInfo, Signer, datetime], bytes | None]
+# (document, the channel's settings, facility, signer, now, practitioners' signers by licence)
+# -> the signed body, or None: not for this channel
+Builder = Callable[[Document, Any, FacilityInfo, Signer, datetime, Mapping[str, Signer]], bytes | None]
 
 
 class ChannelClient(Protocol):
@@ -75,10 +76,13 @@ def submission_for(spec: ChannelSpec, document_id: str, version: int, body: byte
 
 
 def build_submissions(document: Document, facility: FacilityInfo, signer: Signer, portal: PortalSettings,
-                      now: datetime | None = None) -> list[Submission]:
+                      now: datetime | None = None, practitioners: Mapping[str, Signer] | None = None
+                      ) -> list[Submission]:
     """Sign one document for each enabled channel that takes its kind; a disabled channel gets nothing.
 
-    A SigningError (certificate expired since start-up) is left to propagate: it is retryable.
+    `practitioners` are the doctors' own signers by licence (portal.hub.practitioner_signers), for the
+    blocks of a health-check form they sign. A SigningError (certificate expired since start-up) is left to
+    propagate: it is retryable.
     """
     now = now or datetime.now(UTC)
     built: list[Submission] = []
@@ -87,7 +91,7 @@ def build_submissions(document: Document, facility: FacilityInfo, signer: Signer
         if not settings.enabled:
             continue
         try:
-            body = spec.build(document, settings, facility, signer, now)
+            body = spec.build(document, settings, facility, signer, now, practitioners or {})
         except ValueError as exc:
             raise SubmissionBuildError(f"{document.kind} document {document.idempotency_key}: {exc}") from None
         if body is not None:
@@ -96,21 +100,31 @@ def build_submissions(document: Document, facility: FacilityInfo, signer: Signer
 
 
 class SubmissionBuilder:
-    """build_submissions bound to the facility and its settings. It pickles without its key, so each signing
+    """build_submissions bound to the facility and its settings. It pickles without its keys, so each signing
     process loads its own from the same signing settings on first use."""
 
     def __init__(self, facility: FacilityInfo, signing: SigningSettings, portal: PortalSettings,
-                 signer: Signer | None = None) -> None:
+                 signer: Signer | None = None, practitioners: Mapping[str, Signer] | None = None) -> None:
         self._facility = facility
         self._signing = signing
         self._portal = portal
         self._signer = signer
+        self._practitioners = practitioners
+
+    @property
+    def uses_token(self) -> bool:
+        """Whether a key is on a hardware token, whose session cannot be shared with another process."""
+        return any(settings.source == "pkcs11" for settings in (self._signing, *self._portal.hub.practitioner_signers))
 
     def __call__(self, document: Document) -> list[Submission]:
         """The document signed for each channel that takes it."""
         if self._signer is None:
             self._signer = load_signer(self._signing)
-        return build_submissions(document, self._facility, self._signer, self._portal)
+        if self._practitioners is None:
+            self._practitioners = {doctor.licence: load_signer(doctor)
+                                   for doctor in self._portal.hub.practitioner_signers}
+        return build_submissions(document, self._facility, self._signer, self._portal,
+                                 practitioners=self._practitioners)
 
     def __getstate__(self) -> tuple[FacilityInfo, SigningSettings, PortalSettings]:
         return self._facility, self._signing, self._portal
@@ -118,3 +132,4 @@ class SubmissionBuilder:
     def __setstate__(self, state: tuple[FacilityInfo, SigningSettings, PortalSettings]) -> None:
         self._facility, self._signing, self._portal = state
         self._signer = None
+        self._practitioners = None

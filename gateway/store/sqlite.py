@@ -342,13 +342,18 @@ class SqliteStore:
         return {(queue, state): count for queue, state, count in rows}
 
     async def oldest_pending_received_at(self) -> float | None:
-        """When the oldest acknowledged, not yet delivered item was acknowledged: three index seeks (messages
-        are stored in the order they are acknowledged, so the first received one is the oldest)."""
+        """When the oldest acknowledged, not yet delivered item (dead letters included) was acknowledged: a few
+        index seeks (messages are stored in the order they are acknowledged, so the first of a state is its
+        oldest)."""
         rows = await self._read(
-            "SELECT min(t) FROM (SELECT received_at AS t FROM (SELECT received_at FROM messages"
-            "   WHERE state = 'received' ORDER BY id LIMIT 1)"
+            "SELECT min(t) FROM ("
+            " SELECT received_at AS t FROM (SELECT received_at FROM messages WHERE state = 'received' ORDER BY id"
+            "   LIMIT 1)"
+            " UNION ALL SELECT received_at FROM (SELECT received_at FROM messages WHERE state = 'dead' ORDER BY id"
+            "   LIMIT 1)"
             " UNION ALL SELECT min(first_received_at) FROM outbox WHERE state = 'pending'"
-            " UNION ALL SELECT min(first_received_at) FROM outbox WHERE state = 'in_flight')")
+            " UNION ALL SELECT min(first_received_at) FROM outbox WHERE state = 'in_flight'"
+            " UNION ALL SELECT min(first_received_at) FROM outbox WHERE state = 'dead')")
         return rows[0][0] if rows else None
 
     # ---- upkeep and operator work (the SQL is in sqlite_admin.py) ------------------------------
