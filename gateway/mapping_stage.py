@@ -154,7 +154,7 @@ class MappingStage:
         outcomes: list[MappingOutcome] = []
         end = BatchEnd()
         try:
-            assembled = await self._assemble(messages, results)
+            assembled = await self._assemble(results)
             signed = await self._signing.sign([list(item.documents.values()) for item in assembled])
             for index, message in enumerate(messages):
                 with correlation(message.correlation_id, source=message.source):
@@ -183,21 +183,21 @@ class MappingStage:
             await self._release(unfinished, end)
         return not unfinished
 
-    async def _assemble(self, messages: Sequence[ClaimedMessage],
-                        results: Sequence[MapResult]) -> list[Assembled]:
+    async def _assemble(self, results: Sequence[MapResult]) -> list[Assembled]:
         """Each message's fragments onto the newest version of their document, in acknowledgement order."""
+        mapped = [result for result in results if isinstance(result, MappingResult) and result.ok]
+        committed = await self._store.latest_documents(
+            [fragment.document_id for result in mapped for fragment in result.fragments])
         built: dict[str, Document] = {}  # this batch's newest version of each document, not yet committed
         assembled = []
-        for message, result in zip(messages, results):
+        for result in results:
             item = Assembled()
             if isinstance(result, MappingResult) and result.ok:
                 try:
                     for fragment in result.fragments:
                         previous = item.documents.get(fragment.document_id) or built.get(fragment.document_id) \
-                            or await self._store.latest_document(fragment.document_id)
+                            or committed.get(fragment.document_id)
                         item.documents[fragment.document_id] = assemble(previous, fragment)
-                except StoreError:
-                    raise
                 except Exception as exc:  # a bug met by this message's data: charged to it
                     item = Assembled(failure=exc)
                 built.update(item.documents)

@@ -163,6 +163,10 @@ class Store(Protocol):
         """The version a new fragment of the episode builds on (its bundle is {} once purged)."""
         ...
 
+    async def latest_documents(self, document_ids: Sequence[str]) -> dict[str, Document]:
+        """latest_document of each, in one read; a document with no version yet is left out."""
+        ...
+
     async def finish_messages(self, outcomes: list[MappingOutcome]) -> None:
         """Finish a batch of mapped or refused messages, all or nothing."""
         ...

@@ -206,16 +206,20 @@ class SqliteStore:
 
     async def latest_document(self, document_id: str) -> Document | None:
         """The version a new fragment of the episode builds on (its bundle is {} once purged by retention)."""
+        return (await self.latest_documents([document_id])).get(document_id)
+
+    async def latest_documents(self, document_ids: Sequence[str]) -> dict[str, Document]:
+        """The newest version of each of these documents that exists, in one read (a batch's worth)."""
+        if not document_ids:
+            return {}
         rows = await self._read(
-            "SELECT version, kind, patient_key, bundle FROM documents WHERE document_id = ?"
-            " ORDER BY version DESC LIMIT 1", (document_id,))
-        if not rows:
-            return None
-        version, kind, patient_key, sealed = rows[0]
-        bundle = json.loads(self._cipher.open(sealed, b"documents")) if sealed is not None else None
-        if bundle is None:
-            return Document(document_id, version, kind, patient_key, {})
-        return Document(document_id, version, kind, patient_key, bundle)
+            "SELECT d.document_id, d.version, d.kind, d.patient_key, d.bundle FROM documents d"
+            " WHERE d.document_id IN (SELECT value FROM json_each(?))"
+            " AND d.version = (SELECT max(version) FROM documents WHERE document_id = d.document_id)",
+            (json.dumps(sorted(set(document_ids))),))
+        return {document_id: Document(document_id, version, kind, patient_key,
+                                      json.loads(self._cipher.open(sealed, b"documents")) if sealed is not None else {})
+                for document_id, version, kind, patient_key, sealed in rows}
 
     async def commit_mapping(self, message_id: int, documents: list[Document],
                              submissions: list[Submission]) -> None:
