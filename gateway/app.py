@@ -4,6 +4,7 @@ from __future__ import annotations
 import asyncio
 import signal
 import time
+from collections.abc import Callable
 
 from aiohttp import web
 
@@ -11,9 +12,12 @@ from adapters.fhir_api import FhirApi
 from adapters.mllp import MllpServer
 from adapters.portal.base import PortalChannel
 from adapters.portal.emulator import EmulatorConfig, create_emulator_app
+from adapters.portal.emulator.state import BhxhEmulatorAccount
 from adapters.tls import server_ssl_context
-from gateway.channels import SubmissionBuilder, open_channels
+from gateway.builder import SubmissionBuilder
+from gateway.channels import open_channels
 from gateway.config import Settings
+from gateway.facilities import Facilities, document_keys
 from gateway.fhir_intake import FhirIntake
 from gateway.intake import Hl7Intake
 from gateway.logs import get_logger
@@ -25,20 +29,28 @@ from gateway.store import Store, open_store
 from gateway.version import gateway_version
 from mappings.fhir_in import map_fhir
 from mappings.hl7v2 import screen
-from mappings.model import FacilityInfo, Issue
+from mappings.model import Document, Issue
 
 log = get_logger(__name__)
-
-
-def facility_info(settings: Settings) -> FacilityInfo:
-    f = settings.facility
-    return FacilityInfo(name=f.name, bhxh_code=f.bhxh_code, moh_facility_id=f.moh_facility_id, tax_code=f.tax_code,
-                        head_code=f.head_code)
 
 
 def validate_fhir(resource: dict) -> list[Issue]:
     """The FHIR API refuses at once what the mapping could never turn into a health-book record."""
     return list(map_fhir(resource).issues)
+
+
+def fhir_validator(facilities: Facilities) -> Callable[[dict], list[Issue]]:
+    """validate_fhir, and with several facilities the refusal of a visit that names none of them."""
+    def validate(resource: dict) -> list[Issue]:
+        result = map_fhir(resource)
+        issues = list(result.issues)
+        if facilities.several and result.ok:
+            for fragment in result.fragments:
+                entries = [{"resource": item} for item in fragment.resources]
+                document = Document(fragment.document_id, 0, fragment.kind, "", {"entry": entries})
+                issues += facilities.fhir_refusals(document_keys(document))
+        return issues
+    return validate
 
 
 class Gateway:
@@ -58,23 +70,23 @@ class Gateway:
         self._retention: Retention | None = None
         self._channels: dict[str, PortalChannel] = {}
         self._runners: list[web.AppRunner] = []
-        self._signer: Signer | None = None
+        self._facilities: Facilities | None = None
         self._practitioners: dict[str, Signer] = {}
         self._ready = False
 
     async def start(self) -> None:
         s = self.settings
-        signer = self._signer = load_signer(s.signing)
-        record_certificate_expiry(self.metrics, signer)
+        facilities = self._facilities = Facilities(s, load_signer)
+        signer = facilities.all[0].signer
+        record_certificate_expiry(self.metrics, min(facilities.signers, key=lambda item: item.not_after))
         practitioners = self._practitioners = {doctor.licence: load_signer(doctor)
                                                for doctor in s.portal.hub.practitioner_signers}
         if s.emulator.enabled:
             await self._start_emulator(signer.certificate_pem)
         self.store = await open_store(s.store, owner=True, on_batch=self.metrics.group_commit_batch.observe)
         backlog = await self._backlog()
-        self._channels = open_channels(s.portal, self.metrics)
-        facility = facility_info(s)
-        builder = SubmissionBuilder(facility, s.signing, s.portal, signer, practitioners)
+        self._channels = open_channels(s.portal, self.metrics, [facility.account for facility in facilities.all])
+        builder = SubmissionBuilder(s, facilities, practitioners)
         # a hardware token's session stays in this process: sign in a thread of it
         signing_processes = 0 if builder.uses_token else s.pipeline.signing_processes
         self._pipeline = Pipeline(
@@ -86,7 +98,8 @@ class Gateway:
         if s.http.enabled:
             await self._start_http()
         if s.mllp.enabled:
-            intake = Hl7Intake(self.store, self.metrics, s.mllp, screen)
+            intake = Hl7Intake(self.store, self.metrics, s.mllp, screen,
+                               facility_refusals=facilities.hl7_refusals if facilities.several else None)
             self.mllp = MllpServer(
                 intake.store_and_ack, host=s.mllp.host, port=s.mllp.port,
                 max_message_bytes=s.mllp.max_message_bytes, idle_timeout=s.mllp.idle_timeout_seconds,
@@ -115,8 +128,9 @@ class Gateway:
         if self.store is not None:
             backlog = await self._backlog()
             await self.store.close()
-        if self._signer is not None:
-            self._signer.close()
+        if self._facilities is not None:
+            for signer in self._facilities.signers:
+                signer.close()
         for practitioner in self._practitioners.values():
             practitioner.close()
         log.info("gateway_stopped", **backlog)
@@ -142,7 +156,8 @@ class Gateway:
         app.router.add_get("/readyz", self._readyz)
         app.router.add_get("/metrics", self._metrics)
         assert self.store is not None
-        intake = FhirIntake(self.store, self.metrics, s, validate_fhir)
+        assert self._facilities is not None
+        intake = FhirIntake(self.store, self.metrics, s, fhir_validator(self._facilities))
         FhirApi(intake, s.max_body_bytes, gateway_version()).mount(app)
         runner = web.AppRunner(app, access_log=None)
         await runner.setup()
@@ -184,6 +199,16 @@ class Gateway:
         oldest = await self.store.oldest_pending_received_at()
         self.metrics.oldest_pending_age.set(max(0.0, time.time() - oldest) if oldest else 0.0)
 
+    def _emulated_accounts(self) -> tuple[BhxhEmulatorAccount, ...]:
+        """Each facility's BHXH account, as the demo's emulated portal should know it."""
+        assert self._facilities is not None
+        served: dict[tuple[str, str], list[str]] = {}
+        for facility in self._facilities.all:
+            served.setdefault((facility.account.username, facility.account.password), []).append(
+                facility.info.bhxh_code)
+        return tuple(BhxhEmulatorAccount(username, password, tuple(codes))
+                     for (username, password), codes in served.items())
+
     async def _start_emulator(self, certificate_pem: bytes) -> None:
         """The demo's local portal emulator, trusting this gateway's own (development) certificate."""
         s = self.settings
@@ -191,7 +216,8 @@ class Gateway:
         app = create_emulator_app(
             EmulatorConfig(host=s.emulator.host, port=s.emulator.port, cert_pem=certificate_pem,
                            username=bhxh.username, password=bhxh.password.get_secret_value(),
-                           service_type=hub.service_type, hub_sorted_keys=hub.checksum_key_order == "sorted"),
+                           service_type=hub.service_type, hub_sorted_keys=hub.checksum_key_order == "sorted",
+                           bhxh_accounts=self._emulated_accounts()),
             bhxh_paths=(bhxh.token_path, bhxh.checkin_path, bhxh.submit_path),
             hub_paths=(hub.login_path, hub.push_path))
         runner = web.AppRunner(app, access_log=None)

@@ -54,7 +54,12 @@ class Assembled:
     """One message after the assemble step: its new document versions, or why it has none."""
 
     documents: dict[str, Document] = field(default_factory=dict)
+    before: dict[str, Document | None] = field(default_factory=dict)  # each document before this message
     failure: BaseException | None = None  # an assembly bug: the message's own failure
+
+    def versions(self) -> list[tuple[Document, Document | None]]:
+        """Each new version with the one it builds on, as the builders compare them."""
+        return [(document, self.before[document_id]) for document_id, document in self.documents.items()]
 
 
 @dataclass
@@ -155,7 +160,7 @@ class MappingStage:
         end = BatchEnd()
         try:
             assembled = await self._assemble(results)
-            signed = await self._signing.sign([list(item.documents.values()) for item in assembled])
+            signed = await self._signing.sign([item.versions() for item in assembled])
             for index, message in enumerate(messages):
                 with correlation(message.correlation_id, source=message.source):
                     try:
@@ -197,6 +202,7 @@ class MappingStage:
                     for fragment in result.fragments:
                         previous = item.documents.get(fragment.document_id) or built.get(fragment.document_id) \
                             or committed.get(fragment.document_id)
+                        item.before.setdefault(fragment.document_id, previous)
                         item.documents[fragment.document_id] = assemble(previous, fragment)
                 except Exception as exc:  # a bug met by this message's data: charged to it
                     item = Assembled(failure=exc)

@@ -19,15 +19,16 @@ from mappings.model import Document
 
 log = get_logger(__name__)
 
-BuildSubmissions = Callable[[Document], list[Submission]]
+BuildSubmissions = Callable[[Document, Document | None], list[Submission]]  # (new version, the one it builds on)
+Versions = Sequence[tuple[Document, Document | None]]  # a message's new versions, each with the one before it
 SignResult = list[Submission] | BaseException  # a message's submissions, or why they could not be built
 
 _worker_build: BuildSubmissions | None = None  # in a signing process: the builder it loaded at start
 
 
-def sign_documents(build: BuildSubmissions, documents: Sequence[Document]) -> list[Submission]:
-    """Every submission of one message's documents, in document order."""
-    return [item for document in documents for item in build(document)]
+def sign_documents(build: BuildSubmissions, versions: Versions) -> list[Submission]:
+    """Every submission of one message's new document versions, in document order."""
+    return [item for document, previous in versions for item in build(document, previous)]
 
 
 def _load_builder(build: BuildSubmissions) -> None:
@@ -36,10 +37,10 @@ def _load_builder(build: BuildSubmissions) -> None:
     _worker_build = build
 
 
-def _sign_in_worker(documents: Sequence[Document]) -> list[Submission]:
+def _sign_in_worker(versions: Versions) -> list[Submission]:
     if _worker_build is None:
         raise RuntimeError("signing process started without a builder")
-    return sign_documents(_worker_build, documents)
+    return sign_documents(_worker_build, versions)
 
 
 class SigningStage:
@@ -64,20 +65,20 @@ class SigningStage:
         """Let the processes go; what they were signing is signed again from the store after a restart."""
         self._executor.shutdown(wait=True, cancel_futures=True)
 
-    async def sign(self, batch: Sequence[Sequence[Document]]) -> list[SignResult]:
+    async def sign(self, batch: Sequence[Versions]) -> list[SignResult]:
         """Each message's submissions, or the exception that stopped them (a signing process that died:
         BrokenExecutor, a failure of the surroundings charged to no message; the pool is replaced)."""
         loop = asyncio.get_running_loop()
         executor = self._executor
         futures: list[asyncio.Future[list[Submission]]] = []
         try:
-            for documents in batch:
-                if not documents:
+            for versions in batch:
+                if not versions:
                     futures.append(_done([]))
                 elif self._processes > 0:
-                    futures.append(loop.run_in_executor(executor, _sign_in_worker, list(documents)))
+                    futures.append(loop.run_in_executor(executor, _sign_in_worker, list(versions)))
                 else:
-                    futures.append(loop.run_in_executor(executor, sign_documents, self._build, list(documents)))
+                    futures.append(loop.run_in_executor(executor, sign_documents, self._build, list(versions)))
         except BrokenExecutor as exc:
             await asyncio.gather(*futures, return_exceptions=True)
             self._replace(executor)
