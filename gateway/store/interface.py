@@ -268,8 +268,9 @@ class Store(Protocol):
         ...
 
     async def change_dead(self, action: str, refs: list[ItemRef], operator: str,
-                          note: str = "") -> list[tuple[ItemRef, str | None]]:
-        """Retry or discard many dead items in one transaction; per item None (done) or why it was not."""
+                          note: str = "") -> list[tuple[ItemRef, bool, str]]:
+        """Retry or discard many dead items in one transaction; per item whether it was done, and what
+        became of it or why not (not dead, an older version, purged): the others still go through."""
         ...
 
     async def audit_trail(self, query: AuditFilter) -> list[OperatorAction]:

@@ -94,21 +94,23 @@ def make_due(db: sqlite3.Connection, channel: str, operator: str) -> int:
 
 
 def change_many(db: sqlite3.Connection, action: str, refs: list[ItemRef], operator: str,
-                note: str) -> list[tuple[ItemRef, str | None]]:
+                note: str) -> list[tuple[ItemRef, bool, str]]:
     """Retry or discard each item in its own savepoint: one refused item does not undo the others."""
-    outcomes: list[tuple[ItemRef, str | None]] = []
+    outcomes: list[tuple[ItemRef, bool, str]] = []
     for ref in refs:
         db.execute("SAVEPOINT item")
         try:
             if action == "retry":
-                sqlite_admin.retry(db, ref, operator)
+                message_id = sqlite_admin.retry(db, ref, operator)
+                done = f"inbox:{message_id} queued to be mapped and signed again with the current settings"
             else:
                 sqlite_admin.discard(db, ref, operator, note)
+                done = "discarded (kept, with its reason, in the audit trail)"
         except AdminError as exc:
             db.execute("ROLLBACK TO item")
-            outcomes.append((ref, str(exc)))
+            outcomes.append((ref, False, str(exc)))
         else:
-            outcomes.append((ref, None))
+            outcomes.append((ref, True, done))
         db.execute("RELEASE item")
     return outcomes
 
@@ -196,12 +198,13 @@ class BrowseQueries:
         return count
 
     async def change_dead(self, action: str, refs: list[ItemRef], operator: str,
-                          note: str = "") -> list[tuple[ItemRef, str | None]]:
-        """Retry or discard many dead items in one transaction; per item None (done) or why it was not."""
+                          note: str = "") -> list[tuple[ItemRef, bool, str]]:
+        """Retry or discard many dead items in one transaction; per item whether it was done, and what
+        became of it or why not."""
         if action not in ("retry", "discard"):
             raise AdminError(f"unknown action {action!r}: retry or discard")
-        outcomes: list[tuple[ItemRef, str | None]] = await self._write(change_many, action, refs, operator, note)
-        if action == "retry" and any(problem is None for _, problem in outcomes):
+        outcomes: list[tuple[ItemRef, bool, str]] = await self._write(change_many, action, refs, operator, note)
+        if action == "retry" and any(done for _, done, _ in outcomes):
             self.inbox_ready.set()
         return outcomes
 
