@@ -110,7 +110,8 @@ async def message_page(request: web.Request) -> web.StreamResponse:
     except AdminError as exc:
         raise web.HTTPNotFound(text=str(exc)) from None
     refs = [ItemRef("inbox", message_id)] + [ItemRef("outbox", s.id) for s in detail.submissions]
-    history = sorted((action for ref in refs for action in await admin.actions(ref)), key=lambda a: a.at)
+    history = [action for ref in refs for action in await admin.actions(ref)]
+    history.sort(key=lambda action: action.at)
     return aiohttp_jinja2.render_template("message.html", request, {
         "d": detail, "m": detail.message, "ack": detail.ack.decode("utf-8", errors="replace"),
         "history": history, "now": time.time()})
