@@ -15,14 +15,14 @@ from contextlib import asynccontextmanager
 from dataclasses import asdict
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from gateway.config import Settings
-from gateway.intake import Answer, Hl7Intake
-from gateway.metrics import Metrics
-from gateway.store import open_store
-from gateway.store import Attempt
+from gateway.store import Attempt, open_store
 from gateway.store.admin import DeadSelection, ItemRef, QueueAdmin, QueuedItem
+
+if TYPE_CHECKING:
+    from gateway.intake import Answer
 
 # Long digit runs look like citizen or insurance numbers; a portal's reason may quote one.
 _ID_LIKE = re.compile(r"\d{9,}")
@@ -119,6 +119,8 @@ def control_id_of(message: bytes) -> str:
 async def replay_file(settings: Settings, path: Path,
                       progress: Callable[[int, int], None] = lambda done, total: None) -> list[Answer]:
     """Ingest a corrected file through the intake's own screen and store, one new message per MSH."""
+    from gateway.intake import Hl7Intake  # noqa: PLC0415 (the intake and its metrics load only when replaying)
+    from gateway.metrics import Metrics  # noqa: PLC0415
     from mappings.hl7v2 import screen  # noqa: PLC0415 (the mapping code tables load only when replaying)
 
     messages = split_messages(path.read_bytes())

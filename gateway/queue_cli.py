@@ -174,7 +174,7 @@ def cmd_replay(args: argparse.Namespace) -> int:
             print(f"error: no HL7 message (a line starting with MSH) in {args.file}", file=sys.stderr)
             return EXIT_REFUSED
         counts = {"stored": 0, "duplicates": 0, "refused": 0}
-        for number, (message, answer) in enumerate(zip(messages, answers), 1):
+        for number, (message, answer) in enumerate(zip(messages, answers, strict=True), 1):
             name = f"message {number} ({control_id_of(message) or 'no MSH-10'})"
             if answer.message_id is None:
                 counts["refused"] += 1

@@ -25,7 +25,6 @@ from gateway.store.admin import QueueAdmin
 
 log = get_logger(__name__)
 HERE = Path(__file__).parent
-CONTEXT_KEY = web.AppKey("console_context", "ConsoleContext")
 # Long digit runs look like citizen or insurance numbers; timestamps (YYYYMMDDhhmm[ss]) are kept readable.
 _ID_LIKE = re.compile(r"(?<!\d)(?!(?:19|20)\d{10}(?:\d{2})?(?!\d))\d{9,}")
 
@@ -41,6 +40,9 @@ class ConsoleContext:
     def admin(self, request: web.Request) -> QueueAdmin:
         """The queue operations on behalf of the logged-in account, named as such in the audit trail."""
         return QueueAdmin(self.store, f"{request['session'].account.name}@console")
+
+
+CONTEXT_KEY = web.AppKey("console_context", ConsoleContext)
 
 
 def redact(text: str) -> str:

@@ -23,7 +23,6 @@ MAX_FAILURES = 5
 LOCKOUT_SECONDS = 300.0
 PUBLIC_PATHS = ("/login", "/static/")
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
-SESSION_KEY = web.AppKey("console_sessions", "Sessions")
 CONTENT_SECURITY = ("default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:;"
                     " frame-ancestors 'none'; form-action 'self'; base-uri 'none'")
 
@@ -82,6 +81,9 @@ class Sessions:
     def set_cookie(self, response: web.StreamResponse, name: str, value: str) -> None:
         """A cookie scripts cannot read and other sites cannot send."""
         response.set_cookie(name, value, httponly=True, samesite="Strict", secure=self.secure_cookies, path="/")
+
+
+SESSION_KEY = web.AppKey("console_sessions", Sessions)
 
 
 def same(a: str | None, b: str | None) -> bool:

@@ -7,7 +7,6 @@ import os
 import sqlite3
 import subprocess
 import sys
-import threading
 from pathlib import Path
 
 import pytest
@@ -163,9 +162,9 @@ def test_replay_ingests_a_corrected_file_through_the_screen_once(store_file: Pat
     assert "replaying: 1/1" in first.stderr
     assert mixed.returncode == 1
     assert mixed.stdout.splitlines() == ["message 1 (C1): AA already replayed as inbox:4",
-                                         "message 2 (C9): AE refused: PID-3 required: PID-3 needs a CCCD (authority"
-                                         " BCA, type NNVNM) or a BHYT card (type HC); a medical record number alone"
-                                         " is not enough",
+                                         ("message 2 (C9): AE refused: PID-3 required: PID-3 needs a CCCD (authority"
+                                          " BCA, type NNVNM) or a BHYT card (type HC); a medical record number alone"
+                                          " is not enough"),
                                          "replayed 2 messages: 0 stored, 1 duplicates, 1 refused"]
     assert rows(store_file, "SELECT source, state FROM messages WHERE id = 4") == [("replay", "received")]
     (control_id,) = rows(store_file, "SELECT control_id FROM messages WHERE id = 4")[0]
@@ -244,16 +243,25 @@ def test_reading_commands_answer_while_another_process_holds_the_write_lock(stor
 
 
 def test_a_change_waits_politely_for_a_busy_store_then_goes_through(store_file: Path) -> None:
-    """The store's own wait (10 s) runs out while another process writes: one line, a wait, then success."""
-    holder = sqlite3.connect(store_file, isolation_level=None, check_same_thread=False)
+    """Another process holds the write lock past the store's own wait: one line, a wait, then success
+    once the lock is let go (released here only after the command said it is waiting)."""
+    holder = sqlite3.connect(store_file, isolation_level=None)
     holder.execute("BEGIN IMMEDIATE")
-    release = threading.Timer(12.0, lambda: holder.execute("ROLLBACK"))
-    release.start()
+    env = {key: value for key, value in os.environ.items() if not key.startswith("HBGW_")}
+    env.update({"HBGW_STORE__PATH": str(store_file), "HBGW_STORE__ENCRYPTION_KEY": base64.b64encode(KEY).decode()})
+    command = subprocess.Popen([str(CLI), "dlq", "retry", "inbox:1"], stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE, text=True, env=env)
     try:
-        result = run_cli(store_file, "dlq", "retry", "inbox:1")
+        assert command.stderr is not None
+        said = ""
+        while "the store is busy" not in said:
+            line = command.stderr.readline()
+            assert line, f"the command ended without waiting: {said}"
+            said += line
     finally:
-        release.join()
+        holder.execute("ROLLBACK")
         holder.close()
-    assert result.returncode == 0, result.stderr
-    assert "the store is busy" in result.stderr and "Traceback" not in result.stderr
+    out, err = command.communicate(timeout=120)
+    assert command.returncode == 0, err
+    assert "Traceback" not in said + err and "1 of 1 re-queued" in out
     assert rows(store_file, "SELECT state FROM messages WHERE id = 1") == [("received",)]
