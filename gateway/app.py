@@ -72,6 +72,7 @@ class Gateway:
         if s.emulator.enabled:
             await self._start_emulator(signer.certificate_pem)
         self.store = await open_store(s.store, owner=True, on_batch=self.metrics.group_commit_batch.observe)
+        await self._log_backlog("startup")
         self._channels = open_channels(s.portal, self.metrics)
         facility = facility_info(s)
         self._pipeline = Pipeline(
@@ -112,10 +113,21 @@ class Gateway:
         for runner in reversed(self._runners):
             await runner.cleanup()
         if self.store is not None:
+            await self._log_backlog("shutdown")
             await self.store.close()
         if self._signer is not None:
             self._signer.close()
         log.info("gateway_stopped")
+
+    async def _log_backlog(self, moment: str) -> None:
+        """What waits in the store when the gateway starts or stops, so a restart mid-backlog is visible."""
+        assert self.store is not None
+        depths = await self.store.queue_depths()
+        oldest = await self.store.oldest_pending_received_at()
+        log.info("store_backlog", moment=moment, inbox_received=depths.get(("inbox", "received"), 0),
+                 outbox_pending=depths.get(("outbox", "pending"), 0) + depths.get(("outbox", "in_flight"), 0),
+                 dead=depths.get(("inbox", "dead"), 0) + depths.get(("outbox", "dead"), 0),
+                 oldest_pending_age_seconds=round(time.time() - oldest, 1) if oldest else 0)
 
     async def run_until_signalled(self) -> None:
         """Serve until SIGTERM or SIGINT, then shut down cleanly."""

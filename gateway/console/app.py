@@ -18,7 +18,16 @@ import jinja2
 from aiohttp import web
 
 from gateway.console.accounts import Account, verify_password
-from gateway.console.security import LOGIN_COOKIE, SESSION_COOKIE, SESSION_KEY, Sessions, guard, same
+from gateway.console.security import (
+    LOGIN_COOKIE,
+    SESSION_COOKIE,
+    SESSION_KEY,
+    Sessions,
+    current,
+    guard,
+    same,
+    session_of,
+)
 from gateway.logs import get_logger
 from gateway.store import Store
 from gateway.store.admin import QueueAdmin
@@ -39,7 +48,7 @@ class ConsoleContext:
 
     def admin(self, request: web.Request) -> QueueAdmin:
         """The queue operations on behalf of the logged-in account, named as such in the audit trail."""
-        return QueueAdmin(self.store, f"{request['session'].account.name}@console")
+        return QueueAdmin(self.store, f"{current(request).account.name}@console")
 
 
 CONTEXT_KEY = web.AppKey("console_context", ConsoleContext)
@@ -113,7 +122,7 @@ async def logout(request: web.Request) -> web.StreamResponse:
 
 async def _page_context(request: web.Request) -> dict[str, Any]:
     """What every page's frame shows: who is logged in, their role and the CSRF token for its forms."""
-    session = request.get("session")
+    session = session_of(request)
     return {"session": session, "csrf": session.csrf if session else "", "path": request.path}
 
 

@@ -11,6 +11,7 @@ import hmac
 import secrets
 import time
 from collections.abc import Awaitable, Callable
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 
 from aiohttp import web
@@ -91,9 +92,20 @@ def same(a: str | None, b: str | None) -> bool:
     return bool(a) and bool(b) and hmac.compare_digest(str(a), str(b))
 
 
+# The logged-in session of the request being handled (each request runs in its own task and context).
+_SESSION: ContextVar[Session | None] = ContextVar("console_session", default=None)
+
+
+def session_of(_request: web.Request) -> Session | None:
+    """The session of a request, None on the public pages (login, static files)."""
+    return _SESSION.get()
+
+
 def current(request: web.Request) -> Session:
     """The request's session (the middleware let only logged-in requests through)."""
-    session: Session = request["session"]
+    session = session_of(request)
+    if session is None:
+        raise web.HTTPForbidden(text="refused: not logged in", content_type="text/plain")
     return session
 
 
@@ -116,7 +128,7 @@ async def guard(request: web.Request, handler: Handler) -> web.StreamResponse:
             if request.method == "GET":
                 raise web.HTTPSeeOther("/login")
             raise web.HTTPForbidden(text="refused: not logged in (or the session expired)", content_type="text/plain")
-        request["session"] = session
+        _SESSION.set(session)
         if request.method == "POST":
             form = await request.post()
             token = form.get("csrf")
