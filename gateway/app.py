@@ -4,7 +4,6 @@ from __future__ import annotations
 import asyncio
 import signal
 import time
-from importlib.metadata import PackageNotFoundError, version
 
 from aiohttp import web
 
@@ -23,18 +22,12 @@ from gateway.pipeline import Pipeline, mapping_executor
 from gateway.retention import Retention
 from gateway.signing import Signer, load_signer, record_certificate_expiry
 from gateway.store import Store, open_store
+from gateway.version import gateway_version
 from mappings.fhir_in import map_fhir
 from mappings.hl7v2 import screen
 from mappings.model import FacilityInfo, Issue
 
 log = get_logger(__name__)
-
-
-def gateway_version() -> str:
-    try:
-        return version("healthbook-gateway")
-    except PackageNotFoundError:
-        return "0.0.0+unknown"
 
 
 def facility_info(settings: Settings) -> FacilityInfo:
@@ -54,6 +47,10 @@ class Gateway:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self.metrics = Metrics(version=gateway_version())
+        self.metrics.watch_senders("mllp", ((rule.label, rule.silent_after_minutes * 60)
+                                            for rule in settings.mllp.allowed_senders))
+        self.metrics.watch_senders("fhir", ((sender.name, sender.silent_after_minutes * 60)
+                                            for sender in settings.http.fhir_senders))
         self.store: Store | None = None
         self.mllp: MllpServer | None = None
         self.http_port: int | None = None
@@ -72,7 +69,7 @@ class Gateway:
         if s.emulator.enabled:
             await self._start_emulator(signer.certificate_pem)
         self.store = await open_store(s.store, owner=True, on_batch=self.metrics.group_commit_batch.observe)
-        await self._log_backlog("startup")
+        backlog = await self._backlog()
         self._channels = open_channels(s.portal, self.metrics)
         facility = facility_info(s)
         self._pipeline = Pipeline(
@@ -97,7 +94,8 @@ class Gateway:
             await self.mllp.start()
         self._ready = True
         log.info("gateway_started", version=gateway_version(), mllp_port=self.mllp.port if self.mllp else None,
-                 http_port=self.http_port, console_port=self.console_port, store=str(s.store.path), signing=s.signing.source)
+                 http_port=self.http_port, console_port=self.console_port, store=str(s.store.path),
+                 signing=s.signing.source, **backlog)
 
     async def stop(self) -> None:
         """Stop listening first (no new acknowledgements), then the workers, then the store."""
@@ -112,22 +110,13 @@ class Gateway:
             await channel.close()
         for runner in reversed(self._runners):
             await runner.cleanup()
+        backlog: dict[str, int] = {}
         if self.store is not None:
-            await self._log_backlog("shutdown")
+            backlog = await self._backlog()
             await self.store.close()
         if self._signer is not None:
             self._signer.close()
-        log.info("gateway_stopped")
-
-    async def _log_backlog(self, moment: str) -> None:
-        """What waits in the store when the gateway starts or stops, so a restart mid-backlog is visible."""
-        assert self.store is not None
-        depths = await self.store.queue_depths()
-        oldest = await self.store.oldest_pending_received_at()
-        log.info("store_backlog", moment=moment, inbox_received=depths.get(("inbox", "received"), 0),
-                 outbox_pending=depths.get(("outbox", "pending"), 0) + depths.get(("outbox", "in_flight"), 0),
-                 dead=depths.get(("inbox", "dead"), 0) + depths.get(("outbox", "dead"), 0),
-                 oldest_pending_age_seconds=round(time.time() - oldest, 1) if oldest else 0)
+        log.info("gateway_stopped", **backlog)
 
     async def run_until_signalled(self) -> None:
         """Serve until SIGTERM or SIGINT, then shut down cleanly."""
@@ -193,10 +182,19 @@ class Gateway:
         return web.Response(body=self.metrics.render(), content_type="text/plain", charset="utf-8",
                             headers={"X-Content-Type-Options": "nosniff"})
 
+    async def _backlog(self) -> dict[str, int]:
+        """What waits in the store, as counts only: logged at start and at stop."""
+        assert self.store is not None
+        depths = await self.store.queue_depths()
+        return {"backlog_received": depths.get(("inbox", "received"), 0),
+                "backlog_pending": depths.get(("outbox", "pending"), 0) + depths.get(("outbox", "in_flight"), 0),
+                "backlog_dead": depths.get(("inbox", "dead"), 0) + depths.get(("outbox", "dead"), 0)}
+
     async def refresh_queue_metrics(self) -> None:
-        """Queue depth and oldest-pending age are read from the store at scrape time."""
+        """Queue depth, oldest-pending age and the store's files are read at scrape time."""
         if self.store is None:
             return
+        self.metrics.record_store_files(self.settings.store.path)
         depths = await self.store.queue_depths()
         for queue, states in QUEUE_STATES.items():
             for state in states:

@@ -10,6 +10,7 @@ from pathlib import Path
 from gateway.config import ConfigError, Settings, demo_settings, load_settings
 from gateway.logs import configure_logging
 from gateway.queue_cli import add_queue_commands
+from gateway.version import gateway_version
 
 EXIT_CONFIG = 2
 
@@ -114,6 +115,7 @@ def run_portal_emulator(argv: Sequence[str]) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="healthbook-gateway", description=__doc__)
+    parser.add_argument("--version", action="version", version=f"%(prog)s {gateway_version()}")
     commands = parser.add_subparsers(dest="command", required=True)
 
     def with_config(name: str, help_text: str) -> argparse.ArgumentParser:

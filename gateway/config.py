@@ -46,13 +46,34 @@ class TlsSettings(_Section):
         return self
 
 
+def _sender_name(value: str) -> str:
+    if value and not re.fullmatch(r"[A-Za-z0-9_.:-]{1,64}", value):
+        raise ValueError("must be 1 to 64 letters, digits or _ . : - (it becomes a metrics label)")
+    if value == "other":
+        raise ValueError('"other" is reserved for senders not named in the settings')
+    return value
+
+
 class SenderRule(_Section):
     """One allowed MLLP sender: any field left empty matches anything."""
 
+    name: str = ""  # for metrics; empty: the first field set among the four below
     address: str = ""  # IP address or CIDR network of the sending host
     sending_application: str = ""  # MSH-3.1
     sending_facility: str = ""  # MSH-4.1 (or MSH-4.2, the facility id)
     client_cert_cn: str = ""  # subject CN of the sender's verified TLS client certificate
+    silent_after_minutes: float = Field(0, ge=0)  # alert when nothing came for this long; 0: never
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, value: str) -> str:
+        return _sender_name(value)
+
+    @property
+    def label(self) -> str:
+        """The sender's name in metrics: set in the settings, so the label values stay few."""
+        return (self.name or self.sending_application or self.sending_facility or self.client_cert_cn
+                or self.address or "other")
 
     @field_validator("address")
     @classmethod
@@ -135,6 +156,7 @@ class FhirSender(_Section):
     token_sha256: str = ""
     client_cert_cn: str = ""
     resource_types: list[str] = Field(default_factory=list)  # empty: every type the FHIR API accepts
+    silent_after_minutes: float = Field(0, ge=0)  # alert when nothing came for this long; 0: never
 
     @field_validator("token_sha256")
     @classmethod

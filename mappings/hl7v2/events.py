@@ -41,6 +41,7 @@ EVENTS: dict[str, EventRule] = {
     "MDM^T02": EventRule("episode", True),
     "VXU^V04": EventRule("immunization", False),
 }
+MESSAGE_TYPES = frozenset(EVENTS)  # the one list of accepted message types: screen, mapping, metric labels
 
 
 def event_key(msh9_type: str, msh9_event: str) -> str:

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from adapters.mllp import END_BLOCK, START_BLOCK, MllpServer
+from adapters.mllp import MllpServer
 from adapters.tls import server_ssl_context
 from gateway.config import MllpSettings
 from gateway.encryption import PayloadCipher
@@ -18,6 +18,7 @@ from gateway.intake import Hl7Intake
 from gateway.metrics import Metrics
 from gateway.store import SqliteStore
 from mappings.hl7v2 import screen as real_screen
+from mappings.hl7v2.framing import END_BLOCK, START_BLOCK
 from mappings.model import Issue
 
 KEY = b"k" * 32
