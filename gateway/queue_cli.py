@@ -222,7 +222,7 @@ def add_queue_commands(commands: Any, with_config: WithConfig) -> None:
         change.add_argument("--dry-run", action="store_true", help="list what would be changed, change nothing")
         change.add_argument("--note", default="", help="why, for the audit trail")
     retry_now = with_config("retry-now", "send a channel's waiting submissions now (after a portal outage)")
-    retry_now.add_argument("channels", metavar="CHANNEL", nargs="*", help="bhxh_xml130, moh_checkup")
+    retry_now.add_argument("channels", metavar="CHANNEL", nargs="*", help="a channel name, as `dlq list` shows it")
     retry_now.add_argument("--all", action="store_true", help="every channel")
     retry_now.set_defaults(func=cmd_retry_now)
     replay = with_config("replay", "ingest a corrected HL7 file through the intake, as new messages")
