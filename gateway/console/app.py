@@ -63,7 +63,7 @@ def when(timestamp: float | None) -> str:
     """A time in the server's zone, to the second, with its offset."""
     if not timestamp:
         return "-"
-    return datetime.fromtimestamp(timestamp).astimezone().strftime("%Y-%m-%d %H:%M:%S %z")
+    return datetime.fromtimestamp(timestamp).astimezone().strftime("%Y-%m-%d\u00a0%H:%M:%S\u00a0%z")  # no wrap
 
 
 def ago(timestamp: float | None, now: float | None = None) -> str:

@@ -8,13 +8,13 @@ from __future__ import annotations
 import csv
 import io
 import time
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 import aiohttp_jinja2
 from aiohttp import web
 
-from gateway.console.app import CONTEXT_KEY, when
+from gateway.console.app import CONTEXT_KEY
 from gateway.console.security import require_operator
 from gateway.store import AdminError, AuditFilter, ItemRef, MessageFilter
 from gateway.store.admin import DeadSelection
@@ -186,7 +186,8 @@ async def audit_csv(request: web.Request) -> web.StreamResponse:
     out = io.StringIO()
     writer = csv.writer(out)
     writer.writerow(["at", "operator", "action", "item", "detail"])
-    writer.writerows([when(row.at), row.operator, row.action, row.item, row.detail] for row in rows)
+    writer.writerows([datetime.fromtimestamp(row.at, UTC).isoformat(timespec="seconds"), row.operator,
+                      row.action, row.item, row.detail] for row in rows)
     return web.Response(text=out.getvalue(), content_type="text/csv", charset="utf-8",
                         headers={"Content-Disposition": 'attachment; filename="healthbook-audit.csv"'})
 
