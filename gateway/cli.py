@@ -68,9 +68,11 @@ def _runtime_problems(settings: Settings) -> list[str]:
         check_key_settings(settings.store)
     except EncryptionKeyError as exc:
         problems.append(str(exc))
-    if settings.signing.source != "dev":  # dev creates its certificate on first start
+    sources = [settings.signing] if settings.signing.source != "dev" else []  # dev creates its pair on start
+    sources += [doctor for doctor in settings.portal.hub.practitioner_signers if doctor.source != "dev"]
+    for source in sources:
         try:
-            load_signer(settings.signing).close()
+            load_signer(source).close()
         except SigningError as exc:
             problems.append(str(exc))
     return problems
