@@ -162,6 +162,22 @@ MIGRATIONS: tuple[str, ...] = (
     {_counted("inbox", "messages")}
     {_counted("outbox", "outbox")}
     """,
+    # 5: each delivery attempt with its outcome, and indexes for the operator console's searches
+    """
+    CREATE TABLE submission_attempts (
+        id        INTEGER PRIMARY KEY,
+        outbox_id INTEGER NOT NULL REFERENCES outbox (id),
+        at        REAL    NOT NULL,
+        outcome   TEXT    NOT NULL,                  -- delivered | retry | dead
+        reason    TEXT    NOT NULL DEFAULT ''
+    );
+    CREATE INDEX submission_attempts_outbox ON submission_attempts (outbox_id, id);
+    CREATE INDEX messages_control ON messages (control_id);
+    CREATE INDEX messages_received ON messages (received_at);
+    CREATE INDEX messages_sender ON messages (sender, received_at);
+    CREATE INDEX outbox_channel ON outbox (channel, state);
+    CREATE INDEX operator_actions_item ON operator_actions (item);
+    """,
 )
 
 
