@@ -17,7 +17,7 @@ $(STAMP): pyproject.toml constraints.txt
 run: $(STAMP)
 	$(BIN)/healthbook-gateway demo
 
-## system-deps: Debian packages the tests need (promtool, softhsm2, postgresql, haproxy); idempotent
+## system-deps: Debian packages the tests need (promtool, softhsm2, chromium, postgresql, haproxy); idempotent
 system-deps:
 	bash scripts/install-system-deps.sh
 

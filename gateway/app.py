@@ -4,28 +4,28 @@ from __future__ import annotations
 import asyncio
 import signal
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 
 from aiohttp import web
 
 from adapters.fhir_api import FhirApi
 from adapters.mllp import MllpServer
-from adapters.portal.base import PortalChannel, Submission
+from adapters.portal.base import PortalChannel
 from adapters.portal.emulator import EmulatorConfig, create_emulator_app
 from adapters.portal.emulator.state import BhxhEmulatorAccount
 from adapters.tls import server_ssl_context
-from gateway.channels import build_submissions, open_channels
-from gateway.config import PortalSettings, Settings
-from gateway.facilities import Facilities, UnknownFacility, document_keys
+from gateway.builder import SubmissionBuilder
+from gateway.channels import CHANNELS, channel_settings, open_channels
+from gateway.config import Settings
+from gateway.facilities import Facilities, document_keys
 from gateway.fhir_intake import FhirIntake
 from gateway.intake import Hl7Intake
 from gateway.logs import get_logger
 from gateway.metrics import QUEUE_STATES, Metrics
-from gateway.pipeline import BuildSubmissions, Pipeline, mapping_executor
+from gateway.pipeline import Pipeline, mapping_executor
 from gateway.retention import Retention
 from gateway.signing import Signer, load_signer, record_certificate_expiry
 from gateway.store import Store, open_store
-from gateway.submissions import SubmissionBuildError
 from gateway.version import gateway_version
 from mappings.fhir_in import map_fhir
 from mappings.hl7v2 import screen
@@ -53,19 +53,6 @@ def fhir_validator(facilities: Facilities) -> Callable[[dict], list[Issue]]:
     return validate
 
 
-def submissions_builder(facilities: Facilities, portal: PortalSettings,
-                        practitioners: Mapping[str, Signer] | None = None) -> BuildSubmissions:
-    """Sign each document with the facility that treated the patient, its codes in what is signed."""
-    def build(document: Document, previous: Document | None) -> list[Submission]:
-        try:
-            facility = facilities.of_document(document)
-        except UnknownFacility as exc:  # the settings lost the facility: park it, naming why
-            raise SubmissionBuildError(str(exc)) from None
-        return build_submissions(document, facility.info, facility.signer, portal, practitioners=practitioners,
-                                 previous=previous)
-    return build
-
-
 class Gateway:
     """The running gateway: store, pipeline, MLLP listener, HTTP listener (and the emulator in demo)."""
 
@@ -79,6 +66,7 @@ class Gateway:
         self.store: Store | None = None
         self.mllp: MllpServer | None = None
         self.http_port: int | None = None
+        self.console_port: int | None = None
         self._pipeline: Pipeline | None = None
         self._retention: Retention | None = None
         self._channels: dict[str, PortalChannel] = {}
@@ -99,14 +87,19 @@ class Gateway:
         self.store = await open_store(s.store, owner=True, on_batch=self.metrics.group_commit_batch.observe)
         backlog = await self._backlog()
         self._channels = open_channels(s.portal, self.metrics, [facility.account for facility in facilities.all])
+        builder = SubmissionBuilder(s, facilities, practitioners)
+        # a hardware token's session stays in this process: sign in a thread of it
+        signing_processes = 0 if builder.uses_token else s.pipeline.signing_processes
         self._pipeline = Pipeline(
-            self.store, self.metrics, s.pipeline, submissions_builder(facilities, s.portal, practitioners),
-            self._channels, lambda: mapping_executor(s.pipeline.mapping_processes))
+            self.store, self.metrics, s.pipeline, builder, self._channels,
+            lambda: mapping_executor(s.pipeline.mapping_processes), signing_processes=signing_processes)
         await self._pipeline.start()
         self._retention = Retention(self.store, self.metrics, s.store.retention_days)
         self._retention.start()
         if s.http.enabled:
             await self._start_http()
+        if s.console.enabled:
+            await self._start_console()
         if s.mllp.enabled:
             intake = Hl7Intake(self.store, self.metrics, s.mllp, screen,
                                facility_refusals=facilities.hl7_refusals if facilities.several else None)
@@ -119,7 +112,8 @@ class Gateway:
             await self.mllp.start()
         self._ready = True
         log.info("gateway_started", version=gateway_version(), mllp_port=self.mllp.port if self.mllp else None,
-                 http_port=self.http_port, store=s.store.location(), signing=s.signing.source, **backlog)
+                 http_port=self.http_port, console_port=self.console_port, store=s.store.location(),
+                 signing=s.signing.source, **backlog)
 
     async def stop(self) -> None:
         """Stop listening first (no new acknowledgements), then the workers, then the store."""
@@ -175,6 +169,28 @@ class Gateway:
         await site.start()
         self._runners.append(runner)
         self.http_port = runner.addresses[0][1]
+
+    async def _start_console(self) -> None:
+        """The operator console on its own port, reading and acting through this gateway's store."""
+        from gateway.console import create_console_app, load_accounts  # noqa: PLC0415 (templates load only if on)
+
+        s = self.settings
+        assert self.store is not None
+        accounts = load_accounts(s.console, s.store.path.parent)
+        channels = {spec.name: channel_settings(s.portal, spec).enabled for spec in CHANNELS}
+        app = create_console_app(self.store, accounts, channels, idle_seconds=s.console.session_idle_minutes * 60,
+                                 secure_cookies=s.console.tls.enabled)
+        runner = web.AppRunner(app, access_log=None)
+        await runner.setup()
+        await web.TCPSite(runner, s.console.host, s.console.port, ssl_context=server_ssl_context(s.console.tls)).start()
+        self._runners.append(runner)
+        self.console_port = runner.addresses[0][1]
+        scheme = "https" if s.console.tls.enabled else "http"
+        log.info("console_started", url=f"{scheme}://{s.console.host}:{self.console_port}/", accounts=len(accounts))
+        if s.console.demo_account:
+            log.warning("console_demo_account", account="demo",
+                        password_file=str(s.store.path.parent / "console-demo-password"),
+                        note="demo only: configure console.accounts for production")
 
     async def _healthz(self, _request: web.Request) -> web.Response:
         return web.json_response({"status": "ok"})

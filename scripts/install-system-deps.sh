@@ -1,12 +1,14 @@
 #!/usr/bin/env bash
 # Installs the Debian packages the test suite needs: prometheus (promtool, the real Prometheus server),
-# softhsm2 (a PKCS#11 token for signing tests), postgresql (initdb/pg_ctl: the tests start a throwaway
-# server for the PostgreSQL store) and haproxy (checks deploy/haproxy/haproxy.cfg). Does nothing when
-# they are already there.
+# softhsm2 (a PKCS#11 token for signing tests), chromium (the operator console's browser tests, driven by
+# Playwright, which must never download a browser of its own), postgresql (initdb/pg_ctl: the tests start
+# a throwaway server for the PostgreSQL store) and haproxy (checks deploy/haproxy/haproxy.cfg). Does
+# nothing when they are already there.
 set -euo pipefail
 need=()
 command -v promtool >/dev/null 2>&1 || need+=(prometheus)
 command -v softhsm2-util >/dev/null 2>&1 || need+=(softhsm2)
+[ -x /usr/bin/chromium ] || need+=(chromium)
 ls /usr/lib/postgresql/*/bin/pg_ctl >/dev/null 2>&1 || need+=(postgresql)
 command -v haproxy >/dev/null 2>&1 || need+=(haproxy)
 [ ${#need[@]} -eq 0 ] && exit 0

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
 from typing import Any, TypeVar
 
@@ -37,6 +37,7 @@ from gateway.store.interface import (
     Stored,
     StoreUnavailable,
 )
+from gateway.store.postgres_browse import PostgresBrowse
 from gateway.store.postgres_inbound import InboundCommitter
 from gateway.store.postgres_nodes import DRIVER_ERRORS, NodeMembership, describe
 from gateway.store.postgres_schema import migrate
@@ -46,7 +47,7 @@ T = TypeVar("T")
 COMMAND_TIMEOUT_SECONDS = 60.0
 
 
-class PostgresStore:
+class PostgresStore(PostgresBrowse):
     """The Store (see interface.py) on a PostgreSQL database, one of possibly several nodes serving from it."""
 
     def __init__(self, dsn: str, cipher: PayloadCipher, *, lease_seconds: float = 120.0, pool_size: int = 10,
@@ -130,9 +131,10 @@ class PostgresStore:
 
     # ---- inbox: mapping stage ------------------------------------------------------------------
 
-    async def claim_messages(self, limit: int) -> list[ClaimedMessage]:
-        """Lease received messages in arrival order; an expired lease (a crash) makes them claimable again.
-        Only the mapping node gets any (postgres_nodes.py)."""
+    async def claim_messages(self, limit: int, *, excluding: Sequence[int] = ()) -> list[ClaimedMessage]:
+        """Lease received messages in arrival order; an expired lease (a crash) makes them claimable again,
+        except for the messages `excluding`, which the caller still holds. Only the mapping node gets any
+        (postgres_nodes.py)."""
         if self.nodes is not None:
             await self.nodes.sweep()
             if not await self.nodes.may_map():
@@ -140,9 +142,9 @@ class PostgresStore:
         rows = await self._fetch(
             "UPDATE messages SET lease_until = hbgw_now() + $1, lease_owner = $2, attempts = attempts + 1"
             " WHERE id IN (SELECT id FROM messages WHERE state = 'received' AND lease_until < hbgw_now()"
-            "   ORDER BY id LIMIT $3 FOR UPDATE SKIP LOCKED)"
+            "   AND id <> ALL($4::bigint[]) ORDER BY id LIMIT $3 FOR UPDATE SKIP LOCKED)"
             " RETURNING id, source, message_type, correlation_id, received_at, payload, attempts",
-            self._lease, self.node, limit)
+            self._lease, self.node, limit, list(excluding))
         claimed = [ClaimedMessage(r[0], r[1], r[2], r[3], r[4], self._cipher.open(r[5], b"messages"), r[6])
                    for r in rows]
         return sorted(claimed, key=lambda message: message.id)
@@ -157,13 +159,18 @@ class PostgresStore:
 
     async def latest_document(self, document_id: str) -> Document | None:
         """The version a new fragment of the episode builds on (its bundle is {} once purged by retention)."""
-        rows = await self._fetch("SELECT version, kind, patient_key, bundle FROM documents WHERE document_id = $1"
-                                 " ORDER BY version DESC LIMIT 1", document_id)
-        if not rows:
-            return None
-        version, kind, patient_key, sealed = rows[0]
-        bundle = json.loads(self._cipher.open(sealed, b"documents")) if sealed is not None else {}
-        return Document(document_id, version, kind, patient_key, bundle)
+        return (await self.latest_documents([document_id])).get(document_id)
+
+    async def latest_documents(self, document_ids: Sequence[str]) -> dict[str, Document]:
+        """The newest version of each of these documents that exists, in one read (a batch's worth)."""
+        if not document_ids:
+            return {}
+        rows = await self._fetch(
+            "SELECT DISTINCT ON (document_id) document_id, version, kind, patient_key, bundle FROM documents"
+            " WHERE document_id = ANY($1::text[]) ORDER BY document_id, version DESC", sorted(set(document_ids)))
+        return {document_id: Document(document_id, version, kind, patient_key,
+                                      json.loads(self._cipher.open(sealed, b"documents")) if sealed is not None else {})
+                for document_id, version, kind, patient_key, sealed in rows}
 
     async def commit_mapping(self, message_id: int, documents: list[Document],
                              submissions: list[Submission]) -> None:
@@ -215,14 +222,17 @@ class PostgresStore:
             if item.withdraws:  # e.g. a reopened or cancelled episode: its held files must not go
                 continue
             first_received_at = min(received_at, replaced_since) if replaced_since else received_at
-            await db.execute(
+            inserted = await db.fetchval(
                 "INSERT INTO outbox (channel, idempotency_key, document_id, version, patient_key, content_type,"
-                " first_received_at, created_at, state, next_attempt_at, body)"
-                " VALUES ($1, $2, $3, $4, $5, $6, $7, hbgw_now(), 'pending', greatest(hbgw_now(), $8), $9)"
-                " ON CONFLICT (channel, idempotency_key) DO NOTHING",
+                " first_received_at, created_at, state, next_attempt_at)"
+                " VALUES ($1, $2, $3, $4, $5, $6, $7, hbgw_now(), 'pending', greatest(hbgw_now(), $8))"
+                " ON CONFLICT (channel, idempotency_key) DO NOTHING RETURNING id",
                 item.channel, item.idempotency_key, item.document_id, item.version,
                 patients[(item.document_id, item.version)], item.content_type, first_received_at,
-                float(item.not_before), self._cipher.seal(item.body, b"outbox"))
+                float(item.not_before))
+            if inserted is not None:
+                await db.execute("INSERT INTO outbox_bodies (outbox_id, body) VALUES ($1, $2)",
+                                 inserted, self._cipher.seal(item.body, b"outbox"))
         await db.execute("UPDATE messages SET state = 'mapped', finished_at = hbgw_now(), lease_until = 0"
                          " WHERE id = $1", outcome.message_id)
 
@@ -237,7 +247,7 @@ class PostgresStore:
         if self.nodes is not None:
             await self.nodes.sweep()
         rows = await self._fetch(
-            "UPDATE outbox SET state = 'in_flight', lease_until = hbgw_now() + $1, lease_owner = $2,"
+            "WITH claimed AS (UPDATE outbox SET state = 'in_flight', lease_until = hbgw_now() + $1, lease_owner = $2,"
             " attempts = attempts + 1 WHERE id IN ("
             " SELECT o.id FROM outbox o"
             " WHERE ((o.state = 'pending' AND o.next_attempt_at <= hbgw_now())"
@@ -245,8 +255,10 @@ class PostgresStore:
             " AND NOT EXISTS (SELECT 1 FROM outbox e WHERE e.patient_key = o.patient_key AND e.id < o.id"
             "   AND e.state IN ('pending', 'in_flight'))"
             " ORDER BY o.id LIMIT $3 FOR UPDATE OF o SKIP LOCKED)"
-            " RETURNING id, channel, idempotency_key, document_id, version, content_type, body, attempts,"
-            " first_received_at",
+            " RETURNING id, channel, idempotency_key, document_id, version, content_type, attempts,"
+            " first_received_at)"
+            " SELECT c.id, c.channel, c.idempotency_key, c.document_id, c.version, c.content_type, b.body,"
+            " c.attempts, c.first_received_at FROM claimed c JOIN outbox_bodies b ON b.outbox_id = c.id",
             self._lease, self.node, limit)
         claimed = [
             ClaimedSubmission(
@@ -256,10 +268,13 @@ class PostgresStore:
         return sorted(claimed, key=lambda item: item.id)
 
     async def mark_delivered(self, outbox_id: int, receipt: Receipt) -> None:
-        """Record the portal's acceptance and archive its receipt (the portal keeps results only 60 days)."""
+        """Record the portal's acceptance and archive its receipt (the portal keeps results only 60 days).
+        The signed body is dropped at once: it can be built again from the document, which is kept."""
         async def deliver(db: asyncpg.Connection) -> None:
             await db.execute("UPDATE outbox SET state = 'delivered', finished_at = hbgw_now(), lease_until = 0,"
                              " reason = NULL WHERE id = $1", outbox_id)
+            await db.execute("DELETE FROM outbox_bodies WHERE outbox_id = $1", outbox_id)
+            await postgres_admin.record_attempt(db, outbox_id, "delivered", receipt.transaction_id)
             await db.execute(
                 "INSERT INTO receipts (outbox_id, channel, transaction_id, received_at, result_code, raw,"
                 " archived_at) SELECT id, channel, $2, $3, $4, $5, hbgw_now() FROM outbox WHERE id = $1"
@@ -272,16 +287,20 @@ class PostgresStore:
 
     async def schedule_retry(self, outbox_id: int, delay_seconds: float, reason: str) -> None:
         """Release a submission for another attempt later, keeping the last failure's reason for operators."""
-        async with self._connection() as connection:
-            await connection.execute(
+        async def reschedule(db: asyncpg.Connection) -> None:
+            await db.execute(
                 "UPDATE outbox SET state = 'pending', next_attempt_at = hbgw_now() + $1, lease_until = 0,"
                 " lease_owner = NULL, reason = $2 WHERE id = $3", delay_seconds, reason, outbox_id)
+            await postgres_admin.record_attempt(db, outbox_id, "retry", reason)
+        await self._transaction(reschedule)
 
     async def dead_letter_submission(self, outbox_id: int, reason: str) -> None:
         """Park a submission the portal refused for good, with the portal's reason."""
-        async with self._connection() as connection:
-            await connection.execute("UPDATE outbox SET state = 'dead', reason = $1, finished_at = hbgw_now(),"
-                                     " lease_until = 0 WHERE id = $2", reason, outbox_id)
+        async def bury(db: asyncpg.Connection) -> None:
+            await db.execute("UPDATE outbox SET state = 'dead', reason = $1, finished_at = hbgw_now(),"
+                             " lease_until = 0 WHERE id = $2", reason, outbox_id)
+            await postgres_admin.record_attempt(db, outbox_id, "dead", reason)
+        await self._transaction(bury)
 
     # ---- observation ---------------------------------------------------------------------------
 
@@ -326,7 +345,7 @@ class PostgresStore:
     async def item_payload(self, ref: ItemRef, operator: str) -> bytes:
         """The decrypted payload, for an operator to correct; the viewing itself is audited."""
         sealed = await self._transaction(postgres_admin.read_payload, ref, operator)
-        return self._cipher.open(sealed, sqlite_admin.QUEUES[ref.queue].associated)
+        return self._cipher.open(sealed, postgres_admin.QUEUES[ref.queue].associated)
 
     async def retry_dead(self, ref: ItemRef, operator: str) -> int:
         """Put a dead item's message back to be mapped again; returns that message's id."""

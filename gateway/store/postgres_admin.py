@@ -10,15 +10,19 @@ from __future__ import annotations
 import asyncpg
 
 from gateway.store.interface import AdminError, ItemRef
-from gateway.store.sqlite_admin import QUEUES
+from gateway.store.sqlite_admin import QueueTable
 
 NODE_LOCK_CLASS = 0x4842  # advisory lock (class, node id) a node holds on its own connection while it serves
 PATIENT_LOCK_CLASS = 0x4850  # advisory lock (class, hashtext(patient key)) while a patient's outbox rows go in
 
+QUEUES = {"inbox": QueueTable("messages", b"messages", "SELECT payload, state, purged_at FROM messages WHERE id = $1"),
+          "outbox": QueueTable("outbox", b"outbox", "SELECT b.body, o.state, o.purged_at FROM outbox o"
+                                                    " LEFT JOIN outbox_bodies b ON b.outbox_id = o.id WHERE o.id = $1")}
 INBOX_ITEMS = ("SELECT id, state, message_type, sender, reason, received_at, finished_at, attempts,"
                " payload IS NULL, '' FROM messages")
 OUTBOX_ITEMS = ("SELECT o.id, o.state, o.channel, o.document_id || ':v' || o.version, o.reason,"
-                " o.first_received_at, o.finished_at, o.attempts, o.body IS NULL,"
+                " o.first_received_at, o.finished_at, o.attempts,"
+                " NOT EXISTS (SELECT 1 FROM outbox_bodies b WHERE b.outbox_id = o.id),"
                 " coalesce('inbox:' || (SELECT d.message_id FROM documents d"
                 "   WHERE d.document_id = o.document_id AND d.version = o.version), '') FROM outbox o")
 
@@ -30,10 +34,12 @@ _PURGES = {
         " AND m.finished_at < $1 AND NOT EXISTS (SELECT 1 FROM documents d JOIN outbox o"
         "   ON o.document_id = d.document_id AND o.version = d.version"
         f"   WHERE d.message_id = m.id AND o.state IN {_UNFINISHED}) LIMIT $2 FOR UPDATE SKIP LOCKED)"),
-    "outbox": (
-        "UPDATE outbox SET body = NULL, purged_at = hbgw_now() WHERE id IN ("
-        " SELECT id FROM outbox WHERE body IS NOT NULL AND state IN ('delivered', 'superseded', 'discarded')"
-        " AND finished_at < $1 LIMIT $2 FOR UPDATE SKIP LOCKED)"),
+    "outbox": (  # a delivered body is dropped on delivery already (PostgresStore.mark_delivered)
+        "WITH purged AS (DELETE FROM outbox_bodies WHERE outbox_id IN ("
+        " SELECT o.id FROM outbox_bodies b JOIN outbox o ON o.id = b.outbox_id"
+        " WHERE o.state IN ('delivered', 'superseded', 'discarded') AND o.finished_at < $1 LIMIT $2"
+        " FOR UPDATE OF b SKIP LOCKED) RETURNING outbox_id)"
+        " UPDATE outbox SET purged_at = hbgw_now() WHERE id IN (SELECT outbox_id FROM purged)"),
     "documents": (
         "UPDATE documents SET bundle = NULL, purged_at = hbgw_now() WHERE (document_id, version) IN ("
         " SELECT d.document_id, d.version FROM documents d WHERE d.bundle IS NOT NULL AND d.created_at < $1"
@@ -80,12 +86,20 @@ async def audit(db: asyncpg.Connection, operator: str, action: str, ref: ItemRef
                      " VALUES (hbgw_now(), $1, $2, $3, $4)", operator, action, str(ref), detail)
 
 
+async def record_attempt(db: asyncpg.Connection, outbox_id: int, outcome: str, reason: str) -> None:
+    """Keep each delivery attempt's outcome, so an operator sees the history, not only the last reason."""
+    await db.execute("INSERT INTO submission_attempts (outbox_id, at, outcome, reason) VALUES ($1, hbgw_now(), $2, $3)",
+                     outbox_id, outcome, reason)
+
+
 async def read_payload(db: asyncpg.Connection, ref: ItemRef, operator: str) -> bytes:
     """The sealed payload, its viewing audited in the same transaction."""
-    queue = QUEUES[ref.queue]
-    row = await db.fetchrow(f"SELECT {queue.payload} FROM {queue.table} WHERE id = $1", ref.id)
+    row = await db.fetchrow(QUEUES[ref.queue].payload, ref.id)
     if row is None:
         raise AdminError(f"there is no item {ref}")
+    if row[0] is None and row[1] == "delivered" and row[2] is None:
+        raise AdminError(f"the signed body of {ref} was dropped once the portal accepted it; its receipt and"
+                         " the document it was built from are kept")
     if row[0] is None:
         raise AdminError(f"the payload of {ref} was purged by the retention policy; its metadata is kept")
     await audit(db, operator, "show-payload", ref)

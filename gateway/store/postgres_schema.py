@@ -108,6 +108,34 @@ MIGRATIONS: tuple[str, ...] = (
         started_at double precision NOT NULL
     );
     """,
+    # 2: signed bodies in a table of their own (deleted on delivery), each delivery attempt with its outcome,
+    # and indexes for the operator console's searches (as SQLite's migrations 4 and 5)
+    """
+    CREATE TABLE outbox_bodies (
+        outbox_id bigint PRIMARY KEY REFERENCES outbox (id),
+        body      bytea  NOT NULL                    -- sealed; deleted on delivery, or purged by retention
+    );
+    INSERT INTO outbox_bodies (outbox_id, body) SELECT id, body FROM outbox WHERE body IS NOT NULL;
+    ALTER TABLE outbox DROP COLUMN body;
+    CREATE INDEX outbox_age ON outbox (state, first_received_at);
+
+    CREATE TABLE submission_attempts (
+        id        bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+        outbox_id bigint           NOT NULL REFERENCES outbox (id),
+        at        double precision NOT NULL,
+        outcome   text             NOT NULL,         -- delivered | retry | dead
+        reason    text             NOT NULL DEFAULT ''
+    );
+    CREATE INDEX submission_attempts_outbox ON submission_attempts (outbox_id, id);
+    -- Byte order for the console's prefix searches (`HIS` finds `HIS|BV`), whatever the database's locale.
+    ALTER TABLE messages ALTER COLUMN control_id TYPE text COLLATE "C", ALTER COLUMN sender TYPE text COLLATE "C",
+        ALTER COLUMN message_type TYPE text COLLATE "C";
+    CREATE INDEX messages_control ON messages (control_id);
+    CREATE INDEX messages_received ON messages (received_at);
+    CREATE INDEX messages_sender ON messages (sender, received_at);
+    CREATE INDEX outbox_channel ON outbox (channel, state);
+    CREATE INDEX operator_actions_item ON operator_actions (item);
+    """,
 )
 
 

@@ -102,7 +102,7 @@ async def test_a_postgresql_failure_mid_operation_is_a_store_error(postgres_dsn:
     store: Store = await PostgresStore(postgres_dsn, PayloadCipher(b"k" * 32)).open()
     try:
         connection = await asyncpg.connect(postgres_dsn)
-        await connection.execute("DROP TABLE receipts; DROP TABLE outbox")  # as a broken database would be
+        await connection.execute("DROP TABLE outbox CASCADE")  # as a broken database would be
         await connection.close()
         with pytest.raises(StoreUnavailable, match="UndefinedTableError"):
             await store.queue_depths()

@@ -175,7 +175,8 @@ async def test_the_schema_is_versioned_and_a_newer_database_is_refused_untouched
     await store.close()
     again = await node(postgres_dsn).open()  # migrating twice changes nothing
     await again.close()
-    assert await rows(postgres_dsn, "SELECT version FROM hbgw_schema") == [(len(MIGRATIONS),)]
+    assert await rows(postgres_dsn, "SELECT version FROM hbgw_schema ORDER BY version") == [
+        (version,) for version in range(1, len(MIGRATIONS) + 1)]  # each applied once
     await rows(postgres_dsn, "INSERT INTO hbgw_schema (version) VALUES (99)")
     with pytest.raises(SchemaTooNewError, match="version 99 is newer than this gateway knows"):
         await node(postgres_dsn).open()
@@ -230,3 +231,23 @@ async def test_the_operator_cli_works_on_the_shared_database(postgres_dsn: str) 
     assert postgres_dsn not in checked.stdout + checked.stderr + listed.stderr
     assert await rows(postgres_dsn, "SELECT state FROM messages") == [("received",)]
     assert [r[0] for r in await rows(postgres_dsn, "SELECT action FROM operator_actions")] == ["retry"]
+
+
+async def test_a_database_of_the_first_schema_is_upgraded_and_keeps_its_queued_work(
+        postgres_dsn: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr("gateway.store.postgres_schema.MIGRATIONS", MIGRATIONS[:1])
+    first = await node(postgres_dsn).open()  # creates the first schema only
+    await first.close()
+    sealed = PayloadCipher(KEY).seal(b"<signed/>", b"outbox")
+    await rows(postgres_dsn, "INSERT INTO outbox (channel, idempotency_key, document_id, version, patient_key,"
+                             " content_type, first_received_at, created_at, state, next_attempt_at, body) VALUES"
+                             " ('bhxh_xml130', 'D1:v1', 'D1', 1, 'p1', 'application/xml', 1, 1, 'pending', 0, $1)",
+               sealed)
+    monkeypatch.setattr("gateway.store.postgres_schema.MIGRATIONS", MIGRATIONS)
+    upgraded = await node(postgres_dsn).open()
+    try:
+        [claimed] = await upgraded.claim_submissions(10)
+    finally:
+        await upgraded.close()
+    assert claimed.submission.body == b"<signed/>"  # its body moved to outbox_bodies, still sealed
+    assert await rows(postgres_dsn, "SELECT max(version) FROM hbgw_schema") == [(len(MIGRATIONS),)]
