@@ -8,8 +8,9 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from gateway.config import ConfigError, Settings, demo_settings, load_settings
-from gateway.logs import configure_logging
+from gateway.logs import configure_logging, get_logger
 from gateway.queue_cli import add_queue_commands
+from gateway.safety import allowed_risks, refusals
 
 EXIT_CONFIG = 2
 
@@ -21,13 +22,15 @@ def _settings(args: argparse.Namespace) -> Settings:
 EXIT_STARTUP = 1
 
 
-def _serve(settings: Settings) -> int:
+def _serve(settings: Settings, allowed: Sequence[str] = ()) -> int:
     from gateway.app import Gateway  # noqa: PLC0415 (keeps check-config fast)
     from gateway.encryption import EncryptionKeyError  # noqa: PLC0415
     from gateway.signing import SigningError  # noqa: PLC0415
     from gateway.store import StoreError  # noqa: PLC0415
 
     configure_logging(settings.logging.level, settings.logging.format)
+    for risk in allowed:
+        get_logger(__name__).warning("unsafe_setting_allowed", risk=risk)
     try:
         asyncio.run(Gateway(settings).run_until_signalled())
     except (SigningError, EncryptionKeyError) as exc:  # a setting to fix: restarting cannot help
@@ -43,7 +46,11 @@ def _serve(settings: Settings) -> int:
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
-    return _serve(_settings(args))
+    settings = _settings(args)
+    problems = refusals(settings)
+    if problems:
+        raise ConfigError(problems)
+    return _serve(settings, allowed_risks(settings))
 
 
 def cmd_demo(_args: argparse.Namespace) -> int:
@@ -70,9 +77,11 @@ def _runtime_problems(settings: Settings) -> list[str]:
 
 def cmd_check_config(args: argparse.Namespace) -> int:
     settings = _settings(args)
-    problems = _runtime_problems(settings)
+    problems = refusals(settings) + _runtime_problems(settings)
     if problems:
         raise ConfigError(problems)
+    for risk in allowed_risks(settings):
+        print(f"config warning: {risk}", file=sys.stderr)
     print(f"config OK: MLLP {settings.mllp.host}:{settings.mllp.port}, HTTP {settings.http.host}:{settings.http.port},"
           f" store {settings.store.path}, signing {settings.signing.source}")
     return 0

@@ -242,6 +242,16 @@ class LoggingSettings(_Section):
     format: Literal["json", "console"] = "json"
 
 
+class SecuritySettings(_Section):
+    """Unsafe settings `serve` refuses unless allowed here on purpose; each allowed one is warned at every start."""
+
+    allow_anonymous_fhir: bool = False  # no http.fhir_senders while listening beyond this host
+    allow_dev_certificate: bool = False  # signing.source = "dev"
+    allow_plain_http_portal: bool = False  # a portal base_url without https (other than this host)
+    allow_demo_passwords: bool = False  # a portal password still "demo"
+    allow_empty_head_code: bool = False  # facility.head_code empty while the BHXH channel is on
+
+
 class Settings(_Section):
     facility: FacilitySettings = Field(default_factory=FacilitySettings)
     mllp: MllpSettings = Field(default_factory=MllpSettings)
@@ -252,6 +262,7 @@ class Settings(_Section):
     portal: PortalSettings = Field(default_factory=PortalSettings)
     emulator: EmulatorSettings = Field(default_factory=EmulatorSettings)
     logging: LoggingSettings = Field(default_factory=LoggingSettings)
+    security: SecuritySettings = Field(default_factory=SecuritySettings)
 
 
 class ConfigError(Exception):

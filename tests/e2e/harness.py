@@ -16,6 +16,10 @@ from typing import Any
 from tests.conftest import free_port
 
 BIN = Path(sys.executable).parent
+# What `serve` refuses unless allowed: these test gateways sign with the development certificate and post
+# to a local emulator with its demo passwords.
+SERVE_ALLOWS = {"HBGW_SECURITY__ALLOW_DEV_CERTIFICATE": "true", "HBGW_SECURITY__ALLOW_DEMO_PASSWORDS": "true",
+                "HBGW_SECURITY__ALLOW_EMPTY_HEAD_CODE": "true"}
 
 
 def http_json(url: str, timeout: float = 5.0) -> Any:
@@ -104,6 +108,8 @@ class GatewayProcess:
             "HBGW_LOGGING__FORMAT": "json", "HBGW_PIPELINE__POLL_INTERVAL_SECONDS": "0.2",
             "HBGW_PIPELINE__BACKOFF_BASE_SECONDS": "0.2", "HBGW_PIPELINE__BACKOFF_MAX_SECONDS": "2",
         })
+        if self.command == "serve":
+            env.update(SERVE_ALLOWS)
         env.update(self.extra_env)
         return env
 
