@@ -145,7 +145,8 @@ class FhirIntake:
         """Commit first; a repeat of the same identifier gets the original body again, with 200."""
         resource_type = request.resource["resourceType"]
         stored = await self._store.store_inbound(Inbound(
-            source="fhir", sender=request.sender, control_id=control_id(request.resource, request.if_none_exist),
+            source="fhir", sender=request.sender,
+            control_id=control_id(request.resource, request.if_none_exist, self._store.lookup_digest),
             message_type=resource_type, correlation_id=correlation_id, payload=payload, ack=body))
         if stored.duplicate:
             self._metrics.duplicates.labels("fhir").inc()
@@ -186,13 +187,15 @@ class FhirIntake:
                 self._metrics.mapping_errors.labels("fhir", issue.code).inc()
 
 
-def control_id(resource: dict[str, Any], if_none_exist: str) -> str:
-    """The idempotency key: Bundle.identifier, else the If-None-Exist criteria (hashed: they name people)."""
+def control_id(resource: dict[str, Any], if_none_exist: str, lookup_digest: Callable[[str], str]) -> str:
+    """The idempotency key: Bundle.identifier, else the If-None-Exist criteria, keyed (they name people: a
+    bare hash of a citizen id is recovered in a second); HMAC of their SHA-256, as store migration 4 rekeyed."""
     identifier = resource.get("identifier") if resource["resourceType"] == "Bundle" else None
     if isinstance(identifier, dict) and identifier.get("value"):
         return f"{identifier.get('system', '')}|{identifier['value']}"
     if if_none_exist:
-        return f"{resource['resourceType']}?sha256:{hashlib.sha256(if_none_exist.encode('utf-8')).hexdigest()}"
+        digest = lookup_digest(hashlib.sha256(if_none_exist.encode("utf-8")).hexdigest())
+        return f"{resource['resourceType']}?key:{digest}"
     return f"urn:uuid:{uuid.uuid4()}"
 
 

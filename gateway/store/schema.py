@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import sqlite3
+from collections.abc import Callable
 
 from gateway.store.interface import SchemaTooNewError
 
@@ -94,6 +95,17 @@ MIGRATIONS: tuple[str, ...] = (
     """
     ALTER TABLE messages ADD COLUMN content_digest TEXT NOT NULL DEFAULT '';
     """,
+    # 4: lookups of personal values keyed with the store's secret: HMAC(key, old SHA-256), the same
+    # HMAC(key, SHA-256(value)) new rows get, so that old and new rows of one patient still match; the values
+    # themselves cannot be recomputed (delivered payloads are purged by retention).
+    """
+    UPDATE documents SET patient_key = lookup_digest(patient_key);
+    UPDATE outbox SET patient_key = lookup_digest(patient_key);
+    UPDATE messages SET content_digest = lookup_digest(content_digest) WHERE content_digest != '';
+    UPDATE messages SET control_id = substr(control_id, 1, instr(control_id, '?sha256:') - 1) || '?key:'
+        || lookup_digest(substr(control_id, instr(control_id, '?sha256:') + 8))
+        WHERE source = 'fhir' AND instr(control_id, '?sha256:') > 0;
+    """,
 )
 
 
@@ -110,11 +122,13 @@ def _statements(script: str) -> list[str]:
     return statements
 
 
-def migrate(connection: sqlite3.Connection) -> int:
+def migrate(connection: sqlite3.Connection, lookup_digest: Callable[[str], str]) -> int:
     """Bring a database file up to the newest schema, all or nothing; returns the version it is at.
 
     The version is read under the write lock, so a CLI and a gateway starting together migrate once.
+    Migrations call `lookup_digest(text)` in SQL: the store's keyed digest (PayloadCipher.lookup_digest).
     """
+    connection.create_function("lookup_digest", 1, lookup_digest, deterministic=True)
     connection.execute("BEGIN IMMEDIATE")
     try:
         (current,) = connection.execute("PRAGMA user_version").fetchone()

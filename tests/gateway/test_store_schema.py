@@ -15,6 +15,7 @@ from gateway.store import SchemaTooNewError, SqliteStore
 from gateway.store.schema import MIGRATIONS, migrate
 
 KEY = b"s" * 32
+LOOKUP = PayloadCipher(KEY).lookup_digest
 
 
 def version_one_file(path: Path) -> None:
@@ -49,7 +50,7 @@ async def test_an_old_file_is_upgraded_and_keeps_its_data(tmp_path: Path) -> Non
 
 def test_migrating_twice_changes_nothing(tmp_path: Path) -> None:
     with sqlite3.connect(tmp_path / "gw.db", isolation_level=None) as db:
-        assert migrate(db) == migrate(db) == len(MIGRATIONS)
+        assert migrate(db, LOOKUP) == migrate(db, LOOKUP) == len(MIGRATIONS)
 
 
 def test_a_failed_migration_leaves_the_file_as_it_was(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -57,7 +58,7 @@ def test_a_failed_migration_leaves_the_file_as_it_was(tmp_path: Path, monkeypatc
     version_one_file(path)
     monkeypatch.setattr("gateway.store.schema.MIGRATIONS", (*MIGRATIONS, "ALTER TABLE messages ADD COLUMN x;\nBROKEN;"))
     with sqlite3.connect(path, isolation_level=None) as db, pytest.raises(sqlite3.OperationalError):
-        migrate(db)
+        migrate(db, LOOKUP)
     with sqlite3.connect(path) as db:
         assert db.execute("PRAGMA user_version").fetchone()[0] == 1
     assert "purged_at" not in columns(path, "messages")
