@@ -4,7 +4,8 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: run test system-deps bench clean
+.PHONY: run test system-deps bench fuzz clean
+FUZZ_SECONDS ?= 300
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -27,6 +28,10 @@ test: $(STAMP) system-deps
 ## bench: run the benchmarks and print their figures
 bench: $(STAMP)
 	$(BIN)/python bench/run_all.py
+
+## fuzz: fuzz the MLLP and FHIR entry points for FUZZ_SECONDS (default 300) and report crash sites
+fuzz: $(STAMP)
+	$(BIN)/python bench/fuzz.py --seconds $(FUZZ_SECONDS)
 
 clean:
 	rm -rf $(VENV) var build *.egg-info

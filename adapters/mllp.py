@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import asyncio
 import ssl
+import traceback
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
@@ -88,8 +89,10 @@ class MllpServer:
             self._on_refused("idle_timeout")
         except (ConnectionError, ssl.SSLError):
             pass
-        except Exception:  # the handler could not answer (e.g. the disk refused): no ACK, the sender resends
-            log.exception("mllp_handler_failed")
+        except Exception as exc:  # the handler could not answer (e.g. the disk refused): no ACK, the sender resends
+            where = traceback.extract_tb(exc.__traceback__)[-1]
+            # The exception text may quote the message's bytes, so only its type and place are logged.
+            log.error("mllp_handler_failed", error=type(exc).__name__, at=f"{where.filename}:{where.lineno}")
             self._on_refused("handler_error")
         finally:
             self._connections.discard(task)

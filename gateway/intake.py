@@ -55,6 +55,7 @@ _REJECT_CODES = frozenset({"duplicate-control-id",
 # ACK control ids: unique per process start (random prefix) and per ACK (sequence), and cheap.
 _ACK_ID_PREFIX = uuid.uuid4().hex[:8]
 _ACK_SEQUENCE = itertools.count(1)
+LOGGED_ID = 64  # characters of a control id in a log line: an oversize MSH-10 is refused, not logged whole
 
 
 @dataclass(frozen=True, slots=True)
@@ -216,7 +217,7 @@ class Hl7Intake:
         code = ("CR" if reject else "CE") if enhanced else ("AR" if reject else "AE")
         for issue in issues:
             self._child(self._metrics.mapping_errors, "mllp", issue.code).inc()
-        log.warning("hl7_refused", ack_code=code, control_id=header.control_id if header else "",
+        log.warning("hl7_refused", ack_code=code, control_id=header.control_id[:LOGGED_ID] if header else "",
                     problems=[f"{issue.location} {issue.code}" for issue in issues])
         return Answer(code, _encoded_ack(header, code, codec, issues[0].message, issues), issues=issues)
 
