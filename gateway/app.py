@@ -9,6 +9,7 @@ from importlib.metadata import PackageNotFoundError, version
 from aiohttp import web
 
 from adapters.fhir_api import FhirApi
+from adapters.limits import ConnectionLimits, HttpGuard, LimitedSite
 from adapters.mllp import MllpServer
 from adapters.portal.base import PortalChannel
 from adapters.portal.emulator import EmulatorConfig, create_emulator_app
@@ -89,7 +90,8 @@ class Gateway:
                 max_message_bytes=s.mllp.max_message_bytes, idle_timeout=s.mllp.idle_timeout_seconds,
                 max_connections=s.mllp.max_connections, ssl_context=server_ssl_context(s.mllp.tls),
                 on_connections=self.metrics.mllp_connections.set,
-                on_refused=lambda reason: self.metrics.mllp_refused.labels(reason).inc())
+                on_refused=lambda reason: self.metrics.mllp_refused.labels(reason).inc(),
+                max_connections_per_host=s.mllp.max_connections_per_host, frame_timeout=s.mllp.frame_timeout_seconds)
             await self.mllp.start()
         self._ready = True
         log.info("gateway_started", version=gateway_version(), mllp_port=self.mllp.port if self.mllp else None,
@@ -130,16 +132,18 @@ class Gateway:
 
     async def _start_http(self) -> None:
         s = self.settings.http
-        app = web.Application(client_max_size=s.max_body_bytes)
+        guard = HttpGuard(ConnectionLimits(s.max_connections, s.max_connections_per_host), s.request_timeout_seconds,
+                          lambda reason: self.metrics.http_refused.labels(reason).inc())
+        app = web.Application(client_max_size=s.max_body_bytes, middlewares=[guard.middleware])
         app.router.add_get("/healthz", self._healthz)
         app.router.add_get("/readyz", self._readyz)
         app.router.add_get("/metrics", self._metrics)
         assert self.store is not None
         intake = FhirIntake(self.store, self.metrics, s, validate_fhir)
         FhirApi(intake, s.max_body_bytes, gateway_version()).mount(app)
-        runner = web.AppRunner(app, access_log=None)
+        runner = web.AppRunner(app, access_log=None, keepalive_timeout=s.request_timeout_seconds)
         await runner.setup()
-        site = web.TCPSite(runner, s.host, s.port, ssl_context=server_ssl_context(s.tls))
+        site = LimitedSite(runner, s.host, s.port, ssl_context=server_ssl_context(s.tls), guard=guard)
         await site.start()
         self._runners.append(runner)
         self.http_port = runner.addresses[0][1]

@@ -61,6 +61,10 @@ class Metrics:
         self.mllp_refused = Counter(
             f"{PREFIX}_mllp_refused_total", "MLLP connections or frames refused, by reason",
             ["reason"], registry=r)
+        self.http_refused = Counter(
+            f"{PREFIX}_http_refused_total",
+            "HTTP connections refused or closed by the listener's limits (per host, in all, late request)",
+            ["reason"], registry=r)
 
         self.queue_depth = Gauge(
             f"{PREFIX}_queue_depth", "Items in the durable store by state", ["queue", "state"], registry=r)
