@@ -25,6 +25,7 @@ from gateway.retention import Retention
 from gateway.signing import Signer, load_signer, record_certificate_expiry
 from gateway.store import Store, open_store
 from mappings.fhir_in import map_fhir
+from mappings.fhir_in.limits import limit_issues
 from mappings.hl7v2 import screen
 from mappings.model import FacilityInfo, Issue
 
@@ -46,7 +47,7 @@ def facility_info(settings: Settings) -> FacilityInfo:
 
 def validate_fhir(resource: dict) -> list[Issue]:
     """The FHIR API refuses at once what the mapping could never turn into a health-book record."""
-    return list(map_fhir(resource).issues)
+    return limit_issues(resource) + list(map_fhir(resource).issues)
 
 
 class Gateway:

@@ -2,30 +2,21 @@
 
 A NUL or other control character in a field is never data: it breaks the logs, the XML sent on and the
 sender's own ACK parsing, so the message is refused naming the field. Field lengths are the national
-formats' (field_lengths.json, with their sources): a 1 MB patient name is refused at the ACK instead of
-being refused by the portal a day later.
+formats' (mappings/vn/data/field_lengths.json, with their sources): a 1 MB patient name is refused at the
+ACK instead of by the portal a day later.
 """
 from __future__ import annotations
 
-import json
 import re
-from functools import cache
-from importlib import resources
 
 from mappings.hl7v2.er7 import Er7Message, unescape
 from mappings.hl7v2.rules import where
 from mappings.model import Issue
+from mappings.vn.lengths import hl7_field_lengths
 
 # C0 controls but TAB and LF (\.br\ unescapes to LF), DEL, and C1 controls, which no Vietnamese charset
 # decodes to: there they are the sign of a wrong charset (UTF-8 read as 8859/1).
 CONTROL = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f]")
-
-
-@cache
-def field_lengths() -> dict[str, int]:
-    """The longest value allowed per field (`PID-5`: 255), from field_lengths.json."""
-    text = resources.files("mappings.hl7v2").joinpath("field_lengths.json").read_text(encoding="utf-8")
-    return {field: int(rule["max"]) for field, rule in json.loads(text)["fields"].items()}
 
 
 def _control_issue(location: str) -> Issue:
@@ -37,7 +28,7 @@ def _control_issue(location: str) -> Issue:
 def field_issues(msg: Er7Message) -> list[Issue]:
     """One issue per field holding a control character or longer than its national length; first 20 only."""
     issues: list[Issue] = []
-    lengths = field_lengths()
+    lengths = hl7_field_lengths()
     d = msg.delimiters
     seen: dict[str, int] = {}
     for segment in msg.segments:
