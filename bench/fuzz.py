@@ -21,7 +21,7 @@ from hypothesis import HealthCheck, given, seed, settings
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from tests.fuzzing import (  # noqa: E402 (the repository root first)
+from tests.fuzzing import (
     EntryPoints,
     check_fhir,
     check_mllp,

@@ -38,9 +38,8 @@ def field_issues(msg: Er7Message) -> list[Issue]:
             if number == 0:
                 continue
             location = where(segment.name, occurrence, number)
-            if line_has_control and CONTROL.search(raw):
-                issues.append(_control_issue(location))
-            elif d.escape in raw and "X" in raw and CONTROL.search(unescape(raw, d)):
+            raw_control = line_has_control and CONTROL.search(raw)
+            if raw_control or (d.escape in raw and "X" in raw and CONTROL.search(unescape(raw, d))):
                 issues.append(_control_issue(location))
             limit = lengths.get(f"{segment.name}-{number}")
             if limit is not None and any(len(rep) > limit for rep in raw.split(d.repetition)):

@@ -11,7 +11,13 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from tests.fuzzing import EntryPoints, check_fhir, check_mllp, fhir_requests, hl7_payloads
+from tests.fuzzing import (
+    EntryPoints,
+    check_fhir,
+    check_mllp,
+    fhir_requests,
+    hl7_payloads,
+)
 
 BOUNDED = settings(max_examples=120, deadline=None, database=None, derandomize=True,
                    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large,
