@@ -4,13 +4,14 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: run test system-deps bench fuzz clean
+.PHONY: run test system-deps bench fuzz clean constraints
 FUZZ_SECONDS ?= 300
 
-$(STAMP): pyproject.toml
+# Exact versions from constraints.txt, the same ones the Dockerfile installs.
+$(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e '.[test]'
+	$(BIN)/pip install --quiet --constraint constraints.txt --upgrade pip
+	$(BIN)/pip install --quiet --constraint constraints.txt -e '.[test]'
 	touch $(STAMP)
 
 ## run: start the gateway with the embedded demo defaults (MLLP 2575, HTTP 8080, emulator 8090)
@@ -32,6 +33,17 @@ bench: $(STAMP)
 ## fuzz: fuzz the MLLP and FHIR entry points for FUZZ_SECONDS (default 300) and report crash sites
 fuzz: $(STAMP)
 	$(BIN)/python bench/fuzz.py --seconds $(FUZZ_SECONDS)
+
+## constraints: re-pin constraints.txt to the newest versions pyproject.toml allows (then run make test)
+constraints:
+	rm -rf build/constraints-venv
+	$(PYTHON) -m venv build/constraints-venv
+	build/constraints-venv/bin/pip install --quiet --upgrade pip
+	build/constraints-venv/bin/pip install --quiet '.[test]'
+	{ sed -n '/^#/p' constraints.txt; build/constraints-venv/bin/pip freeze --all --exclude healthbook-gateway \
+		--exclude setuptools; } > constraints.txt.new
+	mv constraints.txt.new constraints.txt
+	rm -rf build/constraints-venv
 
 clean:
 	rm -rf $(VENV) var build *.egg-info

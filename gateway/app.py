@@ -4,7 +4,6 @@ from __future__ import annotations
 import asyncio
 import signal
 import time
-from importlib.metadata import PackageNotFoundError, version
 
 from aiohttp import web
 
@@ -24,19 +23,13 @@ from gateway.pipeline import Pipeline, mapping_executor
 from gateway.retention import Retention
 from gateway.signing import Signer, load_signer, record_certificate_expiry
 from gateway.store import Store, open_store
+from gateway.version import gateway_version
 from mappings.fhir_in import map_fhir
 from mappings.fhir_in.limits import limit_issues
 from mappings.hl7v2 import screen
 from mappings.model import FacilityInfo, Issue
 
 log = get_logger(__name__)
-
-
-def gateway_version() -> str:
-    try:
-        return version("healthbook-gateway")
-    except PackageNotFoundError:
-        return "0.0.0+unknown"
 
 
 def facility_info(settings: Settings) -> FacilityInfo:
@@ -56,6 +49,10 @@ class Gateway:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self.metrics = Metrics(version=gateway_version())
+        self.metrics.watch_senders("mllp", ((rule.label, rule.silent_after_minutes * 60)
+                                            for rule in settings.mllp.allowed_senders))
+        self.metrics.watch_senders("fhir", ((sender.name, sender.silent_after_minutes * 60)
+                                            for sender in settings.http.fhir_senders))
         self.store: Store | None = None
         self.mllp: MllpServer | None = None
         self.http_port: int | None = None
@@ -64,20 +61,24 @@ class Gateway:
         self._channels: dict[str, PortalChannel] = {}
         self._runners: list[web.AppRunner] = []
         self._signer: Signer | None = None
+        self._practitioners: dict[str, Signer] = {}
         self._ready = False
 
     async def start(self) -> None:
         s = self.settings
         signer = self._signer = load_signer(s.signing)
         record_certificate_expiry(self.metrics, signer)
+        practitioners = self._practitioners = {doctor.licence: load_signer(doctor)
+                                               for doctor in s.portal.hub.practitioner_signers}
         if s.emulator.enabled:
             await self._start_emulator(signer.certificate_pem)
         self.store = await open_store(s.store, owner=True, on_batch=self.metrics.group_commit_batch.observe)
+        backlog = await self._backlog()
         self._channels = open_channels(s.portal, self.metrics)
         facility = facility_info(s)
         self._pipeline = Pipeline(
             self.store, self.metrics, s.pipeline,
-            lambda document: build_submissions(document, facility, signer, s.portal),
+            lambda document: build_submissions(document, facility, signer, s.portal, practitioners=practitioners),
             self._channels, lambda: mapping_executor(s.pipeline.mapping_processes))
         await self._pipeline.start()
         self._retention = Retention(self.store, self.metrics, s.store.retention_days)
@@ -96,7 +97,7 @@ class Gateway:
             await self.mllp.start()
         self._ready = True
         log.info("gateway_started", version=gateway_version(), mllp_port=self.mllp.port if self.mllp else None,
-                 http_port=self.http_port, store=str(s.store.path), signing=s.signing.source)
+                 http_port=self.http_port, store=str(s.store.path), signing=s.signing.source, **backlog)
 
     async def stop(self) -> None:
         """Stop listening first (no new acknowledgements), then the workers, then the store."""
@@ -111,11 +112,15 @@ class Gateway:
             await channel.close()
         for runner in reversed(self._runners):
             await runner.cleanup()
+        backlog: dict[str, int] = {}
         if self.store is not None:
+            backlog = await self._backlog()
             await self.store.close()
         if self._signer is not None:
             self._signer.close()
-        log.info("gateway_stopped")
+        for practitioner in self._practitioners.values():
+            practitioner.close()
+        log.info("gateway_stopped", **backlog)
 
     async def run_until_signalled(self) -> None:
         """Serve until SIGTERM or SIGINT, then shut down cleanly."""
@@ -162,10 +167,19 @@ class Gateway:
         return web.Response(body=self.metrics.render(), content_type="text/plain", charset="utf-8",
                             headers={"X-Content-Type-Options": "nosniff"})
 
+    async def _backlog(self) -> dict[str, int]:
+        """What waits in the store, as counts only: logged at start and at stop."""
+        assert self.store is not None
+        depths = await self.store.queue_depths()
+        return {"backlog_received": depths.get(("inbox", "received"), 0),
+                "backlog_pending": depths.get(("outbox", "pending"), 0) + depths.get(("outbox", "in_flight"), 0),
+                "backlog_dead": depths.get(("inbox", "dead"), 0) + depths.get(("outbox", "dead"), 0)}
+
     async def refresh_queue_metrics(self) -> None:
-        """Queue depth and oldest-pending age are read from the store at scrape time."""
+        """Queue depth, oldest-pending age and the store's files are read at scrape time."""
         if self.store is None:
             return
+        self.metrics.record_store_files(self.settings.store.path)
         depths = await self.store.queue_depths()
         for queue, states in QUEUE_STATES.items():
             for state in states:
@@ -180,7 +194,7 @@ class Gateway:
         app = create_emulator_app(
             EmulatorConfig(host=s.emulator.host, port=s.emulator.port, cert_pem=certificate_pem,
                            username=bhxh.username, password=bhxh.password.get_secret_value(),
-                           service_type=hub.service_type),
+                           service_type=hub.service_type, hub_sorted_keys=hub.checksum_key_order == "sorted"),
             bhxh_paths=(bhxh.token_path, bhxh.checkin_path, bhxh.submit_path),
             hub_paths=(hub.login_path, hub.push_path))
         runner = web.AppRunner(app, access_log=None)

@@ -6,7 +6,7 @@ document into its signed body, and one line in CHANNELS; everything else reads f
 """
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Protocol
@@ -20,8 +20,9 @@ from gateway.signing import Signer
 from gateway.submissions import SubmissionBuildError, bhxh_body, hub_body
 from mappings.model import Document, FacilityInfo
 
-# (document, the channel's settings, facility, signer, now) -> the signed body, or None: not for this channel
-Builder = Callable[[Document, Any, FacilityInfo, Signer, datetime], bytes | None]
+# (document, the channel's settings, facility, signer, now, practitioners' signers by licence)
+# -> the signed body, or None: not for this channel
+Builder = Callable[[Document, Any, FacilityInfo, Signer, datetime, Mapping[str, Signer]], bytes | None]
 
 
 class ChannelClient(Protocol):
@@ -75,10 +76,13 @@ def submission_for(spec: ChannelSpec, document_id: str, version: int, body: byte
 
 
 def build_submissions(document: Document, facility: FacilityInfo, signer: Signer, portal: PortalSettings,
-                      now: datetime | None = None) -> list[Submission]:
+                      now: datetime | None = None, practitioners: Mapping[str, Signer] | None = None
+                      ) -> list[Submission]:
     """Sign one document for each enabled channel that takes its kind; a disabled channel gets nothing.
 
-    A SigningError (certificate expired since start-up) is left to propagate: it is retryable.
+    `practitioners` are the doctors' own signers by licence (portal.hub.practitioner_signers), for the
+    blocks of a health-check form they sign. A SigningError (certificate expired since start-up) is left to
+    propagate: it is retryable.
     """
     now = now or datetime.now(UTC)
     built: list[Submission] = []
@@ -87,7 +91,7 @@ def build_submissions(document: Document, facility: FacilityInfo, signer: Signer
         if not settings.enabled:
             continue
         try:
-            body = spec.build(document, settings, facility, signer, now)
+            body = spec.build(document, settings, facility, signer, now, practitioners or {})
         except ValueError as exc:
             raise SubmissionBuildError(f"{document.kind} document {document.idempotency_key}: {exc}") from None
         if body is not None:

@@ -46,13 +46,34 @@ class TlsSettings(_Section):
         return self
 
 
+def _sender_name(value: str) -> str:
+    if value and not re.fullmatch(r"[A-Za-z0-9_.:-]{1,64}", value):
+        raise ValueError("must be 1 to 64 letters, digits or _ . : - (it becomes a metrics label)")
+    if value == "other":
+        raise ValueError('"other" is reserved for senders not named in the settings')
+    return value
+
+
 class SenderRule(_Section):
     """One allowed MLLP sender: any field left empty matches anything."""
 
+    name: str = ""  # for metrics; empty: the first field set among the four below
     address: str = ""  # IP address or CIDR network of the sending host
     sending_application: str = ""  # MSH-3.1
     sending_facility: str = ""  # MSH-4.1 (or MSH-4.2, the facility id)
     client_cert_cn: str = ""  # subject CN of the sender's verified TLS client certificate
+    silent_after_minutes: float = Field(0, ge=0)  # alert when nothing came for this long; 0: never
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, value: str) -> str:
+        return _sender_name(value)
+
+    @property
+    def label(self) -> str:
+        """The sender's name in metrics: set in the settings, so the label values stay few."""
+        return (self.name or self.sending_application or self.sending_facility or self.client_cert_cn
+                or self.address or "other")
 
     @field_validator("address")
     @classmethod
@@ -138,6 +159,7 @@ class FhirSender(_Section):
     token_sha256: str = ""
     client_cert_cn: str = ""
     resource_types: list[str] = Field(default_factory=list)  # empty: every type the FHIR API accepts
+    silent_after_minutes: float = Field(0, ge=0)  # alert when nothing came for this long; 0: never
 
     @field_validator("token_sha256")
     @classmethod
@@ -199,6 +221,19 @@ class SigningSettings(_Section):
     pkcs11_cert_file: Path | None = None
 
 
+class PractitionerSigner(SigningSettings):
+    """A doctor who signs their own blocks of a health-check form: their licence and where their key is."""
+
+    licence: str  # as the HIS sends it: OBX-16, OBR-16, PV1-7, FHIR performer / resultsInterpreter
+
+    @field_validator("licence")
+    @classmethod
+    def _licence(cls, value: str) -> str:
+        if not value.strip():
+            raise ValueError("must be the practitioner's licence number")
+        return value.strip()
+
+
 class ChannelSettings(_Section):
     """One national channel's endpoint and credentials; every URL path is configurable."""
 
@@ -220,15 +255,49 @@ class BhxhChannelSettings(ChannelSettings):
 
 
 class HubChannelSettings(ChannelSettings):
+    """The Ministry of Health hub (QĐ 1551 PL02 as amended by QĐ 2062); the open points are settings."""
+
     login_path: str = "/api/auth/login"
     push_path: str = "/api/platform/data-sync/push"
     service_type: str = "100"
-    receiver_id: str = "BYT"
+    # QĐ 1551 PL02 §4.2 example "TDLBYT"; a vendor's sandbox request (VIMES Postman_example.txt) sent "TTYQG".
+    receiver_id: str = "TDLBYT"
     txn_type: str = "sync_checkup"
     # Immunizations: PORTAL_API.md names no channel, so they go through the same signed data-sync push
     # carrying the canonical FHIR document; confirm the transaction type with the Ministry before go-live.
     immunization_txn_type: str = "sync_immunization"
-    message_version: str = "1.0"
+    # header.version: PL02 §4.1 answer example "1.0.3"; the VIMES sandbox request sent "1.0.6".
+    message_version: str = "1.0.3"
+    msg_type: str = "101"  # PL02 §4.2: 101 = a sender's data-sync message
+    # `data`: the Base64 text itself (PL02 §4.2, the VIMES request), or {"file_content": Base64} (VIMES notes
+    # for QĐ 2062, not seen in a primary text).
+    data_shape: Literal["base64", "file_content"] = "base64"
+    # What `data` carries: the single form (QĐ 1551 PL02 §5) or a KHAMSUCKHOE envelope of sub-files XML1, XML2,
+    # ... with CHUKYDONVI (QĐ 2062 as vendor docs describe it; mappings/checkup/packaging.json).
+    packaging: Literal["form", "khamsuckhoe"] = "form"
+    # Header keys in the checksum: in the order sent (PL02: hash the JSON as sent, without whitespace) or sorted.
+    checksum_key_order: Literal["as_sent", "sorted"] = "as_sent"
+    # DOI_TUONG (1-14) and NGUON_KINH_PHI (1-5, 9) when the HIS sends none (OBX HBGW-KSK-DOI_TUONG,
+    # HBGW-KSK-NGUON_KINH_PHI): 14 "other" and 9 "other" until the site sets its usual ones.
+    default_doi_tuong: str = "14"
+    default_nguon_kinh_phi: str = "9"
+    # Doctors who sign their CKS_NGUOI_KHAM / CKS_NGUOI_KET_LUAN; those elements stay empty (as QĐ 1551
+    # allows) for anyone not listed.
+    practitioner_signers: list[PractitionerSigner] = Field(default_factory=list)
+
+    @field_validator("default_doi_tuong")
+    @classmethod
+    def _doi_tuong(cls, value: str) -> str:
+        if value not in {str(n) for n in range(1, 15)}:
+            raise ValueError("must be a QĐ 1551 DOI_TUONG code, 1 to 14")
+        return value
+
+    @field_validator("default_nguon_kinh_phi")
+    @classmethod
+    def _nguon(cls, value: str) -> str:
+        if value not in {"1", "2", "3", "4", "5", "9"}:
+            raise ValueError("must be a QĐ 1551 NGUON_KINH_PHI code: 1, 2, 3, 4, 5 or 9")
+        return value
 
 
 class PortalSettings(_Section):

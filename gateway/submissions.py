@@ -1,40 +1,19 @@
 """Turn a health-book document into the signed body each national channel sends (see PORTAL_API.md).
 
-Each builder takes the document and its channel's settings and returns the signed body, or None when the
-channel does not take that kind of document; gateway.channels names which builder serves which channel.
+Each builder takes the document, its channel's settings, the facility, the facility signer, the time and the
+practitioners' signers (by licence), and returns the signed body, or None when the channel does not take
+that kind of document; gateway.channels names which builder serves which channel.
 """
 from __future__ import annotations
 
-import base64
-import json
-from datetime import datetime, timezone
-from typing import Any
+from collections.abc import Mapping
+from datetime import datetime
 
 from gateway.config import BhxhChannelSettings, HubChannelSettings
+from gateway.hub_message import checkup_message, immunization_message
 from gateway.signing import Signer
-from mappings import checkup1551, xml130
+from mappings import xml130
 from mappings.model import Document, FacilityInfo
-
-
-def hub_header(settings: HubChannelSettings, sender_id: str, msg_id: str, sent_at: datetime,
-               txn_type: str | None = None) -> dict[str, Any]:
-    """The hub message header; msg_id is the idempotency key so the hub recognises a retransmission."""
-    return {
-        "sender_id": sender_id,
-        "receiver_id": settings.receiver_id,
-        "txn_type": txn_type or settings.txn_type,
-        "msg_id": msg_id,
-        "version": settings.message_version,
-        "send_date": sent_at.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
-    }
-
-
-def hub_message(header: dict[str, Any], data: dict[str, Any], signer: Signer) -> bytes:
-    """The hub body `{header, data: base64(JSON), signature}`, signed by the facility."""
-    data_b64 = base64.b64encode(json.dumps(data, ensure_ascii=False, separators=(",", ":")).encode("utf-8"))
-    data_text = data_b64.decode("ascii")
-    message = {"header": header, "data": data_text, "signature": signer.sign_hub_message(header, data_text)}
-    return json.dumps(message, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
 
 
 class SubmissionBuildError(ValueError):
@@ -42,7 +21,7 @@ class SubmissionBuildError(ValueError):
 
 
 def bhxh_body(document: Document, _settings: BhxhChannelSettings, facility: FacilityInfo, signer: Signer,
-              now: datetime) -> bytes | None:
+              now: datetime, _practitioners: Mapping[str, Signer]) -> bytes | None:
     """An episode as a signed XML 130 envelope; None for other kinds and for a cancelled episode (A11)."""
     if document.kind != "episode":
         return None
@@ -53,17 +32,15 @@ def bhxh_body(document: Document, _settings: BhxhChannelSettings, facility: Faci
 
 
 def hub_body(document: Document, settings: HubChannelSettings, facility: FacilityInfo, signer: Signer,
-             now: datetime) -> bytes | None:
+             now: datetime, practitioners: Mapping[str, Signer]) -> bytes | None:
     """A health check or an immunization as a signed hub message; None for other kinds.
 
-    Immunizations have no national form in PORTAL_API.md: they go to the hub as the canonical FHIR
-    document under `immunization_txn_type`.
+    Health checks go as the signed QĐ 1551/2062 XML form (gateway.hub_message), practitioners signing their
+    blocks where `practitioners` has their licence. Immunizations have no national form in PORTAL_API.md:
+    they go to the hub as the canonical FHIR document under `immunization_txn_type`.
     """
     if document.kind == "health_check":
-        header = hub_header(settings, facility.moh_facility_id, document.idempotency_key, now)
-        return hub_message(header, checkup1551.build_checkup(document, facility), signer)
+        return checkup_message(document, facility, signer, practitioners, settings, now)
     if document.kind == "immunization":
-        header = hub_header(settings, facility.moh_facility_id, document.idempotency_key, now,
-                            settings.immunization_txn_type)
-        return hub_message(header, document.bundle, signer)
+        return immunization_message(document, facility, signer, settings, now)
     return None

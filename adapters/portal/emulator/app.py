@@ -9,7 +9,6 @@ the client may never see, the hardest case for exactly-once delivery. Token expi
 from __future__ import annotations
 
 import asyncio
-import json
 import math
 from collections.abc import Awaitable, Callable
 from dataclasses import asdict
@@ -18,16 +17,14 @@ from typing import Any
 
 from aiohttp import web
 
+from adapters.portal.emulator import hub
 from adapters.portal.emulator.state import EmulatorConfig, EmulatorState, transaction_id
-from adapters.portal.emulator.validate import Rejection, check_envelope, check_hub_message
-from adapters.portal.wire import (
-    BHXH_ACCEPTED, BHXH_TOKEN_INVALID, HUB_ACCEPTED, IDEMPOTENCY_HEADER, bhxh_password_hash,
-)
+from adapters.portal.emulator.validate import Rejection, check_envelope
+from adapters.portal.wire import BHXH_ACCEPTED, BHXH_TOKEN_INVALID, IDEMPOTENCY_HEADER, bhxh_password_hash
 
 STATE = web.AppKey("state", EmulatorState)
 VIETNAM = timezone(timedelta(hours=7))
 CONTROL_PREFIX = "/_emulator/"
-MAX_HUB_BATCH = 100
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
@@ -118,57 +115,13 @@ async def bhxh_submit(request: web.Request) -> web.Response:
 
 
 async def hub_login(request: web.Request) -> web.Response:
-    """Hub login: username and password give a bearer token."""
-    state = _state(request)
-    body = await _json_object(request)
-    if body.get("username") != state.config.username or body.get("password") != state.config.password:
-        return web.json_response({"code": "401", "message": "invalid credentials"}, status=401)
-    state.counters.logins += 1
-    return web.json_response({"access_token": state.issue_token(), "token_type": "Bearer",
-                              "expires_in": int(state.faults.token_ttl)})
-
-
-def _hub_outcome(state: EmulatorState, message: Any, idempotency_key: str | None) -> dict[str, Any]:
-    """Validate and record one hub message; its receipt, the original one for a retransmission, or a refusal."""
-    state.counters.received += 1
-    try:
-        header = check_hub_message(message, state.config.cert_pem)["header"]
-        msg_id = str(header["msg_id"])
-        if idempotency_key is not None and idempotency_key != msg_id:
-            raise Rejection(f"{IDEMPOTENCY_HEADER} must equal header.msg_id")
-    except Rejection as exc:
-        state.counters.rejected += 1
-        state.counters.signature_failures += int(exc.signature)
-        header = message.get("header") if isinstance(message, dict) else None
-        msg_id = header.get("msg_id") if isinstance(header, dict) else None
-        return {"code": "400", "message": exc.reason, "msg_id": msg_id}
-    return state.seen("hub", msg_id) or state.accept("hub", msg_id, {
-        "code": HUB_ACCEPTED, "message": "accepted", "msg_id": msg_id, "transaction_id": transaction_id("HUB"),
-        "received_at": datetime.now(timezone.utc).isoformat(timespec="seconds")})
+    """Hub login (QĐ 1551 PL02 §4.1), see adapters.portal.emulator.hub."""
+    return await hub.login(request, _state(request))
 
 
 async def hub_push(request: web.Request) -> web.Response:
-    """Hub data-sync push: one signed message (or a JSON array of them), one receipt per msg_id."""
-    state = _state(request)
-    token = request.headers.get("Authorization", "").removeprefix("Bearer ").strip()
-    if not state.token_valid(token):
-        state.counters.token_refusals += 1
-        return web.json_response({"code": "401", "message": "token expired or invalid"}, status=401)
-    if request.headers.get("service-type") != state.config.service_type:
-        return web.json_response({"code": "400", "message": f"service-type must be {state.config.service_type}"},
-                                 status=400)
-    try:
-        body = json.loads(await request.read())
-    except ValueError:
-        body = None
-    if isinstance(body, list):
-        if not 1 <= len(body) <= MAX_HUB_BATCH:
-            return web.json_response({"code": "400", "message": f"a batch holds 1 to {MAX_HUB_BATCH} messages"},
-                                     status=400)
-        results = [_hub_outcome(state, message, None) for message in body]
-        return web.json_response({"code": HUB_ACCEPTED, "message": "batch processed", "results": results})
-    outcome = _hub_outcome(state, body, request.headers.get(IDEMPOTENCY_HEADER))
-    return web.json_response(outcome, status=200 if outcome["code"] == HUB_ACCEPTED else 400)
+    """Hub data-sync push (QĐ 1551 PL02 §4.2), see adapters.portal.emulator.hub."""
+    return await hub.push(request, _state(request))
 
 
 async def get_stats(request: web.Request) -> web.Response:

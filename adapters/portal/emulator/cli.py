@@ -43,6 +43,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--username", default="demo")
     parser.add_argument("--password", default="demo")
     parser.add_argument("--service-type", default="100", help="expected hub service-type header")
+    parser.add_argument("--hub-checksum-sorted", action="store_true",
+                        help="hash the hub header with sorted keys (portal.hub.checksum_key_order = sorted)")
     parser.add_argument("--fail-rate", type=_rate, default=0.0, help="share of calls answered with HTTP 500")
     parser.add_argument("--rate-limit-rate", type=_rate, default=0.0, help="share answered 429 + Retry-After")
     parser.add_argument("--retry-after", type=_non_negative, default=1.0, help="Retry-After seconds on 429")
@@ -62,7 +64,8 @@ def config_from_args(args: argparse.Namespace) -> EmulatorConfig:
                     slow_rate=args.slow_rate, slow_seconds=args.slow_seconds, drop_rate=args.drop_rate,
                     token_ttl=args.token_ttl)
     return EmulatorConfig(host=args.host, port=args.port, cert_pem=cert_pem, username=args.username,
-                          password=args.password, service_type=args.service_type, faults=faults, seed=args.seed)
+                          password=args.password, service_type=args.service_type,
+                          hub_sorted_keys=args.hub_checksum_sorted, faults=faults, seed=args.seed)
 
 
 def main(argv: list[str]) -> int:

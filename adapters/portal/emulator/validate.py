@@ -1,25 +1,17 @@
-"""What the emulator checks in a submission, as a real portal would: shape, base64, fields, signature."""
+"""What the emulator checks in a BHXH submission, as the portal would (the hub side: hub.py, checkup.py, xmldsig.py)."""
 from __future__ import annotations
 
 import base64
 import binascii
-import json
 import re
 from typing import Any
 
-from cryptography import x509
-from cryptography.exceptions import InvalidSignature
-from cryptography.hazmat.primitives import hashes
-from cryptography.hazmat.primitives.asymmetric import padding, rsa
 from lxml import etree
 from signxml import XMLVerifier
 from signxml.exceptions import InvalidInput, InvalidSignature as InvalidXmlSignature
 
-from adapters.portal.wire import hub_signing_input
-
 DS = "{http://www.w3.org/2000/09/xmldsig#}"
 FILE_TYPES = {f"XML{number}" for number in range(1, 16)} | {"CHECKIN"}
-HUB_HEADER_FIELDS = ("sender_id", "receiver_id", "txn_type", "msg_id", "version")
 
 
 class Rejection(Exception):
@@ -101,54 +93,3 @@ def check_envelope(xml: bytes, cert_pem: bytes | None, idempotency_key: str) -> 
     if episode_ids and document_id not in episode_ids:
         raise Rejection("Idempotency-Key does not name an MA_LK of this envelope")
     return {"facility": facility, "episodes": sorted(episode_ids), "files": file_types}
-
-
-def _load_public_key(cert_pem: bytes) -> rsa.RSAPublicKey:
-    key = x509.load_pem_x509_certificate(cert_pem).public_key()
-    if not isinstance(key, rsa.RSAPublicKey):
-        raise Rejection("the configured facility certificate is not RSA", signature=True)
-    return key
-
-
-def _check_hub_document(txn_type: str, document: dict[str, Any]) -> None:
-    """The document each transaction type must carry: a QĐ 1551 form, or a FHIR document Bundle."""
-    if txn_type == "sync_checkup":
-        if document.get("PHAN_LOAI_SK") not in (1, 2, 3, 4, 5):
-            raise Rejection("sync_checkup data.PHAN_LOAI_SK must be a health class 1-5")
-        if not str(document.get("MA_LK", "")).strip():
-            raise Rejection("sync_checkup data.MA_LK is required")
-    elif txn_type == "sync_immunization":
-        if document.get("resourceType") != "Bundle" or document.get("type") != "document":
-            raise Rejection("sync_immunization data must be a FHIR document Bundle")
-    else:
-        raise Rejection(f"header.txn_type {txn_type!r} is not a known transaction type")
-
-
-def check_hub_message(message: Any, cert_pem: bytes | None) -> dict[str, Any]:
-    """Validate one parsed hub message: fields, base64 JSON data and the RSA/SHA-256 message signature."""
-    if not isinstance(message, dict) or not isinstance(message.get("header"), dict):
-        raise Rejection("message must be a JSON object with a header object")
-    header = message["header"]
-    missing = [name for name in HUB_HEADER_FIELDS if not str(header.get(name, "")).strip()]
-    if missing:
-        raise Rejection(f"header is missing {', '.join(missing)}")
-    if not re.fullmatch(r"\d{13}", str(header["sender_id"])):
-        raise Rejection("header.sender_id must be the 13-digit facility id")
-    data, signature = message.get("data"), message.get("signature")
-    if not isinstance(data, str) or not isinstance(signature, str):
-        raise Rejection("data and signature must be base64 strings")
-    try:
-        document = json.loads(_b64(data, "data"))
-    except ValueError:
-        raise Rejection("data is not base64 of a JSON document") from None
-    if not isinstance(document, dict):
-        raise Rejection("data must hold a JSON object")
-    signature_bytes = _b64(signature, "signature")
-    if cert_pem is not None:
-        try:
-            _load_public_key(cert_pem).verify(signature_bytes, hub_signing_input(header, data),
-                                              padding.PKCS1v15(), hashes.SHA256())
-        except InvalidSignature:
-            raise Rejection("message signature does not verify", signature=True) from None
-    _check_hub_document(str(header["txn_type"]), document)
-    return {"header": header, "document": document}

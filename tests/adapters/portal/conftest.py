@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import base64
+import dataclasses
+import functools
 import json
 from collections.abc import AsyncIterator, Callable
 from datetime import datetime, timedelta, timezone
@@ -20,7 +22,12 @@ from gateway.config import BhxhChannelSettings, HubChannelSettings, SigningSetti
 from gateway.metrics import Metrics
 from gateway.signing import Signer, load_signer
 from gateway.signing.sources import generate_self_signed
-from gateway.submissions import hub_header, hub_message
+from gateway.hub_message import hub_header, hub_message, msg_id, sign_form
+from mappings.checkup.build import FormOptions, build_form
+from mappings.document import assemble
+from mappings.hl7v2 import map_message
+from mappings.model import Document, FacilityInfo
+from tests.checkup_samples import hl7
 
 FACILITY_ID = "4000000000123"
 
@@ -72,14 +79,31 @@ def make_bhxh(signer: Signer) -> Callable[..., Submission]:
     return make
 
 
+@functools.cache
+def _checkup_document(visit: str) -> Document:
+    """The adult sample health check (tests/checkup_samples.py) under its own visit number."""
+    return assemble(None, map_message(hl7("adult", visit)).fragments[0])
+
+
+def signed_form(document_id: str, signer: Signer) -> tuple[Document, bytes]:
+    """A sample health check as its facility-signed TREN_18 form."""
+    document = _checkup_document(document_id)
+    form = build_form(document, FacilityInfo("Demo", "40001", FACILITY_ID), FormOptions("14", "9"))
+    assert not form.issues, form.issues
+    return document, sign_form(form.xml, form.slots, signer, {})
+
+
 @pytest.fixture
 def make_hub(signer: Signer) -> Callable[..., Submission]:
+    """A signed hub message carrying a real signed form; header changes are made before the checksum."""
     def make(document_id: str, version: int = 1, **header_changes: Any) -> Submission:
-        header = hub_header(HubChannelSettings(), FACILITY_ID, f"{document_id}:v{version}",
+        document, xml = signed_form(document_id, signer)
+        document = dataclasses.replace(document, version=version)
+        settings = HubChannelSettings()
+        header = hub_header(settings, FACILITY_ID, msg_id(FACILITY_ID, document),
                             datetime(2026, 11, 23, 8, 0, tzinfo=timezone.utc))
         header.update(header_changes)
-        data = {"MA_LK": document_id, "PHAN_LOAI_SK": 1}
-        return submission_for(spec("moh_checkup"), document_id, version, hub_message(header, data, signer))
+        return submission_for(spec("moh_checkup"), document_id, version, hub_message(header, xml, signer, settings))
     return make
 
 
