@@ -77,6 +77,11 @@ def _encoded_ack(header: MessageHeader | None, code: str, codec: str, text: str 
                      now=datetime.now(UTC), text=text, issues=issues).encode(codec, errors="replace")
 
 
+def _replay_id(text: str, lookup_digest: Callable[[str], str]) -> str:
+    """A replay's key: its content's digest, keyed like every lookup of personal data (store migration 4)."""
+    return "replay:" + lookup_digest(hashlib.sha256(text.encode("utf-8")).hexdigest()[:20])[:20]
+
+
 class Hl7Intake:
     """The MLLP handler: every message gets exactly one clear answer, and AA/CA only once it is on disk."""
 
@@ -155,7 +160,7 @@ class Hl7Intake:
         if issues:
             return self._refuse(header, tuple(issues), codec)
         code = "CA" if header.enhanced_mode else "AA"
-        control_id = "replay:" + hashlib.sha256(text.encode("utf-8")).hexdigest()[:20] if replay else header.control_id
+        control_id = _replay_id(text, self._store.lookup_digest) if replay else header.control_id
         stored = await self._store.store_inbound(Inbound(
             source=source, sender=header.sender, control_id=control_id, message_type=header.message_type,
             correlation_id=correlation_id, payload=text.encode("utf-8"),

@@ -105,6 +105,8 @@ MIGRATIONS: tuple[str, ...] = (
     UPDATE messages SET control_id = substr(control_id, 1, instr(control_id, '?sha256:') - 1) || '?key:'
         || lookup_digest(substr(control_id, instr(control_id, '?sha256:') + 8))
         WHERE source = 'fhir' AND instr(control_id, '?sha256:') > 0;
+    UPDATE messages SET control_id = 'replay:' || substr(lookup_digest(substr(control_id, 8)), 1, 20)
+        WHERE source = 'replay' AND control_id LIKE 'replay:%';
     """,
 )
 
