@@ -226,7 +226,7 @@ def _bundle_issues(resource: dict[str, Any], interaction: Interaction) -> list[I
             continue
         if bundle_type in ("transaction", "batch"):
             method = (entry.get("request") or {}).get("method") if isinstance(entry.get("request"), dict) else None
-            if method not in ENTRY_METHODS:
+            if not isinstance(method, str) or method not in ENTRY_METHODS:  # a list or object is no method
                 issues.append(Issue(f"{path}.request.method", "unsupported-method",
                                     f"entry request method must be one of {', '.join(ENTRY_METHODS)}"))
     return issues

@@ -30,3 +30,13 @@ async def test_a_hostile_name_is_422_naming_it_and_not_stored(tmp_path: Path, fa
     assert (outcome["issue"][0]["details"]["coding"][0]["code"], outcome["issue"][0]["expression"]) == (
         code, [element])
     assert code in repr(logged) and "\\x00" not in repr(logged) and "VVVVVVVV" not in repr(logged)
+
+
+@pytest.mark.parametrize("method", [["POST"], {"x": 1}, None, 7])
+async def test_an_entry_method_of_the_wrong_json_type_is_refused_not_a_500(tmp_path: Path, method: object) -> None:
+    """Found by `make fuzz`: an unhashable method raised TypeError in the Bundle rules."""
+    bundle = corpus_bundle()
+    bundle["entry"][1]["request"]["method"] = method
+    async with running_fhir_api(tmp_path) as api, aiohttp.ClientSession() as http:
+        status, _, outcome = await post(http, api.base, bundle, AUTH)
+    assert status == 422 and outcome["issue"][0]["expression"] == ["Bundle.entry[1].request.method"]
