@@ -30,6 +30,7 @@ from tests.fuzzing import (
     hl7_payloads,
 )
 
+EXAMPLE_CHARS = 600
 ROUND = settings(max_examples=200, deadline=None, database=None, print_blob=False,
                  suppress_health_check=list(HealthCheck))
 
@@ -57,6 +58,7 @@ def main() -> int:
     parser.add_argument("--seconds", type=float, default=300.0, help="how long to fuzz (default 300)")
     args = parser.parse_args()
     broken: Counter[str] = Counter()
+    examples: dict[str, str] = {}  # the first shrunk input seen at each broken invariant
     rounds = Counter[str]()
     started = time.monotonic()
     with tempfile.TemporaryDirectory() as directory, EntryPoints(Path(directory)).running() as points:
@@ -66,7 +68,9 @@ def main() -> int:
                 try:
                     fuzz_round(points, which, random.getrandbits(32))
                 except Exception as exc:  # noqa: BLE001 (every failure is a finding to report)
-                    broken[f"{which}: {failure_site(exc)}"] += 1
+                    site = f"{which}: {failure_site(exc)}"
+                    broken[site] += 1
+                    examples.setdefault(site, " ".join(getattr(exc, "__notes__", []))[:EXAMPLE_CHARS])
         crashes = points.crash_sites()
         leaks = Counter(points.log_problems())
     elapsed = time.monotonic() - started
@@ -77,6 +81,8 @@ def main() -> int:
         print(f"{title}: {'none' if not found else ''}")
         for where, count in found.most_common():
             print(f"  {count:6d}  {where}")
+            if where in examples:
+                print(f"          {examples[where]}")
     return 1 if crashes or broken or leaks else 0
 
 
