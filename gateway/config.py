@@ -103,6 +103,16 @@ class FacilitySettings(_Section):
     tax_code: str = ""
     # XML 130 MA_TTDV: the health id (BHXH number) of the facility head or delegate; BHXH refuses it empty.
     head_code: str = ""
+    # BHXH form field maTinh: the facility's 2-digit province code; empty: the first two characters of
+    # bhxh_code, as public clients derive it (tracnn/qlbv_public BHYTXmlSubmitService::getMaTinhFromConfig).
+    province_code: str = ""
+
+    @field_validator("province_code")
+    @classmethod
+    def _province(cls, value: str) -> str:
+        if value and not re.fullmatch(r"\d{2}", value):
+            raise ValueError("must be the 2-digit province code (maTinh), e.g. \"01\"")
+        return value
 
     @field_validator("bhxh_code")
     @classmethod
@@ -249,9 +259,19 @@ class ChannelSettings(_Section):
 
 
 class BhxhChannelSettings(ChannelSettings):
+    """The BHXH portal's paths and form values, as the public references show them (adapters.portal.bhxh_wire)."""
+
     token_path: str = "/api/token/take"
     checkin_path: str = "/api/qd130/checkInKcbQd3176"
     submit_path: str = "/api/qd130/guiHoSoXmlQD3176"
+    checkin_file_type: str = "0"  # form field loaiHoSo of an XML0 check-in
+    submit_file_type: str = "130"  # form field loaiHoSo of an episode's XML 130 files
+    checkin_enabled: bool = True  # send XML0 check-ins at all
+    # "finished": an episode's files go once it is finished (discharge, visit end), then again for each
+    # correction; "every_version": every version goes at once (for tests and load runs, not for BHXH).
+    send_files: Literal["finished", "every_version"] = "finished"
+    # Hold a finished episode's files this long for late charges; a newer version restarts the wait.
+    claim_delay_seconds: float = Field(0.0, ge=0)
 
 
 class HubChannelSettings(ChannelSettings):
@@ -328,8 +348,22 @@ class SecuritySettings(_Section):
     allow_empty_head_code: bool = False  # facility.head_code empty while the BHXH channel is on
 
 
+class FacilityEntry(FacilitySettings):
+    """One of several facilities behind one gateway: its codes, who sends for it, its account and certificate."""
+
+    # What names this facility in what it sends: MSH-4.1 or MSH-4.2 values, the MoH id of a FHIR
+    # Encounter.serviceProvider, the namespace of its FHIR visit identifiers. Its moh_facility_id always counts.
+    senders: list[str] = Field(default_factory=list)
+    portal_username: str = ""  # its BHXH account; empty: [portal.bhxh] username and password
+    portal_password: SecretStr | None = None
+    signing: SigningSettings | None = None  # its certificate; none: the gateway's [signing]
+
+
 class Settings(_Section):
     facility: FacilitySettings = Field(default_factory=FacilitySettings)
+    # Several facilities (a hospital group, a provincial hub): when any is listed, [facility] is not used
+    # and every message must name one of them.
+    facilities: list[FacilityEntry] = Field(default_factory=list)
     mllp: MllpSettings = Field(default_factory=MllpSettings)
     http: HttpSettings = Field(default_factory=HttpSettings)
     store: StoreSettings = Field(default_factory=StoreSettings)
@@ -339,6 +373,16 @@ class Settings(_Section):
     emulator: EmulatorSettings = Field(default_factory=EmulatorSettings)
     logging: LoggingSettings = Field(default_factory=LoggingSettings)
     security: SecuritySettings = Field(default_factory=SecuritySettings)
+
+    @model_validator(mode="after")
+    def _distinct_facilities(self) -> Settings:
+        codes = [entry.bhxh_code for entry in self.facilities]
+        if len(codes) != len(set(codes)):
+            raise ValueError("facilities: two facilities share a bhxh_code")
+        keys = [key for entry in self.facilities for key in {entry.moh_facility_id, *entry.senders}]
+        if len(keys) != len(set(keys)):
+            raise ValueError("facilities: a sender or moh_facility_id names two facilities")
+        return self
 
 
 class ConfigError(Exception):

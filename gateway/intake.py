@@ -51,7 +51,7 @@ Screen = Callable[[str], list[Issue]]
 _REJECT_CODES = frozenset({"duplicate-control-id",
                            "unsupported-message-type", "unsupported-event", "unsupported-version",
                            "unsupported-processing-id", "sender-not-allowed", "message-too-large", "msh-invalid",
-                           "charset-mismatch"})
+                           "charset-mismatch", "unknown-facility"})
 # ACK control ids: unique per process start (random prefix) and per ACK (sequence), and cheap.
 _ACK_ID_PREFIX = uuid.uuid4().hex[:8]
 _ACK_SEQUENCE = itertools.count(1)
@@ -85,8 +85,10 @@ def _replay_id(text: str, lookup_digest: Callable[[str], str]) -> str:
 class Hl7Intake:
     """The MLLP handler: every message gets exactly one clear answer, and AA/CA only once it is on disk."""
 
-    def __init__(self, store: Store, metrics: Metrics, settings: MllpSettings, screen: Screen) -> None:
+    def __init__(self, store: Store, metrics: Metrics, settings: MllpSettings, screen: Screen,
+                 facility_refusals: Callable[[str, str], list[Issue]] | None = None) -> None:
         self._store = store
+        self._facility_refusals = facility_refusals  # (MSH-4, component separator): several facilities served
         self._metrics = metrics
         self._settings = settings
         self._screen = screen
@@ -205,6 +207,8 @@ class Hl7Intake:
             return [Issue("MSH-10", "required", "message control id is required")]
         if self._settings.allowed_senders and not self._sender_allowed(frame, header):
             return [Issue("MSH-4", "sender-not-allowed", "this sender is not on the gateway's allowlist")]
+        if self._facility_refusals is not None:
+            return self._facility_refusals(header.sending_facility, header.encoding_characters[:1] or "^")
         return []
 
     def _sender_allowed(self, frame: Frame, header: MessageHeader) -> bool:

@@ -48,9 +48,13 @@ def risks(settings: Settings) -> list[Risk]:
     if http.enabled and not http.fhir_senders and not is_loopback(http.host):
         found.append(Risk("allow_anonymous_fhir", f"http.fhir_senders: empty, so anyone who reaches"
                           f" {http.host}:{http.port} may post FHIR resources"))
-    if settings.signing.source == "dev":
-        found.append(Risk("allow_dev_certificate", "signing.source: \"dev\" signs with a self-signed development"
-                          " certificate the national portals do not accept"))
+    signings = [("signing", settings.signing)] + [
+        (f"facilities[{index}].signing", entry.signing) for index, entry in enumerate(settings.facilities)
+        if entry.signing is not None]
+    for name, signing in signings:
+        if signing.source == "dev":
+            found.append(Risk("allow_dev_certificate", f"{name}.source: \"dev\" signs with a self-signed"
+                              " development certificate the national portals do not accept"))
     for name, channel in (("bhxh", settings.portal.bhxh), ("hub", settings.portal.hub)):
         if not channel.enabled:
             continue
@@ -60,9 +64,16 @@ def risks(settings: Settings) -> list[Risk]:
                               " hash and signed records would cross the network in clear"))
         if channel.password.get_secret_value() == DEMO_PASSWORD:
             found.append(Risk("allow_demo_passwords", f"portal.{name}.password: still the demo password"))
-    if settings.portal.bhxh.enabled and not settings.facility.head_code.strip():
-        found.append(Risk("allow_empty_head_code", "facility.head_code: empty, and BHXH refuses XML 130 records"
-                          " without MA_TTDV"))
+    for index, entry in enumerate(settings.facilities):
+        password = entry.portal_password
+        if settings.portal.bhxh.enabled and password is not None and password.get_secret_value() == DEMO_PASSWORD:
+            found.append(Risk("allow_demo_passwords", f"facilities[{index}].portal_password: still the demo password"))
+    heads = [(f"facilities[{index}]", entry.head_code) for index, entry in enumerate(settings.facilities)] or [
+        ("facility", settings.facility.head_code)]
+    for name, head_code in heads:
+        if settings.portal.bhxh.enabled and not head_code.strip():
+            found.append(Risk("allow_empty_head_code", f"{name}.head_code: empty, and BHXH refuses XML 130 records"
+                              " without MA_TTDV"))
     return found
 
 

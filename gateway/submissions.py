@@ -1,8 +1,8 @@
 """Turn a health-book document into the signed body each national channel sends (see PORTAL_API.md).
 
-Each builder takes the document, its channel's settings, the facility, the facility signer, the time and the
-practitioners' signers (by licence), and returns the signed body, or None when the channel does not take
-that kind of document; gateway.channels names which builder serves which channel.
+Each builder takes the document, the version it builds on, its channel's settings, the facility, the facility
+signer, the time and the practitioners' signers (by licence), and returns the signed body, or None when the
+channel has nothing to send for this version; gateway.channels names which builder serves which channel.
 """
 from __future__ import annotations
 
@@ -14,25 +14,54 @@ from gateway.hub_message import checkup_message, immunization_message
 from gateway.signing import Signer
 from mappings import xml130
 from mappings.model import Document, FacilityInfo
+from mappings.xml130 import checkin
+from mappings.xml130.lifecycle import claim_ready
+
+
+class Withdrawal:
+    """A builder's answer meaning: nothing to send, and the older unsent versions must not go either."""
+
+
+WITHDRAW = Withdrawal()
 
 
 class SubmissionBuildError(ValueError):
     """The document cannot become a portal submission: dead-letter it with this reason, retrying cannot help."""
 
 
-def bhxh_body(document: Document, _settings: BhxhChannelSettings, facility: FacilityInfo, signer: Signer,
-              now: datetime, _practitioners: Mapping[str, Signer]) -> bytes | None:
-    """An episode as a signed XML 130 envelope; None for other kinds and for a cancelled episode (A11)."""
+def bhxh_body(document: Document, previous: Document | None, settings: BhxhChannelSettings,
+              facility: FacilityInfo, signer: Signer, now: datetime,
+              _practitioners: Mapping[str, Signer]) -> bytes | Withdrawal | None:
+    """An episode as a signed XML 130 envelope, once it is finished (unless `send_files` says every version);
+    None for other kinds, an open episode and a cancelled one (A11); WITHDRAW when a finished episode is
+    reopened (A13) or cancelled, so that its files still held for late charges do not go."""
     if document.kind != "episode":
         return None
+    if settings.send_files == "finished" and not claim_ready(document):
+        if previous is not None and previous.bundle.get("entry") and claim_ready(previous):
+            return WITHDRAW
+        return None  # the claim is not complete yet (or was cancelled): its files wait
     tables = xml130.build_tables(document, facility)
     if not tables:  # a cancelled episode (A11): nothing more to send for it
         return None
     return signer.sign_xml_envelope(xml130.build_envelope(tables, facility, now))
 
 
-def hub_body(document: Document, settings: HubChannelSettings, facility: FacilityInfo, signer: Signer,
-             now: datetime, practitioners: Mapping[str, Signer]) -> bytes | None:
+def xml0_checkin_body(document: Document, previous: Document | None, settings: BhxhChannelSettings,
+                      facility: FacilityInfo, signer: Signer, _now: datetime,
+                      _practitioners: Mapping[str, Signer]) -> bytes | None:
+    """The signed XML0 check-in this version makes due (the first cost of the visit, or of the inpatient
+    stay, reached since `previous`); None when none is due or check-ins are off."""
+    if not settings.checkin_enabled:
+        return None
+    stages = checkin.due_stages(previous, document, facility)
+    if not stages:
+        return None
+    return signer.sign_xml_envelope(checkin.build_checkin(document, facility, stages[-1]))
+
+
+def hub_body(document: Document, _previous: Document | None, settings: HubChannelSettings, facility: FacilityInfo,
+             signer: Signer, now: datetime, practitioners: Mapping[str, Signer]) -> bytes | None:
     """A health check or an immunization as a signed hub message; None for other kinds.
 
     Health checks go as the signed QĐ 1551/2062 XML form (gateway.hub_message), practitioners signing their

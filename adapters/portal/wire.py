@@ -17,8 +17,6 @@ import json
 from typing import Any
 
 IDEMPOTENCY_HEADER = "Idempotency-Key"
-BHXH_ACCEPTED = "200"
-BHXH_TOKEN_INVALID = "401"
 
 
 def compact_json(value: Any, sort_keys: bool = False) -> bytes:

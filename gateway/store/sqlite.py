@@ -256,16 +256,20 @@ class SqliteStore:
                 "SELECT min(first_received_at) FROM outbox WHERE document_id = ? AND channel = ? AND version < ?"
                 " AND state = 'pending'", replaced).fetchone()
             db.execute(
-                "UPDATE outbox SET state = 'superseded', finished_at = ?, reason = 'replaced by version ' || ?"
+                "UPDATE outbox SET state = 'superseded', finished_at = ?, reason = ? || ?"
                 " WHERE document_id = ? AND channel = ? AND version < ? AND state = 'pending'",
-                (now, item.version, *replaced))
+                (now, "withdrawn by version " if item.withdraws else "replaced by version ", item.version,
+                 *replaced))
+            if item.withdraws:  # e.g. a reopened or cancelled episode: its held files must not go
+                continue
             first_received_at = min(received_at, replaced_since) if replaced_since else received_at
             db.execute(
                 "INSERT INTO outbox (channel, idempotency_key, document_id, version, patient_key, content_type,"
                 " first_received_at, created_at, state, next_attempt_at, body)"
                 " VALUES (?, ?, ?, ?, ?, ?, ?, ?, 'pending', ?, ?) ON CONFLICT (channel, idempotency_key) DO NOTHING",
                 (item.channel, item.idempotency_key, item.document_id, item.version,
-                 patients[(item.document_id, item.version)], item.content_type, first_received_at, now, now,
+                 patients[(item.document_id, item.version)], item.content_type, first_received_at, now,
+                 max(now, item.not_before),
                  self._cipher.seal(item.body, b"outbox")))
         db.execute("UPDATE messages SET state = 'mapped', finished_at = ?, lease_until = 0 WHERE id = ?",
                    (now, outcome.message_id))

@@ -107,6 +107,9 @@ class GatewayProcess:
             "HBGW_STORE__PATH": str(var / "gateway.db"), "HBGW_SIGNING__DEV_DIR": str(var / "dev-cert"),
             "HBGW_LOGGING__FORMAT": "json", "HBGW_PIPELINE__POLL_INTERVAL_SECONDS": "0.2",
             "HBGW_PIPELINE__BACKOFF_BASE_SECONDS": "0.2", "HBGW_PIPELINE__BACKOFF_MAX_SECONDS": "2",
+            # the delivery tests count one portal acceptance per admission they send; BHXH itself gets an
+            # episode's files once it is finished (the default, tests/e2e/test_bhxh_path.py)
+            "HBGW_PORTAL__BHXH__SEND_FILES": "every_version",
         })
         if self.command == "serve":
             env.update(SERVE_ALLOWS)

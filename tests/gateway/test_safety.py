@@ -66,6 +66,15 @@ def test_the_defaults_refuse_all_but_anonymous_fhir_on_loopback() -> None:
         "signing.source", "portal.bhxh.password", "portal.hub.password", "facility.head_code"]
 
 
+def test_each_of_several_facilities_is_checked() -> None:
+    facilities = ('[{"bhxh_code": "79001", "moh_facility_id": "7900000000789", "head_code": "79123"},'
+                  ' {"bhxh_code": "79002", "moh_facility_id": "7900000000790", "portal_password": "demo",'
+                  ' "signing": {"source": "dev"}}]')
+    problems = refusals(load_settings(None, {**SAFE, "HBGW_FACILITIES": facilities}))
+    assert [p.split(":")[0] for p in problems] == [
+        "facilities[1].signing.source", "facilities[1].portal_password", "facilities[1].head_code"]
+
+
 def test_serve_warns_at_every_start_for_what_is_allowed(tmp_path: Path) -> None:
     gateway = GatewayProcess(tmp_path, command="serve", extra_env={"HBGW_HTTP__HOST": "0.0.0.0",
                                                                    "HBGW_SECURITY__ALLOW_ANONYMOUS_FHIR": "true"})

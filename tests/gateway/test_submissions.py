@@ -16,7 +16,7 @@ from adapters.portal.emulator.hub import HubRefusal, check_message
 from adapters.portal.emulator.validate import check_envelope
 from adapters.portal.emulator.xmldsig import verify_form
 from gateway.channels import build_submissions
-from gateway.config import PortalSettings, SigningSettings
+from gateway.config import BhxhChannelSettings, PortalSettings, SigningSettings
 from gateway.hub_message import msg_id
 from gateway.signing import Signer, load_signer
 from gateway.signing.sources import generate_self_signed
@@ -49,11 +49,12 @@ def document(corpus_file: str) -> Document:
 
 def test_episode_becomes_one_signed_bhxh_envelope(signer: Signer) -> None:
     episode = document("adt_a01_admit.hl7")
-    [submission] = build_submissions(episode, FACILITY, signer, PortalSettings(), now=NOW)
+    every_version = PortalSettings(bhxh=BhxhChannelSettings(send_files="every_version"))
+    [submission] = build_submissions(episode, FACILITY, signer, every_version, now=NOW)
     assert (submission.channel, submission.idempotency_key) == ("bhxh_xml130", episode.idempotency_key)
     assert (submission.document_id, submission.version, submission.content_type) == (
         episode.document_id, episode.version, "application/xml")
-    checked = check_envelope(submission.body, signer.certificate_pem, submission.idempotency_key)
+    checked = check_envelope(submission.body, signer.certificate_pem)
     assert checked["facility"] == "40001"
     assert checked["episodes"] == [episode.document_id]
     assert {"XML1", "XML8"} <= set(checked["files"])

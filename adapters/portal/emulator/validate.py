@@ -3,7 +3,10 @@ from __future__ import annotations
 
 import base64
 import binascii
+import json
 import re
+from functools import cache
+from importlib import resources
 from typing import Any
 
 from lxml import etree
@@ -11,7 +14,7 @@ from signxml import XMLVerifier
 from signxml.exceptions import InvalidInput, InvalidSignature as InvalidXmlSignature
 
 DS = "{http://www.w3.org/2000/09/xmldsig#}"
-FILE_TYPES = {f"XML{number}" for number in range(1, 16)} | {"CHECKIN"}
+FILE_TYPES = {f"XML{number}" for number in range(1, 16)}
 
 
 class Rejection(Exception):
@@ -38,8 +41,9 @@ def _b64(text: str | None, where: str) -> bytes:
         raise Rejection(f"{where} is not valid base64") from None
 
 
-def _verify_xml_signature(xml: bytes, cert_pem: bytes | None) -> etree._Element:
-    root = _parse(xml, "envelope")
+def _verify_xml_signature(xml: bytes, cert_pem: bytes | None, root_tag: str) -> etree._Element:
+    """The signed element, once its enveloped signature in CHUKYDONVI verifies and covers `root_tag`."""
+    root = _parse(xml, root_tag)
     signatures = root.findall(f"CHUKYDONVI/{DS}Signature")
     if len(signatures) != 1:
         raise Rejection("CHUKYDONVI must hold exactly one ds:Signature", signature=True)
@@ -54,17 +58,24 @@ def _verify_xml_signature(xml: bytes, cert_pem: bytes | None) -> etree._Element:
     except (InvalidXmlSignature, InvalidInput, ValueError) as exc:
         raise Rejection(f"XML signature does not verify: {exc}", signature=True) from None
     signed = result.signed_xml if not isinstance(result, list) else result[0].signed_xml
-    if signed is None or signed.tag != "GIAMDINHHS":
-        raise Rejection("the signature does not cover the GIAMDINHHS envelope", signature=True)
+    if signed is None or signed.tag != root_tag:
+        raise Rejection(f"the signature does not cover the {root_tag} document", signature=True)
     return signed
 
 
-def check_envelope(xml: bytes, cert_pem: bytes | None, idempotency_key: str) -> dict[str, Any]:
+def _episode_ids(table: etree._Element) -> set[str]:
+    ids = {(node.text or "").strip() for node in table.iter("MA_LK")}
+    if not ids or any(len(value) > 100 or not value for value in ids):
+        raise Rejection("MA_LK must be 1 to 100 characters")
+    return ids
+
+
+def check_envelope(xml: bytes, cert_pem: bytes | None) -> dict[str, Any]:
     """Validate a signed GIAMDINHHS envelope; return what was signed (facility code, MA_LK values, files)."""
     root = _parse(xml, "envelope")
     if root.tag != "GIAMDINHHS":
         raise Rejection(f"root element must be GIAMDINHHS, not {root.tag}")
-    signed = _verify_xml_signature(xml, cert_pem)
+    signed = _verify_xml_signature(xml, cert_pem, "GIAMDINHHS")
     facility = (signed.findtext("THONGTINDONVI/MACSKCB") or "").strip()
     if len(facility) != 5:
         raise Rejection("THONGTINDONVI/MACSKCB must be the 5-character facility code")
@@ -84,12 +95,41 @@ def check_envelope(xml: bytes, cert_pem: bytes | None, idempotency_key: str) -> 
             table = _parse(_b64(file_node.findtext("NOIDUNGFILE"), f"HOSO[{number}] {kind} NOIDUNGFILE"),
                            f"HOSO[{number}] {kind} table")
             file_types.append(kind)
-            episode_ids.update((node.text or "").strip() for node in table.iter("MA_LK"))
+            episode_ids |= _episode_ids(table)
         if not record.findall("FILEHOSO"):
             raise Rejection(f"HOSO[{number}] has no FILEHOSO")
-    if any(len(value) > 100 or not value for value in episode_ids):
-        raise Rejection("MA_LK must be 1 to 100 characters")
-    document_id = idempotency_key.rsplit(":v", 1)[0]
-    if episode_ids and document_id not in episode_ids:
-        raise Rejection("Idempotency-Key does not name an MA_LK of this envelope")
     return {"facility": facility, "episodes": sorted(episode_ids), "files": file_types}
+
+
+@cache
+def checkin_layout() -> dict[str, Any]:
+    """The XML0 field list the gateway also builds from (mappings/xml130/xml0.json), read as data."""
+    loaded: dict[str, Any] = json.loads(
+        resources.files("mappings.xml130").joinpath("xml0.json").read_text(encoding="utf-8"))
+    return loaded
+
+
+def check_checkin(xml: bytes, cert_pem: bytes | None) -> dict[str, Any]:
+    """Validate a signed XML0 check-in: root, row list, every field in order, its own signature."""
+    layout = checkin_layout()
+    root = _parse(xml, "check-in")
+    if root.tag != layout["root"]:
+        raise Rejection(f"root element must be {layout['root']}, not {root.tag}")
+    signed = _verify_xml_signature(xml, cert_pem, layout["root"])
+    rows = signed.findall(f"{layout['list']}/{layout['row']}")
+    if not rows:
+        raise Rejection(f"{layout['list']} holds no {layout['row']}")
+    facilities: set[str] = set()
+    for number, row in enumerate(rows, start=1):
+        names = [child.tag for child in row]
+        if names != layout["fields"]:
+            raise Rejection(f"{layout['row']}[{number}] must hold {', '.join(layout['fields'])} in that order")
+        facility = (row.findtext("MA_CSKCB") or "").strip()
+        if len(facility) != 5:
+            raise Rejection(f"{layout['row']}[{number}]/MA_CSKCB must be the 5-character facility code")
+        if not re.fullmatch(r"\d{12}", (row.findtext("NGAY_VAO") or "").strip()):
+            raise Rejection(f"{layout['row']}[{number}]/NGAY_VAO must be yyyyMMddHHmm")
+        facilities.add(facility)
+    if len(facilities) != 1:
+        raise Rejection("every TRANG_THAI_KCB of one check-in must be of one facility")
+    return {"facility": facilities.pop(), "episodes": sorted(_episode_ids(signed)), "files": ["XML0"]}

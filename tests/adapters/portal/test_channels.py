@@ -8,7 +8,7 @@ from collections.abc import Callable
 import pytest
 
 from adapters.portal.base import PermanentPortalError, Submission, TransientPortalError
-from adapters.portal.bhxh import BhxhChannel, is_checkin_envelope
+from adapters.portal.bhxh import BhxhChannel
 from adapters.portal.hub import HubChannel
 from gateway.channels import open_channel
 from gateway.config import BhxhChannelSettings, HubChannelSettings
@@ -94,15 +94,6 @@ async def test_wrong_password_is_transient_and_never_dead_letters_the_document(
         await channel.close()
     assert "login refused" in caught.value.reason
     assert (await portal.stats())["received"] == 0
-
-
-async def test_checkin_envelopes_go_to_the_checkin_path(
-        bhxh: BhxhChannel, make_bhxh: Callable[..., Submission], portal: Portal) -> None:
-    submission = make_bhxh("EP-0007", file_type="CHECKIN")
-    assert is_checkin_envelope(submission.body)
-    assert not is_checkin_envelope(make_bhxh("EP-0008").body)
-    await bhxh.submit(submission)
-    assert keys(await portal.stats()) == ["EP-0007:v1"]
 
 
 async def test_unreachable_portal_is_transient_with_no_status(
