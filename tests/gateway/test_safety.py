@@ -70,9 +70,10 @@ def test_each_of_several_facilities_is_checked() -> None:
     facilities = ('[{"bhxh_code": "79001", "moh_facility_id": "7900000000789", "head_code": "79123"},'
                   ' {"bhxh_code": "79002", "moh_facility_id": "7900000000790", "portal_password": "demo",'
                   ' "signing": {"source": "dev"}}]')
-    problems = refusals(load_settings(None, {**SAFE, "HBGW_FACILITIES": facilities}))
+    problems = refusals(load_settings(None, {**SAFE, "HBGW_FACILITIES": facilities,
+                                             "HBGW_SECURITY__ALLOW_DEV_CERTIFICATE": "false"}))
     assert [p.split(":")[0] for p in problems] == [
-        "facilities[1].signing.source", "facilities[1].portal_password", "facilities[1].head_code"]
+        "signing.source", "facilities[1].signing.source", "facilities[1].portal_password", "facilities[1].head_code"]
 
 
 def test_serve_warns_at_every_start_for_what_is_allowed(tmp_path: Path) -> None:
