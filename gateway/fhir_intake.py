@@ -42,6 +42,8 @@ BUNDLE_TYPES = ("transaction", "batch", "document", "collection")
 ENTRY_METHODS = {"POST": 201, "PUT": 200}
 OPEN_SENDER = "anonymous"
 _ENTRY_PATH = re.compile(r"^Bundle\.entry\[(\d+)\]")
+_CONTROL = re.compile("[\x00-\x1f\x7f-\x9f]")
+LOGGED_CHARS = 120
 
 
 class FhirIntake:
@@ -75,7 +77,7 @@ class FhirIntake:
     def refused(self, status: int, issue: Issue) -> None:
         """Count and log a request the protocol layer refused before it reached the business rules."""
         self._metrics.acks.labels("fhir", str(status)).inc()
-        log.warning("fhir_refused", status=status, problems=[f"{issue.location} {issue.code}"])
+        log.warning("fhir_refused", status=status, problems=[f"{loggable(issue.location)} {issue.code}"])
 
     async def submit(self, request: FhirRequest) -> FhirAnswer:
         """Create, transaction, batch or document: stored durably before any 2xx."""
@@ -94,7 +96,7 @@ class FhirIntake:
             if forbidden is not None:
                 return self._refuse(403, [forbidden])
             issues = await self._issues(request)
-            log.info("fhir_validated", resource_type=request.resource["resourceType"], issues=len(issues))
+            log.info("fhir_validated", resource_type=loggable(request.resource["resourceType"]), issues=len(issues))
             self._metrics.acks.labels("fhir", "200").inc()
             if not issues:
                 return FhirAnswer(200, to_json(information(request.resource["resourceType"], "no problems found")))
@@ -178,14 +180,19 @@ class FhirIntake:
 
     def _refuse(self, status: int, issues: list[Issue]) -> FhirAnswer:
         self._count_errors(issues)
-        log.warning("fhir_refused", status=status,
-                    problems=[f"{issue.location} {issue.code}" for issue in issues if issue.severity == "error"])
+        log.warning("fhir_refused", status=status, problems=[
+            f"{loggable(issue.location)} {issue.code}" for issue in issues if issue.severity == "error"])
         return outcome_answer(status, issues)
 
     def _count_errors(self, issues: list[Issue]) -> None:
         for issue in issues:
             if issue.severity == "error":
                 self._metrics.mapping_errors.labels("fhir", issue.code).inc()
+
+
+def loggable(text: str) -> str:
+    """Client-chosen text (an element name, a resource type) as a log line may carry it: no control bytes, short."""
+    return _CONTROL.sub("?", text)[:LOGGED_CHARS]
 
 
 def control_id(resource: dict[str, Any], if_none_exist: str, lookup_digest: Callable[[str], str]) -> str:

@@ -70,7 +70,7 @@ ENCODINGS = ["utf-8", "cp1258", "latin-1", "utf-16", "ascii"]
 def hl7_payloads(draw: st.DrawFn) -> bytes:
     """A corpus message with a few fields replaced, cut or re-encoded, or plain random bytes."""
     if draw(st.integers(0, 9)) == 0:
-        return draw(st.binary(max_size=400))
+        return draw(st.binary(max_size=400)).replace(END_BLOCK, b"\x1c ")
     text = draw(st.sampled_from(_corpus_messages()))
     segments = [segment.split("|") for segment in text.split("\r") if segment]
     for _ in range(draw(st.integers(1, 4))):
@@ -95,11 +95,12 @@ def _corpus_bundle() -> dict[str, Any]:
 
 json_leaves = st.one_of(st.none(), st.booleans(), st.integers(-10**20, 10**20), st.floats(allow_nan=False),
                         field_values, st.sampled_from(["2026-13-45", "048190007788", "urn:uuid:x", "Patient"]))
+json_keys = st.one_of(st.sampled_from(
+    ["resourceType", "id", "identifier", "value", "system", "name", "family", "given", "birthDate", "entry",
+     "resource", "request", "method", "type", "coding", "code", "subject", "reference", "x"]),
+    st.text(max_size=8), st.sampled_from(["na\x00me", "\x1b[2J", "é" * 300]))
 json_values = st.recursive(json_leaves, lambda children: st.one_of(
-    st.lists(children, max_size=4), st.dictionaries(st.sampled_from(
-        ["resourceType", "id", "identifier", "value", "system", "name", "family", "given", "birthDate", "entry",
-         "resource", "request", "method", "type", "coding", "code", "subject", "reference", "x"]), children,
-        max_size=4)), max_leaves=12)
+    st.lists(children, max_size=4), st.dictionaries(json_keys, children, max_size=4)), max_leaves=12)
 
 
 def _paths(value: Any, prefix: tuple[Any, ...] = ()) -> Iterator[tuple[Any, ...]]:
@@ -205,9 +206,13 @@ class EntryPoints:
                 loop.close()
 
 
-def repr_values(event: dict[str, Any]) -> str:
-    """Every value of a log event as text, as a renderer would write it (JSON escapes, so look at the str)."""
-    return " ".join(str(value) for value in event.values())
+def repr_values(value: Any) -> str:
+    """Every text inside a log event, raw (a renderer would escape a control character, not drop it)."""
+    if isinstance(value, dict):
+        return " ".join(repr_values(item) for item in value.values())
+    if isinstance(value, (list, tuple, set)):
+        return " ".join(repr_values(item) for item in value)
+    return str(value)
 
 
 # ---- the invariants ---------------------------------------------------------------------------------

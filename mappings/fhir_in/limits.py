@@ -49,7 +49,9 @@ def limit_issues(resource: dict[str, Any]) -> list[Issue]:
     """Every string with a control character and every name or address over its national length, by path."""
     issues: list[Issue] = []
     limits = fhir_element_lengths()
-    pending: list[tuple[str, Any]] = [(str(resource.get("resourceType") or "$this"), resource)]
+    root = resource.get("resourceType")
+    pending: list[tuple[str, Any]] = [(root if isinstance(root, str) and ELEMENT_NAME.fullmatch(root) else "$this",
+                                       resource)]
     while pending and len(issues) < MAX_ISSUES:
         path, value = pending.pop()
         if isinstance(value, str):

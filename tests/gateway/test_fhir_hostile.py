@@ -40,3 +40,17 @@ async def test_an_entry_method_of_the_wrong_json_type_is_refused_not_a_500(tmp_p
     async with running_fhir_api(tmp_path) as api, aiohttp.ClientSession() as http:
         status, _, outcome = await post(http, api.base, bundle, AUTH)
     assert status == 422 and outcome["issue"][0]["expression"] == ["Bundle.entry[1].request.method"]
+
+
+@pytest.mark.parametrize("path, resource", [
+    ("/Patient", {"resourceType": "Patient", "na\x00me": [{"family": "Võ"}]}),
+    ("/$validate", {"resourceType": "Pat\x00ient\x1b[2J"}),
+])
+async def test_client_chosen_names_reach_the_log_without_control_bytes(tmp_path: Path, path: str,
+                                                                       resource: dict[str, object]) -> None:
+    """Found by `make fuzz`: element names and resource types are the client's text, logged as issue locations."""
+    async with running_fhir_api(tmp_path) as api, aiohttp.ClientSession() as http:
+        with capture_logs() as logged:
+            status, _, _ = await post(http, api.base + path, resource, AUTH)
+    assert status in (200, 422) and logged
+    assert "\\x00" not in repr(logged) and "\\x1b" not in repr(logged)
