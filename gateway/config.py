@@ -147,6 +147,9 @@ class MllpSettings(_Section):
     # MSH-11 processing ids taken; test (T) and debugging (D) messages are refused so that test
     # patients never reach a citizen's health book.
     accepted_processing_ids: list[str] = Field(default_factory=lambda: ["P"])
+    # MSH-15 NE/ER/SU withhold commit ACKs as HL7 table 0155 says; false answers every message whatever
+    # MSH-15 asks, for a sender that sets NE yet waits for an answer.
+    honour_accept_ack_type: bool = False
     tls: TlsSettings = Field(default_factory=TlsSettings)
 
     @field_validator("default_charset")
@@ -207,8 +210,9 @@ class StoreSettings(_Section):
 
 
 class PipelineSettings(_Section):
-    workers: int = Field(4, gt=0)
+    workers: int = Field(16, gt=0)  # submissions in flight at once, never two of one patient
     mapping_processes: int = Field(1, ge=0)  # 0 maps in a thread of this process
+    signing_processes: int = Field(1, ge=0)  # 0 signs in a thread of this process (always so for pkcs11)
     poll_interval_seconds: float = Field(0.5, gt=0)
     backoff_base_seconds: float = Field(2.0, gt=0)
     backoff_max_seconds: float = Field(600.0, gt=0)

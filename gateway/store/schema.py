@@ -6,6 +6,22 @@ from collections.abc import Callable
 
 from gateway.store.interface import SchemaTooNewError
 
+_DUE = "CASE o.state WHEN 'pending' THEN o.next_attempt_at ELSE o.lease_until END"
+
+
+def _counted(queue: str, table: str) -> str:
+    """Triggers keeping queue_counts equal to the rows of `table` by state, whatever writes them."""
+    def add(state: str, delta: int) -> str:
+        return (f"INSERT INTO queue_counts (queue, state, count) VALUES ('{queue}', {state}, {delta})"
+                f" ON CONFLICT (queue, state) DO UPDATE SET count = count + {delta};")
+    return f"""
+    CREATE TRIGGER {table}_counted_in AFTER INSERT ON {table} BEGIN {add("NEW.state", 1)} END;
+    CREATE TRIGGER {table}_counted_out AFTER DELETE ON {table} BEGIN {add("OLD.state", -1)} END;
+    CREATE TRIGGER {table}_counted_moved AFTER UPDATE OF state ON {table} WHEN OLD.state IS NOT NEW.state BEGIN
+        {add("OLD.state", -1)} {add("NEW.state", 1)}
+    END;"""
+
+
 MIGRATIONS: tuple[str, ...] = (
     # 1: inbox, documents, outbox, receipts
     """
@@ -95,16 +111,74 @@ MIGRATIONS: tuple[str, ...] = (
     """
     ALTER TABLE messages ADD COLUMN content_digest TEXT NOT NULL DEFAULT '';
     """,
-    # 4: lookups of personal values keyed with the store's secret: HMAC(key, old SHA-256), the same
+    # 4: work that costs the same however much the store holds: each patient's head of line, kept by
+    # triggers, so claiming a submission is one index seek; item counts by state, kept by triggers, so a
+    # scrape counts nothing; the age of the oldest unfinished submission by index. Signed bodies in a table
+    # of their own, so the rows deleted on delivery free whole pages for new ones.
+    f"""
+    CREATE TABLE outbox_bodies (
+        outbox_id INTEGER PRIMARY KEY REFERENCES outbox (id),
+        body      BLOB    NOT NULL                   -- sealed; deleted on delivery, or purged by retention
+    );
+    INSERT INTO outbox_bodies (outbox_id, body) SELECT id, body FROM outbox WHERE body IS NOT NULL;
+    ALTER TABLE outbox DROP COLUMN body;
+    DROP INDEX outbox_work;
+    DROP INDEX outbox_patient;
+    CREATE INDEX outbox_unfinished ON outbox (patient_key, state, id);
+    CREATE INDEX outbox_age ON outbox (state, first_received_at);
+
+    CREATE TABLE outbox_heads (                      -- each patient's earliest pending or in-flight submission
+        patient_key TEXT    PRIMARY KEY,
+        outbox_id   INTEGER NOT NULL,
+        due_at      REAL    NOT NULL                 -- next_attempt_at when pending, lease_until in flight
+    ) WITHOUT ROWID;
+    CREATE INDEX outbox_heads_due ON outbox_heads (due_at);
+    INSERT INTO outbox_heads (patient_key, outbox_id, due_at)
+        SELECT o.patient_key, o.id, {_DUE} FROM outbox o WHERE o.id IN (
+            SELECT min(id) FROM outbox WHERE state IN ('pending', 'in_flight') GROUP BY patient_key);
+    CREATE TRIGGER outbox_head_added AFTER INSERT ON outbox WHEN NEW.state IN ('pending', 'in_flight') BEGIN
+        INSERT OR IGNORE INTO outbox_heads (patient_key, outbox_id, due_at)
+            VALUES (NEW.patient_key, NEW.id, CASE NEW.state WHEN 'pending' THEN NEW.next_attempt_at
+                                             ELSE NEW.lease_until END);
+    END;
+    CREATE TRIGGER outbox_head_moved AFTER UPDATE OF state, next_attempt_at, lease_until ON outbox
+    WHEN OLD.state IN ('pending', 'in_flight') OR NEW.state IN ('pending', 'in_flight') BEGIN
+        DELETE FROM outbox_heads WHERE patient_key = NEW.patient_key;
+        INSERT INTO outbox_heads (patient_key, outbox_id, due_at)
+            SELECT o.patient_key, o.id, {_DUE} FROM outbox o WHERE o.id = (SELECT min(id) FROM (
+                SELECT min(id) AS id FROM outbox WHERE patient_key = NEW.patient_key AND state = 'pending'
+                UNION ALL
+                SELECT min(id) FROM outbox WHERE patient_key = NEW.patient_key AND state = 'in_flight'));
+    END;
+
+    CREATE TABLE queue_counts (
+        queue TEXT    NOT NULL,                      -- inbox | outbox
+        state TEXT    NOT NULL,
+        count INTEGER NOT NULL,
+        PRIMARY KEY (queue, state)
+    ) WITHOUT ROWID;
+    INSERT INTO queue_counts (queue, state, count)
+        SELECT 'inbox', state, count(*) FROM messages GROUP BY state
+        UNION ALL SELECT 'outbox', state, count(*) FROM outbox GROUP BY state;
+    {_counted("inbox", "messages")}
+    {_counted("outbox", "outbox")}
+    """,
+    # 5: lookups of personal values keyed with the store's secret: HMAC(key, old SHA-256), the same
     # HMAC(key, SHA-256(value)) new rows get, so that old and new rows of one patient still match; the values
-    # themselves cannot be recomputed (delivered payloads are purged by retention).
+    # themselves cannot be recomputed (delivered payloads are purged by retention). Truncated digests (replay
+    # keys, PUT ids) are rekeyed from their kept part, as new ones are made.
     """
     UPDATE documents SET patient_key = lookup_digest(patient_key);
     UPDATE outbox SET patient_key = lookup_digest(patient_key);
+    UPDATE outbox_heads SET patient_key = lookup_digest(patient_key);
     UPDATE messages SET content_digest = lookup_digest(content_digest) WHERE content_digest != '';
     UPDATE messages SET control_id = substr(control_id, 1, instr(control_id, '?sha256:') - 1) || '?key:'
         || lookup_digest(substr(control_id, instr(control_id, '?sha256:') + 8))
         WHERE source = 'fhir' AND instr(control_id, '?sha256:') > 0;
+    UPDATE messages SET control_id = substr(control_id, 1, instr(control_id, '/sha256:') - 1) || '/key:'
+        || substr(lookup_digest(substr(control_id, instr(control_id, '/sha256:') + 8, 40)), 1, 40)
+        || substr(control_id, instr(control_id, '/sha256:') + 48)
+        WHERE source = 'fhir' AND instr(control_id, '/sha256:') > 0;
     UPDATE messages SET control_id = 'replay:' || substr(lookup_digest(substr(control_id, 8)), 1, 20)
         WHERE source = 'replay' AND control_id LIKE 'replay:%';
     """,
