@@ -14,7 +14,7 @@ import pytest
 from adapters.portal.base import Submission
 from gateway.config import SigningSettings, StoreSettings
 from gateway.encryption import PayloadCipher, load_cipher
-from gateway.fhir_intake import control_id
+from gateway.fhir_intake import control_id, update_key
 from gateway.intake import _replay_id
 from gateway.signing import load_signer
 from gateway.store import Inbound, MappingOutcome, SqliteStore
@@ -86,6 +86,9 @@ def version_three_file(path: Path) -> None:
         db.execute("INSERT INTO messages (id, source, sender, control_id, message_type, correlation_id, received_at,"
                    " state, payload, ack) VALUES (3, 'replay', 'HIS|BV', ?, 'ADT^A01', 'c', 1.0, 'mapped', NULL,"
                    " X'41434B')", ("replay:" + bare(REPLAYED)[:20],))
+        db.execute("INSERT INTO messages (id, source, sender, control_id, message_type, correlation_id, received_at,"
+                   " state, payload, ack) VALUES (4, 'fhir', 'his', ?, 'Patient', 'c', 1.0, 'mapped', NULL,"
+                   " X'7B7D')", (f"Patient/sha256:{bare(CCCD)[:40]}/_history/7",))
         db.execute("INSERT INTO documents (document_id, version, kind, patient_key, message_id, created_at, bundle)"
                    " VALUES ('OLD', 1, 'episode', ?, 1, 1.0, NULL)", (patient_key("cccd", CCCD),))
         db.execute("INSERT INTO outbox (id, channel, idempotency_key, document_id, version, patient_key, content_type,"
@@ -101,12 +104,17 @@ async def test_the_migration_rekeys_old_rows_so_they_still_match_new_ones(tmp_pa
     try:
         text = every_text(path)
         assert patient_key("cccd", CCCD) not in text and bare("OLD1") not in text and bare(REPLAYED)[:20] not in text
+        assert bare(CCCD)[:40] not in text
         await map_one(store, "NEW1", "NEW", 1)
         # the old row is not due yet; the new one of the same patient must wait behind it: the keys match
         assert await store.claim_submissions(10) == []
         again = await store.store_inbound(Inbound(
             "fhir", "his", control_id(PATIENT, CRITERIA, store.lookup_digest), "Patient", "c", b"{}", b"{}"))
         assert again.duplicate and again.message_id == 2
+        put = await store.store_inbound(Inbound(
+            "fhir", "his", update_key("Patient", CCCD, store.lookup_digest) + "/_history/7", "Patient", "c", b"{}",
+            b"{}"))
+        assert put.duplicate and put.message_id == 4
         replayed = await store.store_inbound(Inbound(
             "replay", "HIS|BV", _replay_id(REPLAYED, store.lookup_digest), "ADT^A01", "c", b"MSH|r", b"ACK"))
         assert replayed.duplicate and replayed.message_id == 3

@@ -117,7 +117,7 @@ async def test_an_upgraded_file_keeps_its_counts_and_each_patients_place_in_line
 def test_the_heads_of_line_and_the_counts_follow_every_change_to_the_outbox(tmp_path: Path) -> None:
     rng = random.Random(12)
     with sqlite3.connect(tmp_path / "gw.db", isolation_level=None) as db:
-        migrate(db)
+        migrate(db, LOOKUP)
         for step in range(600):
             if step % 3 == 0:
                 db.execute("INSERT INTO outbox (channel, idempotency_key, document_id, version, patient_key,"
