@@ -18,7 +18,7 @@ $(STAMP): pyproject.toml constraints.txt
 run: $(STAMP)
 	$(BIN)/healthbook-gateway demo
 
-## system-deps: Debian packages the tests need (promtool, softhsm2); idempotent
+## system-deps: Debian packages the tests need (promtool, softhsm2, chromium); idempotent
 system-deps:
 	bash scripts/install-system-deps.sh
 

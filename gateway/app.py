@@ -16,7 +16,7 @@ from adapters.portal.emulator import EmulatorConfig, create_emulator_app
 from adapters.portal.emulator.state import BhxhEmulatorAccount
 from adapters.tls import server_ssl_context
 from gateway.builder import SubmissionBuilder
-from gateway.channels import open_channels
+from gateway.channels import CHANNELS, channel_settings, open_channels
 from gateway.config import Settings
 from gateway.facilities import Facilities, document_keys
 from gateway.fhir_intake import FhirIntake
@@ -68,6 +68,7 @@ class Gateway:
         self.store: Store | None = None
         self.mllp: MllpServer | None = None
         self.http_port: int | None = None
+        self.console_port: int | None = None
         self._pipeline: Pipeline | None = None
         self._retention: Retention | None = None
         self._channels: dict[str, PortalChannel] = {}
@@ -99,6 +100,8 @@ class Gateway:
         self._retention.start()
         if s.http.enabled:
             await self._start_http()
+        if s.console.enabled:
+            await self._start_console()
         if s.mllp.enabled:
             intake = Hl7Intake(self.store, self.metrics, s.mllp, screen,
                                facility_refusals=facilities.hl7_refusals if facilities.several else None)
@@ -112,7 +115,8 @@ class Gateway:
             await self.mllp.start()
         self._ready = True
         log.info("gateway_started", version=gateway_version(), mllp_port=self.mllp.port if self.mllp else None,
-                 http_port=self.http_port, store=str(s.store.path), signing=s.signing.source, **backlog)
+                 http_port=self.http_port, console_port=self.console_port, store=str(s.store.path),
+                 signing=s.signing.source, **backlog)
 
     async def stop(self) -> None:
         """Stop listening first (no new acknowledgements), then the workers, then the store."""
@@ -170,6 +174,28 @@ class Gateway:
         await site.start()
         self._runners.append(runner)
         self.http_port = runner.addresses[0][1]
+
+    async def _start_console(self) -> None:
+        """The operator console on its own port, reading and acting through this gateway's store."""
+        from gateway.console import create_console_app, load_accounts  # noqa: PLC0415 (templates load only if on)
+
+        s = self.settings
+        assert self.store is not None
+        accounts = load_accounts(s.console, s.store.path.parent)
+        channels = {spec.name: channel_settings(s.portal, spec).enabled for spec in CHANNELS}
+        app = create_console_app(self.store, accounts, channels, idle_seconds=s.console.session_idle_minutes * 60,
+                                 secure_cookies=s.console.tls.enabled)
+        runner = web.AppRunner(app, access_log=None)
+        await runner.setup()
+        await web.TCPSite(runner, s.console.host, s.console.port, ssl_context=server_ssl_context(s.console.tls)).start()
+        self._runners.append(runner)
+        self.console_port = runner.addresses[0][1]
+        scheme = "https" if s.console.tls.enabled else "http"
+        log.info("console_started", url=f"{scheme}://{s.console.host}:{self.console_port}/", accounts=len(accounts))
+        if s.console.demo_account:
+            log.warning("console_demo_account", account="demo",
+                        password_file=str(s.store.path.parent / "console-demo-password"),
+                        note="demo only: configure console.accounts for production")
 
     async def _healthz(self, _request: web.Request) -> web.Response:
         return web.json_response({"status": "ok"})

@@ -64,6 +64,13 @@ def _runtime_problems(settings: Settings) -> list[str]:
     from gateway.signing import SigningError, load_signer  # noqa: PLC0415
 
     problems = []
+    if settings.console.enabled and settings.console.accounts_file:
+        from gateway.console import load_accounts  # noqa: PLC0415
+
+        try:
+            load_accounts(settings.console, settings.store.path.parent)
+        except ConfigError as exc:
+            problems += exc.problems
     try:
         check_key_settings(settings.store)
     except EncryptionKeyError as exc:
@@ -87,6 +94,26 @@ def cmd_check_config(args: argparse.Namespace) -> int:
         print(f"config warning: {risk}", file=sys.stderr)
     print(f"config OK: MLLP {settings.mllp.host}:{settings.mllp.port}, HTTP {settings.http.host}:{settings.http.port},"
           f" store {settings.store.path}, signing {settings.signing.source}")
+    return 0
+
+
+def cmd_console_password(_args: argparse.Namespace) -> int:
+    """Print a console password hash for the settings, so the password itself is never written down."""
+    import getpass  # noqa: PLC0415
+
+    from gateway.console.accounts import hash_password  # noqa: PLC0415
+
+    if sys.stdin.isatty():
+        password = getpass.getpass("new console password: ")
+        if getpass.getpass("again: ") != password:
+            print("error: the two passwords differ", file=sys.stderr)
+            return 1
+    else:
+        password = sys.stdin.readline().rstrip("\n")
+    if len(password) < 10:
+        print("error: use at least 10 characters", file=sys.stderr)
+        return 1
+    print(hash_password(password))
     return 0
 
 
@@ -114,6 +141,8 @@ def build_parser() -> argparse.ArgumentParser:
         func=cmd_check_config)
     commands.add_parser("portal-emulator", add_help=False,
                         help="run the national portal emulator (--port N; --help lists its options)")
+    commands.add_parser("console-password", help="hash a console password for console.accounts (reads it"
+                        " from the terminal or one line of stdin)").set_defaults(func=cmd_console_password)
     add_queue_commands(commands, with_config)
     return parser
 

@@ -337,6 +337,43 @@ class EmulatorSettings(_Section):
     port: int = Field(8090, ge=0, le=65535)
 
 
+class ConsoleAccount(_Section):
+    """One operator of the web console: viewers look, operators also act (retry, discard, show content)."""
+
+    name: str = Field(min_length=1, pattern=r"^[\w.@-]+$")
+    role: Literal["viewer", "operator"] = "viewer"
+    # `healthbook-gateway console-password` prints one: scrypt$N$r$p$salt$hash (base64), never the password.
+    password_hash: SecretStr
+
+    @field_validator("password_hash")
+    @classmethod
+    def _hash(cls, value: SecretStr) -> SecretStr:
+        if not re.fullmatch(r"scrypt\$\d+\$\d+\$\d+\$[A-Za-z0-9+/=]+\$[A-Za-z0-9+/=]+", value.get_secret_value()):
+            raise ValueError("must be a hash from `healthbook-gateway console-password`, never the password itself")
+        return value
+
+
+class ConsoleSettings(_Section):
+    """The operator console: a web page on its own port, behind operator accounts."""
+
+    enabled: bool = False
+    host: str = "127.0.0.1"
+    port: int = Field(8081, ge=0, le=65535)
+    tls: TlsSettings = Field(default_factory=TlsSettings)
+    accounts: list[ConsoleAccount] = Field(default_factory=list)
+    # A TOML file of [[accounts]] tables (name, role, password_hash), read at start, kept apart from settings.
+    accounts_file: Path | None = None
+    # `demo` only: an operator account "demo" with a random password written beside the store.
+    demo_account: bool = False
+    session_idle_minutes: float = Field(30.0, gt=0)
+
+    @model_validator(mode="after")
+    def _someone_can_log_in(self) -> ConsoleSettings:
+        if self.enabled and not (self.accounts or self.accounts_file or self.demo_account):
+            raise ValueError("an enabled console needs accounts or accounts_file (see `console-password`)")
+        return self
+
+
 class LoggingSettings(_Section):
     level: Literal["debug", "info", "warning", "error"] = "info"
     format: Literal["json", "console"] = "json"
@@ -375,6 +412,7 @@ class Settings(_Section):
     signing: SigningSettings = Field(default_factory=SigningSettings)
     portal: PortalSettings = Field(default_factory=PortalSettings)
     emulator: EmulatorSettings = Field(default_factory=EmulatorSettings)
+    console: ConsoleSettings = Field(default_factory=ConsoleSettings)
     logging: LoggingSettings = Field(default_factory=LoggingSettings)
     security: SecuritySettings = Field(default_factory=SecuritySettings)
 
@@ -491,5 +529,7 @@ def demo_settings(environ: Mapping[str, str] | None = None) -> Settings:
     """The embedded demo defaults: everything on 127.0.0.1, data in ./var, emulator on 8090."""
     environ = dict(os.environ if environ is None else environ)
     environ.setdefault("HBGW_EMULATOR__ENABLED", "true")
+    environ.setdefault("HBGW_CONSOLE__ENABLED", "true")
+    environ.setdefault("HBGW_CONSOLE__DEMO_ACCOUNT", "true")
     environ.setdefault("HBGW_LOGGING__FORMAT", "console")
     return load_settings(None, environ)

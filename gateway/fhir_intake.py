@@ -238,7 +238,7 @@ def loggable(text: str) -> str:
 
 def control_id(resource: dict[str, Any], if_none_exist: str, lookup_digest: Callable[[str], str]) -> str:
     """The idempotency key: Bundle.identifier, else the If-None-Exist criteria, keyed (they name people: a
-    bare hash of a citizen id is recovered in a second); HMAC of their SHA-256, as store migration 5 rekeyed."""
+    bare hash of a citizen id is recovered in a second); HMAC of their SHA-256, as store migration 6 rekeyed."""
     identified = bundle_identifier(resource)
     if identified:
         return identified
@@ -249,7 +249,7 @@ def control_id(resource: dict[str, Any], if_none_exist: str, lookup_digest: Call
 
 
 def update_key(resource_type: str, resource_id: str, lookup_digest: Callable[[str], str]) -> str:
-    """The key of PUT [type]/[id], keyed (a client may use a citizen id as the id), as store migration 5 rekeyed."""
+    """The key of PUT [type]/[id], keyed (a client may use a citizen id as the id), as store migration 6 rekeyed."""
     return f"{resource_type}/key:{lookup_digest(hashlib.sha256(resource_id.encode('utf-8')).hexdigest()[:40])[:40]}"
 
 

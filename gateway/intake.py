@@ -83,9 +83,9 @@ def _encoded_ack(header: MessageHeader | None, code: str, codec: str, text: str 
                      now=datetime.now(UTC), text=text, issues=issues).encode(codec, errors="replace")
 
 
-def _replay_id(text: str, lookup_digest: Callable[[str], str]) -> str:
-    """A replay's key: its content's digest, keyed like every lookup of personal data (store migration 4)."""
-    return "replay:" + lookup_digest(hashlib.sha256(text.encode("utf-8")).hexdigest()[:20])[:20]
+def _replay_id(control_id: str, text: str, lookup_digest: Callable[[str], str]) -> str:
+    """A replay's key: MSH-10 and its content's digest, keyed like every lookup of personal data (migration 6)."""
+    return f"{control_id}~replay:{lookup_digest(hashlib.sha256(text.encode('utf-8')).hexdigest()[:20])[:20]}"
 
 
 class Hl7Intake:
@@ -136,9 +136,9 @@ class Hl7Intake:
     async def replay(self, data: bytes) -> Answer:
         """Take an operator's corrected message through the same screen and store as MLLP, as a new message.
 
-        It keeps its sender (MSH-3|MSH-4) but is keyed by a digest of its content instead of MSH-10, which
-        usually repeats the refused original's: the same file replayed twice is stored once, a further
-        correction is stored again. The allowlist does not apply: the operator is not a network sender.
+        It keeps its sender (MSH-3|MSH-4) and its MSH-10, which usually repeats the refused original's, keyed
+        with a digest of its content: the same file replayed twice is stored once, a further correction is
+        stored again. The allowlist does not apply: the operator is not a network sender.
         """
         with correlation(new_correlation_id(), source="replay") as correlation_id:
             return await self._answer(Frame(data, "", 0), correlation_id, replay=True)
@@ -186,7 +186,9 @@ class Hl7Intake:
         if issues:
             return self._refuse(header, tuple(issues), codec)
         code = "CA" if header.enhanced_mode else "AA"
-        control_id = _replay_id(text, self._store.lookup_digest) if replay else header.control_id
+        # A replay keeps its MSH-10, marked with a keyed digest of its content: the same file replayed twice is
+        # stored once, a further correction again, and a search by control id finds the replays beside the original.
+        control_id = _replay_id(header.control_id, text, self._store.lookup_digest) if replay else header.control_id
         stored = await self._store.store_inbound(Inbound(
             source=source, sender=header.sender, control_id=control_id, message_type=header.message_type,
             correlation_id=correlation_id, payload=text.encode("utf-8"),
@@ -194,11 +196,11 @@ class Hl7Intake:
         if not stored.same_content:
             return self._refuse(header, (Issue(
                 "MSH-10", "duplicate-control-id",
-                f"message control id {control_id!r} was already used by this sender for a different message"
+                f"message control id {header.control_id!r} was already used by this sender for a different message"
                 f" (inbox:{stored.message_id}); send it with a new MSH-10"),), codec)
         if stored.duplicate:
             self._child(self._metrics.duplicates, source).inc()
-        log.info("hl7_stored", message_type=header.message_type, control_id=control_id,
+        log.info("hl7_stored", message_type=header.message_type, control_id=header.control_id, replay=replay,
                  message_id=stored.message_id, retransmission=stored.duplicate, bytes=len(frame.data))
         return Answer(code, stored.ack, stored.message_id, stored.duplicate, header=header)
 

@@ -163,7 +163,23 @@ MIGRATIONS: tuple[str, ...] = (
     {_counted("inbox", "messages")}
     {_counted("outbox", "outbox")}
     """,
-    # 5: lookups of personal values keyed with the store's secret: HMAC(key, old SHA-256), the same
+    # 5: each delivery attempt with its outcome, and indexes for the operator console's searches
+    """
+    CREATE TABLE submission_attempts (
+        id        INTEGER PRIMARY KEY,
+        outbox_id INTEGER NOT NULL REFERENCES outbox (id),
+        at        REAL    NOT NULL,
+        outcome   TEXT    NOT NULL,                  -- delivered | retry | dead
+        reason    TEXT    NOT NULL DEFAULT ''
+    );
+    CREATE INDEX submission_attempts_outbox ON submission_attempts (outbox_id, id);
+    CREATE INDEX messages_control ON messages (control_id);
+    CREATE INDEX messages_received ON messages (received_at);
+    CREATE INDEX messages_sender ON messages (sender, received_at);
+    CREATE INDEX outbox_channel ON outbox (channel, state);
+    CREATE INDEX operator_actions_item ON operator_actions (item);
+    """,
+    # 6: lookups of personal values keyed with the store's secret: HMAC(key, old SHA-256), the same
     # HMAC(key, SHA-256(value)) new rows get, so that old and new rows of one patient still match; the values
     # themselves cannot be recomputed (delivered payloads are purged by retention). Truncated digests (replay
     # keys, PUT ids) are rekeyed from their kept part, as new ones are made.
@@ -181,6 +197,9 @@ MIGRATIONS: tuple[str, ...] = (
         WHERE source = 'fhir' AND instr(control_id, '/sha256:') > 0;
     UPDATE messages SET control_id = 'replay:' || substr(lookup_digest(substr(control_id, 8)), 1, 20)
         WHERE source = 'replay' AND control_id LIKE 'replay:%';
+    UPDATE messages SET control_id = substr(control_id, 1, instr(control_id, '~replay:') - 1) || '~replay:'
+        || substr(lookup_digest(substr(control_id, instr(control_id, '~replay:') + 8, 20)), 1, 20)
+        WHERE source = 'replay' AND instr(control_id, '~replay:') > 0;
     """,
 )
 

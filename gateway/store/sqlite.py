@@ -34,11 +34,13 @@ from gateway.store.interface import (
     MappingOutcome,
     OperatorAction,
     QueuedItem,
+    StoreBusy,
     Stored,
     StoreLockedError,
     StoreUnavailable,
 )
-from gateway.store.schema import migrate
+from gateway.store.schema import MIGRATIONS, migrate
+from gateway.store.sqlite_browse import BrowseQueries
 from gateway.store.writer import GroupCommitWriter
 from mappings.model import Document
 
@@ -85,8 +87,18 @@ def _release_leases(db: sqlite3.Connection) -> tuple[int, int]:
     return messages, submissions
 
 
-class SqliteStore:
-    """The Store (see interface.py) on one SQLite file, the only writer of it a thread of this process."""
+def _write_error(exc: sqlite3.Error) -> StoreUnavailable:
+    """A driver error in gateway terms: a lock held too long by another process is worth waiting out."""
+    if isinstance(exc, sqlite3.OperationalError) and ("locked" in str(exc) or "busy" in str(exc)):
+        return StoreBusy(f"the store stayed busy (another process held its write lock): {exc}")
+    return StoreUnavailable(f"store write failed: {exc}")
+
+
+class SqliteStore(BrowseQueries):
+    """The Store (see interface.py) on one SQLite file, the only writer of it a thread of this process.
+
+    Operator tools (not the owner) open only the read connection; the writer, which migrates the schema
+    under the write lock, starts at their first write, so a read never waits on a busy gateway."""
 
     def __init__(self, path: Path, cipher: PayloadCipher, *, lease_seconds: float = 120.0,
                  max_batch: int = 512, max_delay_ms: float = 0.0,
@@ -98,6 +110,8 @@ class SqliteStore:
                                          max_delay_seconds=max_delay_ms / 1000, on_batch=on_batch)
         self._reader: aiosqlite.Connection | None = None
         self._lock: int | None = None
+        self._writing = False
+        self._writer_starting = asyncio.Lock()
         self.inbox_ready = asyncio.Event()  # set when messages were committed
         self.outbox_ready = asyncio.Event()  # set when submissions were queued
 
@@ -108,9 +122,11 @@ class SqliteStore:
             create_private(self.path)
             if owner:
                 self._lock = _lock(self.path)
-            await self._writer.start()
+                await self._start_writer()
             self._reader = await aiosqlite.connect(self.path)
             await self._reader.execute("PRAGMA busy_timeout=10000")
+            if not owner:
+                await self._check_schema()
             if owner:
                 messages, submissions = await self._write(_release_leases)
                 if messages or submissions:
@@ -122,6 +138,20 @@ class SqliteStore:
             await self.close()
             raise
         return self
+
+    async def _check_schema(self) -> None:
+        """An operator tool reads the schema as it is, and migrates it only when it is older than this code."""
+        assert self._reader is not None
+        async with self._reader.execute("PRAGMA user_version") as cursor:
+            row = await cursor.fetchone()
+        if (row[0] if row else 0) != len(MIGRATIONS):  # new, older (migrated now) or newer (refused by migrate)
+            await self._start_writer()
+
+    async def _start_writer(self) -> None:
+        async with self._writer_starting:
+            if not self._writing:
+                await self._writer.start()
+                self._writing = True
 
     async def close(self) -> None:
         """Commit what is queued, then release the connections and the serving lock."""
@@ -137,9 +167,11 @@ class SqliteStore:
         """Run fn(connection, *args) atomically on the writer thread (the only writer), committed together
         with the writes queued beside it; returns once it is on disk."""
         try:
+            if not self._writing:
+                await self._start_writer()
             return await self._writer.write(fn, *args)
         except sqlite3.Error as exc:
-            raise StoreUnavailable(f"store write failed: {exc}") from exc
+            raise _write_error(exc) from exc
 
     async def _read(self, sql: str, params: tuple[Any, ...] = ()) -> list[sqlite3.Row]:
         """Read beside the writer (WAL), never blocking a commit."""
@@ -335,19 +367,25 @@ class SqliteStore:
                 " archived_at) SELECT id, channel, ?, ?, ?, ?, ? FROM outbox WHERE id = ?",
                 (receipt.transaction_id, receipt.received_at, receipt.result_code,
                  json.dumps(receipt.raw, ensure_ascii=False), now, outbox_id))
+            sqlite_admin.record_attempt(db, outbox_id, "delivered", receipt.transaction_id)
         await self._write(deliver)
 
     async def schedule_retry(self, outbox_id: int, delay_seconds: float, reason: str) -> None:
         """Release a submission for another attempt later, keeping the last failure's reason for operators."""
-        await self._write(lambda db: db.execute(
-            "UPDATE outbox SET state = 'pending', next_attempt_at = ?, lease_until = 0, reason = ? WHERE id = ?",
-            (time.time() + delay_seconds, reason, outbox_id)))
+        def reschedule(db: sqlite3.Connection) -> None:
+            db.execute(
+                "UPDATE outbox SET state = 'pending', next_attempt_at = ?, lease_until = 0, reason = ? WHERE id = ?",
+                (time.time() + delay_seconds, reason, outbox_id))
+            sqlite_admin.record_attempt(db, outbox_id, "retry", reason)
+        await self._write(reschedule)
 
     async def dead_letter_submission(self, outbox_id: int, reason: str) -> None:
         """Park a submission the portal refused for good, with the portal's reason."""
-        await self._write(lambda db: db.execute(
-            "UPDATE outbox SET state = 'dead', reason = ?, finished_at = ?, lease_until = 0 WHERE id = ?",
-            (reason, time.time(), outbox_id)))
+        def bury(db: sqlite3.Connection) -> None:
+            db.execute("UPDATE outbox SET state = 'dead', reason = ?, finished_at = ?, lease_until = 0 WHERE id = ?",
+                       (reason, time.time(), outbox_id))
+            sqlite_admin.record_attempt(db, outbox_id, "dead", reason)
+        await self._write(bury)
 
     # ---- observation ---------------------------------------------------------------------------
 

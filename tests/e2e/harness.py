@@ -83,6 +83,7 @@ class GatewayProcess:
     mllp_port: int = field(default_factory=free_port)
     http_port: int = field(default_factory=free_port)
     emulator_port: int = field(default_factory=free_port)
+    console_port: int = field(default_factory=free_port)
     process: subprocess.Popen | None = None
 
     @property
@@ -94,6 +95,10 @@ class GatewayProcess:
         return f"http://127.0.0.1:{self.emulator_port}"
 
     @property
+    def console_url(self) -> str:
+        return f"http://127.0.0.1:{self.console_port}"
+
+    @property
     def http_url(self) -> str:
         return f"http://127.0.0.1:{self.http_port}"
 
@@ -102,7 +107,7 @@ class GatewayProcess:
         env = {key: value for key, value in os.environ.items() if not key.startswith("HBGW_")}
         env.update({
             "HBGW_MLLP__PORT": str(self.mllp_port), "HBGW_HTTP__PORT": str(self.http_port),
-            "HBGW_EMULATOR__PORT": str(self.emulator_port),
+            "HBGW_EMULATOR__PORT": str(self.emulator_port), "HBGW_CONSOLE__PORT": str(self.console_port),
             "HBGW_PORTAL__BHXH__BASE_URL": self.emulator_url, "HBGW_PORTAL__HUB__BASE_URL": self.emulator_url,
             "HBGW_STORE__PATH": str(var / "gateway.db"), "HBGW_SIGNING__DEV_DIR": str(var / "dev-cert"),
             "HBGW_LOGGING__FORMAT": "json", "HBGW_PIPELINE__POLL_INTERVAL_SECONDS": "0.2",

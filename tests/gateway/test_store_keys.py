@@ -71,7 +71,7 @@ async def test_patient_keys_and_digests_are_keyed_never_bare(tmp_path: Path) -> 
 
 
 def version_three_file(path: Path) -> None:
-    """A store as the previous release left it: bare SHA-256 lookups, one delivery pending for the patient."""
+    """A store as an earlier release left it: bare SHA-256 lookups, one delivery pending for the patient."""
     with sqlite3.connect(path, isolation_level=None) as db:
         for script in MIGRATIONS[:3]:
             db.executescript(script)
@@ -85,7 +85,10 @@ def version_three_file(path: Path) -> None:
                    (f"Patient?sha256:{bare(CRITERIA)}",))
         db.execute("INSERT INTO messages (id, source, sender, control_id, message_type, correlation_id, received_at,"
                    " state, payload, ack) VALUES (3, 'replay', 'HIS|BV', ?, 'ADT^A01', 'c', 1.0, 'mapped', NULL,"
-                   " X'41434B')", ("replay:" + bare(REPLAYED)[:20],))
+                   " X'41434B')", ("R1~replay:" + bare(REPLAYED)[:20],))
+        db.execute("INSERT INTO messages (id, source, sender, control_id, message_type, correlation_id, received_at,"
+                   " state, payload, ack) VALUES (5, 'replay', 'HIS|BV', ?, 'ADT^A01', 'c', 1.0, 'mapped', NULL,"
+                   " X'41434B')", ("replay:" + bare("an older release's replay")[:20],))
         db.execute("INSERT INTO messages (id, source, sender, control_id, message_type, correlation_id, received_at,"
                    " state, payload, ack) VALUES (4, 'fhir', 'his', ?, 'Patient', 'c', 1.0, 'mapped', NULL,"
                    " X'7B7D')", (f"Patient/sha256:{bare(CCCD)[:40]}/_history/7",))
@@ -104,7 +107,7 @@ async def test_the_migration_rekeys_old_rows_so_they_still_match_new_ones(tmp_pa
     try:
         text = every_text(path)
         assert patient_key("cccd", CCCD) not in text and bare("OLD1") not in text and bare(REPLAYED)[:20] not in text
-        assert bare(CCCD)[:40] not in text
+        assert bare(CCCD)[:40] not in text and bare("an older release's replay")[:20] not in text
         await map_one(store, "NEW1", "NEW", 1)
         # the old row is not due yet; the new one of the same patient must wait behind it: the keys match
         assert await store.claim_submissions(10) == []
@@ -116,7 +119,7 @@ async def test_the_migration_rekeys_old_rows_so_they_still_match_new_ones(tmp_pa
             b"{}"))
         assert put.duplicate and put.message_id == 4
         replayed = await store.store_inbound(Inbound(
-            "replay", "HIS|BV", _replay_id(REPLAYED, store.lookup_digest), "ADT^A01", "c", b"MSH|r", b"ACK"))
+            "replay", "HIS|BV", _replay_id("R1", REPLAYED, store.lookup_digest), "ADT^A01", "c", b"MSH|r", b"ACK"))
         assert replayed.duplicate and replayed.message_id == 3
         retransmitted = await store.store_inbound(Inbound("mllp", "HIS|BV", "OLD1", "ADT^A01", "c", b"MSH|old",
                                                           b"ACK2", content_digest=bare("OLD1")))
