@@ -36,7 +36,7 @@ from gateway.intake import Hl7Intake
 from gateway.metrics import Metrics
 from gateway.store import SqliteStore
 from mappings.hl7v2 import screen
-from mappings.hl7v2.framing import END_BLOCK, START_BLOCK
+from mappings.hl7v2.framing import END_BLOCK, END_BYTE, START_BLOCK
 from tests.conftest import CORPUS
 
 FHIR_STATUSES = {200, 201, 400, 401, 403, 404, 405, 406, 413, 415, 422}
@@ -70,7 +70,7 @@ ENCODINGS = ["utf-8", "cp1258", "latin-1", "utf-16", "ascii"]
 def hl7_payloads(draw: st.DrawFn) -> bytes:
     """A corpus message with a few fields replaced, cut or re-encoded, or plain random bytes."""
     if draw(st.integers(0, 9)) == 0:
-        return draw(st.binary(max_size=400)).replace(END_BLOCK, b"\x1c ")
+        return draw(st.binary(max_size=400)).replace(END_BYTE, b" ")
     text = draw(st.sampled_from(_corpus_messages()))
     segments = [segment.split("|") for segment in text.split("\r") if segment]
     for _ in range(draw(st.integers(1, 4))):
@@ -86,7 +86,7 @@ def hl7_payloads(draw: st.DrawFn) -> bytes:
     if draw(st.integers(0, 5)) == 0:
         position = draw(st.integers(0, len(data)))
         data = data[:position] + draw(st.binary(min_size=1, max_size=8)) + data[position:]
-    return data.replace(END_BLOCK, b"\x1c ")  # one frame each: an end block inside would make two
+    return data.replace(END_BYTE, b" ")  # one frame each: FS ends a frame, so one inside would make two
 
 
 def _corpus_bundle() -> dict[str, Any]:
