@@ -24,10 +24,11 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
-from bench_gateway import drain, start_emulator  # noqa: E402
-from bench_mllp import free_port, measure  # noqa: E402
-from tests.e2e.harness import GatewayProcess  # noqa: E402
-from tests.pg_cluster import PostgresCluster  # noqa: E402
+from bench_gateway import drain, start_emulator
+from bench_mllp import free_port, measure
+
+from tests.e2e.harness import GatewayProcess
+from tests.pg_cluster import PostgresCluster
 
 
 def run(connections: int, seconds: float, warmup: float, directory: Path, settings: dict[str, str]) -> dict[str, float]:

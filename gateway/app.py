@@ -9,6 +9,7 @@ from collections.abc import Callable
 from aiohttp import web
 
 from adapters.fhir_api import FhirApi
+from adapters.limits import ConnectionLimits, HttpGuard, LimitedSite
 from adapters.mllp import MllpServer
 from adapters.portal.base import PortalChannel
 from adapters.portal.emulator import EmulatorConfig, create_emulator_app
@@ -28,6 +29,7 @@ from gateway.signing import Signer, load_signer, record_certificate_expiry
 from gateway.store import Store, open_store
 from gateway.version import gateway_version
 from mappings.fhir_in import map_fhir
+from mappings.fhir_in.limits import limit_issues
 from mappings.hl7v2 import screen
 from mappings.model import Document, Issue
 
@@ -36,14 +38,14 @@ log = get_logger(__name__)
 
 def validate_fhir(resource: dict) -> list[Issue]:
     """The FHIR API refuses at once what the mapping could never turn into a health-book record."""
-    return list(map_fhir(resource).issues)
+    return limit_issues(resource) + list(map_fhir(resource).issues)
 
 
 def fhir_validator(facilities: Facilities) -> Callable[[dict], list[Issue]]:
     """validate_fhir, and with several facilities the refusal of a visit that names none of them."""
     def validate(resource: dict) -> list[Issue]:
         result = map_fhir(resource)
-        issues = list(result.issues)
+        issues = limit_issues(resource) + list(result.issues)
         if facilities.several and result.ok:
             for fragment in result.fragments:
                 entries = [{"resource": item} for item in fragment.resources]
@@ -108,7 +110,8 @@ class Gateway:
                 max_message_bytes=s.mllp.max_message_bytes, idle_timeout=s.mllp.idle_timeout_seconds,
                 max_connections=s.mllp.max_connections, ssl_context=server_ssl_context(s.mllp.tls),
                 on_connections=self.metrics.mllp_connections.set,
-                on_refused=lambda reason: self.metrics.mllp_refused.labels(reason).inc())
+                on_refused=lambda reason: self.metrics.mllp_refused.labels(reason).inc(),
+                max_connections_per_host=s.mllp.max_connections_per_host, frame_timeout=s.mllp.frame_timeout_seconds)
             await self.mllp.start()
         self._ready = True
         log.info("gateway_started", version=gateway_version(), mllp_port=self.mllp.port if self.mllp else None,
@@ -155,7 +158,9 @@ class Gateway:
 
     async def _start_http(self) -> None:
         s = self.settings.http
-        app = web.Application(client_max_size=s.max_body_bytes)
+        guard = HttpGuard(ConnectionLimits(s.max_connections, s.max_connections_per_host), s.request_timeout_seconds,
+                          lambda reason: self.metrics.http_refused.labels(reason).inc())
+        app = web.Application(client_max_size=s.max_body_bytes, middlewares=[guard.middleware])
         app.router.add_get("/healthz", self._healthz)
         app.router.add_get("/readyz", self._readyz)
         app.router.add_get("/metrics", self._metrics)
@@ -163,16 +168,16 @@ class Gateway:
         assert self._facilities is not None
         intake = FhirIntake(self.store, self.metrics, s, fhir_validator(self._facilities))
         FhirApi(intake, s.max_body_bytes, gateway_version()).mount(app)
-        runner = web.AppRunner(app, access_log=None)
+        runner = web.AppRunner(app, access_log=None, keepalive_timeout=s.request_timeout_seconds)
         await runner.setup()
-        site = web.TCPSite(runner, s.host, s.port, ssl_context=server_ssl_context(s.tls))
+        site = LimitedSite(runner, s.host, s.port, ssl_context=server_ssl_context(s.tls), guard=guard)
         await site.start()
         self._runners.append(runner)
         self.http_port = runner.addresses[0][1]
 
     async def _start_console(self) -> None:
         """The operator console on its own port, reading and acting through this gateway's store."""
-        from gateway.console import create_console_app, load_accounts  # noqa: PLC0415 (templates load only if on)
+        from gateway.console import create_console_app, load_accounts
 
         s = self.settings
         assert self.store is not None

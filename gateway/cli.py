@@ -8,8 +8,9 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from gateway.config import ConfigError, Settings, demo_settings, load_settings
-from gateway.logs import configure_logging
+from gateway.logs import configure_logging, get_logger
 from gateway.queue_cli import add_queue_commands
+from gateway.safety import allowed_risks, refusals
 from gateway.version import gateway_version
 
 EXIT_CONFIG = 2
@@ -22,13 +23,15 @@ def _settings(args: argparse.Namespace) -> Settings:
 EXIT_STARTUP = 1
 
 
-def _serve(settings: Settings) -> int:
-    from gateway.app import Gateway  # noqa: PLC0415 (keeps check-config fast)
-    from gateway.encryption import EncryptionKeyError  # noqa: PLC0415
-    from gateway.signing import SigningError  # noqa: PLC0415
-    from gateway.store import StoreError  # noqa: PLC0415
+def _serve(settings: Settings, allowed: Sequence[str] = ()) -> int:
+    from gateway.app import Gateway
+    from gateway.encryption import EncryptionKeyError
+    from gateway.signing import SigningError
+    from gateway.store import StoreError
 
     configure_logging(settings.logging.level, settings.logging.format)
+    for risk in allowed:
+        get_logger(__name__).warning("unsafe_setting_allowed", risk=risk)
     try:
         asyncio.run(Gateway(settings).run_until_signalled())
     except (SigningError, EncryptionKeyError) as exc:  # a setting to fix: restarting cannot help
@@ -44,7 +47,11 @@ def _serve(settings: Settings) -> int:
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
-    return _serve(_settings(args))
+    settings = _settings(args)
+    problems = refusals(settings)
+    if problems:
+        raise ConfigError(problems)
+    return _serve(settings, allowed_risks(settings))
 
 
 def cmd_demo(_args: argparse.Namespace) -> int:
@@ -53,12 +60,12 @@ def cmd_demo(_args: argparse.Namespace) -> int:
 
 def _runtime_problems(settings: Settings) -> list[str]:
     """What start-up would refuse beyond the settings' shape: the payload key and the signing material."""
-    from gateway.encryption import EncryptionKeyError, check_key_settings  # noqa: PLC0415
-    from gateway.signing import SigningError, load_signer  # noqa: PLC0415
+    from gateway.encryption import EncryptionKeyError, check_key_settings
+    from gateway.signing import SigningError, load_signer
 
     problems = []
     if settings.console.enabled and settings.console.accounts_file:
-        from gateway.console import load_accounts  # noqa: PLC0415
+        from gateway.console import load_accounts
 
         try:
             load_accounts(settings.console, settings.store.path.parent)
@@ -85,9 +92,11 @@ def _runtime_problems(settings: Settings) -> list[str]:
 
 def cmd_check_config(args: argparse.Namespace) -> int:
     settings = _settings(args)
-    problems = _runtime_problems(settings)
+    problems = refusals(settings) + _runtime_problems(settings)
     if problems:
         raise ConfigError(problems)
+    for risk in allowed_risks(settings):
+        print(f"config warning: {risk}", file=sys.stderr)
     print(f"config OK: MLLP {settings.mllp.host}:{settings.mllp.port}, HTTP {settings.http.host}:{settings.http.port},"
           f" store {settings.store.location()}, signing {settings.signing.source}")
     return 0
@@ -95,9 +104,9 @@ def cmd_check_config(args: argparse.Namespace) -> int:
 
 def cmd_console_password(_args: argparse.Namespace) -> int:
     """Print a console password hash for the settings, so the password itself is never written down."""
-    import getpass  # noqa: PLC0415
+    import getpass
 
-    from gateway.console.accounts import hash_password  # noqa: PLC0415
+    from gateway.console.accounts import hash_password
 
     if sys.stdin.isatty():
         password = getpass.getpass("new console password: ")
@@ -115,7 +124,7 @@ def cmd_console_password(_args: argparse.Namespace) -> int:
 
 def run_portal_emulator(argv: Sequence[str]) -> int:
     """The emulator parses its own options (--port, --cert, faults...), so they pass through untouched."""
-    from adapters.portal.emulator import main as emulator_main  # noqa: PLC0415
+    from adapters.portal.emulator import main as emulator_main
 
     return emulator_main(list(argv))
 

@@ -135,7 +135,10 @@ class MllpSettings(_Section):
     port: int = Field(2575, ge=0, le=65535)
     max_message_bytes: int = Field(4 * 1024 * 1024, gt=0)
     idle_timeout_seconds: float = Field(600.0, gt=0)
+    # A connection must complete its first frame, and each frame it starts, within this time.
+    frame_timeout_seconds: float = Field(30.0, gt=0)
     max_connections: int = Field(256, gt=0)
+    max_connections_per_host: int = Field(16, gt=0)
     default_charset: str = "utf-8"
     # Per-sender legacy charset, keyed by MSH-3.1 or MSH-4.1 (e.g. cp1258): used when MSH-18 is empty,
     # unknown, or does not match the bytes; a message that fits its declared MSH-18 is read as declared.
@@ -184,6 +187,10 @@ class HttpSettings(_Section):
     host: str = "127.0.0.1"
     port: int = Field(8080, ge=0, le=65535)
     max_body_bytes: int = Field(8 * 1024 * 1024, gt=0)
+    max_connections: int = Field(256, gt=0)
+    max_connections_per_host: int = Field(32, gt=0)
+    # A connection must send each request's head within this time of connecting or of its last answer.
+    request_timeout_seconds: float = Field(30.0, gt=0)
     tls: TlsSettings = Field(default_factory=TlsSettings)
     # FHIR clients; empty means no authentication (demo only, logged as a warning at start).
     fhir_senders: list[FhirSender] = Field(default_factory=list)
@@ -400,6 +407,16 @@ class LoggingSettings(_Section):
     format: Literal["json", "console"] = "json"
 
 
+class SecuritySettings(_Section):
+    """Unsafe settings `serve` refuses unless allowed here on purpose; each allowed one is warned at every start."""
+
+    allow_anonymous_fhir: bool = False  # no http.fhir_senders while listening beyond this host
+    allow_dev_certificate: bool = False  # signing.source = "dev"
+    allow_plain_http_portal: bool = False  # a portal base_url without https (other than this host)
+    allow_demo_passwords: bool = False  # a portal password still "demo"
+    allow_empty_head_code: bool = False  # facility.head_code empty while the BHXH channel is on
+
+
 class FacilityEntry(FacilitySettings):
     """One of several facilities behind one gateway: its codes, who sends for it, its account and certificate."""
 
@@ -425,6 +442,7 @@ class Settings(_Section):
     emulator: EmulatorSettings = Field(default_factory=EmulatorSettings)
     console: ConsoleSettings = Field(default_factory=ConsoleSettings)
     logging: LoggingSettings = Field(default_factory=LoggingSettings)
+    security: SecuritySettings = Field(default_factory=SecuritySettings)
 
     @model_validator(mode="after")
     def _distinct_facilities(self) -> Settings:

@@ -32,7 +32,7 @@ def corpus() -> Path:
 @pytest.fixture(scope="session")
 def postgres_cluster():
     """One throwaway PostgreSQL server for the session, stopped and removed at the end."""
-    from tests.pg_cluster import PostgresCluster  # noqa: PLC0415 (only sessions that need it start one)
+    from tests.pg_cluster import PostgresCluster
 
     cluster = PostgresCluster().start()
     yield cluster
@@ -48,7 +48,7 @@ def postgres_dsn(postgres_cluster) -> str:
 @pytest.fixture(params=["sqlite", "postgresql"])
 def backend(request: pytest.FixtureRequest, tmp_path: Path):
     """Each store test runs on both backends (see tests/store_backends.py)."""
-    from tests.store_backends import StoreBackend  # noqa: PLC0415
+    from tests.store_backends import StoreBackend
 
     dsn = request.getfixturevalue("postgres_dsn") if request.param == "postgresql" else ""
     return StoreBackend(request.param, tmp_path / "gw.db", dsn)

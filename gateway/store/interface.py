@@ -158,6 +158,12 @@ class Store(Protocol):
         """Commit what is queued, then let go of the database."""
         ...
 
+    def lookup_digest(self, value: str) -> str:
+        """A keyed one-way digest (HMAC under the store's secret) to find rows by a personal value; the store
+        keys patient keys and content digests itself, callers use this for keys they build (a FHIR
+        If-None-Exist)."""
+        ...
+
     # ---- inbox ---------------------------------------------------------------------------------
 
     async def store_inbound(self, inbound: Inbound) -> Stored:

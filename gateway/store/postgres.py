@@ -18,6 +18,7 @@ import asyncio
 import json
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
+from dataclasses import replace
 from typing import Any, TypeVar
 
 import asyncpg
@@ -122,10 +123,16 @@ class PostgresStore(PostgresBrowse):
 
     # ---- inbox ---------------------------------------------------------------------------------
 
+    def lookup_digest(self, value: str) -> str:
+        """The keyed digest this store finds personal values by (see PayloadCipher.lookup_digest)."""
+        return self._cipher.lookup_digest(value)
+
     async def store_inbound(self, inbound: Inbound) -> Stored:
         """Return only once the message is committed (or already was): the caller may then acknowledge.
         Messages arriving together share one transaction (postgres_inbound.py)."""
-        stored = await self._inbound.store(inbound, self._cipher.seal(inbound.payload, b"messages"))
+        digest = self._cipher.lookup_digest(inbound.content_digest) if inbound.content_digest else ""
+        stored = await self._inbound.store(replace(inbound, content_digest=digest),
+                                           self._cipher.seal(inbound.payload, b"messages"))
         self.inbox_ready.set()
         return stored
 
@@ -186,7 +193,8 @@ class PostgresStore(PostgresBrowse):
             self.outbox_ready.set()
 
     async def _finish(self, db: asyncpg.Connection, outcomes: list[MappingOutcome]) -> None:
-        patients = sorted({document.patient_key for outcome in outcomes if outcome.dead_reason is None
+        patients = sorted({self._cipher.lookup_digest(document.patient_key) for outcome in outcomes
+                           if outcome.dead_reason is None
                            for document in outcome.documents})
         for patient in patients:  # in one order everywhere, so two nodes never wait on each other in a cycle
             await db.execute("SELECT pg_advisory_xact_lock($1, hashtext($2))",
@@ -202,11 +210,12 @@ class PostgresStore(PostgresBrowse):
         received_at = await db.fetchval("SELECT received_at FROM messages WHERE id = $1", outcome.message_id)
         patients = {}
         for document in outcome.documents:
-            patients[(document.document_id, document.version)] = document.patient_key
+            patient = patients[(document.document_id, document.version)] = self._cipher.lookup_digest(
+                document.patient_key)
             await db.execute(
                 "INSERT INTO documents (document_id, version, kind, patient_key, message_id, created_at, bundle)"
                 " VALUES ($1, $2, $3, $4, $5, hbgw_now(), $6)",
-                document.document_id, document.version, document.kind, document.patient_key, outcome.message_id,
+                document.document_id, document.version, document.kind, patient, outcome.message_id,
                 self._cipher.seal(json.dumps(document.bundle, ensure_ascii=False).encode(), b"documents"))
         for item in outcome.submissions:
             # A version that replaces undelivered ones carries their data, so it keeps their age:

@@ -64,11 +64,11 @@ class PostgresBrowse(BrowseQueries):
     _fetch: Callable[..., Awaitable[list[Any]]]
     _transaction: Callable[..., Awaitable[Any]]
 
-    async def _read(self, sql: str, params: tuple[Any, ...] = ()) -> list[Any]:  # type: ignore[override]
+    async def _read(self, sql: str, params: tuple[Any, ...] = ()) -> list[Any]:
         """sqlite_browse's reads, on PostgreSQL."""
         return await self._fetch(numbered(sql), *params)
 
-    async def _write(self, fn: Callable[..., Awaitable[Any]], *args: Any) -> Any:  # type: ignore[override]
+    async def _write(self, fn: Callable[..., Awaitable[Any]], *args: Any) -> Any:
         """This module's writes, each in one transaction."""
         return await self._transaction(fn, *args)
 

@@ -83,7 +83,7 @@ class InboundCommitter:
                             outcomes.append(await insert_message(connection, inbound, sealed))
                     except asyncpg.PostgresError as exc:
                         outcomes.append(_unavailable(exc))
-        except Exception as exc:  # the transaction failed: nothing of the batch was kept
+        except Exception as exc:  # noqa: BLE001 - the transaction failed: nothing of the batch was kept
             return [exc if isinstance(exc, StoreError) else _unavailable(exc)] * len(batch)
         return outcomes
 

@@ -22,6 +22,7 @@ import aiosqlite
 
 from adapters.portal.base import Receipt, Submission
 from gateway.encryption import PayloadCipher
+from gateway.files import create_private, open_private
 from gateway.logs import get_logger
 from gateway.store import sqlite_admin
 from gateway.store.interface import (
@@ -50,7 +51,7 @@ log = get_logger(__name__)
 PAGE_SIZE = 8192
 
 
-def _connect_writer(path: Path) -> sqlite3.Connection:
+def _connect_writer(path: Path, lookup_digest: Callable[[str], str]) -> sqlite3.Connection:
     connection = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
     connection.execute(f"PRAGMA page_size = {PAGE_SIZE}")  # a new file only; an existing one keeps its own
     connection.execute("PRAGMA journal_mode=WAL")
@@ -58,7 +59,7 @@ def _connect_writer(path: Path) -> sqlite3.Connection:
     connection.execute("PRAGMA foreign_keys=ON")
     connection.execute("PRAGMA busy_timeout=10000")
     try:
-        migrate(connection)
+        migrate(connection, lookup_digest)
     except BaseException:
         connection.close()
         raise
@@ -68,7 +69,7 @@ def _connect_writer(path: Path) -> sqlite3.Connection:
 def _lock(path: Path) -> int:
     """An exclusive lock beside the file, held while serving; the kernel drops it when the process dies."""
     lock_path = path.with_name(path.name + ".lock")
-    fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o600)
+    fd = open_private(lock_path, os.O_RDWR)
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
@@ -105,7 +106,7 @@ class SqliteStore(BrowseQueries):
         self.path = Path(path)
         self._cipher = cipher
         self._lease = lease_seconds
-        self._writer = GroupCommitWriter(lambda: _connect_writer(self.path), max_batch=max_batch,
+        self._writer = GroupCommitWriter(lambda: _connect_writer(self.path, cipher.lookup_digest), max_batch=max_batch,
                                          max_delay_seconds=max_delay_ms / 1000, on_batch=on_batch)
         self._reader: aiosqlite.Connection | None = None
         self._lock: int | None = None
@@ -117,8 +118,8 @@ class SqliteStore(BrowseQueries):
     async def open(self, *, owner: bool = False) -> SqliteStore:
         """Open the file; the owner (the serving gateway) locks out a second gateway and re-queues the
         leases a crashed predecessor held, so its unfinished work restarts at once, not when leases expire."""
-        self.path.parent.mkdir(parents=True, exist_ok=True)
         try:
+            create_private(self.path)
             if owner:
                 self._lock = _lock(self.path)
                 await self._start_writer()
@@ -192,12 +193,13 @@ class SqliteStore(BrowseQueries):
         return stored
 
     def _insert_message(self, db: sqlite3.Connection, item: Inbound) -> Stored:
+        digest = self._cipher.lookup_digest(item.content_digest) if item.content_digest else ""
         row = db.execute(
             "INSERT INTO messages (source, sender, control_id, message_type, correlation_id, received_at,"
             " state, payload, ack, content_digest) VALUES (?, ?, ?, ?, ?, ?, 'received', ?, ?, ?)"
             " ON CONFLICT (source, sender, control_id) DO NOTHING RETURNING id",
             (item.source, item.sender, item.control_id, item.message_type, item.correlation_id, time.time(),
-             self._cipher.seal(item.payload, b"messages"), item.ack, item.content_digest),
+             self._cipher.seal(item.payload, b"messages"), item.ack, digest),
         ).fetchone()
         if row is not None:
             return Stored(row[0], item.ack, duplicate=False)
@@ -205,7 +207,7 @@ class SqliteStore(BrowseQueries):
             "SELECT id, ack, content_digest FROM messages WHERE source = ? AND sender = ? AND control_id = ?",
             (item.source, item.sender, item.control_id),
         ).fetchone()
-        same = not (item.content_digest and existing[2]) or item.content_digest == existing[2]
+        same = not (digest and existing[2]) or digest == existing[2]
         return Stored(existing[0], bytes(existing[1]), duplicate=True, same_content=same)
 
     # ---- inbox: mapping stage ------------------------------------------------------------------
@@ -235,6 +237,10 @@ class SqliteStore(BrowseQueries):
         await self._write(lambda db: db.executemany(
             "UPDATE messages SET lease_until = 0, attempts = attempts - ? WHERE id = ? AND state = 'received'",
             [(0 if message_id == charged else 1, message_id) for message_id in message_ids]))
+
+    def lookup_digest(self, value: str) -> str:
+        """The keyed digest this store finds personal values by (see PayloadCipher.lookup_digest)."""
+        return self._cipher.lookup_digest(value)
 
     async def latest_document(self, document_id: str) -> Document | None:
         """The version a new fragment of the episode builds on (its bundle is {} once purged by retention)."""
@@ -279,11 +285,12 @@ class SqliteStore(BrowseQueries):
                                     (outcome.message_id,)).fetchone()
         patients = {}
         for document in outcome.documents:
-            patients[(document.document_id, document.version)] = document.patient_key
+            patient = patients[(document.document_id, document.version)] = self._cipher.lookup_digest(
+                document.patient_key)
             db.execute(
                 "INSERT INTO documents (document_id, version, kind, patient_key, message_id, created_at, bundle)"
                 " VALUES (?, ?, ?, ?, ?, ?, ?)",
-                (document.document_id, document.version, document.kind, document.patient_key, outcome.message_id,
+                (document.document_id, document.version, document.kind, patient, outcome.message_id,
                  now, self._cipher.seal(json.dumps(document.bundle, ensure_ascii=False).encode(), b"documents")))
         for item in outcome.submissions:
             # A version that replaces undelivered ones carries their data, so it keeps their age:

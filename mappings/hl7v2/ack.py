@@ -24,7 +24,7 @@ HL7_ERROR_CODES: dict[str, tuple[str, str]] = {
     "bhyt-format": DATA_TYPE, "icd10-format": DATA_TYPE, "conflicting-identifiers": DATA_TYPE,
     "facility-code-format": DATA_TYPE, "facility-code-swapped": DATA_TYPE, "facility-id-format": DATA_TYPE,
     "tax-code-format": DATA_TYPE, "tax-code-suffix": DATA_TYPE, "charset-mismatch": DATA_TYPE,
-    "message-too-large": DATA_TYPE,
+    "message-too-large": DATA_TYPE, "control-character": DATA_TYPE, "field-too-long": DATA_TYPE,
     # a code that names nothing in its table
     "invalid-code": TABLE_VALUE, "cccd-province": TABLE_VALUE, "sender-not-allowed": TABLE_VALUE,
     "unresolved-reference": TABLE_VALUE,

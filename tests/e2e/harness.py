@@ -16,6 +16,10 @@ from typing import Any
 from tests.conftest import free_port
 
 BIN = Path(sys.executable).parent
+# What `serve` refuses unless allowed: these test gateways sign with the development certificate and post
+# to a local emulator with its demo passwords.
+SERVE_ALLOWS = {"HBGW_SECURITY__ALLOW_DEV_CERTIFICATE": "true", "HBGW_SECURITY__ALLOW_DEMO_PASSWORDS": "true",
+                "HBGW_SECURITY__ALLOW_EMPTY_HEAD_CODE": "true"}
 
 
 def http_json(url: str, timeout: float = 5.0) -> Any:
@@ -112,6 +116,8 @@ class GatewayProcess:
             # episode's files once it is finished (the default, tests/e2e/test_bhxh_path.py)
             "HBGW_PORTAL__BHXH__SEND_FILES": "every_version",
         })
+        if self.command == "serve":
+            env.update(SERVE_ALLOWS)
         env.update(self.extra_env)
         return env
 

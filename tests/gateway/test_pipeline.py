@@ -7,6 +7,7 @@ import signal
 import sqlite3
 from concurrent.futures import Executor, Future
 from concurrent.futures.process import BrokenProcessPool
+from typing import ClassVar
 
 import asyncpg
 import pytest
@@ -390,7 +391,7 @@ class WorkerKillingPool(Executor):
     """Maps in this thread, but a payload marked POISON kills 'the worker': the pool breaks, as a
     ProcessPoolExecutor does when the OOM killer takes a worker, and refuses every later submission."""
 
-    pools: list[WorkerKillingPool] = []
+    pools: ClassVar[list[WorkerKillingPool]] = []
 
     def __init__(self) -> None:
         self.broken = False
