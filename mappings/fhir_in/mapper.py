@@ -16,9 +16,12 @@ from mappings.vn.vitals import implausible
 
 BUNDLE_TYPES = frozenset({"transaction", "batch", "document", "collection"})
 SINGLE_TYPES = frozenset({"Patient", "Encounter", "Condition", "Observation", "AllergyIntolerance", "Procedure",
-                          "MedicationStatement", "Immunization", "DiagnosticReport", "Composition"})
-BUNDLE_ONLY_TYPES = frozenset({"Organization", "Practitioner", "FamilyMemberHistory", "DocumentReference"})
-TIME_FIELDS = ("effectiveDateTime", "occurrenceDateTime", "recordedDate", "performedDateTime", "date", "issued")
+                          "MedicationStatement", "Immunization", "DiagnosticReport", "Composition",
+                          "MedicationRequest", "MedicationDispense", "MedicationAdministration", "ChargeItem",
+                          "ClinicalImpression"})
+BUNDLE_ONLY_TYPES = frozenset({"Organization", "Practitioner", "FamilyMemberHistory", "DocumentReference", "Coverage"})
+TIME_FIELDS = ("effectiveDateTime", "occurrenceDateTime", "recordedDate", "performedDateTime", "date", "issued",
+               "authoredOn", "whenHandedOver")
 VISIT_PREFIX = "urn:hbgw:visit:"
 
 
@@ -115,7 +118,7 @@ def _event_time(resources: list[dict[str, Any]], bundle: dict[str, Any] | None) 
         return str(bundle["timestamp"])
     times = []
     for resource in resources:
-        period = resource.get("period") or resource.get("effectivePeriod") or {}
+        period = resource.get("period") or resource.get("effectivePeriod") or resource.get("occurrencePeriod") or {}
         times += [period.get("end"), period.get("start")] + [resource.get(name) for name in TIME_FIELDS]
     found = [str(t) for t in times if t]
     return as_instant(max(found)) if found else ""

@@ -10,7 +10,13 @@ from __future__ import annotations
 from decimal import Decimal
 from typing import Any
 
-from mappings.canonical import DocumentView, concept_text, first_coding, licence, xml_datetime
+from mappings.canonical import (
+    DocumentView,
+    concept_text,
+    first_coding,
+    licence,
+    xml_datetime,
+)
 from mappings.vn import codes, systems
 from mappings.xml130.money import HUNDRED, Line, decimal, written
 from mappings.xml130.site import SiteCodes
@@ -30,12 +36,14 @@ def _quantity(quantity: dict[str, Any] | None) -> tuple[Decimal | None, str]:
     return decimal((quantity or {}).get("value")), str((quantity or {}).get("unit") or "")
 
 
-def _dosage_text(dosages: list[dict[str, Any]] | None) -> tuple[str, str, str]:
-    """(LIEU_DUNG, CACH_DUNG, route code) from a dosage list."""
-    dosage = (dosages or [{}])[0]
-    how = "; ".join(concept_text(a) for a in dosage.get("additionalInstruction") or [])
-    return str(dosage.get("text", "")), str(dosage.get("patientInstruction") or how), \
-        str(first_coding(dosage.get("route")).get("code", ""))
+def _dosage_text(*sources: dict[str, Any]) -> tuple[str, str]:
+    """(LIEU_DUNG, CACH_DUNG): the first dosage that says each, the dispense's before the order's."""
+    dose = how = ""
+    for source in sources:
+        dosage = (source.get("dosageInstruction") or [{}])[0]
+        extra = "; ".join(concept_text(a) for a in dosage.get("additionalInstruction") or [])
+        dose, how = dose or str(dosage.get("text", "")), how or str(dosage.get("patientInstruction") or extra)
+    return dose, how
 
 
 class Claim:
@@ -66,8 +74,8 @@ class Claim:
             row.update(DON_GIA_BV=written(price_bv, 3), DON_GIA_BH=written(price_bh, 3), TYLE_TT_DV="100")
         else:
             row["DON_GIA"] = written(price_bv, 3)
-        if self.card and ratio:
-            row["NGUON_CTRA"] = "1"
+            if self.card and ratio:
+                row["NGUON_CTRA"] = "1"
         return row
 
     def _price(self, code: str, given: Decimal | None, entry: dict[str, str]) -> Decimal | None:
@@ -89,9 +97,9 @@ class Claim:
             return None
         row = {"MA_THUOC": entry["code"], "MA_NHOM": entry["group"], "TEN_THUOC": entry.get("name") or
                concept_text(concept), "DON_VI_TINH": entry.get("unit") or unit, "HAM_LUONG": entry.get("strength", ""),
-               "DUONG_DUNG": details.get("route") or entry.get("route", ""), "DANG_BAO_CHE": entry.get("form", ""),
+               "DUONG_DUNG": entry.get("route", ""), "DANG_BAO_CHE": entry.get("form", ""),
                "SO_DANG_KY": entry.get("registration", ""), "TT_THAU": entry.get("tender", ""), "MA_KHOA": self.ward,
-               **{k: v for k, v in details.items() if k != "route"}}
+               **details}
         return row | self._money(entry, quantity, price, decimal(entry.get("price_bh")) or price, with_dv=False)
 
     def _administered(self) -> dict[str, str]:
@@ -126,11 +134,11 @@ class Claim:
             quantity, unit = _quantity(dispense.get("quantity"))
         else:
             quantity, unit = _quantity((request.get("dispenseRequest") or {}).get("quantity"))
-        dose, how, route = _dosage_text(source.get("dosageInstruction") or request.get("dosageInstruction"))
+        dose, how = _dosage_text(source, request)
         order = _own_order(request) or _order(((dispense or {}).get("authorizingPrescription") or [None])[0])
         ordered = xml_datetime(request.get("authoredOn") or (dispense or {}).get("whenPrepared"))
         handed = xml_datetime((dispense or {}).get("whenHandedOver"))
-        details = {"LIEU_DUNG": dose, "CACH_DUNG": how, "route": route,
+        details = {"LIEU_DUNG": dose, "CACH_DUNG": how,
                    "MA_BAC_SI": licence(request.get("requester"))[0], "NGAY_YL": ordered or handed,
                    "NGAY_TH_YL": administered.get(order) or handed or ordered}
         return self._drug_row(source.get("medicationCodeableConcept"), quantity, unit, None, details)

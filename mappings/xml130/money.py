@@ -22,7 +22,7 @@ ROW_AMOUNTS = ("THANH_TIEN_BV", "THANH_TIEN_BH", "T_NGUONKHAC", "T_BHTT", "T_BNC
 TOTALS = ("T_THUOC", "T_VTYT", "T_TONGCHI_BV", "T_TONGCHI_BH", "T_BNTT", "T_BNCCT", "T_BHTT", "T_NGUONKHAC")
 
 
-def decimal(text: str | int | float | None) -> Decimal | None:
+def decimal(text: str | float | None) -> Decimal | None:
     """A finite Decimal from a message or settings value ("1500", "1500.5", 2); None when it is not one."""
     try:
         value = Decimal(str(text).strip()) if text is not None and str(text).strip() else None

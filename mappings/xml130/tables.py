@@ -7,7 +7,13 @@ from datetime import date
 from typing import Any
 
 from mappings import canonical
-from mappings.canonical import DocumentView, concept_text, first_coding, icd10_code, xml_datetime
+from mappings.canonical import (
+    DocumentView,
+    concept_text,
+    first_coding,
+    icd10_code,
+    xml_datetime,
+)
 from mappings.model import Document, FacilityInfo, Issue
 from mappings.vn import codes, systems
 from mappings.xml130 import clinical
@@ -269,10 +275,12 @@ def build_claim(document: Document, facility: FacilityInfo, site: Mapping[str, A
         rows["XML7"] = [xml7(view, facility, ward)]
     rows["XML8"] = [xml8(view, facility, summary["KET_QUA_DTRI"])]
     present = {name: table for name, table in rows.items() if table}
+    rendered = {name: render(name, table) for name, table in present.items()}
+    if codes_.missing:  # blanks where the site has not mapped yet: nothing to check until it has
+        return ClaimResult(rendered, tuple(sorted(codes_.missing)))
     issues = [issue for name, table in present.items() for issue in table_issues(name, table)]
     issues += sum_issues(summary, drugs, services) + _link_issues(labs, services)
-    return ClaimResult({name: render(name, table) for name, table in present.items()},
-                       tuple(sorted(codes_.missing)), tuple(issues))
+    return ClaimResult(rendered, (), tuple(issues))
 
 
 def build_tables(document: Document, facility: FacilityInfo,
