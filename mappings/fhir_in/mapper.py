@@ -5,6 +5,7 @@ import hashlib
 from typing import Any
 
 from mappings.fhir_common import as_instant, document_id, ends_before_start, resource_id
+from mappings.fhir_in.claim import claim_issues
 from mappings.fhir_in.identity import Identity, identity_issues, patient_issues
 from mappings.fhir_in.rewrite import adopt
 from mappings.fhir_in.single import composition_summary, logical_identity, logical_visit
@@ -156,6 +157,7 @@ def _map_bundle(bundle: dict[str, Any]) -> MappingResult:
             continue
         entries.append((entry.get("fullUrl", ""), resource))
         issues += _code_issues(resource, f"{path}.resource") + _vital_issues(resource, f"{path}.resource")
+        issues += claim_issues(resource, f"{path}.resource")
         if rtype == "Patient":
             patients.append((index, resource))
         if rtype == "Encounter":
@@ -208,6 +210,7 @@ def _map_single(resource: dict[str, Any]) -> MappingResult:
                                                     "a Patient alone changes no episode document", "warning")))
     identity, identity_path = logical_identity(resource)
     issues = identity_issues(identity, identity_path) + _code_issues(resource, rtype) + _vital_issues(resource, rtype)
+    issues += claim_issues(resource, rtype)
     if rtype == "Encounter":
         issues += _period_issues(resource, rtype)
     visit, visit_path = logical_visit(resource)

@@ -141,3 +141,26 @@ def test_a_fhir_charge_without_its_code_is_refused_at_the_element() -> None:
     del charge["code"]
     issues = map_fhir(bundle).issues
     assert any(i.location.endswith("resource.code") and i.severity == "error" for i in issues), issues
+
+
+@pytest.mark.parametrize(("resource_type", "drop", "where"), [
+    ("ChargeItem", "quantity", "Bundle.entry[8].resource.quantity.value"),
+    ("ChargeItem", "occurrencePeriod", "Bundle.entry[8].resource.occurrenceDateTime"),
+    ("MedicationRequest", "identifier", "Bundle.entry[6].resource.identifier"),
+    ("MedicationRequest", "dispenseRequest", "Bundle.entry[6].resource.dispenseRequest.quantity.value"),
+    ("MedicationDispense", "whenHandedOver", "Bundle.entry[7].resource.whenHandedOver"),
+])
+def test_a_fhir_claim_resource_that_cannot_make_a_row_is_refused_at_the_element(
+        resource_type: str, drop: str, where: str) -> None:
+    bundle = outpatient_bundle()
+    resource = next(e["resource"] for e in bundle["entry"] if e["resource"]["resourceType"] == resource_type)
+    del resource[drop]
+    assert [(i.location, i.code) for i in map_fhir(bundle).issues if i.severity == "error"] == [(where, "required")]
+
+
+def test_a_fhir_discharge_code_the_gateway_does_not_map_is_refused() -> None:
+    bundle = outpatient_bundle()
+    encounter = next(e["resource"] for e in bundle["entry"] if e["resource"]["resourceType"] == "Encounter")
+    encounter["hospitalization"] = {"dischargeDisposition": {"coding": [{"system": "urn:x", "code": "zz"}]}}
+    assert [i.location for i in map_fhir(bundle).issues if i.severity == "error"] == [
+        "Bundle.entry[1].resource.hospitalization.dischargeDisposition"]
