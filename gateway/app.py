@@ -10,7 +10,7 @@ from aiohttp import web
 
 from adapters.fhir_api import FhirApi
 from adapters.mllp import MllpServer
-from adapters.portal.base import PortalChannel
+from adapters.portal.base import PortalChannel, Submission
 from adapters.portal.bhxh import BhxhChannel
 from adapters.portal.emulator import EmulatorConfig, create_emulator_app
 from adapters.portal.hub import HubChannel
@@ -21,6 +21,7 @@ from gateway.fhir_intake import FhirIntake
 from gateway.intake import Hl7Intake
 from gateway.logs import get_logger
 from gateway.metrics import QUEUE_STATES, Metrics
+from gateway.parking import rebuild_parked
 from gateway.pipeline import Pipeline, mapping_executor
 from gateway.retention import Retention
 from gateway.signing import Signer, load_signer, record_certificate_expiry
@@ -28,7 +29,7 @@ from gateway.store import Store
 from gateway.submissions import build_submissions
 from mappings.fhir_in import map_fhir
 from mappings.hl7v2 import screen
-from mappings.model import FacilityInfo, Issue
+from mappings.model import Document, FacilityInfo, Issue
 
 log = get_logger(__name__)
 
@@ -81,11 +82,16 @@ class Gateway:
             self._channels["bhxh_xml130"] = BhxhChannel(s.portal.bhxh, self.metrics)
         if s.portal.hub.enabled:
             self._channels["moh_checkup"] = HubChannel(s.portal.hub, self.metrics)
-        facility = facility_info(s)
-        self._pipeline = Pipeline(
-            self.store, self.metrics, s.pipeline,
-            lambda document: build_submissions(document, facility, signer, s.portal),
-            self._channels, lambda: mapping_executor(s.pipeline.mapping_processes))
+        facility, site = facility_info(s), s.site_mappings.as_mapping()
+
+        def build(document: Document) -> list[Submission]:
+            return build_submissions(document, facility, signer, s.portal, site=site)
+
+        report = await rebuild_parked(self.store, build, self.metrics)  # the site mappings may have grown
+        if report.queued or report.waiting:
+            log.info("parked_documents_rebuilt", queued=len(report.queued), waiting=len(report.waiting))
+        self._pipeline = Pipeline(self.store, self.metrics, s.pipeline, build, self._channels,
+                                  lambda: mapping_executor(s.pipeline.mapping_processes))
         await self._pipeline.start()
         self._retention = Retention(self.store, self.metrics, s.store.retention_days)
         self._retention.start()
@@ -174,6 +180,7 @@ class Gateway:
         for queue, states in QUEUE_STATES.items():
             for state in states:
                 self.metrics.queue_depth.labels(queue, state).set(depths.get((queue, state), 0))
+        self.metrics.documents_waiting.set(len(await self.store.parked()))
         oldest = await self.store.oldest_pending_received_at()
         self.metrics.oldest_pending_age.set(max(0.0, time.time() - oldest) if oldest else 0.0)
 

@@ -9,6 +9,7 @@ from pathlib import Path
 
 from gateway.config import ConfigError, Settings, demo_settings, load_settings
 from gateway.logs import configure_logging
+from gateway.parked_cli import add_parked_commands
 from gateway.queue_cli import add_queue_commands
 
 EXIT_CONFIG = 2
@@ -102,6 +103,7 @@ def build_parser() -> argparse.ArgumentParser:
     commands.add_parser("portal-emulator", add_help=False,
                         help="run the national portal emulator (--port N; --help lists its options)")
     add_queue_commands(commands, with_config)
+    add_parked_commands(commands)
     return parser
 
 

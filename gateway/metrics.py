@@ -3,16 +3,24 @@ from __future__ import annotations
 
 import platform
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info, generate_latest
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    Info,
+    generate_latest,
+)
 
 PREFIX = "healthbook_gateway"
 
 # Known label values; anything else is folded into "other" so a bad sender cannot explode cardinality.
 MESSAGE_TYPES = frozenset({
     "ADT^A01", "ADT^A02", "ADT^A03", "ADT^A04", "ADT^A05", "ADT^A08", "ADT^A11", "ADT^A13", "ADT^A28",
-    "ADT^A31", "ADT^A40", "ORU^R01", "MDM^T02", "VXU^V04",
+    "ADT^A31", "ADT^A40", "ORU^R01", "MDM^T02", "VXU^V04", "DFT^P03", "RDE^O11", "RDS^O13", "RAS^O17",
     "Bundle", "Patient", "Encounter", "Condition", "Observation", "AllergyIntolerance", "Procedure",
-    "MedicationStatement", "Immunization", "DiagnosticReport", "Composition",
+    "MedicationStatement", "Immunization", "DiagnosticReport", "Composition", "MedicationRequest",
+    "MedicationDispense", "MedicationAdministration", "ChargeItem", "ClinicalImpression",
 })
 # The states each durable queue can hold; the queue-depth gauge exports every one, zeros included.
 QUEUE_STATES = {
@@ -70,6 +78,14 @@ class Metrics:
         self.purged_payloads = Counter(
             f"{PREFIX}_purged_payloads_total", "Payloads purged by the retention policy (metadata kept), by table",
             ["table"], registry=r)
+        self.documents_parked = Counter(
+            f"{PREFIX}_documents_parked_total",
+            "Document versions held back (not sent with a blank), by gap: ward, item, lab, patient-category,"
+            " price (a site mapping to add) or required (an element a later message must bring)",
+            ["gap"], registry=r)
+        self.documents_waiting = Gauge(
+            f"{PREFIX}_documents_waiting", "Episodes parked now, waiting for a site mapping or a missing element",
+            registry=r)
         self.documents_built = Counter(
             f"{PREFIX}_documents_built_total", "Health-book document versions built", ["kind"], registry=r)
 

@@ -17,22 +17,46 @@ import sqlite3
 import threading
 import time
 from collections.abc import Callable, Sequence
-from concurrent.futures import BrokenExecutor, Executor, ProcessPoolExecutor, ThreadPoolExecutor
+from concurrent.futures import (
+    BrokenExecutor,
+    Executor,
+    ProcessPoolExecutor,
+    ThreadPoolExecutor,
+)
 from multiprocessing import get_context
 
-from adapters.portal.base import PermanentPortalError, PortalChannel, Submission, TransientPortalError
+from adapters.portal.base import (
+    PermanentPortalError,
+    PortalChannel,
+    Submission,
+    TransientPortalError,
+)
 from gateway.config import PipelineSettings
 from gateway.logs import correlation, get_logger
 from gateway.metrics import Metrics
 from gateway.signing import SigningError
-from gateway.store import ClaimedMessage, ClaimedSubmission, MappingOutcome, Store
-from gateway.submissions import SubmissionBuildError
+from gateway.store import (
+    ClaimedMessage,
+    ClaimedSubmission,
+    MappingOutcome,
+    Parked,
+    Store,
+)
+from gateway.submissions import DocumentParked, SubmissionBuildError
 from mappings.document import assemble
 from mappings.fhir_in import map_fhir
 from mappings.hl7v2 import map_message
 from mappings.model import Document, MappingResult
 
 log = get_logger(__name__)
+
+
+def record_parked(metrics: Metrics, waiting: Parked) -> None:
+    """Count a document's wait by kind of gap and log the codes (hospital codes, no personal data)."""
+    for kind in sorted({code.split(":", 1)[0] for code in waiting.codes}):
+        metrics.documents_parked.labels(kind).inc()
+    log.warning("document_parked", document_id=waiting.document_id, version=waiting.version,
+                channel=waiting.channel, codes=list(waiting.codes))
 
 BuildSubmissions = Callable[[Document], list[Submission]]
 MAPPING_BATCH = 32
@@ -305,14 +329,26 @@ class Pipeline:
                 or await self._store.latest_document(fragment.document_id)
             documents[fragment.document_id] = assemble(previous, fragment)
         try:  # signing is CPU work (and a hardware token is slow): keep it off the event loop
-            submissions = await asyncio.to_thread(
-                lambda: [item for document in documents.values() for item in self._build_submissions(document)])
+            submissions, parked = await asyncio.to_thread(self._build_all, list(documents.values()))
         except SubmissionBuildError as exc:  # the document cannot be encoded: retrying cannot help
             self._metrics.mapping_errors.labels(message.source, "encoding-failed").inc()
             log.error("submission_build_failed", message_id=message.id, reason=str(exc))
             return MappingOutcome(message.id, dead_reason=str(exc))
+        for waiting in parked:
+            record_parked(self._metrics, waiting)
         built.update(documents)
-        return MappingOutcome(message.id, list(documents.values()), submissions)
+        return MappingOutcome(message.id, list(documents.values()), submissions, parked=parked)
+
+    def _build_all(self, documents: list[Document]) -> tuple[list[Submission], list[Parked]]:
+        """Each document's submissions; a document that waits (site mapping, missing element) is parked."""
+        submissions: list[Submission] = []
+        parked: list[Parked] = []
+        for document in documents:
+            try:
+                submissions += self._build_submissions(document)
+            except DocumentParked as wait:
+                parked.append(Parked(document.document_id, document.version, wait.channel, wait.codes))
+        return submissions, parked
 
     # ---- submission ----------------------------------------------------------------------------
 

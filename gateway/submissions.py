@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import base64
 import json
+from collections.abc import Mapping
 from datetime import datetime, timezone
 from typing import Any
 
@@ -53,18 +54,41 @@ class SubmissionBuildError(ValueError):
     """The document cannot become a portal submission: dead-letter it with this reason, retrying cannot help."""
 
 
+class DocumentParked(Exception):
+    """The document waits: the site mappings lack a code (`ward:NOI-TM`), or the episode still lacks a
+    required element (`required:XML1.NGAY_VAO`) a later message will bring. Never sent with a blank."""
+
+    def __init__(self, document: Document, channel: str, codes: tuple[str, ...]) -> None:
+        super().__init__(f"{document.idempotency_key} waits for: {' '.join(codes)}")
+        self.document, self.channel, self.codes = document, channel, codes
+
+
+def _bhxh_tables(document: Document, facility: FacilityInfo, site: Mapping[str, Any] | None) -> dict[str, bytes]:
+    """The checked tables of an episode; parks it on a gap, refuses it on a defect."""
+    claim = xml130.build_claim(document, facility, site)
+    if claim.unmapped:
+        raise DocumentParked(document, BHXH_CHANNEL, claim.unmapped)
+    errors = [issue for issue in claim.issues if issue.severity == "error"]
+    missing = tuple(f"required:{issue.location}" for issue in errors if issue.code == "required")
+    if errors and len(missing) == len(errors):
+        raise DocumentParked(document, BHXH_CHANNEL, missing)
+    if errors:
+        raise ValueError("XML 130 checks failed: " + "; ".join(f"{i.location} {i.code}" for i in errors[:10]))
+    return claim.tables
+
+
 def build_submissions(document: Document, facility: FacilityInfo, signer: Signer, portal: PortalSettings,
-                      now: datetime | None = None) -> list[Submission]:
+                      now: datetime | None = None, site: Mapping[str, Any] | None = None) -> list[Submission]:
     """Sign one document for the channel that takes its kind; a disabled channel gets nothing.
 
     Immunizations have no national form in PORTAL_API.md: they go to the hub as the canonical FHIR
     document under `immunization_txn_type`. A SigningError (certificate expired since start-up) is left
-    to propagate: it is retryable.
+    to propagate: it is retryable. An episode the site mappings cannot code yet raises DocumentParked.
     """
     now = now or datetime.now(timezone.utc)
     try:
         if document.kind == "episode" and portal.bhxh.enabled:
-            tables = xml130.build_tables(document, facility)
+            tables = _bhxh_tables(document, facility, site)
             if not tables:  # a cancelled episode (A11): nothing more to send for it
                 return []
             envelope = xml130.build_envelope(tables, facility, now)

@@ -26,8 +26,8 @@ from gateway.store.schema import SchemaTooNewError, StoreError, migrate
 from gateway.store.writer import GroupCommitWriter
 from mappings.model import Document
 
-__all__ = ["ClaimedMessage", "ClaimedSubmission", "Inbound", "MappingOutcome", "SchemaTooNewError", "Store",
-           "StoreError", "StoreLockedError", "Stored"]
+__all__ = ["ClaimedMessage", "ClaimedSubmission", "Inbound", "MappingOutcome", "Parked", "SchemaTooNewError",
+           "Store", "StoreError", "StoreLockedError", "Stored"]
 
 T = TypeVar("T")
 log = get_logger(__name__)
@@ -67,13 +67,26 @@ class ClaimedMessage:
 
 
 @dataclass(frozen=True, slots=True)
+class Parked:
+    """A document version that waits (for a site mapping, or an element a later message brings)."""
+
+    document_id: str
+    version: int
+    channel: str
+    codes: tuple[str, ...]
+    first_received_at: float = 0.0
+
+
+@dataclass(frozen=True, slots=True)
 class MappingOutcome:
-    """What became of one claimed message: its new documents and submissions, or why it is dead."""
+    """What became of one claimed message: its new documents, submissions and parked documents, or why it
+    is dead."""
 
     message_id: int
     documents: list[Document] = field(default_factory=list)
     submissions: list[Submission] = field(default_factory=list)
     dead_reason: str | None = None
+    parked: list[Parked] = field(default_factory=list)
 
 
 @dataclass(frozen=True, slots=True)
@@ -280,26 +293,74 @@ class Store:
                 (document.document_id, document.version, document.kind, document.patient_key, outcome.message_id,
                  now, self._cipher.seal(json.dumps(document.bundle, ensure_ascii=False).encode(), b"documents")))
         for item in outcome.submissions:
-            # A version that replaces undelivered ones carries their data, so it keeps their age:
-            # the 24-hour delivery clock runs from the oldest acknowledgement it contains.
-            replaced = (item.document_id, item.channel, item.version)
-            (replaced_since,) = db.execute(
-                "SELECT min(first_received_at) FROM outbox WHERE document_id = ? AND channel = ? AND version < ?"
-                " AND state = 'pending'", replaced).fetchone()
-            db.execute(
-                "UPDATE outbox SET state = 'superseded', finished_at = ?, reason = 'replaced by version ' || ?"
-                " WHERE document_id = ? AND channel = ? AND version < ? AND state = 'pending'",
-                (now, item.version, *replaced))
-            first_received_at = min(received_at, replaced_since) if replaced_since else received_at
-            db.execute(
-                "INSERT INTO outbox (channel, idempotency_key, document_id, version, patient_key, content_type,"
-                " first_received_at, created_at, state, next_attempt_at, body)"
-                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, 'pending', ?, ?) ON CONFLICT (channel, idempotency_key) DO NOTHING",
-                (item.channel, item.idempotency_key, item.document_id, item.version,
-                 patients[(item.document_id, item.version)], item.content_type, first_received_at, now, now,
-                 self._cipher.seal(item.body, b"outbox")))
+            self._enqueue(db, now, item, patients[(item.document_id, item.version)], received_at)
+        for waiting in outcome.parked:
+            self._park(db, now, waiting, received_at)
+        waiting_now = {waiting.document_id for waiting in outcome.parked}
+        for document in outcome.documents:  # built in full (or cancelled): an earlier version waits no more
+            if document.document_id not in waiting_now:
+                db.execute("DELETE FROM parked_documents WHERE document_id = ? AND version < ?",
+                           (document.document_id, document.version))
         db.execute("UPDATE messages SET state = 'mapped', finished_at = ?, lease_until = 0 WHERE id = ?",
                    (now, outcome.message_id))
+
+    def _enqueue(self, db: sqlite3.Connection, now: float, item: Submission, patient_key: str,
+                 received_at: float) -> None:
+        """One outbox row; it supersedes the document's undelivered earlier versions and ends their wait."""
+        # A version that replaces undelivered or parked ones carries their data, so it keeps their age:
+        # the 24-hour delivery clock runs from the oldest acknowledgement it contains.
+        replaced = (item.document_id, item.channel, item.version)
+        (replaced_since,) = db.execute(
+            "SELECT min(t) FROM (SELECT min(first_received_at) AS t FROM outbox WHERE document_id = ?"
+            " AND channel = ? AND version < ? AND state = 'pending' UNION ALL SELECT first_received_at"
+            " FROM parked_documents WHERE document_id = ? AND channel = ? AND version <= ?)",
+            replaced + replaced).fetchone()
+        db.execute(
+            "UPDATE outbox SET state = 'superseded', finished_at = ?, reason = 'replaced by version ' || ?"
+            " WHERE document_id = ? AND channel = ? AND version < ? AND state = 'pending'",
+            (now, item.version, *replaced))
+        db.execute("DELETE FROM parked_documents WHERE document_id = ? AND channel = ? AND version <= ?", replaced)
+        first_received_at = min(received_at, replaced_since) if replaced_since else received_at
+        db.execute(
+            "INSERT INTO outbox (channel, idempotency_key, document_id, version, patient_key, content_type,"
+            " first_received_at, created_at, state, next_attempt_at, body)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, 'pending', ?, ?) ON CONFLICT (channel, idempotency_key) DO NOTHING",
+            (item.channel, item.idempotency_key, item.document_id, item.version, patient_key, item.content_type,
+             first_received_at, now, now, self._cipher.seal(item.body, b"outbox")))
+
+    @staticmethod
+    def _park(db: sqlite3.Connection, now: float, waiting: Parked, received_at: float) -> None:
+        """Record (or move to this version) a document's wait, keeping the oldest acknowledgement's time."""
+        (since,) = db.execute("SELECT min(first_received_at) FROM parked_documents WHERE document_id = ?",
+                              (waiting.document_id,)).fetchone()
+        db.execute(
+            "INSERT OR REPLACE INTO parked_documents (document_id, version, channel, codes, first_received_at,"
+            " parked_at) VALUES (?, ?, ?, ?, ?, ?)",
+            (waiting.document_id, waiting.version, waiting.channel, " ".join(waiting.codes),
+             min(since, received_at) if since else received_at, now))
+
+    async def parked(self) -> list[Parked]:
+        """The documents waiting, oldest acknowledgement first."""
+        rows = await self.query("SELECT document_id, version, channel, codes, first_received_at"
+                                " FROM parked_documents ORDER BY first_received_at, document_id")
+        return [Parked(r[0], r[1], r[2], tuple(str(r[3]).split()), r[4]) for r in rows]
+
+    async def release_parked(self, waiting: Parked, patient_key: str, submissions: list[Submission],
+                             codes: tuple[str, ...] = ()) -> None:
+        """A parked version rebuilt: queue its submissions (ending the wait), or record what it still lacks."""
+        def release(db: sqlite3.Connection) -> None:
+            now = time.time()
+            if codes:
+                db.execute("UPDATE parked_documents SET codes = ? WHERE document_id = ? AND version = ?",
+                           (" ".join(codes), waiting.document_id, waiting.version))
+                return
+            for item in submissions:
+                self._enqueue(db, now, item, patient_key, waiting.first_received_at)
+            db.execute("DELETE FROM parked_documents WHERE document_id = ? AND version = ?",
+                       (waiting.document_id, waiting.version))
+        await self.transaction(release)
+        if submissions:
+            self.outbox_ready.set()
 
     async def dead_letter_message(self, message_id: int, reason: str) -> None:
         """Park a message that cannot become a record, with the reason an operator needs to fix it."""

@@ -176,7 +176,8 @@ def xml1(view: DocumentView, facility: FacilityInfo, site: SiteCodes, money: dic
     procedures = [str(first_coding(p.get("code")).get("code", "")) for p in view.all("Procedure")
                   if first_coding(p.get("code")).get("system") == systems.ICD9CM]
     return {
-        "MA_LK": view.document.document_id, "STT": "1", "MA_BN": view.mrn(), "HO_TEN": canonical.name_text(patient),
+        "MA_LK": view.document.document_id, "STT": "1", "HO_TEN": canonical.name_text(patient),
+        "MA_BN": view.mrn() or view.identifier(systems.CCCD) or view.identifier(systems.BHYT),
         "SO_CCCD": view.identifier(systems.CCCD), "NGAY_SINH": xml_datetime(patient.get("birthDate")),
         "GIOI_TINH": canonical.sex_code(patient), "MA_DANTOC": canonical.ethnicity_code(patient),
         "MA_QUOCTICH": canonical.nationality_code(patient), "MA_NGHE_NGHIEP": str(codes.xml130("MA_NGHE_NGHIEP_NONE")),

@@ -11,10 +11,10 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 
 from adapters.portal.emulator.validate import Rejection, check_envelope, check_hub_message
-from gateway.config import PortalSettings, SigningSettings
+from gateway.config import DEMO_SITE_MAPPINGS, PortalSettings, SigningSettings, SiteMappingSettings
 from gateway.signing import Signer, load_signer
 from gateway.signing.sources import generate_self_signed
-from gateway.submissions import SubmissionBuildError, build_submissions
+from gateway.submissions import DocumentParked, SubmissionBuildError, build_submissions
 from mappings import checkup1551
 from mappings.document import assemble
 from mappings.hl7v2 import map_message
@@ -22,6 +22,7 @@ from mappings.model import Document, FacilityInfo
 from tests.conftest import corpus_hl7
 
 FACILITY = FacilityInfo(name="Benh vien Demo", bhxh_code="40001", moh_facility_id="4000000000123")
+SITE = SiteMappingSettings(file=DEMO_SITE_MAPPINGS).as_mapping()
 NOW = datetime(2026, 11, 23, 8, 15, tzinfo=timezone.utc)
 
 
@@ -44,7 +45,7 @@ def document(corpus_file: str) -> Document:
 
 def test_episode_becomes_one_signed_bhxh_envelope(signer: Signer) -> None:
     episode = document("adt_a01_admit.hl7")
-    [submission] = build_submissions(episode, FACILITY, signer, PortalSettings(), now=NOW)
+    [submission] = build_submissions(episode, FACILITY, signer, PortalSettings(), now=NOW, site=SITE)
     assert (submission.channel, submission.idempotency_key) == ("bhxh_xml130", episode.idempotency_key)
     assert (submission.document_id, submission.version, submission.content_type) == (
         episode.document_id, episode.version, "application/xml")
@@ -105,4 +106,20 @@ def test_a_cancelled_episode_sends_nothing_more_instead_of_failing(signer: Signe
     episode = assemble(None, map_message(admit).fragments[0])
     cancelled = assemble(episode, map_message(cancel).fragments[0])
     assert cancelled.version == 2
-    assert build_submissions(cancelled, FACILITY, signer, PortalSettings(), now=NOW) == []
+    assert build_submissions(cancelled, FACILITY, signer, PortalSettings(), now=NOW, site=SITE) == []
+
+
+def test_an_episode_the_site_mappings_cannot_code_yet_is_parked_naming_the_codes(signer: Signer) -> None:
+    episode = document("adt_a01_admit.hl7")
+    with pytest.raises(DocumentParked) as parked:
+        build_submissions(episode, FACILITY, signer, PortalSettings(), now=NOW, site={"wards": {"NOI-TM": "K02"}})
+    assert (parked.value.channel, parked.value.codes) == ("bhxh_xml130", ("patient-category:",))
+    assert build_submissions(episode, FACILITY, signer, PortalSettings(), now=NOW, site=SITE)  # once mapped
+
+
+def test_an_episode_still_missing_a_required_element_waits_for_it(signer: Signer) -> None:
+    admit = corpus_hl7("adt_a01_admit.hl7").replace("|20260312082500+0700|", "||")
+    episode = assemble(None, map_message(admit).fragments[0])
+    with pytest.raises(DocumentParked) as parked:
+        build_submissions(episode, FACILITY, signer, PortalSettings(), now=NOW, site=SITE)
+    assert "required:XML1.NGAY_VAO" in parked.value.codes

@@ -14,7 +14,14 @@ import pytest
 from adapters.portal.base import PortalChannel, Submission
 from adapters.portal.bhxh import BhxhChannel
 from adapters.portal.hub import HubChannel
-from gateway.config import BhxhChannelSettings, HubChannelSettings, PipelineSettings, PortalSettings
+from gateway.config import (
+    DEMO_SITE_MAPPINGS,
+    BhxhChannelSettings,
+    HubChannelSettings,
+    PipelineSettings,
+    PortalSettings,
+    SiteMappingSettings,
+)
 from gateway.encryption import PayloadCipher
 from gateway.metrics import Metrics
 from gateway.pipeline import Pipeline, mapping_executor
@@ -27,6 +34,7 @@ from tests.adapters.portal.conftest import Portal
 from tests.conftest import corpus_hl7
 
 FACILITY = FacilityInfo(name="Benh vien Demo", bhxh_code="40001", moh_facility_id="4000000000123")
+SITE = SiteMappingSettings(file=DEMO_SITE_MAPPINGS).as_mapping()
 FAULTS: dict[str, dict[str, Any]] = {
     "server_errors": {"fail_rate": 0.4},
     "rate_limited": {"rate_limit_rate": 0.4, "retry_after": 0},
@@ -79,7 +87,8 @@ def make_pipeline(store: Store, channels: dict[str, PortalChannel], signer: Sign
                                 backoff_base_seconds=0.01, backoff_max_seconds=0.05)
 
     def build(document: Document) -> list[Submission]:
-        return build_submissions(document, FACILITY, signer, PortalSettings(), now=datetime.now(timezone.utc))
+        return build_submissions(document, FACILITY, signer, PortalSettings(), now=datetime.now(timezone.utc),
+                                 site=SITE)
 
     return lambda: Pipeline(store, Metrics(), settings, build, channels, lambda: mapping_executor(0))
 

@@ -1,0 +1,158 @@
+"""An episode the site mappings cannot code yet: stored and acknowledged, parked (not sent), rebuilt once mapped."""
+from __future__ import annotations
+
+import base64
+import json
+import uuid
+from collections.abc import AsyncIterator, Mapping
+from datetime import UTC, datetime, timedelta, timezone
+from pathlib import Path
+from typing import Any
+
+import pytest
+from cryptography.hazmat.primitives import serialization
+
+from adapters.portal.base import Submission
+from gateway.cli import main
+from gateway.config import (
+    DEMO_SITE_MAPPINGS,
+    PortalSettings,
+    SigningSettings,
+    SiteMappingSettings,
+)
+from gateway.encryption import PayloadCipher
+from gateway.metrics import Metrics
+from gateway.parking import rebuild_parked
+from gateway.signing import Signer, load_signer
+from gateway.signing.sources import generate_self_signed
+from gateway.store import Inbound, Store
+from gateway.submissions import build_submissions
+from mappings.model import Document, FacilityInfo
+from tests.conftest import corpus_hl7
+from tests.gateway.test_pipeline import SETTINGS, ScriptedChannel, corpus
+from tests.mappings.claim_samples import inpatient_messages
+
+FACILITY = FacilityInfo(name="Benh vien Demo", bhxh_code="40001", moh_facility_id="4000000000123")
+SITE = SiteMappingSettings(file=DEMO_SITE_MAPPINGS).as_mapping()
+NO_WARD = {**SITE, "wards": {}}
+
+
+@pytest.fixture(scope="module")
+def signer(tmp_path_factory: pytest.TempPathFactory) -> Signer:
+    directory: Path = tmp_path_factory.mktemp("parking")
+    now = datetime.now(UTC)
+    certificate, key = generate_self_signed("Benh vien Demo", now - timedelta(days=1), now + timedelta(days=30))
+    (directory / "c.pem").write_bytes(certificate.public_bytes(serialization.Encoding.PEM))
+    (directory / "k.pem").write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                                        serialization.NoEncryption()))
+    return load_signer(SigningSettings(source="pem", cert_file=directory / "c.pem", key_file=directory / "k.pem"))
+
+
+@pytest.fixture
+async def store(tmp_path: Path) -> AsyncIterator[Store]:
+    opened = await Store(tmp_path / "gw.db", PayloadCipher(b"k" * 32), lease_seconds=30).open()
+    yield opened
+    await opened.close()
+
+
+def builder(signer: Signer, site: Mapping[str, Any]):  # type: ignore[no-untyped-def]
+    def build(document: Document) -> list[Submission]:
+        return build_submissions(document, FACILITY, signer, PortalSettings(), site=site)
+    return build
+
+
+async def map_all(store: Store, signer: Signer, site: Mapping[str, Any], messages: list[str]) -> Metrics:
+    """Acknowledge the messages and run the mapping stage until each is mapped (no portal channel)."""
+    from gateway.pipeline import Pipeline, mapping_executor
+
+    metrics = Metrics()
+    pipeline = Pipeline(store, metrics, SETTINGS, builder(signer, site), {"bhxh_xml130": ScriptedChannel([])},
+                        lambda: mapping_executor(0))
+    pipeline._tasks.clear()  # noqa: SLF001 (the mapping stage only: submissions stay in the outbox to inspect)
+    for text in messages:
+        await store.store_inbound(Inbound("mllp", "HIS|BV", uuid.uuid4().hex, "ADT^A01", "cid", text.encode(), b"AA"))
+    for _ in range(len(messages)):
+        claimed = await store.claim_messages(32)
+        if claimed:
+            await pipeline._map_batch(claimed)  # noqa: SLF001
+    pipeline._executor.shutdown()  # noqa: SLF001
+    return metrics
+
+
+async def outbox(store: Store) -> list[tuple[str, int, str]]:
+    rows = await store.query("SELECT document_id, version, state FROM outbox ORDER BY id")
+    return [(r[0], r[1], r[2]) for r in rows]
+
+
+async def test_an_unmapped_ward_parks_the_episode_and_a_rebuild_sends_it(store: Store, signer: Signer) -> None:
+    metrics = await map_all(store, signer, NO_WARD, corpus("adt_a01_admit.hl7"))
+    assert [r[0] for r in await store.query("SELECT state FROM messages")] == ["mapped"]  # acknowledged, kept
+    assert await outbox(store) == []
+    [waiting] = await store.parked()
+    assert (waiting.document_id, waiting.version, waiting.codes) == ("4000000000123_VV26000456", 1, ("ward:NOI-TM",))
+    assert metrics.documents_parked.labels("ward")._value.get() == 1  # noqa: SLF001
+
+    still = await rebuild_parked(store, builder(signer, NO_WARD))
+    assert (still.queued, [w.codes for w in still.waiting]) == ([], [("ward:NOI-TM",)])
+    done = await rebuild_parked(store, builder(signer, SITE), metrics)
+    assert done.queued == ["4000000000123_VV26000456"] and await store.parked() == []
+    assert await outbox(store) == [("4000000000123_VV26000456", 1, "pending")]
+    assert metrics.documents_waiting._value.get() == 0  # noqa: SLF001
+
+
+async def test_a_later_complete_version_ends_the_wait(store: Store, signer: Signer) -> None:
+    await map_all(store, signer, NO_WARD, corpus("adt_a01_admit.hl7"))
+    assert len(await store.parked()) == 1
+    await map_all(store, signer, SITE, [corpus_hl7("oru_r01_lab.hl7")])  # the ward was mapped meanwhile
+    assert await store.parked() == []
+    assert await outbox(store) == [("4000000000123_VV26000456", 2, "pending")]
+
+
+async def test_the_parked_codes_follow_the_latest_version(store: Store, signer: Signer) -> None:
+    stay = [message for _, message in inpatient_messages()]
+    await map_all(store, signer, {**SITE, "items": {}}, stay[:2])
+    [waiting] = await store.parked()
+    assert waiting.version == 2 and set(waiting.codes) == {"item:AMLO5", "item:ATOR20"}
+
+
+def test_the_cli_lists_and_rebuilds_parked_episodes(tmp_path: Path, signer: Signer,
+                                                    capsys: pytest.CaptureFixture[str]) -> None:
+    import asyncio
+
+    settings_file = tmp_path / "gateway.toml"
+    database = tmp_path / "gw.db"
+    site_file = tmp_path / "site.toml"
+    site_file.write_text("[patient_categories]\n\"\" = \"1.1\"\n", encoding="utf-8")
+    key_file = tmp_path / "payload.key"
+    key_file.write_text(base64.b64encode(b"k" * 32).decode("ascii"), encoding="ascii")
+    key_file.chmod(0o600)
+    settings_file.write_text(
+        f'[store]\npath = "{database}"\nencryption_key_file = "{key_file}"\n'
+        f'[signing]\nsource = "dev"\ndev_dir = "{tmp_path / "dev"}"\n'
+        f'[site_mappings]\nfile = "{site_file}"\n', encoding="utf-8")
+
+    async def park() -> None:
+        opened = await Store(database, PayloadCipher(b"k" * 32)).open()
+        try:
+            await map_all(opened, signer, {"patient_categories": {"": "1.1"}}, corpus("adt_a01_admit.hl7"))
+        finally:
+            await opened.close()
+    asyncio.run(park())
+    capsys.readouterr()
+    assert main(["parked", "list", "--config", str(settings_file)]) == 0
+    assert json.loads(capsys.readouterr().out)[0]["waits_for"] == ["ward:NOI-TM"]
+    site_file.write_text("[patient_categories]\n\"\" = \"1.1\"\n[wards]\n\"NOI-TM\" = \"K02\"\n", encoding="utf-8")
+    assert main(["parked", "rebuild", "--config", str(settings_file)]) == 0
+    assert json.loads(capsys.readouterr().out)["queued"] == ["4000000000123_VV26000456"]
+
+
+def test_a_site_mapping_that_cannot_be_right_is_a_config_error_naming_it(tmp_path: Path) -> None:
+    from gateway.config import ConfigError, load_settings
+
+    settings_file = tmp_path / "gateway.toml"
+    settings_file.write_text('[site_mappings.wards]\n"NOI-TM" = "Khoa Nội"\n[site_mappings.items.KB]\ncode = "1"\n'
+                             'group = "99"\n[site_mappings.patient_categories]\nBH = "BHYT"\n', encoding="utf-8")
+    with pytest.raises(ConfigError) as error:
+        load_settings(settings_file, environ={})
+    assert [problem.split(":")[0] for problem in error.value.problems] == [
+        "site_mappings.wards", "site_mappings.items", "site_mappings.patient_categories"]
