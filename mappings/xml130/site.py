@@ -1,7 +1,8 @@
 """The site mappings a hospital fills before go-live, given by the gateway as a plain dict (settings).
 
 Sections (every key optional):
-- `wards`: HIS ward or department code (PV1-3.1, FT1-13, Encounter.location) -> MA_KHOA K-code (QĐ 1804 PL02).
+- `wards`: HIS ward or department code (PV1-3.1, FT1-13, Encounter.location) -> MA_KHOA K-code (QĐ 1804 PL02);
+  the key "" is the department of a visit that names none (a clinic with one department).
 - `items`: HIS charge or drug code (FT1-7, RXE-2, RXD-2, ChargeItem.code, Medication*.medicationCodeableConcept)
   -> `{"code": national code, "group": MA_NHOM, "name", "unit", "price", "price_bh", "scope", "ratio", and for
   drugs "strength", "route", "form", "registration", "tender"}` (all strings; `price` is the hospital price and
@@ -34,8 +35,10 @@ class SiteCodes:
         return section if isinstance(section, Mapping) else {}
 
     def ward(self, code: str) -> str:
-        """The K-code of a HIS ward; "" (and noted as missing) when unmapped."""
-        found = self._section("wards").get(code) if code else None
+        """The K-code of a HIS ward; "" (and noted as missing) when unmapped, "" alone when none is named."""
+        found = self._section("wards").get(code)
+        if not code and not found:
+            return ""  # no ward named and no default (""): an incomplete episode (MA_KHOA required), no site gap
         if isinstance(found, str) and found:
             return found
         self.missing.add(f"ward:{code}")

@@ -244,3 +244,12 @@ def test_facility_codes_come_from_the_facility() -> None:
     other = FacilityInfo("Khác", "40002", "4000000000999")
     summary = rows("XML1", build_claim(inpatient_document(), other, site()).tables["XML1"])[0]
     assert summary["MA_CSKCB"] == "40002"
+
+
+def test_an_episode_without_a_ward_is_incomplete_not_a_site_gap() -> None:
+    document = inpatient_document(upto=1)
+    bundle = {**document.bundle, "entry": [
+        {**e, "resource": {k: v for k, v in e["resource"].items() if k != "location"}}
+        if e["resource"]["resourceType"] == "Encounter" else e for e in document.bundle["entry"]]}
+    result = build_claim(Document(document.document_id, 1, "episode", "k", bundle), INPATIENT_FACILITY, site())
+    assert result.unmapped == () and ("XML1.MA_KHOA", "required") in {(i.location, i.code) for i in result.issues}
