@@ -14,14 +14,14 @@ from dataclasses import dataclass, field
 from http import HTTPStatus
 from typing import Any, Literal, Protocol
 
+import structlog
 from aiohttp import web
 
 from adapters.tls import peer_common_name
-from gateway.logs import get_logger
 from mappings.fhir_in import operation_outcome
 from mappings.model import Issue
 
-log = get_logger(__name__)
+log = structlog.get_logger(__name__)
 
 FHIR_JSON = "application/fhir+json"
 ACCEPTED_CONTENT_TYPES = frozenset({FHIR_JSON, "application/json"})

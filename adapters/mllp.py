@@ -1,4 +1,4 @@
-"""The MLLP listener: frames bytes (VT ... FS CR), calls `handle(frame)`, and writes back what it returns."""
+"""The MLLP listener: reads a connection, frames it (hl7v2.framing), calls `handle(frame)`, writes the answer."""
 from __future__ import annotations
 
 import asyncio
@@ -6,14 +6,14 @@ import ssl
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
+import structlog
+
 from adapters.tls import peer_common_name
-from gateway.logs import get_logger
+from mappings.hl7v2.framing import FrameDecoder, wrap
 
-START_BLOCK = b"\x0b"
-END_BLOCK = b"\x1c\x0d"
-HEAD_KEPT = 4096  # of an oversize message, enough to read its MSH and answer it
+READ_CHUNK = 64 * 1024
 
-log = get_logger(__name__)
+log = structlog.get_logger(__name__)
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,9 +55,8 @@ class MllpServer:
         return self._server.sockets[0].getsockname()[1]
 
     async def start(self) -> None:
-        """Listen; the stream limit makes an oversize message a LimitOverrunError instead of unbounded memory."""
-        self._server = await asyncio.start_server(
-            self._serve, self._host, self._port, ssl=self._ssl, limit=self._max_bytes + len(END_BLOCK) + 1)
+        """Listen; each connection's memory stays bounded by the message limit (the decoder discards the rest)."""
+        self._server = await asyncio.start_server(self._serve, self._host, self._port, ssl=self._ssl)
 
     async def stop(self) -> None:
         """Stop accepting, let messages in progress finish their ACK, then close."""
@@ -81,19 +80,13 @@ class MllpServer:
             return
         self._connections.add(task)
         self._on_connections(len(self._connections))
-        frame_base = Frame(b"", host, port, peer_common_name(writer.get_extra_info("peercert")))
+        client_cn = peer_common_name(writer.get_extra_info("peercert"))
         try:
-            while True:
-                frame = await self._read_frame(reader, frame_base)
-                if frame is None:
-                    break
-                answer = await self._handler(frame)
-                writer.write(START_BLOCK + answer + END_BLOCK)
-                await writer.drain()
+            await self._answer_frames(reader, writer, Frame(b"", host, port, client_cn))
         except TimeoutError:
             log.info("mllp_idle_timeout", idle_seconds=self._idle)
             self._on_refused("idle_timeout")
-        except (ConnectionError, asyncio.IncompleteReadError, ssl.SSLError):
+        except (ConnectionError, ssl.SSLError):
             pass
         except Exception:  # the handler could not answer (e.g. the disk refused): no ACK, the sender resends
             log.exception("mllp_handler_failed")
@@ -103,31 +96,26 @@ class MllpServer:
             self._on_connections(len(self._connections))
             writer.close()
 
-    async def _read_frame(self, reader: asyncio.StreamReader, base: Frame) -> Frame | None:
-        """The next framed message, or None at a clean end of the connection."""
-        head = b""
-        oversize = False
+    async def _answer_frames(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, base: Frame) -> None:
+        """Answer each message in order until the sender closes; each must be whole within the idle timeout."""
+        loop = asyncio.get_running_loop()
+        decoder = FrameDecoder(self._max_bytes)
+        deadline = loop.time() + self._idle
         while True:
-            try:
-                async with asyncio.timeout(self._idle):  # no task per read, unlike wait_for
-                    chunk = await reader.readuntil(END_BLOCK)
-                break
-            except asyncio.IncompleteReadError as exc:
-                if exc.partial.strip() or head:
-                    log.warning("mllp_incomplete_frame", received_bytes=len(exc.partial) + len(head))
-                return None
-            except asyncio.LimitOverrunError as exc:
-                oversize = True
-                discarded = await reader.readexactly(exc.consumed)
-                head = head or discarded[:HEAD_KEPT]
-        if oversize:
-            log.warning("mllp_message_too_large", limit_bytes=self._max_bytes)
-            self._on_refused("message_too_large")
-            return Frame(_unwrap(head), base.peer_host, base.peer_port, base.client_cn, oversize=True)
-        return Frame(_unwrap(chunk[: -len(END_BLOCK)]), base.peer_host, base.peer_port, base.client_cn)
-
-
-def _unwrap(block: bytes) -> bytes:
-    """The message inside a block: what follows the last start byte (noise before it is dropped)."""
-    start = block.rfind(START_BLOCK)
-    return block[start + 1:] if start >= 0 else block
+            async with asyncio.timeout_at(deadline):  # no task per read, unlike wait_for
+                data = await reader.read(READ_CHUNK)
+            if not data:
+                if cut_off := decoder.cut_off():
+                    log.warning("mllp_incomplete_frame", received_bytes=cut_off)
+                return
+            messages = decoder.feed(data)
+            for message in messages:
+                if message.oversize:
+                    log.warning("mllp_message_too_large", limit_bytes=self._max_bytes)
+                    self._on_refused("message_too_large")
+                answer = await self._handler(Frame(message.data, base.peer_host, base.peer_port, base.client_cn,
+                                                   message.oversize))
+                writer.write(wrap(answer))
+                await writer.drain()
+            if messages:
+                deadline = loop.time() + self._idle

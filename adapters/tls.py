@@ -2,11 +2,30 @@
 from __future__ import annotations
 
 import ssl
+from pathlib import Path
+from typing import Protocol
 
-from gateway.config import TlsSettings
+
+class ListenerTls(Protocol):
+    """What a listener's TLS needs from its settings (gateway.config.TlsSettings provides it)."""
+
+    @property
+    def enabled(self) -> bool: ...
+
+    @property
+    def cert_file(self) -> Path | None: ...
+
+    @property
+    def key_file(self) -> Path | None: ...
+
+    @property
+    def client_ca_file(self) -> Path | None: ...
+
+    @property
+    def require_client_cert(self) -> bool: ...
 
 
-def server_ssl_context(tls: TlsSettings) -> ssl.SSLContext | None:
+def server_ssl_context(tls: ListenerTls) -> ssl.SSLContext | None:
     """A server context from the settings, or None when TLS is off."""
     if not tls.enabled:
         return None

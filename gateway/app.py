@@ -11,12 +11,10 @@ from aiohttp import web
 from adapters.fhir_api import FhirApi
 from adapters.mllp import MllpServer
 from adapters.portal.base import PortalChannel, Submission
-from adapters.portal.bhxh import BhxhChannel
 from adapters.portal.emulator import EmulatorConfig, create_emulator_app
-from adapters.portal.hub import HubChannel
 from adapters.tls import server_ssl_context
+from gateway.channels import build_submissions, open_channels
 from gateway.config import Settings
-from gateway.encryption import load_cipher
 from gateway.fhir_intake import FhirIntake
 from gateway.intake import Hl7Intake
 from gateway.logs import get_logger
@@ -25,8 +23,7 @@ from gateway.parking import rebuild_parked
 from gateway.pipeline import Pipeline, mapping_executor
 from gateway.retention import Retention
 from gateway.signing import Signer, load_signer, record_certificate_expiry
-from gateway.store import Store
-from gateway.submissions import build_submissions
+from gateway.store import Store, open_store
 from mappings.fhir_in import map_fhir
 from mappings.hl7v2 import screen
 from mappings.model import Document, FacilityInfo, Issue
@@ -74,14 +71,8 @@ class Gateway:
         record_certificate_expiry(self.metrics, signer)
         if s.emulator.enabled:
             await self._start_emulator(signer.certificate_pem)
-        self.store = await Store(s.store.path, load_cipher(s.store), lease_seconds=s.store.lease_seconds,
-                                 max_batch=s.store.group_commit_max_batch,
-                                 max_delay_ms=s.store.group_commit_max_delay_ms,
-                                 on_batch=self.metrics.group_commit_batch.observe).open(owner=True)
-        if s.portal.bhxh.enabled:
-            self._channels["bhxh_xml130"] = BhxhChannel(s.portal.bhxh, self.metrics)
-        if s.portal.hub.enabled:
-            self._channels["moh_checkup"] = HubChannel(s.portal.hub, self.metrics)
+        self.store = await open_store(s.store, owner=True, on_batch=self.metrics.group_commit_batch.observe)
+        self._channels = open_channels(s.portal, self.metrics)
         facility, site = facility_info(s), s.site_mappings.as_mapping()
 
         def build(document: Document) -> list[Submission]:

@@ -19,18 +19,29 @@ from __future__ import annotations
 
 import hashlib
 import ipaddress
+import itertools
 import time
+import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any
 
-from adapters.hl7v2_wire import (MessageHeader, WireError, build_ack, codec_for, decode, header_is_ascii,
-                                 parse_header, read_header)
 from adapters.mllp import Frame
 from gateway.config import MllpSettings
 from gateway.logs import correlation, get_logger, new_correlation_id
 from gateway.metrics import Metrics, message_type_label
 from gateway.store import Inbound, Store
+from mappings.hl7v2.ack import build_ack
+from mappings.hl7v2.header import (
+    MessageHeader,
+    codec_for,
+    content_digest,
+    decode,
+    header_is_ascii,
+    parse_header,
+    read_header,
+)
 from mappings.model import Issue
 
 log = get_logger(__name__)
@@ -41,6 +52,9 @@ _REJECT_CODES = frozenset({"duplicate-control-id",
                            "unsupported-message-type", "unsupported-event", "unsupported-version",
                            "unsupported-processing-id", "sender-not-allowed", "message-too-large", "msh-invalid",
                            "charset-mismatch"})
+# ACK control ids: unique per process start (random prefix) and per ACK (sequence), and cheap.
+_ACK_ID_PREFIX = uuid.uuid4().hex[:8]
+_ACK_SEQUENCE = itertools.count(1)
 
 
 @dataclass(frozen=True, slots=True)
@@ -54,13 +68,11 @@ class Answer:
     issues: tuple[Issue, ...] = ()
 
 
-def content_digest(text: str) -> str:
-    """What makes two messages the same: every byte but MSH-7, which some systems restamp on a resend."""
-    first, terminator, rest = text.partition("\r")
-    fields = first.split(first[3:4] or "|")
-    if len(fields) > 6:
-        fields[6] = ""
-    return hashlib.sha256((first[3:4].join(fields) + terminator + rest).encode("utf-8")).hexdigest()
+def _encoded_ack(header: MessageHeader | None, code: str, codec: str, text: str = "",
+                issues: tuple[Issue, ...] = ()) -> bytes:
+    """An ACK with its own control id and time, in the charset the message was read in."""
+    return build_ack(header, code, control_id=f"{_ACK_ID_PREFIX}{next(_ACK_SEQUENCE)}",
+                     now=datetime.now(UTC), text=text, issues=issues).encode(codec, errors="replace")
 
 
 class Hl7Intake:
@@ -109,22 +121,24 @@ class Hl7Intake:
 
     async def _screen_and_store(self, frame: Frame, correlation_id: str, source: str) -> Answer:
         default = self._settings.default_charset
-        try:
-            header = read_header(frame.data)
-        except WireError as exc:
-            log.warning("hl7_unreadable", reason=str(exc), peer=frame.peer_host)
-            return self._refuse(None, (Issue("MSH", "msh-invalid", str(exc)),), default)
+        header = read_header(frame.data)
+        if isinstance(header, Issue):
+            log.warning("hl7_unreadable", reason=header.message, peer=frame.peer_host)
+            return self._refuse(None, (header,), default)
         legacy = self._legacy_charset(header)
         if frame.oversize:
             return self._refuse(header, (Issue("MSH", "message-too-large", (
                 f"message exceeds the {self._settings.max_message_bytes}-byte limit of this listener")),),
                 codec_for(header.charset) or legacy or default)
-        try:
-            text, codec = self._decode(frame.data, header, legacy)
-        except WireError as exc:
-            return self._refuse(header, (Issue("MSH-18", "charset-mismatch", str(exc)),), legacy or default)
+        decoded = self._decode(frame.data, header, legacy)
+        if isinstance(decoded, Issue):
+            return self._refuse(header, (decoded,), legacy or default)
+        text, codec = decoded
         if not header_is_ascii(frame.data):
-            header = parse_header(text)
+            reread = parse_header(text)
+            if isinstance(reread, Issue):
+                return self._refuse(header, (reread,), codec)
+            header = reread
         self._child(self._metrics.messages_received, source, message_type_label(header.message_type)).inc()
         replay = source == "replay"
         issues = self._processing_refusals(header) or ([] if replay else self._refusals(frame, header)) or [
@@ -136,7 +150,7 @@ class Hl7Intake:
         stored = await self._store.store_inbound(Inbound(
             source=source, sender=header.sender, control_id=control_id, message_type=header.message_type,
             correlation_id=correlation_id, payload=text.encode("utf-8"),
-            ack=build_ack(header, code).encode(codec, errors="replace"), content_digest=content_digest(text)))
+            ack=_encoded_ack(header, code, codec), content_digest=content_digest(text)))
         if not stored.same_content:
             return self._refuse(header, (Issue(
                 "MSH-10", "duplicate-control-id",
@@ -148,21 +162,22 @@ class Hl7Intake:
                  message_id=stored.message_id, retransmission=stored.duplicate, bytes=len(frame.data))
         return Answer(code, stored.ack, stored.message_id, stored.duplicate)
 
-    def _decode(self, data: bytes, header: MessageHeader, legacy: str | None) -> tuple[str, str]:
+    def _decode(self, data: bytes, header: MessageHeader, legacy: str | None) -> tuple[str, str] | Issue:
         """The text and the codec it was read with: MSH-18 when the bytes fit it, else the sender's charset."""
         declared = codec_for(header.charset)
         if declared:
-            try:
-                return decode(data, declared), declared
-            except WireError:
-                if legacy is None:
-                    raise
+            text = decode(data, declared)
+            if isinstance(text, str):
+                return text, declared
+            if legacy is None:
+                return text
         codec = legacy or self._settings.default_charset
-        return decode(data, codec), codec
+        text = decode(data, codec)
+        return (text, codec) if isinstance(text, str) else text
 
     def _processing_refusals(self, header: MessageHeader) -> list[Issue]:
         """Only production messages (MSH-11, by default P) may become health-book records."""
-        processing_id = header.processing_id.split(header.encoding_characters[:1] or "^")[0].strip()
+        processing_id = header.processing_mode
         if processing_id in self._settings.accepted_processing_ids:
             return []
         accepted = ", ".join(self._settings.accepted_processing_ids)
@@ -179,9 +194,7 @@ class Hl7Intake:
         return []
 
     def _sender_allowed(self, frame: Frame, header: MessageHeader) -> bool:
-        component = header.encoding_characters[:1] or "^"
-        application = header.sending_application.split(component)[0]
-        facility_parts = header.sending_facility.split(component)[:2]
+        application, facility_parts = header.application_id, header.facility_ids
         address = ipaddress.ip_address(frame.peer_host)
         if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
             address = address.ipv4_mapped
@@ -205,16 +218,14 @@ class Hl7Intake:
             self._child(self._metrics.mapping_errors, "mllp", issue.code).inc()
         log.warning("hl7_refused", ack_code=code, control_id=header.control_id if header else "",
                     problems=[f"{issue.location} {issue.code}" for issue in issues])
-        return Answer(code, build_ack(header, code, issues[0].message, issues).encode(codec, errors="replace"),
-                      issues=issues)
+        return Answer(code, _encoded_ack(header, code, codec, issues[0].message, issues), issues=issues)
 
     def _legacy_charset(self, header: MessageHeader) -> str | None:
         """The sender's configured legacy charset, by MSH-3.1 then MSH-4.1."""
         charsets = self._settings.sender_charsets
         if not charsets:
             return None
-        component = header.encoding_characters[:1] or "^"
-        for key in (header.sending_application.split(component)[0], header.sending_facility.split(component)[0]):
+        for key in (header.application_id, header.facility_ids[0]):
             if key in charsets:
                 return charsets[key]
         return None

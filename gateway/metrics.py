@@ -3,21 +3,14 @@ from __future__ import annotations
 
 import platform
 
-from prometheus_client import (
-    CollectorRegistry,
-    Counter,
-    Gauge,
-    Histogram,
-    Info,
-    generate_latest,
-)
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info, generate_latest
+
+from mappings.hl7v2.events import MESSAGE_TYPES as HL7_MESSAGE_TYPES
 
 PREFIX = "healthbook_gateway"
 
 # Known label values; anything else is folded into "other" so a bad sender cannot explode cardinality.
-MESSAGE_TYPES = frozenset({
-    "ADT^A01", "ADT^A02", "ADT^A03", "ADT^A04", "ADT^A05", "ADT^A08", "ADT^A11", "ADT^A13", "ADT^A28",
-    "ADT^A31", "ADT^A40", "ORU^R01", "MDM^T02", "VXU^V04", "DFT^P03", "RDE^O11", "RDS^O13", "RAS^O17",
+MESSAGE_TYPES = HL7_MESSAGE_TYPES | frozenset({
     "Bundle", "Patient", "Encounter", "Condition", "Observation", "AllergyIntolerance", "Procedure",
     "MedicationStatement", "Immunization", "DiagnosticReport", "Composition", "MedicationRequest",
     "MedicationDispense", "MedicationAdministration", "ChargeItem", "ClinicalImpression",

@@ -15,10 +15,10 @@ from gateway.queue_cli import _run, _settings
 
 def cmd_parked_list(args: argparse.Namespace) -> int:
     """The waiting episodes and the codes each waits for (hospital codes, no personal data)."""
-    from gateway.queue_admin import open_store  # noqa: PLC0415 (keeps `--help` fast)
+    from gateway.store import open_store  # noqa: PLC0415 (keeps `--help` fast)
 
     async def listing() -> int:
-        store = await open_store(_settings(args))
+        store = await open_store(_settings(args).store)
         try:
             waiting = await store.parked()
         finally:
@@ -32,10 +32,10 @@ def cmd_parked_list(args: argparse.Namespace) -> int:
 def cmd_parked_rebuild(args: argparse.Namespace) -> int:
     """Build every waiting episode with the current settings; queue what is complete now."""
     from gateway.app import facility_info  # noqa: PLC0415
+    from gateway.channels import build_submissions  # noqa: PLC0415
     from gateway.parking import rebuild_parked  # noqa: PLC0415
-    from gateway.queue_admin import open_store  # noqa: PLC0415
     from gateway.signing import SigningError, load_signer  # noqa: PLC0415
-    from gateway.submissions import build_submissions  # noqa: PLC0415
+    from gateway.store import open_store  # noqa: PLC0415
 
     async def rebuild() -> int:
         settings = _settings(args)
@@ -45,7 +45,7 @@ def cmd_parked_rebuild(args: argparse.Namespace) -> int:
             print(f"error: {exc}", flush=True)
             return 1
         facility, site = facility_info(settings), settings.site_mappings.as_mapping()
-        store = await open_store(settings)
+        store = await open_store(settings.store)
         try:
             report = await rebuild_parked(store, lambda document: build_submissions(
                 document, facility, signer, settings.portal, site=site))

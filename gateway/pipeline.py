@@ -13,35 +13,18 @@ import json
 import os
 import random
 import re
-import sqlite3
 import threading
 import time
 from collections.abc import Callable, Sequence
-from concurrent.futures import (
-    BrokenExecutor,
-    Executor,
-    ProcessPoolExecutor,
-    ThreadPoolExecutor,
-)
+from concurrent.futures import BrokenExecutor, Executor, ProcessPoolExecutor, ThreadPoolExecutor
 from multiprocessing import get_context
 
-from adapters.portal.base import (
-    PermanentPortalError,
-    PortalChannel,
-    Submission,
-    TransientPortalError,
-)
+from adapters.portal.base import PermanentPortalError, PortalChannel, Submission, TransientPortalError
 from gateway.config import PipelineSettings
 from gateway.logs import correlation, get_logger
 from gateway.metrics import Metrics
 from gateway.signing import SigningError
-from gateway.store import (
-    ClaimedMessage,
-    ClaimedSubmission,
-    MappingOutcome,
-    Parked,
-    Store,
-)
+from gateway.store import ClaimedMessage, ClaimedSubmission, MappingOutcome, Parked, Store, StoreError
 from gateway.submissions import DocumentParked, SubmissionBuildError
 from mappings.document import assemble
 from mappings.fhir_in import map_fhir
@@ -50,6 +33,12 @@ from mappings.model import Document, MappingResult
 
 log = get_logger(__name__)
 
+BuildSubmissions = Callable[[Document], list[Submission]]
+MAPPING_BATCH = 32
+MAPPING_NICENESS = 5
+MAX_MAPPING_ATTEMPTS = 5  # a message that crashes the mapping stage this often is parked, not retried forever
+ENVIRONMENT_ERRORS = (SigningError, StoreError, BrokenExecutor)  # failures of the surroundings, not a message
+
 
 def record_parked(metrics: Metrics, waiting: Parked) -> None:
     """Count a document's wait by kind of gap and log the codes (hospital codes, no personal data)."""
@@ -57,12 +46,6 @@ def record_parked(metrics: Metrics, waiting: Parked) -> None:
         metrics.documents_parked.labels(kind).inc()
     log.warning("document_parked", document_id=waiting.document_id, version=waiting.version,
                 channel=waiting.channel, codes=list(waiting.codes))
-
-BuildSubmissions = Callable[[Document], list[Submission]]
-MAPPING_BATCH = 32
-MAPPING_NICENESS = 5
-MAX_MAPPING_ATTEMPTS = 5  # a message that crashes the mapping stage this often is parked, not retried forever
-ENVIRONMENT_ERRORS = (SigningError, sqlite3.Error, BrokenExecutor)  # failures of the surroundings, not a message
 
 
 class MappingWorkerDied(RuntimeError):

@@ -1,6 +1,6 @@
 """Queue operations for the operator's CLI: status, dead letters and replay, on the live store file.
 
-They open the same file and key as the running gateway (SQLite WAL lets both work at once) without taking
+They open the same store and key as the running gateway (SQLite WAL lets both work at once) without taking
 the gateway's lock; a running gateway picks up retried and replayed items at its next poll.
 """
 from __future__ import annotations
@@ -17,23 +17,15 @@ from pathlib import Path
 from typing import Any
 
 from gateway.config import Settings
-from gateway.encryption import load_cipher
 from gateway.intake import Answer, Hl7Intake
 from gateway.metrics import Metrics
-from gateway.store import Store, StoreError
+from gateway.store import open_store
 from gateway.store.admin import ItemRef, QueueAdmin, QueuedItem
 
 # Long digit runs look like citizen or insurance numbers; a portal's reason may quote one.
 _ID_LIKE = re.compile(r"\d{9,}")
 _MESSAGE_START = re.compile(rb"(?:^|[\r\n])(?=MSH)")
 REASON_WIDTH = 100
-
-
-async def open_store(settings: Settings) -> Store:
-    """The same store file and key the running gateway uses; never a new, empty one."""
-    if not settings.store.path.exists():
-        raise StoreError(f"no store at {settings.store.path}: check store.path (the gateway creates it when it starts)")
-    return await Store(settings.store.path, load_cipher(settings.store), lease_seconds=settings.store.lease_seconds).open()
 
 
 def operator_name() -> str:
@@ -44,7 +36,7 @@ def operator_name() -> str:
 @asynccontextmanager
 async def admin_session(settings: Settings) -> AsyncIterator[QueueAdmin]:
     """An open store wrapped for operator work, closed afterwards."""
-    store = await open_store(settings)
+    store = await open_store(settings.store)
     try:
         yield QueueAdmin(store, operator_name())
     finally:
@@ -53,7 +45,7 @@ async def admin_session(settings: Settings) -> AsyncIterator[QueueAdmin]:
 
 async def queue_status(settings: Settings) -> dict[str, Any]:
     """Counts by queue and state, and how long the oldest undelivered item has waited."""
-    store = await open_store(settings)
+    store = await open_store(settings.store)
     try:
         depths = await store.queue_depths()
         oldest = await store.oldest_pending_received_at()
@@ -107,7 +99,7 @@ async def replay_file(settings: Settings, path: Path) -> list[Answer]:
     """Ingest a corrected file through the intake's own screen and store, one new message per MSH."""
     from mappings.hl7v2 import screen  # noqa: PLC0415 (the mapping code tables load only when replaying)
 
-    store = await open_store(settings)
+    store = await open_store(settings.store)
     try:
         intake = Hl7Intake(store, Metrics(), settings.mllp, screen)
         admin = QueueAdmin(store, operator_name())

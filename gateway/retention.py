@@ -17,46 +17,25 @@ late results; the default 30 days covers most stays.
 from __future__ import annotations
 
 import asyncio
-import sqlite3
 import time
 
 from gateway.logs import get_logger
 from gateway.metrics import Metrics
-from gateway.store import Store
+from gateway.store import PURGE_KINDS, Store
 
 log = get_logger(__name__)
 
 PURGE_CHUNK = 500  # rows per transaction, so group commits are never held up for long
-_UNFINISHED = "('pending', 'in_flight', 'dead')"
-_PURGES = {
-    "messages": (
-        "UPDATE messages SET payload = NULL, purged_at = :now WHERE id IN ("
-        " SELECT m.id FROM messages m WHERE m.payload IS NOT NULL AND m.state IN ('mapped', 'discarded')"
-        " AND m.finished_at < :cutoff AND NOT EXISTS (SELECT 1 FROM documents d JOIN outbox o"
-        "   ON o.document_id = d.document_id AND o.version = d.version"
-        f"   WHERE d.message_id = m.id AND o.state IN {_UNFINISHED}) LIMIT :chunk)"),
-    "outbox": (
-        "UPDATE outbox SET body = NULL, purged_at = :now WHERE id IN ("
-        " SELECT id FROM outbox WHERE body IS NOT NULL AND state IN ('delivered', 'superseded', 'discarded')"
-        " AND finished_at < :cutoff LIMIT :chunk)"),
-    "documents": (
-        "UPDATE documents SET bundle = NULL, purged_at = :now WHERE rowid IN ("
-        " SELECT d.rowid FROM documents d WHERE d.bundle IS NOT NULL AND d.created_at < :cutoff"
-        " AND NOT EXISTS (SELECT 1 FROM outbox o WHERE o.document_id = d.document_id AND o.version = d.version"
-        f"   AND o.state IN {_UNFINISHED}) LIMIT :chunk)"),
-}
 
 
 async def purge_expired(store: Store, cutoff: float) -> dict[str, int]:
     """Purge what finished before `cutoff`, a chunk per transaction; returns how many payloads per table."""
     purged = {}
-    for table, sql in _PURGES.items():
-        purged[table] = 0
+    for kind in PURGE_KINDS:
+        purged[kind] = 0
         while True:
-            def purge(db: sqlite3.Connection, statement: str = sql) -> int:
-                return db.execute(statement, {"now": time.time(), "cutoff": cutoff, "chunk": PURGE_CHUNK}).rowcount
-            count = await store.transaction(purge)
-            purged[table] += count
+            count = await store.purge_expired(kind, cutoff, PURGE_CHUNK)
+            purged[kind] += count
             if count < PURGE_CHUNK:
                 break
     return purged

@@ -1,4 +1,8 @@
-"""Turn a health-book document into signed submissions for the national channels (see PORTAL_API.md)."""
+"""Turn a health-book document into the signed body each national channel sends (see PORTAL_API.md).
+
+Each builder takes the document and its channel's settings and returns the signed body, or None when the
+channel does not take that kind of document; gateway.channels names which builder serves which channel.
+"""
 from __future__ import annotations
 
 import base64
@@ -7,14 +11,10 @@ from collections.abc import Mapping
 from datetime import datetime, timezone
 from typing import Any
 
-from adapters.portal.base import Submission
-from gateway.config import HubChannelSettings, PortalSettings
+from gateway.config import BhxhChannelSettings, HubChannelSettings
 from gateway.signing import Signer
 from mappings import checkup1551, xml130
 from mappings.model import Document, FacilityInfo
-
-BHXH_CHANNEL = "bhxh_xml130"
-HUB_CHANNEL = "moh_checkup"
 
 
 def hub_header(settings: HubChannelSettings, sender_id: str, msg_id: str, sent_at: datetime,
@@ -38,18 +38,6 @@ def hub_message(header: dict[str, Any], data: dict[str, Any], signer: Signer) ->
     return json.dumps(message, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
 
 
-def hub_submission(document_id: str, version: int, body: bytes) -> Submission:
-    """A hub message as a submission keyed by document id and version."""
-    return Submission(channel=HUB_CHANNEL, idempotency_key=f"{document_id}:v{version}", document_id=document_id,
-                      version=version, body=body, content_type="application/json")
-
-
-def bhxh_submission(document_id: str, version: int, signed_envelope: bytes) -> Submission:
-    """A signed XML 130 envelope as a submission keyed by document id (MA_LK) and version."""
-    return Submission(channel=BHXH_CHANNEL, idempotency_key=f"{document_id}:v{version}", document_id=document_id,
-                      version=version, body=signed_envelope, content_type="application/xml")
-
-
 class SubmissionBuildError(ValueError):
     """The document cannot become a portal submission: dead-letter it with this reason, retrying cannot help."""
 
@@ -63,45 +51,46 @@ class DocumentParked(Exception):
         self.document, self.channel, self.codes = document, channel, codes
 
 
-def _bhxh_tables(document: Document, facility: FacilityInfo, site: Mapping[str, Any] | None) -> dict[str, bytes]:
-    """The checked tables of an episode; parks it on a gap, refuses it on a defect."""
+def bhxh_tables(document: Document, facility: FacilityInfo, site: Mapping[str, Any] | None) -> dict[str, bytes]:
+    """The checked XML 130 tables of an episode; parks it on a gap, refuses it (ValueError) on a defect."""
     claim = xml130.build_claim(document, facility, site)
     if claim.unmapped:
-        raise DocumentParked(document, BHXH_CHANNEL, claim.unmapped)
+        raise DocumentParked(document, "bhxh_xml130", claim.unmapped)
     errors = [issue for issue in claim.issues if issue.severity == "error"]
     missing = tuple(f"required:{issue.location}" for issue in errors if issue.code == "required")
     if errors and len(missing) == len(errors):
-        raise DocumentParked(document, BHXH_CHANNEL, missing)
+        raise DocumentParked(document, "bhxh_xml130", missing)
     if errors:
         raise ValueError("XML 130 checks failed: " + "; ".join(f"{i.location} {i.code}" for i in errors[:10]))
     return claim.tables
 
 
-def build_submissions(document: Document, facility: FacilityInfo, signer: Signer, portal: PortalSettings,
-                      now: datetime | None = None, site: Mapping[str, Any] | None = None) -> list[Submission]:
-    """Sign one document for the channel that takes its kind; a disabled channel gets nothing.
+def bhxh_body(document: Document, _settings: BhxhChannelSettings, facility: FacilityInfo, signer: Signer,
+              now: datetime, site: Mapping[str, Any] | None = None) -> bytes | None:
+    """An episode as a signed XML 130 envelope; None for other kinds and for a cancelled episode (A11).
+
+    An episode the site mappings cannot code yet raises DocumentParked: it is stored and waits.
+    """
+    if document.kind != "episode":
+        return None
+    tables = bhxh_tables(document, facility, site)
+    if not tables:  # a cancelled episode (A11): nothing more to send for it
+        return None
+    return signer.sign_xml_envelope(xml130.build_envelope(tables, facility, now))
+
+
+def hub_body(document: Document, settings: HubChannelSettings, facility: FacilityInfo, signer: Signer,
+             now: datetime, _site: Mapping[str, Any] | None = None) -> bytes | None:
+    """A health check or an immunization as a signed hub message; None for other kinds.
 
     Immunizations have no national form in PORTAL_API.md: they go to the hub as the canonical FHIR
-    document under `immunization_txn_type`. A SigningError (certificate expired since start-up) is left
-    to propagate: it is retryable. An episode the site mappings cannot code yet raises DocumentParked.
+    document under `immunization_txn_type`.
     """
-    now = now or datetime.now(timezone.utc)
-    try:
-        if document.kind == "episode" and portal.bhxh.enabled:
-            tables = _bhxh_tables(document, facility, site)
-            if not tables:  # a cancelled episode (A11): nothing more to send for it
-                return []
-            envelope = xml130.build_envelope(tables, facility, now)
-            return [bhxh_submission(document.document_id, document.version, signer.sign_xml_envelope(envelope))]
-        if document.kind == "health_check" and portal.hub.enabled:
-            header = hub_header(portal.hub, facility.moh_facility_id, document.idempotency_key, now)
-            body = hub_message(header, checkup1551.build_checkup(document, facility), signer)
-            return [hub_submission(document.document_id, document.version, body)]
-        if document.kind == "immunization" and portal.hub.enabled:
-            header = hub_header(portal.hub, facility.moh_facility_id, document.idempotency_key, now,
-                                portal.hub.immunization_txn_type)
-            body = hub_message(header, document.bundle, signer)
-            return [hub_submission(document.document_id, document.version, body)]
-    except ValueError as exc:
-        raise SubmissionBuildError(f"{document.kind} document {document.idempotency_key}: {exc}") from None
-    return []
+    if document.kind == "health_check":
+        header = hub_header(settings, facility.moh_facility_id, document.idempotency_key, now)
+        return hub_message(header, checkup1551.build_checkup(document, facility), signer)
+    if document.kind == "immunization":
+        header = hub_header(settings, facility.moh_facility_id, document.idempotency_key, now,
+                            settings.immunization_txn_type)
+        return hub_message(header, document.bundle, signer)
+    return None

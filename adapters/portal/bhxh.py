@@ -8,20 +8,30 @@ The answer carries `maKetQua` ("200" accepted), `maGiaoDich`, `thoiGianTiepNhan`
 """
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from collections.abc import Callable
+from typing import Protocol
 
 from lxml import etree
 
 from adapters.portal.base import Receipt, Submission, TransientPortalError
-from adapters.portal.http import AccessToken, HttpAnswer, PortalHttpChannel, TokenRejected
+from adapters.portal.http import AccessToken, ChannelConfig, HttpAnswer, PortalHttpChannel, TokenRejected
 from adapters.portal.wire import BHXH_ACCEPTED, BHXH_TOKEN_INVALID, IDEMPOTENCY_HEADER, bhxh_password_hash
-
-if TYPE_CHECKING:
-    from gateway.config import BhxhChannelSettings
-    from gateway.metrics import Metrics
 
 CHECKIN_FILE_TYPE = "CHECKIN"
 DEFAULT_TOKEN_LIFETIME_SECONDS = 3600.0
+
+
+class BhxhConfig(ChannelConfig, Protocol):
+    """What the BHXH client needs from its settings (gateway.config.BhxhChannelSettings provides it)."""
+
+    @property
+    def token_path(self) -> str: ...
+
+    @property
+    def checkin_path(self) -> str: ...
+
+    @property
+    def submit_path(self) -> str: ...
 
 
 def _reason(answer: HttpAnswer) -> str:
@@ -43,12 +53,11 @@ def is_checkin_envelope(xml: bytes) -> bool:
 
 
 class BhxhChannel(PortalHttpChannel):
-    """The "bhxh_xml130" channel: one signed envelope per submission, one receipt per envelope."""
+    """The BHXH XML 130 channel: one signed envelope per submission, one receipt per envelope."""
 
-    name = "bhxh_xml130"
-
-    def __init__(self, settings: BhxhChannelSettings, metrics: Metrics) -> None:
-        super().__init__(settings, metrics)
+    def __init__(self, settings: BhxhConfig, *, name: str, on_response: Callable[[int], None] | None = None,
+                 on_attempt: Callable[[float], None] | None = None) -> None:
+        super().__init__(settings, name=name, on_response=on_response, on_attempt=on_attempt)
         self.bhxh = settings
         self._password_hash = bhxh_password_hash(settings.password.get_secret_value())
 

@@ -16,21 +16,49 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from email.utils import parsedate_to_datetime
-from typing import TYPE_CHECKING, Any, TypeVar
+from pathlib import Path
+from typing import Any, Protocol, TypeVar
 
 import aiohttp
 import structlog
 
 from adapters.portal.base import PermanentPortalError, PortalError, Receipt, Submission, TransientPortalError
 
-if TYPE_CHECKING:
-    from gateway.config import ChannelSettings
-    from gateway.metrics import Metrics
-
 log = structlog.get_logger(__name__)
 T = TypeVar("T")
 TOKEN_REFRESH_MARGIN_SECONDS = 30.0
 NO_ANSWER = 0
+
+
+class Secret(Protocol):
+    """A password kept out of reprs and logs (pydantic's SecretStr provides it)."""
+
+    def get_secret_value(self) -> str: ...
+
+
+class ChannelConfig(Protocol):
+    """What every channel needs from its settings (gateway.config.ChannelSettings provides it)."""
+
+    @property
+    def base_url(self) -> str: ...
+
+    @property
+    def username(self) -> str: ...
+
+    @property
+    def password(self) -> Secret: ...
+
+    @property
+    def timeout_seconds(self) -> float: ...
+
+    @property
+    def max_concurrency(self) -> int: ...
+
+    @property
+    def ca_bundle(self) -> Path | None: ...
+
+    @property
+    def proxy(self) -> str: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,7 +85,7 @@ def parse_retry_after(value: str | None, now: datetime | None = None) -> float |
     return max(0.0, (when - now).total_seconds())
 
 
-def ssl_context(settings: ChannelSettings) -> ssl.SSLContext:
+def ssl_context(settings: ChannelConfig) -> ssl.SSLContext:
     """TLS trusting the system store plus the hospital's CA bundle (TLS-inspecting proxies need it)."""
     context = ssl.create_default_context()
     if settings.ca_bundle is not None:
@@ -78,13 +106,18 @@ class TokenRejected(Exception):
 
 
 class PortalHttpChannel:
-    """Base of both channels: transport, token cache, metrics and outcome classification."""
+    """Base of both channels: transport, token cache, outcome classification and the metric callbacks.
 
-    name = "portal"
+    `name` is the channel's name in logs and errors; `on_response` gets each HTTP status the portal answers
+    (0: no answer at all) and `on_attempt` the duration in seconds of each submission attempt.
+    """
 
-    def __init__(self, settings: ChannelSettings, metrics: Metrics) -> None:
+    def __init__(self, settings: ChannelConfig, *, name: str, on_response: Callable[[int], None] | None = None,
+                 on_attempt: Callable[[float], None] | None = None) -> None:
+        self.name = name
         self.settings = settings
-        self.metrics = metrics
+        self._on_response = on_response or (lambda status: None)
+        self._on_attempt = on_attempt or (lambda seconds: None)
         self._semaphore = asyncio.Semaphore(settings.max_concurrency)
         self._session: aiohttp.ClientSession | None = None
         self._token: AccessToken | None = None
@@ -109,9 +142,9 @@ class PortalHttpChannel:
                 status = response.status
                 retry_after = parse_retry_after(response.headers.get("Retry-After"))
         except (asyncio.TimeoutError, aiohttp.ClientError, OSError) as exc:
-            self.metrics.portal_responses.labels(self.name, str(NO_ANSWER)).inc()
+            self._on_response(NO_ANSWER)
             raise TransientPortalError(f"no answer from {self.name} portal: {type(exc).__name__}") from None
-        self.metrics.portal_responses.labels(self.name, str(status)).inc()
+        self._on_response(status)
         try:
             body = json.loads(text) if text else {}
         except ValueError:
@@ -182,7 +215,7 @@ class PortalHttpChannel:
                     except TokenRejected:
                         raise TransientPortalError("portal refused a fresh access token") from None
         finally:
-            self.metrics.submit_latency.labels(self.name).observe(time.perf_counter() - started)
+            self._on_attempt(time.perf_counter() - started)
 
     async def submit(self, submission: Submission) -> Receipt:
         """One attempt (plus one re-login when the token expired): a Receipt or a classified PortalError."""

@@ -1,7 +1,7 @@
 """Client of the Ministry of Health data hub: signed health-check messages (QĐ 1551), see PORTAL_API.md.
 
 Login: POST login_path with JSON `{"username", "password"}`, answered by `{"access_token", "expires_in"}`.
-Push: POST push_path with the message JSON `{header, data, signature}` (built by gateway.submissions),
+Push: POST push_path with the message JSON `{header, data, signature}` (built by the gateway),
 headers `Authorization: Bearer`, `service-type` and `Idempotency-Key`. The answer carries `code`
 ("200" accepted), `message`, `transaction_id` and `received_at`.
 
@@ -16,19 +16,32 @@ from __future__ import annotations
 
 import asyncio
 import json
-from typing import TYPE_CHECKING
+from collections.abc import Callable
+from typing import Protocol
 
 from adapters.portal.base import PortalError, Receipt, Submission, TransientPortalError
-from adapters.portal.http import AccessToken, HttpAnswer, PortalHttpChannel, TokenRejected
+from adapters.portal.http import AccessToken, ChannelConfig, HttpAnswer, PortalHttpChannel, TokenRejected
 from adapters.portal.wire import HUB_ACCEPTED, IDEMPOTENCY_HEADER
-
-if TYPE_CHECKING:
-    from gateway.config import HubChannelSettings
-    from gateway.metrics import Metrics
 
 DEFAULT_TOKEN_LIFETIME_SECONDS = 3600.0
 RECEIPT_FIELDS = {"code_field": "code", "accepted_code": HUB_ACCEPTED, "id_field": "transaction_id",
                   "time_field": "received_at"}
+
+
+class HubConfig(ChannelConfig, Protocol):
+    """What the hub client needs from its settings (gateway.config.HubChannelSettings provides it)."""
+
+    @property
+    def login_path(self) -> str: ...
+
+    @property
+    def push_path(self) -> str: ...
+
+    @property
+    def service_type(self) -> str: ...
+
+    @property
+    def batch_size(self) -> int: ...
 
 
 def _reason(answer: HttpAnswer) -> str:
@@ -39,12 +52,11 @@ def _reason(answer: HttpAnswer) -> str:
 
 
 class HubChannel(PortalHttpChannel):
-    """The "moh_checkup" channel: one signed message per submission, one receipt per message."""
+    """The Ministry of Health hub channel: one signed message per submission, one receipt per message."""
 
-    name = "moh_checkup"
-
-    def __init__(self, settings: HubChannelSettings, metrics: Metrics) -> None:
-        super().__init__(settings, metrics)
+    def __init__(self, settings: HubConfig, *, name: str, on_response: Callable[[int], None] | None = None,
+                 on_attempt: Callable[[float], None] | None = None) -> None:
+        super().__init__(settings, name=name, on_response=on_response, on_attempt=on_attempt)
         self.hub = settings
 
     async def _login(self) -> tuple[AccessToken, float]:

@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import sqlite3
 
+from gateway.store.interface import SchemaTooNewError
+
 MIGRATIONS: tuple[str, ...] = (
     # 1: inbox, documents, outbox, receipts
     """
@@ -104,14 +106,6 @@ MIGRATIONS: tuple[str, ...] = (
     );
     """,
 )
-
-
-class StoreError(Exception):
-    """The store cannot be opened as asked; the message says why in one line."""
-
-
-class SchemaTooNewError(StoreError):
-    """The file was written by a newer gateway; opening it could corrupt what that version relies on."""
 
 
 def _statements(script: str) -> list[str]:

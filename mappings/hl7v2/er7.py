@@ -1,4 +1,9 @@
-"""A tiny ER7 reader: segments, fields, repetitions, components and escapes, without hl7apy."""
+"""The one ER7 reader: segments, fields, repetitions, components and escapes, without hl7apy.
+
+The screen and the mapping read whole messages with `read`; the MLLP intake and the ACK builder read only
+the header with `header_segment`, which tolerates what `read` refuses so that such a message can still be
+answered by name.
+"""
 from __future__ import annotations
 
 import re
@@ -65,6 +70,20 @@ def read(message: str) -> Er7Message | None:
     return Er7Message(delimiters, tuple(segments))
 
 
+def header_segment(text: str) -> Segment | None:
+    """MSH wherever it first occurs, however malformed, so that any message with a header can be answered.
+
+    Fields are numbered as in `read` (MSH-1 is the separator); None when there is no MSH followed by at
+    least four characters.
+    """
+    start = text.find("MSH")
+    if start < 0 or len(text) < start + 8:
+        return None
+    sep = text[start + 3]
+    parts = SEGMENT_SPLIT.split(text[start:], maxsplit=1)[0].split(sep)
+    return Segment("MSH", (parts[0], sep, *parts[1:]))
+
+
 def repetitions(raw: str, d: Delimiters) -> list[str]:
     """The repetitions of a raw field, still escaped."""
     return raw.split(d.repetition) if raw else []
@@ -116,3 +135,13 @@ def unescape(text: str, d: Delimiters) -> str:
         return match.group(0)
 
     return re.sub(f"{esc}([^{esc}]*){esc}", replace, text)
+
+
+def escape(value: str, encoding: str = "^~\\&") -> str:
+    """HL7 escape sequences for text placed inside a field (MSH-2 `encoding`), on one line."""
+    full = encoding + "^~\\&"
+    component, repetition, escape_char, subcomponent = full[0], full[1], full[2], full[3]
+    out = value.replace(escape_char, f"{escape_char}E{escape_char}")
+    for char, code in (("|", "F"), (component, "S"), (repetition, "R"), (subcomponent, "T")):
+        out = out.replace(char, f"{escape_char}{code}{escape_char}")
+    return out.replace("\r", " ").replace("\n", " ")

@@ -46,6 +46,7 @@ EVENTS: dict[str, EventRule] = {
     "RDS^O13": EventRule("episode", True),
     "RAS^O17": EventRule("episode", True),
 }
+MESSAGE_TYPES = frozenset(EVENTS)  # the one list of accepted message types: screen, mapping, metric labels
 
 
 def event_key(msh9_type: str, msh9_event: str) -> str:

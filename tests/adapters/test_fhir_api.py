@@ -25,7 +25,7 @@ from gateway.config import FhirSender, HttpSettings
 from gateway.encryption import PayloadCipher
 from gateway.fhir_intake import FhirIntake, Validate
 from gateway.metrics import Metrics
-from gateway.store import Store
+from gateway.store import SqliteStore
 from mappings.model import Issue
 from tests.conftest import CORPUS
 
@@ -60,7 +60,7 @@ def with_entry(bundle: dict[str, Any], index: int, **changes: Any) -> dict[str, 
 @dataclass
 class RunningApi:
     base: str
-    store: Store
+    store: SqliteStore
     metrics: Metrics
     db_path: Path
 
@@ -71,8 +71,8 @@ class RunningApi:
 
 
 @asynccontextmanager
-async def running_fhir_api(tmp_path: Path, validate: Validate = validate_fhir, store_class: type[Store] = Store,
-                           **http: Any) -> AsyncIterator[RunningApi]:
+async def running_fhir_api(tmp_path: Path, validate: Validate = validate_fhir,
+                           store_class: type[SqliteStore] = SqliteStore, **http: Any) -> AsyncIterator[RunningApi]:
     """The FHIR API mounted at /fhir as app.py mounts it, on a free 127.0.0.1 port (TLS if http.tls says so)."""
     settings = HttpSettings(**{"fhir_senders": [FhirSender(
         name="his-a", token_sha256=hashlib.sha256(TOKEN.encode()).hexdigest())], **http})
@@ -351,7 +351,7 @@ async def test_logs_carry_no_personal_data_and_no_token(api: RunningApi, http: a
         assert secret not in logged.out + logged.err
 
 
-class RefusingDisk(Store):
+class RefusingDisk(SqliteStore):
     def _insert_message(self, db: sqlite3.Connection, item: Any) -> Any:
         raise sqlite3.OperationalError("disk I/O error")
 

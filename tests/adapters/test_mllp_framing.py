@@ -5,7 +5,8 @@ import asyncio
 
 import pytest
 
-from adapters.mllp import END_BLOCK, START_BLOCK, Frame, MllpServer
+from adapters.mllp import Frame, MllpServer
+from mappings.hl7v2.framing import END_BLOCK, START_BLOCK
 
 
 async def echo_handler(frame: Frame) -> bytes:

@@ -7,9 +7,10 @@ from pathlib import Path
 
 import pytest
 
-from adapters.mllp import END_BLOCK, START_BLOCK, Frame, MllpServer
+from adapters.mllp import Frame, MllpServer
 from adapters.tls import server_ssl_context
 from gateway.config import TlsSettings
+from mappings.hl7v2.framing import END_BLOCK, START_BLOCK
 from tests.tls_certs import Pki, make_pki
 
 

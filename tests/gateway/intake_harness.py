@@ -1,4 +1,4 @@
-"""A real intake for tests: MLLP listener on a free port, real Store on a tmp SQLite file, the real screen."""
+"""A real intake for tests: MLLP listener on a free port, real SqliteStore on a tmp SQLite file, the real screen."""
 from __future__ import annotations
 
 import asyncio
@@ -10,14 +10,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from adapters.mllp import END_BLOCK, START_BLOCK, MllpServer
+from adapters.mllp import MllpServer
 from adapters.tls import server_ssl_context
 from gateway.config import MllpSettings
 from gateway.encryption import PayloadCipher
 from gateway.intake import Hl7Intake
 from gateway.metrics import Metrics
-from gateway.store import Store
+from gateway.store import SqliteStore
 from mappings.hl7v2 import screen as real_screen
+from mappings.hl7v2.framing import END_BLOCK, START_BLOCK
 from mappings.model import Issue
 
 KEY = b"k" * 32
@@ -41,7 +42,7 @@ class Intake:
     """The running intake, and ways to talk to it and to look at its file."""
 
     server: MllpServer
-    store: Store
+    store: SqliteStore
     path: Path
     client_ssl: ssl.SSLContext | None = None
 
@@ -92,7 +93,7 @@ async def running_intake(tmp_path: Path, screen: Callable[[str], list[Issue]] = 
     """Start store, intake and listener with these MLLP settings; stop them in reverse."""
     mllp = MllpSettings.model_validate({"port": 0, **settings})
     path = tmp_path / "gateway.db"
-    store = await Store(path, PayloadCipher(KEY)).open()
+    store = await SqliteStore(path, PayloadCipher(KEY)).open()
     intake = Hl7Intake(store, Metrics(), mllp, screen)
     server = MllpServer(intake.store_and_ack, host="127.0.0.1", port=0, max_message_bytes=mllp.max_message_bytes,
                         idle_timeout=mllp.idle_timeout_seconds, max_connections=mllp.max_connections,

@@ -13,7 +13,7 @@ import pytest
 
 from adapters.portal.base import Submission
 from gateway.encryption import PayloadCipher
-from gateway.store import Inbound, Store
+from gateway.store import Inbound, SqliteStore
 from mappings.model import Document
 from tests.gateway.intake_harness import hl7
 
@@ -47,7 +47,7 @@ async def store_file(tmp_path: Path) -> Path:
     """inbox:1 dead (mapping refused), inbox:2 mapped into D1 v1 (outbox:1 dead) and D2 v1 (outbox:2 dead),
     inbox:3 mapped into D2 v2 (outbox:3 dead, newer than outbox:2)."""
     path = tmp_path / "gateway.db"
-    store = await Store(path, PayloadCipher(KEY)).open()
+    store = await SqliteStore(path, PayloadCipher(KEY)).open()
     ids = [(await store.store_inbound(Inbound("mllp", "HIS|BV", f"C{n}", "ADT^A01", "cid", PAYLOAD, b"ACK"))).message_id
            for n in (1, 2, 3)]
     await store.dead_letter_message(ids[0], "PID-3 cccd-birth-mismatch: CCCD 040085012345 does not agree with PID-7")

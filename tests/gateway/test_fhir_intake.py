@@ -14,7 +14,7 @@ from gateway.config import FhirSender, HttpSettings
 from gateway.encryption import PayloadCipher
 from gateway.fhir_intake import FhirIntake, Validate, control_id
 from gateway.metrics import Metrics
-from gateway.store import Store
+from gateway.store import SqliteStore
 from mappings.model import Issue
 
 SENDERS = [FhirSender(name="his-a", token_sha256=hashlib.sha256(b"token-a").hexdigest()),
@@ -39,13 +39,13 @@ def request(resource: dict[str, Any], interaction: Interaction = "bundle", if_no
 
 
 @pytest.fixture
-async def store(tmp_path: Path) -> AsyncIterator[Store]:
-    opened = await Store(tmp_path / "gw.db", PayloadCipher(b"k" * 32)).open()
+async def store(tmp_path: Path) -> AsyncIterator[SqliteStore]:
+    opened = await SqliteStore(tmp_path / "gw.db", PayloadCipher(b"k" * 32)).open()
     yield opened
     await opened.close()
 
 
-def intake(store: Store, validate: Validate = no_issues, senders: list[FhirSender] = SENDERS) -> FhirIntake:
+def intake(store: SqliteStore, validate: Validate = no_issues, senders: list[FhirSender] = SENDERS) -> FhirIntake:
     return FhirIntake(store, Metrics(), HttpSettings(fhir_senders=senders), validate)
 
 
@@ -56,12 +56,12 @@ def intake(store: Store, validate: Validate = no_issues, senders: list[FhirSende
     (Credentials(client_cn="someone-else"), None),
     (Credentials(), None),
 ])
-async def test_authenticate_by_token_digest_or_certificate_name(store: Store, credentials: Credentials,
+async def test_authenticate_by_token_digest_or_certificate_name(store: SqliteStore, credentials: Credentials,
                                                                 sender: str | None) -> None:
     assert intake(store).authenticate(credentials) == sender
 
 
-async def test_empty_sender_list_is_open(store: Store) -> None:
+async def test_empty_sender_list_is_open(store: SqliteStore) -> None:
     assert intake(store, senders=[]).authenticate(Credentials()) == "anonymous"
 
 
@@ -74,7 +74,7 @@ def test_control_id_prefers_bundle_identifier_then_conditional_criteria() -> Non
     assert control_id(PATIENT, "") != control_id(PATIENT, "")
 
 
-async def test_bundle_without_entries_or_with_an_entry_without_resource_is_422(store: Store) -> None:
+async def test_bundle_without_entries_or_with_an_entry_without_resource_is_422(store: SqliteStore) -> None:
     for resource, expression in [(bundle("collection"), "Bundle.entry"),
                                  (bundle("transaction", {"request": {"method": "POST"}}), "Bundle.entry[0].resource")]:
         answer = await intake(store).submit(request(resource))
@@ -83,7 +83,7 @@ async def test_bundle_without_entries_or_with_an_entry_without_resource_is_422(s
     assert await store.claim_messages(10) == []
 
 
-async def test_batch_whose_entries_all_fail_is_422_and_not_stored(store: Store) -> None:
+async def test_batch_whose_entries_all_fail_is_422_and_not_stored(store: SqliteStore) -> None:
     def refuse_all(resource: dict[str, Any]) -> list[Issue]:
         return [Issue(f"Bundle.entry[{index}].resource.gender", "value", "gender is wrong")
                 for index in range(len(resource["entry"]))]
@@ -92,7 +92,7 @@ async def test_batch_whose_entries_all_fail_is_422_and_not_stored(store: Store) 
     assert await store.claim_messages(10) == []
 
 
-async def test_warnings_travel_with_an_accepted_answer(store: Store) -> None:
+async def test_warnings_travel_with_an_accepted_answer(store: SqliteStore) -> None:
     def warn(_resource: dict[str, Any]) -> list[Issue]:
         return [Issue("Patient.identifier", "bhyt-missing", "no health-insurance card", severity="warning")]
     answer = await intake(store, warn).submit(request(PATIENT, "create"))
@@ -102,7 +102,7 @@ async def test_warnings_travel_with_an_accepted_answer(store: Store) -> None:
     assert outcome["issue"][1]["details"]["coding"][0]["code"] == "bhyt-missing"
 
 
-async def test_refusals_and_acceptances_are_counted_with_source_fhir(store: Store) -> None:
+async def test_refusals_and_acceptances_are_counted_with_source_fhir(store: SqliteStore) -> None:
     def bad_gender(resource: dict[str, Any]) -> list[Issue]:
         return [Issue("Patient.gender", "value", "gender is wrong")] if resource.get("gender") == "x" else []
     running = intake(store, bad_gender)
@@ -115,7 +115,7 @@ async def test_refusals_and_acceptances_are_counted_with_source_fhir(store: Stor
     assert metrics.messages_received.labels("fhir", "Patient")._value.get() == 2
 
 
-async def test_validate_never_stores_even_a_valid_resource(store: Store) -> None:
+async def test_validate_never_stores_even_a_valid_resource(store: SqliteStore) -> None:
     answer = await intake(store).validate(request(PATIENT, "validate"))
     assert answer.status == 200 and json.loads(answer.body)["issue"][0]["severity"] == "information"
     assert await store.claim_messages(10) == []

@@ -25,8 +25,8 @@ from gateway.metrics import Metrics
 from gateway.parking import rebuild_parked
 from gateway.signing import Signer, load_signer
 from gateway.signing.sources import generate_self_signed
-from gateway.store import Inbound, Store
-from gateway.submissions import build_submissions
+from gateway.store import Inbound, SqliteStore, Store
+from gateway.channels import build_submissions
 from mappings.model import Document, FacilityInfo
 from tests.conftest import corpus_hl7
 from tests.gateway.test_pipeline import SETTINGS, ScriptedChannel, corpus
@@ -50,7 +50,7 @@ def signer(tmp_path_factory: pytest.TempPathFactory) -> Signer:
 
 @pytest.fixture
 async def store(tmp_path: Path) -> AsyncIterator[Store]:
-    opened = await Store(tmp_path / "gw.db", PayloadCipher(b"k" * 32), lease_seconds=30).open()
+    opened = await SqliteStore(tmp_path / "gw.db", PayloadCipher(b"k" * 32), lease_seconds=30).open()
     yield opened
     await opened.close()
 
@@ -79,14 +79,14 @@ async def map_all(store: Store, signer: Signer, site: Mapping[str, Any], message
     return metrics
 
 
-async def outbox(store: Store) -> list[tuple[str, int, str]]:
-    rows = await store.query("SELECT document_id, version, state FROM outbox ORDER BY id")
-    return [(r[0], r[1], r[2]) for r in rows]
+async def outbox(store: Store) -> list[tuple[str, int]]:
+    """The pending submissions (claimed to look at them: the test runs no submission stage)."""
+    return [(c.submission.document_id, c.submission.version) for c in await store.claim_submissions(100)]
 
 
 async def test_an_unmapped_ward_parks_the_episode_and_a_rebuild_sends_it(store: Store, signer: Signer) -> None:
     metrics = await map_all(store, signer, NO_WARD, corpus("adt_a01_admit.hl7"))
-    assert [r[0] for r in await store.query("SELECT state FROM messages")] == ["mapped"]  # acknowledged, kept
+    assert (await store.queue_depths()).get(("inbox", "mapped")) == 1  # acknowledged and kept
     assert await outbox(store) == []
     [waiting] = await store.parked()
     assert (waiting.document_id, waiting.version, waiting.codes) == ("4000000000123_VV26000456", 1, ("ward:NOI-TM",))
@@ -96,7 +96,7 @@ async def test_an_unmapped_ward_parks_the_episode_and_a_rebuild_sends_it(store: 
     assert (still.queued, [w.codes for w in still.waiting]) == ([], [("ward:NOI-TM",)])
     done = await rebuild_parked(store, builder(signer, SITE), metrics)
     assert done.queued == ["4000000000123_VV26000456"] and await store.parked() == []
-    assert await outbox(store) == [("4000000000123_VV26000456", 1, "pending")]
+    assert await outbox(store) == [("4000000000123_VV26000456", 1)]
     assert metrics.documents_waiting._value.get() == 0  # noqa: SLF001
 
 
@@ -105,7 +105,7 @@ async def test_a_later_complete_version_ends_the_wait(store: Store, signer: Sign
     assert len(await store.parked()) == 1
     await map_all(store, signer, SITE, [corpus_hl7("oru_r01_lab.hl7")])  # the ward was mapped meanwhile
     assert await store.parked() == []
-    assert await outbox(store) == [("4000000000123_VV26000456", 2, "pending")]
+    assert await outbox(store) == [("4000000000123_VV26000456", 2)]
 
 
 async def test_the_parked_codes_follow_the_latest_version(store: Store, signer: Signer) -> None:
@@ -132,7 +132,7 @@ def test_the_cli_lists_and_rebuilds_parked_episodes(tmp_path: Path, signer: Sign
         f'[site_mappings]\nfile = "{site_file}"\n', encoding="utf-8")
 
     async def park() -> None:
-        opened = await Store(database, PayloadCipher(b"k" * 32)).open()
+        opened = await SqliteStore(database, PayloadCipher(b"k" * 32)).open()
         try:
             await map_all(opened, signer, {"patient_categories": {"": "1.1"}}, corpus("adt_a01_admit.hl7"))
         finally:

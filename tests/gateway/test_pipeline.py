@@ -17,7 +17,7 @@ from gateway.encryption import PayloadCipher
 from gateway.metrics import Metrics
 from gateway.pipeline import MAX_MAPPING_ATTEMPTS, Pipeline, _reason, backoff_delay, mapping_executor
 from gateway.signing import SigningError
-from gateway.store import Inbound, Store
+from gateway.store import Inbound, SqliteStore
 from gateway.store.admin import ItemRef, QueueAdmin
 from gateway.submissions import SubmissionBuildError
 from tests.conftest import corpus_hl7
@@ -55,7 +55,7 @@ SETTINGS = PipelineSettings(workers=2, mapping_processes=0, poll_interval_second
                             backoff_base_seconds=0.05, backoff_max_seconds=0.1)
 
 
-async def run_until(store: Store, channel: ScriptedChannel, messages: list[str], done, metrics: Metrics,
+async def run_until(store: SqliteStore, channel: ScriptedChannel, messages: list[str], done, metrics: Metrics,
                     build=plain_submissions) -> None:
     pipeline = Pipeline(store, metrics, SETTINGS, build, {"bhxh_xml130": channel}, lambda: mapping_executor(0))
     await pipeline.start()
@@ -70,7 +70,7 @@ async def run_until(store: Store, channel: ScriptedChannel, messages: list[str],
         await pipeline.stop()
 
 
-async def store_messages(store: Store, messages: list[str]) -> None:
+async def store_messages(store: SqliteStore, messages: list[str]) -> None:
     """Acknowledge messages as the listener would, control ids C0, C1, ... in order."""
     for number, text in enumerate(messages):
         await store.store_inbound(Inbound("mllp", "HIS|BV", f"C{number}", "ADT^A01", "cid", text.encode(), b"AA"))
@@ -89,7 +89,7 @@ def versions_and_attempts(path: Path) -> tuple[list[tuple[int, int]], list[int]]
 
 @pytest.fixture
 async def store(tmp_path: Path):
-    s = await Store(tmp_path / "gw.db", PayloadCipher(b"k" * 32), lease_seconds=30).open()
+    s = await SqliteStore(tmp_path / "gw.db", PayloadCipher(b"k" * 32), lease_seconds=30).open()
     yield s
     await s.close()
 
@@ -99,7 +99,7 @@ def outbox_rows(path: Path) -> list[tuple]:
         return db.execute("SELECT state, attempts, reason FROM outbox ORDER BY id").fetchall()
 
 
-async def test_transient_failures_are_retried_until_delivered_and_the_receipt_archived(store: Store) -> None:
+async def test_transient_failures_are_retried_until_delivered_and_the_receipt_archived(store: SqliteStore) -> None:
     channel = ScriptedChannel([TransientPortalError("HTTP 500", status=500),
                                TransientPortalError("HTTP 429", status=429, retry_after=0.05),
                                ConnectionResetError("peer went away")])
@@ -117,7 +117,7 @@ async def test_transient_failures_are_retried_until_delivered_and_the_receipt_ar
         assert db.execute("SELECT transaction_id FROM receipts").fetchall() == [("TX4",)]
 
 
-async def test_a_permanent_refusal_is_dead_lettered_with_the_portal_reason(store: Store) -> None:
+async def test_a_permanent_refusal_is_dead_lettered_with_the_portal_reason(store: SqliteStore) -> None:
     channel = ScriptedChannel([PermanentPortalError("maKetQua 400: MA_LK trùng", status=400)])
     metrics = Metrics()
 
@@ -129,7 +129,7 @@ async def test_a_permanent_refusal_is_dead_lettered_with_the_portal_reason(store
     assert metrics.failed_syncs.labels("bhxh_xml130", "http_400")._value.get() == 1
 
 
-async def test_an_unmappable_message_is_dead_lettered_with_located_reasons(store: Store) -> None:
+async def test_an_unmappable_message_is_dead_lettered_with_located_reasons(store: SqliteStore) -> None:
     metrics = Metrics()
 
     async def dead() -> bool:
@@ -141,7 +141,7 @@ async def test_an_unmappable_message_is_dead_lettered_with_located_reasons(store
     assert "PID-3 required" in reason and "PID-7 required" in reason
 
 
-async def test_an_episode_built_from_several_messages_is_sent_as_its_newest_version(store: Store) -> None:
+async def test_an_episode_built_from_several_messages_is_sent_as_its_newest_version(store: SqliteStore) -> None:
     channel = ScriptedChannel([])
     messages = [corpus_hl7(name) for name in ("adt_a01_admit.hl7", "oru_r01_lab.hl7", "adt_a03_discharge.hl7")]
 
@@ -157,7 +157,7 @@ async def test_an_episode_built_from_several_messages_is_sent_as_its_newest_vers
 
 
 async def test_one_batch_builds_each_version_on_the_one_before_it_in_the_same_batch(tmp_path: Path) -> None:
-    store = await Store(tmp_path / "gw.db", PayloadCipher(b"k" * 32), lease_seconds=0.3).open()
+    store = await SqliteStore(tmp_path / "gw.db", PayloadCipher(b"k" * 32), lease_seconds=0.3).open()
     failed_once: list[str] = []
 
     def fail_version_2_once(document) -> list[Submission]:  # a transient bug in the middle of the batch
@@ -186,7 +186,7 @@ async def test_one_batch_builds_each_version_on_the_one_before_it_in_the_same_ba
 
 
 async def test_after_a_failure_messages_are_still_applied_in_the_order_they_were_acknowledged(tmp_path: Path) -> None:
-    store = await Store(tmp_path / "gw.db", PayloadCipher(b"k" * 32), lease_seconds=60).open()
+    store = await SqliteStore(tmp_path / "gw.db", PayloadCipher(b"k" * 32), lease_seconds=60).open()
     loop = asyncio.get_running_loop()
     failed_once: list[int] = []
 
@@ -214,7 +214,7 @@ async def test_after_a_failure_messages_are_still_applied_in_the_order_they_were
     assert versions == [(1, 1), (2, 2), (3, 3), (4, 4)]  # the late message did not overtake the failed ones
 
 
-class UnsaveableMessage(Store):
+class UnsaveableMessage(SqliteStore):
     """A store that refuses to save the mapping of one message, as a deterministic bug or bad data might."""
 
     def _save_mapping(self, db: sqlite3.Connection, now: float, outcome) -> None:
@@ -244,7 +244,7 @@ async def test_a_message_whose_result_cannot_be_saved_is_parked_and_does_not_hol
     assert versions == [(1, 1), (2, 3)]  # the third was mapped again on what was saved, not on message 2's
 
 
-async def test_a_document_that_cannot_be_encoded_is_dead_lettered_not_retried_forever(store: Store) -> None:
+async def test_a_document_that_cannot_be_encoded_is_dead_lettered_not_retried_forever(store: SqliteStore) -> None:
     def refuse(document) -> list[Submission]:
         raise SubmissionBuildError(f"{document.kind} document {document.idempotency_key}: no health class")
 
@@ -261,7 +261,7 @@ async def test_a_document_that_cannot_be_encoded_is_dead_lettered_not_retried_fo
     assert metrics.mapping_errors.labels("mllp", "encoding-failed")._value.get() == 1
 
 
-async def test_an_operator_retry_after_a_refusal_sends_a_freshly_signed_new_version(store: Store) -> None:
+async def test_an_operator_retry_after_a_refusal_sends_a_freshly_signed_new_version(store: SqliteStore) -> None:
     signed_with = ["old certificate"]
     channel = ScriptedChannel([PermanentPortalError("XML signature does not verify", status=400)])
 
@@ -288,7 +288,7 @@ async def test_an_operator_retry_after_a_refusal_sends_a_freshly_signed_new_vers
 
 
 async def test_a_message_that_keeps_crashing_the_gateway_is_parked_after_bounded_attempts(tmp_path: Path) -> None:
-    store = await Store(tmp_path / "gw.db", PayloadCipher(b"k" * 32), lease_seconds=0.05).open()
+    store = await SqliteStore(tmp_path / "gw.db", PayloadCipher(b"k" * 32), lease_seconds=0.05).open()
 
     def crash(document) -> list[Submission]:
         raise RuntimeError("a bug, not a refusal")
@@ -306,7 +306,7 @@ async def test_a_message_that_keeps_crashing_the_gateway_is_parked_after_bounded
 
 
 async def test_a_signing_failure_never_parks_messages_nor_lets_newer_ones_overtake(tmp_path: Path) -> None:
-    store = await Store(tmp_path / "gw.db", PayloadCipher(b"k" * 32), lease_seconds=0.01).open()
+    store = await SqliteStore(tmp_path / "gw.db", PayloadCipher(b"k" * 32), lease_seconds=0.01).open()
     loop = asyncio.get_running_loop()
     calls: list[int] = []
 
@@ -335,7 +335,7 @@ async def test_a_signing_failure_never_parks_messages_nor_lets_newer_ones_overta
     assert versions == [(1, 1), (2, 2), (3, 3), (4, 4)]  # the one acknowledged meanwhile did not overtake
 
 
-async def test_one_message_that_keeps_failing_does_not_get_its_neighbours_parked(store: Store) -> None:
+async def test_one_message_that_keeps_failing_does_not_get_its_neighbours_parked(store: SqliteStore) -> None:
     calls: list[str] = []
 
     def first_always_fails_second_fails_once(document) -> list[Submission]:
@@ -396,7 +396,7 @@ class WorkerKillingPool(Executor):
         return future
 
 
-async def test_a_message_that_kills_the_mapping_worker_is_found_and_parked_alone(store: Store) -> None:
+async def test_a_message_that_kills_the_mapping_worker_is_found_and_parked_alone(store: SqliteStore) -> None:
     WorkerKillingPool.pools.clear()
     messages = [corpus_hl7("adt_a01_admit.hl7"), corpus_hl7("adt_a08_update.hl7") + "\rZPX|POISON",
                 corpus_hl7("adt_a03_discharge.hl7")]
@@ -419,7 +419,7 @@ async def test_a_message_that_kills_the_mapping_worker_is_found_and_parked_alone
     assert len(WorkerKillingPool.pools) > MAX_MAPPING_ATTEMPTS  # a fresh pool after every death
 
 
-async def test_mapping_goes_on_after_an_idle_mapping_worker_is_killed(store: Store) -> None:
+async def test_mapping_goes_on_after_an_idle_mapping_worker_is_killed(store: SqliteStore) -> None:
     pipeline = Pipeline(store, Metrics(), SETTINGS, plain_submissions, {"bhxh_xml130": ScriptedChannel([])},
                         lambda: mapping_executor(1))
     await pipeline.start()

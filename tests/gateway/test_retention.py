@@ -12,7 +12,7 @@ from adapters.portal.base import Receipt, Submission
 from gateway.encryption import PayloadCipher
 from gateway.metrics import Metrics
 from gateway.retention import Retention, purge_expired
-from gateway.store import Inbound, Store
+from gateway.store import Inbound, SqliteStore
 from gateway.store.admin import AdminError, ItemRef, QueueAdmin
 from mappings.model import Document
 
@@ -24,17 +24,17 @@ def sql(path: Path, statement: str, params: tuple = ()) -> list[tuple]:
         return db.execute(statement, params).fetchall()
 
 
-async def message(store: Store, control_id: str) -> int:
+async def message(store: SqliteStore, control_id: str) -> int:
     stored = await store.store_inbound(Inbound("mllp", "HIS|BV", control_id, "ADT^A01", "cid", b"MSH|x", b"ACK"))
     return stored.message_id
 
 
-async def mapped(store: Store, control_id: str, doc_id: str, version: int, patient: str) -> int:
+async def mapped(store: SqliteStore, control_id: str, doc_id: str, version: int, patient: str) -> int:
     """A message mapped into one document version with one submission; returns the outbox id."""
     message_id = await message(store, control_id)
     await store.commit_mapping(message_id, [Document(doc_id, version, "episode", patient, {"v": version})],
                                [Submission("bhxh_xml130", f"{doc_id}:v{version}", doc_id, version, b"<x/>")])
-    [(outbox_id,)] = await store.query("SELECT id FROM outbox WHERE idempotency_key = ?", (f"{doc_id}:v{version}",))
+    [(outbox_id,)] = sql(store.path, "SELECT id FROM outbox WHERE idempotency_key = ?", (f"{doc_id}:v{version}",))
     return outbox_id
 
 
@@ -48,12 +48,12 @@ def age_everything(path: Path, days: float) -> None:
 
 @pytest.fixture
 async def store(tmp_path: Path):
-    s = await Store(tmp_path / "gw.db", PayloadCipher(b"r" * 32)).open()
+    s = await SqliteStore(tmp_path / "gw.db", PayloadCipher(b"r" * 32)).open()
     yield s
     await s.close()
 
 
-async def test_old_delivered_work_loses_its_payloads_but_keeps_metadata_and_receipts(store: Store) -> None:
+async def test_old_delivered_work_loses_its_payloads_but_keeps_metadata_and_receipts(store: SqliteStore) -> None:
     delivered = await mapped(store, "C1", "EP1", 1, "p1")
     await store.claim_submissions(10)
     await store.mark_delivered(delivered, Receipt("TX-1", "202603120830", "000"))
@@ -81,7 +81,7 @@ async def test_old_delivered_work_loses_its_payloads_but_keeps_metadata_and_rece
     assert sql(path, "SELECT outbox_id, transaction_id FROM receipts") == [(delivered, "TX-1")]
 
 
-async def test_recent_work_is_kept_whole(store: Store) -> None:
+async def test_recent_work_is_kept_whole(store: SqliteStore) -> None:
     delivered = await mapped(store, "C1", "EP1", 1, "p1")
     await store.claim_submissions(10)
     await store.mark_delivered(delivered, Receipt("TX-1", "202603120830", "000"))
@@ -89,7 +89,7 @@ async def test_recent_work_is_kept_whole(store: Store) -> None:
     assert await purge_expired(store, time.time() - 30 * DAY) == {"messages": 0, "outbox": 0, "documents": 0}
 
 
-async def test_a_late_message_after_purge_continues_the_version_from_an_empty_document(store: Store) -> None:
+async def test_a_late_message_after_purge_continues_the_version_from_an_empty_document(store: SqliteStore) -> None:
     for version, control_id in ((1, "C1"), (2, "C2")):
         outbox_id = await mapped(store, control_id, "EP1", version, "p1")
         await store.claim_submissions(10)
@@ -100,7 +100,7 @@ async def test_a_late_message_after_purge_continues_the_version_from_an_empty_do
     assert latest is not None and latest.version == 2 and latest.bundle == {}
 
 
-async def test_a_purged_payload_is_reported_as_purged_to_the_operator(store: Store) -> None:
+async def test_a_purged_payload_is_reported_as_purged_to_the_operator(store: SqliteStore) -> None:
     delivered = await mapped(store, "C1", "EP1", 1, "p1")
     await store.claim_submissions(10)
     await store.mark_delivered(delivered, Receipt("TX-1", "202603120830", "000"))
@@ -110,7 +110,7 @@ async def test_a_purged_payload_is_reported_as_purged_to_the_operator(store: Sto
         await QueueAdmin(store, "tester").payload(ItemRef("outbox", delivered))
 
 
-async def test_the_periodic_task_purges_and_counts(store: Store) -> None:
+async def test_the_periodic_task_purges_and_counts(store: SqliteStore) -> None:
     delivered = await mapped(store, "C1", "EP1", 1, "p1")
     await store.claim_submissions(10)
     await store.mark_delivered(delivered, Receipt("TX-1", "202603120830", "000"))
@@ -129,7 +129,7 @@ async def test_the_periodic_task_purges_and_counts(store: Store) -> None:
     assert metrics.registry.get_sample_value("healthbook_gateway_purged_payloads_total", {"table": "outbox"}) == 1
 
 
-async def test_purge_works_in_chunks_until_done(store: Store, monkeypatch: pytest.MonkeyPatch) -> None:
+async def test_purge_works_in_chunks_until_done(store: SqliteStore, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr("gateway.retention.PURGE_CHUNK", 2)
     for n in range(5):
         outbox_id = await mapped(store, f"C{n}", f"EP{n}", 1, f"p{n}")

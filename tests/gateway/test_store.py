@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import os
 import sqlite3
 from pathlib import Path
 
@@ -11,7 +10,7 @@ import pytest
 
 from adapters.portal.base import Receipt, Submission
 from gateway.encryption import PayloadCipher
-from gateway.store import Inbound, Store, StoreLockedError
+from gateway.store import Inbound, SqliteStore, StoreLockedError, StoreUnavailable
 from mappings.model import Document
 
 
@@ -33,14 +32,14 @@ def submission(doc_id: str, version: int, channel: str = "bhxh_xml130") -> Submi
 
 @pytest.fixture
 async def store(tmp_path: Path):
-    s = await Store(tmp_path / "gw.db", cipher(), lease_seconds=60).open()
+    s = await SqliteStore(tmp_path / "gw.db", cipher(), lease_seconds=60).open()
     yield s
     await s.close()
 
 
 async def test_concurrent_messages_share_commits_and_all_survive(tmp_path: Path) -> None:
     batches: list[int] = []
-    store = await Store(tmp_path / "gw.db", cipher(), on_batch=batches.append).open()
+    store = await SqliteStore(tmp_path / "gw.db", cipher(), on_batch=batches.append).open()
     results = await asyncio.gather(*(store.store_inbound(inbound(f"C{i}")) for i in range(200)))
     await store.close()
     assert len({r.message_id for r in results}) == 200
@@ -50,7 +49,7 @@ async def test_concurrent_messages_share_commits_and_all_survive(tmp_path: Path)
         assert db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
 
 
-async def test_retransmission_returns_original_ack_and_stores_once(store: Store) -> None:
+async def test_retransmission_returns_original_ack_and_stores_once(store: SqliteStore) -> None:
     first = await store.store_inbound(inbound("C1", ack=b"ORIGINAL"))
     again = await store.store_inbound(inbound("C1", ack=b"NEW"))
     assert not first.duplicate and again.duplicate
@@ -58,7 +57,7 @@ async def test_retransmission_returns_original_ack_and_stores_once(store: Store)
     assert (await store.queue_depths())[("inbox", "received")] == 1
 
 
-async def test_payload_is_encrypted_at_rest(tmp_path: Path, store: Store) -> None:
+async def test_payload_is_encrypted_at_rest(tmp_path: Path, store: SqliteStore) -> None:
     await store.store_inbound(inbound("C1", payload=b"PID|||040085012345"))
     raw = (tmp_path / "gw.db").read_bytes() + (tmp_path / "gw.db-wal").read_bytes()
     assert b"040085012345" not in raw
@@ -67,7 +66,7 @@ async def test_payload_is_encrypted_at_rest(tmp_path: Path, store: Store) -> Non
 
 
 async def test_claimed_message_is_leased_and_requeued_after_lease_expiry(tmp_path: Path) -> None:
-    store = await Store(tmp_path / "gw.db", cipher(), lease_seconds=0.05).open()
+    store = await SqliteStore(tmp_path / "gw.db", cipher(), lease_seconds=0.05).open()
     await store.store_inbound(inbound("C1"))
     assert len(await store.claim_messages(10)) == 1
     assert await store.claim_messages(10) == []  # leased
@@ -77,7 +76,7 @@ async def test_claimed_message_is_leased_and_requeued_after_lease_expiry(tmp_pat
     assert len(again) == 1
 
 
-async def test_mapping_commit_creates_outbox_and_supersedes_older_pending_version(store: Store) -> None:
+async def test_mapping_commit_creates_outbox_and_supersedes_older_pending_version(store: SqliteStore) -> None:
     stored = await store.store_inbound(inbound("C1"))
     await store.commit_mapping(stored.message_id, [document("D1", 1)], [submission("D1", 1)])
     second = await store.store_inbound(inbound("C2"))
@@ -90,7 +89,7 @@ async def test_mapping_commit_creates_outbox_and_supersedes_older_pending_versio
     assert latest is not None and latest.version == 2 and latest.bundle["id"] == "D1-2"
 
 
-async def test_one_patient_is_delivered_in_order_others_are_not_held_up(store: Store) -> None:
+async def test_one_patient_is_delivered_in_order_others_are_not_held_up(store: SqliteStore) -> None:
     stored = await store.store_inbound(inbound("C1"))
     await store.commit_mapping(
         stored.message_id,
@@ -104,7 +103,7 @@ async def test_one_patient_is_delivered_in_order_others_are_not_held_up(store: S
     assert [c.submission.document_id for c in await store.claim_submissions(10)] == ["B"]
 
 
-async def test_delivery_archives_receipt_and_dead_letter_keeps_reason(tmp_path: Path, store: Store) -> None:
+async def test_delivery_archives_receipt_and_dead_letter_keeps_reason(tmp_path: Path, store: SqliteStore) -> None:
     stored = await store.store_inbound(inbound("C1"))
     await store.commit_mapping(stored.message_id, [document("A", 1, "p1"), document("B", 1, "p2")],
                                [submission("A", 1), submission("B", 1)])
@@ -119,11 +118,12 @@ async def test_delivery_archives_receipt_and_dead_letter_keeps_reason(tmp_path: 
         assert db.execute("SELECT reason FROM outbox WHERE state='dead'").fetchone()[0] == "MA_LK already closed"
 
 
-async def test_a_failed_commit_fails_every_waiter_and_the_store_recovers(tmp_path: Path, store: Store) -> None:
+async def test_a_failed_commit_fails_every_waiter_and_the_store_recovers(tmp_path: Path, store: SqliteStore) -> None:
     with sqlite3.connect(tmp_path / "gw.db") as db:
         db.execute("CREATE TRIGGER refuse BEFORE INSERT ON messages BEGIN SELECT RAISE(ABORT, 'disk says no'); END")
     results = await asyncio.gather(*(store.store_inbound(inbound(f"C{i}")) for i in range(5)), return_exceptions=True)
-    assert all(isinstance(r, sqlite3.DatabaseError) for r in results)  # nobody gets an ACK for a lost write
+    assert all(isinstance(r, StoreUnavailable) for r in results)  # nobody gets an ACK for a lost write
+    assert all(isinstance(r.__cause__, sqlite3.DatabaseError) for r in results)
     with sqlite3.connect(tmp_path / "gw.db") as db:
         db.execute("DROP TRIGGER refuse")
     stored = await store.store_inbound(inbound("C0"))
@@ -136,26 +136,26 @@ def test_key_must_be_32_bytes() -> None:
 
 
 async def test_a_second_serving_gateway_is_locked_out(tmp_path: Path) -> None:
-    owner = await Store(tmp_path / "gw.db", cipher()).open(owner=True)
+    owner = await SqliteStore(tmp_path / "gw.db", cipher()).open(owner=True)
     try:
         with pytest.raises(StoreLockedError, match="in use by another gateway"):
-            await Store(tmp_path / "gw.db", cipher()).open(owner=True)
-        reader = await Store(tmp_path / "gw.db", cipher()).open()  # the CLI may still read and write
+            await SqliteStore(tmp_path / "gw.db", cipher()).open(owner=True)
+        reader = await SqliteStore(tmp_path / "gw.db", cipher()).open()  # the CLI may still read and write
         await reader.close()
     finally:
         await owner.close()
-    again = await Store(tmp_path / "gw.db", cipher()).open(owner=True)  # the lock went with its holder
+    again = await SqliteStore(tmp_path / "gw.db", cipher()).open(owner=True)  # the lock went with its holder
     await again.close()
 
 
 async def test_the_next_owner_requeues_what_a_dead_process_had_leased(tmp_path: Path) -> None:
-    crashed = await Store(tmp_path / "gw.db", cipher(), lease_seconds=3600).open(owner=True)
+    crashed = await SqliteStore(tmp_path / "gw.db", cipher(), lease_seconds=3600).open(owner=True)
     stored = await crashed.store_inbound(inbound("C1"))
     await crashed.store_inbound(inbound("C2"))
     await crashed.commit_mapping(stored.message_id, [document("A", 1)], [submission("A", 1)])
     assert len(await crashed.claim_messages(10)) == 1 and len(await crashed.claim_submissions(10)) == 1
     await crashed.close()  # as if killed: both leases are held for another hour
-    restarted = await Store(tmp_path / "gw.db", cipher(), lease_seconds=3600).open(owner=True)
+    restarted = await SqliteStore(tmp_path / "gw.db", cipher(), lease_seconds=3600).open(owner=True)
     messages, submissions = await restarted.claim_messages(10), await restarted.claim_submissions(10)
     await restarted.close()
     assert [m.id for m in messages] == [2] and [s.submission.document_id for s in submissions] == ["A"]
@@ -163,7 +163,7 @@ async def test_the_next_owner_requeues_what_a_dead_process_had_leased(tmp_path: 
 
 async def test_a_commit_delay_gathers_messages_sent_just_after_the_first(tmp_path: Path) -> None:
     batches: list[int] = []
-    store = await Store(tmp_path / "gw.db", cipher(), max_delay_ms=1000, on_batch=batches.append).open()
+    store = await SqliteStore(tmp_path / "gw.db", cipher(), max_delay_ms=1000, on_batch=batches.append).open()
 
     async def later(control_id: str) -> None:
         await asyncio.sleep(0.01)
@@ -174,7 +174,7 @@ async def test_a_commit_delay_gathers_messages_sent_just_after_the_first(tmp_pat
     assert batches == [3]
 
 
-async def test_a_superseding_version_keeps_the_age_of_the_data_it_replaces(store: Store) -> None:
+async def test_a_superseding_version_keeps_the_age_of_the_data_it_replaces(store: SqliteStore) -> None:
     """Otherwise regular updates during an outage would hide an episode from the 24-hour deadline alert."""
     first = await store.store_inbound(inbound("C1"))
     await store.commit_mapping(first.message_id, [document("D1", 1)], [submission("D1", 1)])

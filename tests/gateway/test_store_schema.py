@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from gateway.encryption import PayloadCipher
-from gateway.store import SchemaTooNewError, Store
+from gateway.store import SchemaTooNewError, SqliteStore
 from gateway.store.schema import MIGRATIONS, migrate
 
 KEY = b"s" * 32
@@ -35,7 +35,7 @@ def columns(path: Path, table: str) -> set[str]:
 async def test_an_old_file_is_upgraded_and_keeps_its_data(tmp_path: Path) -> None:
     path = tmp_path / "gw.db"
     version_one_file(path)
-    store = await Store(path, PayloadCipher(KEY)).open()
+    store = await SqliteStore(path, PayloadCipher(KEY)).open()
     try:
         [claimed] = await store.claim_messages(10)
     finally:
@@ -69,7 +69,7 @@ async def test_a_file_from_a_newer_gateway_is_refused_untouched(tmp_path: Path) 
     with sqlite3.connect(path) as db:
         db.execute("PRAGMA user_version = 99")
     with pytest.raises(SchemaTooNewError, match="version 99 is newer than this gateway knows"):
-        await Store(path, PayloadCipher(KEY)).open()
+        await SqliteStore(path, PayloadCipher(KEY)).open()
     with sqlite3.connect(path) as db:
         assert db.execute("PRAGMA user_version").fetchone()[0] == 99
     assert "purged_at" not in columns(path, "messages")

@@ -11,10 +11,11 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 
 from adapters.portal.emulator.validate import Rejection, check_envelope, check_hub_message
+from gateway.channels import build_submissions
 from gateway.config import DEMO_SITE_MAPPINGS, PortalSettings, SigningSettings, SiteMappingSettings
 from gateway.signing import Signer, load_signer
 from gateway.signing.sources import generate_self_signed
-from gateway.submissions import DocumentParked, SubmissionBuildError, build_submissions
+from gateway.submissions import DocumentParked, SubmissionBuildError
 from mappings import checkup1551
 from mappings.document import assemble
 from mappings.hl7v2 import map_message

@@ -13,17 +13,21 @@ import pytest
 from aiohttp.test_utils import TestServer
 from cryptography.hazmat.primitives import serialization
 
-from adapters.portal.base import PortalError, Receipt, Submission, TransientPortalError
-from adapters.portal.bhxh import BhxhChannel
+from adapters.portal.base import PortalChannel, PortalError, Receipt, Submission, TransientPortalError
 from adapters.portal.emulator import EmulatorConfig, Faults, create_emulator_app
-from adapters.portal.hub import HubChannel
+from gateway.channels import CHANNELS, ChannelSpec, open_channel, submission_for
 from gateway.config import BhxhChannelSettings, HubChannelSettings, SigningSettings
 from gateway.metrics import Metrics
 from gateway.signing import Signer, load_signer
 from gateway.signing.sources import generate_self_signed
-from gateway.submissions import bhxh_submission, hub_header, hub_message, hub_submission
+from gateway.submissions import hub_header, hub_message
 
 FACILITY_ID = "4000000000123"
+
+
+def spec(name: str) -> ChannelSpec:
+    """The registered channel of that name."""
+    return next(channel for channel in CHANNELS if channel.name == name)
 
 
 @pytest.fixture(scope="session")
@@ -64,7 +68,7 @@ def unsigned_envelope(ma_lk: str, file_type: str = "XML1") -> bytes:
 def make_bhxh(signer: Signer) -> Callable[..., Submission]:
     def make(document_id: str, version: int = 1, file_type: str = "XML1") -> Submission:
         envelope = unsigned_envelope(document_id, file_type)
-        return bhxh_submission(document_id, version, signer.sign_xml_envelope(envelope))
+        return submission_for(spec("bhxh_xml130"), document_id, version, signer.sign_xml_envelope(envelope))
     return make
 
 
@@ -75,7 +79,7 @@ def make_hub(signer: Signer) -> Callable[..., Submission]:
                             datetime(2026, 11, 23, 8, 0, tzinfo=timezone.utc))
         header.update(header_changes)
         data = {"MA_LK": document_id, "PHAN_LOAI_SK": 1}
-        return hub_submission(document_id, version, hub_message(header, data, signer))
+        return submission_for(spec("moh_checkup"), document_id, version, hub_message(header, data, signer))
     return make
 
 
@@ -118,17 +122,19 @@ def metrics() -> Metrics:
 
 
 @pytest.fixture
-async def bhxh(portal: Portal, metrics: Metrics) -> AsyncIterator[BhxhChannel]:
-    channel = BhxhChannel(BhxhChannelSettings(base_url=portal.base_url, username="facility",
-                                              password="s3cret-pass", timeout_seconds=2.0), metrics)
+async def bhxh(portal: Portal, metrics: Metrics) -> AsyncIterator[PortalChannel]:
+    """The BHXH client wired to the gateway's metrics, as the gateway opens it."""
+    channel = open_channel(spec("bhxh_xml130"), BhxhChannelSettings(
+        base_url=portal.base_url, username="facility", password="s3cret-pass", timeout_seconds=2.0), metrics)
     yield channel
     await channel.close()
 
 
 @pytest.fixture
-async def hub(portal: Portal, metrics: Metrics) -> AsyncIterator[HubChannel]:
-    channel = HubChannel(HubChannelSettings(base_url=portal.base_url, username="facility",
-                                            password="s3cret-pass", timeout_seconds=2.0), metrics)
+async def hub(portal: Portal, metrics: Metrics) -> AsyncIterator[PortalChannel]:
+    """The hub client wired to the gateway's metrics, as the gateway opens it."""
+    channel = open_channel(spec("moh_checkup"), HubChannelSettings(
+        base_url=portal.base_url, username="facility", password="s3cret-pass", timeout_seconds=2.0), metrics)
     yield channel
     await channel.close()
 

@@ -11,9 +11,10 @@ import pytest
 from adapters.portal.base import PermanentPortalError, Submission, TransientPortalError
 from adapters.portal.bhxh import BhxhChannel, is_checkin_envelope
 from adapters.portal.hub import HubChannel
+from gateway.channels import open_channel
 from gateway.config import BhxhChannelSettings, HubChannelSettings
 from gateway.metrics import Metrics
-from tests.adapters.portal.conftest import Portal, body_json, keys
+from tests.adapters.portal.conftest import Portal, body_json, keys, spec
 
 
 async def test_bhxh_accepts_a_signed_envelope_and_returns_its_receipt(
@@ -115,11 +116,11 @@ async def test_wrong_password_is_transient_and_never_dead_letters_the_document(
         make_hub: Callable[..., Submission]) -> None:
     if channel_type == "bhxh":
         channel: BhxhChannel | HubChannel = BhxhChannel(BhxhChannelSettings(
-            base_url=portal.base_url, username="facility", password="wrong"), Metrics())
+            base_url=portal.base_url, username="facility", password="wrong"), name="bhxh_xml130")
         submission = make_bhxh("EP-0006")
     else:
         channel = HubChannel(HubChannelSettings(base_url=portal.base_url, username="facility",
-                                                password="wrong"), Metrics())
+                                                password="wrong"), name="moh_checkup")
         submission = make_hub("KSK-0006")
     try:
         with pytest.raises(TransientPortalError) as caught:
@@ -142,7 +143,8 @@ async def test_checkin_envelopes_go_to_the_checkin_path(
 async def test_unreachable_portal_is_transient_with_no_status(
         make_hub: Callable[..., Submission], unused_tcp_port: int) -> None:
     metrics = Metrics()
-    channel = HubChannel(HubChannelSettings(base_url=f"http://127.0.0.1:{unused_tcp_port}"), metrics)
+    channel = open_channel(spec("moh_checkup"), HubChannelSettings(base_url=f"http://127.0.0.1:{unused_tcp_port}"),
+                           metrics)
     try:
         with pytest.raises(TransientPortalError) as caught:
             await channel.submit(make_hub("KSK-0009"))

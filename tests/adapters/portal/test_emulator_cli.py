@@ -18,7 +18,6 @@ from adapters.portal.base import Submission
 from adapters.portal.emulator.cli import build_parser, config_from_args
 from adapters.portal.hub import HubChannel
 from gateway.config import HubChannelSettings
-from gateway.metrics import Metrics
 from tests.adapters.portal.conftest import deliver_like_the_pipeline
 from tests.conftest import free_port
 
@@ -89,7 +88,7 @@ async def test_the_emulator_process_verifies_against_its_cert_and_is_controlled_
         emulator_process: str, make_hub: Callable[..., Submission]) -> None:
     assert _call(f"{emulator_process}/_emulator/faults")["fail_rate"] == 0.25
     channel = HubChannel(HubChannelSettings(base_url=emulator_process, username="facility",
-                                            password="s3cret-pass"), Metrics())
+                                            password="s3cret-pass"), name="moh_checkup")
     try:
         await deliver_like_the_pipeline(channel, [make_hub(f"KSK-{number}") for number in range(5)])
     finally:

@@ -11,7 +11,6 @@ from adapters.portal.base import PermanentPortalError, Receipt, Submission, Tran
 from adapters.portal.bhxh import BhxhChannel
 from adapters.portal.hub import HubChannel
 from gateway.config import BhxhChannelSettings, HubChannelSettings
-from gateway.metrics import Metrics
 from tests.adapters.portal.conftest import Portal, deliver_like_the_pipeline, keys
 
 Channel = BhxhChannel | HubChannel
@@ -27,8 +26,8 @@ async def channel(channel_kind: str, portal: Portal) -> AsyncIterator[Channel]:
     """A channel with a short timeout, so slow answers time out quickly."""
     common: dict[str, Any] = {"base_url": portal.base_url, "username": "facility", "password": "s3cret-pass",
                               "timeout_seconds": 0.5, "max_concurrency": 8}
-    made: Channel = (BhxhChannel(BhxhChannelSettings(**common), Metrics()) if channel_kind == "bhxh"
-                     else HubChannel(HubChannelSettings(**common), Metrics()))
+    made: Channel = (BhxhChannel(BhxhChannelSettings(**common), name="bhxh_xml130") if channel_kind == "bhxh"
+                     else HubChannel(HubChannelSettings(**common), name="moh_checkup"))
     yield made
     await made.close()
 
@@ -144,7 +143,7 @@ async def test_every_fault_at_once_still_delivers_each_document_exactly_once(
 
 async def test_concurrency_cap_is_honoured(portal: Portal, make_hub: Callable[..., Submission]) -> None:
     channel = HubChannel(HubChannelSettings(base_url=portal.base_url, username="facility", password="s3cret-pass",
-                                            max_concurrency=2), Metrics())
+                                            max_concurrency=2), name="moh_checkup")
     try:
         await channel.submit(make_hub("DOC-WARMUP"))
         await portal.faults(slow_rate=1.0, slow_seconds=0.2)
@@ -158,7 +157,7 @@ async def test_concurrency_cap_is_honoured(portal: Portal, make_hub: Callable[..
 @pytest.fixture
 async def batching_hub(portal: Portal) -> AsyncIterator[HubChannel]:
     channel = HubChannel(HubChannelSettings(base_url=portal.base_url, username="facility", password="s3cret-pass",
-                                            timeout_seconds=0.5, batch_size=4), Metrics())
+                                            timeout_seconds=0.5, batch_size=4), name="moh_checkup")
     yield channel
     await channel.close()
 

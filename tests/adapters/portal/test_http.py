@@ -8,7 +8,6 @@ import pytest
 from adapters.portal.base import PermanentPortalError, TransientPortalError
 from adapters.portal.http import HttpAnswer, PortalHttpChannel, parse_retry_after
 from gateway.config import HubChannelSettings
-from gateway.metrics import Metrics
 
 NOW = datetime(2026, 11, 23, 8, 0, 0, tzinfo=timezone.utc)
 
@@ -33,7 +32,7 @@ def test_retry_after_is_read_as_seconds_or_an_http_date(value: str | None, secon
     (500, TransientPortalError), (502, TransientPortalError), (503, TransientPortalError),
 ])
 def test_http_statuses_are_classified_for_the_pipeline(status: int, expected: type[Exception] | None) -> None:
-    channel = PortalHttpChannel(HubChannelSettings(), Metrics())
+    channel = PortalHttpChannel(HubChannelSettings(), name="moh_checkup")
     answer = HttpAnswer(status, {"message": "lý do của cổng"}, 5.0 if status == 429 else None)
     if expected is None:
         channel.raise_for_http(answer, "ok")

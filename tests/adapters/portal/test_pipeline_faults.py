@@ -12,8 +12,7 @@ from typing import Any
 import pytest
 
 from adapters.portal.base import PortalChannel, Submission
-from adapters.portal.bhxh import BhxhChannel
-from adapters.portal.hub import HubChannel
+from gateway.channels import build_submissions, open_channels
 from gateway.config import (
     DEMO_SITE_MAPPINGS,
     BhxhChannelSettings,
@@ -26,8 +25,7 @@ from gateway.encryption import PayloadCipher
 from gateway.metrics import Metrics
 from gateway.pipeline import Pipeline, mapping_executor
 from gateway.signing import Signer
-from gateway.store import Inbound, Store
-from gateway.submissions import build_submissions
+from gateway.store import Inbound, SqliteStore
 from mappings.hl7v2 import map_message
 from mappings.model import Document, FacilityInfo
 from tests.adapters.portal.conftest import Portal
@@ -62,8 +60,8 @@ def expected_keys(messages: list[bytes]) -> list[str]:
 
 
 @pytest.fixture
-async def store(tmp_path: Path) -> AsyncIterator[Store]:
-    opened = await Store(tmp_path / "gw.db", PayloadCipher(b"k" * 32), lease_seconds=5).open()
+async def store(tmp_path: Path) -> AsyncIterator[SqliteStore]:
+    opened = await SqliteStore(tmp_path / "gw.db", PayloadCipher(b"k" * 32), lease_seconds=5).open()
     yield opened
     await opened.close()
 
@@ -72,17 +70,15 @@ async def store(tmp_path: Path) -> AsyncIterator[Store]:
 async def channels(portal: Portal) -> AsyncIterator[dict[str, PortalChannel]]:
     common: dict[str, Any] = {"base_url": portal.base_url, "username": "facility", "password": "s3cret-pass",
                               "timeout_seconds": 0.4}
-    made: dict[str, PortalChannel] = {
-        "bhxh_xml130": BhxhChannel(BhxhChannelSettings(**common), Metrics()),
-        "moh_checkup": HubChannel(HubChannelSettings(**common), Metrics()),
-    }
+    made = open_channels(PortalSettings(bhxh=BhxhChannelSettings(**common), hub=HubChannelSettings(**common)),
+                         Metrics())
     yield made
     for channel in made.values():
         await channel.close()
 
 
 @pytest.fixture
-def make_pipeline(store: Store, channels: dict[str, PortalChannel], signer: Signer) -> Callable[[], Pipeline]:
+def make_pipeline(store: SqliteStore, channels: dict[str, PortalChannel], signer: Signer) -> Callable[[], Pipeline]:
     settings = PipelineSettings(workers=4, mapping_processes=0, poll_interval_seconds=0.02,
                                 backoff_base_seconds=0.01, backoff_max_seconds=0.05)
 
@@ -93,12 +89,12 @@ def make_pipeline(store: Store, channels: dict[str, PortalChannel], signer: Sign
     return lambda: Pipeline(store, Metrics(), settings, build, channels, lambda: mapping_executor(0))
 
 
-async def acknowledge(store: Store, messages: list[bytes]) -> None:
+async def acknowledge(store: SqliteStore, messages: list[bytes]) -> None:
     for number, payload in enumerate(messages):
         await store.store_inbound(Inbound("mllp", "HIS|BV", f"C{number}", "ADT^A01", f"cid{number}", payload, b"AA"))
 
 
-async def wait_delivered(store: Store, count: int) -> None:
+async def wait_delivered(store: SqliteStore, count: int) -> None:
     """Bounded wait until `count` submissions are delivered; a dead letter fails at once."""
     for _ in range(3000):
         depths = await store.queue_depths()
@@ -116,7 +112,7 @@ def archived_receipts(path: Path) -> list[str]:
 
 @pytest.mark.parametrize("fault", sorted(FAULTS))
 async def test_every_acknowledged_message_reaches_the_portal_exactly_once(
-        fault: str, portal: Portal, store: Store, make_pipeline: Callable[[], Pipeline], tmp_path: Path) -> None:
+        fault: str, portal: Portal, store: SqliteStore, make_pipeline: Callable[[], Pipeline], tmp_path: Path) -> None:
     messages = hl7_messages(4)
     await portal.faults(**FAULTS[fault])
     await acknowledge(store, messages)
@@ -134,7 +130,7 @@ async def test_every_acknowledged_message_reaches_the_portal_exactly_once(
 
 
 async def test_a_restart_in_the_middle_of_an_outage_loses_and_repeats_nothing(
-        portal: Portal, store: Store, make_pipeline: Callable[[], Pipeline]) -> None:
+        portal: Portal, store: SqliteStore, make_pipeline: Callable[[], Pipeline]) -> None:
     messages = hl7_messages(5)
     await portal.faults(drop_rate=0.5, fail_rate=0.2)
     await acknowledge(store, messages)

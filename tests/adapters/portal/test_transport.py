@@ -20,7 +20,6 @@ from adapters.portal.base import Submission, TransientPortalError
 from adapters.portal.emulator import EmulatorConfig, create_emulator_app
 from adapters.portal.hub import HubChannel
 from gateway.config import HubChannelSettings
-from gateway.metrics import Metrics
 from gateway.signing import Signer
 
 
@@ -126,7 +125,7 @@ async def proxy() -> AsyncIterator[ConnectProxy]:
 async def test_portal_behind_a_private_ca_and_a_proxy_is_reached_with_the_ca_bundle(
         tls_portal: TlsPortal, proxy: ConnectProxy, make_hub: Callable[..., Submission]) -> None:
     channel = HubChannel(HubChannelSettings(base_url=tls_portal.base_url, ca_bundle=tls_portal.ca_file,
-                                            proxy=proxy.url), Metrics())
+                                            proxy=proxy.url), name="moh_checkup")
     try:
         receipt = await channel.submit(make_hub("KSK-TLS"))
     finally:
@@ -137,7 +136,7 @@ async def test_portal_behind_a_private_ca_and_a_proxy_is_reached_with_the_ca_bun
 
 async def test_portal_certificate_from_an_unknown_ca_is_a_transient_failure(
         tls_portal: TlsPortal, make_hub: Callable[..., Submission]) -> None:
-    channel = HubChannel(HubChannelSettings(base_url=tls_portal.base_url), Metrics())
+    channel = HubChannel(HubChannelSettings(base_url=tls_portal.base_url), name="moh_checkup")
     try:
         with pytest.raises(TransientPortalError) as caught:
             await channel.submit(make_hub("KSK-TLS"))

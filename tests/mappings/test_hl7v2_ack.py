@@ -1,76 +1,35 @@
-"""HL7 v2 wire helpers: charsets, MSH, and ACKs whose ERR segments name the failing field."""
+"""ACKs: MSH and MSA answer the message, and each ERR segment names the failing field and its condition."""
 from __future__ import annotations
 
 import ast
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
 
-from adapters.hl7v2_wire import (
-    HL7_ERROR_CODES,
-    WireError,
-    build_ack,
-    codec_for,
-    decode,
-    escape,
-    parse_header,
-    read_header,
-)
+from mappings.hl7v2.ack import HL7_ERROR_CODES, build_ack
+from mappings.hl7v2.er7 import escape
+from mappings.hl7v2.header import MessageHeader, parse_header
 from mappings.model import Issue
 from tests.conftest import corpus_hl7
 
-
-def test_header_of_a_corpus_message() -> None:
-    header = parse_header(corpus_hl7("oru_r01_lab.hl7"))
-    assert header.message_type == "ORU^R01" and header.control_id == "LAB7788001"
-    assert header.sender == "LIS_BVDK|BVDK_NGHEAN^4000000000123^L"
-    assert header.enhanced_mode and header.accept_ack_type == "AL"
-    assert codec_for(header.charset) == "utf-8"
+NOW = datetime(2026, 3, 12, 1, 30, 15, tzinfo=UTC)
 
 
-@pytest.mark.parametrize("msh18, codec", [("UNICODE UTF-8", "utf-8"), ("8859/1", "latin-1"), ("", None),
-                                          ("CP1258", "cp1258"), ("NOT-A-CHARSET", None)])
-def test_charset_names(msh18: str, codec: str | None) -> None:
-    assert (codec_for(msh18) or None) == codec
-
-
-def test_legacy_vietnamese_charset_decodes_to_composed_unicode() -> None:
-    legacy = "MSH|^~\\&|OLDHIS|BV|||20260101||ADT^A01|1|P|2.3\rPID|1||X||Nguy\u00ea\u0303n^V\u0103n\r"
-    decoded = decode(legacy.encode("cp1258"), "cp1258")  # cp1258 carries the tone as a combining mark
-    assert "Nguyễn^Văn" in decoded
-
-
-def test_bytes_that_do_not_match_the_codec_are_refused() -> None:
-    with pytest.raises(WireError, match="utf-8"):
-        decode(b"MSH|^~\\&|A|B|||2026||ADT^A01|1|P|2.5||||||UNICODE UTF-8\rPID|\xff\xfe\r", "utf-8")
-
-
-@pytest.mark.parametrize("terminator", ["\r", "\n", "\r\n"])
-def test_every_segment_terminator_becomes_carriage_return(terminator: str) -> None:
-    segments = ["MSH|^~\\&|A|B|||2026||ADT^A01|1|P|2.5", "PID|1||X", "PV1|1|I"]
-    assert decode(terminator.join(segments).encode() + terminator.encode(), "utf-8") == "\r".join(segments) + "\r"
-
-
-def test_header_is_read_from_undecoded_bytes_of_any_charset() -> None:
-    raw = "\nMSH|^~\\&|OLDHIS|BV|||2026||ADT^A01|C9|P|2.3\nPID|1||X||Nguy\u00ea\u0303n\n".encode("cp1258")
-    header = read_header(raw)
-    assert (header.sending_application, header.control_id, header.charset) == ("OLDHIS", "C9", "")
-
-
-def test_text_without_msh_has_no_header() -> None:
-    with pytest.raises(WireError):
-        parse_header("PID|1||X")
+def ack(header: MessageHeader | None, code: str, text: str = "", issues: tuple[Issue, ...] = ()) -> str:
+    return build_ack(header, code, control_id="ACK1", now=NOW, text=text, issues=issues)
 
 
 def test_ack_names_every_failing_field_and_escapes_text() -> None:
     header = parse_header(corpus_hl7("invalid_cccd_mismatch.hl7"))
-    ack = build_ack(header, "AE", "identity", (
+    assert isinstance(header, MessageHeader)
+    answer = ack(header, "AE", "identity", (
         Issue("PID-3", "cccd-birth-mismatch", "CCCD birth year does not agree with PID-7"),
         Issue("PID-7.1", "required", "birth date is required | really"),
     ))
-    segments = ack.split("\r")
-    assert segments[0].startswith("MSH|^~\\&|HBGW|BYT|HIS_BVDK|BVDK_NGHEAN^4000000000123^L|")
-    assert "|ACK^A04^ACK|" in segments[0]
+    segments = answer.split("\r")
+    assert segments[0] == ("MSH|^~\\&|HBGW|BYT|HIS_BVDK|BVDK_NGHEAN^4000000000123^L|20260312013015+0000||ACK^A04^ACK"
+                           "|ACK1|P|2.5||||||UNICODE UTF-8")
     assert segments[1] == "MSA|AE|MSG000140|identity"
     assert segments[2].startswith("ERR||PID^1^3^1|102^Data type error^HL70357|E|cccd-birth-mismatch^")
     assert segments[3].startswith("ERR||PID^1^7^1^1|101^Required field missing^HL70357|E|")
@@ -86,13 +45,13 @@ ROOT = Path(__file__).resolve().parents[2]
 
 def issue_codes(*places: str) -> set[str]:
     """Every literal code passed as the second argument of Issue(...) in the given source folders or files."""
-    codes = set()
+    codes: set[str] = set()
     for place in places:
         for path in [ROOT / place] if place.endswith(".py") else (ROOT / place).rglob("*.py"):
             for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
                 if isinstance(node, ast.Call) and getattr(node.func, "id", "") == "Issue" and len(node.args) > 1 \
                         and isinstance(node.args[1], ast.Constant):
-                    codes.add(node.args[1].value)
+                    codes.add(str(node.args[1].value))
     return codes
 
 
@@ -112,8 +71,7 @@ def test_every_issue_code_of_the_mappings_and_the_mllp_intake_has_its_own_error_
     ("unsupported-version", "203^Unsupported version id"), ("something-unforeseen", "207^Application internal error"),
 ])
 def test_err3_condition_of_each_issue_code(code: str, condition: str) -> None:
-    ack = build_ack(None, "AE", "", (Issue("PV1-45", code, "x"),))
-    assert ack.split("\r")[2].split("|")[3] == f"{condition}^HL70357"
+    assert ack(None, "AE", "", (Issue("PV1-45", code, "x"),)).split("\r")[2].split("|")[3] == f"{condition}^HL70357"
 
 
 @pytest.mark.parametrize(("location", "err2"), [
@@ -122,5 +80,4 @@ def test_err3_condition_of_each_issue_code(code: str, condition: str) -> None:
     ("Bundle.entry[1]", ""), ("OBX[0]-5", "OBX^1"),
 ])
 def test_err2_names_the_segment_occurrence(location: str, err2: str) -> None:
-    ack = build_ack(None, "AE", "", (Issue(location, "invalid-date", "x"),))
-    assert ack.split("\r")[2].split("|")[2] == err2
+    assert ack(None, "AE", "", (Issue(location, "invalid-date", "x"),)).split("\r")[2].split("|")[2] == err2

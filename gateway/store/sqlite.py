@@ -1,0 +1,389 @@
+"""The Store on SQLite: inbox, documents, outbox and receipts in one file (WAL, synchronous=FULL).
+
+Every write runs on one dedicated thread holding the only writing connection (writer.py), and the writes
+queued together share one transaction and one fsync, so writers never wait on SQLite's lock.
+Reads use a separate aiosqlite connection, which WAL lets run beside the writer.
+This module and its helpers (schema.py, writer.py, sqlite_admin.py) hold all the SQL; sqlite3 errors are
+turned into StoreUnavailable here, at the boundary.
+"""
+from __future__ import annotations
+
+import asyncio
+import fcntl
+import json
+import os
+import sqlite3
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, TypeVar
+
+import aiosqlite
+
+from adapters.portal.base import Receipt, Submission
+from gateway.encryption import PayloadCipher
+from gateway.logs import get_logger
+from gateway.store import sqlite_admin, sqlite_parked
+from gateway.store.interface import (
+    AdminError,
+    ClaimedMessage,
+    ClaimedSubmission,
+    Inbound,
+    ItemRef,
+    MappingOutcome,
+    OperatorAction,
+    Parked,
+    QueuedItem,
+    Stored,
+    StoreLockedError,
+    StoreUnavailable,
+)
+from gateway.store.schema import migrate
+from gateway.store.writer import GroupCommitWriter
+from mappings.model import Document
+
+T = TypeVar("T")
+log = get_logger(__name__)
+
+
+def _connect_writer(path: Path) -> sqlite3.Connection:
+    connection = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+    connection.execute("PRAGMA journal_mode=WAL")
+    connection.execute("PRAGMA synchronous=FULL")
+    connection.execute("PRAGMA foreign_keys=ON")
+    connection.execute("PRAGMA busy_timeout=10000")
+    try:
+        migrate(connection)
+    except BaseException:
+        connection.close()
+        raise
+    return connection
+
+
+def _lock(path: Path) -> int:
+    """An exclusive lock beside the file, held while serving; the kernel drops it when the process dies."""
+    lock_path = path.with_name(path.name + ".lock")
+    fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        raise StoreLockedError(f"store {path} is in use by another gateway process (lock {lock_path})") from None
+    return fd
+
+
+def _release_leases(db: sqlite3.Connection) -> tuple[int, int]:
+    """Make work leased by a dead process claimable now; only the lock holder may call this."""
+    messages = db.execute("UPDATE messages SET lease_until = 0 WHERE state = 'received' AND lease_until > 0").rowcount
+    submissions = db.execute(
+        "UPDATE outbox SET state = 'pending', lease_until = 0, next_attempt_at = ? WHERE state = 'in_flight'",
+        (time.time(),)).rowcount
+    return messages, submissions
+
+
+class SqliteStore:
+    """The Store (see interface.py) on one SQLite file, the only writer of it a thread of this process."""
+
+    def __init__(self, path: Path, cipher: PayloadCipher, *, lease_seconds: float = 120.0,
+                 max_batch: int = 512, max_delay_ms: float = 0.0,
+                 on_batch: Callable[[int], None] | None = None) -> None:
+        self.path = Path(path)
+        self._cipher = cipher
+        self._lease = lease_seconds
+        self._writer = GroupCommitWriter(lambda: _connect_writer(self.path), max_batch=max_batch,
+                                         max_delay_seconds=max_delay_ms / 1000, on_batch=on_batch)
+        self._reader: aiosqlite.Connection | None = None
+        self._lock: int | None = None
+        self.inbox_ready = asyncio.Event()  # set when messages were committed
+        self.outbox_ready = asyncio.Event()  # set when submissions were queued
+
+    async def open(self, *, owner: bool = False) -> SqliteStore:
+        """Open the file; the owner (the serving gateway) locks out a second gateway and re-queues the
+        leases a crashed predecessor held, so its unfinished work restarts at once, not when leases expire."""
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            if owner:
+                self._lock = _lock(self.path)
+            await self._writer.start()
+            self._reader = await aiosqlite.connect(self.path)
+            await self._reader.execute("PRAGMA busy_timeout=10000")
+            if owner:
+                messages, submissions = await self._write(_release_leases)
+                if messages or submissions:
+                    log.warning("store_leases_released", messages=messages, submissions=submissions)
+        except sqlite3.Error as exc:
+            await self.close()
+            raise StoreUnavailable(f"cannot open store {self.path}: {exc}") from exc
+        except BaseException:
+            await self.close()
+            raise
+        return self
+
+    async def close(self) -> None:
+        """Commit what is queued, then release the connections and the serving lock."""
+        await self._writer.stop()
+        if self._reader is not None:
+            await self._reader.close()
+            self._reader = None
+        if self._lock is not None:
+            os.close(self._lock)
+            self._lock = None
+
+    async def _write(self, fn: Callable[..., T], *args: Any) -> T:
+        """Run fn(connection, *args) atomically on the writer thread (the only writer), committed together
+        with the writes queued beside it; returns once it is on disk."""
+        try:
+            return await self._writer.write(fn, *args)
+        except sqlite3.Error as exc:
+            raise StoreUnavailable(f"store write failed: {exc}") from exc
+
+    async def _read(self, sql: str, params: tuple[Any, ...] = ()) -> list[sqlite3.Row]:
+        """Read beside the writer (WAL), never blocking a commit."""
+        if self._reader is None:
+            raise StoreUnavailable(f"store {self.path} is not open")
+        try:
+            async with self._reader.execute(sql, params) as cursor:
+                return list(await cursor.fetchall())
+        except sqlite3.Error as exc:
+            raise StoreUnavailable(f"store read failed: {exc}") from exc
+
+    # ---- inbox ---------------------------------------------------------------------------------
+
+    async def store_inbound(self, inbound: Inbound) -> Stored:
+        """Return only once the message is on disk (or was already): the caller may then acknowledge.
+        Messages arriving together share one commit (see writer.py)."""
+        stored = await self._write(self._insert_message, inbound)
+        self.inbox_ready.set()
+        return stored
+
+    def _insert_message(self, db: sqlite3.Connection, item: Inbound) -> Stored:
+        row = db.execute(
+            "INSERT INTO messages (source, sender, control_id, message_type, correlation_id, received_at,"
+            " state, payload, ack, content_digest) VALUES (?, ?, ?, ?, ?, ?, 'received', ?, ?, ?)"
+            " ON CONFLICT (source, sender, control_id) DO NOTHING RETURNING id",
+            (item.source, item.sender, item.control_id, item.message_type, item.correlation_id, time.time(),
+             self._cipher.seal(item.payload, b"messages"), item.ack, item.content_digest),
+        ).fetchone()
+        if row is not None:
+            return Stored(row[0], item.ack, duplicate=False)
+        existing = db.execute(
+            "SELECT id, ack, content_digest FROM messages WHERE source = ? AND sender = ? AND control_id = ?",
+            (item.source, item.sender, item.control_id),
+        ).fetchone()
+        same = not (item.content_digest and existing[2]) or item.content_digest == existing[2]
+        return Stored(existing[0], bytes(existing[1]), duplicate=True, same_content=same)
+
+    # ---- inbox: mapping stage ------------------------------------------------------------------
+
+    async def claim_messages(self, limit: int) -> list[ClaimedMessage]:
+        """Lease received messages in arrival order; an expired lease (a crash) makes them claimable again."""
+        def claim(db: sqlite3.Connection) -> list[tuple[Any, ...]]:
+            now = time.time()
+            return db.execute(
+                "UPDATE messages SET lease_until = ?, attempts = attempts + 1 WHERE id IN ("
+                " SELECT id FROM messages WHERE state = 'received' AND lease_until < ? ORDER BY id LIMIT ?)"
+                " RETURNING id, source, message_type, correlation_id, received_at, payload, attempts",
+                (now + self._lease, now, limit),
+            ).fetchall()
+        rows = await self._write(claim)
+        claimed = [ClaimedMessage(r[0], r[1], r[2], r[3], r[4], self._cipher.open(r[5], b"messages"), r[6])
+                   for r in rows]
+        return sorted(claimed, key=lambda message: message.id)
+
+    async def release_messages(self, message_ids: list[int], *, charged: int | None = None) -> None:
+        """Make claimed, unfinished messages claimable again now; all but `charged` get their claim back,
+        so `attempts` counts a message's own failures, not the batches it was caught up in."""
+        await self._write(lambda db: db.executemany(
+            "UPDATE messages SET lease_until = 0, attempts = attempts - ? WHERE id = ? AND state = 'received'",
+            [(0 if message_id == charged else 1, message_id) for message_id in message_ids]))
+
+    async def latest_document(self, document_id: str) -> Document | None:
+        """The version a new fragment of the episode builds on (its bundle is {} once purged by retention)."""
+        rows = await self._read(
+            "SELECT version, kind, patient_key, bundle FROM documents WHERE document_id = ?"
+            " ORDER BY version DESC LIMIT 1", (document_id,))
+        if not rows:
+            return None
+        version, kind, patient_key, sealed = rows[0]
+        bundle = json.loads(self._cipher.open(sealed, b"documents")) if sealed is not None else None
+        if bundle is None:
+            return Document(document_id, version, kind, patient_key, {})
+        return Document(document_id, version, kind, patient_key, bundle)
+
+    async def commit_mapping(self, message_id: int, documents: list[Document],
+                             submissions: list[Submission]) -> None:
+        """Save new document versions and their outbox rows, and finish the message, all or nothing."""
+        await self.finish_messages([MappingOutcome(message_id, documents, submissions)])
+
+    async def finish_messages(self, outcomes: list[MappingOutcome]) -> None:
+        """Finish a batch of mapped or refused messages in one transaction (one fsync), all or nothing."""
+        def finish(db: sqlite3.Connection) -> None:
+            now = time.time()
+            for outcome in outcomes:
+                if outcome.dead_reason is None:
+                    self._save_mapping(db, now, outcome)
+                else:
+                    db.execute("UPDATE messages SET state = 'dead', reason = ?, finished_at = ?, lease_until = 0"
+                               " WHERE id = ?", (outcome.dead_reason, now, outcome.message_id))
+        if not outcomes:
+            return
+        await self._write(finish)
+        if any(outcome.submissions for outcome in outcomes):
+            self.outbox_ready.set()
+
+    def _save_mapping(self, db: sqlite3.Connection, now: float, outcome: MappingOutcome) -> None:
+        (received_at,) = db.execute("SELECT received_at FROM messages WHERE id = ?",
+                                    (outcome.message_id,)).fetchone()
+        patients = {}
+        for document in outcome.documents:
+            patients[(document.document_id, document.version)] = document.patient_key
+            db.execute(
+                "INSERT INTO documents (document_id, version, kind, patient_key, message_id, created_at, bundle)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?)",
+                (document.document_id, document.version, document.kind, document.patient_key, outcome.message_id,
+                 now, self._cipher.seal(json.dumps(document.bundle, ensure_ascii=False).encode(), b"documents")))
+        for item in outcome.submissions:
+            sqlite_parked.enqueue(db, self._cipher, now, item, patients[(item.document_id, item.version)],
+                                  received_at)
+        for waiting in outcome.parked:
+            sqlite_parked.park(db, now, waiting, received_at)
+        waiting_now = {waiting.document_id for waiting in outcome.parked}
+        for document in outcome.documents:
+            if document.document_id not in waiting_now:
+                sqlite_parked.end_waits(db, document.document_id, document.version)
+        db.execute("UPDATE messages SET state = 'mapped', finished_at = ?, lease_until = 0 WHERE id = ?",
+                   (now, outcome.message_id))
+
+    async def parked(self) -> list[Parked]:
+        """The documents waiting, oldest acknowledgement first."""
+        return [sqlite_parked.row(tuple(r)) for r in await self._read(sqlite_parked.PARKED)]
+
+    async def release_parked(self, waiting: Parked, patient_key: str, submissions: list[Submission],
+                             codes: tuple[str, ...] = ()) -> None:
+        """A parked version rebuilt: queue its submissions (ending the wait), or record what it still lacks."""
+        await self._write(lambda db: sqlite_parked.release(db, self._cipher, time.time(), waiting, patient_key,
+                                                           submissions, codes))
+        if submissions and not codes:
+            self.outbox_ready.set()
+
+    async def dead_letter_message(self, message_id: int, reason: str) -> None:
+        """Park a message that cannot become a record, with the reason an operator needs to fix it."""
+        await self.finish_messages([MappingOutcome(message_id, dead_reason=reason)])
+
+    # ---- outbox: submission stage --------------------------------------------------------------
+
+    async def claim_submissions(self, limit: int) -> list[ClaimedSubmission]:
+        """Lease due submissions, never one whose patient still has an earlier one undelivered."""
+        def claim(db: sqlite3.Connection) -> list[tuple[Any, ...]]:
+            now = time.time()
+            return db.execute(
+                "UPDATE outbox SET state = 'in_flight', lease_until = ?, attempts = attempts + 1 WHERE id IN ("
+                " SELECT o.id FROM outbox o"
+                " WHERE ((o.state = 'pending' AND o.next_attempt_at <= ?)"
+                "   OR (o.state = 'in_flight' AND o.lease_until < ?))"
+                " AND NOT EXISTS (SELECT 1 FROM outbox e WHERE e.patient_key = o.patient_key AND e.id < o.id"
+                "   AND e.state IN ('pending', 'in_flight'))"
+                " ORDER BY o.id LIMIT ?)"
+                " RETURNING id, channel, idempotency_key, document_id, version, content_type, body, attempts,"
+                " first_received_at",
+                (now + self._lease, now, now, limit),
+            ).fetchall()
+        rows = await self._write(claim)
+        claimed = [
+            ClaimedSubmission(
+                r[0], Submission(r[1], r[2], r[3], r[4], self._cipher.open(r[6], b"outbox"), r[5]), r[7], r[8])
+            for r in rows
+        ]
+        return sorted(claimed, key=lambda item: item.id)
+
+    async def mark_delivered(self, outbox_id: int, receipt: Receipt) -> None:
+        """Record the portal's acceptance and archive its receipt (the portal keeps results only 60 days)."""
+        def deliver(db: sqlite3.Connection) -> None:
+            now = time.time()
+            db.execute("UPDATE outbox SET state = 'delivered', finished_at = ?, lease_until = 0, reason = NULL"
+                       " WHERE id = ?", (now, outbox_id))
+            db.execute(
+                "INSERT OR REPLACE INTO receipts (outbox_id, channel, transaction_id, received_at, result_code, raw,"
+                " archived_at) SELECT id, channel, ?, ?, ?, ?, ? FROM outbox WHERE id = ?",
+                (receipt.transaction_id, receipt.received_at, receipt.result_code,
+                 json.dumps(receipt.raw, ensure_ascii=False), now, outbox_id))
+        await self._write(deliver)
+
+    async def schedule_retry(self, outbox_id: int, delay_seconds: float, reason: str) -> None:
+        """Release a submission for another attempt later, keeping the last failure's reason for operators."""
+        await self._write(lambda db: db.execute(
+            "UPDATE outbox SET state = 'pending', next_attempt_at = ?, lease_until = 0, reason = ? WHERE id = ?",
+            (time.time() + delay_seconds, reason, outbox_id)))
+
+    async def dead_letter_submission(self, outbox_id: int, reason: str) -> None:
+        """Park a submission the portal refused for good, with the portal's reason."""
+        await self._write(lambda db: db.execute(
+            "UPDATE outbox SET state = 'dead', reason = ?, finished_at = ?, lease_until = 0 WHERE id = ?",
+            (reason, time.time(), outbox_id)))
+
+    # ---- observation ---------------------------------------------------------------------------
+
+    async def queue_depths(self) -> dict[tuple[str, str], int]:
+        """Counts by (queue, state), for the queue-depth gauge and `status`."""
+        rows = await self._read(
+            "SELECT 'inbox', state, count(*) FROM messages GROUP BY state"
+            " UNION ALL SELECT 'outbox', state, count(*) FROM outbox GROUP BY state")
+        return {(queue, state): count for queue, state, count in rows}
+
+    async def oldest_pending_received_at(self) -> float | None:
+        """When the oldest acknowledged, not yet delivered item was acknowledged."""
+        rows = await self._read(
+            "SELECT min(t) FROM (SELECT min(received_at) AS t FROM messages WHERE state = 'received'"
+            " UNION ALL SELECT min(first_received_at) FROM outbox WHERE state IN ('pending', 'in_flight'))")
+        return rows[0][0] if rows else None
+
+    # ---- upkeep and operator work (the SQL is in sqlite_admin.py) ------------------------------
+
+    async def purge_expired(self, kind: str, cutoff: float, limit: int) -> int:
+        """Drop up to `limit` payloads of one kind finished before `cutoff`, in one transaction."""
+        return await self._write(sqlite_admin.purge, kind, cutoff, limit)
+
+    async def dead_letters(self, include_discarded: bool = False) -> list[QueuedItem]:
+        """Every dead item of both queues, oldest failure first."""
+        states = ("dead", "discarded") if include_discarded else ("dead",)
+        marks = ", ".join("?" * len(states))
+        inbox = await self._read(f"{sqlite_admin.INBOX_ITEMS} WHERE state IN ({marks})", states)
+        outbox = await self._read(f"{sqlite_admin.OUTBOX_ITEMS} WHERE o.state IN ({marks})", states)
+        items = [sqlite_admin.item("inbox", row) for row in inbox]
+        items += [sqlite_admin.item("outbox", row) for row in outbox]
+        return sorted(items, key=lambda item: (item.failed_at or 0, item.ref.queue, item.ref.id))
+
+    async def queued_item(self, ref: ItemRef) -> QueuedItem:
+        """One item in any state, or AdminError when there is no such item."""
+        sql = (f"{sqlite_admin.INBOX_ITEMS} WHERE id = ?" if ref.queue == "inbox"
+               else f"{sqlite_admin.OUTBOX_ITEMS} WHERE o.id = ?")
+        rows = await self._read(sql, (ref.id,))
+        if not rows:
+            raise AdminError(f"there is no item {ref}")
+        return sqlite_admin.item(ref.queue, rows[0])
+
+    async def item_payload(self, ref: ItemRef, operator: str) -> bytes:
+        """The decrypted payload, for an operator to correct; the viewing itself is audited."""
+        sealed = await self._write(sqlite_admin.read_payload, ref, operator)
+        return self._cipher.open(sealed, sqlite_admin.QUEUES[ref.queue].associated)
+
+    async def retry_dead(self, ref: ItemRef, operator: str) -> int:
+        """Put a dead item's message back to be mapped again; returns that message's id."""
+        message_id = await self._write(sqlite_admin.retry, ref, operator)
+        self.inbox_ready.set()
+        return message_id
+
+    async def discard_dead(self, ref: ItemRef, operator: str, note: str = "") -> None:
+        """Give up on a dead item for good; it stays, marked, as part of the audit trail."""
+        await self._write(sqlite_admin.discard, ref, operator, note)
+
+    async def record_action(self, operator: str, action: str, ref: ItemRef, detail: str = "") -> None:
+        """Audit an operator action done through another path (a replay through the intake)."""
+        await self._write(sqlite_admin.audit, operator, action, ref, detail)
+
+    async def operator_actions(self, ref: ItemRef | None = None) -> list[OperatorAction]:
+        """The audit trail (when, who, what, which item, detail), oldest first."""
+        where, params = ("WHERE item = ?", (str(ref),)) if ref else ("", ())
+        rows = await self._read(f"SELECT at, operator, action, item, detail FROM operator_actions {where}"
+                                " ORDER BY id", params)
+        return [OperatorAction(*row) for row in rows]
