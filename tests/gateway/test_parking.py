@@ -5,7 +5,7 @@ import base64
 import json
 import uuid
 from collections.abc import AsyncIterator, Mapping
-from datetime import UTC, datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -13,6 +13,7 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 
 from adapters.portal.base import Submission
+from gateway.channels import build_submissions
 from gateway.cli import main
 from gateway.config import (
     DEMO_SITE_MAPPINGS,
@@ -26,7 +27,6 @@ from gateway.parking import rebuild_parked
 from gateway.signing import Signer, load_signer
 from gateway.signing.sources import generate_self_signed
 from gateway.store import Inbound, SqliteStore, Store
-from gateway.channels import build_submissions
 from mappings.model import Document, FacilityInfo
 from tests.conftest import corpus_hl7
 from tests.gateway.test_pipeline import SETTINGS, ScriptedChannel, corpus
