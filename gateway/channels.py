@@ -17,7 +17,7 @@ from adapters.portal.hub import HubChannel
 from gateway.config import ChannelSettings, PortalSettings
 from gateway.metrics import Metrics
 from gateway.signing import Signer
-from gateway.submissions import SubmissionBuildError, bhxh_body, hub_body
+from gateway.submissions import DocumentParked, SubmissionBuildError, bhxh_body, hub_body
 from mappings.model import Document, FacilityInfo
 
 # (document, the channel's settings, facility, signer, now, site mappings) -> the signed body, or None: not for
@@ -90,6 +90,8 @@ def build_submissions(document: Document, facility: FacilityInfo, signer: Signer
             continue
         try:
             body = spec.build(document, settings, facility, signer, now, site)
+        except DocumentParked as wait:  # named by the channel that waits
+            raise DocumentParked(document, wait.codes, spec.name) from None
         except ValueError as exc:
             raise SubmissionBuildError(f"{document.kind} document {document.idempotency_key}: {exc}") from None
         if body is not None:

@@ -46,20 +46,20 @@ class DocumentParked(Exception):
     """The document waits: the site mappings lack a code (`ward:NOI-TM`), or the episode still lacks a
     required element (`required:XML1.NGAY_VAO`) a later message will bring. Never sent with a blank."""
 
-    def __init__(self, document: Document, channel: str, codes: tuple[str, ...]) -> None:
+    def __init__(self, document: Document, codes: tuple[str, ...], channel: str = "") -> None:
         super().__init__(f"{document.idempotency_key} waits for: {' '.join(codes)}")
-        self.document, self.channel, self.codes = document, channel, codes
+        self.document, self.codes, self.channel = document, codes, channel
 
 
 def bhxh_tables(document: Document, facility: FacilityInfo, site: Mapping[str, Any] | None) -> dict[str, bytes]:
     """The checked XML 130 tables of an episode; parks it on a gap, refuses it (ValueError) on a defect."""
     claim = xml130.build_claim(document, facility, site)
     if claim.unmapped:
-        raise DocumentParked(document, "bhxh_xml130", claim.unmapped)
+        raise DocumentParked(document, claim.unmapped)
     errors = [issue for issue in claim.issues if issue.severity == "error"]
     missing = tuple(f"required:{issue.location}" for issue in errors if issue.code == "required")
     if errors and len(missing) == len(errors):
-        raise DocumentParked(document, "bhxh_xml130", missing)
+        raise DocumentParked(document, missing)
     if errors:
         raise ValueError("XML 130 checks failed: " + "; ".join(f"{i.location} {i.code}" for i in errors[:10]))
     return claim.tables

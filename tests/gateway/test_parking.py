@@ -14,7 +14,6 @@ from cryptography.hazmat.primitives import serialization
 
 from adapters.portal.base import Submission
 from gateway.channels import build_submissions
-from gateway.cli import main
 from gateway.config import (
     DEMO_SITE_MAPPINGS,
     PortalSettings,
@@ -115,21 +114,16 @@ async def test_the_parked_codes_follow_the_latest_version(store: Store, signer: 
     assert waiting.version == 2 and set(waiting.codes) == {"item:AMLO5", "item:ATOR20"}
 
 
-def test_the_cli_lists_and_rebuilds_parked_episodes(tmp_path: Path, signer: Signer,
-                                                    capsys: pytest.CaptureFixture[str]) -> None:
+def test_the_cli_lists_and_rebuilds_parked_episodes(tmp_path: Path, signer: Signer) -> None:
     import asyncio
+    import os
+    import subprocess
+    import sys
 
-    settings_file = tmp_path / "gateway.toml"
-    database = tmp_path / "gw.db"
-    site_file = tmp_path / "site.toml"
+    settings_file, database, site_file = tmp_path / "gateway.toml", tmp_path / "gw.db", tmp_path / "site.toml"
     site_file.write_text("[patient_categories]\n\"\" = \"1.1\"\n", encoding="utf-8")
-    key_file = tmp_path / "payload.key"
-    key_file.write_text(base64.b64encode(b"k" * 32).decode("ascii"), encoding="ascii")
-    key_file.chmod(0o600)
-    settings_file.write_text(
-        f'[store]\npath = "{database}"\nencryption_key_file = "{key_file}"\n'
-        f'[signing]\nsource = "dev"\ndev_dir = "{tmp_path / "dev"}"\n'
-        f'[site_mappings]\nfile = "{site_file}"\n', encoding="utf-8")
+    settings_file.write_text(f'[store]\npath = "{database}"\n[signing]\nsource = "dev"\ndev_dir = "{tmp_path / "dev"}"\n'
+                             f'[site_mappings]\nfile = "{site_file}"\n', encoding="utf-8")
 
     async def park() -> None:
         opened = await SqliteStore(database, PayloadCipher(b"k" * 32)).open()
@@ -138,12 +132,19 @@ def test_the_cli_lists_and_rebuilds_parked_episodes(tmp_path: Path, signer: Sign
         finally:
             await opened.close()
     asyncio.run(park())
-    capsys.readouterr()
-    assert main(["parked", "list", "--config", str(settings_file)]) == 0
-    assert json.loads(capsys.readouterr().out)[0]["waits_for"] == ["ward:NOI-TM"]
+    env = {key: value for key, value in os.environ.items() if not key.startswith("HBGW_")}
+    env["HBGW_STORE__ENCRYPTION_KEY"] = base64.b64encode(b"k" * 32).decode()
+    cli = [str(Path(sys.executable).parent / "healthbook-gateway")]
+
+    def run(*args: str) -> Any:
+        done = subprocess.run([*cli, *args, "--config", str(settings_file)], capture_output=True, text=True,
+                              env=env, timeout=60)
+        assert done.returncode == 0, done.stderr
+        return json.loads(done.stdout)
+    assert run("parked", "list")[0]["waits_for"] == ["ward:NOI-TM"]
     site_file.write_text("[patient_categories]\n\"\" = \"1.1\"\n[wards]\n\"NOI-TM\" = \"K02\"\n", encoding="utf-8")
-    assert main(["parked", "rebuild", "--config", str(settings_file)]) == 0
-    assert json.loads(capsys.readouterr().out)["queued"] == ["4000000000123_VV26000456"]
+    assert run("parked", "rebuild")["queued"] == ["4000000000123_VV26000456"]
+    assert run("parked", "list") == []
 
 
 def test_a_site_mapping_that_cannot_be_right_is_a_config_error_naming_it(tmp_path: Path) -> None:
