@@ -6,11 +6,13 @@ FROM python:3.11-slim AS build
 ENV PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1
 RUN python -m venv /opt/healthbook-gateway
 WORKDIR /src
-COPY pyproject.toml README.md ./
+COPY pyproject.toml README.md constraints.txt ./
+# Exact versions from constraints.txt (the ones `make test` ran with), so two builds install the same code.
+RUN /opt/healthbook-gateway/bin/pip install --constraint constraints.txt --upgrade pip
 COPY gateway/ gateway/
 COPY mappings/ mappings/
 COPY adapters/ adapters/
-RUN /opt/healthbook-gateway/bin/pip install .
+RUN /opt/healthbook-gateway/bin/pip install --constraint constraints.txt .
 
 FROM python:3.11-slim
 LABEL org.opencontainers.image.title="healthbook-gateway" \
@@ -32,8 +34,10 @@ WORKDIR /var/lib/healthbook-gateway
 USER healthbook:healthbook
 VOLUME ["/var/lib/healthbook-gateway"]
 EXPOSE 2575 8080
+# Healthy means ready: /readyz answers 200 once the store is open and the listeners take messages (503
+# while starting or stopping). docker-compose.yml runs the same check; deploy/README.md, "Health endpoints".
 # Plain HTTP on the port from HBGW_HTTP__PORT (default 8080); with http.tls enabled, use https here.
-HEALTHCHECK --interval=30s --timeout=5s --start-period=60s --retries=3 \
-    CMD ["python", "-c", "import os, urllib.request; urllib.request.urlopen('http://127.0.0.1:' + os.environ.get('HBGW_HTTP__PORT', '8080') + '/healthz', timeout=4)"]
+HEALTHCHECK --interval=15s --timeout=5s --start-period=60s --retries=3 \
+    CMD ["python", "-c", "import os, urllib.request; urllib.request.urlopen('http://127.0.0.1:' + os.environ.get('HBGW_HTTP__PORT', '8080') + '/readyz', timeout=4)"]
 ENTRYPOINT ["healthbook-gateway"]
 CMD ["serve", "--config", "/etc/healthbook-gateway/gateway.toml"]

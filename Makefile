@@ -4,12 +4,13 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: run test system-deps bench clean
+.PHONY: run test system-deps bench clean constraints
 
-$(STAMP): pyproject.toml
+# Exact versions from constraints.txt, the same ones the Dockerfile installs.
+$(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e '.[test]'
+	$(BIN)/pip install --quiet --constraint constraints.txt --upgrade pip
+	$(BIN)/pip install --quiet --constraint constraints.txt -e '.[test]'
 	touch $(STAMP)
 
 ## run: start the gateway with the embedded demo defaults (MLLP 2575, HTTP 8080, emulator 8090)
@@ -27,6 +28,17 @@ test: $(STAMP) system-deps
 ## bench: run the benchmarks and print their figures
 bench: $(STAMP)
 	$(BIN)/python bench/run_all.py
+
+## constraints: re-pin constraints.txt to the newest versions pyproject.toml allows (then run make test)
+constraints:
+	rm -rf build/constraints-venv
+	$(PYTHON) -m venv build/constraints-venv
+	build/constraints-venv/bin/pip install --quiet --upgrade pip
+	build/constraints-venv/bin/pip install --quiet '.[test]'
+	{ sed -n '/^#/p' constraints.txt; build/constraints-venv/bin/pip freeze --all --exclude healthbook-gateway \
+		--exclude setuptools; } > constraints.txt.new
+	mv constraints.txt.new constraints.txt
+	rm -rf build/constraints-venv
 
 clean:
 	rm -rf $(VENV) var build *.egg-info

@@ -11,7 +11,7 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
-from mappings.checkup1551 import build_checkup
+from mappings.checkup.build import FormOptions, build_form
 from mappings.document import assemble
 from mappings.fhir_in import map_fhir
 from mappings.hl7v2 import map_message, screen
@@ -86,8 +86,8 @@ def extra_rows(rows: list[tuple[str, str, float, float, float]], messages: dict[
     rows.append(("build_envelope", "episode (5 messages)",
                  *per_call_ms(lambda: build_envelope(tables, FACILITY, datetime.now(timezone.utc)), 200)))
     check = assemble(None, map_message(messages["oru_r01_health_check.hl7"]).fragments[0])
-    rows.append(("build_checkup", "oru_r01_health_check.hl7",
-                 *per_call_ms(lambda: build_checkup(check, FACILITY), 200)))
+    rows.append(("build_form", "oru_r01_health_check.hl7",
+                 *per_call_ms(lambda: build_form(check, FACILITY, FormOptions("14", "9")), 200)))
 
 
 if __name__ == "__main__":

@@ -4,7 +4,8 @@ from __future__ import annotations
 import asyncio
 import signal
 import time
-from importlib.metadata import PackageNotFoundError, version
+from collections.abc import Callable, Mapping
+from typing import Any
 
 from aiohttp import web
 
@@ -12,41 +13,61 @@ from adapters.fhir_api import FhirApi
 from adapters.mllp import MllpServer
 from adapters.portal.base import PortalChannel, Submission
 from adapters.portal.emulator import EmulatorConfig, create_emulator_app
+from adapters.portal.emulator.state import BhxhEmulatorAccount
 from adapters.tls import server_ssl_context
 from gateway.channels import build_submissions, open_channels
-from gateway.config import Settings
+from gateway.config import PortalSettings, Settings
+from gateway.facilities import Facilities, UnknownFacility, document_keys
 from gateway.fhir_intake import FhirIntake
 from gateway.intake import Hl7Intake
 from gateway.logs import get_logger
 from gateway.metrics import QUEUE_STATES, Metrics
 from gateway.parking import rebuild_parked
-from gateway.pipeline import Pipeline, mapping_executor
+from gateway.pipeline import BuildSubmissions, Pipeline, mapping_executor
 from gateway.retention import Retention
 from gateway.signing import Signer, load_signer, record_certificate_expiry
 from gateway.store import Store, open_store
+from gateway.submissions import SubmissionBuildError
+from gateway.version import gateway_version
 from mappings.fhir_in import map_fhir
 from mappings.hl7v2 import screen
-from mappings.model import Document, FacilityInfo, Issue
+from mappings.model import Document, Issue
 
 log = get_logger(__name__)
-
-
-def gateway_version() -> str:
-    try:
-        return version("healthbook-gateway")
-    except PackageNotFoundError:
-        return "0.0.0+unknown"
-
-
-def facility_info(settings: Settings) -> FacilityInfo:
-    f = settings.facility
-    return FacilityInfo(name=f.name, bhxh_code=f.bhxh_code, moh_facility_id=f.moh_facility_id, tax_code=f.tax_code,
-                        head_code=f.head_code)
 
 
 def validate_fhir(resource: dict) -> list[Issue]:
     """The FHIR API refuses at once what the mapping could never turn into a health-book record."""
     return list(map_fhir(resource).issues)
+
+
+def fhir_validator(facilities: Facilities) -> Callable[[dict], list[Issue]]:
+    """validate_fhir, and with several facilities the refusal of a visit that names none of them."""
+    def validate(resource: dict) -> list[Issue]:
+        result = map_fhir(resource)
+        issues = list(result.issues)
+        if facilities.several and result.ok:
+            for fragment in result.fragments:
+                entries = [{"resource": item} for item in fragment.resources]
+                document = Document(fragment.document_id, 0, fragment.kind, "", {"entry": entries})
+                issues += facilities.fhir_refusals(document_keys(document))
+        return issues
+    return validate
+
+
+def submissions_builder(facilities: Facilities, portal: PortalSettings,
+                        practitioners: Mapping[str, Signer] | None = None,
+                        site: Mapping[str, Any] | None = None) -> BuildSubmissions:
+    """Sign each document with the facility that treated the patient, its codes in what is signed; `site`
+    holds the site mappings ([site_mappings]) its XML 130 tables need."""
+    def build(document: Document, previous: Document | None) -> list[Submission]:
+        try:
+            facility = facilities.of_document(document)
+        except UnknownFacility as exc:  # the settings lost the facility: park it, naming why
+            raise SubmissionBuildError(str(exc)) from None
+        return build_submissions(document, facility.info, facility.signer, portal, practitioners=practitioners,
+                                 previous=previous, site=site)
+    return build
 
 
 class Gateway:
@@ -55,6 +76,10 @@ class Gateway:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self.metrics = Metrics(version=gateway_version())
+        self.metrics.watch_senders("mllp", ((rule.label, rule.silent_after_minutes * 60)
+                                            for rule in settings.mllp.allowed_senders))
+        self.metrics.watch_senders("fhir", ((sender.name, sender.silent_after_minutes * 60)
+                                            for sender in settings.http.fhir_senders))
         self.store: Store | None = None
         self.mllp: MllpServer | None = None
         self.http_port: int | None = None
@@ -62,22 +87,23 @@ class Gateway:
         self._retention: Retention | None = None
         self._channels: dict[str, PortalChannel] = {}
         self._runners: list[web.AppRunner] = []
-        self._signer: Signer | None = None
+        self._facilities: Facilities | None = None
+        self._practitioners: dict[str, Signer] = {}
         self._ready = False
 
     async def start(self) -> None:
         s = self.settings
-        signer = self._signer = load_signer(s.signing)
-        record_certificate_expiry(self.metrics, signer)
+        facilities = self._facilities = Facilities(s, load_signer)
+        signer = facilities.all[0].signer
+        record_certificate_expiry(self.metrics, min(facilities.signers, key=lambda item: item.not_after))
+        practitioners = self._practitioners = {doctor.licence: load_signer(doctor)
+                                               for doctor in s.portal.hub.practitioner_signers}
         if s.emulator.enabled:
             await self._start_emulator(signer.certificate_pem)
         self.store = await open_store(s.store, owner=True, on_batch=self.metrics.group_commit_batch.observe)
-        self._channels = open_channels(s.portal, self.metrics)
-        facility, site = facility_info(s), s.site_mappings.as_mapping()
-
-        def build(document: Document) -> list[Submission]:
-            return build_submissions(document, facility, signer, s.portal, site=site)
-
+        backlog = await self._backlog()
+        self._channels = open_channels(s.portal, self.metrics, [facility.account for facility in facilities.all])
+        build = submissions_builder(facilities, s.portal, practitioners, s.site_mappings.as_mapping())
         report = await rebuild_parked(self.store, build, self.metrics)  # the site mappings may have grown
         if report.queued or report.waiting:
             log.info("parked_documents_rebuilt", queued=len(report.queued), waiting=len(report.waiting))
@@ -89,7 +115,8 @@ class Gateway:
         if s.http.enabled:
             await self._start_http()
         if s.mllp.enabled:
-            intake = Hl7Intake(self.store, self.metrics, s.mllp, screen)
+            intake = Hl7Intake(self.store, self.metrics, s.mllp, screen,
+                               facility_refusals=facilities.hl7_refusals if facilities.several else None)
             self.mllp = MllpServer(
                 intake.store_and_ack, host=s.mllp.host, port=s.mllp.port,
                 max_message_bytes=s.mllp.max_message_bytes, idle_timeout=s.mllp.idle_timeout_seconds,
@@ -99,7 +126,7 @@ class Gateway:
             await self.mllp.start()
         self._ready = True
         log.info("gateway_started", version=gateway_version(), mllp_port=self.mllp.port if self.mllp else None,
-                 http_port=self.http_port, store=str(s.store.path), signing=s.signing.source)
+                 http_port=self.http_port, store=str(s.store.path), signing=s.signing.source, **backlog)
 
     async def stop(self) -> None:
         """Stop listening first (no new acknowledgements), then the workers, then the store."""
@@ -114,11 +141,16 @@ class Gateway:
             await channel.close()
         for runner in reversed(self._runners):
             await runner.cleanup()
+        backlog: dict[str, int] = {}
         if self.store is not None:
+            backlog = await self._backlog()
             await self.store.close()
-        if self._signer is not None:
-            self._signer.close()
-        log.info("gateway_stopped")
+        if self._facilities is not None:
+            for signer in self._facilities.signers:
+                signer.close()
+        for practitioner in self._practitioners.values():
+            practitioner.close()
+        log.info("gateway_stopped", **backlog)
 
     async def run_until_signalled(self) -> None:
         """Serve until SIGTERM or SIGINT, then shut down cleanly."""
@@ -141,7 +173,8 @@ class Gateway:
         app.router.add_get("/readyz", self._readyz)
         app.router.add_get("/metrics", self._metrics)
         assert self.store is not None
-        intake = FhirIntake(self.store, self.metrics, s, validate_fhir)
+        assert self._facilities is not None
+        intake = FhirIntake(self.store, self.metrics, s, fhir_validator(self._facilities))
         FhirApi(intake, s.max_body_bytes, gateway_version()).mount(app)
         runner = web.AppRunner(app, access_log=None)
         await runner.setup()
@@ -163,10 +196,19 @@ class Gateway:
         return web.Response(body=self.metrics.render(), content_type="text/plain", charset="utf-8",
                             headers={"X-Content-Type-Options": "nosniff"})
 
+    async def _backlog(self) -> dict[str, int]:
+        """What waits in the store, as counts only: logged at start and at stop."""
+        assert self.store is not None
+        depths = await self.store.queue_depths()
+        return {"backlog_received": depths.get(("inbox", "received"), 0),
+                "backlog_pending": depths.get(("outbox", "pending"), 0) + depths.get(("outbox", "in_flight"), 0),
+                "backlog_dead": depths.get(("inbox", "dead"), 0) + depths.get(("outbox", "dead"), 0)}
+
     async def refresh_queue_metrics(self) -> None:
-        """Queue depth and oldest-pending age are read from the store at scrape time."""
+        """Queue depth, oldest-pending age and the store's files are read at scrape time."""
         if self.store is None:
             return
+        self.metrics.record_store_files(self.settings.store.path)
         depths = await self.store.queue_depths()
         for queue, states in QUEUE_STATES.items():
             for state in states:
@@ -175,6 +217,16 @@ class Gateway:
         oldest = await self.store.oldest_pending_received_at()
         self.metrics.oldest_pending_age.set(max(0.0, time.time() - oldest) if oldest else 0.0)
 
+    def _emulated_accounts(self) -> tuple[BhxhEmulatorAccount, ...]:
+        """Each facility's BHXH account, as the demo's emulated portal should know it."""
+        assert self._facilities is not None
+        served: dict[tuple[str, str], list[str]] = {}
+        for facility in self._facilities.all:
+            served.setdefault((facility.account.username, facility.account.password), []).append(
+                facility.info.bhxh_code)
+        return tuple(BhxhEmulatorAccount(username, password, tuple(codes))
+                     for (username, password), codes in served.items())
+
     async def _start_emulator(self, certificate_pem: bytes) -> None:
         """The demo's local portal emulator, trusting this gateway's own (development) certificate."""
         s = self.settings
@@ -182,7 +234,8 @@ class Gateway:
         app = create_emulator_app(
             EmulatorConfig(host=s.emulator.host, port=s.emulator.port, cert_pem=certificate_pem,
                            username=bhxh.username, password=bhxh.password.get_secret_value(),
-                           service_type=hub.service_type),
+                           service_type=hub.service_type, hub_sorted_keys=hub.checksum_key_order == "sorted",
+                           bhxh_accounts=self._emulated_accounts()),
             bhxh_paths=(bhxh.token_path, bhxh.checkin_path, bhxh.submit_path),
             hub_paths=(hub.login_path, hub.push_path))
         runner = web.AppRunner(app, access_log=None)

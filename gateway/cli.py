@@ -11,6 +11,7 @@ from gateway.config import ConfigError, Settings, demo_settings, load_settings
 from gateway.logs import configure_logging
 from gateway.parked_cli import add_parked_commands
 from gateway.queue_cli import add_queue_commands
+from gateway.version import gateway_version
 
 EXIT_CONFIG = 2
 
@@ -61,9 +62,11 @@ def _runtime_problems(settings: Settings) -> list[str]:
         check_key_settings(settings.store)
     except EncryptionKeyError as exc:
         problems.append(str(exc))
-    if settings.signing.source != "dev":  # dev creates its certificate on first start
+    sources = [settings.signing] if settings.signing.source != "dev" else []  # dev creates its pair on start
+    sources += [doctor for doctor in settings.portal.hub.practitioner_signers if doctor.source != "dev"]
+    for source in sources:
         try:
-            load_signer(settings.signing).close()
+            load_signer(source).close()
         except SigningError as exc:
             problems.append(str(exc))
     return problems
@@ -88,6 +91,7 @@ def run_portal_emulator(argv: Sequence[str]) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="healthbook-gateway", description=__doc__)
+    parser.add_argument("--version", action="version", version=f"%(prog)s {gateway_version()}")
     commands = parser.add_subparsers(dest="command", required=True)
 
     def with_config(name: str, help_text: str) -> argparse.ArgumentParser:

@@ -56,13 +56,34 @@ class TlsSettings(_Section):
         return self
 
 
+def _sender_name(value: str) -> str:
+    if value and not re.fullmatch(r"[A-Za-z0-9_.:-]{1,64}", value):
+        raise ValueError("must be 1 to 64 letters, digits or _ . : - (it becomes a metrics label)")
+    if value == "other":
+        raise ValueError('"other" is reserved for senders not named in the settings')
+    return value
+
+
 class SenderRule(_Section):
     """One allowed MLLP sender: any field left empty matches anything."""
 
+    name: str = ""  # for metrics; empty: the first field set among the four below
     address: str = ""  # IP address or CIDR network of the sending host
     sending_application: str = ""  # MSH-3.1
     sending_facility: str = ""  # MSH-4.1 (or MSH-4.2, the facility id)
     client_cert_cn: str = ""  # subject CN of the sender's verified TLS client certificate
+    silent_after_minutes: float = Field(0, ge=0)  # alert when nothing came for this long; 0: never
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, value: str) -> str:
+        return _sender_name(value)
+
+    @property
+    def label(self) -> str:
+        """The sender's name in metrics: set in the settings, so the label values stay few."""
+        return (self.name or self.sending_application or self.sending_facility or self.client_cert_cn
+                or self.address or "other")
 
     @field_validator("address")
     @classmethod
@@ -92,6 +113,16 @@ class FacilitySettings(_Section):
     tax_code: str = ""
     # XML 130 MA_TTDV: the health id (BHXH number) of the facility head or delegate; BHXH refuses it empty.
     head_code: str = ""
+    # BHXH form field maTinh: the facility's 2-digit province code; empty: the first two characters of
+    # bhxh_code, as public clients derive it (tracnn/qlbv_public BHYTXmlSubmitService::getMaTinhFromConfig).
+    province_code: str = ""
+
+    @field_validator("province_code")
+    @classmethod
+    def _province(cls, value: str) -> str:
+        if value and not re.fullmatch(r"\d{2}", value):
+            raise ValueError("must be the 2-digit province code (maTinh), e.g. \"01\"")
+        return value
 
     @field_validator("bhxh_code")
     @classmethod
@@ -145,6 +176,7 @@ class FhirSender(_Section):
     token_sha256: str = ""
     client_cert_cn: str = ""
     resource_types: list[str] = Field(default_factory=list)  # empty: every type the FHIR API accepts
+    silent_after_minutes: float = Field(0, ge=0)  # alert when nothing came for this long; 0: never
 
     @field_validator("token_sha256")
     @classmethod
@@ -202,6 +234,19 @@ class SigningSettings(_Section):
     pkcs11_cert_file: Path | None = None
 
 
+class PractitionerSigner(SigningSettings):
+    """A doctor who signs their own blocks of a health-check form: their licence and where their key is."""
+
+    licence: str  # as the HIS sends it: OBX-16, OBR-16, PV1-7, FHIR performer / resultsInterpreter
+
+    @field_validator("licence")
+    @classmethod
+    def _licence(cls, value: str) -> str:
+        if not value.strip():
+            raise ValueError("must be the practitioner's licence number")
+        return value.strip()
+
+
 class ChannelSettings(_Section):
     """One national channel's endpoint and credentials; every URL path is configurable."""
 
@@ -217,21 +262,65 @@ class ChannelSettings(_Section):
 
 
 class BhxhChannelSettings(ChannelSettings):
+    """The BHXH portal's paths and form values, as the public references show them (adapters.portal.bhxh_wire)."""
+
     token_path: str = "/api/token/take"
     checkin_path: str = "/api/qd130/checkInKcbQd3176"
     submit_path: str = "/api/qd130/guiHoSoXmlQD3176"
+    checkin_file_type: str = "0"  # form field loaiHoSo of an XML0 check-in
+    submit_file_type: str = "130"  # form field loaiHoSo of an episode's XML 130 files
+    checkin_enabled: bool = True  # send XML0 check-ins at all
+    # "finished": an episode's files go once it is finished (discharge, visit end), then again for each
+    # correction; "every_version": every version goes at once (for tests and load runs, not for BHXH).
+    send_files: Literal["finished", "every_version"] = "finished"
+    # Hold a finished episode's files this long for late charges; a newer version restarts the wait.
+    claim_delay_seconds: float = Field(0.0, ge=0)
 
 
 class HubChannelSettings(ChannelSettings):
+    """The Ministry of Health hub (QĐ 1551 PL02 as amended by QĐ 2062); the open points are settings."""
+
     login_path: str = "/api/auth/login"
     push_path: str = "/api/platform/data-sync/push"
     service_type: str = "100"
-    receiver_id: str = "BYT"
+    # QĐ 1551 PL02 §4.2 example "TDLBYT"; a vendor's sandbox request (VIMES Postman_example.txt) sent "TTYQG".
+    receiver_id: str = "TDLBYT"
     txn_type: str = "sync_checkup"
     # Immunizations: PORTAL_API.md names no channel, so they go through the same signed data-sync push
     # carrying the canonical FHIR document; confirm the transaction type with the Ministry before go-live.
     immunization_txn_type: str = "sync_immunization"
-    message_version: str = "1.0"
+    # header.version: PL02 §4.1 answer example "1.0.3"; the VIMES sandbox request sent "1.0.6".
+    message_version: str = "1.0.3"
+    msg_type: str = "101"  # PL02 §4.2: 101 = a sender's data-sync message
+    # `data`: the Base64 text itself (PL02 §4.2, the VIMES request), or {"file_content": Base64} (VIMES notes
+    # for QĐ 2062, not seen in a primary text).
+    data_shape: Literal["base64", "file_content"] = "base64"
+    # What `data` carries: the single form (QĐ 1551 PL02 §5) or a KHAMSUCKHOE envelope of sub-files XML1, XML2,
+    # ... with CHUKYDONVI (QĐ 2062 as vendor docs describe it; mappings/checkup/packaging.json).
+    packaging: Literal["form", "khamsuckhoe"] = "form"
+    # Header keys in the checksum: in the order sent (PL02: hash the JSON as sent, without whitespace) or sorted.
+    checksum_key_order: Literal["as_sent", "sorted"] = "as_sent"
+    # DOI_TUONG (1-14) and NGUON_KINH_PHI (1-5, 9) when the HIS sends none (OBX HBGW-KSK-DOI_TUONG,
+    # HBGW-KSK-NGUON_KINH_PHI): 14 "other" and 9 "other" until the site sets its usual ones.
+    default_doi_tuong: str = "14"
+    default_nguon_kinh_phi: str = "9"
+    # Doctors who sign their CKS_NGUOI_KHAM / CKS_NGUOI_KET_LUAN; those elements stay empty (as QĐ 1551
+    # allows) for anyone not listed.
+    practitioner_signers: list[PractitionerSigner] = Field(default_factory=list)
+
+    @field_validator("default_doi_tuong")
+    @classmethod
+    def _doi_tuong(cls, value: str) -> str:
+        if value not in {str(n) for n in range(1, 15)}:
+            raise ValueError("must be a QĐ 1551 DOI_TUONG code, 1 to 14")
+        return value
+
+    @field_validator("default_nguon_kinh_phi")
+    @classmethod
+    def _nguon(cls, value: str) -> str:
+        if value not in {"1", "2", "3", "4", "5", "9"}:
+            raise ValueError("must be a QĐ 1551 NGUON_KINH_PHI code: 1, 2, 3, 4, 5 or 9")
+        return value
 
 
 class SiteItem(_Section):
@@ -354,8 +443,22 @@ class LoggingSettings(_Section):
     format: Literal["json", "console"] = "json"
 
 
+class FacilityEntry(FacilitySettings):
+    """One of several facilities behind one gateway: its codes, who sends for it, its account and certificate."""
+
+    # What names this facility in what it sends: MSH-4.1 or MSH-4.2 values, the MoH id of a FHIR
+    # Encounter.serviceProvider, the namespace of its FHIR visit identifiers. Its moh_facility_id always counts.
+    senders: list[str] = Field(default_factory=list)
+    portal_username: str = ""  # its BHXH account; empty: [portal.bhxh] username and password
+    portal_password: SecretStr | None = None
+    signing: SigningSettings | None = None  # its certificate; none: the gateway's [signing]
+
+
 class Settings(_Section):
     facility: FacilitySettings = Field(default_factory=FacilitySettings)
+    # Several facilities (a hospital group, a provincial hub): when any is listed, [facility] is not used
+    # and every message must name one of them.
+    facilities: list[FacilityEntry] = Field(default_factory=list)
     mllp: MllpSettings = Field(default_factory=MllpSettings)
     http: HttpSettings = Field(default_factory=HttpSettings)
     store: StoreSettings = Field(default_factory=StoreSettings)
@@ -365,6 +468,16 @@ class Settings(_Section):
     emulator: EmulatorSettings = Field(default_factory=EmulatorSettings)
     logging: LoggingSettings = Field(default_factory=LoggingSettings)
     site_mappings: SiteMappingSettings = Field(default_factory=SiteMappingSettings)
+
+    @model_validator(mode="after")
+    def _distinct_facilities(self) -> Settings:
+        codes = [entry.bhxh_code for entry in self.facilities]
+        if len(codes) != len(set(codes)):
+            raise ValueError("facilities: two facilities share a bhxh_code")
+        keys = [key for entry in self.facilities for key in {entry.moh_facility_id, *entry.senders}]
+        if len(keys) != len(set(keys)):
+            raise ValueError("facilities: a sender or moh_facility_id names two facilities")
+        return self
 
 
 class ConfigError(Exception):

@@ -85,6 +85,7 @@ class FhirIntake:
             answer = await self._submit(request, correlation_id)
             self._metrics.acks.labels("fhir", str(answer.status)).inc()
             self._metrics.ack_latency.labels("fhir").observe(time.perf_counter() - started)
+            self._metrics.count_sender("fhir", request.sender, answer.status < 300)
             return answer
 
     async def validate(self, request: FhirRequest) -> FhirAnswer:

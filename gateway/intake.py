@@ -28,7 +28,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from adapters.mllp import Frame
-from gateway.config import MllpSettings
+from gateway.config import MllpSettings, SenderRule
 from gateway.logs import correlation, get_logger, new_correlation_id
 from gateway.metrics import Metrics, message_type_label
 from gateway.store import Inbound, Store
@@ -51,7 +51,7 @@ Screen = Callable[[str], list[Issue]]
 _REJECT_CODES = frozenset({"duplicate-control-id",
                            "unsupported-message-type", "unsupported-event", "unsupported-version",
                            "unsupported-processing-id", "sender-not-allowed", "message-too-large", "msh-invalid",
-                           "charset-mismatch"})
+                           "charset-mismatch", "unknown-facility"})
 # ACK control ids: unique per process start (random prefix) and per ACK (sequence), and cheap.
 _ACK_ID_PREFIX = uuid.uuid4().hex[:8]
 _ACK_SEQUENCE = itertools.count(1)
@@ -66,6 +66,7 @@ class Answer:
     message_id: int | None = None
     duplicate: bool = False
     issues: tuple[Issue, ...] = ()
+    header: MessageHeader | None = None
 
 
 def _encoded_ack(header: MessageHeader | None, code: str, codec: str, text: str = "",
@@ -78,8 +79,10 @@ def _encoded_ack(header: MessageHeader | None, code: str, codec: str, text: str 
 class Hl7Intake:
     """The MLLP handler: every message gets exactly one clear answer, and AA/CA only once it is on disk."""
 
-    def __init__(self, store: Store, metrics: Metrics, settings: MllpSettings, screen: Screen) -> None:
+    def __init__(self, store: Store, metrics: Metrics, settings: MllpSettings, screen: Screen,
+                 facility_refusals: Callable[[str, str], list[Issue]] | None = None) -> None:
         self._store = store
+        self._facility_refusals = facility_refusals  # (MSH-4, component separator): several facilities served
         self._metrics = metrics
         self._settings = settings
         self._screen = screen
@@ -117,7 +120,14 @@ class Hl7Intake:
         answer = await self._screen_and_store(frame, correlation_id, source)
         self._child(self._metrics.acks, source, answer.code).inc()
         self._child(self._metrics.ack_latency, source).observe(time.perf_counter() - started)
+        if not replay:
+            self._metrics.count_sender("mllp", self._sender_label(frame, answer.header), answer.code in ("AA", "CA"))
         return answer
+
+    def _sender_label(self, frame: Frame, header: MessageHeader | None) -> str:
+        """The matching allowlist rule's name for metrics; without one the message counts as other."""
+        rule = self._sender_rule(frame, header) if header is not None and self._settings.allowed_senders else None
+        return rule.label if rule else ""
 
     async def _screen_and_store(self, frame: Frame, correlation_id: str, source: str) -> Answer:
         default = self._settings.default_charset
@@ -160,7 +170,7 @@ class Hl7Intake:
             self._child(self._metrics.duplicates, source).inc()
         log.info("hl7_stored", message_type=header.message_type, control_id=control_id,
                  message_id=stored.message_id, retransmission=stored.duplicate, bytes=len(frame.data))
-        return Answer(code, stored.ack, stored.message_id, stored.duplicate)
+        return Answer(code, stored.ack, stored.message_id, stored.duplicate, header=header)
 
     def _decode(self, data: bytes, header: MessageHeader, legacy: str | None) -> tuple[str, str] | Issue:
         """The text and the codec it was read with: MSH-18 when the bytes fit it, else the sender's charset."""
@@ -191,9 +201,15 @@ class Hl7Intake:
             return [Issue("MSH-10", "required", "message control id is required")]
         if self._settings.allowed_senders and not self._sender_allowed(frame, header):
             return [Issue("MSH-4", "sender-not-allowed", "this sender is not on the gateway's allowlist")]
+        if self._facility_refusals is not None:
+            return self._facility_refusals(header.sending_facility, header.encoding_characters[:1] or "^")
         return []
 
     def _sender_allowed(self, frame: Frame, header: MessageHeader) -> bool:
+        return self._sender_rule(frame, header) is not None
+
+    def _sender_rule(self, frame: Frame, header: MessageHeader) -> SenderRule | None:
+        """The first allowlist rule this message matches: it is allowed, and named in metrics."""
         application, facility_parts = header.application_id, header.facility_ids
         address = ipaddress.ip_address(frame.peer_host)
         if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
@@ -207,8 +223,8 @@ class Hl7Intake:
                 continue
             if rule.client_cert_cn and rule.client_cert_cn != frame.client_cn:
                 continue
-            return True
-        return False
+            return rule
+        return None
 
     def _refuse(self, header: MessageHeader | None, issues: tuple[Issue, ...], codec: str) -> Answer:
         reject = any(issue.code in _REJECT_CODES for issue in issues)
@@ -218,7 +234,8 @@ class Hl7Intake:
             self._child(self._metrics.mapping_errors, "mllp", issue.code).inc()
         log.warning("hl7_refused", ack_code=code, control_id=header.control_id if header else "",
                     problems=[f"{issue.location} {issue.code}" for issue in issues])
-        return Answer(code, _encoded_ack(header, code, codec, issues[0].message, issues), issues=issues)
+        return Answer(code, _encoded_ack(header, code, codec, issues[0].message, issues), issues=issues,
+                      header=header)
 
     def _legacy_charset(self, header: MessageHeader) -> str | None:
         """The sender's configured legacy charset, by MSH-3.1 then MSH-4.1."""

@@ -1,9 +1,14 @@
 """Every Prometheus metric the gateway exports; labels never carry patient data."""
 from __future__ import annotations
 
+import os
 import platform
+import time
+from collections.abc import Iterable
+from pathlib import Path
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info, generate_latest
+from prometheus_client import (GC_COLLECTOR, PLATFORM_COLLECTOR, PROCESS_COLLECTOR, CollectorRegistry, Counter,
+                               Gauge, Histogram, Info, generate_latest)
 
 from mappings.hl7v2.events import MESSAGE_TYPES as HL7_MESSAGE_TYPES
 
@@ -21,6 +26,10 @@ QUEUE_STATES = {
     "outbox": ("pending", "in_flight", "delivered", "dead", "superseded", "discarded"),
 }
 
+# Inbound messages from a sender not named in the settings count under this label.
+OTHER_SENDER = "other"
+SENDER_OUTCOMES = ("accepted", "refused")
+
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)
 
 
@@ -35,6 +44,10 @@ class Metrics:
     def __init__(self, registry: CollectorRegistry | None = None, version: str = "0.0.0") -> None:
         self.registry = registry or CollectorRegistry()
         r = self.registry
+        # Process (CPU, memory, open files), Python runtime and garbage-collector metrics, unprefixed as
+        # every Prometheus client library exports them.
+        for collector in (PROCESS_COLLECTOR, PLATFORM_COLLECTOR, GC_COLLECTOR):
+            r.register(collector)
         self.build_info = Info(f"{PREFIX}_build", "Gateway version and runtime", registry=r)
         self.build_info.info({"version": version, "python": platform.python_version()})
 
@@ -62,12 +75,32 @@ class Metrics:
         self.mllp_refused = Counter(
             f"{PREFIX}_mllp_refused_total", "MLLP connections or frames refused, by reason",
             ["reason"], registry=r)
+        self.sender_messages = Counter(
+            f"{PREFIX}_sender_messages_total",
+            "Inbound messages by sender named in the settings (others: \"other\") and outcome (accepted, refused)",
+            ["source", "sender", "outcome"], registry=r)
+        self.sender_last_message = Gauge(
+            f"{PREFIX}_sender_last_message_timestamp_seconds",
+            "Unix time of the sender's last message (of the gateway's start, if none came since)",
+            ["source", "sender"], registry=r)
+        self.sender_silence_limit = Gauge(
+            f"{PREFIX}_sender_silence_limit_seconds",
+            "How long the sender may stay silent before an alert (its silent_after_minutes setting)",
+            ["source", "sender"], registry=r)
+        self._senders: dict[str, frozenset[str]] = {}
 
         self.queue_depth = Gauge(
             f"{PREFIX}_queue_depth", "Items in the durable store by state", ["queue", "state"], registry=r)
         self.oldest_pending_age = Gauge(
             f"{PREFIX}_oldest_pending_age_seconds",
-            "Age of the oldest acknowledged item not yet delivered to the portal", registry=r)
+            "Age of the oldest acknowledged item not yet delivered to the portal, dead letters included",
+            registry=r)
+        self.store_size = Gauge(
+            f"{PREFIX}_store_size_bytes", "Size of the store's files on disk (database, write-ahead log)",
+            ["file"], registry=r)
+        self.store_free_disk = Gauge(
+            f"{PREFIX}_store_free_disk_bytes",
+            "Free space on the store's file system for the gateway's user", registry=r)
         self.purged_payloads = Counter(
             f"{PREFIX}_purged_payloads_total", "Payloads purged by the retention policy (metadata kept), by table",
             ["table"], registry=r)
@@ -102,6 +135,40 @@ class Metrics:
         self.certificate_expiry = Gauge(
             f"{PREFIX}_certificate_expiry_timestamp_seconds",
             "Unix time when the facility signing certificate expires", registry=r)
+
+    def watch_senders(self, source: str, silence_limits: Iterable[tuple[str, float]]) -> None:
+        """Start per-sender series for the senders named in the settings, so a silent one shows from the start.
+
+        `silence_limits` pairs each sender's name with the seconds it may stay silent (0: no limit); a name
+        given twice keeps the longer limit.
+        """
+        limits: dict[str, float] = {}
+        for sender, limit in silence_limits:
+            limits[sender] = max(limits.get(sender, 0.0), limit)
+        self._senders[source] = frozenset(limits)
+        now = time.time()
+        for sender, limit in limits.items():
+            for outcome in SENDER_OUTCOMES:
+                self.sender_messages.labels(source, sender, outcome)
+            self.sender_last_message.labels(source, sender).set(now)
+            if limit > 0:
+                self.sender_silence_limit.labels(source, sender).set(limit)
+
+    def count_sender(self, source: str, sender: str, accepted: bool) -> None:
+        """Count one inbound message for its sender; a sender not named in the settings counts as other."""
+        label = sender if sender in self._senders.get(source, ()) else OTHER_SENDER
+        self.sender_messages.labels(source, label, "accepted" if accepted else "refused").inc()
+        self.sender_last_message.labels(source, label).set(time.time())
+
+    def record_store_files(self, database: Path) -> None:
+        """Database and write-ahead log sizes and free disk, from the file system (no query, no lock)."""
+        for file, path in (("database", database), ("wal", database.with_name(database.name + "-wal"))):
+            try:
+                self.store_size.labels(file).set(path.stat().st_size)
+            except FileNotFoundError:
+                self.store_size.labels(file).set(0)
+        disk = os.statvfs(database.parent)
+        self.store_free_disk.set(disk.f_bavail * disk.f_frsize)
 
     def render(self) -> bytes:
         """The registry in the Prometheus text exposition format."""

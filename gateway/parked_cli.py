@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from typing import Any
 
 from gateway.queue_cli import _run, _settings
@@ -31,8 +32,8 @@ def cmd_parked_list(args: argparse.Namespace) -> int:
 
 def cmd_parked_rebuild(args: argparse.Namespace) -> int:
     """Build every waiting episode with the current settings; queue what is complete now."""
-    from gateway.app import facility_info  # noqa: PLC0415
-    from gateway.channels import build_submissions  # noqa: PLC0415
+    from gateway.app import submissions_builder  # noqa: PLC0415
+    from gateway.facilities import Facilities  # noqa: PLC0415
     from gateway.parking import rebuild_parked  # noqa: PLC0415
     from gateway.signing import SigningError, load_signer  # noqa: PLC0415
     from gateway.store import open_store  # noqa: PLC0415
@@ -40,18 +41,19 @@ def cmd_parked_rebuild(args: argparse.Namespace) -> int:
     async def rebuild() -> int:
         settings = _settings(args)
         try:
-            signer = load_signer(settings.signing)
+            facilities = Facilities(settings, load_signer)
+            practitioners = {doctor.licence: load_signer(doctor) for doctor in settings.portal.hub.practitioner_signers}
         except SigningError as exc:
-            print(f"error: {exc}", flush=True)
+            print(f"error: {exc}", file=sys.stderr)
             return 1
-        facility, site = facility_info(settings), settings.site_mappings.as_mapping()
+        build = submissions_builder(facilities, settings.portal, practitioners, settings.site_mappings.as_mapping())
         store = await open_store(settings.store)
         try:
-            report = await rebuild_parked(store, lambda document: build_submissions(
-                document, facility, signer, settings.portal, site=site))
+            report = await rebuild_parked(store, build)
         finally:
             await store.close()
-            signer.close()
+            for signer in [*facilities.signers, *practitioners.values()]:
+                signer.close()
         print(json.dumps({"queued": report.queued, "refused": report.refused,
                           "still_waiting": {w.document_id: list(w.codes) for w in report.waiting}},
                          indent=2, ensure_ascii=False))

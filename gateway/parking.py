@@ -29,16 +29,20 @@ class RebuildReport:
     refused: list[str]
 
 
-async def rebuild_parked(store: Store, build: Callable[[Document], list[Submission]],
+async def rebuild_parked(store: Store, build: Callable[[Document, Document | None], list[Submission]],
                          metrics: Metrics | None = None) -> RebuildReport:
-    """Build every parked document again with the current settings; queue those that are complete now."""
+    """Build every parked document again with the current settings; queue those that are complete now.
+
+    It is built as if nothing had been sent before it: what its other channels built then (a check-in) has
+    the same idempotency key as what was queued already, so it is not sent twice.
+    """
     report = RebuildReport([], [], [])
     for waiting in await store.parked():
         document = await store.latest_document(waiting.document_id)
         if document is None or document.version != waiting.version or not document.bundle:
             continue  # a newer version was built since (or the bundle was purged): nothing to rebuild here
         try:
-            submissions = await asyncio.to_thread(build, document)
+            submissions = await asyncio.to_thread(build, document, None)
         except DocumentParked as still:
             await store.release_parked(waiting, document.patient_key, [], still.codes)
             report.waiting.append(Parked(waiting.document_id, waiting.version, waiting.channel, still.codes,

@@ -33,7 +33,7 @@ from mappings.model import Document, MappingResult
 
 log = get_logger(__name__)
 
-BuildSubmissions = Callable[[Document], list[Submission]]
+BuildSubmissions = Callable[[Document, Document | None], list[Submission]]  # (new version, the one it builds on)
 MAPPING_BATCH = 32
 MAPPING_NICENESS = 5
 MAX_MAPPING_ATTEMPTS = 5  # a message that crashes the mapping stage this often is parked, not retried forever
@@ -307,12 +307,15 @@ class Pipeline:
                         problems=[f"{i.location} {i.code}" for i in result.issues if i.severity == "error"])
             return MappingOutcome(message.id, dead_reason=_summarise(result))
         documents: dict[str, Document] = {}
+        before: dict[str, Document | None] = {}  # each document as it was before this message
         for fragment in result.fragments:
             previous = documents.get(fragment.document_id) or built.get(fragment.document_id) \
                 or await self._store.latest_document(fragment.document_id)
+            before.setdefault(fragment.document_id, previous)
             documents[fragment.document_id] = assemble(previous, fragment)
         try:  # signing is CPU work (and a hardware token is slow): keep it off the event loop
-            submissions, parked = await asyncio.to_thread(self._build_all, list(documents.values()))
+            submissions, parked = await asyncio.to_thread(
+                self._build_all, [(document, before[document.document_id]) for document in documents.values()])
         except SubmissionBuildError as exc:  # the document cannot be encoded: retrying cannot help
             self._metrics.mapping_errors.labels(message.source, "encoding-failed").inc()
             log.error("submission_build_failed", message_id=message.id, reason=str(exc))
@@ -322,14 +325,16 @@ class Pipeline:
         built.update(documents)
         return MappingOutcome(message.id, list(documents.values()), submissions, parked=parked)
 
-    def _build_all(self, documents: list[Document]) -> tuple[list[Submission], list[Parked]]:
-        """Each document's submissions; a document that waits (site mapping, missing element) is parked."""
+    def _build_all(self, documents: list[tuple[Document, Document | None]]) -> tuple[list[Submission], list[Parked]]:
+        """Each document's submissions (built on the version before it); a document whose files wait (site
+        mapping, missing element) is parked, what its other channels built still goes."""
         submissions: list[Submission] = []
         parked: list[Parked] = []
-        for document in documents:
+        for document, previous in documents:
             try:
-                submissions += self._build_submissions(document)
+                submissions += self._build_submissions(document, previous)
             except DocumentParked as wait:
+                submissions += wait.ready
                 parked.append(Parked(document.document_id, document.version, wait.channel, wait.codes))
         return submissions, parked
 

@@ -15,6 +15,8 @@ class Submission:
     version: int
     body: bytes = field(repr=False)
     content_type: str = "application/json"
+    not_before: float = 0.0  # epoch seconds before which it is not sent (late charges may still come)
+    withdraws: bool = False  # nothing to send: this version withdraws the older ones not sent yet
 
 
 @dataclass(frozen=True, slots=True)

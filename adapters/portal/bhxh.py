@@ -1,24 +1,36 @@
-"""Client of the BHXH reception portal: signed XML 130 envelopes (QĐ 130/4750/3176), see PORTAL_API.md.
+"""Client of the BHXH reception portal: signed XML0 check-ins and XML 130 episode files (see bhxh_wire.py).
 
-Login: POST token_path with JSON `{"username", "password": UPPER(MD5(password))}`; the answer
-`{"maKetQua": "200", "APIKey": {"access_token", "id_token", "expires_in"}}` gives the session. Each
-envelope is POSTed raw (`application/xml`) with headers `accessToken`, `tokenId`, `passwordHash` and
-`Idempotency-Key`; envelopes whose files are all of type CHECKIN go to checkin_path, others to submit_path.
-The answer carries `maKetQua` ("200" accepted), `maGiaoDich`, `thoiGianTiepNhan` and `thongDiep`.
+Login: POST token_path, form `username` + `password` (upper-case MD5), answered by
+`{"maKetQua": "200", "APIKey": {"access_token", "id_token", "expires_in": <UTC instant>, ...}}`.
+Send: POST checkin_path (a `CHI_TIEU_TRANG_THAI_KCB` document, `loaiHoSo` 0) or submit_path (a
+`GIAMDINHHS` envelope, `loaiHoSo` 130), headers `accessToken`, `tokenId`, `passwordHash`, form
+`username, loaiHoSo, maTinh, maCSKCB, fileHSBase64`; the answer carries `maKetQua`, `maGiaoDich`,
+`thoiGianTiepNhan`, `thongDiep`. Which one a submission is comes from the root of the signed document
+itself, and the facility (so its account and province) from the facility code inside it: what the portal
+files the document under is exactly what was signed. The `Idempotency-Key` header is ours; the portal
+ignores it and the emulator counts retransmissions with it.
+
+Several facilities behind one gateway each log in with their own account: one session per facility code.
 """
 from __future__ import annotations
 
-from collections.abc import Callable
+import asyncio
+import base64
+import io
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 from typing import Protocol
 
 from lxml import etree
 
-from adapters.portal.base import Receipt, Submission, TransientPortalError
+from adapters.portal.base import PermanentPortalError, PortalError, Receipt, Submission, TransientPortalError
+from adapters.portal.bhxh_wire import (
+    ACCEPTED, CHECKIN_FILE_TYPE, FACILITY_ELEMENT, FILE_TYPE_OF_ROOT, HEADER_ACCESS_TOKEN, HEADER_PASSWORD_HASH,
+    HEADER_TOKEN_ID, MESSAGE, RECEIVED_AT, RESULT_CODE, TOKEN_INVALID, TOKEN_KEY, TRANSACTION_ID,
+    TRANSIENT_RESULT_CODES, token_lifetime,
+)
 from adapters.portal.http import AccessToken, ChannelConfig, HttpAnswer, PortalHttpChannel, TokenRejected
-from adapters.portal.wire import BHXH_ACCEPTED, BHXH_TOKEN_INVALID, IDEMPOTENCY_HEADER, bhxh_password_hash
-
-CHECKIN_FILE_TYPE = "CHECKIN"
-DEFAULT_TOKEN_LIFETIME_SECONDS = 3600.0
+from adapters.portal.wire import IDEMPOTENCY_HEADER, bhxh_password_hash
 
 
 class BhxhConfig(ChannelConfig, Protocol):
@@ -33,61 +45,152 @@ class BhxhConfig(ChannelConfig, Protocol):
     @property
     def submit_path(self) -> str: ...
 
+    @property
+    def checkin_file_type(self) -> str: ...
+
+    @property
+    def submit_file_type(self) -> str: ...
+
+
+@dataclass(frozen=True, slots=True)
+class BhxhAccount:
+    """One facility's portal account; `facility_code` empty: the account of whatever facility signed."""
+
+    facility_code: str
+    username: str
+    password: str = field(repr=False)
+    province_code: str = ""  # maTinh; empty: the first two characters of the facility code [QLBV]
+
+
+@dataclass(frozen=True, slots=True)
+class SignedDocument:
+    """What a signed BHXH document says about where it goes: its loaiHoSo and its facility code."""
+
+    file_type: str
+    facility_code: str
+
+
+def read_signed_document(body: bytes) -> SignedDocument:
+    """The kind and facility of a signed document, read from its root and facility element; ValueError if
+    it is neither a check-in nor an episode envelope."""
+    root_tag = ""
+    try:
+        for event, element in etree.iterparse(io.BytesIO(body), events=("start", "end"), resolve_entities=False,
+                                              no_network=True):
+            if not root_tag:
+                root_tag = str(element.tag)
+                if root_tag not in FILE_TYPE_OF_ROOT:
+                    raise ValueError(f"root element {root_tag} is neither a check-in nor a GIAMDINHHS envelope")
+            elif event == "end" and element.tag == FACILITY_ELEMENT[root_tag]:
+                return SignedDocument(FILE_TYPE_OF_ROOT[root_tag], (element.text or "").strip())
+    except etree.XMLSyntaxError as exc:
+        raise ValueError(f"the signed document is not well-formed XML: {exc}") from None
+    raise ValueError(f"{root_tag or 'the document'} carries no {FACILITY_ELEMENT.get(root_tag, 'facility code')}")
+
 
 def _reason(answer: HttpAnswer) -> str:
-    body = answer.body
-    code = body.get("maKetQua")
-    message = body.get("thongDiep") or body.get("message") or ""
+    code = answer.body.get(RESULT_CODE)
+    message = answer.body.get(MESSAGE) or answer.body.get("message") or ""
     return f"maKetQua {code}: {message}".strip(": ") if code is not None else str(message or f"HTTP {answer.status}")
 
 
-def is_checkin_envelope(xml: bytes) -> bool:
-    """True when every file in the envelope is a check-in table, which the portal takes on its own path."""
-    parser = etree.XMLParser(resolve_entities=False, no_network=True)
-    try:
-        root = etree.fromstring(xml, parser)
-    except etree.XMLSyntaxError:
-        return False
-    types = [(node.text or "").strip().upper() for node in root.iterfind(".//FILEHOSO/LOAIHOSO")]
-    return bool(types) and all(kind == CHECKIN_FILE_TYPE for kind in types)
+class _FacilitySession(PortalHttpChannel):
+    """One facility's session with the portal: its own login, token and password hash."""
 
-
-class BhxhChannel(PortalHttpChannel):
-    """The BHXH XML 130 channel: one signed envelope per submission, one receipt per envelope."""
-
-    def __init__(self, settings: BhxhConfig, *, name: str, on_response: Callable[[int], None] | None = None,
-                 on_attempt: Callable[[float], None] | None = None) -> None:
+    def __init__(self, settings: BhxhConfig, account: BhxhAccount, *, name: str,
+                 on_response: Callable[[int], None] | None, on_attempt: Callable[[float], None] | None) -> None:
         super().__init__(settings, name=name, on_response=on_response, on_attempt=on_attempt)
         self.bhxh = settings
-        self._password_hash = bhxh_password_hash(settings.password.get_secret_value())
+        self.account = account
+        self._password_hash = bhxh_password_hash(account.password)
 
     async def _login(self) -> tuple[AccessToken, float]:
         answer = await self.post(self.bhxh.token_path, headers={},
-                                 json_body={"username": self.bhxh.username, "password": self._password_hash})
+                                 data={"username": self.account.username, "password": self._password_hash})
         if answer.status == 429 or answer.status >= 500:
             self.raise_for_http(answer, f"login: {_reason(answer)}")
-        api_key = answer.body.get("APIKey")
-        if answer.status != 200 or str(answer.body.get("maKetQua")) != BHXH_ACCEPTED or not isinstance(api_key, dict):
-            raise TransientPortalError(f"BHXH login refused: {_reason(answer)}", status=answer.status)
-        try:
-            lifetime = float(api_key.get("expires_in") or DEFAULT_TOKEN_LIFETIME_SECONDS)
-        except (TypeError, ValueError):
-            lifetime = DEFAULT_TOKEN_LIFETIME_SECONDS
-        return AccessToken(str(api_key.get("access_token", "")), str(api_key.get("id_token", ""))), lifetime
+        api_key = answer.body.get(TOKEN_KEY)
+        if answer.status != 200 or str(answer.body.get(RESULT_CODE)) != ACCEPTED or not isinstance(api_key, dict) \
+                or not api_key.get("access_token"):
+            raise TransientPortalError(f"BHXH login refused: {_reason(answer)}", status=answer.status,
+                                       result_code=str(answer.body.get(RESULT_CODE, "")))
+        token = AccessToken(str(api_key["access_token"]), str(api_key.get("id_token", "")))
+        return token, token_lifetime(api_key.get("expires_in"))
 
-    async def _submit_with_token(self, submission: Submission, token: AccessToken) -> Receipt:
-        path = self.bhxh.checkin_path if is_checkin_envelope(submission.body) else self.bhxh.submit_path
-        headers = {
-            "accessToken": token.value,
-            "tokenId": token.token_id,
-            "passwordHash": self._password_hash,
-            "Content-Type": "application/xml; charset=utf-8",
-            IDEMPOTENCY_HEADER: submission.idempotency_key,
+    async def send(self, submission: Submission, document: SignedDocument, token: AccessToken) -> Receipt:
+        """POST one signed document as the portal's form; a Receipt, or the error its answer means."""
+        checkin = document.file_type == CHECKIN_FILE_TYPE
+        headers = {HEADER_ACCESS_TOKEN: token.value, HEADER_TOKEN_ID: token.token_id,
+                   HEADER_PASSWORD_HASH: self._password_hash, IDEMPOTENCY_HEADER: submission.idempotency_key}
+        form = {
+            "username": self.account.username,
+            "loaiHoSo": self.bhxh.checkin_file_type if checkin else self.bhxh.submit_file_type,
+            "maTinh": self.account.province_code or document.facility_code[:2],
+            "maCSKCB": document.facility_code,
+            "fileHSBase64": base64.b64encode(submission.body).decode("ascii"),
         }
-        answer = await self.post(path, headers=headers, data=submission.body)
-        code = str(answer.body.get("maKetQua", ""))
-        if answer.status == 401 or code == BHXH_TOKEN_INVALID:
+        answer = await self.post(self.bhxh.checkin_path if checkin else self.bhxh.submit_path,
+                                 headers=headers, data=form)
+        code = str(answer.body.get(RESULT_CODE, ""))
+        if answer.status == 401 or code == TOKEN_INVALID:
             raise TokenRejected()
         self.raise_for_http(answer, _reason(answer))
-        return self.receipt_or_raise(answer, code_field="maKetQua", accepted_code=BHXH_ACCEPTED,
-                                     id_field="maGiaoDich", time_field="thoiGianTiepNhan", reason=_reason(answer))
+        if code != ACCEPTED:
+            if code in TRANSIENT_RESULT_CODES:
+                raise TransientPortalError(_reason(answer), status=answer.status, result_code=code)
+            raise PermanentPortalError(_reason(answer), status=answer.status, result_code=code)
+        transaction_id = str(answer.body.get(TRANSACTION_ID) or "")
+        if not transaction_id:
+            raise TransientPortalError(f"portal accepted without a transaction id ({TRANSACTION_ID})",
+                                       status=answer.status)
+        return Receipt(transaction_id=transaction_id, received_at=str(answer.body.get(RECEIVED_AT, "")),
+                       result_code=code, raw=answer.body)
+
+
+class BhxhChannel:
+    """A BHXH channel: one signed document per submission, one receipt per document; `accounts` holds each
+    facility's account (none: the settings' username and password, for whatever facility signed)."""
+
+    def __init__(self, settings: BhxhConfig, *, name: str, on_response: Callable[[int], None] | None = None,
+                 on_attempt: Callable[[float], None] | None = None, accounts: Sequence[BhxhAccount] = ()) -> None:
+        self.name = name
+        self.settings = settings
+        self._callbacks = (on_response, on_attempt)
+        self._accounts = {account.facility_code: account for account in accounts} or {
+            "": BhxhAccount("", settings.username, settings.password.get_secret_value())}
+        self._sessions: dict[str, _FacilitySession] = {}
+
+    def _session(self, facility_code: str) -> _FacilitySession:
+        account = self._accounts.get(facility_code) or self._accounts.get("")
+        if account is None:  # the settings lost the facility since signing: fix them, the document waits
+            raise TransientPortalError(f"no BHXH portal account is configured for facility {facility_code}")
+        session = self._sessions.get(account.facility_code)
+        if session is None:
+            on_response, on_attempt = self._callbacks
+            session = self._sessions[account.facility_code] = _FacilitySession(
+                self.settings, account, name=self.name, on_response=on_response, on_attempt=on_attempt)
+        return session
+
+    async def submit(self, submission: Submission) -> Receipt:
+        """One attempt (plus one re-login when the token expired): a Receipt or a classified PortalError."""
+        try:
+            document = read_signed_document(submission.body)
+        except ValueError as exc:
+            raise PermanentPortalError(f"cannot send {submission.idempotency_key}: {exc}") from None
+        session = self._session(document.facility_code)
+        return await session.with_token(lambda token: session.send(submission, document, token))
+
+    async def _submit_as_value(self, submission: Submission) -> Receipt | PortalError:
+        try:
+            return await self.submit(submission)
+        except PortalError as exc:
+            return exc
+
+    async def submit_many(self, submissions: list[Submission]) -> list[Receipt | PortalError]:
+        """Submit several documents concurrently (each facility session keeps its cap); outcomes in order."""
+        return list(await asyncio.gather(*(self._submit_as_value(item) for item in submissions)))
+
+    async def close(self) -> None:
+        """Close every facility's HTTP session (idempotent)."""
+        for session in self._sessions.values():
+            await session.close()

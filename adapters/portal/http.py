@@ -12,7 +12,7 @@ import asyncio
 import json
 import ssl
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from email.utils import parsedate_to_datetime
@@ -132,11 +132,13 @@ class PortalHttpChannel:
         return self._session
 
     async def post(self, path: str, *, headers: dict[str, str], json_body: Any = None,
-                   data: bytes | None = None) -> HttpAnswer:
-        """One HTTP POST to the portal; no answer at all becomes a TransientPortalError."""
+                   data: bytes | Mapping[str, str] | None = None) -> HttpAnswer:
+        """One HTTP POST to the portal (a mapping as `data` goes form-urlencoded); no answer at all becomes
+        a TransientPortalError."""
         url = self.settings.base_url.rstrip("/") + path
         try:
-            async with self._client_session().post(url, headers=headers, json=json_body, data=data,
+            async with self._client_session().post(url, headers=headers, json=json_body,
+                                                   data=dict(data) if isinstance(data, Mapping) else data,
                                                    proxy=self.settings.proxy or None) as response:
                 text = await response.text()
                 status = response.status

@@ -118,7 +118,29 @@ class Signer:
         if close is not None:
             close()
 
-    def sign_hub_message(self, header: dict[str, Any], data_b64: str) -> str:
+    def sign_hub_message(self, header: dict[str, Any], data: str | dict[str, Any], sort_keys: bool = False) -> str:
         """The hub's base64 RSA/SHA-256 signature over the hashed header and data (see adapters.portal.wire)."""
         check_validity(self.certificate)
-        return base64.b64encode(self._sign_rsa_sha256(hub_signing_input(header, data_b64))).decode("ascii")
+        return base64.b64encode(self._sign_rsa_sha256(hub_signing_input(header, data, sort_keys))).decode("ascii")
+
+    def sign_into(self, xml: bytes, index: int, element: str) -> bytes:
+        """Sign the document into its index-th (0-based) empty `element`: an enveloped XML-DSig over the whole
+        document as it stands (URI="", RSA-SHA256, C14N 1.0, certificate in X509Data). The ds: prefix, not the
+        default namespace of the QĐ 1551 PL02 examples: signxml's default-namespace mode signs a SignedInfo
+        that differs from the one a verifier re-reads; both forms are the same XML-DSig to a verifier."""
+        check_validity(self.certificate)
+        root = _parse_xml(xml)
+        targets = [node for node in root.iter(element)]
+        if index >= len(targets):
+            raise SigningError(f"the document has no {element} number {index + 1}")
+        target = targets[index]
+        if len(target) or (target.text or "").strip():
+            raise SigningError(f"{element} must be empty before signing")
+        etree.SubElement(target, f"{{{DS_NAMESPACE}}}Signature", Id="placeholder", nsmap={"ds": DS_NAMESPACE})
+        xml_signer = XMLSigner(method=methods.enveloped, signature_algorithm="rsa-sha256",
+                               digest_algorithm="sha256", c14n_algorithm=C14N)
+        try:
+            signed = xml_signer.sign(root, key=cast(rsa.RSAPrivateKey, self._key), cert=[self.certificate])
+        except InvalidInput as exc:
+            raise SigningError(f"cannot sign {element}: {exc}") from None
+        return etree.tostring(signed, xml_declaration=True, encoding="utf-8")

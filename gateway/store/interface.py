@@ -214,7 +214,7 @@ class Store(Protocol):
         ...
 
     async def oldest_pending_received_at(self) -> float | None:
-        """When the oldest acknowledged, not yet delivered item was acknowledged."""
+        """When the oldest acknowledged, not yet delivered item (dead letters included) was acknowledged."""
         ...
 
     async def purge_expired(self, kind: str, cutoff: float, limit: int) -> int:

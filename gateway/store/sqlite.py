@@ -331,10 +331,10 @@ class SqliteStore:
         return {(queue, state): count for queue, state, count in rows}
 
     async def oldest_pending_received_at(self) -> float | None:
-        """When the oldest acknowledged, not yet delivered item was acknowledged."""
+        """When the oldest acknowledged, not yet delivered item (dead letters included) was acknowledged."""
         rows = await self._read(
-            "SELECT min(t) FROM (SELECT min(received_at) AS t FROM messages WHERE state = 'received'"
-            " UNION ALL SELECT min(first_received_at) FROM outbox WHERE state IN ('pending', 'in_flight'))")
+            "SELECT min(t) FROM (SELECT min(received_at) AS t FROM messages WHERE state IN ('received', 'dead')"
+            " UNION ALL SELECT min(first_received_at) FROM outbox WHERE state IN ('pending', 'in_flight', 'dead'))")
         return rows[0][0] if rows else None
 
     # ---- upkeep and operator work (the SQL is in sqlite_admin.py) ------------------------------

@@ -13,7 +13,8 @@ PARKED = "SELECT document_id, version, channel, codes, first_received_at FROM pa
 
 def enqueue(db: sqlite3.Connection, cipher: PayloadCipher, now: float, item: Submission, patient_key: str,
             received_at: float) -> None:
-    """One outbox row; it supersedes the document's undelivered earlier versions and ends their wait."""
+    """One outbox row; it supersedes the document's undelivered earlier versions and ends their wait (a
+    withdrawing item only supersedes: it sends nothing)."""
     # A version that replaces undelivered or parked ones carries their data, so it keeps their age:
     # the 24-hour delivery clock runs from the oldest acknowledgement it contains.
     replaced = (item.document_id, item.channel, item.version)
@@ -23,17 +24,19 @@ def enqueue(db: sqlite3.Connection, cipher: PayloadCipher, now: float, item: Sub
         " FROM parked_documents WHERE document_id = ? AND channel = ? AND version <= ?)",
         replaced + replaced).fetchone()
     db.execute(
-        "UPDATE outbox SET state = 'superseded', finished_at = ?, reason = 'replaced by version ' || ?"
+        "UPDATE outbox SET state = 'superseded', finished_at = ?, reason = ? || ?"
         " WHERE document_id = ? AND channel = ? AND version < ? AND state = 'pending'",
-        (now, item.version, *replaced))
+        (now, "withdrawn by version " if item.withdraws else "replaced by version ", item.version, *replaced))
     db.execute("DELETE FROM parked_documents WHERE document_id = ? AND channel = ? AND version <= ?", replaced)
+    if item.withdraws:  # e.g. a reopened or cancelled episode: its held files must not go
+        return
     first_received_at = min(received_at, replaced_since) if replaced_since else received_at
     db.execute(
         "INSERT INTO outbox (channel, idempotency_key, document_id, version, patient_key, content_type,"
         " first_received_at, created_at, state, next_attempt_at, body)"
         " VALUES (?, ?, ?, ?, ?, ?, ?, ?, 'pending', ?, ?) ON CONFLICT (channel, idempotency_key) DO NOTHING",
         (item.channel, item.idempotency_key, item.document_id, item.version, patient_key, item.content_type,
-         first_received_at, now, now, cipher.seal(item.body, b"outbox")))
+         first_received_at, now, max(now, item.not_before), cipher.seal(item.body, b"outbox")))
 
 
 def park(db: sqlite3.Connection, now: float, waiting: Parked, received_at: float) -> None:

@@ -5,6 +5,7 @@ import hashlib
 from typing import Any
 
 from mappings.fhir_common import as_instant, document_id, ends_before_start, resource_id
+from mappings.fhir_in import checkup
 from mappings.fhir_in.claim import claim_issues
 from mappings.fhir_in.identity import Identity, identity_issues, patient_issues
 from mappings.fhir_in.rewrite import adopt
@@ -103,15 +104,15 @@ def _without_nulls(value: Any) -> Any:
     return value
 
 
-def _episode_id(encounter: dict[str, Any]) -> str:
-    """Facility (serviceProvider MoH id, else the visit system's namespace) plus visit number."""
+def _episode_id(encounter: dict[str, Any], health_check: bool = False) -> str:
+    """Facility (serviceProvider MoH id, else the visit system's namespace), KSK for a health check, visit number."""
     identifier = encounter["identifier"][0]
     provider = (encounter.get("serviceProvider") or {}).get("identifier") or {}
     if provider.get("system") == systems.MOH_FACILITY and provider.get("value"):
         facility = provider["value"]
     else:
         facility = str(identifier.get("system", "")).removeprefix(VISIT_PREFIX)
-    return document_id(facility, identifier["value"])
+    return document_id(facility, *(("KSK",) if health_check else ()), identifier["value"])
 
 
 def _event_time(resources: list[dict[str, Any]], bundle: dict[str, Any] | None) -> str:
@@ -141,6 +142,7 @@ def _map_bundle(bundle: dict[str, Any]) -> MappingResult:
         return MappingResult(issues=(Issue("Bundle.type", "unsupported-bundle",
                                            "Bundle.type must be transaction, batch, document or collection"),))
     entries: list[tuple[str, dict[str, Any]]] = []
+    indexed: list[tuple[int, dict[str, Any]]] = []
     patients: list[tuple[int, dict[str, Any]]] = []
     encounters: list[tuple[int, dict[str, Any]]] = []
     for index, entry in enumerate(bundle.get("entry") or []):
@@ -156,6 +158,7 @@ def _map_bundle(bundle: dict[str, Any]) -> MappingResult:
                                 f"{rtype} is not accepted in a health-book Bundle"))
             continue
         entries.append((entry.get("fullUrl", ""), resource))
+        indexed.append((index, resource))
         issues += _code_issues(resource, f"{path}.resource") + _vital_issues(resource, f"{path}.resource")
         issues += claim_issues(resource, f"{path}.resource")
         if rtype == "Patient":
@@ -177,13 +180,18 @@ def _map_bundle(bundle: dict[str, Any]) -> MappingResult:
                                 "the Encounter needs an identifier (the visit number)"))
         issues += _period_issues(encounter, f"Bundle.entry[{index}].resource")
     immunizations = [r for _, r in entries if r["resourceType"] == "Immunization"]
+    compositions = [e["resource"] for e in bundle.get("entry") or [] if (e.get("resource") or {}).get(
+        "resourceType") == "Composition"]
+    health_check = bool(encounters) and checkup.is_health_check([*compositions, *(r for _, r in entries)])
+    if health_check:
+        issues += checkup.form_issues(indexed)
     if not encounters and not immunizations:
         issues.append(Issue("Bundle.entry", "required", "an Encounter (episode) or an Immunization is required"))
     if _errors(issues):
         return MappingResult(issues=tuple(issues))
     kind: DocumentKind
     if encounters:
-        doc_id, kind = _episode_id(encounters[0][1]), "episode"
+        doc_id, kind = _episode_id(encounters[0][1], health_check), "health_check" if health_check else "episode"
     else:
         doc_id, kind = _immunization_id(identity, immunizations), "immunization"
     resources = adopt(doc_id, entries, {})

@@ -109,6 +109,8 @@ def observation(ctx: Context, obx: Segment, category: str, group: str, effective
         resource["referenceRange"] = [{"text": ctx.t(obx, 7)}]
     if ctx.c(obx, 8):
         resource["interpretation"] = [codeable(systems.OBS_INTERPRETATION, ctx.c(obx, 8).upper())]
+    if who := practitioner_ref(ctx, obx, 16):
+        resource["performer"] = [who]
     return resource
 
 

@@ -5,6 +5,7 @@ import re
 from dataclasses import dataclass
 
 from mappings.fhir_common import ends_before_start, fhir_datetime
+from mappings.hl7v2 import checkup
 from mappings.hl7v2.er7 import Delimiters, Er7Message, Segment, component, repetitions
 from mappings.hl7v2.events import (
     EVENTS,
@@ -162,7 +163,11 @@ def _episode_issues(msg: Er7Message, key: str, rule: EventRule) -> list[Issue]:
                                     "RXA-20 completion status is not CP, PA, RE or NA "
                                     "(are the RXA fields shifted?); the dose is recorded as completed", "warning"))
     if key == "ORU^R01" and is_health_check(msg):
-        issues.extend(_health_class_issues(msg))
+        pid = msg.first("PID")
+        form, missing = checkup.form_issues(msg, patient_ids(pid, msg).cccd if pid is not None else "")
+        if form != "DUOI_6":  # the under-6 form has no health class (QĐ 1551 PL01 mẫu 13)
+            issues.extend(_health_class_issues(msg))
+        issues.extend(missing)
     issues.extend(claim_issues(msg, key))
     issues.extend(_content_issues(msg))
     for occurrence, dg1 in enumerate(msg.all("DG1"), start=1):

@@ -164,8 +164,10 @@ def _doctor(reference: dict[str, Any] | None) -> tuple[str, str]:
     return number, " ".join(words)
 
 
-def xml1(view: DocumentView, facility: FacilityInfo, site: SiteCodes, money: dict[str, str]) -> dict[str, str]:
-    """XML1, the episode summary (tổng hợp); `money` holds the T_* totals."""
+def xml1(view: DocumentView, facility: FacilityInfo, site: SiteCodes | None = None,
+         money: dict[str, str] | None = None) -> dict[str, str]:
+    """XML1, the episode summary (tổng hợp); `money` holds the T_* totals (none: left out)."""
+    site, money = site or SiteCodes(None), money or {}
     patient, encounter = view.one("Patient"), view.one("Encounter")
     admitting, final = _diagnoses(view)
     period = encounter.get("period", {})

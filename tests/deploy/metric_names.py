@@ -18,7 +18,8 @@ _SUFFIXES = {
     "info": ("_info",),
     "unknown": ("",),
 }
-_NAME = re.compile(rf"\b{PREFIX}_[a-zA-Z0-9_]+")
+# The gateway's own metrics, and the process and Python runtime metrics its registry exports too.
+_NAME = re.compile(rf"\b(?:{PREFIX}|process|python)_[a-zA-Z0-9_]+")
 _SELECTOR = re.compile(rf"\b({PREFIX}_[a-zA-Z0-9_]+)\s*\{{([^}}]*)\}}")
 _MATCHER_LABEL = re.compile(r"([a-zA-Z_][a-zA-Z0-9_]*)\s*(?:=~|!~|!=|=)")
 _GROUPING = re.compile(r"\b(?:by|without|on|ignoring|group_left|group_right)\s*\(([^)]*)\)")
@@ -44,7 +45,7 @@ def exported_series() -> dict[str, frozenset[str]]:
 
 
 def names_used(promql: str) -> set[str]:
-    """Every gateway metric name that appears in a PromQL expression."""
+    """Every gateway, process or Python runtime metric name that appears in a PromQL expression."""
     return set(_NAME.findall(promql))
 
 

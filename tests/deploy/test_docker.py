@@ -1,8 +1,10 @@
 """The Dockerfile and docker-compose stack hang together. Docker itself is not run here (no daemon)."""
 from __future__ import annotations
 
+import json
 import re
 import shlex
+import tomllib
 
 from gateway.signing.sources import DEV_CERT_NAME
 from tests.deploy.conftest import DEPLOY, PROMETHEUS_DIR, REPO, load_yaml
@@ -47,10 +49,54 @@ def test_image_is_non_root_slim_python_with_health_check_ports_and_volume() -> N
     assert {args.split()[0] for op, args in instructions if op == "FROM"} == {"python:3.11-slim"}
     users = [args for op, args in instructions if op == "USER"]
     assert users and users[-1].split(":")[0] not in {"root", "0"}
-    assert any("/healthz" in args for op, args in instructions if op == "HEALTHCHECK")
+    assert [op for op, _args in instructions].count("HEALTHCHECK") == 1
     assert {port for op, args in instructions if op == "EXPOSE" for port in args.split()} == {"2575", "8080"}
     assert any(DATA_DIR in args for op, args in instructions if op == "VOLUME")
-    assert any("pip install ." in args for op, args in instructions if op == "RUN")
+    assert any("pip install --constraint constraints.txt ." in args for op, args in instructions if op == "RUN")
+
+
+def _image_health_check() -> list[str]:
+    [args] = [args for op, args in _instructions() if op == "HEALTHCHECK"]
+    return json.loads(args.split(" CMD ", 1)[1])
+
+
+def test_one_health_endpoint_story_across_image_compose_and_docs() -> None:
+    """Healthy means ready to take messages: the image and compose run the same /readyz check, as documented."""
+    image_check = _image_health_check()
+    assert image_check[0] == "python" and "/readyz'" in image_check[-1]
+    assert load_yaml(COMPOSE)["services"]["gateway"]["healthcheck"]["test"] == ["CMD", *image_check]
+    assert 'add_get("/readyz"' in (REPO / "gateway" / "app.py").read_text(encoding="utf-8")
+    readme = (DEPLOY / "README.md").read_text(encoding="utf-8")
+    assert "## Health endpoints" in readme and "/readyz" in readme and "/healthz" in readme
+
+
+def _pinned() -> dict[str, str]:
+    """constraints.txt as {normalised package name: exact version}."""
+    pins = {}
+    for line in (REPO / "constraints.txt").read_text(encoding="utf-8").splitlines():
+        if line.strip() and not line.startswith("#"):
+            name, version = line.split("==")
+            pins[re.sub(r"[-_.]+", "-", name).lower()] = version
+    return pins
+
+
+def test_constraints_pin_every_dependency_exactly() -> None:
+    project = tomllib.loads((REPO / "pyproject.toml").read_text(encoding="utf-8"))["project"]
+    wanted = [*project["dependencies"], *(dep for deps in project["optional-dependencies"].values() for dep in deps)]
+    names = {re.sub(r"[-_.]+", "-", re.split(r"[<>=!~\[; ]", dep, maxsplit=1)[0]).lower() for dep in wanted}
+    pins = _pinned()
+    assert names - pins.keys() == set(), "run `make constraints` after changing pyproject.toml dependencies"
+    assert all(re.fullmatch(r"[0-9][0-9A-Za-z.+!-]*", version) for version in pins.values())
+    assert "healthbook-gateway" not in pins
+
+
+def test_make_and_the_image_install_with_the_constraints() -> None:
+    makefile = (REPO / "Makefile").read_text(encoding="utf-8")
+    install = makefile.split("$(STAMP):", 1)[1].split("\n\n", 1)[0]
+    assert "constraints.txt" in install.splitlines()[0], "a new constraints.txt reinstalls the .venv"
+    assert all("--constraint constraints.txt" in line for line in install.splitlines() if "pip install" in line)
+    assert all("--constraint constraints.txt" in args for op, args in _instructions()
+               if op == "RUN" and "pip install" in args)
 
 
 def test_everything_the_image_copies_is_in_the_build_context() -> None:

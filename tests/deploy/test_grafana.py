@@ -18,7 +18,8 @@ DASHBOARD = GRAFANA / "dashboards" / "healthbook-gateway.json"
 REQUIRED_PANELS = {
     "Messages received", "ACK codes", "Failed syncs by reason", "Queue depth by state",
     "Oldest pending age vs 24h deadline", "Submit latency", "Portal HTTP statuses", "Certificate days left",
-    "Time since last successful submission", "Retries",
+    "Time since last successful submission", "Retries", "Rate in vs out", "Firing alerts", "Messages by sender",
+    "Store size and free disk",
 }
 # Grafana variables, replaced by what they stand for so promtool can parse the query.
 GRAFANA_VARIABLES = {"$__rate_interval": "1m", "$instance": ".*"}
@@ -77,7 +78,7 @@ def test_panels_do_not_overlap() -> None:
 @pytest.mark.parametrize("query", _queries())
 def test_queries_use_only_exported_metrics_and_labels(query: str) -> None:
     exported = exported_series()
-    assert names_used(query) or query.startswith('up{job="healthbook-gateway"'), "panels show gateway metrics"
+    assert names_used(query) or query.startswith(('up{job="healthbook-gateway"', "ALERTS{")), "panels show gateway metrics"
     assert unknown_names(query, exported) == set()
     assert unknown_labels(query, exported) == set()
 
@@ -91,6 +92,14 @@ def test_promtool_parses_every_panel_query(tmp_path: Path) -> None:
     result = subprocess.run([require_tool("promtool"), "check", "rules", str(path)],
                             capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, f"a dashboard query is not valid PromQL:\n{result.stdout}\n{result.stderr}"
+
+
+def test_firing_alerts_panel_lists_the_shipped_alerts() -> None:
+    [panel] = [panel for panel in _panels() if panel["title"] == "Firing alerts"]
+    [target] = panel["targets"]
+    selector = re.search(r'alertname=~"([^"]+)"', target["expr"])
+    assert selector is not None and 'alertstate="firing"' in target["expr"]
+    assert all(re.fullmatch(selector.group(1), rule["alert"]) for rule in _alert_rules())
 
 
 def test_provisioning_points_grafana_at_prometheus_and_the_dashboards() -> None:

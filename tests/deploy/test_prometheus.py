@@ -1,7 +1,10 @@
 """The Prometheus configuration and alert rules are valid, tested by promtool, and use real metric names."""
 from __future__ import annotations
 
+import re
+import shutil
 import subprocess
+from pathlib import Path
 
 import pytest
 
@@ -12,6 +15,15 @@ ALERTS = PROMETHEUS_DIR / "alerts.yml"
 ALERT_TESTS = PROMETHEUS_DIR / "alerts_test.yml"
 CONFIG = PROMETHEUS_DIR / "prometheus.yml"
 README = DEPLOY / "README.md"
+RULES_BEFORE_ISSUE_15 = Path(__file__).parent / "data" / "alerts_before_issue15.yml"
+# The alerts_test.yml cases written for the alert defects of issue 15: each must fail on the old rules.
+REGRESSION_CASES = {
+    "the first failed syncs of a gateway that has just started fire at once",
+    "a channel quiet before the outage fires after 25 minutes of failures, not 10",
+    "a gateway restart does not restart the dead-letter timer",
+    "a gateway restart does not restart the growing-backlog timer",
+    "the growing-backlog alert resolves once the backlog shrinks",
+}
 REQUIRED_ALERTS = {
     "HealthbookGatewayDown", "HealthbookFailedSyncs", "HealthbookDeliveryDeadlineAtRisk",
     "HealthbookDeliveryDeadlineCritical", "HealthbookPortalUnreachable", "HealthbookCertificateExpiring",
@@ -81,3 +93,19 @@ def test_the_name_check_catches_a_misspelt_metric() -> None:
         "healthbook_gateway_failed_sync_total"}
     assert unknown_labels('sum by (reason) (healthbook_gateway_submissions_total{status="500"})', exported) == {
         "reason", "healthbook_gateway_submissions_total{status}"}
+
+
+def test_each_regression_case_fails_on_the_rules_it_was_written_against(tmp_path: Path) -> None:
+    """A regression test that passes on the defective rules would catch nothing: run them on the old rules."""
+    shutil.copy(RULES_BEFORE_ISSUE_15, tmp_path / "alerts.yml")
+    shutil.copy(ALERT_TESTS, tmp_path / ALERT_TESTS.name)
+    result = subprocess.run([require_tool("promtool"), "test", "rules", ALERT_TESTS.name], cwd=tmp_path,
+                            capture_output=True, text=True, timeout=120)
+    failed = set(re.findall(r"^\s*name: (.+),\s*$", result.stdout + result.stderr, re.MULTILINE))
+    old_alerts = {rule["alert"] for group in load_yaml(RULES_BEFORE_ISSUE_15)["groups"] for rule in group["rules"]}
+    cases = {case["name"]: {check["alertname"] for check in case["alert_rule_test"]}
+             for case in load_yaml(ALERT_TESTS)["tests"]}
+    assert REGRESSION_CASES <= cases.keys()
+    assert REGRESSION_CASES <= failed, "a regression case passes on the rules it should catch"
+    assert all(name in REGRESSION_CASES or not cases[name] <= old_alerts for name in failed), \
+        "cases for alerts the old rules already had must pass on them"

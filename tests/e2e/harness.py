@@ -105,6 +105,9 @@ class GatewayProcess:
             "HBGW_LOGGING__FORMAT": "json", "HBGW_PIPELINE__POLL_INTERVAL_SECONDS": "0.2",
             "HBGW_PIPELINE__BACKOFF_BASE_SECONDS": "0.2", "HBGW_PIPELINE__BACKOFF_MAX_SECONDS": "2",
             "HBGW_SITE_MAPPINGS__FILE": str(DEMO_SITE_MAPPINGS),  # the sample codes, as a hospital maps its own
+            # the delivery tests count one portal acceptance per admission they send; BHXH itself gets an
+            # episode's files once it is finished (the default, tests/e2e/test_bhxh_path.py)
+            "HBGW_PORTAL__BHXH__SEND_FILES": "every_version",
         })
         env.update(self.extra_env)
         return env

@@ -16,6 +16,7 @@ from adapters.portal.base import Submission
 from gateway.channels import build_submissions
 from gateway.config import (
     DEMO_SITE_MAPPINGS,
+    BhxhChannelSettings,
     PortalSettings,
     SigningSettings,
     SiteMappingSettings,
@@ -54,9 +55,12 @@ async def store(tmp_path: Path) -> AsyncIterator[Store]:
     await opened.close()
 
 
+EVERY_VERSION = PortalSettings(bhxh=BhxhChannelSettings(send_files="every_version", checkin_enabled=False))
+
+
 def builder(signer: Signer, site: Mapping[str, Any]):  # type: ignore[no-untyped-def]
-    def build(document: Document) -> list[Submission]:
-        return build_submissions(document, FACILITY, signer, PortalSettings(), site=site)
+    def build(document: Document, previous: Document | None) -> list[Submission]:
+        return build_submissions(document, FACILITY, signer, EVERY_VERSION, site=site, previous=previous)
     return build
 
 

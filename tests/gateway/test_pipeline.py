@@ -46,7 +46,7 @@ class ScriptedChannel:
         return None
 
 
-def plain_submissions(document) -> list[Submission]:
+def plain_submissions(document, previous=None) -> list[Submission]:
     return [Submission("bhxh_xml130", document.idempotency_key, document.document_id, document.version,
                        b"<signed/>", "application/xml")]
 
@@ -160,7 +160,7 @@ async def test_one_batch_builds_each_version_on_the_one_before_it_in_the_same_ba
     store = await SqliteStore(tmp_path / "gw.db", PayloadCipher(b"k" * 32), lease_seconds=0.3).open()
     failed_once: list[str] = []
 
-    def fail_version_2_once(document) -> list[Submission]:  # a transient bug in the middle of the batch
+    def fail_version_2_once(document, previous=None) -> list[Submission]:  # a transient bug in the middle of the batch
         if document.version == 2 and not failed_once:
             failed_once.append(document.idempotency_key)
             raise RuntimeError("transient")
@@ -190,7 +190,7 @@ async def test_after_a_failure_messages_are_still_applied_in_the_order_they_were
     loop = asyncio.get_running_loop()
     failed_once: list[int] = []
 
-    def fail_version_2_once_while_a_new_message_arrives(document) -> list[Submission]:
+    def fail_version_2_once_while_a_new_message_arrives(document, previous=None) -> list[Submission]:
         if document.version == 2 and not failed_once:
             failed_once.append(document.version)
             asyncio.run_coroutine_threadsafe(store.store_inbound(Inbound(  # acknowledged during the failure
@@ -245,7 +245,7 @@ async def test_a_message_whose_result_cannot_be_saved_is_parked_and_does_not_hol
 
 
 async def test_a_document_that_cannot_be_encoded_is_dead_lettered_not_retried_forever(store: SqliteStore) -> None:
-    def refuse(document) -> list[Submission]:
+    def refuse(document, previous=None) -> list[Submission]:
         raise SubmissionBuildError(f"{document.kind} document {document.idempotency_key}: no health class")
 
     metrics = Metrics()
@@ -265,7 +265,7 @@ async def test_an_operator_retry_after_a_refusal_sends_a_freshly_signed_new_vers
     signed_with = ["old certificate"]
     channel = ScriptedChannel([PermanentPortalError("XML signature does not verify", status=400)])
 
-    def build(document) -> list[Submission]:
+    def build(document, previous=None) -> list[Submission]:
         return [Submission("bhxh_xml130", document.idempotency_key, document.document_id, document.version,
                            signed_with[0].encode(), "application/xml")]
 
@@ -290,7 +290,7 @@ async def test_an_operator_retry_after_a_refusal_sends_a_freshly_signed_new_vers
 async def test_a_message_that_keeps_crashing_the_gateway_is_parked_after_bounded_attempts(tmp_path: Path) -> None:
     store = await SqliteStore(tmp_path / "gw.db", PayloadCipher(b"k" * 32), lease_seconds=0.05).open()
 
-    def crash(document) -> list[Submission]:
+    def crash(document, previous=None) -> list[Submission]:
         raise RuntimeError("a bug, not a refusal")
 
     async def dead() -> bool:
@@ -310,7 +310,7 @@ async def test_a_signing_failure_never_parks_messages_nor_lets_newer_ones_overta
     loop = asyncio.get_running_loop()
     calls: list[int] = []
 
-    def expired_for_a_while(document) -> list[Submission]:
+    def expired_for_a_while(document, previous=None) -> list[Submission]:
         calls.append(document.version)
         if len(calls) == 1:  # a message acknowledged while signing fails
             asyncio.run_coroutine_threadsafe(store.store_inbound(Inbound(
@@ -338,7 +338,7 @@ async def test_a_signing_failure_never_parks_messages_nor_lets_newer_ones_overta
 async def test_one_message_that_keeps_failing_does_not_get_its_neighbours_parked(store: SqliteStore) -> None:
     calls: list[str] = []
 
-    def first_always_fails_second_fails_once(document) -> list[Submission]:
+    def first_always_fails_second_fails_once(document, previous=None) -> list[Submission]:
         calls.append(document.document_id)
         if document.document_id.endswith("VV26000456") or calls.count(document.document_id) == 1:
             raise RuntimeError("a bug for the first message, a hiccup for the second")

@@ -87,13 +87,16 @@ def test_envelope_without_an_empty_signature_slot_is_refused(tmp_path: Path, now
         signer.sign_xml_envelope(xml)
 
 
-def test_hub_signature_is_rsa_sha256_over_the_documented_hashes(tmp_path: Path, now: datetime) -> None:
+@pytest.mark.parametrize("sort_keys", [False, True])
+def test_hub_signature_is_rsa_sha256_over_the_documented_hashes(tmp_path: Path, now: datetime,
+                                                               sort_keys: bool) -> None:
+    """QĐ 1551 PL02: UPPER(SHA256(compact header)) + "." + UPPER(SHA256(data)), keys as sent (or sorted)."""
     signer = load_signer(write_pem_pair(tmp_path, now - timedelta(days=1), now + timedelta(days=30)))
-    header = {"sender_id": "4000000000123", "receiver_id": "BYT", "txn_type": "sync_checkup", "msg_id": "K:v1",
-              "version": "1.0", "ghi_chú": "ý"}
-    data_b64 = base64.b64encode(b'{"PHAN_LOAI_SK":2}').decode()
-    signature = base64.b64decode(signer.sign_hub_message(header, data_b64))
-    compact = json.dumps(header, separators=(",", ":"), sort_keys=True, ensure_ascii=False).encode("utf-8")
+    header = {"version": "1.0.3", "sender_id": "4000000000123", "receiver_id": "TDLBYT", "txn_type": "sync_checkup",
+              "msg_id": "K:v1", "ghi_chú": "ý"}
+    data_b64 = base64.b64encode(b"<TREN_18/>").decode()
+    signature = base64.b64decode(signer.sign_hub_message(header, data_b64, sort_keys))
+    compact = json.dumps(header, separators=(",", ":"), sort_keys=sort_keys, ensure_ascii=False).encode("utf-8")
     expected = (hashlib.sha256(compact).hexdigest().upper() + "."
                 + hashlib.sha256(data_b64.encode()).hexdigest().upper()).encode()
     public_key = signer.certificate.public_key()

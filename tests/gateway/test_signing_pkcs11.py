@@ -17,6 +17,7 @@ from pkcs11 import Attribute, CertificateType, ObjectClass
 from pydantic import SecretStr
 from signxml import XMLVerifier
 
+from adapters.portal.emulator.xmldsig import verify_form
 from adapters.portal.wire import hub_signing_input
 from gateway.config import SigningSettings
 from gateway.signing import Signer, SigningError, load_signer
@@ -122,6 +123,16 @@ def test_token_signs_a_hub_message_that_cryptography_verifies(token: Token,
     public_key = signer.certificate.public_key()
     assert isinstance(public_key, rsa.RSAPublicKey)
     public_key.verify(signature, hub_signing_input(header, "e30="), padding.PKCS1v15(), hashes.SHA256())
+
+
+def test_a_token_key_signs_a_health_check_form_slot_the_hub_emulator_verifies(
+        token: Token, token_signer: Callable[..., Signer]) -> None:
+    """A doctor's (or the facility's) key on a USB token signs inside the QĐ 1551 form like a PEM key."""
+    signer = token_signer(pkcs11_cert_file=token.cert_file)
+    form = b"<TREN_18><KET_LUAN><PHAN_LOAI_SK>1</PHAN_LOAI_SK><CKS_NGUOI_KET_LUAN/><CKS_BENH_VIEN/></KET_LUAN>" \
+        b"</TREN_18>"
+    signed = signer.sign_into(signer.sign_into(form, 0, "CKS_NGUOI_KET_LUAN"), 0, "CKS_BENH_VIEN")
+    assert verify_form(signed, token.cert_file.read_bytes()) == {"CKS_BENH_VIEN": 1, "CKS_NGUOI_KET_LUAN": 1}
 
 
 def test_a_second_signer_in_the_same_process_shares_the_login(token_signer: Callable[..., Signer]) -> None:

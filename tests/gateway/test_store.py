@@ -112,8 +112,10 @@ async def test_delivery_archives_receipt_and_dead_letter_keeps_reason(tmp_path: 
     await store.dead_letter_submission(b.id, "MA_LK already closed")
     depths = await store.queue_depths()
     assert depths[("outbox", "delivered")] == 1 and depths[("outbox", "dead")] == 1
-    assert await store.oldest_pending_received_at() is None
     with sqlite3.connect(tmp_path / "gw.db") as db:
+        # The dead letter was not delivered either: it keeps the 24-hour deadline clock running.
+        [(first_received_at,)] = db.execute("SELECT first_received_at FROM outbox WHERE state='dead'").fetchall()
+        assert await store.oldest_pending_received_at() == first_received_at
         assert db.execute("SELECT transaction_id FROM receipts").fetchall() == [("TX-42",)]
         assert db.execute("SELECT reason FROM outbox WHERE state='dead'").fetchone()[0] == "MA_LK already closed"
 

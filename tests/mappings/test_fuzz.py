@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from mappings.checkup1551 import build_checkup
+from mappings.checkup.build import FormOptions, build_form
 from mappings.document import assemble
 from mappings.fhir_in import map_fhir
 from mappings.hl7v2 import map_message, screen
@@ -40,7 +40,8 @@ def encode_all(result: MappingResult) -> None:
         if document.kind == "episode" and (tables := build_tables(document, FACILITY)):
             build_envelope(tables, FACILITY, datetime(2026, 1, 1, tzinfo=UTC))
         elif document.kind == "health_check":
-            build_checkup(document, FACILITY)
+            form = build_form(document, FACILITY, FormOptions("14", "9"))
+            assert not [i for i in form.issues if i.code == "required"], form.issues  # screen refuses those
 
 
 def fuzzed_hl7(seed: int) -> str:

@@ -1,8 +1,7 @@
-"""National encodings: XML 130 tables, the GIAMDINHHS envelope, the QĐ 1551 health-check form."""
+"""National encodings: XML 130 tables and the GIAMDINHHS envelope (health-check forms: test_checkup.py)."""
 from __future__ import annotations
 
 import base64
-import copy
 import json
 import xml.etree.ElementTree as ET
 from datetime import datetime, timedelta, timezone
@@ -10,7 +9,6 @@ from functools import reduce
 
 import pytest
 
-from mappings.checkup1551 import build_checkup
 from mappings.document import assemble
 from mappings.fhir_in import map_fhir
 from mappings.hl7v2 import map_message
@@ -232,50 +230,3 @@ def test_envelope_shape_and_content(episode: Document) -> None:
 def test_envelope_refuses_bad_table_names(tables: dict[str, bytes]) -> None:
     with pytest.raises(ValueError):
         build_envelope(tables, FACILITY, datetime(2026, 3, 18, tzinfo=timezone(timedelta(hours=7))))
-
-
-def test_checkup_form() -> None:
-    doc = document("oru_r01_health_check.hl7")
-    facility = FacilityInfo("Phòng khám Đa khoa Hải Phòng", "31002", "3100000000456")
-    form = build_checkup(doc, facility)
-    json.dumps(form)
-    assert (form["sender_id"], form["PHAN_LOAI_SK"], form["MA_LK"]) == ("3100000000456", 2,
-                                                                         "3100000000456_KSK_KSK26000042")
-    assert (form["SO_CCCD"], form["NGAY_SINH"], form["GIOI_TINH"], form["MATINH_CU_TRU"]) == (
-        "031196004321", "19960723", "2", "31")
-    assert form["KET_LUAN"] == "Đủ điều kiện sức khỏe lái xe hạng B" and form["LOAI_KSK"]["MA"] == "KSK-LX"
-    assert len(form["KET_QUA"]) == 9 and form["KET_LUAN_BENH"] == ""
-    assert (form["MA_CSKCB"], form["MA_GTIN_CSKCB"]) == ("31002", "3100000000456"), "never swapped"
-
-
-@pytest.mark.parametrize(("value", "expected"), [("I^Loại I^L", 1), ("III^Loại III^L", 3), ("5^Loại V^L", 5)])
-def test_checkup_health_classes(value: str, expected: int) -> None:
-    message = corpus_text("oru_r01_health_check.hl7").replace("II^Loại II^L", value)
-    doc = assemble(None, map_message(message).fragments[0])
-    assert build_checkup(doc, FACILITY)["PHAN_LOAI_SK"] == expected
-
-
-def test_checkup_lists_icd10_conclusions() -> None:
-    message = corpus_text("oru_r01_health_check.hl7").replace(
-        "\rOBR|", "\rDG1|1||Z00.0^Khám sức khỏe tổng quát^I10||20260605|F\rDG1|2||I10^^I10||20260605|F\rOBR|")
-    result = map_message(message)
-    assert result.ok
-    form = build_checkup(assemble(None, result.fragments[0]), FACILITY)
-    assert form["KET_LUAN_BENH"] == "Z00.0;I10"
-
-
-def test_checkup_reads_the_class_observation_when_there_is_no_report() -> None:
-    message = "\r".join(line for line in corpus_text("oru_r01_health_check.hl7").split("\r")
-                        if not line.startswith("OBR|"))
-    doc = assemble(None, map_message(message).fragments[0])
-    assert build_checkup(doc, FACILITY)["PHAN_LOAI_SK"] == 2
-
-
-def test_checkup_only_for_health_checks(episode: Document) -> None:
-    with pytest.raises(ValueError):
-        build_checkup(episode, FACILITY)
-    without_class = copy.deepcopy(document("oru_r01_health_check.hl7"))
-    without_class.bundle["entry"] = [e for e in without_class.bundle["entry"]
-                                     if e["resource"]["resourceType"] not in ("DiagnosticReport", "Observation")]
-    with pytest.raises(ValueError):
-        build_checkup(without_class, FACILITY)

@@ -9,25 +9,20 @@ the client may never see, the hardest case for exactly-once delivery. Token expi
 from __future__ import annotations
 
 import asyncio
-import json
 import math
 from collections.abc import Awaitable, Callable
 from dataclasses import asdict
-from datetime import datetime, timedelta, timezone
 from typing import Any
 
 from aiohttp import web
 
-from adapters.portal.emulator.state import EmulatorConfig, EmulatorState, transaction_id
-from adapters.portal.emulator.validate import Rejection, check_envelope, check_hub_message
-from adapters.portal.wire import (
-    BHXH_ACCEPTED, BHXH_TOKEN_INVALID, HUB_ACCEPTED, IDEMPOTENCY_HEADER, bhxh_password_hash,
-)
+from adapters.portal.emulator import hub
+from adapters.portal.emulator.bhxh import add_bhxh_routes
+from adapters.portal.emulator.state import EmulatorConfig, EmulatorState
 
 STATE = web.AppKey("state", EmulatorState)
-VIETNAM = timezone(timedelta(hours=7))
+BHXH_PATHS = ("/api/token/take", "/api/qd130/checkInKcbQd3176", "/api/qd130/guiHoSoXmlQD3176")
 CONTROL_PREFIX = "/_emulator/"
-MAX_HUB_BATCH = 100
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
@@ -74,101 +69,14 @@ async def _json_object(request: web.Request) -> dict[str, Any]:
     return body if isinstance(body, dict) else {}
 
 
-def _bhxh_answer(code: str, message: str, status: int = 200) -> web.Response:
-    return web.json_response({"maKetQua": code, "thongDiep": message}, status=status)
-
-
-async def bhxh_token(request: web.Request) -> web.Response:
-    """BHXH login: username and the upper-case MD5 of the password give an access token and an id token."""
-    state = _state(request)
-    body = await _json_object(request)
-    password_hash = bhxh_password_hash(state.config.password)
-    if body.get("username") != state.config.username or body.get("password") != password_hash:
-        return _bhxh_answer(BHXH_TOKEN_INVALID, "sai tên đăng nhập hoặc mật khẩu", status=401)
-    state.counters.logins += 1
-    access, id_token = state.issue_token(), state.issue_token()
-    return web.json_response({"maKetQua": BHXH_ACCEPTED, "APIKey": {
-        "access_token": access, "id_token": id_token, "token_type": "bearer",
-        "username": state.config.username, "expires_in": str(int(state.faults.token_ttl))}})
-
-
-async def bhxh_submit(request: web.Request) -> web.Response:
-    """BHXH check-in and file submission: a signed GIAMDINHHS envelope, one receipt per envelope."""
-    state = _state(request)
-    headers = request.headers
-    if not (state.token_valid(headers.get("accessToken", "")) and state.token_valid(headers.get("tokenId", ""))
-            and headers.get("passwordHash") == bhxh_password_hash(state.config.password)):
-        state.counters.token_refusals += 1
-        return _bhxh_answer(BHXH_TOKEN_INVALID, "token không hợp lệ hoặc đã hết hạn", status=401)
-    state.counters.received += 1
-    key = headers.get(IDEMPOTENCY_HEADER, "")
-    if not key:
-        state.counters.rejected += 1
-        return _bhxh_answer("400", f"missing {IDEMPOTENCY_HEADER} header")
-    try:
-        check_envelope(await request.read(), state.config.cert_pem, key)
-    except Rejection as exc:
-        state.counters.rejected += 1
-        state.counters.signature_failures += int(exc.signature)
-        return _bhxh_answer("403" if exc.signature else "400", exc.reason)
-    receipt = state.seen("bhxh", key) or state.accept("bhxh", key, {
-        "maKetQua": BHXH_ACCEPTED, "maGiaoDich": transaction_id("GD"),
-        "thoiGianTiepNhan": datetime.now(VIETNAM).strftime("%Y%m%d%H%M%S"), "thongDiep": "tiếp nhận thành công"})
-    return web.json_response(receipt)
-
-
 async def hub_login(request: web.Request) -> web.Response:
-    """Hub login: username and password give a bearer token."""
-    state = _state(request)
-    body = await _json_object(request)
-    if body.get("username") != state.config.username or body.get("password") != state.config.password:
-        return web.json_response({"code": "401", "message": "invalid credentials"}, status=401)
-    state.counters.logins += 1
-    return web.json_response({"access_token": state.issue_token(), "token_type": "Bearer",
-                              "expires_in": int(state.faults.token_ttl)})
-
-
-def _hub_outcome(state: EmulatorState, message: Any, idempotency_key: str | None) -> dict[str, Any]:
-    """Validate and record one hub message; its receipt, the original one for a retransmission, or a refusal."""
-    state.counters.received += 1
-    try:
-        header = check_hub_message(message, state.config.cert_pem)["header"]
-        msg_id = str(header["msg_id"])
-        if idempotency_key is not None and idempotency_key != msg_id:
-            raise Rejection(f"{IDEMPOTENCY_HEADER} must equal header.msg_id")
-    except Rejection as exc:
-        state.counters.rejected += 1
-        state.counters.signature_failures += int(exc.signature)
-        header = message.get("header") if isinstance(message, dict) else None
-        msg_id = header.get("msg_id") if isinstance(header, dict) else None
-        return {"code": "400", "message": exc.reason, "msg_id": msg_id}
-    return state.seen("hub", msg_id) or state.accept("hub", msg_id, {
-        "code": HUB_ACCEPTED, "message": "accepted", "msg_id": msg_id, "transaction_id": transaction_id("HUB"),
-        "received_at": datetime.now(timezone.utc).isoformat(timespec="seconds")})
+    """Hub login (QĐ 1551 PL02 §4.1), see adapters.portal.emulator.hub."""
+    return await hub.login(request, _state(request))
 
 
 async def hub_push(request: web.Request) -> web.Response:
-    """Hub data-sync push: one signed message (or a JSON array of them), one receipt per msg_id."""
-    state = _state(request)
-    token = request.headers.get("Authorization", "").removeprefix("Bearer ").strip()
-    if not state.token_valid(token):
-        state.counters.token_refusals += 1
-        return web.json_response({"code": "401", "message": "token expired or invalid"}, status=401)
-    if request.headers.get("service-type") != state.config.service_type:
-        return web.json_response({"code": "400", "message": f"service-type must be {state.config.service_type}"},
-                                 status=400)
-    try:
-        body = json.loads(await request.read())
-    except ValueError:
-        body = None
-    if isinstance(body, list):
-        if not 1 <= len(body) <= MAX_HUB_BATCH:
-            return web.json_response({"code": "400", "message": f"a batch holds 1 to {MAX_HUB_BATCH} messages"},
-                                     status=400)
-        results = [_hub_outcome(state, message, None) for message in body]
-        return web.json_response({"code": HUB_ACCEPTED, "message": "batch processed", "results": results})
-    outcome = _hub_outcome(state, body, request.headers.get(IDEMPOTENCY_HEADER))
-    return web.json_response(outcome, status=200 if outcome["code"] == HUB_ACCEPTED else 400)
+    """Hub data-sync push (QĐ 1551 PL02 §4.2), see adapters.portal.emulator.hub."""
+    return await hub.push(request, _state(request))
 
 
 async def get_stats(request: web.Request) -> web.Response:
@@ -206,14 +114,10 @@ async def reset(request: web.Request) -> web.Response:
 def create_emulator_app(config: EmulatorConfig, *, bhxh_paths: tuple[str, str, str] | None = None,
                         hub_paths: tuple[str, str] | None = None) -> web.Application:
     """The emulator as an aiohttp app, so tests and `demo` run it in-process on any port."""
-    token_path, checkin_path, submit_path = bhxh_paths or (
-        "/api/token/take", "/api/qd130/checkInKcbQd3176", "/api/qd130/guiHoSoXmlQD3176")
     login_path, push_path = hub_paths or ("/api/auth/login", "/api/platform/data-sync/push")
     app = web.Application(middlewares=[inject_faults], client_max_size=64 * 1024 * 1024)
     app[STATE] = EmulatorState(config)
-    app.router.add_post(token_path, bhxh_token)
-    app.router.add_post(checkin_path, bhxh_submit)
-    app.router.add_post(submit_path, bhxh_submit)
+    add_bhxh_routes(app, app[STATE], bhxh_paths or BHXH_PATHS)
     app.router.add_post(login_path, hub_login)
     app.router.add_post(push_path, hub_push)
     app.router.add_get("/_emulator/stats", get_stats)

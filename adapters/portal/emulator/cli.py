@@ -14,7 +14,7 @@ from pathlib import Path
 from aiohttp import web
 
 from adapters.portal.emulator.app import create_emulator_app
-from adapters.portal.emulator.state import EmulatorConfig, Faults
+from adapters.portal.emulator.state import BhxhEmulatorAccount, EmulatorConfig, Faults
 
 log = logging.getLogger("portal-emulator")
 
@@ -33,6 +33,14 @@ def _non_negative(text: str) -> float:
     return value
 
 
+def _bhxh_account(text: str) -> BhxhEmulatorAccount:
+    username, _, rest = text.partition(":")
+    password, _, facilities = rest.partition(":")
+    if not username or not password:
+        raise argparse.ArgumentTypeError("must be USERNAME:PASSWORD or USERNAME:PASSWORD:MACSKCB[,MACSKCB...]")
+    return BhxhEmulatorAccount(username, password, tuple(code for code in facilities.split(",") if code))
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The emulator's command line, documented by --help."""
     parser = argparse.ArgumentParser(prog="healthbook-gateway portal-emulator",
@@ -42,7 +50,12 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--cert", type=Path, help="facility certificate (PEM) signatures must verify against")
     parser.add_argument("--username", default="demo")
     parser.add_argument("--password", default="demo")
+    parser.add_argument("--bhxh-account", type=_bhxh_account, action="append", default=[],
+                        help="a BHXH account USERNAME:PASSWORD[:MACSKCB,...] (repeatable); default: the"
+                             " --username/--password account, for any facility")
     parser.add_argument("--service-type", default="100", help="expected hub service-type header")
+    parser.add_argument("--hub-checksum-sorted", action="store_true",
+                        help="hash the hub header with sorted keys (portal.hub.checksum_key_order = sorted)")
     parser.add_argument("--fail-rate", type=_rate, default=0.0, help="share of calls answered with HTTP 500")
     parser.add_argument("--rate-limit-rate", type=_rate, default=0.0, help="share answered 429 + Retry-After")
     parser.add_argument("--retry-after", type=_non_negative, default=1.0, help="Retry-After seconds on 429")
@@ -62,7 +75,9 @@ def config_from_args(args: argparse.Namespace) -> EmulatorConfig:
                     slow_rate=args.slow_rate, slow_seconds=args.slow_seconds, drop_rate=args.drop_rate,
                     token_ttl=args.token_ttl)
     return EmulatorConfig(host=args.host, port=args.port, cert_pem=cert_pem, username=args.username,
-                          password=args.password, service_type=args.service_type, faults=faults, seed=args.seed)
+                          password=args.password, service_type=args.service_type,
+                          hub_sorted_keys=args.hub_checksum_sorted, faults=faults, seed=args.seed,
+                          bhxh_accounts=tuple(args.bhxh_account))
 
 
 def main(argv: list[str]) -> int:

@@ -38,6 +38,15 @@ class Faults:
 
 
 @dataclass(frozen=True, slots=True)
+class BhxhEmulatorAccount:
+    """An account the emulated BHXH portal knows; `facilities` empty: it may send for any facility code."""
+
+    username: str
+    password: str
+    facilities: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
 class EmulatorConfig:
     """How the emulator is started; `cert_pem` is the facility certificate signatures must verify against."""
 
@@ -47,8 +56,10 @@ class EmulatorConfig:
     username: str = "demo"
     password: str = "demo"
     service_type: str = "100"
+    hub_sorted_keys: bool = False  # the hub checksum hashes the header with sorted keys (portal.hub.checksum_key_order)
     faults: Faults = field(default_factory=Faults)
     seed: int | None = None
+    bhxh_accounts: tuple[BhxhEmulatorAccount, ...] = ()  # empty: username/password, for any facility
 
 
 @dataclass(slots=True)
@@ -85,6 +96,9 @@ class EmulatorState:
         self.tokens: dict[str, float] = {}
         self.receipts: dict[tuple[str, str], dict[str, Any]] = {}
         self.accepted_keys: list[str] = []
+        self.bhxh_received: list[dict[str, Any]] = []  # each BHXH document accepted, in order, with its form
+        self.hub_forms: dict[str, int] = {}  # accepted hub documents by form root (or FHIR)
+        self.hub_signatures: dict[str, int] = {}  # verified XML signatures in accepted forms, by CKS_* element
 
     def draw(self, rate: float) -> bool:
         """True with probability `rate` (seeded, so a run with --seed repeats its fault pattern)."""
@@ -112,17 +126,19 @@ class EmulatorState:
             self.counters.duplicates += 1
         return receipt
 
-    def accept(self, channel: str, key: str, receipt: dict[str, Any]) -> dict[str, Any]:
-        """Record a first-time acceptance and its receipt."""
+    def accept(self, channel: str, key: str, receipt: dict[str, Any], *, shown_as: str | None = None) -> dict[str, Any]:
+        """Record a first-time acceptance and its receipt; `shown_as` is the key listed in the stats."""
         self.receipts[(channel, key)] = receipt
-        self.accepted_keys.append(key)
+        self.accepted_keys.append(shown_as or key)
         self.counters.accepted += 1
         return receipt
 
     def stats(self) -> dict[str, Any]:
         """Counters plus accepted keys and current faults, as JSON-ready data."""
         counters = asdict(self.counters)
-        return {**counters, "accepted_keys": list(self.accepted_keys), "faults": asdict(self.faults),
+        return {**counters, "accepted_keys": list(self.accepted_keys), "bhxh": list(self.bhxh_received),
+                "faults": asdict(self.faults),
+                "hub_forms": dict(self.hub_forms), "hub_signatures": dict(self.hub_signatures),
                 "verifies_against_configured_cert": self.config.cert_pem is not None}
 
 

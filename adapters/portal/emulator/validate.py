@@ -1,25 +1,20 @@
-"""What the emulator checks in a submission, as a real portal would: shape, base64, fields, signature."""
+"""What the emulator checks in a BHXH submission, as the portal would (the hub side: hub.py, checkup.py, xmldsig.py)."""
 from __future__ import annotations
 
 import base64
 import binascii
 import json
 import re
+from functools import cache
+from importlib import resources
 from typing import Any
 
-from cryptography import x509
-from cryptography.exceptions import InvalidSignature
-from cryptography.hazmat.primitives import hashes
-from cryptography.hazmat.primitives.asymmetric import padding, rsa
 from lxml import etree
 from signxml import XMLVerifier
 from signxml.exceptions import InvalidInput, InvalidSignature as InvalidXmlSignature
 
-from adapters.portal.wire import hub_signing_input
-
 DS = "{http://www.w3.org/2000/09/xmldsig#}"
-FILE_TYPES = {f"XML{number}" for number in range(1, 16)} | {"CHECKIN"}
-HUB_HEADER_FIELDS = ("sender_id", "receiver_id", "txn_type", "msg_id", "version")
+FILE_TYPES = {f"XML{number}" for number in range(1, 16)}
 
 
 class Rejection(Exception):
@@ -46,8 +41,9 @@ def _b64(text: str | None, where: str) -> bytes:
         raise Rejection(f"{where} is not valid base64") from None
 
 
-def _verify_xml_signature(xml: bytes, cert_pem: bytes | None) -> etree._Element:
-    root = _parse(xml, "envelope")
+def _verify_xml_signature(xml: bytes, cert_pem: bytes | None, root_tag: str) -> etree._Element:
+    """The signed element, once its enveloped signature in CHUKYDONVI verifies and covers `root_tag`."""
+    root = _parse(xml, root_tag)
     signatures = root.findall(f"CHUKYDONVI/{DS}Signature")
     if len(signatures) != 1:
         raise Rejection("CHUKYDONVI must hold exactly one ds:Signature", signature=True)
@@ -62,17 +58,24 @@ def _verify_xml_signature(xml: bytes, cert_pem: bytes | None) -> etree._Element:
     except (InvalidXmlSignature, InvalidInput, ValueError) as exc:
         raise Rejection(f"XML signature does not verify: {exc}", signature=True) from None
     signed = result.signed_xml if not isinstance(result, list) else result[0].signed_xml
-    if signed is None or signed.tag != "GIAMDINHHS":
-        raise Rejection("the signature does not cover the GIAMDINHHS envelope", signature=True)
+    if signed is None or signed.tag != root_tag:
+        raise Rejection(f"the signature does not cover the {root_tag} document", signature=True)
     return signed
 
 
-def check_envelope(xml: bytes, cert_pem: bytes | None, idempotency_key: str) -> dict[str, Any]:
+def _episode_ids(table: etree._Element) -> set[str]:
+    ids = {(node.text or "").strip() for node in table.iter("MA_LK")}
+    if not ids or any(len(value) > 100 or not value for value in ids):
+        raise Rejection("MA_LK must be 1 to 100 characters")
+    return ids
+
+
+def check_envelope(xml: bytes, cert_pem: bytes | None) -> dict[str, Any]:
     """Validate a signed GIAMDINHHS envelope; return what was signed (facility code, MA_LK values, files)."""
     root = _parse(xml, "envelope")
     if root.tag != "GIAMDINHHS":
         raise Rejection(f"root element must be GIAMDINHHS, not {root.tag}")
-    signed = _verify_xml_signature(xml, cert_pem)
+    signed = _verify_xml_signature(xml, cert_pem, "GIAMDINHHS")
     facility = (signed.findtext("THONGTINDONVI/MACSKCB") or "").strip()
     if len(facility) != 5:
         raise Rejection("THONGTINDONVI/MACSKCB must be the 5-character facility code")
@@ -92,63 +95,41 @@ def check_envelope(xml: bytes, cert_pem: bytes | None, idempotency_key: str) -> 
             table = _parse(_b64(file_node.findtext("NOIDUNGFILE"), f"HOSO[{number}] {kind} NOIDUNGFILE"),
                            f"HOSO[{number}] {kind} table")
             file_types.append(kind)
-            episode_ids.update((node.text or "").strip() for node in table.iter("MA_LK"))
+            episode_ids |= _episode_ids(table)
         if not record.findall("FILEHOSO"):
             raise Rejection(f"HOSO[{number}] has no FILEHOSO")
-    if any(len(value) > 100 or not value for value in episode_ids):
-        raise Rejection("MA_LK must be 1 to 100 characters")
-    document_id = idempotency_key.rsplit(":v", 1)[0]
-    if episode_ids and document_id not in episode_ids:
-        raise Rejection("Idempotency-Key does not name an MA_LK of this envelope")
     return {"facility": facility, "episodes": sorted(episode_ids), "files": file_types}
 
 
-def _load_public_key(cert_pem: bytes) -> rsa.RSAPublicKey:
-    key = x509.load_pem_x509_certificate(cert_pem).public_key()
-    if not isinstance(key, rsa.RSAPublicKey):
-        raise Rejection("the configured facility certificate is not RSA", signature=True)
-    return key
+@cache
+def checkin_layout() -> dict[str, Any]:
+    """The XML0 field list the gateway also builds from (mappings/xml130/xml0.json), read as data."""
+    loaded: dict[str, Any] = json.loads(
+        resources.files("mappings.xml130").joinpath("xml0.json").read_text(encoding="utf-8"))
+    return loaded
 
 
-def _check_hub_document(txn_type: str, document: dict[str, Any]) -> None:
-    """The document each transaction type must carry: a QĐ 1551 form, or a FHIR document Bundle."""
-    if txn_type == "sync_checkup":
-        if document.get("PHAN_LOAI_SK") not in (1, 2, 3, 4, 5):
-            raise Rejection("sync_checkup data.PHAN_LOAI_SK must be a health class 1-5")
-        if not str(document.get("MA_LK", "")).strip():
-            raise Rejection("sync_checkup data.MA_LK is required")
-    elif txn_type == "sync_immunization":
-        if document.get("resourceType") != "Bundle" or document.get("type") != "document":
-            raise Rejection("sync_immunization data must be a FHIR document Bundle")
-    else:
-        raise Rejection(f"header.txn_type {txn_type!r} is not a known transaction type")
-
-
-def check_hub_message(message: Any, cert_pem: bytes | None) -> dict[str, Any]:
-    """Validate one parsed hub message: fields, base64 JSON data and the RSA/SHA-256 message signature."""
-    if not isinstance(message, dict) or not isinstance(message.get("header"), dict):
-        raise Rejection("message must be a JSON object with a header object")
-    header = message["header"]
-    missing = [name for name in HUB_HEADER_FIELDS if not str(header.get(name, "")).strip()]
-    if missing:
-        raise Rejection(f"header is missing {', '.join(missing)}")
-    if not re.fullmatch(r"\d{13}", str(header["sender_id"])):
-        raise Rejection("header.sender_id must be the 13-digit facility id")
-    data, signature = message.get("data"), message.get("signature")
-    if not isinstance(data, str) or not isinstance(signature, str):
-        raise Rejection("data and signature must be base64 strings")
-    try:
-        document = json.loads(_b64(data, "data"))
-    except ValueError:
-        raise Rejection("data is not base64 of a JSON document") from None
-    if not isinstance(document, dict):
-        raise Rejection("data must hold a JSON object")
-    signature_bytes = _b64(signature, "signature")
-    if cert_pem is not None:
-        try:
-            _load_public_key(cert_pem).verify(signature_bytes, hub_signing_input(header, data),
-                                              padding.PKCS1v15(), hashes.SHA256())
-        except InvalidSignature:
-            raise Rejection("message signature does not verify", signature=True) from None
-    _check_hub_document(str(header["txn_type"]), document)
-    return {"header": header, "document": document}
+def check_checkin(xml: bytes, cert_pem: bytes | None) -> dict[str, Any]:
+    """Validate a signed XML0 check-in: root, row list, every field in order, its own signature."""
+    layout = checkin_layout()
+    root = _parse(xml, "check-in")
+    if root.tag != layout["root"]:
+        raise Rejection(f"root element must be {layout['root']}, not {root.tag}")
+    signed = _verify_xml_signature(xml, cert_pem, layout["root"])
+    rows = signed.findall(f"{layout['list']}/{layout['row']}")
+    if not rows:
+        raise Rejection(f"{layout['list']} holds no {layout['row']}")
+    facilities: set[str] = set()
+    for number, row in enumerate(rows, start=1):
+        names = [child.tag for child in row]
+        if names != layout["fields"]:
+            raise Rejection(f"{layout['row']}[{number}] must hold {', '.join(layout['fields'])} in that order")
+        facility = (row.findtext("MA_CSKCB") or "").strip()
+        if len(facility) != 5:
+            raise Rejection(f"{layout['row']}[{number}]/MA_CSKCB must be the 5-character facility code")
+        if not re.fullmatch(r"\d{12}", (row.findtext("NGAY_VAO") or "").strip()):
+            raise Rejection(f"{layout['row']}[{number}]/NGAY_VAO must be yyyyMMddHHmm")
+        facilities.add(facility)
+    if len(facilities) != 1:
+        raise Rejection("every TRANG_THAI_KCB of one check-in must be of one facility")
+    return {"facility": facilities.pop(), "episodes": sorted(_episode_ids(signed)), "files": ["XML0"]}

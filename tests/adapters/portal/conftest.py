@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import base64
+import dataclasses
+import functools
 import json
 from collections.abc import AsyncIterator, Callable
 from datetime import datetime, timedelta, timezone
@@ -15,12 +17,18 @@ from cryptography.hazmat.primitives import serialization
 
 from adapters.portal.base import PortalChannel, PortalError, Receipt, Submission, TransientPortalError
 from adapters.portal.emulator import EmulatorConfig, Faults, create_emulator_app
+from adapters.portal.emulator.validate import checkin_layout
 from gateway.channels import CHANNELS, ChannelSpec, open_channel, submission_for
 from gateway.config import BhxhChannelSettings, HubChannelSettings, SigningSettings
 from gateway.metrics import Metrics
 from gateway.signing import Signer, load_signer
 from gateway.signing.sources import generate_self_signed
-from gateway.submissions import hub_header, hub_message
+from gateway.hub_message import hub_header, hub_message, msg_id, sign_form
+from mappings.checkup.build import FormOptions, build_form
+from mappings.document import assemble
+from mappings.hl7v2 import map_message
+from mappings.model import Document, FacilityInfo
+from tests.checkup_samples import hl7
 
 FACILITY_ID = "4000000000123"
 
@@ -53,33 +61,69 @@ def xml1_table(ma_lk: str) -> bytes:
     return f"<TONG_HOP><MA_LK>{ma_lk}</MA_LK><MA_BN>BN0001</MA_BN><MA_LOAI_KCB>01</MA_LOAI_KCB></TONG_HOP>".encode()
 
 
-def unsigned_envelope(ma_lk: str, file_type: str = "XML1") -> bytes:
+def unsigned_envelope(ma_lk: str, file_type: str = "XML1", facility: str = "40001") -> bytes:
     """A minimal GIAMDINHHS envelope ending with an empty CHUKYDONVI, as mappings.xml130 builds it."""
     table = base64.b64encode(xml1_table(ma_lk)).decode("ascii")
     return (
-        "<?xml version='1.0' encoding='utf-8'?><GIAMDINHHS><THONGTINDONVI><MACSKCB>40001</MACSKCB></THONGTINDONVI>"
+        "<?xml version='1.0' encoding='utf-8'?><GIAMDINHHS><THONGTINDONVI>"
+        f"<MACSKCB>{facility}</MACSKCB></THONGTINDONVI>"
         "<THONGTINHOSO><NGAYLAP>20261123</NGAYLAP><SOLUONGHOSO>1</SOLUONGHOSO><DANHSACHHOSO><HOSO><FILEHOSO>"
         f"<LOAIHOSO>{file_type}</LOAIHOSO><NOIDUNGFILE>{table}</NOIDUNGFILE></FILEHOSO></HOSO></DANHSACHHOSO>"
         "</THONGTINHOSO><CHUKYDONVI/></GIAMDINHHS>"
     ).encode("utf-8")
 
 
+def unsigned_checkin(ma_lk: str, facility: str = "40001") -> bytes:
+    """A minimal XML0 check-in with every field of the layout, ending with an empty CHUKYDONVI."""
+    values = {"MA_LK": ma_lk, "STT": "1", "MA_BN": "BN0001", "NGAY_VAO": "202611230800", "MA_LOAI_KCB": "01",
+              "MA_CSKCB": facility, "MA_DICH_VU": "02.1896", "NGAY_YL": "202611230805"}
+    row = "".join(f"<{name}>{values.get(name, '')}</{name}>" for name in checkin_layout()["fields"])
+    return ("<?xml version='1.0' encoding='utf-8'?><CHI_TIEU_TRANG_THAI_KCB><DSACH_TRANG_THAI_KCB>"
+            f"<TRANG_THAI_KCB>{row}</TRANG_THAI_KCB></DSACH_TRANG_THAI_KCB><CHUKYDONVI/>"
+            "</CHI_TIEU_TRANG_THAI_KCB>").encode("utf-8")
+
+
 @pytest.fixture
 def make_bhxh(signer: Signer) -> Callable[..., Submission]:
-    def make(document_id: str, version: int = 1, file_type: str = "XML1") -> Submission:
-        envelope = unsigned_envelope(document_id, file_type)
+    def make(document_id: str, version: int = 1, file_type: str = "XML1", facility: str = "40001") -> Submission:
+        envelope = unsigned_envelope(document_id, file_type, facility)
         return submission_for(spec("bhxh_xml130"), document_id, version, signer.sign_xml_envelope(envelope))
+    return make
+
+
+@functools.cache
+def _checkup_document(visit: str) -> Document:
+    """The adult sample health check (tests/checkup_samples.py) under its own visit number."""
+    return assemble(None, map_message(hl7("adult", visit)).fragments[0])
+
+
+def signed_form(document_id: str, signer: Signer) -> tuple[Document, bytes]:
+    """A sample health check as its facility-signed TREN_18 form."""
+    document = _checkup_document(document_id)
+    form = build_form(document, FacilityInfo("Demo", "40001", FACILITY_ID), FormOptions("14", "9"))
+    assert not form.issues, form.issues
+    return document, sign_form(form.xml, form.slots, signer, {})
+
+
+@pytest.fixture
+def make_checkin(signer: Signer) -> Callable[..., Submission]:
+    def make(document_id: str, facility: str = "40001") -> Submission:
+        signed = signer.sign_xml_envelope(unsigned_checkin(document_id, facility))
+        return submission_for(spec("bhxh_checkin"), document_id, 1, signed)
     return make
 
 
 @pytest.fixture
 def make_hub(signer: Signer) -> Callable[..., Submission]:
+    """A signed hub message carrying a real signed form; header changes are made before the checksum."""
     def make(document_id: str, version: int = 1, **header_changes: Any) -> Submission:
-        header = hub_header(HubChannelSettings(), FACILITY_ID, f"{document_id}:v{version}",
+        document, xml = signed_form(document_id, signer)
+        document = dataclasses.replace(document, version=version)
+        settings = HubChannelSettings()
+        header = hub_header(settings, FACILITY_ID, msg_id(FACILITY_ID, document),
                             datetime(2026, 11, 23, 8, 0, tzinfo=timezone.utc))
         header.update(header_changes)
-        data = {"MA_LK": document_id, "PHAN_LOAI_SK": 1}
-        return submission_for(spec("moh_checkup"), document_id, version, hub_message(header, data, signer))
+        return submission_for(spec("moh_checkup"), document_id, version, hub_message(header, xml, signer, settings))
     return make
 
 

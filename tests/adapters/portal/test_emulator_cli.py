@@ -99,3 +99,13 @@ async def test_the_emulator_process_verifies_against_its_cert_and_is_controlled_
     assert _call(f"{emulator_process}/_emulator/faults", {"fail_rate": 0})["fail_rate"] == 0
     assert _call(f"{emulator_process}/_emulator/reset", {})["reset"] is True
     assert _call(f"{emulator_process}/_emulator/stats")["accepted_keys"] == []
+
+
+def test_bhxh_accounts_come_from_repeatable_flags() -> None:
+    args = build_parser().parse_args(["--bhxh-account", "40001_BV:one:40001",
+                                      "--bhxh-account", "79001_BV:two:79001,79002", "--bhxh-account", "any_BV:three"])
+    accounts = config_from_args(args).bhxh_accounts
+    assert [(a.username, a.password, a.facilities) for a in accounts] == [
+        ("40001_BV", "one", ("40001",)), ("79001_BV", "two", ("79001", "79002")), ("any_BV", "three", ())]
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["--bhxh-account", "no-password"])

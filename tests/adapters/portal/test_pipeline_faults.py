@@ -77,14 +77,17 @@ async def channels(portal: Portal) -> AsyncIterator[dict[str, PortalChannel]]:
         await channel.close()
 
 
+EVERY_VERSION = PortalSettings(bhxh=BhxhChannelSettings(send_files="every_version"))  # one file per admission
+
+
 @pytest.fixture
 def make_pipeline(store: SqliteStore, channels: dict[str, PortalChannel], signer: Signer) -> Callable[[], Pipeline]:
     settings = PipelineSettings(workers=4, mapping_processes=0, poll_interval_seconds=0.02,
                                 backoff_base_seconds=0.01, backoff_max_seconds=0.05)
 
-    def build(document: Document) -> list[Submission]:
-        return build_submissions(document, FACILITY, signer, PortalSettings(), now=datetime.now(timezone.utc),
-                                 site=SITE)
+    def build(document: Document, previous: Document | None) -> list[Submission]:
+        return build_submissions(document, FACILITY, signer, EVERY_VERSION, now=datetime.now(timezone.utc),
+                                 previous=previous, site=SITE)
 
     return lambda: Pipeline(store, Metrics(), settings, build, channels, lambda: mapping_executor(0))
 

@@ -130,7 +130,7 @@ async def test_portal_behind_a_private_ca_and_a_proxy_is_reached_with_the_ca_bun
         receipt = await channel.submit(make_hub("KSK-TLS"))
     finally:
         await channel.close()
-    assert receipt.result_code == "200"
+    assert receipt.result_code == "CM_SUCCESS"
     assert proxy.targets and set(proxy.targets) == {tls_portal.base_url.removeprefix("https://")}
 
 
