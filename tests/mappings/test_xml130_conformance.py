@@ -253,3 +253,11 @@ def test_an_episode_without_a_ward_is_incomplete_not_a_site_gap() -> None:
         if e["resource"]["resourceType"] == "Encounter" else e for e in document.bundle["entry"]]}
     result = build_claim(Document(document.document_id, 1, "episode", "k", bundle), INPATIENT_FACILITY, site())
     assert result.unmapped == () and ("XML1.MA_KHOA", "required") in {(i.location, i.code) for i in result.issues}
+
+
+def test_the_check_in_sends_the_xml0_field_list_kept_here() -> None:
+    from mappings.xml130.checkin import layout as checkin_layout
+
+    assert checkin_layout()["fields"] == field_names("XML0")
+    assert (checkin_layout()["root"], checkin_layout()["list"], checkin_layout()["row"]) == (
+        layouts()["XML0"]["root"], layouts()["XML0"]["list"], layouts()["XML0"]["row"])
