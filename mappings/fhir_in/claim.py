@@ -31,7 +31,8 @@ def _coded(concept: Any, path: str, what: str) -> list[Issue]:
 def _order(resource: dict[str, Any], path: str) -> list[Issue]:
     if ((resource.get("identifier") or [{}])[0]).get("value"):
         return []
-    return [Issue(f"{path}.identifier", "required", "the order number (identifier) links dispenses and administrations")]
+    return [Issue(f"{path}.identifier", "required",
+                  "the order number (identifier) links dispenses and administrations")]
 
 
 def _encounter_issues(encounter: dict[str, Any], path: str) -> list[Issue]:

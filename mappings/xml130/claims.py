@@ -196,7 +196,8 @@ class Claim:
         name = entry.get("name") or concept_text(charge.get("code"))
         row = {"MA_DICH_VU": "" if supply else entry["code"], "MA_VAT_TU": entry["code"] if supply else "",
                "TEN_DICH_VU": "" if supply else name, "TEN_VAT_TU": name if supply else "", "MA_NHOM": group,
-               "DON_VI_TINH": entry.get("unit") or unit or "Lần", "TT_THAU": entry.get("tender", "") if supply else "",
+               "DON_VI_TINH": entry.get("unit") or unit or "Lần",
+               "TT_THAU": entry.get("tender", "") if supply else "",
                "MA_KHOA": self._department(charge), "MA_BAC_SI": licence(charge.get("enterer"))[0],
                "NGUOI_THUC_HIEN": licence(((charge.get("performer") or [{}])[0]).get("actor"))[0],
                "MA_GIUONG": bed if group in codes.xml130("MA_NHOM_BEDS") else "", "MA_BENH": self.principal,

@@ -66,7 +66,8 @@ def row(signed: bytes) -> dict[str, str]:
 def test_an_admission_without_any_cost_yet_sends_no_check_in(signer: Signer) -> None:
     [admitted] = versions(corpus_hl7("adt_a01_admit.hl7"))
     assert checkin.due_stages(None, admitted, FACILITY) == []
-    assert build_submissions(admitted, FACILITY, signer, PortalSettings(), now=NOW, site=SITE) == []  # nor files: not finished
+    # nor files: not finished
+    assert build_submissions(admitted, FACILITY, signer, PortalSettings(), now=NOW, site=SITE) == []
 
 
 def test_the_first_cost_of_an_inpatient_stay_sends_one_signed_check_in_before_the_files(signer: Signer) -> None:
@@ -138,9 +139,11 @@ def test_a_reopened_stay_withdraws_its_files_still_held_for_late_charges(signer:
     _, with_labs, discharged, reopened = versions(
         corpus_hl7("adt_a01_admit.hl7"), corpus_hl7("oru_r01_lab.hl7"), corpus_hl7("adt_a03_discharge.hl7"),
         reopen)
-    assert build_submissions(with_labs, FACILITY, signer, PortalSettings(), now=NOW, previous=None, site=SITE)[0].channel \
+    assert build_submissions(with_labs, FACILITY, signer, PortalSettings(), now=NOW, previous=None,
+                             site=SITE)[0].channel \
         == "bhxh_checkin"  # an open stay: a check-in, no withdrawal
-    [withdrawal] = build_submissions(reopened, FACILITY, signer, PortalSettings(), now=NOW, previous=discharged, site=SITE)
+    [withdrawal] = build_submissions(reopened, FACILITY, signer, PortalSettings(), now=NOW, previous=discharged,
+                                     site=SITE)
     assert (withdrawal.channel, withdrawal.version, withdrawal.withdraws) == ("bhxh_xml130", reopened.version, True)
 
 

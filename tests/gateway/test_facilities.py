@@ -113,7 +113,8 @@ def test_what_is_signed_carries_the_treating_facility_s_codes_and_certificate(fa
 
 
 def test_a_document_of_an_unknown_facility_is_parked_with_the_reason(facilities: Facilities) -> None:
-    build = submissions_builder(facilities, PortalSettings(), site=SiteMappingSettings(file=DEMO_SITE_MAPPINGS).as_mapping())
+    build = submissions_builder(facilities, PortalSettings(),
+                                site=SiteMappingSettings(file=DEMO_SITE_MAPPINGS).as_mapping())
     unknown = episode(replace_field(corpus_hl7("adt_a01_admit.hl7"), "MSH", 4, "PK_LA^0100000000999^L"))
     with pytest.raises(SubmissionBuildError, match="names no configured facility"):
         build(unknown, None)

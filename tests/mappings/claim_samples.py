@@ -16,7 +16,8 @@ from mappings.xml130.layout import layouts
 SAMPLES = Path(__file__).resolve().parent / "samples"
 INPATIENT_FACILITY = FacilityInfo("Bệnh viện Đa khoa tỉnh Nghệ An", "40001", "4000000000123", "2900325050",
                                   "4012345678")
-OUTPATIENT_FACILITY = FacilityInfo("Phòng khám Đa khoa Đà Nẵng", "48002", "4800000000456", "0401234567", "4812345678")
+OUTPATIENT_FACILITY = FacilityInfo("Phòng khám Đa khoa Đà Nẵng", "48002", "4800000000456", "0401234567",
+                                   "4812345678")
 
 
 def inpatient_messages() -> list[tuple[str, str]]:
