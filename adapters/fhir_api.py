@@ -31,10 +31,13 @@ FHIR_BASE_PATH = "/fhir"
 _STATUS_ISSUE_TYPES = {400: "structure", 401: "login", 403: "forbidden", 404: "not-found", 405: "not-supported",
                        406: "not-supported", 413: "too-long", 415: "not-supported", 500: "exception"}
 _ACCEPTABLE = frozenset({"*/*", "application/*", *ACCEPTED_CONTENT_TYPES})
+_JSON_FORMATS = frozenset({"json", *ACCEPTED_CONTENT_TYPES})  # the `_format` values that mean JSON
+_NOT_CRITERIA = ("_format", "_pretty")  # query parameters of the exchange, not conditional-create criteria
+_ID = re.compile(r"[A-Za-z0-9\-.]{1,64}")
 
 _RESOURCE_TYPE = re.compile(r"[A-Z][A-Za-z]{1,63}")
 
-Interaction = Literal["create", "bundle", "validate"]
+Interaction = Literal["create", "update", "bundle", "validate"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,6 +58,8 @@ class FhirRequest:
     body: bytes = field(repr=False)
     if_none_exist: str = ""
     prefer_minimal: bool = False  # `Prefer: return=minimal`: a create answers with no body
+    prefer_representation: bool = False  # `Prefer: return=representation`: the resource as created
+    resource_id: str = ""  # update: the id in the URL, which the body's id matches
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,6 +69,8 @@ class FhirAnswer:
     status: int
     body: bytes
     location: str = ""
+    etag: str = ""
+    last_modified: str = ""
 
 
 class FhirHandler(Protocol):
@@ -109,7 +116,8 @@ def capability_statement(resource_types: Sequence[str], software_version: str) -
     """What this server accepts, so FHIR clients can discover it at GET /fhir/metadata."""
     resources = [{
         "type": resource_type,
-        "interaction": [{"code": "create"}],
+        "interaction": [{"code": "create"}, {"code": "update"}],
+        "updateCreate": True,
         "conditionalCreate": True,
         "operation": [{"name": "validate", "definition": "http://hl7.org/fhir/OperationDefinition/Resource-validate"}],
     } for resource_type in resource_types]
@@ -157,6 +165,7 @@ class FhirApi:
         app.router.add_post("/$validate", self._validate_route)
         app.router.add_post("/{resource_type}/$validate", self._validate_route)
         app.router.add_post("/{resource_type}", self._create_route)
+        app.router.add_put("/{resource_type}/{resource_id}", self._update_route)
         return app
 
     @web.middleware
@@ -180,6 +189,8 @@ class FhirApi:
                                                     "the gateway could not take this request; retry later"))
 
     async def _metadata_route(self, request: web.Request) -> web.Response:
+        if not _accepts_json(request):
+            return self._refuse(request, 406, _not_acceptable())
         return self._respond(request, FhirAnswer(200, self._metadata))
 
     async def _bundle_route(self, request: web.Request) -> web.Response:
@@ -192,6 +203,16 @@ class FhirApi:
                                            f"resource type {resource_type!r} is not accepted by this server"))
         return await self._serve(request, "create", resource_type)
 
+    async def _update_route(self, request: web.Request) -> web.Response:
+        """PUT [type]/[id]: create-or-update with a client-assigned id (fhirpy saves a resource with an id so)."""
+        resource_type = request.match_info["resource_type"]
+        if resource_type not in self._handler.resource_types:
+            return self._refuse(request, 404, Issue(_type_in_path(request), "unsupported-resource",
+                                           f"resource type {resource_type!r} is not accepted by this server"))
+        if not _ID.fullmatch(request.match_info["resource_id"]):
+            return self._refuse(request, 400, Issue(f"{resource_type}.id", "invalid", "the id in the URL is not a FHIR id"))
+        return await self._serve(request, "update", resource_type)
+
     async def _validate_route(self, request: web.Request) -> web.Response:
         return await self._serve(request, "validate", request.match_info.get("resource_type", ""))
 
@@ -202,7 +223,7 @@ class FhirApi:
             return self._refuse(request, 401, Issue("Authorization", "login",
                                                     "a valid bearer token or client certificate is required"))
         if not _accepts_json(request):
-            return self._refuse(request, 406, Issue("Accept", "not-supported", f"this server answers only {FHIR_JSON}"))
+            return self._refuse(request, 406, _not_acceptable())
         problem = _content_type_problem(request)
         if problem is not None:
             return self._refuse(request, 415, problem)
@@ -210,12 +231,16 @@ class FhirApi:
         if body is None:
             return self._refuse(request, 413, self._too_large())
         resource, problem = _parse_resource(body, resource_type, interaction)
+        resource_id = request.match_info.get("resource_id", "")
+        if problem is None and interaction == "update" and resource.get("id") != resource_id:
+            problem = Issue(f"{resource_type}.id", "invalid", "the resource's id must be the id in the URL")
         if problem is not None:
             return self._refuse(request, 400, problem)
         # fhirpy and others send conditional-create criteria as the query string instead of If-None-Exist.
-        criteria = request.headers.get("If-None-Exist", "") or (request.query_string if interaction == "create" else "")
-        prefer_minimal = "return=minimal" in request.headers.get("Prefer", "").replace(" ", "")
-        fhir_request = FhirRequest(interaction, sender, resource, body, criteria, prefer_minimal)
+        criteria = request.headers.get("If-None-Exist", "") or (_criteria(request) if interaction == "create" else "")
+        prefer = request.headers.get("Prefer", "").replace(" ", "")
+        fhir_request = FhirRequest(interaction, sender, resource, body, criteria, "return=minimal" in prefer,
+                                   "return=representation" in prefer, resource_id)
         if interaction == "validate":
             return self._respond(request, await self._handler.validate(fhir_request))
         return self._respond(request, await self._handler.submit(fhir_request))
@@ -244,6 +269,10 @@ class FhirApi:
         headers = {"Cache-Control": "no-store", "X-Content-Type-Options": "nosniff"}
         if answer.location:  # [type]/[id]/_history/1, relative to the FHIR base: made absolute here
             headers["Location"] = str(request.url.origin().with_path(f"{self._base_path}/{answer.location}"))
+        if answer.etag:
+            headers["ETag"] = answer.etag
+        if answer.last_modified:
+            headers["Last-Modified"] = answer.last_modified
         if answer.status == 401:
             headers["WWW-Authenticate"] = 'Bearer realm="healthbook-gateway"'
         return web.Response(status=answer.status, body=answer.body, headers=headers,
@@ -264,8 +293,21 @@ def _credentials(request: web.Request) -> Credentials:
 
 
 def _accepts_json(request: web.Request) -> bool:
+    """Whether the client takes JSON: `_format` when given (it overrides Accept, FHIR http.html), else Accept."""
+    if "_format" in request.query:
+        return request.query["_format"].split(";")[0].strip().lower() in _JSON_FORMATS
     ranges = {part.split(";")[0].strip().lower() for part in request.headers.get("Accept", "*/*").split(",")}
     return bool(ranges & _ACCEPTABLE)
+
+
+def _not_acceptable() -> Issue:
+    return Issue("Accept", "not-supported", f"this server answers only {FHIR_JSON} (Accept or _format)")
+
+
+def _criteria(request: web.Request) -> str:
+    """The conditional-create criteria in the query string, without the exchange's own parameters."""
+    return "&".join(part for part in request.query_string.split("&")
+                    if part and part.split("=", 1)[0] not in _NOT_CRITERIA)
 
 
 def _content_type_problem(request: web.Request) -> Issue | None:
@@ -291,7 +333,7 @@ def _parse_resource(body: bytes, resource_type: str,
     if not isinstance(resource, dict):
         return {}, Issue("$this", "structure", f"body is a JSON {type(resource).__name__}, not a FHIR resource object")
     if interaction == "validate" and resource.get("resourceType") == "Parameters":
-        parameters = resource.get("parameter") if isinstance(resource.get("parameter"), list) else []
+        parameters: list[Any] = resource["parameter"] if isinstance(resource.get("parameter"), list) else []
         resource = next((p["resource"] for p in parameters if isinstance(p, dict) and p.get("name") == "resource"
                          and isinstance(p.get("resource"), dict)), None)
         if resource is None:

@@ -27,7 +27,7 @@ class Frame:
     oversize: bool = False
 
 
-Handler = Callable[[Frame], Awaitable[bytes]]
+Handler = Callable[[Frame], Awaitable[bytes]]  # the answer to write back; b"" writes nothing
 
 
 class MllpServer:
@@ -115,7 +115,8 @@ class MllpServer:
                     self._on_refused("message_too_large")
                 answer = await self._handler(Frame(message.data, base.peer_host, base.peer_port, base.client_cn,
                                                    message.oversize))
-                writer.write(wrap(answer))
-                await writer.drain()
+                if answer:  # b"": the sender asked for no acknowledgement (MSH-15 NE)
+                    writer.write(wrap(answer))
+                    await writer.drain()
             if messages:
                 deadline = loop.time() + self._idle

@@ -154,6 +154,9 @@ class MllpSettings(_Section):
     # MSH-11 processing ids taken; test (T) and debugging (D) messages are refused so that test
     # patients never reach a citizen's health book.
     accepted_processing_ids: list[str] = Field(default_factory=lambda: ["P"])
+    # MSH-15 NE/ER/SU withhold commit ACKs as HL7 table 0155 says; false answers every message whatever
+    # MSH-15 asks, for a sender that sets NE yet waits for an answer.
+    honour_accept_ack_type: bool = False
     tls: TlsSettings = Field(default_factory=TlsSettings)
 
     @field_validator("default_charset")

@@ -1,17 +1,24 @@
 """FHIR intake: authenticate the sender, validate, store durably, and only then answer 200/201.
 
-Answer bodies are stored beside the message (unencrypted, as the HL7 ACKs are), so they carry only
-generated ids, element paths and issue texts, never a personal value.
+Answers are kept beside the message (unencrypted, as the HL7 ACKs are; gateway.fhir_receipt), so they carry
+only generated ids, element paths and issue texts, never a personal value.
+
+`PUT [type]/[id]` creates or updates with the client's id: the first PUT of an id answers 201 (version 1),
+every later one is a new version (200), even when its content repeats an earlier one, so that an A, B, A
+correction is never taken for a retransmission; a retried PUT then changes nothing in the record, as the
+mapping is idempotent.
 """
 from __future__ import annotations
 
 import asyncio
 import hashlib
 import hmac
+import json
 import re
 import time
 import uuid
 from collections.abc import Callable
+from datetime import UTC, datetime
 from typing import Any
 
 from adapters.fhir_api import (
@@ -25,6 +32,7 @@ from adapters.fhir_api import (
     to_json,
 )
 from gateway.config import FhirSender, HttpSettings
+from gateway.fhir_receipt import KeptAnswer, respond, unseal
 from gateway.logs import correlation, get_logger, new_correlation_id
 from gateway.metrics import Metrics, message_type_label
 from gateway.store import Inbound, Store
@@ -115,17 +123,35 @@ class FhirIntake:
             return await self._submit_batch(request, issues, correlation_id)
         if any(issue.severity == "error" for issue in issues):
             return self._refuse(422, issues)
-        if resource_type != "Bundle":
-            resource_id = str(uuid.uuid4())
-            location = f"{resource_type}/{resource_id}/_history/1"
-            body = _accepted(request, resource_type, f"accepted as {location}", issues)
-            return await self._store_and_answer(request, request.body, body, location, 201, correlation_id)
-        if resource["type"] == "transaction":
-            body = to_json(_response_bundle("transaction-response", resource["entry"], issues, set()))
-            return await self._store_and_answer(request, request.body, body, "", 200, correlation_id)
-        location = f"Bundle/{uuid.uuid4()}"
-        body = _accepted(request, "Bundle", f"{resource['type']} accepted as {location}", issues)
-        return await self._store_and_answer(request, request.body, body, location, 201, correlation_id)
+        if request.interaction == "update":
+            return await self._update(request, issues, correlation_id)
+        if resource_type == "Bundle" and resource["type"] == "transaction":
+            response = _response_bundle("transaction-response", resource["entry"], issues, set(), time.time())
+            return await self._store_and_answer(request, request.body, KeptAnswer(200, response), correlation_id)
+        resource_id = str(uuid.uuid4())
+        what = resource_type if resource_type != "Bundle" else f"{resource['type']} Bundle"
+        outcome = _accepted(resource_type, f"{what} accepted as {resource_type}/{resource_id}/_history/1", issues)
+        kept = KeptAnswer(201, outcome, resource_id, "1", time.time())
+        return await self._store_and_answer(request, request.body, kept, correlation_id)
+
+    async def _update(self, request: FhirRequest, issues: list[Issue], correlation_id: str) -> FhirAnswer:
+        """PUT [type]/[id]: 201 and version 1 the first time this sender names the id, else a new version."""
+        resource_type = request.resource["resourceType"]
+        key = f"{resource_type}/sha256:{hashlib.sha256(request.resource_id.encode('utf-8')).hexdigest()[:40]}"
+        created = KeptAnswer(201, _accepted(resource_type, f"{resource_type} created as version 1", issues),
+                             version="1", at=time.time())
+        stored = await self._store.store_inbound(self._inbound(request, key, request.body, created.seal(),
+                                                               correlation_id))
+        if not stored.duplicate:
+            log.info("fhir_stored", message_id=stored.message_id, resource_type=resource_type, version="1")
+            return respond(created, request)
+        version = str(time.time_ns())
+        updated = KeptAnswer(200, _accepted(resource_type, f"{resource_type} updated as version {version}", issues),
+                             version=version, at=time.time())
+        stored = await self._store.store_inbound(self._inbound(request, f"{key}/_history/{version}", request.body,
+                                                               updated.seal(), correlation_id))
+        log.info("fhir_stored", message_id=stored.message_id, resource_type=resource_type, version=version)
+        return respond(unseal(stored.ack), request, replay=stored.duplicate)
 
     async def _submit_batch(self, request: FhirRequest, issues: list[Issue], correlation_id: str) -> FhirAnswer:
         """A batch keeps its good entries: each entry gets its own status, the failed ones are not stored."""
@@ -138,23 +164,38 @@ class FhirIntake:
             return self._refuse(422, [*issues, Issue("Bundle.entry", "batch-incomplete",
                                                      "without its failed entries the batch is no health-book record")])
         self._count_errors(issues)
-        body = to_json(_response_bundle("batch-response", entries, issues, failed))
+        response = _response_bundle("batch-response", entries, issues, failed, time.time())
         payload = request.body if not failed else to_json(kept)
-        return await self._store_and_answer(request, payload, body, "", 200, correlation_id)
+        return await self._store_and_answer(request, payload, KeptAnswer(200, response), correlation_id)
 
-    async def _store_and_answer(self, request: FhirRequest, payload: bytes, body: bytes, location: str,
-                                status: int, correlation_id: str) -> FhirAnswer:
-        """Commit first; a repeat of the same identifier gets the original body again, with 200."""
+    def _inbound(self, request: FhirRequest, control: str, payload: bytes, ack: bytes, correlation_id: str,
+                 digest: str = "") -> Inbound:
+        return Inbound(source="fhir", sender=request.sender, control_id=control,
+                       message_type=request.resource["resourceType"], correlation_id=correlation_id,
+                       payload=payload, ack=ack, content_digest=digest)
+
+    async def _store_and_answer(self, request: FhirRequest, payload: bytes, kept: KeptAnswer,
+                                correlation_id: str) -> FhirAnswer:
+        """Commit first; a repeat of the same identifier gets the original body again, with 200.
+
+        A Bundle.identifier already used by this sender for different content is refused (409), as MLLP
+        refuses a reused MSH-10: replaying the first answer would lose the new content without a word. A
+        repeated If-None-Exist replays whatever the content, as FHIR's conditional create says (the match wins).
+        """
         resource_type = request.resource["resourceType"]
-        stored = await self._store.store_inbound(Inbound(
-            source="fhir", sender=request.sender, control_id=control_id(request.resource, request.if_none_exist),
-            message_type=resource_type, correlation_id=correlation_id, payload=payload, ack=body))
+        stored = await self._store.store_inbound(self._inbound(
+            request, control_id(request.resource, request.if_none_exist), payload, kept.seal(), correlation_id,
+            content_digest(request.resource) if bundle_identifier(request.resource) else ""))
+        if not stored.same_content:
+            return self._refuse(409, [Issue("Bundle.identifier", "duplicate-control-id", (
+                f"this Bundle.identifier was already used by this sender for a different Bundle "
+                f"(inbox:{stored.message_id}); a resend must be identical, new content needs a new identifier"))])
         if stored.duplicate:
             self._metrics.duplicates.labels("fhir").inc()
             log.info("fhir_retransmission", message_id=stored.message_id)
-            return FhirAnswer(200, stored.ack)
+            return respond(unseal(stored.ack), request, replay=True)
         log.info("fhir_stored", message_id=stored.message_id, resource_type=resource_type)
-        return FhirAnswer(status, stored.ack, location)
+        return respond(kept, request)
 
     async def _issues(self, request: FhirRequest) -> list[Issue]:
         """Bundle rules first, then validation in a thread: a large Bundle takes seconds, MLLP must not wait."""
@@ -190,12 +231,26 @@ class FhirIntake:
 
 def control_id(resource: dict[str, Any], if_none_exist: str) -> str:
     """The idempotency key: Bundle.identifier, else the If-None-Exist criteria (hashed: they name people)."""
-    identifier = resource.get("identifier") if resource["resourceType"] == "Bundle" else None
-    if isinstance(identifier, dict) and identifier.get("value"):
-        return f"{identifier.get('system', '')}|{identifier['value']}"
+    identified = bundle_identifier(resource)
+    if identified:
+        return identified
     if if_none_exist:
         return f"{resource['resourceType']}?sha256:{hashlib.sha256(if_none_exist.encode('utf-8')).hexdigest()}"
     return f"urn:uuid:{uuid.uuid4()}"
+
+
+def bundle_identifier(resource: dict[str, Any]) -> str:
+    """`system|value` of Bundle.identifier, "" when the resource is no Bundle or has none."""
+    identifier = resource.get("identifier") if resource["resourceType"] == "Bundle" else None
+    if isinstance(identifier, dict) and identifier.get("value"):
+        return f"{identifier.get('system', '')}|{identifier['value']}"
+    return ""
+
+
+def content_digest(resource: dict[str, Any]) -> str:
+    """What makes two Bundles the same: all but Bundle.timestamp and meta, which a sender may restamp on a resend."""
+    content = {key: value for key, value in resource.items() if key not in ("timestamp", "meta")}
+    return hashlib.sha256(json.dumps(content, sort_keys=True, ensure_ascii=False).encode("utf-8")).hexdigest()
 
 
 def _entries(bundle: dict[str, Any]) -> list[dict[str, Any]]:
@@ -210,7 +265,7 @@ def _bundle_issues(resource: dict[str, Any], interaction: Interaction) -> list[I
     bundle_type = resource.get("type")
     if bundle_type not in BUNDLE_TYPES:
         return [Issue("Bundle.type", "unsupported-bundle", f"Bundle.type must be one of {', '.join(BUNDLE_TYPES)}")]
-    if interaction == "create" and bundle_type in ("transaction", "batch"):
+    if interaction in ("create", "update") and bundle_type in ("transaction", "batch"):
         return [Issue("Bundle.type", "unsupported-bundle",
                       "post transactions and batches to the base URL, not to [base]/Bundle")]
     entries = resource.get("entry")
@@ -235,31 +290,33 @@ def _entry_index(issue: Issue) -> int | None:
     return int(match.group(1)) if match else None
 
 
-def _accepted(request: FhirRequest, location: str, message: str, issues: list[Issue]) -> bytes:
-    """The body of a 201: nothing when the client prefers it minimal, else an informational outcome."""
-    if request.prefer_minimal:
-        return b""
+def _accepted(location: str, message: str, issues: list[Issue]) -> dict[str, Any]:
+    """The informational outcome of a create or update, with the warnings the mapping gave."""
     outcome = information(location, f"{message}; it will be sent to the national e-health book")
     if issues:
         outcome["issue"] += operation_outcome(issues)["issue"]
-    return to_json(outcome)
+    return outcome
 
 
 def _response_bundle(bundle_type: str, entries: list[dict[str, Any]], issues: list[Issue],
-                     failed: set[int | None]) -> dict[str, Any]:
-    """The transaction-response or batch-response: one entry per request entry, in the same order."""
+                     failed: set[int | None], at: float) -> dict[str, Any]:
+    """The transaction-response or batch-response: one entry per request entry, in the same order, each kept
+    one with its location, version (etag) and commit time (lastModified)."""
+    last_modified = datetime.fromtimestamp(at, UTC).isoformat(timespec="milliseconds")
     by_entry: dict[int | None, list[Issue]] = {}
     for issue in issues:
         by_entry.setdefault(_entry_index(issue), []).append(issue)
     answers = []
     for index, entry in enumerate(entries):
         entry_issues = by_entry.get(index, [])
+        response: dict[str, Any]
         if index in failed:
             response = {"status": reason_phrase(422)}
         else:
             resource_type = entry["resource"]["resourceType"]
             response = {"status": reason_phrase(ENTRY_METHODS[entry["request"]["method"]]),
-                        "location": f"{resource_type}/{uuid.uuid4()}/_history/1"}
+                        "location": f"{resource_type}/{uuid.uuid4()}/_history/1", "etag": 'W/"1"',
+                        "lastModified": last_modified}
         if entry_issues:
             response["outcome"] = operation_outcome(entry_issues)
         answers.append({"response": response})

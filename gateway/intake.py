@@ -1,11 +1,16 @@
 """HL7 v2 intake: screen a framed message, store it durably, and only then acknowledge it.
 
 Acknowledgement modes. Original mode (MSH-15 and MSH-16 empty) answers AA/AE/AR; enhanced mode (either
-valued) answers the commit acknowledgement CA/CE/CR. The commit ACK is sent whatever MSH-15 asks (AL, NE,
-ER, SU): an MLLP sender waits for an answer before its next message, and one it did not ask for costs it
-nothing, while a missing one stalls the interface. No application acknowledgement follows (MSH-16): once a
-message is stored, turning it into a health-book record is the gateway's own job, visible in its queues and
-dead-letter state, and a sender could do nothing with a late application error anyway.
+valued) answers the commit acknowledgement CA/CE/CR. Every complete frame is answered by default, whatever
+MSH-15 asks, since a sender that waits for an answer it asked not to get stalls its queue. With
+`mllp.honour_accept_ack_type = true` MSH-15 is followed (HL7 table 0155): AL or empty always, NE never, ER only
+for a refusal, SU only for an acceptance; when none is due nothing is written back and the connection stays
+open for the next message; the message is stored (or refused) all the same.
+No application acknowledgement follows (MSH-16): once a message is stored, turning it into a health-book
+record is the gateway's own job, visible in its queues and dead-letter state.
+
+Batches (FHS/BHS ... BTS/FTS in one frame) are taken message by message, each stored and acknowledged as if
+it had come alone, and answered with one acknowledgement batch (hl7v2.batch) holding every message's ACK.
 
 Character sets. A message that decodes strictly as its MSH-18 declares is read as declared. When MSH-18 is
 empty or unknown, or the bytes do not fit it, the sender's configured legacy charset (`mllp.sender_charsets`,
@@ -32,7 +37,8 @@ from gateway.config import MllpSettings, SenderRule
 from gateway.logs import correlation, get_logger, new_correlation_id
 from gateway.metrics import Metrics, message_type_label
 from gateway.store import Inbound, Store
-from mappings.hl7v2.ack import build_ack
+from mappings.hl7v2.ack import build_ack, commit_ack_wanted
+from mappings.hl7v2.batch import batch_ack, is_batch, split_batch
 from mappings.hl7v2.header import (
     MessageHeader,
     codec_for,
@@ -99,9 +105,27 @@ class Hl7Intake:
         return child
 
     async def store_and_ack(self, frame: Frame) -> bytes:
-        """Answer one frame; raises only when the store cannot take it, so no ACK promises what is not on disk."""
+        """Answer one frame (b"" when MSH-15 wants no answer); raises only when the store cannot take it, so no
+        ACK promises what is not on disk."""
+        if is_batch(frame.data) and not frame.oversize:
+            return await self._batch(frame)
         with correlation(new_correlation_id(), source="mllp") as correlation_id:
-            return (await self._answer(frame, correlation_id)).ack
+            answer = await self._answer(frame, correlation_id)
+            wanted = commit_ack_wanted(answer.header, answer.code) or not self._settings.honour_accept_ack_type
+            return answer.ack if wanted else b""
+
+    async def _batch(self, frame: Frame) -> bytes:
+        """Each message of a batch in turn, then the acknowledgement batch with every message's ACK."""
+        received = split_batch(frame.data)
+        acks: list[list[bytes]] = []
+        for batch in received.batches:
+            acks.append([])
+            for message in batch.messages:
+                with correlation(new_correlation_id(), source="mllp") as correlation_id:
+                    single = Frame(message, frame.peer_host, frame.peer_port, frame.client_cn)
+                    acks[-1].append((await self._answer(single, correlation_id)).ack)
+        log.info("hl7_batch_answered", batches=len(acks), messages=sum(map(len, acks)))
+        return batch_ack(received, acks, control_id=f"{_ACK_ID_PREFIX}{next(_ACK_SEQUENCE)}", now=datetime.now(UTC))
 
     async def replay(self, data: bytes) -> Answer:
         """Take an operator's corrected message through the same screen and store as MLLP, as a new message.

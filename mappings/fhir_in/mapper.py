@@ -8,6 +8,11 @@ from mappings.fhir_common import as_instant, document_id, ends_before_start, res
 from mappings.fhir_in import checkup
 from mappings.fhir_in.claim import claim_issues
 from mappings.fhir_in.identity import Identity, identity_issues, patient_issues
+from mappings.fhir_in.references import (
+    fold_medications,
+    unresolved,
+    with_logical_references,
+)
 from mappings.fhir_in.rewrite import adopt
 from mappings.fhir_in.single import composition_summary, logical_identity, logical_visit
 from mappings.fhir_validate import resource_issues
@@ -21,17 +26,35 @@ SINGLE_TYPES = frozenset({"Patient", "Encounter", "Condition", "Observation", "A
                           "MedicationStatement", "Immunization", "DiagnosticReport", "Composition",
                           "MedicationRequest", "MedicationDispense", "MedicationAdministration", "ChargeItem",
                           "ClinicalImpression"})
-BUNDLE_ONLY_TYPES = frozenset({"Organization", "Practitioner", "FamilyMemberHistory", "DocumentReference", "Coverage"})
+BUNDLE_ONLY_TYPES = frozenset({"Organization", "Practitioner", "FamilyMemberHistory", "DocumentReference",
+                               "Medication", "Coverage"})
 TIME_FIELDS = ("effectiveDateTime", "occurrenceDateTime", "recordedDate", "performedDateTime", "date", "issued",
-               "authoredOn", "whenHandedOver")
+               "onsetDateTime", "authoredOn", "whenHandedOver")
+# The element a single resource's time is expected in, named when it has none.
+TIME_ELEMENT = {"AllergyIntolerance": "recordedDate", "Condition": "recordedDate", "Observation": "effectiveDateTime",
+                "Procedure": "performedDateTime", "MedicationStatement": "effectiveDateTime",
+                "Immunization": "occurrenceDateTime", "DiagnosticReport": "effectiveDateTime",
+                "Encounter": "period.start", "Composition": "date", "MedicationRequest": "authoredOn",
+                "MedicationDispense": "whenHandedOver", "MedicationAdministration": "effectiveDateTime",
+                "ChargeItem": "occurrencePeriod.start", "ClinicalImpression": "effectiveDateTime"}
+# Condition categories the health book files as history, which need not be ICD-10 coded.
+HISTORY_CATEGORIES = frozenset({"problem-list-item", "health-concern"})
 VISIT_PREFIX = "urn:hbgw:visit:"
 
 
 def _code_issues(resource: dict[str, Any], path: str) -> list[Issue]:
-    """ICD-10 codings of a Condition must have ICD-10 shape."""
+    """A diagnosis needs an ICD-10 coding (XML 130 MA_BENH_CHINH), of ICD-10 shape; history may be coded otherwise."""
     if resource["resourceType"] != "Condition":
         return []
-    codings = (resource.get("code") or {}).get("coding") or []
+    codings = [coding for coding in (resource.get("code") or {}).get("coding") or [] if isinstance(coding, dict)]
+    categories = {str(coding.get("code")) for category in resource.get("category") or [] if isinstance(category, dict)
+                  for coding in category.get("coding") or [] if isinstance(coding, dict)}
+    if not any(coding.get("system") == systems.ICD10 for coding in codings) \
+            and not (categories & HISTORY_CATEGORIES and "encounter-diagnosis" not in categories):
+        return [Issue(f"{path}.code.coding", "required",
+                      f"a diagnosis needs an ICD-10 coding (system {systems.ICD10}): the national record's main and "
+                      "secondary diagnoses are ICD-10 codes; only a problem-list-item or health-concern may be "
+                      "coded in another system alone")]
     return [issue for j, coding in enumerate(codings) if coding.get("system") == systems.ICD10
             for issue in icd10_issues(str(coding.get("code", "")), f"{path}.code.coding[{j}].code")]
 
@@ -141,8 +164,8 @@ def _map_bundle(bundle: dict[str, Any]) -> MappingResult:
     if bundle.get("type") not in BUNDLE_TYPES:
         return MappingResult(issues=(Issue("Bundle.type", "unsupported-bundle",
                                            "Bundle.type must be transaction, batch, document or collection"),))
-    entries: list[tuple[str, dict[str, Any]]] = []
-    indexed: list[tuple[int, dict[str, Any]]] = []
+    kept: list[tuple[int, str, dict[str, Any]]] = []
+    every: list[tuple[int, str, dict[str, Any]]] = []
     patients: list[tuple[int, dict[str, Any]]] = []
     encounters: list[tuple[int, dict[str, Any]]] = []
     for index, entry in enumerate(bundle.get("entry") or []):
@@ -151,14 +174,14 @@ def _map_bundle(bundle: dict[str, Any]) -> MappingResult:
             issues.append(Issue(f"{path}.resource", "required", "every entry must carry a resource"))
             continue
         rtype = resource["resourceType"]
+        every.append((index, entry.get("fullUrl", ""), resource))
         if rtype == "Composition" and bundle["type"] == "document":
             continue
         if rtype not in SINGLE_TYPES | BUNDLE_ONLY_TYPES or rtype == "Composition":
             issues.append(Issue(f"{path}.resource.resourceType", "unsupported-resource",
                                 f"{rtype} is not accepted in a health-book Bundle"))
             continue
-        entries.append((entry.get("fullUrl", ""), resource))
-        indexed.append((index, resource))
+        kept.append((index, entry.get("fullUrl", ""), resource))
         issues += _code_issues(resource, f"{path}.resource") + _vital_issues(resource, f"{path}.resource")
         issues += claim_issues(resource, f"{path}.resource")
         if rtype == "Patient":
@@ -179,12 +202,14 @@ def _map_bundle(bundle: dict[str, Any]) -> MappingResult:
             issues.append(Issue(f"Bundle.entry[{index}].resource.identifier", "required",
                                 "the Encounter needs an identifier (the visit number)"))
         issues += _period_issues(encounter, f"Bundle.entry[{index}].resource")
-    immunizations = [r for _, r in entries if r["resourceType"] == "Immunization"]
+    kept, folded = fold_medications(kept)
+    issues += unresolved(every) + folded
+    immunizations = [r for _, _, r in kept if r["resourceType"] == "Immunization"]
     compositions = [e["resource"] for e in bundle.get("entry") or [] if (e.get("resource") or {}).get(
         "resourceType") == "Composition"]
-    health_check = bool(encounters) and checkup.is_health_check([*compositions, *(r for _, r in entries)])
+    health_check = bool(encounters) and checkup.is_health_check([*compositions, *(r for _, _, r in kept)])
     if health_check:
-        issues += checkup.form_issues(indexed)
+        issues += checkup.form_issues([(index, resource) for index, _, resource in kept])
     if not encounters and not immunizations:
         issues.append(Issue("Bundle.entry", "required", "an Encounter (episode) or an Immunization is required"))
     if _errors(issues):
@@ -194,7 +219,7 @@ def _map_bundle(bundle: dict[str, Any]) -> MappingResult:
         doc_id, kind = _episode_id(encounters[0][1], health_check), "health_check" if health_check else "episode"
     else:
         doc_id, kind = _immunization_id(identity, immunizations), "immunization"
-    resources = adopt(doc_id, entries, {})
+    resources = adopt(doc_id, [(full_url, with_logical_references(resource)) for _, full_url, resource in kept], {})
     return _result(doc_id, kind, identity, resources, _event_time(resources, bundle),
                    f"fhir:Bundle/{bundle['type']}", issues)
 
@@ -202,6 +227,10 @@ def _map_bundle(bundle: dict[str, Any]) -> MappingResult:
 def _result(doc_id: str, kind: DocumentKind, identity: Identity, resources: list[dict[str, Any]],
             event_time: str, source: str, issues: list[Issue]) -> MappingResult:
     if not event_time:
+        rtype = source.removeprefix("fhir:")
+        if rtype in TIME_ELEMENT:
+            return MappingResult(issues=(*issues, Issue(f"{rtype}.{TIME_ELEMENT[rtype]}", "required", (
+                f"{rtype} carries no time: {TIME_ELEMENT[rtype]} is needed to place it in the record"))))
         return MappingResult(issues=(*issues, Issue("Bundle.timestamp", "required",
                                                     "no time found (Bundle.timestamp or a resource time)")))
     fragment = Fragment(doc_id, identity.key, kind, event_time, tuple(resources), source)

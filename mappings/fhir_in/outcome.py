@@ -9,7 +9,8 @@ ISSUE_SYSTEM = "urn:hbgw:issue"
 ISSUE_TYPE = {"required": "required", "unsupported-message-type": "not-supported",
               "unsupported-resource": "not-supported", "unsupported-bundle": "not-supported",
               "unsupported-version": "not-supported", "no-episode": "informational",
-              "implausible-value": "value", "invalid-number": "value", "discharge-before-admission": "invariant"}
+              "implausible-value": "value", "invalid-number": "value", "discharge-before-admission": "invariant",
+              "unresolved-reference": "not-found", "duplicate-control-id": "duplicate"}
 
 
 def operation_outcome(issues: list[Issue]) -> dict[str, Any]:

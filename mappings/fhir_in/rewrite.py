@@ -5,6 +5,7 @@ import json
 from typing import Any
 
 from mappings.fhir_common import resource_id
+from mappings.fhir_in.references import entry_keys
 
 SINGLETONS = frozenset({"Patient", "Encounter"})
 CONTENT_KEYS: dict[str, tuple[str, ...]] = {
@@ -74,10 +75,8 @@ def adopt(document_id: str, entries: list[tuple[str, dict[str, Any]]],
     for index, (full_url, resource) in enumerate(entries):
         new_id = stable_id(document_id, resource, full_url or f"entry{index}")
         ids.append(new_id)
-        if full_url:
-            targets[full_url] = new_id
-        if resource.get("id"):
-            targets[f"{resource['resourceType']}/{resource['id']}"] = new_id
+        for key in entry_keys(full_url, resource):
+            targets[key] = new_id
     out = []
     for new_id, (_, resource) in zip(ids, entries, strict=True):
         body = {k: v for k, v in resource.items() if k not in ("id", "meta")}

@@ -29,6 +29,7 @@ HL7_ERROR_CODES: dict[str, tuple[str, str]] = {
     "too-long": DATA_TYPE, "sum-mismatch": DATA_TYPE, "unknown-element": SEGMENT_SEQUENCE, "unlinked-result": REQUIRED,
     # a code that names nothing in its table
     "invalid-code": TABLE_VALUE, "cccd-province": TABLE_VALUE, "sender-not-allowed": TABLE_VALUE,
+    "unresolved-reference": TABLE_VALUE,
     # the segments themselves
     "segment-split": SEGMENT_SEQUENCE, "multiple-patients": SEGMENT_SEQUENCE, "hl7apy-parse": SEGMENT_SEQUENCE,
     "msh-invalid": SEGMENT_SEQUENCE,
@@ -56,27 +57,38 @@ def _error_location(location: str) -> str:
     return "^".join(parts)
 
 
-def build_ack(header: MessageHeader | None, code: str, *, control_id: str, now: datetime, text: str = "",
-              issues: tuple[Issue, ...] = ()) -> str:
-    """An ACK whose MSA echoes the message's control id and whose ERR segments name each failing field.
+# Versions whose ERR is the one field ERR-1 (ELD: segment^sequence^field^code&text&table), repeating in one
+# ERR segment; from 2.5 ERR-2 is the location, ERR-3 the condition, ERR-4 the severity, one ERR per problem.
+ELD_VERSIONS = frozenset({"2.1", "2.2", "2.3", "2.3.1", "2.4"})
+# Versions whose MSH-9 has no third component (message structure came with 2.3.1).
+TWO_PART_MSH9_VERSIONS = frozenset({"2.1", "2.2", "2.3"})
+# MSH-15 values (HL7 table 0155) and whether a commit ACK is sent for an accepted / a refused message.
+ACCEPT_ACK_TYPES: dict[str, tuple[bool, bool]] = {"AL": (True, True), "NE": (False, False),
+                                                  "ER": (False, True), "SU": (True, False)}
 
-    `control_id` (MSH-10) and `now` (MSH-7) are the ACK's own, given by the caller so that this stays pure;
-    `header` is None for a message without a readable MSH.
-    """
-    stamp = now.strftime("%Y%m%d%H%M%S%z")
-    enc = header.encoding_characters if header else DEFAULT_ENCODING
-    sep = header.field_separator if header else "|"
-    event = header.message_type.split("^")[1] if header and "^" in header.message_type else ""
-    msh = [
-        "MSH", enc,
-        header.receiving_application if header else "HBGW", header.receiving_facility if header else "",
-        header.sending_application if header else "", header.sending_facility if header else "",
-        stamp, "", f"ACK^{event}^ACK" if event else "ACK", control_id,
-        header.processing_id if header else "P", header.version if header and header.version else "2.5",
-        "", "", "", "", "", header.charset if header else "",
-    ]
-    segments = [sep.join(msh).rstrip(sep),
-                sep.join(["MSA", code, header.control_id if header else "", escape(text, enc)]).rstrip(sep)]
+
+def commit_ack_wanted(header: MessageHeader | None, code: str) -> bool:
+    """Whether MSH-15 asks for this commit ACK: always in original mode and for AL or empty, never for NE,
+    only refusals for ER, only acceptances for SU (HL7 v2.5 2.9.2, table 0155)."""
+    if header is None or not header.enhanced_mode:
+        return True
+    accepted, refused = ACCEPT_ACK_TYPES.get(header.accept_ack_type, (True, True))
+    return accepted if code in ("AA", "CA") else refused
+
+
+def _err_segments(issues: tuple[Issue, ...], version: str, sep: str, enc: str) -> list[str]:
+    """The ERR segments in the layout of the message's version."""
+    if not issues:
+        return []
+    if version in ELD_VERSIONS:
+        component, repetition, subcomponent = enc[0], enc[1], (enc + "&")[3]
+        repeats = []
+        for issue in issues:
+            hl7_code, hl7_text = HL7_ERROR_CODES.get(issue.code, INTERNAL_ERROR)
+            where = (_error_location(issue.location).split("^") + ["", "", ""])[:3]
+            repeats.append(component.join([*where, subcomponent.join([hl7_code, hl7_text, "HL70357"])]))
+        return [sep.join(["ERR", repetition.join(repeats)])]
+    segments = []
     for issue in issues:
         hl7_code, hl7_text = HL7_ERROR_CODES.get(issue.code, INTERNAL_ERROR)
         severity = "W" if issue.severity == "warning" else "E"
@@ -85,4 +97,30 @@ def build_ack(header: MessageHeader | None, code: str, *, control_id: str, now: 
             f"{escape(issue.code, enc)}^{escape(issue.message, enc)}^HBGW", "", "", escape(
                 f"{issue.location}: {issue.message}", enc),
         ]))
+    return segments
+
+
+def build_ack(header: MessageHeader | None, code: str, *, control_id: str, now: datetime, text: str = "",
+              issues: tuple[Issue, ...] = ()) -> str:
+    """An ACK whose MSA echoes the message's control id and whose ERR segments name each failing field.
+
+    `control_id` (MSH-10) and `now` (MSH-7) are the ACK's own, given by the caller so that this stays pure;
+    `header` is None for a message without a readable MSH. MSH-9 and ERR follow the message's version.
+    """
+    stamp = now.strftime("%Y%m%d%H%M%S%z")
+    enc = header.encoding_characters if header else DEFAULT_ENCODING
+    sep = header.field_separator if header else "|"
+    version = header.version if header and header.version else "2.5"
+    event = header.message_type.split("^")[1] if header and "^" in header.message_type else ""
+    msh9 = ("ACK^" + event if version in TWO_PART_MSH9_VERSIONS else f"ACK^{event}^ACK") if event else "ACK"
+    msh = [
+        "MSH", enc,
+        header.receiving_application if header else "HBGW", header.receiving_facility if header else "",
+        header.sending_application if header else "", header.sending_facility if header else "",
+        stamp, "", msh9, control_id, header.processing_id if header else "P", version,
+        "", "", "", "", "", header.charset if header else "",
+    ]
+    segments = [sep.join(msh).rstrip(sep),
+                sep.join(["MSA", code, header.control_id if header else "", escape(text, enc)]).rstrip(sep),
+                *_err_segments(issues, version, sep, enc)]
     return "\r".join(segments) + "\r"

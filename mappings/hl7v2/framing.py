@@ -1,8 +1,11 @@
 """MLLP framing without sockets: bytes in, messages out (VT message FS CR), and the frame around an answer.
 
-A block is what comes before an end block (FS CR); the message is what follows its last start byte (VT),
-so noise between frames is dropped. A block longer than the limit is discarded as it arrives, keeping only
-its first bytes, enough to read its MSH and answer it by name.
+A block is what comes before an end byte (FS); the message is what follows its last start byte (VT), so
+noise between frames is dropped. The CR that should follow FS is not waited for: some senders end a frame
+with FS alone and then wait for the answer, and FS never occurs in HL7 content (a control character ER7
+cannot carry), so FS alone is an unambiguous end; a CR after it is dropped as noise before the next frame.
+A block longer than the limit is discarded as it arrives, keeping only its first bytes, enough to read its
+MSH and answer it by name.
 """
 from __future__ import annotations
 
@@ -10,6 +13,7 @@ from dataclasses import dataclass
 
 START_BLOCK = b"\x0b"
 END_BLOCK = b"\x1c\x0d"
+END_BYTE = b"\x1c"
 HEAD_KEPT = 4096  # of an oversize message, enough to read its MSH and answer it
 
 
@@ -45,14 +49,16 @@ class FrameDecoder:
         self._searched = 0  # bytes of the buffer known to hold no end block
         self._head: bytes | None = None  # while an oversize block is being discarded: its first bytes
         self._dropped = 0  # bytes of that block already discarded
+        self._trailer = False  # a block just ended: a CR first in the buffer is its trailer
 
     def feed(self, data: bytes) -> list[Decoded]:
         """The messages whose frames the new bytes complete, in order."""
         buffer = self._buffer
         buffer += data
         out: list[Decoded] = []
+        self._drop_trailer()
         while True:
-            end = buffer.find(END_BLOCK, self._searched)
+            end = buffer.find(END_BYTE, self._searched)
             if end < 0:
                 self._overflow()
                 return out
@@ -63,13 +69,22 @@ class FrameDecoder:
                 out.append(Decoded(unwrap(bytes(buffer[:min(end, HEAD_KEPT)])), oversize=True))
             else:
                 out.append(Decoded(unwrap(bytes(buffer[:end]))))
-            del buffer[: end + len(END_BLOCK)]
+            del buffer[: end + len(END_BYTE)]
             self._searched = self._dropped = 0
+            self._trailer = True
+            self._drop_trailer()
+
+    def _drop_trailer(self) -> None:
+        """The CR of FS CR, which may arrive in the next chunk, or never."""
+        if self._trailer and self._buffer:
+            if self._buffer[:1] == END_BLOCK[1:]:
+                del self._buffer[:1]
+            self._trailer = False
 
     def _overflow(self) -> None:
         """With no end block yet: remember how far was searched, and discard a block grown past the limit."""
         buffer = self._buffer
-        searched = max(len(buffer) - (len(END_BLOCK) - 1), 0)  # an end block may straddle two chunks
+        searched = len(buffer)
         if self._head is None and searched > self._limit:
             self._head = bytes(buffer[:min(searched, HEAD_KEPT)])
         if self._head is not None:

@@ -121,12 +121,13 @@ def parse_header(text: str) -> MessageHeader | Issue:
     f = msh.fields + ("",) * (19 - len(msh.fields))  # f[n] is MSH-n
     encoding = f[2] or DEFAULT_ENCODING
     component = encoding[0]
-    msh9 = f[9].split(component)
+    msh9 = [part.strip() for part in f[9].split(component)]  # a stray blank must not reach the ACK's MSH-9
     return MessageHeader(
         field_separator=f[1], encoding_characters=encoding,
         sending_application=f[3], sending_facility=f[4], receiving_application=f[5], receiving_facility=f[6],
         message_type="^".join(part for part in msh9[:2] if part), control_id=f[10], processing_id=f[11],
-        version=f[12].split(component)[0], accept_ack_type=f[15], application_ack_type=f[16], charset=f[18],
+        version=f[12].split(component)[0].strip(), accept_ack_type=f[15].strip().upper(),
+        application_ack_type=f[16].strip().upper(), charset=f[18],
     )
 
 

@@ -128,7 +128,9 @@ def _episode_issues(msg: Er7Message, key: str, rule: EventRule) -> list[Issue]:
     pv1 = msg.first("PV1")
     visit = component(pv1.field(19), 1, d) if pv1 else ""
     if rule.needs_visit and not visit:
-        issues.append(Issue("PV1-19", "required", f"PV1-19 visit number is required for {key}"))
+        issues.append(Issue("PV1-19", "required", f"PV1-19 visit number is required for {key}" + (
+            " (HL7 makes PV1 optional in a result message, but the health book files every result under its visit)"
+            if key == "ORU^R01" else "")))
     if pv1 is not None and not rule.cancels_discharge:
         start, end = fhir_datetime(component(pv1.field(44), 1, d)), fhir_datetime(component(pv1.field(45), 1, d))
         if start and end and ends_before_start(start, end):
@@ -138,8 +140,6 @@ def _episode_issues(msg: Er7Message, key: str, rule: EventRule) -> list[Issue]:
         mrg = msg.first("MRG")
         if mrg is None or not component(mrg.field(1), 1, d):
             issues.append(Issue("MRG-1", "required", "MRG-1 prior patient identifier is required for a merge"))
-        elif not visit and not component(mrg.field(5), 1, d):
-            issues.append(Issue("PV1-19", "required", "PV1-19 or MRG-5 must name the visit to merge"))
     if key == "ORU^R01" and msg.first("OBX") is None:
         issues.append(Issue("OBX", "required", "ORU^R01 carries no OBX result"))
     if key == "MDM^T02":

@@ -12,6 +12,7 @@ from gateway.intake import Hl7Intake
 from gateway.metrics import Metrics
 from gateway.queue_admin import split_messages
 from mappings.hl7v2 import screen
+from mappings.hl7v2.framing import END_BLOCK, START_BLOCK
 from mappings.hl7v2.header import MessageHeader, parse_header
 from tests.gateway.intake_harness import ack_segments, exchange, hl7, running_intake
 from tests.tls_certs import make_pki
@@ -66,16 +67,34 @@ async def test_accepted_processing_ids_are_a_setting(tmp_path: Path) -> None:
     assert ack["MSA"][0][1] == "AA"
 
 
-@pytest.mark.parametrize("msh15, msh16", [("AL", "NE"), ("NE", "NE"), ("ER", "AL"), ("", "AL")])
-async def test_enhanced_mode_always_gets_a_commit_ack(tmp_path: Path, msh15: str, msh16: str) -> None:
-    async with running_intake(tmp_path) as intake:
-        accepted = ack_segments(await intake.send(hl7("E1", msh15=msh15, msh16=msh16)))
-        content_error = ack_segments(await intake.send(hl7("E2", msh15=msh15, msh16=msh16, pid3="")))
-        rejected = ack_segments(await intake.send(hl7("E3", msh15=msh15, msh16=msh16, message_type="SIU^S12")))
-        assert intake.rows("SELECT control_id FROM messages") == [("E1",)]
-    assert accepted["MSA"][0][1] == "CA"
-    assert content_error["MSA"][0][1] == "CE" and content_error["ERR"][0][2] == "PID^1^3^1"
-    assert rejected["MSA"][0][1] == "CR"
+@pytest.mark.parametrize("msh15, msh16, answered", [
+    ("AL", "NE", {"CA", "CE", "CR"}), ("", "AL", {"CA", "CE", "CR"}), ("NE", "NE", set()), ("NE", "AL", set()),
+    ("ER", "AL", {"CE", "CR"}), ("SU", "NE", {"CA"}),
+])
+async def test_enhanced_mode_sends_the_commit_acks_msh15_asks_for_when_followed(tmp_path: Path, msh15: str, msh16: str,
+                                                                 answered: set[str]) -> None:
+    """HL7 table 0155: AL always, NE never, ER on refusal, SU on success; the commit happens either way.
+
+    A message that gets no answer is followed on the same connection by an original-mode one: the next
+    answer read is that one's, so nothing was written for the first. The site asked for MSH-15 to be followed.
+    """
+    async with running_intake(tmp_path, honour_accept_ack_type=True) as intake:
+        reader, writer = await intake.connect()
+        seen: set[str] = set()
+        changes: list[dict[str, str]] = [{}, {"pid3": ""}, {"message_type": "SIU^S12"}]
+        for number, (control_id, change) in enumerate(zip(["E1", "E2", "E3"], changes, strict=True)):
+            message = hl7(control_id, msh15=msh15, msh16=msh16, **change)
+            writer.write(START_BLOCK + message.encode() + END_BLOCK + START_BLOCK + hl7(f"N{number}").encode()
+                         + END_BLOCK)
+            await writer.drain()
+            first = ack_segments((await asyncio.wait_for(reader.readuntil(END_BLOCK), 10))[1:-2])
+            if first["MSA"][0][2] == control_id:
+                seen.add(first["MSA"][0][1])
+                first = ack_segments((await asyncio.wait_for(reader.readuntil(END_BLOCK), 10))[1:-2])
+            assert first["MSA"][0][1:3] == ["AA", f"N{number}"]
+        writer.close()
+        assert intake.rows("SELECT control_id FROM messages ORDER BY id") == [("E1",), ("N0",), ("N1",), ("N2",)]
+    assert seen == answered
 
 
 async def test_retransmission_gets_the_identical_ack_and_is_stored_once(tmp_path: Path) -> None:
@@ -244,3 +263,12 @@ def test_a_replay_file_may_hold_several_messages_framed_or_not() -> None:
     data = b"\x0b" + hl7("A").encode() + b"\x1c\r" + hl7("B", terminator="\n").encode() + b"\n\n"
     headers = [parse_header(message.decode()) for message in split_messages(data)]
     assert [header.control_id for header in headers if isinstance(header, MessageHeader)] == ["A", "B"]
+
+
+@pytest.mark.parametrize("msh15", ["AL", "NE", "ER", "SU", ""])
+async def test_every_complete_frame_is_answered_by_default_whatever_msh15_asks(tmp_path: Path, msh15: str) -> None:
+    async with running_intake(tmp_path) as intake:
+        accepted = ack_segments(await intake.send(hl7(f"D{msh15}", msh15=msh15, msh16="NE")))
+        refused = ack_segments(await intake.send(hl7(f"R{msh15}", msh15=msh15, msh16="NE", pid3="")))
+    assert accepted["MSA"][0][1:3] == ["CA", f"D{msh15}"]
+    assert refused["MSA"][0][1:3] == ["CE", f"R{msh15}"]

@@ -13,7 +13,7 @@ from mappings.hl7v2.framing import (
     wrap,
 )
 
-VT, FS_CR = START_BLOCK, END_BLOCK
+VT, FS_CR, FS = START_BLOCK, END_BLOCK, END_BLOCK[:1]
 
 
 def decode_in_chunks(data: bytes, size: int, max_message_bytes: int = 1000) -> tuple[list[Decoded], int]:
@@ -28,7 +28,10 @@ def decode_in_chunks(data: bytes, size: int, max_message_bytes: int = 1000) -> t
     (b"\r\n" + VT + b"MSH|a" + FS_CR, [b"MSH|a"]),  # noise before the start byte is dropped
     (VT + b"junk" + VT + b"MSH|a" + FS_CR, [b"MSH|a"]),  # a frame restarted: the last start byte counts
     (b"MSH|a" + FS_CR, [b"MSH|a"]),  # no start byte: the whole block
-    (VT + b"MSH|a\x1cb\rc" + FS_CR, [b"MSH|a\x1cb\rc"]),  # FS or CR alone ends nothing
+    (VT + b"MSH|a\rb" + FS_CR, [b"MSH|a\rb"]),  # CR alone ends nothing
+    (VT + b"MSH|a" + FS, [b"MSH|a"]),  # FS alone ends the frame: some senders send no CR, then wait
+    (VT + b"MSH|a" + FS + VT + b"MSH|b" + FS_CR, [b"MSH|a", b"MSH|b"]),  # ... and the next frame is whole
+    (VT + b"MSH|a" + FS + b"MSH|b" + FS, [b"MSH|a", b"MSH|b"]),
     (VT + b"MSH|a" + FS_CR + b"\n", [b"MSH|a"]),  # a blank after the frame is not a message
     (VT + FS_CR, [b""]),
 ])
@@ -70,7 +73,7 @@ def test_an_oversize_block_is_discarded_as_it_arrives() -> None:
 
 @pytest.mark.parametrize(("wire", "cut_off"), [
     (b"", 0), (b"\r\n ", 0), (VT + b"MSH|a" + FS_CR + b"\n", 0),
-    (VT + b"MSH|a", 6), (VT + b"MSH|a" + FS_CR + VT + b"MSH", 4), (VT + b"MSH|a\x1c", 7),
+    (VT + b"MSH|a", 6), (VT + b"MSH|a" + FS_CR + VT + b"MSH", 4), (VT + b"MSH|a\x1c", 0),  # FS alone ended it
 ])
 def test_bytes_left_at_the_end_of_the_connection(wire: bytes, cut_off: int) -> None:
     assert decode_in_chunks(wire, 1)[1] == cut_off

@@ -155,11 +155,11 @@ def test_patient_events_do_not_need_visit(admit: str, event: str) -> None:
 @pytest.mark.parametrize(("mrg", "visit", "expected"), [
     ("MRG|BN25000001^^^BVDKNA^MR||||VV26000456", "", []),
     ("MRG|BN25000001^^^BVDKNA^MR", "VV26000456", []),
-    ("MRG|BN25000001^^^BVDKNA^MR", "", [("PV1-19", "required")]),
+    ("MRG|BN25000001^^^BVDKNA^MR", "", []),  # a merge concerns the patient: no visit needed (issue 14)
     ("MRG|", "VV26000456", [("MRG-1", "required")]),
     ("", "VV26000456", [("MRG-1", "required")]),
 ])
-def test_merge_needs_prior_identifier_and_visit(admit: str, mrg: str, visit: str,
+def test_merge_needs_the_prior_identifier_not_a_visit(admit: str, mrg: str, visit: str,
                                                 expected: list[tuple[str, str]]) -> None:
     message = replace_field(replace_field(admit, "MSH", 9, "ADT^A40^ADT_A39"), "PV1", 19, visit)
     if mrg:
