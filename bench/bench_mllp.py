@@ -5,7 +5,9 @@ one message in flight, as an HIS interface does, and counts only AA answers.
 - gateway: the real ACK path: MllpServer -> Hl7Intake (real mappings screen) -> Store (SQLite WAL,
   synchronous=FULL, group commit, AES-GCM payloads); every ACK is sent after its fsync'd commit.
 - python-hl7: `hl7.mllp.start_hl7_server` with a handler that parses and ACKs at once, keeping nothing.
-The ratio is gateway / python-hl7 ACKs per second at the same load.
+The ratio is gateway / python-hl7 ACKs per second at the same load. Beside them, the latency of one durable
+SQLite commit on the same disk, the floor of any durable ACK: the one-connection line gives the serial ACK
+rate as a ratio to python-hl7's and the median ACK as a multiple of that commit.
 
     .venv/bin/python bench/bench_mllp.py [--seconds 5] [--connections 1 4 16]
 """
@@ -16,6 +18,7 @@ import asyncio
 import json
 import os
 import socket
+import sqlite3
 import statistics
 import subprocess
 import sys
@@ -27,6 +30,24 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 START, END = b"\x0b", b"\x1c\r"
+
+
+def durable_commit_ms(directory: Path, count: int = 200) -> float:
+    """Median milliseconds of one committed, fsync'd single-row transaction on this disk: the floor of a
+    durable acknowledgement."""
+    db = sqlite3.connect(directory / "commit.db", isolation_level=None)
+    db.execute("PRAGMA journal_mode=WAL")
+    db.execute("PRAGMA synchronous=FULL")
+    db.execute("CREATE TABLE t (id INTEGER PRIMARY KEY, payload BLOB)")
+    timings = []
+    for _ in range(count):
+        started = time.perf_counter()
+        db.execute("BEGIN IMMEDIATE")
+        db.execute("INSERT INTO t (payload) VALUES (?)", (os.urandom(1200),))
+        db.execute("COMMIT")
+        timings.append(time.perf_counter() - started)
+    db.close()
+    return statistics.median(timings) * 1000
 TARGET_ACKS_PER_SECOND = 2000
 
 
@@ -55,14 +76,14 @@ async def serve_gateway(port: int, directory: Path) -> None:
     from gateway.intake import Hl7Intake
     from gateway.logs import configure_logging
     from gateway.metrics import Metrics
-    from gateway.store import Store
+    from gateway.store import SqliteStore
     from mappings.hl7v2 import screen
 
     configure_logging("info", "json")
     settings = MllpSettings(port=port)
     store_settings = StoreSettings(path=directory / "gateway.db")
     metrics = Metrics()
-    store = await Store(store_settings.path, load_cipher(store_settings),
+    store = await SqliteStore(store_settings.path, load_cipher(store_settings),
                         max_batch=store_settings.group_commit_max_batch,
                         max_delay_ms=store_settings.group_commit_max_delay_ms,
                         on_batch=metrics.group_commit_batch.observe).open(owner=True)
@@ -93,16 +114,23 @@ async def serve_python_hl7(port: int) -> None:
 
 # ---- load generator ------------------------------------------------------------------------------
 
+def patient_of(number: int, sequence: int, patients: int) -> int:
+    """A patient of its own for every message, or one of `patients` when that is given."""
+    patient = number * 50_000 + sequence
+    return patient % patients if patients else patient
+
+
 async def connection_load(port: int, number: int, until: float, warmup_until: float,
-                          latencies: list[float]) -> int:
-    """Send one message at a time until `until`; record latencies after warm-up; return the AAs counted."""
+                          latencies: list[float], patients: int = 0, count: int = 0) -> int:
+    """Send one message at a time until `until` (or `count` messages); record latencies after warm-up;
+    return the AAs counted."""
     reader, writer = await asyncio.open_connection("127.0.0.1", port)
     accepted = sequence = 0
     try:
-        while (now := time.perf_counter()) < until:
+        while (now := time.perf_counter()) < until and (not count or sequence < count):
             sequence += 1
-            control_id = f"B{os.getpid()}C{number}N{sequence}{int(until)}"
-            writer.write(START + admission(control_id, number * 50_000 + sequence) + END)
+            control_id = f"B{os.getpid()}C{number}N{sequence}{int(until)}{time.monotonic_ns() % 1_000_000}"
+            writer.write(START + admission(control_id, patient_of(number, sequence, patients)) + END)
             await writer.drain()
             answer = await reader.readuntil(END)
             done = time.perf_counter()
@@ -120,12 +148,22 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-async def measure(port: int, server_pid: int, connections: int, seconds: float, warmup: float) -> dict[str, float]:
+async def preload(port: int, count: int, connections: int, patients: int = 0) -> int:
+    """Send `count` messages as fast as `connections` senders can, timing nothing; returns the AAs."""
+    until = time.perf_counter() + 3600
+    shares = [count // connections + (1 if n < count % connections else 0) for n in range(connections)]
+    return sum(await asyncio.gather(*(connection_load(port, 1000 + n, until, 0.0, [], patients, share)
+                                      for n, share in enumerate(shares) if share)))
+
+
+async def measure(port: int, server_pid: int, connections: int, seconds: float, warmup: float,
+                  patients: int = 0) -> dict[str, float]:
     """ACKs per second, latency percentiles and server CPU per ACK for `connections` busy connections."""
     latencies: list[float] = []
     start = time.perf_counter()
     warmup_until, until = start + warmup, start + warmup + seconds
-    loads = [asyncio.create_task(connection_load(port, n, until, warmup_until, latencies)) for n in range(connections)]
+    loads = [asyncio.create_task(connection_load(port, n, until, warmup_until, latencies, patients))
+             for n in range(connections)]
     await asyncio.sleep(warmup)
     cpu_before = cpu_seconds(server_pid)
     total = sum(await asyncio.gather(*loads))
@@ -191,6 +229,8 @@ def main() -> int:
         asyncio.run(serve_python_hl7(args.port))
         return 0
 
+    with tempfile.TemporaryDirectory(prefix="bench-commit-") as directory:
+        commit_ms = durable_commit_ms(Path(directory))
     gateway = run_server("gateway", args.connections, args.seconds, args.warmup)
     baseline = run_server("python-hl7", args.connections, args.seconds, args.warmup)
     print(f"MLLP ACKs on {os.cpu_count()} cores, {args.seconds:.0f} s per load, one message in flight per connection")
@@ -199,11 +239,18 @@ def main() -> int:
           f"{'python-hl7 ACK/s':>16} {'p50 ms':>7} {'p99 ms':>7} {'CPU us/ACK':>10} | {'ratio':>5}")
     for count in args.connections:
         g, b = gateway[count], baseline[count]
-        print(f"{count:>5} | {g['acks_per_s']:>13.0f} {g['p50_ms']:>7.2f} {g['p99_ms']:>7.2f} {g['cpu_us_per_ack']:>10.0f} | "
+        print(f"{count:>5} | {g['acks_per_s']:>13.0f} {g['p50_ms']:>7.2f} {g['p99_ms']:>7.2f} "
+              f"{g['cpu_us_per_ack']:>10.0f} | "
               f"{b['acks_per_s']:>16.0f} {b['p50_ms']:>7.2f} {b['p99_ms']:>7.2f} {b['cpu_us_per_ack']:>10.0f} | "
               f"{g['acks_per_s'] / b['acks_per_s']:>5.2f}")
+    print(f"one durable SQLite commit (WAL, synchronous=FULL, one row) on the same disk: {commit_ms:.2f} ms median")
+    if 1 in gateway:
+        serial, peer = gateway[1], baseline[1]
+        print(f"one connection, serial: {serial['acks_per_s'] / peer['acks_per_s']:.2f}x python-hl7's rate; "
+              f"median ACK {serial['p50_ms']:.2f} ms = {serial['p50_ms'] / commit_ms:.2f}x one durable commit")
     best = max(result["acks_per_s"] for result in gateway.values())
     print(json.dumps({"gateway_best_durable_acks_per_s": round(best), "target": TARGET_ACKS_PER_SECOND,
+                      "durable_commit_ms": round(commit_ms, 3),
                       "meets_target": best >= TARGET_ACKS_PER_SECOND, "load_average": os.getloadavg()[0]}))
     return 0
 

@@ -4,30 +4,29 @@ from __future__ import annotations
 import asyncio
 import signal
 import time
-from collections.abc import Callable, Mapping
-from typing import Any
+from collections.abc import Callable
 
 from aiohttp import web
 
 from adapters.fhir_api import FhirApi
 from adapters.mllp import MllpServer
-from adapters.portal.base import PortalChannel, Submission
+from adapters.portal.base import PortalChannel
 from adapters.portal.emulator import EmulatorConfig, create_emulator_app
 from adapters.portal.emulator.state import BhxhEmulatorAccount
 from adapters.tls import server_ssl_context
-from gateway.channels import build_submissions, open_channels
-from gateway.config import PortalSettings, Settings
-from gateway.facilities import Facilities, UnknownFacility, document_keys
+from gateway.builder import SubmissionBuilder
+from gateway.channels import open_channels
+from gateway.config import Settings
+from gateway.facilities import Facilities, document_keys
 from gateway.fhir_intake import FhirIntake
 from gateway.intake import Hl7Intake
 from gateway.logs import get_logger
 from gateway.metrics import QUEUE_STATES, Metrics
 from gateway.parking import rebuild_parked
-from gateway.pipeline import BuildSubmissions, Pipeline, mapping_executor
+from gateway.pipeline import Pipeline, mapping_executor
 from gateway.retention import Retention
 from gateway.signing import Signer, load_signer, record_certificate_expiry
 from gateway.store import Store, open_store
-from gateway.submissions import SubmissionBuildError
 from gateway.version import gateway_version
 from mappings.fhir_in import map_fhir
 from mappings.hl7v2 import screen
@@ -53,21 +52,6 @@ def fhir_validator(facilities: Facilities) -> Callable[[dict], list[Issue]]:
                 issues += facilities.fhir_refusals(document_keys(document))
         return issues
     return validate
-
-
-def submissions_builder(facilities: Facilities, portal: PortalSettings,
-                        practitioners: Mapping[str, Signer] | None = None,
-                        site: Mapping[str, Any] | None = None) -> BuildSubmissions:
-    """Sign each document with the facility that treated the patient, its codes in what is signed; `site`
-    holds the site mappings ([site_mappings]) its XML 130 tables need."""
-    def build(document: Document, previous: Document | None) -> list[Submission]:
-        try:
-            facility = facilities.of_document(document)
-        except UnknownFacility as exc:  # the settings lost the facility: park it, naming why
-            raise SubmissionBuildError(str(exc)) from None
-        return build_submissions(document, facility.info, facility.signer, portal, practitioners=practitioners,
-                                 previous=previous, site=site)
-    return build
 
 
 class Gateway:
@@ -103,12 +87,15 @@ class Gateway:
         self.store = await open_store(s.store, owner=True, on_batch=self.metrics.group_commit_batch.observe)
         backlog = await self._backlog()
         self._channels = open_channels(s.portal, self.metrics, [facility.account for facility in facilities.all])
-        build = submissions_builder(facilities, s.portal, practitioners, s.site_mappings.as_mapping())
-        report = await rebuild_parked(self.store, build, self.metrics)  # the site mappings may have grown
+        builder = SubmissionBuilder(s, facilities, practitioners)
+        report = await rebuild_parked(self.store, builder, self.metrics)  # the site mappings may have grown
         if report.queued or report.waiting:
             log.info("parked_documents_rebuilt", queued=len(report.queued), waiting=len(report.waiting))
-        self._pipeline = Pipeline(self.store, self.metrics, s.pipeline, build, self._channels,
-                                  lambda: mapping_executor(s.pipeline.mapping_processes))
+        # a hardware token's session stays in this process: sign in a thread of it
+        signing_processes = 0 if builder.uses_token else s.pipeline.signing_processes
+        self._pipeline = Pipeline(
+            self.store, self.metrics, s.pipeline, builder, self._channels,
+            lambda: mapping_executor(s.pipeline.mapping_processes), signing_processes=signing_processes)
         await self._pipeline.start()
         self._retention = Retention(self.store, self.metrics, s.store.retention_days)
         self._retention.start()

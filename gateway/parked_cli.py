@@ -32,7 +32,7 @@ def cmd_parked_list(args: argparse.Namespace) -> int:
 
 def cmd_parked_rebuild(args: argparse.Namespace) -> int:
     """Build every waiting episode with the current settings; queue what is complete now."""
-    from gateway.app import submissions_builder  # noqa: PLC0415
+    from gateway.builder import submissions_builder  # noqa: PLC0415
     from gateway.facilities import Facilities  # noqa: PLC0415
     from gateway.parking import rebuild_parked  # noqa: PLC0415
     from gateway.signing import SigningError, load_signer  # noqa: PLC0415

@@ -3,7 +3,8 @@
 Once older than the retention period (by when the item finished, or for a document by when it was built):
 - inbox payloads of messages that are mapped or discarded and none of whose submissions still waits or is dead
   (an operator fixing a dead submission needs the source message);
-- outbox bodies of delivered, superseded or discarded submissions;
+- outbox bodies of superseded or discarded submissions (a delivered one's is dropped on delivery: it can be
+  signed again from its document);
 - document bundles whose submissions are all finished, the latest version included.
 Dead items keep their payload until an operator retries or discards them. Rows are never deleted: ids,
 times, states, reasons, receipts and the operator audit trail remain, with `purged_at` set.

@@ -7,6 +7,7 @@ StoreUnavailable) instead of a driver's own exception when it is not.
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import NamedTuple, Protocol
 
@@ -162,8 +163,9 @@ class Store(Protocol):
         """Return only once the message is durable (or already was): the caller may then acknowledge."""
         ...
 
-    async def claim_messages(self, limit: int) -> list[ClaimedMessage]:
-        """Lease received messages in arrival order; an expired lease (a crash) makes them claimable again."""
+    async def claim_messages(self, limit: int, *, excluding: Sequence[int] = ()) -> list[ClaimedMessage]:
+        """Lease received messages in arrival order; an expired lease (a crash) makes them claimable again,
+        except for the messages `excluding`, which the caller still holds."""
         ...
 
     async def release_messages(self, message_ids: list[int], *, charged: int | None = None) -> None:
@@ -172,6 +174,10 @@ class Store(Protocol):
 
     async def latest_document(self, document_id: str) -> Document | None:
         """The version a new fragment of the episode builds on (its bundle is {} once purged)."""
+        ...
+
+    async def latest_documents(self, document_ids: Sequence[str]) -> dict[str, Document]:
+        """latest_document of each, in one read; a document with no version yet is left out."""
         ...
 
     async def finish_messages(self, outcomes: list[MappingOutcome]) -> None:

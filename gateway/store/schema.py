@@ -5,6 +5,22 @@ import sqlite3
 
 from gateway.store.interface import SchemaTooNewError
 
+_DUE = "CASE o.state WHEN 'pending' THEN o.next_attempt_at ELSE o.lease_until END"
+
+
+def _counted(queue: str, table: str) -> str:
+    """Triggers keeping queue_counts equal to the rows of `table` by state, whatever writes them."""
+    def add(state: str, delta: int) -> str:
+        return (f"INSERT INTO queue_counts (queue, state, count) VALUES ('{queue}', {state}, {delta})"
+                f" ON CONFLICT (queue, state) DO UPDATE SET count = count + {delta};")
+    return f"""
+    CREATE TRIGGER {table}_counted_in AFTER INSERT ON {table} BEGIN {add("NEW.state", 1)} END;
+    CREATE TRIGGER {table}_counted_out AFTER DELETE ON {table} BEGIN {add("OLD.state", -1)} END;
+    CREATE TRIGGER {table}_counted_moved AFTER UPDATE OF state ON {table} WHEN OLD.state IS NOT NEW.state BEGIN
+        {add("OLD.state", -1)} {add("NEW.state", 1)}
+    END;"""
+
+
 MIGRATIONS: tuple[str, ...] = (
     # 1: inbox, documents, outbox, receipts
     """
@@ -94,7 +110,58 @@ MIGRATIONS: tuple[str, ...] = (
     """
     ALTER TABLE messages ADD COLUMN content_digest TEXT NOT NULL DEFAULT '';
     """,
-    # 4: documents waiting for a site mapping (a ward, item, lab or category code the settings lack)
+    # 4: work that costs the same however much the store holds: each patient's head of line, kept by
+    # triggers, so claiming a submission is one index seek; item counts by state, kept by triggers, so a
+    # scrape counts nothing; the age of the oldest unfinished submission by index. Signed bodies in a table
+    # of their own, so the rows deleted on delivery free whole pages for new ones.
+    f"""
+    CREATE TABLE outbox_bodies (
+        outbox_id INTEGER PRIMARY KEY REFERENCES outbox (id),
+        body      BLOB    NOT NULL                   -- sealed; deleted on delivery, or purged by retention
+    );
+    INSERT INTO outbox_bodies (outbox_id, body) SELECT id, body FROM outbox WHERE body IS NOT NULL;
+    ALTER TABLE outbox DROP COLUMN body;
+    DROP INDEX outbox_work;
+    DROP INDEX outbox_patient;
+    CREATE INDEX outbox_unfinished ON outbox (patient_key, state, id);
+    CREATE INDEX outbox_age ON outbox (state, first_received_at);
+
+    CREATE TABLE outbox_heads (                      -- each patient's earliest pending or in-flight submission
+        patient_key TEXT    PRIMARY KEY,
+        outbox_id   INTEGER NOT NULL,
+        due_at      REAL    NOT NULL                 -- next_attempt_at when pending, lease_until in flight
+    ) WITHOUT ROWID;
+    CREATE INDEX outbox_heads_due ON outbox_heads (due_at);
+    INSERT INTO outbox_heads (patient_key, outbox_id, due_at)
+        SELECT o.patient_key, o.id, {_DUE} FROM outbox o WHERE o.id IN (
+            SELECT min(id) FROM outbox WHERE state IN ('pending', 'in_flight') GROUP BY patient_key);
+    CREATE TRIGGER outbox_head_added AFTER INSERT ON outbox WHEN NEW.state IN ('pending', 'in_flight') BEGIN
+        INSERT OR IGNORE INTO outbox_heads (patient_key, outbox_id, due_at)
+            VALUES (NEW.patient_key, NEW.id, CASE NEW.state WHEN 'pending' THEN NEW.next_attempt_at
+                                             ELSE NEW.lease_until END);
+    END;
+    CREATE TRIGGER outbox_head_moved AFTER UPDATE OF state, next_attempt_at, lease_until ON outbox
+    WHEN OLD.state IN ('pending', 'in_flight') OR NEW.state IN ('pending', 'in_flight') BEGIN
+        DELETE FROM outbox_heads WHERE patient_key = NEW.patient_key;
+        INSERT INTO outbox_heads (patient_key, outbox_id, due_at)
+            SELECT o.patient_key, o.id, {_DUE} FROM outbox o WHERE o.id = (SELECT min(id) FROM (
+                SELECT min(id) AS id FROM outbox WHERE patient_key = NEW.patient_key AND state = 'pending'
+                UNION ALL
+                SELECT min(id) FROM outbox WHERE patient_key = NEW.patient_key AND state = 'in_flight'));
+    END;
+
+    CREATE TABLE queue_counts (
+        queue TEXT    NOT NULL,                      -- inbox | outbox
+        state TEXT    NOT NULL,
+        count INTEGER NOT NULL,
+        PRIMARY KEY (queue, state)
+    ) WITHOUT ROWID;
+    INSERT INTO queue_counts (queue, state, count)
+        SELECT 'inbox', state, count(*) FROM messages GROUP BY state
+        UNION ALL SELECT 'outbox', state, count(*) FROM outbox GROUP BY state;
+    {_counted("inbox", "messages")}
+    {_counted("outbox", "outbox")}
+    # 5: documents waiting for a site mapping (a ward, item, lab or category code the settings lack)
     """
     CREATE TABLE parked_documents (
         document_id       TEXT    PRIMARY KEY,

@@ -14,7 +14,7 @@ import json
 import os
 import sqlite3
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -44,10 +44,14 @@ from mappings.model import Document
 
 T = TypeVar("T")
 log = get_logger(__name__)
+# Sealed documents are about 2 KB: a 4 KB page holds one and wastes the rest; 8 KB pages waste a third as
+# much, and an acknowledgement's commit still writes only a few of them.
+PAGE_SIZE = 8192
 
 
 def _connect_writer(path: Path) -> sqlite3.Connection:
     connection = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+    connection.execute(f"PRAGMA page_size = {PAGE_SIZE}")  # a new file only; an existing one keeps its own
     connection.execute("PRAGMA journal_mode=WAL")
     connection.execute("PRAGMA synchronous=FULL")
     connection.execute("PRAGMA foreign_keys=ON")
@@ -175,15 +179,19 @@ class SqliteStore:
 
     # ---- inbox: mapping stage ------------------------------------------------------------------
 
-    async def claim_messages(self, limit: int) -> list[ClaimedMessage]:
-        """Lease received messages in arrival order; an expired lease (a crash) makes them claimable again."""
+    async def claim_messages(self, limit: int, *, excluding: Sequence[int] = ()) -> list[ClaimedMessage]:
+        """Lease received messages in arrival order; an expired lease (a crash) makes them claimable again,
+        except for the messages `excluding`, which the caller still holds."""
+        held = json.dumps(list(excluding))
+
         def claim(db: sqlite3.Connection) -> list[tuple[Any, ...]]:
             now = time.time()
             return db.execute(
                 "UPDATE messages SET lease_until = ?, attempts = attempts + 1 WHERE id IN ("
-                " SELECT id FROM messages WHERE state = 'received' AND lease_until < ? ORDER BY id LIMIT ?)"
+                " SELECT id FROM messages WHERE state = 'received' AND lease_until < ?"
+                "   AND id NOT IN (SELECT value FROM json_each(?)) ORDER BY id LIMIT ?)"
                 " RETURNING id, source, message_type, correlation_id, received_at, payload, attempts",
-                (now + self._lease, now, limit),
+                (now + self._lease, now, held, limit),
             ).fetchall()
         rows = await self._write(claim)
         claimed = [ClaimedMessage(r[0], r[1], r[2], r[3], r[4], self._cipher.open(r[5], b"messages"), r[6])
@@ -199,16 +207,20 @@ class SqliteStore:
 
     async def latest_document(self, document_id: str) -> Document | None:
         """The version a new fragment of the episode builds on (its bundle is {} once purged by retention)."""
+        return (await self.latest_documents([document_id])).get(document_id)
+
+    async def latest_documents(self, document_ids: Sequence[str]) -> dict[str, Document]:
+        """The newest version of each of these documents that exists, in one read (a batch's worth)."""
+        if not document_ids:
+            return {}
         rows = await self._read(
-            "SELECT version, kind, patient_key, bundle FROM documents WHERE document_id = ?"
-            " ORDER BY version DESC LIMIT 1", (document_id,))
-        if not rows:
-            return None
-        version, kind, patient_key, sealed = rows[0]
-        bundle = json.loads(self._cipher.open(sealed, b"documents")) if sealed is not None else None
-        if bundle is None:
-            return Document(document_id, version, kind, patient_key, {})
-        return Document(document_id, version, kind, patient_key, bundle)
+            "SELECT d.document_id, d.version, d.kind, d.patient_key, d.bundle FROM documents d"
+            " WHERE d.document_id IN (SELECT value FROM json_each(?))"
+            " AND d.version = (SELECT max(version) FROM documents WHERE document_id = d.document_id)",
+            (json.dumps(sorted(set(document_ids))),))
+        return {document_id: Document(document_id, version, kind, patient_key,
+                                      json.loads(self._cipher.open(sealed, b"documents")) if sealed is not None else {})
+                for document_id, version, kind, patient_key, sealed in rows}
 
     async def commit_mapping(self, message_id: int, documents: list[Document],
                              submissions: list[Submission]) -> None:
@@ -273,35 +285,39 @@ class SqliteStore:
     # ---- outbox: submission stage --------------------------------------------------------------
 
     async def claim_submissions(self, limit: int) -> list[ClaimedSubmission]:
-        """Lease due submissions, never one whose patient still has an earlier one undelivered."""
-        def claim(db: sqlite3.Connection) -> list[tuple[Any, ...]]:
+        """Lease due submissions, never one whose patient still has an earlier one undelivered.
+
+        Only each patient's head of line can be due (outbox_heads, kept by triggers), so a claim costs the
+        same however long a patient's backlog is: it never holds up the acknowledgements committed beside it.
+        """
+        def claim(db: sqlite3.Connection) -> tuple[list[tuple[Any, ...]], dict[int, bytes]]:
             now = time.time()
-            return db.execute(
+            rows = db.execute(
                 "UPDATE outbox SET state = 'in_flight', lease_until = ?, attempts = attempts + 1 WHERE id IN ("
-                " SELECT o.id FROM outbox o"
-                " WHERE ((o.state = 'pending' AND o.next_attempt_at <= ?)"
-                "   OR (o.state = 'in_flight' AND o.lease_until < ?))"
-                " AND NOT EXISTS (SELECT 1 FROM outbox e WHERE e.patient_key = o.patient_key AND e.id < o.id"
-                "   AND e.state IN ('pending', 'in_flight'))"
-                " ORDER BY o.id LIMIT ?)"
-                " RETURNING id, channel, idempotency_key, document_id, version, content_type, body, attempts,"
+                " SELECT outbox_id FROM outbox_heads WHERE due_at <= ? ORDER BY due_at LIMIT ?)"
+                " RETURNING id, channel, idempotency_key, document_id, version, content_type, attempts,"
                 " first_received_at",
-                (now + self._lease, now, now, limit),
+                (now + self._lease, now, limit),
             ).fetchall()
-        rows = await self._write(claim)
+            bodies = db.execute("SELECT outbox_id, body FROM outbox_bodies WHERE outbox_id IN"
+                                " (SELECT value FROM json_each(?))", (json.dumps([r[0] for r in rows]),)).fetchall()
+            return rows, {outbox_id: body for outbox_id, body in bodies}
+        rows, bodies = await self._write(claim)
         claimed = [
             ClaimedSubmission(
-                r[0], Submission(r[1], r[2], r[3], r[4], self._cipher.open(r[6], b"outbox"), r[5]), r[7], r[8])
+                r[0], Submission(r[1], r[2], r[3], r[4], self._cipher.open(bodies[r[0]], b"outbox"), r[5]), r[6], r[7])
             for r in rows
         ]
         return sorted(claimed, key=lambda item: item.id)
 
     async def mark_delivered(self, outbox_id: int, receipt: Receipt) -> None:
-        """Record the portal's acceptance and archive its receipt (the portal keeps results only 60 days)."""
+        """Record the portal's acceptance and archive its receipt (the portal keeps results only 60 days).
+        The signed body is dropped at once: it can be built again from the document, which is kept."""
         def deliver(db: sqlite3.Connection) -> None:
             now = time.time()
             db.execute("UPDATE outbox SET state = 'delivered', finished_at = ?, lease_until = 0, reason = NULL"
                        " WHERE id = ?", (now, outbox_id))
+            db.execute("DELETE FROM outbox_bodies WHERE outbox_id = ?", (outbox_id,))
             db.execute(
                 "INSERT OR REPLACE INTO receipts (outbox_id, channel, transaction_id, received_at, result_code, raw,"
                 " archived_at) SELECT id, channel, ?, ?, ?, ?, ? FROM outbox WHERE id = ?",
@@ -324,17 +340,23 @@ class SqliteStore:
     # ---- observation ---------------------------------------------------------------------------
 
     async def queue_depths(self) -> dict[tuple[str, str], int]:
-        """Counts by (queue, state), for the queue-depth gauge and `status`."""
-        rows = await self._read(
-            "SELECT 'inbox', state, count(*) FROM messages GROUP BY state"
-            " UNION ALL SELECT 'outbox', state, count(*) FROM outbox GROUP BY state")
+        """Counts by (queue, state), for the queue-depth gauge and `status`: kept by triggers, never counted."""
+        rows = await self._read("SELECT queue, state, count FROM queue_counts WHERE count > 0")
         return {(queue, state): count for queue, state, count in rows}
 
     async def oldest_pending_received_at(self) -> float | None:
-        """When the oldest acknowledged, not yet delivered item (dead letters included) was acknowledged."""
+        """When the oldest acknowledged, not yet delivered item (dead letters included) was acknowledged: a few
+        index seeks (messages are stored in the order they are acknowledged, so the first of a state is its
+        oldest)."""
         rows = await self._read(
-            "SELECT min(t) FROM (SELECT min(received_at) AS t FROM messages WHERE state IN ('received', 'dead')"
-            " UNION ALL SELECT min(first_received_at) FROM outbox WHERE state IN ('pending', 'in_flight', 'dead'))")
+            "SELECT min(t) FROM ("
+            " SELECT received_at AS t FROM (SELECT received_at FROM messages WHERE state = 'received' ORDER BY id"
+            "   LIMIT 1)"
+            " UNION ALL SELECT received_at FROM (SELECT received_at FROM messages WHERE state = 'dead' ORDER BY id"
+            "   LIMIT 1)"
+            " UNION ALL SELECT min(first_received_at) FROM outbox WHERE state = 'pending'"
+            " UNION ALL SELECT min(first_received_at) FROM outbox WHERE state = 'in_flight'"
+            " UNION ALL SELECT min(first_received_at) FROM outbox WHERE state = 'dead')")
         return rows[0][0] if rows else None
 
     # ---- upkeep and operator work (the SQL is in sqlite_admin.py) ------------------------------

@@ -6,6 +6,7 @@ and a purge empties only the payload column, marking `purged_at`.
 """
 from __future__ import annotations
 
+import json
 import sqlite3
 import time
 from collections.abc import Sequence
@@ -16,16 +17,18 @@ from gateway.store.interface import AdminError, ItemRef, QueuedItem
 
 class QueueTable(NamedTuple):
     table: str
-    associated: bytes  # the cipher's associated data for the payload column
-    payload: str
+    associated: bytes  # the cipher's associated data for the payload
+    payload: str  # SELECT payload, state, purged_at of the item with id = ?
 
 
-QUEUES = {"inbox": QueueTable("messages", b"messages", "payload"),
-          "outbox": QueueTable("outbox", b"outbox", "body")}
+QUEUES = {"inbox": QueueTable("messages", b"messages", "SELECT payload, state, purged_at FROM messages WHERE id = ?"),
+          "outbox": QueueTable("outbox", b"outbox", "SELECT b.body, o.state, o.purged_at FROM outbox o"
+                                                    " LEFT JOIN outbox_bodies b ON b.outbox_id = o.id WHERE o.id = ?")}
 INBOX_ITEMS = ("SELECT id, state, message_type, sender, reason, received_at, finished_at, attempts,"
                " payload IS NULL, '' FROM messages")
 OUTBOX_ITEMS = ("SELECT o.id, o.state, o.channel, o.document_id || ':v' || o.version, o.reason,"
-                " o.first_received_at, o.finished_at, o.attempts, o.body IS NULL,"
+                " o.first_received_at, o.finished_at, o.attempts,"
+                " NOT EXISTS (SELECT 1 FROM outbox_bodies b WHERE b.outbox_id = o.id),"
                 " coalesce('inbox:' || (SELECT d.message_id FROM documents d"
                 "   WHERE d.document_id = o.document_id AND d.version = o.version), '') FROM outbox o")
 
@@ -37,10 +40,9 @@ _PURGES = {
         " AND m.finished_at < :cutoff AND NOT EXISTS (SELECT 1 FROM documents d JOIN outbox o"
         "   ON o.document_id = d.document_id AND o.version = d.version"
         f"   WHERE d.message_id = m.id AND o.state IN {_UNFINISHED}) LIMIT :chunk)"),
-    "outbox": (
-        "UPDATE outbox SET body = NULL, purged_at = :now WHERE id IN ("
-        " SELECT id FROM outbox WHERE body IS NOT NULL AND state IN ('delivered', 'superseded', 'discarded')"
-        " AND finished_at < :cutoff LIMIT :chunk)"),
+    "outbox": (  # a delivered body is dropped on delivery already (SqliteStore.mark_delivered)
+        "SELECT o.id FROM outbox_bodies b JOIN outbox o ON o.id = b.outbox_id"
+        " WHERE o.state IN ('delivered', 'superseded', 'discarded') AND o.finished_at < :cutoff LIMIT :chunk"),
     "documents": (
         "UPDATE documents SET bundle = NULL, purged_at = :now WHERE rowid IN ("
         " SELECT d.rowid FROM documents d WHERE d.bundle IS NOT NULL AND d.created_at < :cutoff"
@@ -51,7 +53,13 @@ _PURGES = {
 
 def purge(db: sqlite3.Connection, kind: str, cutoff: float, limit: int) -> int:
     """Empty up to `limit` payloads of one kind past retention (the rules are in gateway/retention.py)."""
-    return db.execute(_PURGES[kind], {"now": time.time(), "cutoff": cutoff, "chunk": limit}).rowcount
+    now = time.time()
+    if kind != "outbox":
+        return db.execute(_PURGES[kind], {"now": now, "cutoff": cutoff, "chunk": limit}).rowcount
+    ids = json.dumps([row[0] for row in db.execute(_PURGES[kind], {"cutoff": cutoff, "chunk": limit})])
+    db.execute("UPDATE outbox SET purged_at = ? WHERE id IN (SELECT value FROM json_each(?))", (now, ids))
+    return db.execute("DELETE FROM outbox_bodies WHERE outbox_id IN (SELECT value FROM json_each(?))",
+                      (ids,)).rowcount
 
 
 def item(queue: str, row: Sequence[Any]) -> QueuedItem:
@@ -69,9 +77,12 @@ def audit(db: sqlite3.Connection, operator: str, action: str, ref: ItemRef, deta
 def read_payload(db: sqlite3.Connection, ref: ItemRef, operator: str) -> bytes:
     """The sealed payload, its viewing audited in the same transaction."""
     queue = QUEUES[ref.queue]
-    row = db.execute(f"SELECT {queue.payload} FROM {queue.table} WHERE id = ?", (ref.id,)).fetchone()
+    row = db.execute(queue.payload, (ref.id,)).fetchone()
     if row is None:
         raise AdminError(f"there is no item {ref}")
+    if row[0] is None and row[1] == "delivered" and row[2] is None:
+        raise AdminError(f"the signed body of {ref} was dropped once the portal accepted it; its receipt and"
+                         " the document it was built from are kept")
     if row[0] is None:
         raise AdminError(f"the payload of {ref} was purged by the retention policy; its metadata is kept")
     audit(db, operator, "show-payload", ref)

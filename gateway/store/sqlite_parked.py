@@ -31,12 +31,16 @@ def enqueue(db: sqlite3.Connection, cipher: PayloadCipher, now: float, item: Sub
     if item.withdraws:  # e.g. a reopened or cancelled episode: its held files must not go
         return
     first_received_at = min(received_at, replaced_since) if replaced_since else received_at
-    db.execute(
+    inserted = db.execute(
         "INSERT INTO outbox (channel, idempotency_key, document_id, version, patient_key, content_type,"
-        " first_received_at, created_at, state, next_attempt_at, body)"
-        " VALUES (?, ?, ?, ?, ?, ?, ?, ?, 'pending', ?, ?) ON CONFLICT (channel, idempotency_key) DO NOTHING",
+        " first_received_at, created_at, state, next_attempt_at)"
+        " VALUES (?, ?, ?, ?, ?, ?, ?, ?, 'pending', ?) ON CONFLICT (channel, idempotency_key) DO NOTHING"
+        " RETURNING id",
         (item.channel, item.idempotency_key, item.document_id, item.version, patient_key, item.content_type,
-         first_received_at, now, max(now, item.not_before), cipher.seal(item.body, b"outbox")))
+         first_received_at, now, max(now, item.not_before))).fetchone()
+    if inserted is not None:
+        db.execute("INSERT INTO outbox_bodies (outbox_id, body) VALUES (?, ?)",
+                   (inserted[0], cipher.seal(item.body, b"outbox")))
 
 
 def park(db: sqlite3.Connection, now: float, waiting: Parked, received_at: float) -> None:

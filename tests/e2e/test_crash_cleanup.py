@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from gateway.pipeline import MAPPING_NICENESS
+from gateway.workers import WORKER_NICENESS
 from tests.conftest import CORPUS
 from tests.e2e.harness import GatewayProcess, children_of, mapping_workers, wait_until
 
@@ -23,7 +23,7 @@ def niceness(pid: int) -> int:
 def test_mapping_workers_start_with_the_gateway_and_yield_the_cpu_to_it(tmp_path: Path) -> None:
     gateway = GatewayProcess(tmp_path).start()
     try:
-        expected = niceness(gateway.process.pid) + MAPPING_NICENESS
+        expected = niceness(gateway.process.pid) + WORKER_NICENESS
 
         started = wait_until(lambda: mapping_workers(gateway.process.pid), 30,
                              what="mapping workers before any message")

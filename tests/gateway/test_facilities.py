@@ -12,7 +12,8 @@ from cryptography.hazmat.primitives import serialization
 from lxml import etree
 
 from adapters.portal.emulator.validate import check_checkin, check_envelope
-from gateway.app import fhir_validator, submissions_builder
+from gateway.app import fhir_validator
+from gateway.builder import submissions_builder
 from gateway.config import (
     DEMO_SITE_MAPPINGS,
     BhxhChannelSettings,

@@ -67,14 +67,14 @@ async def test_old_delivered_work_loses_its_payloads_but_keeps_metadata_and_rece
 
     purged = await purge_expired(store, time.time() - 30 * DAY)
 
-    assert purged == {"messages": 1, "outbox": 1, "documents": 1}
+    assert purged == {"messages": 1, "outbox": 0, "documents": 1}  # the delivered body went on delivery
     path = store.path
     assert sql(path, "SELECT control_id, payload IS NULL, purged_at IS NOT NULL, state FROM messages ORDER BY id") == [
         ("C1", 1, 1, "mapped"),  # delivered: purged
         ("C2", 0, 0, "mapped"),  # its submission is dead: an operator may need the source message
         ("C3", 0, 0, "mapped"),  # its submission still waits
         ("C4", 0, 0, "dead")]
-    assert sql(path, "SELECT id, body IS NULL, state FROM outbox ORDER BY id") == [
+    assert sql(path, "SELECT id, id NOT IN (SELECT outbox_id FROM outbox_bodies), state FROM outbox ORDER BY id") == [
         (delivered, 1, "delivered"), (dead, 0, "dead"), (waiting, 0, "pending")]
     assert sql(path, "SELECT document_id, bundle IS NULL FROM documents ORDER BY document_id") == [
         ("EP1", 1), ("EP2", 0), ("EP3", 0)]
@@ -107,6 +107,8 @@ async def test_a_purged_payload_is_reported_as_purged_to_the_operator(store: Sql
     age_everything(store.path, 31)
     await purge_expired(store, time.time() - 30 * DAY)
     with pytest.raises(AdminError, match="purged by the retention policy"):
+        await QueueAdmin(store, "tester").payload(ItemRef("inbox", 1))
+    with pytest.raises(AdminError, match="dropped once the portal accepted it"):
         await QueueAdmin(store, "tester").payload(ItemRef("outbox", delivered))
 
 
@@ -133,12 +135,12 @@ async def test_the_periodic_task_purges_and_counts(store: SqliteStore) -> None:
     retention.start()
     try:
         # Waits for the end of the first purge, not for its first visible effect: the counter moves after
-        # every table is purged, so stopping as soon as the body was gone could stop before the count.
+        # every table is purged, so stopping as soon as the payload was gone could stop before the count.
         await asyncio.wait_for(retention.purged.wait(), timeout=120)
     finally:
         await retention.stop()
-    assert sql(store.path, "SELECT body IS NULL FROM outbox") == [(1,)]
-    assert metrics.registry.get_sample_value("healthbook_gateway_purged_payloads_total", {"table": "outbox"}) == 1
+    assert sql(store.path, "SELECT payload IS NULL FROM messages") == [(1,)]
+    assert metrics.registry.get_sample_value("healthbook_gateway_purged_payloads_total", {"table": "messages"}) == 1
 
 
 async def test_purge_works_in_chunks_until_done(store: SqliteStore, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -148,4 +150,4 @@ async def test_purge_works_in_chunks_until_done(store: SqliteStore, monkeypatch:
         await store.claim_submissions(10)
         await store.mark_delivered(outbox_id, Receipt(f"TX-{n}", "202603120830", "000"))
     age_everything(store.path, 31)
-    assert await purge_expired(store, time.time() - 30 * DAY) == {"messages": 5, "outbox": 5, "documents": 5}
+    assert await purge_expired(store, time.time() - 30 * DAY) == {"messages": 5, "outbox": 0, "documents": 5}

@@ -3,10 +3,13 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import json
 import sqlite3
 from pathlib import Path
 
 import pytest
+from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from adapters.portal.base import Receipt, Submission
 from gateway.encryption import PayloadCipher
@@ -130,6 +133,20 @@ async def test_a_failed_commit_fails_every_waiter_and_the_store_recovers(tmp_pat
         db.execute("DROP TRIGGER refuse")
     stored = await store.store_inbound(inbound("C0"))
     assert not stored.duplicate  # C0 was never written, so it is new now
+
+
+def test_payloads_are_compressed_and_rows_sealed_before_compression_still_open() -> None:
+    key = b"k" * 32
+    bundle = json.dumps({"entry": [{"resource": {"resourceType": "Observation", "code": "8867-4"}}] * 100}).encode()
+    sealed = PayloadCipher(key).seal(bundle, b"documents")
+    assert len(sealed) < len(bundle) / 5
+    assert PayloadCipher(key).open(sealed, b"documents") == bundle
+    with pytest.raises(InvalidTag):  # bound to its table, as before
+        PayloadCipher(key).open(sealed, b"outbox")
+    for first_byte in (b"\x01", b"\x07"):  # an older row, even one whose nonce starts like the format byte
+        nonce = first_byte + bytes(11)
+        older = nonce + AESGCM(key).encrypt(nonce, b"MSH|older", b"messages")
+        assert PayloadCipher(key).open(older, b"messages") == b"MSH|older"
 
 
 def test_key_must_be_32_bytes() -> None:

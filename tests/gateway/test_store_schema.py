@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import base64
 import os
+import random
 import sqlite3
 import subprocess
 import sys
@@ -86,3 +87,52 @@ def test_the_cli_names_the_problem_in_one_line(tmp_path: Path) -> None:
                             capture_output=True, text=True, timeout=60)
     assert result.returncode == 1
     assert result.stderr.count("\n") == 1 and "schema version 99 is newer" in result.stderr
+
+
+async def test_an_upgraded_file_keeps_its_counts_and_each_patients_place_in_line(tmp_path: Path) -> None:
+    path = tmp_path / "gw.db"
+    version_one_file(path)
+    with sqlite3.connect(path, isolation_level=None) as db:
+        db.execute("PRAGMA user_version = 3")
+        for migration in MIGRATIONS[1:3]:
+            db.executescript(migration)
+        for number, (patient, state) in enumerate([("p1", "delivered"), ("p1", "pending"), ("p1", "pending"),
+                                                   ("p2", "in_flight"), ("p2", "pending"), ("p3", "dead")], 1):
+            db.execute("INSERT INTO outbox (channel, idempotency_key, document_id, version, patient_key, content_type,"
+                       " first_received_at, created_at, state, next_attempt_at, body)"
+                       " VALUES ('c', ?, ?, 1, ?, 't', 1, 1, ?, 0, ?)",
+                       (f"K{number}", f"D{number}", patient, state, PayloadCipher(KEY).seal(b"<x/>", b"outbox")))
+    store = await SqliteStore(path, PayloadCipher(KEY)).open(owner=True)  # the owner re-queues what was in flight
+    try:
+        depths = await store.queue_depths()
+        claimed = [item.submission.document_id for item in await store.claim_submissions(10)]
+    finally:
+        await store.close()
+    assert depths == {("inbox", "received"): 1, ("outbox", "delivered"): 1, ("outbox", "pending"): 4,
+                      ("outbox", "dead"): 1}
+    assert sorted(claimed) == ["D2", "D4"]  # the first undelivered of p1 and of p2; the dead one holds no one
+
+
+def test_the_heads_of_line_and_the_counts_follow_every_change_to_the_outbox(tmp_path: Path) -> None:
+    rng = random.Random(12)
+    with sqlite3.connect(tmp_path / "gw.db", isolation_level=None) as db:
+        migrate(db)
+        for step in range(600):
+            if step % 3 == 0:
+                db.execute("INSERT INTO outbox (channel, idempotency_key, document_id, version, patient_key,"
+                           " content_type, first_received_at, created_at, state, next_attempt_at)"
+                           " VALUES ('c', ?, 'd', 1, ?, 't', 0, 0, 'pending', ?)",
+                           (f"K{step}", f"P{rng.randint(1, 6)}", rng.random()))
+            else:
+                db.execute("UPDATE outbox SET state = ?, next_attempt_at = ?, lease_until = ? WHERE id = ?",
+                           (rng.choice(["pending", "in_flight", "delivered", "dead", "superseded"]), rng.random(),
+                            rng.random(), rng.randint(1, step // 3 + 1)))
+            heads: dict[str, tuple[int, float]] = {}
+            for outbox_id, patient, state, next_attempt_at, lease_until in db.execute(
+                    "SELECT id, patient_key, state, next_attempt_at, lease_until FROM outbox ORDER BY id"):
+                if state in ("pending", "in_flight") and patient not in heads:
+                    heads[patient] = (outbox_id, next_attempt_at if state == "pending" else lease_until)
+            assert {patient: (outbox_id, due) for patient, outbox_id, due in db.execute(
+                "SELECT patient_key, outbox_id, due_at FROM outbox_heads")} == heads, f"step {step}"
+            assert dict(db.execute("SELECT state, count FROM queue_counts WHERE queue = 'outbox' AND count != 0")) == \
+                dict(db.execute("SELECT state, count(*) FROM outbox GROUP BY state")), f"step {step}"
