@@ -161,6 +161,7 @@ MIGRATIONS: tuple[str, ...] = (
         UNION ALL SELECT 'outbox', state, count(*) FROM outbox GROUP BY state;
     {_counted("inbox", "messages")}
     {_counted("outbox", "outbox")}
+    """,
     # 5: documents waiting for a site mapping (a ward, item, lab or category code the settings lack)
     """
     CREATE TABLE parked_documents (
