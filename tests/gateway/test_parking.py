@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import base64
+import asyncio
 import json
 import uuid
 from collections.abc import AsyncIterator, Mapping
@@ -64,21 +65,27 @@ def builder(signer: Signer, site: Mapping[str, Any]):  # type: ignore[no-untyped
     return build
 
 
-async def map_all(store: Store, signer: Signer, site: Mapping[str, Any], messages: list[str]) -> Metrics:
-    """Acknowledge the messages and run the mapping stage until each is mapped (no portal channel)."""
+async def map_all(store: Store, signer: Signer, site: Mapping[str, Any], messages: list[str],
+                  channel: ScriptedChannel | None = None) -> Metrics:
+    """Acknowledge the messages and run the pipeline until each is mapped and what it queued is delivered."""
     from gateway.pipeline import Pipeline, mapping_executor
 
     metrics = Metrics()
-    pipeline = Pipeline(store, metrics, SETTINGS, builder(signer, site), {"bhxh_xml130": ScriptedChannel([])},
-                        lambda: mapping_executor(0))
-    pipeline._tasks.clear()  # noqa: SLF001 (the mapping stage only: submissions stay in the outbox to inspect)
-    for text in messages:
-        await store.store_inbound(Inbound("mllp", "HIS|BV", uuid.uuid4().hex, "ADT^A01", "cid", text.encode(), b"AA"))
-    for _ in range(len(messages)):
-        claimed = await store.claim_messages(32)
-        if claimed:
-            await pipeline._map_batch(claimed)  # noqa: SLF001
-    pipeline._executor.shutdown()  # noqa: SLF001
+    pipeline = Pipeline(store, metrics, SETTINGS, builder(signer, site),
+                        {"bhxh_xml130": channel or ScriptedChannel([])}, lambda: mapping_executor(0))
+    await pipeline.start()
+    try:
+        for text in messages:
+            await store.store_inbound(Inbound("mllp", "HIS|BV", uuid.uuid4().hex, "ADT^A01", "cid", text.encode(),
+                                              b"AA"))
+        for _ in range(400):
+            depths = await store.queue_depths()
+            if not any(depths.get(key) for key in (("inbox", "received"), ("outbox", "pending"),
+                                                   ("outbox", "in_flight"))):
+                break
+            await asyncio.sleep(0.05)
+    finally:
+        await pipeline.stop()
     return metrics
 
 
@@ -106,9 +113,10 @@ async def test_an_unmapped_ward_parks_the_episode_and_a_rebuild_sends_it(store: 
 async def test_a_later_complete_version_ends_the_wait(store: Store, signer: Signer) -> None:
     await map_all(store, signer, NO_WARD, corpus("adt_a01_admit.hl7"))
     assert len(await store.parked()) == 1
-    await map_all(store, signer, SITE, [corpus_hl7("oru_r01_lab.hl7")])  # the ward was mapped meanwhile
+    portal = ScriptedChannel([])
+    await map_all(store, signer, SITE, [corpus_hl7("oru_r01_lab.hl7")], portal)  # the ward was mapped meanwhile
     assert await store.parked() == []
-    assert await outbox(store) == [("4000000000123_VV26000456", 2)]
+    assert portal.calls == ["4000000000123_VV26000456:v2"]
 
 
 async def test_the_parked_codes_follow_the_latest_version(store: Store, signer: Signer) -> None:
