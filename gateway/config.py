@@ -386,6 +386,7 @@ class SiteMappingSettings(_Section):
     items: dict[str, dict[str, str]] = Field(default_factory=dict)  # HIS charge/drug code -> SiteItem fields
     lab_tests: dict[str, dict[str, str]] = Field(default_factory=dict)  # result code -> LabTest fields
     patient_categories: dict[str, str] = Field(default_factory=dict)  # PV1-20 -> MA_DOITUONG_KCB
+    dispositions: dict[str, Literal["1", "2", "3", "4", "5"]] = Field(default_factory=dict)  # PV1-36 -> MA_LOAI_RV
 
     @field_validator("items")
     @classmethod

@@ -5,7 +5,7 @@ from typing import Any
 
 from mappings.fhir_common import ends_before_start
 from mappings.model import Issue
-from mappings.vn import codes, systems
+from mappings.vn import systems
 
 TREATMENT_RESULTS = frozenset({"1", "2", "3", "4", "5", "6", "7", "8"})
 INACTIVE = frozenset({"cancelled", "entered-in-error", "stopped", "not-done", "aborted", "declined"})
@@ -41,10 +41,6 @@ def _encounter_issues(encounter: dict[str, Any], path: str) -> list[Issue]:
         code = str((extension.get("valueCoding") or {}).get("code", ""))
         if extension.get("url") == systems.TREATMENT_RESULT_EXTENSION and code not in TREATMENT_RESULTS:
             issues.append(Issue(f"{path}.extension", "invalid-code", "the treatment result (KET_QUA_DTRI) must be 1-8"))
-    codings = ((encounter.get("hospitalization") or {}).get("dischargeDisposition") or {}).get("coding") or []
-    if codings and not any(codes.discharge(str(c.get("code", ""))) for c in codings):
-        issues.append(Issue(f"{path}.hospitalization.dischargeDisposition", "invalid-code",
-                            "dischargeDisposition is not a code the gateway maps to MA_LOAI_RV"))
     return issues
 
 

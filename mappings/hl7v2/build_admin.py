@@ -10,6 +10,7 @@ from mappings.hl7v2.events import EventRule
 from mappings.hl7v2.rules import PatientIds
 from mappings.vn import codes, systems
 
+TREATMENT_RESULTS = frozenset({"1", "2", "3", "4", "5", "6", "7", "8"})
 ENCOUNTER_CLASS = {"I": ("IMP", "inpatient encounter"), "O": ("AMB", "ambulatory"),
                    "E": ("EMER", "emergency"), "P": ("PRENC", "pre-admission")}
 
@@ -115,7 +116,7 @@ def _visit_extensions(ctx: Context, pv1: Segment, pv2: Segment | None) -> list[d
         out.append({"url": systems.PATIENT_CATEGORY_EXTENSION,
                     "valueCoding": {"system": systems.local("financial-class", ctx.facility_id),
                                     "code": ctx.c(pv1, 20)}})
-    if ctx.c(pv2, 24):
+    if ctx.c(pv2, 24) in TREATMENT_RESULTS:  # table 0216 is the site's own: other values are not KET_QUA_DTRI
         out.append({"url": systems.TREATMENT_RESULT_EXTENSION,
                     "valueCoding": {"system": systems.TREATMENT_RESULT, "code": ctx.c(pv2, 24)}})
     return out

@@ -15,6 +15,7 @@ from mappings.hl7v2.er7 import Segment
 from mappings.hl7v2.rules_claim import order_number, preceding_orc
 from mappings.hl7v2.values import NUMBER
 from mappings.vn import systems
+from mappings.vn.identifiers import is_valid_bhyt
 
 CURRENCY = "VND"
 
@@ -178,18 +179,20 @@ def medication_administration(ctx: Context, rxa: Segment) -> dict[str, Any]:
     return resource
 
 
-def coverage(ctx: Context, in1: Segment, card: str) -> dict[str, Any]:
-    """The BHYT card (IN1): its validity (IN1-12/13) for GT_THE_TU/GT_THE_DEN."""
-    number = ctx.c(in1, 36) or card
+def coverage(ctx: Context, in1: Segment, card: str) -> dict[str, Any] | None:
+    """The BHYT card (IN1): its validity (IN1-12/13) for GT_THE_TU/GT_THE_DEN; None for another insurer's plan."""
+    policy = ctx.c(in1, 36)
+    number = policy if is_valid_bhyt(policy) else card if not policy else ""
+    if not number:
+        return None
     resource: dict[str, Any] = {
         "resourceType": "Coverage", "id": resource_id(ctx.document_id, "Coverage", number),
         "status": "active", "beneficiary": ref(ctx.patient_id),
         "payor": [{"display": ctx.t(in1, 4, 1) or "Bảo hiểm xã hội Việt Nam"}],
         "type": codeable(systems.ACT_CODE, "PUBLICPOL"),
     }
-    if number:
-        resource["identifier"] = [{"system": systems.BHYT, "value": number}]
-        resource["subscriberId"] = number
+    resource["identifier"] = [{"system": systems.BHYT, "value": number}]
+    resource["subscriberId"] = number
     start, end = fhir_datetime(ctx.c(in1, 12)), fhir_datetime(ctx.c(in1, 13))
     if start or end:
         resource["period"] = {k: v for k, v in (("start", start), ("end", end)) if v}

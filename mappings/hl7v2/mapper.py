@@ -108,7 +108,7 @@ def _episode_resources(ctx: Context, key: str, rule: EventRule, kind: DocumentKi
     out += [build_clinical.procedure(ctx, pr1) for pr1 in msg.all("PR1")]
     pid = msg.first("PID")
     card = rules.patient_ids(pid, msg).bhyt if pid is not None else ""
-    out += [build_orders.coverage(ctx, in1, card) for in1 in msg.all("IN1")]
+    out += [coverage for in1 in msg.all("IN1") if (coverage := build_orders.coverage(ctx, in1, card))]
     if key in CLAIM_BUILDERS:
         return out + _claim_resources(ctx, key)
     if key == "MDM^T02":

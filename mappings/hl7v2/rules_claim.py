@@ -5,17 +5,23 @@ mapped yet (wards, items, lab codes, financial classes) is not checked here: the
 """
 from __future__ import annotations
 
+import re
+
 from mappings.fhir_common import ends_before_start, fhir_datetime
 from mappings.hl7v2.er7 import Delimiters, Er7Message, Segment, component
 from mappings.hl7v2.values import NUMBER
 from mappings.model import Issue
-from mappings.vn import codes
 from mappings.vn.identifiers import bhxh_facility_code_issues, bhyt_issues
 
 # the segment each claim message type must carry
 CLAIM_SEGMENTS = {"DFT^P03": "FT1", "RDE^O11": "RXE", "RDS^O13": "RXD", "RAS^O17": "RXA"}
 CHARGE_TYPES = frozenset({"", "CG", "CD", "PY", "AJ"})  # HL7 0017: charge, credit, payment, adjustment
-TREATMENT_RESULTS = frozenset({"1", "2", "3", "4", "5", "6", "7", "8"})
+BHYT_SHAPE = re.compile(r"[A-Z]{2}[0-9]")
+
+
+def looks_like_bhyt(value: str) -> bool:
+    """An IN1-36 that starts like a BHYT card (object letters, benefit digit) is checked as one."""
+    return BHYT_SHAPE.match(value) is not None
 
 
 def _at(name: str, occurrence: int, field: int) -> str:
@@ -105,28 +111,15 @@ def _coverage_issues(msg: Er7Message, d: Delimiters) -> list[Issue]:
         if start and end and fhir_datetime(start) and fhir_datetime(end) \
                 and ends_before_start(str(fhir_datetime(start)), str(fhir_datetime(end))):
             issues.append(Issue(_at("IN1", n, 13), "invalid-date", "IN1-13 card expiry is before IN1-12"))
-        if card := component(in1.field(36), 1, d):
+        if looks_like_bhyt(card := component(in1.field(36), 1, d)):  # another insurer's policy is not checked
             issues += bhyt_issues(card, _at("IN1", n, 36))
     pd1 = msg.first("PD1")
     registered = (component(pd1.field(3), 10, d) or component(pd1.field(3), 3, d)) if pd1 else ""
     return issues + (bhxh_facility_code_issues(registered, "PD1-3") if registered else [])
 
 
-def _discharge_issues(msg: Er7Message, d: Delimiters) -> list[Issue]:
-    issues: list[Issue] = []
-    pv1, pv2 = msg.first("PV1"), msg.first("PV2")
-    disposition = component(pv1.field(36), 1, d) if pv1 else ""
-    if disposition and codes.discharge(disposition) is None:
-        issues.append(Issue("PV1-36", "invalid-code", "PV1-36 discharge disposition is not an HL7 0112 code "
-                                                      "the gateway maps (or TV, CTBN)"))
-    result = component(pv2.field(24), 1, d) if pv2 else ""
-    if result and result not in TREATMENT_RESULTS:
-        issues.append(Issue("PV2-24", "invalid-code", "PV2-24 treatment result (KET_QUA_DTRI) must be 1-8"))
-    return issues
-
-
 def claim_issues(msg: Er7Message, key: str) -> list[Issue]:
     """Issues in the claim content of any message: charges and pharmacy segments, card, discharge codes."""
     d = msg.delimiters
     issues = _pharmacy_issues(msg, key, d) if key in CLAIM_SEGMENTS else []
-    return issues + _coverage_issues(msg, d) + _discharge_issues(msg, d)
+    return issues + _coverage_issues(msg, d)

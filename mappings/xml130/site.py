@@ -9,6 +9,8 @@ Sections (every key optional):
   the drug's tender price, used when the message carries none).
 - `lab_tests`: LOINC or local result code (OBX-3, Observation.code) -> `{"service": national MA_DICH_VU of the
   test, "indicator": QĐ 1227 MA_CHI_SO}`.
+- `dispositions`: a discharge disposition (PV1-36, dischargeDisposition) that is neither HL7 0112 nor FHIR
+  discharge-disposition (a site's own code) -> MA_LOAI_RV 1-5.
 - `patient_categories`: financial class (PV1-20, the Encounter patient-category extension) -> MA_DOITUONG_KCB;
   the key "" is the category of a visit that names none. A value already shaped like a national code is used as is.
 
@@ -59,6 +61,14 @@ class SiteCodes:
             return {str(key): str(value) for key, value in found.items()}
         self.missing.add(f"lab:{code}")
         return {}
+
+    def disposition(self, code: str) -> str:
+        """MA_LOAI_RV (1-5) for a discharge disposition the national table does not know (PV1-36 is the site's)."""
+        found = self._section("dispositions").get(code)
+        if isinstance(found, str) and found in ("1", "2", "3", "4", "5"):
+            return found
+        self.missing.add(f"disposition:{code}")
+        return ""
 
     def patient_category(self, value: str) -> str:
         """MA_DOITUONG_KCB for a financial class; a national-shaped value passes through."""

@@ -109,7 +109,7 @@ def _extension_code(resource: dict[str, Any], url: str) -> str:
     return ""
 
 
-def discharge_codes(encounter: dict[str, Any]) -> tuple[str, str]:
+def discharge_codes(encounter: dict[str, Any], site: SiteCodes | None = None) -> tuple[str, str]:
     """MA_LOAI_RV and KET_QUA_DTRI.
 
     The disposition (PV1-36, dischargeDisposition; HL7 0112 or FHIR codes) gives the discharge type and,
@@ -118,8 +118,12 @@ def discharge_codes(encounter: dict[str, Any]) -> tuple[str, str]:
     stated is 7, not determined.
     """
     disposition = None
-    for coding in ((encounter.get("hospitalization") or {}).get("dischargeDisposition") or {}).get("coding", []):
-        disposition = disposition or codes.discharge(str(coding.get("code", "")))
+    found = [str(c.get("code", "")) for c in ((encounter.get("hospitalization") or {}).get("dischargeDisposition")
+                                              or {}).get("coding", []) if c.get("code")]
+    for code in found:
+        disposition = disposition or codes.discharge(code)
+    if disposition is None and found and site is not None:  # a site's own code: its mapping says
+        disposition = (site.disposition(found[0]) or "1", "")
     kind, implied = disposition or ("1", "")
     stated = _extension_code(encounter, systems.TREATMENT_RESULT_EXTENSION)
     return kind, stated or implied or str(codes.xml130("DEFAULT_TREATMENT_RESULT"))
@@ -171,7 +175,7 @@ def xml1(view: DocumentView, facility: FacilityInfo, site: SiteCodes | None = No
     patient, encounter = view.one("Patient"), view.one("Encounter")
     admitting, final = _diagnoses(view)
     period = encounter.get("period", {})
-    kind, result = discharge_codes(encounter)
+    kind, result = discharge_codes(encounter, site)
     reason = joined([concept_text(r) for r in encounter.get("reasonCode", [])])
     inpatient = encounter.get("class", {}).get("code") == "IMP"
     settled = xml_datetime(period.get("end") or view.document.bundle.get("timestamp"))

@@ -58,8 +58,6 @@ def test_every_sample_message_is_accepted(name: str) -> None:
     ("03_rds_o13_dispense.hl7", "RXD", 1, 4, "năm", ("RXD[1]-4", "invalid-number")),
     ("03_rds_o13_dispense.hl7", "RXD", 1, 3, "", ("RXD[1]-3", "required")),
     ("04_ras_o17_given.hl7", "RXA", 1, 3, "", ("RXA[1]-3", "required")),
-    ("10_adt_a03_discharge.hl7", "PV1", 1, 36, "99", ("PV1-36", "invalid-code")),
-    ("10_adt_a03_discharge.hl7", "PV2", 1, 24, "9", ("PV2-24", "invalid-code")),
     ("10_adt_a03_discharge.hl7", "IN1", 1, 36, "HT34040987", ("IN1[1]-36", "bhyt-format")),
     ("10_adt_a03_discharge.hl7", "IN1", 1, 13, "20251231", ("IN1[1]-13", "invalid-date")),
     ("10_adt_a03_discharge.hl7", "PD1", 1, 3, "BV^^4000000000123", ("PD1-3", "facility-code-swapped")),
@@ -158,9 +156,17 @@ def test_a_fhir_claim_resource_that_cannot_make_a_row_is_refused_at_the_element(
     assert [(i.location, i.code) for i in map_fhir(bundle).issues if i.severity == "error"] == [(where, "required")]
 
 
-def test_a_fhir_discharge_code_the_gateway_does_not_map_is_refused() -> None:
-    bundle = outpatient_bundle()
-    encounter = next(e["resource"] for e in bundle["entry"] if e["resource"]["resourceType"] == "Encounter")
-    encounter["hospitalization"] = {"dischargeDisposition": {"coding": [{"system": "urn:x", "code": "zz"}]}}
-    assert [i.location for i in map_fhir(bundle).issues if i.severity == "error"] == [
-        "Bundle.entry[1].resource.hospitalization.dischargeDisposition"]
+def test_a_site_s_own_discharge_code_waits_for_its_mapping_and_another_insurer_is_no_bhyt_card() -> None:
+    from mappings.document import assemble
+    from mappings.xml130 import build_claim
+    from tests.mappings.claim_samples import INPATIENT_FACILITY, rows, site
+
+    message = set_field(set_field(MESSAGES["10_adt_a03_discharge.hl7"], "PV1", 1, 36, "GDD"), "PV2", 1, 24, "02")
+    message = set_field(message, "IN1", 1, 36, "022LP554")  # a private insurer's policy number
+    assert errors(message) == []
+    document = assemble(None, map_message(message).fragments[0])
+    assert not [r for r in map_message(message).fragments[0].resources if r["resourceType"] == "Coverage"]
+    assert build_claim(document, INPATIENT_FACILITY, site()).unmapped == ("disposition:GDD",)
+    mapped = build_claim(document, INPATIENT_FACILITY, {**site(), "dispositions": {"GDD": "4"}})
+    summary = rows("XML1", mapped.tables["XML1"])[0]
+    assert (summary["MA_LOAI_RV"], summary["KET_QUA_DTRI"]) == ("4", "7")
