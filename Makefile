@@ -4,7 +4,8 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: run test system-deps bench clean constraints
+.PHONY: run test system-deps bench fuzz clean constraints
+FUZZ_SECONDS ?= 300
 
 # Exact versions from constraints.txt, the same ones the Dockerfile installs.
 $(STAMP): pyproject.toml constraints.txt
@@ -17,7 +18,7 @@ $(STAMP): pyproject.toml constraints.txt
 run: $(STAMP)
 	$(BIN)/healthbook-gateway demo
 
-## system-deps: Debian packages the tests need (promtool, softhsm2); idempotent
+## system-deps: Debian packages the tests need (promtool, softhsm2, chromium); idempotent
 system-deps:
 	bash scripts/install-system-deps.sh
 
@@ -28,6 +29,10 @@ test: $(STAMP) system-deps
 ## bench: run the benchmarks and print their figures
 bench: $(STAMP)
 	$(BIN)/python bench/run_all.py
+
+## fuzz: fuzz the MLLP and FHIR entry points for FUZZ_SECONDS (default 300) and report crash sites
+fuzz: $(STAMP)
+	$(BIN)/python bench/fuzz.py --seconds $(FUZZ_SECONDS)
 
 ## constraints: re-pin constraints.txt to the newest versions pyproject.toml allows (then run make test)
 constraints:

@@ -3,11 +3,13 @@ from __future__ import annotations
 
 import asyncio
 import ssl
+import traceback
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 import structlog
 
+from adapters.limits import ConnectionLimits
 from adapters.tls import peer_common_name
 from mappings.hl7v2.framing import FrameDecoder, wrap
 
@@ -30,18 +32,28 @@ class Frame:
 Handler = Callable[[Frame], Awaitable[bytes]]  # the answer to write back; b"" writes nothing
 
 
+class _Late(Exception):
+    """A connection closed for silence: `idle_timeout` between frames, `frame_timeout` within one."""
+
+    def __init__(self, reason: str, seconds: float) -> None:
+        super().__init__(reason)
+        self.reason, self.seconds = reason, seconds
+
+
 class MllpServer:
     """Many concurrent connections, many messages per connection, answered in order on each."""
 
     def __init__(self, handler: Handler, *, host: str, port: int, max_message_bytes: int,
                  idle_timeout: float, max_connections: int, ssl_context: ssl.SSLContext | None = None,
                  on_connections: Callable[[int], None] | None = None,
-                 on_refused: Callable[[str], None] | None = None) -> None:
+                 on_refused: Callable[[str], None] | None = None, max_connections_per_host: int | None = None,
+                 frame_timeout: float | None = None) -> None:
         self._handler = handler
         self._host, self._port = host, port
         self._max_bytes = max_message_bytes
         self._idle = idle_timeout
-        self._max_connections = max_connections
+        self._frame_timeout = min(frame_timeout or idle_timeout, idle_timeout)
+        self._limits = ConnectionLimits(max_connections, max_connections_per_host or max_connections)
         self._ssl = ssl_context
         self._on_connections = on_connections or (lambda count: None)
         self._on_refused = on_refused or (lambda reason: None)
@@ -73,9 +85,11 @@ class MllpServer:
         task = asyncio.current_task()
         assert task is not None
         host, port = writer.get_extra_info("peername")[:2]
-        if len(self._connections) >= self._max_connections:
-            log.warning("mllp_connection_refused", reason="max_connections", limit=self._max_connections)
-            self._on_refused("max_connections")
+        refused = self._limits.admit(host)
+        if refused is not None:
+            log.warning("mllp_connection_refused", reason=refused, limit=self._limits.total
+                        if refused == "max_connections" else self._limits.per_host)
+            self._on_refused(refused)
             writer.close()
             return
         self._connections.add(task)
@@ -83,27 +97,38 @@ class MllpServer:
         client_cn = peer_common_name(writer.get_extra_info("peercert"))
         try:
             await self._answer_frames(reader, writer, Frame(b"", host, port, client_cn))
-        except TimeoutError:
-            log.info("mllp_idle_timeout", idle_seconds=self._idle)
-            self._on_refused("idle_timeout")
+        except _Late as late:
+            log.info(f"mllp_{late.reason}", seconds=late.seconds)
+            self._on_refused(late.reason)
         except (ConnectionError, ssl.SSLError):
             pass
-        except Exception:  # the handler could not answer (e.g. the disk refused): no ACK, the sender resends
-            log.exception("mllp_handler_failed")
+        except Exception as exc:  # noqa: BLE001 - the handler could not answer (e.g. the disk refused): no ACK, the sender resends
+            where = traceback.extract_tb(exc.__traceback__)[-1]
+            # The exception text may quote the message's bytes, so only its type and place are logged.
+            log.error("mllp_handler_failed", error=type(exc).__name__, at=f"{where.filename}:{where.lineno}")
             self._on_refused("handler_error")
         finally:
+            self._limits.release(host)
             self._connections.discard(task)
             self._on_connections(len(self._connections))
             writer.close()
 
     async def _answer_frames(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, base: Frame) -> None:
-        """Answer each message in order until the sender closes; each must be whole within the idle timeout."""
+        """Answer each message in order until the sender closes.
+
+        The first frame, and each frame once its first bytes arrived, must be whole within the frame timeout;
+        between frames a connection may stay silent for the idle timeout.
+        """
         loop = asyncio.get_running_loop()
         decoder = FrameDecoder(self._max_bytes)
-        deadline = loop.time() + self._idle
+        late = _Late("frame_timeout", self._frame_timeout)
+        deadline = loop.time() + self._frame_timeout
         while True:
-            async with asyncio.timeout_at(deadline):  # no task per read, unlike wait_for
-                data = await reader.read(READ_CHUNK)
+            try:
+                async with asyncio.timeout_at(deadline):  # no task per read, unlike wait_for
+                    data = await reader.read(READ_CHUNK)
+            except TimeoutError:
+                raise late from None
             if not data:
                 if cut_off := decoder.cut_off():
                     log.warning("mllp_incomplete_frame", received_bytes=cut_off)
@@ -119,4 +144,8 @@ class MllpServer:
                     writer.write(wrap(answer))
                     await writer.drain()
             if messages:
+                late = _Late("idle_timeout", self._idle)
                 deadline = loop.time() + self._idle
+            if late.reason == "idle_timeout" and decoder.cut_off():  # a new frame started: it must end soon
+                late = _Late("frame_timeout", self._frame_timeout)
+                deadline = min(deadline, loop.time() + self._frame_timeout)

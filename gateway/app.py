@@ -9,13 +9,14 @@ from collections.abc import Callable
 from aiohttp import web
 
 from adapters.fhir_api import FhirApi
+from adapters.limits import ConnectionLimits, HttpGuard, LimitedSite
 from adapters.mllp import MllpServer
 from adapters.portal.base import PortalChannel
 from adapters.portal.emulator import EmulatorConfig, create_emulator_app
 from adapters.portal.emulator.state import BhxhEmulatorAccount
 from adapters.tls import server_ssl_context
 from gateway.builder import SubmissionBuilder
-from gateway.channels import open_channels
+from gateway.channels import CHANNELS, channel_settings, open_channels
 from gateway.config import Settings
 from gateway.facilities import Facilities, document_keys
 from gateway.fhir_intake import FhirIntake
@@ -29,6 +30,7 @@ from gateway.signing import Signer, load_signer, record_certificate_expiry
 from gateway.store import Store, open_store
 from gateway.version import gateway_version
 from mappings.fhir_in import map_fhir
+from mappings.fhir_in.limits import limit_issues
 from mappings.hl7v2 import screen
 from mappings.model import Document, Issue
 
@@ -37,14 +39,14 @@ log = get_logger(__name__)
 
 def validate_fhir(resource: dict) -> list[Issue]:
     """The FHIR API refuses at once what the mapping could never turn into a health-book record."""
-    return list(map_fhir(resource).issues)
+    return limit_issues(resource) + list(map_fhir(resource).issues)
 
 
 def fhir_validator(facilities: Facilities) -> Callable[[dict], list[Issue]]:
     """validate_fhir, and with several facilities the refusal of a visit that names none of them."""
     def validate(resource: dict) -> list[Issue]:
         result = map_fhir(resource)
-        issues = list(result.issues)
+        issues = limit_issues(resource) + list(result.issues)
         if facilities.several and result.ok:
             for fragment in result.fragments:
                 entries = [{"resource": item} for item in fragment.resources]
@@ -67,6 +69,7 @@ class Gateway:
         self.store: Store | None = None
         self.mllp: MllpServer | None = None
         self.http_port: int | None = None
+        self.console_port: int | None = None
         self._pipeline: Pipeline | None = None
         self._retention: Retention | None = None
         self._channels: dict[str, PortalChannel] = {}
@@ -101,6 +104,8 @@ class Gateway:
         self._retention.start()
         if s.http.enabled:
             await self._start_http()
+        if s.console.enabled:
+            await self._start_console()
         if s.mllp.enabled:
             intake = Hl7Intake(self.store, self.metrics, s.mllp, screen,
                                facility_refusals=facilities.hl7_refusals if facilities.several else None)
@@ -109,11 +114,13 @@ class Gateway:
                 max_message_bytes=s.mllp.max_message_bytes, idle_timeout=s.mllp.idle_timeout_seconds,
                 max_connections=s.mllp.max_connections, ssl_context=server_ssl_context(s.mllp.tls),
                 on_connections=self.metrics.mllp_connections.set,
-                on_refused=lambda reason: self.metrics.mllp_refused.labels(reason).inc())
+                on_refused=lambda reason: self.metrics.mllp_refused.labels(reason).inc(),
+                max_connections_per_host=s.mllp.max_connections_per_host, frame_timeout=s.mllp.frame_timeout_seconds)
             await self.mllp.start()
         self._ready = True
         log.info("gateway_started", version=gateway_version(), mllp_port=self.mllp.port if self.mllp else None,
-                 http_port=self.http_port, store=str(s.store.path), signing=s.signing.source, **backlog)
+                 http_port=self.http_port, console_port=self.console_port, store=str(s.store.path),
+                 signing=s.signing.source, **backlog)
 
     async def stop(self) -> None:
         """Stop listening first (no new acknowledgements), then the workers, then the store."""
@@ -155,7 +162,9 @@ class Gateway:
 
     async def _start_http(self) -> None:
         s = self.settings.http
-        app = web.Application(client_max_size=s.max_body_bytes)
+        guard = HttpGuard(ConnectionLimits(s.max_connections, s.max_connections_per_host), s.request_timeout_seconds,
+                          lambda reason: self.metrics.http_refused.labels(reason).inc())
+        app = web.Application(client_max_size=s.max_body_bytes, middlewares=[guard.middleware])
         app.router.add_get("/healthz", self._healthz)
         app.router.add_get("/readyz", self._readyz)
         app.router.add_get("/metrics", self._metrics)
@@ -163,12 +172,34 @@ class Gateway:
         assert self._facilities is not None
         intake = FhirIntake(self.store, self.metrics, s, fhir_validator(self._facilities))
         FhirApi(intake, s.max_body_bytes, gateway_version()).mount(app)
-        runner = web.AppRunner(app, access_log=None)
+        runner = web.AppRunner(app, access_log=None, keepalive_timeout=s.request_timeout_seconds)
         await runner.setup()
-        site = web.TCPSite(runner, s.host, s.port, ssl_context=server_ssl_context(s.tls))
+        site = LimitedSite(runner, s.host, s.port, ssl_context=server_ssl_context(s.tls), guard=guard)
         await site.start()
         self._runners.append(runner)
         self.http_port = runner.addresses[0][1]
+
+    async def _start_console(self) -> None:
+        """The operator console on its own port, reading and acting through this gateway's store."""
+        from gateway.console import create_console_app, load_accounts  # noqa: PLC0415 (templates load only if on)
+
+        s = self.settings
+        assert self.store is not None
+        accounts = load_accounts(s.console, s.store.path.parent)
+        channels = {spec.name: channel_settings(s.portal, spec).enabled for spec in CHANNELS}
+        app = create_console_app(self.store, accounts, channels, idle_seconds=s.console.session_idle_minutes * 60,
+                                 secure_cookies=s.console.tls.enabled)
+        runner = web.AppRunner(app, access_log=None)
+        await runner.setup()
+        await web.TCPSite(runner, s.console.host, s.console.port, ssl_context=server_ssl_context(s.console.tls)).start()
+        self._runners.append(runner)
+        self.console_port = runner.addresses[0][1]
+        scheme = "https" if s.console.tls.enabled else "http"
+        log.info("console_started", url=f"{scheme}://{s.console.host}:{self.console_port}/", accounts=len(accounts))
+        if s.console.demo_account:
+            log.warning("console_demo_account", account="demo",
+                        password_file=str(s.store.path.parent / "console-demo-password"),
+                        note="demo only: configure console.accounts for production")
 
     async def _healthz(self, _request: web.Request) -> web.Response:
         return web.json_response({"status": "ok"})

@@ -8,9 +8,10 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from gateway.config import ConfigError, Settings, demo_settings, load_settings
-from gateway.logs import configure_logging
+from gateway.logs import configure_logging, get_logger
 from gateway.parked_cli import add_parked_commands
 from gateway.queue_cli import add_queue_commands
+from gateway.safety import allowed_risks, refusals
 from gateway.version import gateway_version
 
 EXIT_CONFIG = 2
@@ -23,13 +24,15 @@ def _settings(args: argparse.Namespace) -> Settings:
 EXIT_STARTUP = 1
 
 
-def _serve(settings: Settings) -> int:
+def _serve(settings: Settings, allowed: Sequence[str] = ()) -> int:
     from gateway.app import Gateway  # noqa: PLC0415 (keeps check-config fast)
     from gateway.encryption import EncryptionKeyError  # noqa: PLC0415
     from gateway.signing import SigningError  # noqa: PLC0415
     from gateway.store import StoreError  # noqa: PLC0415
 
     configure_logging(settings.logging.level, settings.logging.format)
+    for risk in allowed:
+        get_logger(__name__).warning("unsafe_setting_allowed", risk=risk)
     try:
         asyncio.run(Gateway(settings).run_until_signalled())
     except (SigningError, EncryptionKeyError) as exc:  # a setting to fix: restarting cannot help
@@ -45,7 +48,11 @@ def _serve(settings: Settings) -> int:
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
-    return _serve(_settings(args))
+    settings = _settings(args)
+    problems = refusals(settings)
+    if problems:
+        raise ConfigError(problems)
+    return _serve(settings, allowed_risks(settings))
 
 
 def cmd_demo(_args: argparse.Namespace) -> int:
@@ -58,6 +65,13 @@ def _runtime_problems(settings: Settings) -> list[str]:
     from gateway.signing import SigningError, load_signer  # noqa: PLC0415
 
     problems = []
+    if settings.console.enabled and settings.console.accounts_file:
+        from gateway.console import load_accounts  # noqa: PLC0415
+
+        try:
+            load_accounts(settings.console, settings.store.path.parent)
+        except ConfigError as exc:
+            problems += exc.problems
     try:
         check_key_settings(settings.store)
     except EncryptionKeyError as exc:
@@ -74,11 +88,33 @@ def _runtime_problems(settings: Settings) -> list[str]:
 
 def cmd_check_config(args: argparse.Namespace) -> int:
     settings = _settings(args)
-    problems = _runtime_problems(settings)
+    problems = refusals(settings) + _runtime_problems(settings)
     if problems:
         raise ConfigError(problems)
+    for risk in allowed_risks(settings):
+        print(f"config warning: {risk}", file=sys.stderr)
     print(f"config OK: MLLP {settings.mllp.host}:{settings.mllp.port}, HTTP {settings.http.host}:{settings.http.port},"
           f" store {settings.store.path}, signing {settings.signing.source}")
+    return 0
+
+
+def cmd_console_password(_args: argparse.Namespace) -> int:
+    """Print a console password hash for the settings, so the password itself is never written down."""
+    import getpass  # noqa: PLC0415
+
+    from gateway.console.accounts import hash_password  # noqa: PLC0415
+
+    if sys.stdin.isatty():
+        password = getpass.getpass("new console password: ")
+        if getpass.getpass("again: ") != password:
+            print("error: the two passwords differ", file=sys.stderr)
+            return 1
+    else:
+        password = sys.stdin.readline().rstrip("\n")
+    if len(password) < 10:
+        print("error: use at least 10 characters", file=sys.stderr)
+        return 1
+    print(hash_password(password))
     return 0
 
 
@@ -106,6 +142,8 @@ def build_parser() -> argparse.ArgumentParser:
         func=cmd_check_config)
     commands.add_parser("portal-emulator", add_help=False,
                         help="run the national portal emulator (--port N; --help lists its options)")
+    commands.add_parser("console-password", help="hash a console password for console.accounts (reads it"
+                        " from the terminal or one line of stdin)").set_defaults(func=cmd_console_password)
     add_queue_commands(commands, with_config)
     add_parked_commands(commands)
     return parser

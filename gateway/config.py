@@ -145,7 +145,10 @@ class MllpSettings(_Section):
     port: int = Field(2575, ge=0, le=65535)
     max_message_bytes: int = Field(4 * 1024 * 1024, gt=0)
     idle_timeout_seconds: float = Field(600.0, gt=0)
+    # A connection must complete its first frame, and each frame it starts, within this time.
+    frame_timeout_seconds: float = Field(30.0, gt=0)
     max_connections: int = Field(256, gt=0)
+    max_connections_per_host: int = Field(16, gt=0)
     default_charset: str = "utf-8"
     # Per-sender legacy charset, keyed by MSH-3.1 or MSH-4.1 (e.g. cp1258): used when MSH-18 is empty,
     # unknown, or does not match the bytes; a message that fits its declared MSH-18 is read as declared.
@@ -194,6 +197,10 @@ class HttpSettings(_Section):
     host: str = "127.0.0.1"
     port: int = Field(8080, ge=0, le=65535)
     max_body_bytes: int = Field(8 * 1024 * 1024, gt=0)
+    max_connections: int = Field(256, gt=0)
+    max_connections_per_host: int = Field(32, gt=0)
+    # A connection must send each request's head within this time of connecting or of its last answer.
+    request_timeout_seconds: float = Field(30.0, gt=0)
     tls: TlsSettings = Field(default_factory=TlsSettings)
     # FHIR clients; empty means no authentication (demo only, logged as a warning at start).
     fhir_senders: list[FhirSender] = Field(default_factory=list)
@@ -443,9 +450,56 @@ class EmulatorSettings(_Section):
     port: int = Field(8090, ge=0, le=65535)
 
 
+class ConsoleAccount(_Section):
+    """One operator of the web console: viewers look, operators also act (retry, discard, show content)."""
+
+    name: str = Field(min_length=1, pattern=r"^[\w.@-]+$")
+    role: Literal["viewer", "operator"] = "viewer"
+    # `healthbook-gateway console-password` prints one: scrypt$N$r$p$salt$hash (base64), never the password.
+    password_hash: SecretStr
+
+    @field_validator("password_hash")
+    @classmethod
+    def _hash(cls, value: SecretStr) -> SecretStr:
+        if not re.fullmatch(r"scrypt\$\d+\$\d+\$\d+\$[A-Za-z0-9+/=]+\$[A-Za-z0-9+/=]+", value.get_secret_value()):
+            raise ValueError("must be a hash from `healthbook-gateway console-password`, never the password itself")
+        return value
+
+
+class ConsoleSettings(_Section):
+    """The operator console: a web page on its own port, behind operator accounts."""
+
+    enabled: bool = False
+    host: str = "127.0.0.1"
+    port: int = Field(8081, ge=0, le=65535)
+    tls: TlsSettings = Field(default_factory=TlsSettings)
+    accounts: list[ConsoleAccount] = Field(default_factory=list)
+    # A TOML file of [[accounts]] tables (name, role, password_hash), read at start, kept apart from settings.
+    accounts_file: Path | None = None
+    # `demo` only: an operator account "demo" with a random password written beside the store.
+    demo_account: bool = False
+    session_idle_minutes: float = Field(30.0, gt=0)
+
+    @model_validator(mode="after")
+    def _someone_can_log_in(self) -> ConsoleSettings:
+        if self.enabled and not (self.accounts or self.accounts_file or self.demo_account):
+            raise ValueError("an enabled console needs accounts or accounts_file (see `console-password`)")
+        return self
+
+
 class LoggingSettings(_Section):
     level: Literal["debug", "info", "warning", "error"] = "info"
     format: Literal["json", "console"] = "json"
+
+
+class SecuritySettings(_Section):
+    """Unsafe settings `serve` refuses unless allowed here on purpose; each allowed one is warned at every start."""
+
+    allow_anonymous_fhir: bool = False  # no http.fhir_senders while listening beyond this host
+    allow_dev_certificate: bool = False  # signing.source = "dev"
+    allow_plain_http_portal: bool = False  # a portal base_url without https (other than this host)
+    allow_demo_passwords: bool = False  # a portal password still "demo"
+    allow_empty_head_code: bool = False  # facility.head_code empty while the BHXH channel is on
 
 
 class FacilityEntry(FacilitySettings):
@@ -471,7 +525,9 @@ class Settings(_Section):
     signing: SigningSettings = Field(default_factory=SigningSettings)
     portal: PortalSettings = Field(default_factory=PortalSettings)
     emulator: EmulatorSettings = Field(default_factory=EmulatorSettings)
+    console: ConsoleSettings = Field(default_factory=ConsoleSettings)
     logging: LoggingSettings = Field(default_factory=LoggingSettings)
+    security: SecuritySettings = Field(default_factory=SecuritySettings)
     site_mappings: SiteMappingSettings = Field(default_factory=SiteMappingSettings)
 
     @model_validator(mode="after")
@@ -587,6 +643,8 @@ def demo_settings(environ: Mapping[str, str] | None = None) -> Settings:
     """The embedded demo defaults: everything on 127.0.0.1, data in ./var, emulator on 8090."""
     environ = dict(os.environ if environ is None else environ)
     environ.setdefault("HBGW_EMULATOR__ENABLED", "true")
+    environ.setdefault("HBGW_CONSOLE__ENABLED", "true")
+    environ.setdefault("HBGW_CONSOLE__DEMO_ACCOUNT", "true")
     environ.setdefault("HBGW_LOGGING__FORMAT", "console")
     environ.setdefault("HBGW_SITE_MAPPINGS__FILE", str(DEMO_SITE_MAPPINGS))
     return load_settings(None, environ)

@@ -1,4 +1,8 @@
-"""AES-256-GCM for payloads at rest, so a copied database file or backup reveals no health data.
+"""AES-256-GCM for payloads at rest, and HMAC-SHA256 for lookups of personal values, both under the store key.
+
+A copied database file or backup then reveals no health data, and its lookup columns (patient keys, content
+digests) cannot be brute-forced from the small space of citizen ids without the key: a bare SHA-256 of a
+12-digit CCCD falls in a fraction of a second.
 
 Payloads are compressed before they are sealed (FHIR JSON and signed XML shrink to a fifth or so; after
 encryption nothing would). A sealed payload starts with a format byte, bound into the authentication, so
@@ -8,18 +12,24 @@ from __future__ import annotations
 
 import base64
 import binascii
+import hashlib
+import hmac
 import os
 import zlib
 from pathlib import Path
 
 from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
 from gateway.config import StoreSettings
+from gateway.files import write_private
 from gateway.logs import get_logger
 
 log = get_logger(__name__)
 NONCE_BYTES = 12
+LOOKUP_KEY_INFO = b"healthbook-gateway identifier lookups v1"
 COMPRESSED = b"\x01"  # format byte: zlib, then AES-GCM over it with the format byte in the associated data
 COMPRESSION_LEVEL = 6
 
@@ -29,12 +39,21 @@ class EncryptionKeyError(Exception):
 
 
 class PayloadCipher:
-    """Seals and opens payloads; the associated data binds a ciphertext to its table and row identity."""
+    """Seals and opens payloads; the associated data binds a ciphertext to its table and row identity.
+
+    Its lookup key is derived from the same key (HKDF, its own label), so it is kept, backed up and given
+    exactly like the payload key, and knowing one lookup digest reveals neither key.
+    """
 
     def __init__(self, key: bytes) -> None:
         if len(key) != 32:
             raise EncryptionKeyError("store encryption key must be 32 bytes (base64 of 32 random bytes)")
         self._aead = AESGCM(key)
+        self._lookup_key = HKDF(algorithm=hashes.SHA256(), length=32, salt=None, info=LOOKUP_KEY_INFO).derive(key)
+
+    def lookup_digest(self, value: str) -> str:
+        """A keyed one-way digest (HMAC-SHA256) to find rows by a personal value without storing a guessable hash."""
+        return hmac.new(self._lookup_key, value.encode("utf-8"), hashlib.sha256).hexdigest()
 
     def seal(self, plaintext: bytes, associated: bytes) -> bytes:
         """Compress, then encrypt: format byte || nonce || ciphertext."""
@@ -72,10 +91,7 @@ def load_cipher(settings: StoreSettings) -> PayloadCipher:
         return PayloadCipher(_decode_key(key_file.read_text(encoding="ascii"), f"store.encryption_key_file {key_file}"))
     if settings.encryption_key_file is not None:
         raise EncryptionKeyError(f"store.encryption_key_file {key_file}: not found")
-    key_file.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(key_file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(fd, "w", encoding="ascii") as handle:
-        handle.write(base64.b64encode(AESGCM.generate_key(bit_length=256)).decode("ascii") + "\n")
+    write_private(key_file, base64.b64encode(AESGCM.generate_key(bit_length=256)) + b"\n", exclusive=True)
     log.warning("store_key_generated", key_file=str(key_file),
                 advice="back this file up apart from the database; without it stored payloads cannot be read")
     return load_cipher(settings)

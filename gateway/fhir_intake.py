@@ -51,6 +51,8 @@ BUNDLE_TYPES = ("transaction", "batch", "document", "collection")
 ENTRY_METHODS = {"POST": 201, "PUT": 200}
 OPEN_SENDER = "anonymous"
 _ENTRY_PATH = re.compile(r"^Bundle\.entry\[(\d+)\]")
+_CONTROL = re.compile("[\x00-\x1f\x7f-\x9f]")
+LOGGED_CHARS = 120
 
 
 class FhirIntake:
@@ -84,7 +86,7 @@ class FhirIntake:
     def refused(self, status: int, issue: Issue) -> None:
         """Count and log a request the protocol layer refused before it reached the business rules."""
         self._metrics.acks.labels("fhir", str(status)).inc()
-        log.warning("fhir_refused", status=status, problems=[f"{issue.location} {issue.code}"])
+        log.warning("fhir_refused", status=status, problems=[f"{loggable(issue.location)} {issue.code}"])
 
     async def submit(self, request: FhirRequest) -> FhirAnswer:
         """Create, transaction, batch or document: stored durably before any 2xx."""
@@ -103,7 +105,7 @@ class FhirIntake:
             if forbidden is not None:
                 return self._refuse(403, [forbidden])
             issues = await self._issues(request)
-            log.info("fhir_validated", resource_type=request.resource["resourceType"], issues=len(issues))
+            log.info("fhir_validated", resource_type=loggable(request.resource["resourceType"]), issues=len(issues))
             self._metrics.acks.labels("fhir", "200").inc()
             if not issues:
                 return FhirAnswer(200, to_json(information(request.resource["resourceType"], "no problems found")))
@@ -137,7 +139,7 @@ class FhirIntake:
     async def _update(self, request: FhirRequest, issues: list[Issue], correlation_id: str) -> FhirAnswer:
         """PUT [type]/[id]: 201 and version 1 the first time this sender names the id, else a new version."""
         resource_type = request.resource["resourceType"]
-        key = f"{resource_type}/sha256:{hashlib.sha256(request.resource_id.encode('utf-8')).hexdigest()[:40]}"
+        key = update_key(resource_type, request.resource_id, self._store.lookup_digest)
         created = KeptAnswer(201, _accepted(resource_type, f"{resource_type} created as version 1", issues),
                              version="1", at=time.time())
         stored = await self._store.store_inbound(self._inbound(request, key, request.body, created.seal(),
@@ -184,7 +186,8 @@ class FhirIntake:
         """
         resource_type = request.resource["resourceType"]
         stored = await self._store.store_inbound(self._inbound(
-            request, control_id(request.resource, request.if_none_exist), payload, kept.seal(), correlation_id,
+            request, control_id(request.resource, request.if_none_exist, self._store.lookup_digest), payload,
+            kept.seal(), correlation_id,
             content_digest(request.resource) if bundle_identifier(request.resource) else ""))
         if not stored.same_content:
             return self._refuse(409, [Issue("Bundle.identifier", "duplicate-control-id", (
@@ -219,8 +222,8 @@ class FhirIntake:
 
     def _refuse(self, status: int, issues: list[Issue]) -> FhirAnswer:
         self._count_errors(issues)
-        log.warning("fhir_refused", status=status,
-                    problems=[f"{issue.location} {issue.code}" for issue in issues if issue.severity == "error"])
+        log.warning("fhir_refused", status=status, problems=[
+            f"{loggable(issue.location)} {issue.code}" for issue in issues if issue.severity == "error"])
         return outcome_answer(status, issues)
 
     def _count_errors(self, issues: list[Issue]) -> None:
@@ -229,14 +232,26 @@ class FhirIntake:
                 self._metrics.mapping_errors.labels("fhir", issue.code).inc()
 
 
-def control_id(resource: dict[str, Any], if_none_exist: str) -> str:
-    """The idempotency key: Bundle.identifier, else the If-None-Exist criteria (hashed: they name people)."""
+def loggable(text: str) -> str:
+    """Client-chosen text (an element name, a resource type) as a log line may carry it: no control bytes, short."""
+    return _CONTROL.sub("?", text)[:LOGGED_CHARS]
+
+
+def control_id(resource: dict[str, Any], if_none_exist: str, lookup_digest: Callable[[str], str]) -> str:
+    """The idempotency key: Bundle.identifier, else the If-None-Exist criteria, keyed (they name people: a
+    bare hash of a citizen id is recovered in a second); HMAC of their SHA-256, as store migration 6 rekeyed."""
     identified = bundle_identifier(resource)
     if identified:
         return identified
     if if_none_exist:
-        return f"{resource['resourceType']}?sha256:{hashlib.sha256(if_none_exist.encode('utf-8')).hexdigest()}"
+        digest = lookup_digest(hashlib.sha256(if_none_exist.encode("utf-8")).hexdigest())
+        return f"{resource['resourceType']}?key:{digest}"
     return f"urn:uuid:{uuid.uuid4()}"
+
+
+def update_key(resource_type: str, resource_id: str, lookup_digest: Callable[[str], str]) -> str:
+    """The key of PUT [type]/[id], keyed (a client may use a citizen id as the id), as store migration 6 rekeyed."""
+    return f"{resource_type}/key:{lookup_digest(hashlib.sha256(resource_id.encode('utf-8')).hexdigest()[:40])[:40]}"
 
 
 def bundle_identifier(resource: dict[str, Any]) -> str:
@@ -279,7 +294,7 @@ def _bundle_issues(resource: dict[str, Any], interaction: Interaction) -> list[I
             continue
         if bundle_type in ("transaction", "batch"):
             method = (entry.get("request") or {}).get("method") if isinstance(entry.get("request"), dict) else None
-            if method not in ENTRY_METHODS:
+            if not isinstance(method, str) or method not in ENTRY_METHODS:  # a list or object is no method
                 issues.append(Issue(f"{path}.request.method", "unsupported-method",
                                     f"entry request method must be one of {', '.join(ENTRY_METHODS)}"))
     return issues

@@ -61,6 +61,7 @@ _REJECT_CODES = frozenset({"duplicate-control-id",
 # ACK control ids: unique per process start (random prefix) and per ACK (sequence), and cheap.
 _ACK_ID_PREFIX = uuid.uuid4().hex[:8]
 _ACK_SEQUENCE = itertools.count(1)
+LOGGED_ID = 64  # characters of a control id in a log line: an oversize MSH-10 is refused, not logged whole
 
 
 @dataclass(frozen=True, slots=True)
@@ -80,6 +81,11 @@ def _encoded_ack(header: MessageHeader | None, code: str, codec: str, text: str 
     """An ACK with its own control id and time, in the charset the message was read in."""
     return build_ack(header, code, control_id=f"{_ACK_ID_PREFIX}{next(_ACK_SEQUENCE)}",
                      now=datetime.now(UTC), text=text, issues=issues).encode(codec, errors="replace")
+
+
+def _replay_id(control_id: str, text: str, lookup_digest: Callable[[str], str]) -> str:
+    """A replay's key: MSH-10 and its content's digest, keyed like every lookup of personal data (migration 6)."""
+    return f"{control_id}~replay:{lookup_digest(hashlib.sha256(text.encode('utf-8')).hexdigest()[:20])[:20]}"
 
 
 class Hl7Intake:
@@ -130,9 +136,9 @@ class Hl7Intake:
     async def replay(self, data: bytes) -> Answer:
         """Take an operator's corrected message through the same screen and store as MLLP, as a new message.
 
-        It keeps its sender (MSH-3|MSH-4) but is keyed by a digest of its content instead of MSH-10, which
-        usually repeats the refused original's: the same file replayed twice is stored once, a further
-        correction is stored again. The allowlist does not apply: the operator is not a network sender.
+        It keeps its sender (MSH-3|MSH-4) and its MSH-10, which usually repeats the refused original's, keyed
+        with a digest of its content: the same file replayed twice is stored once, a further correction is
+        stored again. The allowlist does not apply: the operator is not a network sender.
         """
         with correlation(new_correlation_id(), source="replay") as correlation_id:
             return await self._answer(Frame(data, "", 0), correlation_id, replay=True)
@@ -180,7 +186,9 @@ class Hl7Intake:
         if issues:
             return self._refuse(header, tuple(issues), codec)
         code = "CA" if header.enhanced_mode else "AA"
-        control_id = "replay:" + hashlib.sha256(text.encode("utf-8")).hexdigest()[:20] if replay else header.control_id
+        # A replay keeps its MSH-10, marked with a keyed digest of its content: the same file replayed twice is
+        # stored once, a further correction again, and a search by control id finds the replays beside the original.
+        control_id = _replay_id(header.control_id, text, self._store.lookup_digest) if replay else header.control_id
         stored = await self._store.store_inbound(Inbound(
             source=source, sender=header.sender, control_id=control_id, message_type=header.message_type,
             correlation_id=correlation_id, payload=text.encode("utf-8"),
@@ -188,11 +196,11 @@ class Hl7Intake:
         if not stored.same_content:
             return self._refuse(header, (Issue(
                 "MSH-10", "duplicate-control-id",
-                f"message control id {control_id!r} was already used by this sender for a different message"
+                f"message control id {header.control_id!r} was already used by this sender for a different message"
                 f" (inbox:{stored.message_id}); send it with a new MSH-10"),), codec)
         if stored.duplicate:
             self._child(self._metrics.duplicates, source).inc()
-        log.info("hl7_stored", message_type=header.message_type, control_id=control_id,
+        log.info("hl7_stored", message_type=header.message_type, control_id=header.control_id, replay=replay,
                  message_id=stored.message_id, retransmission=stored.duplicate, bytes=len(frame.data))
         return Answer(code, stored.ack, stored.message_id, stored.duplicate, header=header)
 
@@ -256,7 +264,7 @@ class Hl7Intake:
         code = ("CR" if reject else "CE") if enhanced else ("AR" if reject else "AE")
         for issue in issues:
             self._child(self._metrics.mapping_errors, "mllp", issue.code).inc()
-        log.warning("hl7_refused", ack_code=code, control_id=header.control_id if header else "",
+        log.warning("hl7_refused", ack_code=code, control_id=header.control_id[:LOGGED_ID] if header else "",
                     problems=[f"{issue.location} {issue.code}" for issue in issues])
         return Answer(code, _encoded_ack(header, code, codec, issues[0].message, issues), issues=issues,
                       header=header)

@@ -75,6 +75,10 @@ class Metrics:
         self.mllp_refused = Counter(
             f"{PREFIX}_mllp_refused_total", "MLLP connections or frames refused, by reason",
             ["reason"], registry=r)
+        self.http_refused = Counter(
+            f"{PREFIX}_http_refused_total",
+            "HTTP connections refused or closed by the listener's limits (per host, in all, late request)",
+            ["reason"], registry=r)
         self.sender_messages = Counter(
             f"{PREFIX}_sender_messages_total",
             "Inbound messages by sender named in the settings (others: \"other\") and outcome (accepted, refused)",

@@ -5,22 +5,24 @@ the gateway's lock; a running gateway picks up retried and replayed items at its
 """
 from __future__ import annotations
 
+import argparse
 import getpass
 import os
 import re
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import asdict
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from gateway.config import Settings
-from gateway.intake import Answer, Hl7Intake
-from gateway.metrics import Metrics
-from gateway.store import open_store
-from gateway.store.admin import ItemRef, QueueAdmin, QueuedItem
+from gateway.store import Attempt, open_store
+from gateway.store.admin import DeadSelection, ItemRef, QueueAdmin, QueuedItem
+
+if TYPE_CHECKING:
+    from gateway.intake import Answer
 
 # Long digit runs look like citizen or insurance numbers; a portal's reason may quote one.
 _ID_LIKE = re.compile(r"\d{9,}")
@@ -79,6 +81,18 @@ def item_record(item: QueuedItem, *, full_reason: bool = False) -> dict[str, Any
     return record
 
 
+def attempt_record(attempt: Attempt) -> dict[str, Any]:
+    """A delivery attempt as JSON-ready data; the portal's reason is kept whole (it names the field)."""
+    return {"at": _when(attempt.at), "outcome": attempt.outcome, "reason": attempt.reason}
+
+
+def selection_of(args: argparse.Namespace) -> DeadSelection | None:
+    """The filter of a bulk `dlq retry|discard`, or None when the command names its items."""
+    if not (args.queue or args.kind or args.reason or args.all_dead):
+        return None
+    return DeadSelection(queue=args.queue or "", kind=args.kind or "", reason=args.reason or "")
+
+
 def format_table(items: list[QueuedItem]) -> str:
     """The dead letters as an aligned text table, one line per item."""
     header = ("ITEM", "STATE", "KIND", "SUBJECT", "TRIES", "RECEIVED", "FAILED", "REASON")
@@ -95,20 +109,32 @@ def split_messages(data: bytes) -> list[bytes]:
     return [part.strip(b"\r\n") + b"\r" for part in _MESSAGE_START.split(data) if part.strip(b"\r\n\t ")]
 
 
-async def replay_file(settings: Settings, path: Path) -> list[Answer]:
+def control_id_of(message: bytes) -> str:
+    """MSH-10 of a raw message, to name it in replay output (the screen reports a missing one)."""
+    first = message.split(b"\r", 1)[0].decode("utf-8", errors="replace")
+    fields = first.split(first[3:4] or "|")
+    return fields[9] if len(fields) > 9 else ""
+
+
+async def replay_file(settings: Settings, path: Path,
+                      progress: Callable[[int, int], None] = lambda done, total: None) -> list[Answer]:
     """Ingest a corrected file through the intake's own screen and store, one new message per MSH."""
+    from gateway.intake import Hl7Intake  # noqa: PLC0415 (the intake and its metrics load only when replaying)
+    from gateway.metrics import Metrics  # noqa: PLC0415
     from mappings.hl7v2 import screen  # noqa: PLC0415 (the mapping code tables load only when replaying)
 
+    messages = split_messages(path.read_bytes())
     store = await open_store(settings.store)
     try:
         intake = Hl7Intake(store, Metrics(), settings.mllp, screen)
         admin = QueueAdmin(store, operator_name())
         answers = []
-        for message in split_messages(path.read_bytes()):
+        for number, message in enumerate(messages, 1):
             answer = await intake.replay(message)
             if answer.message_id is not None and not answer.duplicate:
                 await admin.record("replay", ItemRef("inbox", answer.message_id), f"from file {path.name}")
             answers.append(answer)
+            progress(number, len(messages))
         return answers
     finally:
         await store.close()

@@ -1,7 +1,6 @@
 """Where the facility certificate and key come from: a dev pair, PEM files, PKCS#12 or a PKCS#11 token."""
 from __future__ import annotations
 
-import os
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
@@ -13,6 +12,7 @@ from cryptography.x509.oid import NameOID
 from pydantic import SecretStr
 
 from gateway.config import SigningSettings
+from gateway.files import private_dir, write_private
 from gateway.logs import get_logger
 from gateway.signing.signer import Signer, SigningError, check_validity
 
@@ -73,12 +73,6 @@ def generate_self_signed(common_name: str, not_before: datetime, not_after: date
     return certificate, key
 
 
-def _write_private(path: Path, data: bytes) -> None:
-    descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(descriptor, "wb") as handle:
-        handle.write(data)
-
-
 def _load_dev(settings: SigningSettings) -> Signer:
     directory = Path(settings.dev_dir)
     cert_path, key_path = directory / DEV_CERT_NAME, directory / DEV_KEY_NAME
@@ -90,12 +84,12 @@ def _load_dev(settings: SigningSettings) -> Signer:
             log.warning("signing.dev_certificate", note="development certificate, not for production",
                         subject=certificate.subject.rfc4514_string(), path=str(cert_path))
             return Signer(certificate, _rsa_key(key, "dev_dir"), "dev")
-    directory.mkdir(parents=True, exist_ok=True)
+    private_dir(directory)
     certificate, key = generate_self_signed("healthbook-gateway development certificate (not for production)",
                                             now - timedelta(minutes=5), now + DEV_VALIDITY)
-    _write_private(key_path, key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+    write_private(key_path, key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
                                                serialization.NoEncryption()))
-    cert_path.write_bytes(certificate.public_bytes(serialization.Encoding.PEM))
+    write_private(cert_path, certificate.public_bytes(serialization.Encoding.PEM))
     log.warning("signing.dev_certificate_generated", note="development certificate, not for production",
                 subject=certificate.subject.rfc4514_string(), path=str(cert_path))
     return Signer(certificate, key, "dev")

@@ -9,6 +9,18 @@ from collections.abc import Callable
 
 from gateway.config import StoreSettings
 from gateway.encryption import load_cipher
+from gateway.store.browse import (
+    Attempt,
+    AuditFilter,
+    ChannelBacklog,
+    DocumentVersion,
+    MessageDetail,
+    MessageFilter,
+    MessageRow,
+    ReceiptRow,
+    SenderActivity,
+    SubmissionRow,
+)
 from gateway.store.interface import (
     PURGE_KINDS,
     QUEUE_NAMES,
@@ -23,6 +35,7 @@ from gateway.store.interface import (
     QueuedItem,
     SchemaTooNewError,
     Store,
+    StoreBusy,
     Stored,
     StoreError,
     StoreLockedError,
@@ -30,9 +43,11 @@ from gateway.store.interface import (
 )
 from gateway.store.sqlite import SqliteStore
 
-__all__ = ["PURGE_KINDS", "QUEUE_NAMES", "AdminError", "ClaimedMessage", "ClaimedSubmission", "Inbound", "ItemRef", "MappingOutcome",
-           "OperatorAction", "Parked", "QueuedItem", "SchemaTooNewError", "SqliteStore", "Store", "StoreError",
-           "StoreLockedError", "StoreUnavailable", "Stored", "open_store"]
+__all__ = ["PURGE_KINDS", "QUEUE_NAMES", "AdminError", "Attempt", "AuditFilter", "ChannelBacklog", "ClaimedMessage",
+           "ClaimedSubmission", "DocumentVersion", "Inbound", "ItemRef", "MappingOutcome", "MessageDetail",
+           "MessageFilter", "MessageRow", "OperatorAction", "Parked", "QueuedItem", "ReceiptRow", "SchemaTooNewError",
+           "SenderActivity", "SqliteStore", "Store", "StoreBusy", "StoreError", "StoreLockedError",
+           "StoreUnavailable", "Stored", "SubmissionRow", "open_store"]
 
 
 async def open_store(settings: StoreSettings, *, owner: bool = False,

@@ -12,6 +12,15 @@ from dataclasses import dataclass, field
 from typing import NamedTuple, Protocol
 
 from adapters.portal.base import Receipt, Submission
+from gateway.store.browse import (
+    Attempt,
+    AuditFilter,
+    ChannelBacklog,
+    MessageDetail,
+    MessageFilter,
+    MessageRow,
+    SenderActivity,
+)
 from mappings.model import Document
 
 QUEUE_NAMES = ("inbox", "outbox")
@@ -32,6 +41,10 @@ class StoreLockedError(StoreError):
 
 class StoreUnavailable(StoreError):
     """The database failed an operation (I/O, disk full, locked, corrupt, a constraint): nothing of it was kept."""
+
+
+class StoreBusy(StoreUnavailable):
+    """Another process held the write lock for longer than we waited; nothing was changed, trying later may work."""
 
 
 class AdminError(Exception):
@@ -157,6 +170,12 @@ class Store(Protocol):
         """Commit what is queued, then let go of the database."""
         ...
 
+    def lookup_digest(self, value: str) -> str:
+        """A keyed one-way digest (HMAC under the store's secret) to find rows by a personal value; the store
+        keys patient keys and content digests itself, callers use this for keys they build (a FHIR
+        If-None-Exist)."""
+        ...
+
     # ---- inbox ---------------------------------------------------------------------------------
 
     async def store_inbound(self, inbound: Inbound) -> Stored:
@@ -256,4 +275,44 @@ class Store(Protocol):
 
     async def operator_actions(self, ref: ItemRef | None = None) -> list[OperatorAction]:
         """The audit trail, oldest first, of one item or of all."""
+        ...
+
+    # ---- the operator console and queue commands (reads never take the write lock) ------------
+
+    async def find_messages(self, query: MessageFilter) -> list[MessageRow]:
+        """Inbox messages matching a search, newest first, metadata only."""
+        ...
+
+    async def message_detail(self, message_id: int) -> MessageDetail:
+        """One message's ACK, documents, submissions, attempts and receipts; AdminError when there is none."""
+        ...
+
+    async def submission_attempts(self, outbox_id: int) -> list[Attempt]:
+        """The delivery attempts of one submission, oldest first."""
+        ...
+
+    async def sender_activity(self, since: float) -> list[SenderActivity]:
+        """Per feed: messages and refusals since `since`, and when it last sent anything."""
+        ...
+
+    async def channel_backlog(self, since: float) -> list[ChannelBacklog]:
+        """Per channel: what waits, how old, and deliveries since `since`."""
+        ...
+
+    async def retry_now(self, channel: str, operator: str) -> int:
+        """Make a channel's pending submissions due now (after an outage), audited; returns how many."""
+        ...
+
+    async def change_dead(self, action: str, refs: list[ItemRef], operator: str,
+                          note: str = "") -> list[tuple[ItemRef, bool, str]]:
+        """Retry or discard many dead items in one transaction; per item whether it was done, and what
+        became of it or why not (not dead, an older version, purged): the others still go through."""
+        ...
+
+    async def audit_trail(self, query: AuditFilter) -> list[OperatorAction]:
+        """Operator actions matching a filter, newest first."""
+        ...
+
+    async def record_event(self, operator: str, action: str, subject: str, detail: str = "") -> None:
+        """Audit an operator action on something other than one item (a console login, a retry-now)."""
         ...

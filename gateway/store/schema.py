@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import sqlite3
+from collections.abc import Callable
 
 from gateway.store.interface import SchemaTooNewError
 
@@ -162,7 +163,45 @@ MIGRATIONS: tuple[str, ...] = (
     {_counted("inbox", "messages")}
     {_counted("outbox", "outbox")}
     """,
-    # 5: documents waiting for a site mapping (a ward, item, lab or category code the settings lack)
+    # 5: each delivery attempt with its outcome, and indexes for the operator console's searches
+    """
+    CREATE TABLE submission_attempts (
+        id        INTEGER PRIMARY KEY,
+        outbox_id INTEGER NOT NULL REFERENCES outbox (id),
+        at        REAL    NOT NULL,
+        outcome   TEXT    NOT NULL,                  -- delivered | retry | dead
+        reason    TEXT    NOT NULL DEFAULT ''
+    );
+    CREATE INDEX submission_attempts_outbox ON submission_attempts (outbox_id, id);
+    CREATE INDEX messages_control ON messages (control_id);
+    CREATE INDEX messages_received ON messages (received_at);
+    CREATE INDEX messages_sender ON messages (sender, received_at);
+    CREATE INDEX outbox_channel ON outbox (channel, state);
+    CREATE INDEX operator_actions_item ON operator_actions (item);
+    """,
+    # 6: lookups of personal values keyed with the store's secret: HMAC(key, old SHA-256), the same
+    # HMAC(key, SHA-256(value)) new rows get, so that old and new rows of one patient still match; the values
+    # themselves cannot be recomputed (delivered payloads are purged by retention). Truncated digests (replay
+    # keys, PUT ids) are rekeyed from their kept part, as new ones are made.
+    """
+    UPDATE documents SET patient_key = lookup_digest(patient_key);
+    UPDATE outbox SET patient_key = lookup_digest(patient_key);
+    UPDATE outbox_heads SET patient_key = lookup_digest(patient_key);
+    UPDATE messages SET content_digest = lookup_digest(content_digest) WHERE content_digest != '';
+    UPDATE messages SET control_id = substr(control_id, 1, instr(control_id, '?sha256:') - 1) || '?key:'
+        || lookup_digest(substr(control_id, instr(control_id, '?sha256:') + 8))
+        WHERE source = 'fhir' AND instr(control_id, '?sha256:') > 0;
+    UPDATE messages SET control_id = substr(control_id, 1, instr(control_id, '/sha256:') - 1) || '/key:'
+        || substr(lookup_digest(substr(control_id, instr(control_id, '/sha256:') + 8, 40)), 1, 40)
+        || substr(control_id, instr(control_id, '/sha256:') + 48)
+        WHERE source = 'fhir' AND instr(control_id, '/sha256:') > 0;
+    UPDATE messages SET control_id = 'replay:' || substr(lookup_digest(substr(control_id, 8)), 1, 20)
+        WHERE source = 'replay' AND control_id LIKE 'replay:%';
+    UPDATE messages SET control_id = substr(control_id, 1, instr(control_id, '~replay:') - 1) || '~replay:'
+        || substr(lookup_digest(substr(control_id, instr(control_id, '~replay:') + 8, 20)), 1, 20)
+        WHERE source = 'replay' AND instr(control_id, '~replay:') > 0;
+    """,
+    # 7: documents waiting for a site mapping (a ward, item, lab or category code the settings lack)
     """
     CREATE TABLE parked_documents (
         document_id       TEXT    PRIMARY KEY,
@@ -189,11 +228,13 @@ def _statements(script: str) -> list[str]:
     return statements
 
 
-def migrate(connection: sqlite3.Connection) -> int:
+def migrate(connection: sqlite3.Connection, lookup_digest: Callable[[str], str]) -> int:
     """Bring a database file up to the newest schema, all or nothing; returns the version it is at.
 
     The version is read under the write lock, so a CLI and a gateway starting together migrate once.
+    Migrations call `lookup_digest(text)` in SQL: the store's keyed digest (PayloadCipher.lookup_digest).
     """
+    connection.create_function("lookup_digest", 1, lookup_digest, deterministic=True)
     connection.execute("BEGIN IMMEDIATE")
     try:
         (current,) = connection.execute("PRAGMA user_version").fetchone()

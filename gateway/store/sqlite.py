@@ -22,6 +22,7 @@ import aiosqlite
 
 from adapters.portal.base import Receipt, Submission
 from gateway.encryption import PayloadCipher
+from gateway.files import create_private, open_private
 from gateway.logs import get_logger
 from gateway.store import sqlite_admin, sqlite_parked
 from gateway.store.interface import (
@@ -34,11 +35,13 @@ from gateway.store.interface import (
     OperatorAction,
     Parked,
     QueuedItem,
+    StoreBusy,
     Stored,
     StoreLockedError,
     StoreUnavailable,
 )
-from gateway.store.schema import migrate
+from gateway.store.schema import MIGRATIONS, migrate
+from gateway.store.sqlite_browse import BrowseQueries
 from gateway.store.writer import GroupCommitWriter
 from mappings.model import Document
 
@@ -49,7 +52,7 @@ log = get_logger(__name__)
 PAGE_SIZE = 8192
 
 
-def _connect_writer(path: Path) -> sqlite3.Connection:
+def _connect_writer(path: Path, lookup_digest: Callable[[str], str]) -> sqlite3.Connection:
     connection = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
     connection.execute(f"PRAGMA page_size = {PAGE_SIZE}")  # a new file only; an existing one keeps its own
     connection.execute("PRAGMA journal_mode=WAL")
@@ -57,7 +60,7 @@ def _connect_writer(path: Path) -> sqlite3.Connection:
     connection.execute("PRAGMA foreign_keys=ON")
     connection.execute("PRAGMA busy_timeout=10000")
     try:
-        migrate(connection)
+        migrate(connection, lookup_digest)
     except BaseException:
         connection.close()
         raise
@@ -67,7 +70,7 @@ def _connect_writer(path: Path) -> sqlite3.Connection:
 def _lock(path: Path) -> int:
     """An exclusive lock beside the file, held while serving; the kernel drops it when the process dies."""
     lock_path = path.with_name(path.name + ".lock")
-    fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o600)
+    fd = open_private(lock_path, os.O_RDWR)
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
@@ -85,8 +88,18 @@ def _release_leases(db: sqlite3.Connection) -> tuple[int, int]:
     return messages, submissions
 
 
-class SqliteStore:
-    """The Store (see interface.py) on one SQLite file, the only writer of it a thread of this process."""
+def _write_error(exc: sqlite3.Error) -> StoreUnavailable:
+    """A driver error in gateway terms: a lock held too long by another process is worth waiting out."""
+    if isinstance(exc, sqlite3.OperationalError) and ("locked" in str(exc) or "busy" in str(exc)):
+        return StoreBusy(f"the store stayed busy (another process held its write lock): {exc}")
+    return StoreUnavailable(f"store write failed: {exc}")
+
+
+class SqliteStore(BrowseQueries):
+    """The Store (see interface.py) on one SQLite file, the only writer of it a thread of this process.
+
+    Operator tools (not the owner) open only the read connection; the writer, which migrates the schema
+    under the write lock, starts at their first write, so a read never waits on a busy gateway."""
 
     def __init__(self, path: Path, cipher: PayloadCipher, *, lease_seconds: float = 120.0,
                  max_batch: int = 512, max_delay_ms: float = 0.0,
@@ -94,23 +107,27 @@ class SqliteStore:
         self.path = Path(path)
         self._cipher = cipher
         self._lease = lease_seconds
-        self._writer = GroupCommitWriter(lambda: _connect_writer(self.path), max_batch=max_batch,
+        self._writer = GroupCommitWriter(lambda: _connect_writer(self.path, cipher.lookup_digest), max_batch=max_batch,
                                          max_delay_seconds=max_delay_ms / 1000, on_batch=on_batch)
         self._reader: aiosqlite.Connection | None = None
         self._lock: int | None = None
+        self._writing = False
+        self._writer_starting = asyncio.Lock()
         self.inbox_ready = asyncio.Event()  # set when messages were committed
         self.outbox_ready = asyncio.Event()  # set when submissions were queued
 
     async def open(self, *, owner: bool = False) -> SqliteStore:
         """Open the file; the owner (the serving gateway) locks out a second gateway and re-queues the
         leases a crashed predecessor held, so its unfinished work restarts at once, not when leases expire."""
-        self.path.parent.mkdir(parents=True, exist_ok=True)
         try:
+            create_private(self.path)
             if owner:
                 self._lock = _lock(self.path)
-            await self._writer.start()
+                await self._start_writer()
             self._reader = await aiosqlite.connect(self.path)
             await self._reader.execute("PRAGMA busy_timeout=10000")
+            if not owner:
+                await self._check_schema()
             if owner:
                 messages, submissions = await self._write(_release_leases)
                 if messages or submissions:
@@ -122,6 +139,20 @@ class SqliteStore:
             await self.close()
             raise
         return self
+
+    async def _check_schema(self) -> None:
+        """An operator tool reads the schema as it is, and migrates it only when it is older than this code."""
+        assert self._reader is not None
+        async with self._reader.execute("PRAGMA user_version") as cursor:
+            row = await cursor.fetchone()
+        if (row[0] if row else 0) != len(MIGRATIONS):  # new, older (migrated now) or newer (refused by migrate)
+            await self._start_writer()
+
+    async def _start_writer(self) -> None:
+        async with self._writer_starting:
+            if not self._writing:
+                await self._writer.start()
+                self._writing = True
 
     async def close(self) -> None:
         """Commit what is queued, then release the connections and the serving lock."""
@@ -137,9 +168,11 @@ class SqliteStore:
         """Run fn(connection, *args) atomically on the writer thread (the only writer), committed together
         with the writes queued beside it; returns once it is on disk."""
         try:
+            if not self._writing:
+                await self._start_writer()
             return await self._writer.write(fn, *args)
         except sqlite3.Error as exc:
-            raise StoreUnavailable(f"store write failed: {exc}") from exc
+            raise _write_error(exc) from exc
 
     async def _read(self, sql: str, params: tuple[Any, ...] = ()) -> list[sqlite3.Row]:
         """Read beside the writer (WAL), never blocking a commit."""
@@ -161,12 +194,13 @@ class SqliteStore:
         return stored
 
     def _insert_message(self, db: sqlite3.Connection, item: Inbound) -> Stored:
+        digest = self._cipher.lookup_digest(item.content_digest) if item.content_digest else ""
         row = db.execute(
             "INSERT INTO messages (source, sender, control_id, message_type, correlation_id, received_at,"
             " state, payload, ack, content_digest) VALUES (?, ?, ?, ?, ?, ?, 'received', ?, ?, ?)"
             " ON CONFLICT (source, sender, control_id) DO NOTHING RETURNING id",
             (item.source, item.sender, item.control_id, item.message_type, item.correlation_id, time.time(),
-             self._cipher.seal(item.payload, b"messages"), item.ack, item.content_digest),
+             self._cipher.seal(item.payload, b"messages"), item.ack, digest),
         ).fetchone()
         if row is not None:
             return Stored(row[0], item.ack, duplicate=False)
@@ -174,7 +208,7 @@ class SqliteStore:
             "SELECT id, ack, content_digest FROM messages WHERE source = ? AND sender = ? AND control_id = ?",
             (item.source, item.sender, item.control_id),
         ).fetchone()
-        same = not (item.content_digest and existing[2]) or item.content_digest == existing[2]
+        same = not (digest and existing[2]) or digest == existing[2]
         return Stored(existing[0], bytes(existing[1]), duplicate=True, same_content=same)
 
     # ---- inbox: mapping stage ------------------------------------------------------------------
@@ -204,6 +238,10 @@ class SqliteStore:
         await self._write(lambda db: db.executemany(
             "UPDATE messages SET lease_until = 0, attempts = attempts - ? WHERE id = ? AND state = 'received'",
             [(0 if message_id == charged else 1, message_id) for message_id in message_ids]))
+
+    def lookup_digest(self, value: str) -> str:
+        """The keyed digest this store finds personal values by (see PayloadCipher.lookup_digest)."""
+        return self._cipher.lookup_digest(value)
 
     async def latest_document(self, document_id: str) -> Document | None:
         """The version a new fragment of the episode builds on (its bundle is {} once purged by retention)."""
@@ -248,11 +286,12 @@ class SqliteStore:
                                     (outcome.message_id,)).fetchone()
         patients = {}
         for document in outcome.documents:
-            patients[(document.document_id, document.version)] = document.patient_key
+            patient = patients[(document.document_id, document.version)] = self._cipher.lookup_digest(
+                document.patient_key)
             db.execute(
                 "INSERT INTO documents (document_id, version, kind, patient_key, message_id, created_at, bundle)"
                 " VALUES (?, ?, ?, ?, ?, ?, ?)",
-                (document.document_id, document.version, document.kind, document.patient_key, outcome.message_id,
+                (document.document_id, document.version, document.kind, patient, outcome.message_id,
                  now, self._cipher.seal(json.dumps(document.bundle, ensure_ascii=False).encode(), b"documents")))
         for item in outcome.submissions:
             sqlite_parked.enqueue(db, self._cipher, now, item, patients[(item.document_id, item.version)],
@@ -323,19 +362,25 @@ class SqliteStore:
                 " archived_at) SELECT id, channel, ?, ?, ?, ?, ? FROM outbox WHERE id = ?",
                 (receipt.transaction_id, receipt.received_at, receipt.result_code,
                  json.dumps(receipt.raw, ensure_ascii=False), now, outbox_id))
+            sqlite_admin.record_attempt(db, outbox_id, "delivered", receipt.transaction_id)
         await self._write(deliver)
 
     async def schedule_retry(self, outbox_id: int, delay_seconds: float, reason: str) -> None:
         """Release a submission for another attempt later, keeping the last failure's reason for operators."""
-        await self._write(lambda db: db.execute(
-            "UPDATE outbox SET state = 'pending', next_attempt_at = ?, lease_until = 0, reason = ? WHERE id = ?",
-            (time.time() + delay_seconds, reason, outbox_id)))
+        def reschedule(db: sqlite3.Connection) -> None:
+            db.execute(
+                "UPDATE outbox SET state = 'pending', next_attempt_at = ?, lease_until = 0, reason = ? WHERE id = ?",
+                (time.time() + delay_seconds, reason, outbox_id))
+            sqlite_admin.record_attempt(db, outbox_id, "retry", reason)
+        await self._write(reschedule)
 
     async def dead_letter_submission(self, outbox_id: int, reason: str) -> None:
         """Park a submission the portal refused for good, with the portal's reason."""
-        await self._write(lambda db: db.execute(
-            "UPDATE outbox SET state = 'dead', reason = ?, finished_at = ?, lease_until = 0 WHERE id = ?",
-            (reason, time.time(), outbox_id)))
+        def bury(db: sqlite3.Connection) -> None:
+            db.execute("UPDATE outbox SET state = 'dead', reason = ?, finished_at = ?, lease_until = 0 WHERE id = ?",
+                       (reason, time.time(), outbox_id))
+            sqlite_admin.record_attempt(db, outbox_id, "dead", reason)
+        await self._write(bury)
 
     # ---- observation ---------------------------------------------------------------------------
 

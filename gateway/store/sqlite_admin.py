@@ -74,6 +74,12 @@ def audit(db: sqlite3.Connection, operator: str, action: str, ref: ItemRef, deta
                (time.time(), operator, action, str(ref), detail))
 
 
+def record_attempt(db: sqlite3.Connection, outbox_id: int, outcome: str, reason: str) -> None:
+    """Keep each delivery attempt's outcome, so an operator sees the history, not only the last reason."""
+    db.execute("INSERT INTO submission_attempts (outbox_id, at, outcome, reason) VALUES (?, ?, ?, ?)",
+               (outbox_id, time.time(), outcome, reason))
+
+
 def read_payload(db: sqlite3.Connection, ref: ItemRef, operator: str) -> bytes:
     """The sealed payload, its viewing audited in the same transaction."""
     queue = QUEUES[ref.queue]

@@ -24,7 +24,7 @@ HL7_ERROR_CODES: dict[str, tuple[str, str]] = {
     "bhyt-format": DATA_TYPE, "icd10-format": DATA_TYPE, "conflicting-identifiers": DATA_TYPE,
     "facility-code-format": DATA_TYPE, "facility-code-swapped": DATA_TYPE, "facility-id-format": DATA_TYPE,
     "tax-code-format": DATA_TYPE, "tax-code-suffix": DATA_TYPE, "charset-mismatch": DATA_TYPE,
-    "message-too-large": DATA_TYPE,
+    "message-too-large": DATA_TYPE, "control-character": DATA_TYPE, "field-too-long": DATA_TYPE,
     # the XML 130 checks before signing (never in an ACK: they judge a document, not a message)
     "too-long": DATA_TYPE, "sum-mismatch": DATA_TYPE, "unknown-element": SEGMENT_SEQUENCE, "unlinked-result": REQUIRED,
     # a code that names nothing in its table

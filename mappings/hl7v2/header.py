@@ -23,6 +23,8 @@ CHARSETS = {
 DEFAULT_ENCODING = "^~\\&"
 NO_HEADER = Issue("MSH", "msh-invalid", "no MSH segment at the start of the message")
 _SEGMENT_END_BYTES = re.compile(rb"[\r\n]")
+# Control characters are shown as "?" in the header the ACK echoes and the log names; the screen refuses them.
+_CONTROL = re.compile("[\x00-\x1f\x7f]")
 
 
 @dataclass(frozen=True, slots=True)
@@ -76,7 +78,7 @@ def codec_for(charset_field: str) -> str | None:
     if codec is None:
         try:
             codec = codecs.lookup(name).name
-        except LookupError:
+        except (LookupError, ValueError):  # ValueError: a NUL in the name
             return None
     return codec
 
@@ -118,7 +120,7 @@ def parse_header(text: str) -> MessageHeader | Issue:
     msh = header_segment(text)
     if msh is None:
         return NO_HEADER
-    f = msh.fields + ("",) * (19 - len(msh.fields))  # f[n] is MSH-n
+    f = tuple(_CONTROL.sub("?", value) for value in msh.fields[:19]) + ("",) * (19 - len(msh.fields))  # MSH-n
     encoding = f[2] or DEFAULT_ENCODING
     component = encoding[0]
     msh9 = [part.strip() for part in f[9].split(component)]  # a stray blank must not reach the ACK's MSH-9

@@ -5,7 +5,7 @@ from typing import Any
 
 from mappings.fhir_common import as_instant, document_id, fhir_datetime, resource_id
 from mappings.fhir_validate import validation_issues
-from mappings.hl7v2 import build_admin, build_clinical, build_orders, er7, rules
+from mappings.hl7v2 import build_admin, build_clinical, build_orders, er7, limits, rules
 from mappings.hl7v2.context import Context
 from mappings.hl7v2.er7 import Er7Message, Segment
 from mappings.hl7v2.events import (
@@ -26,7 +26,7 @@ def map_message(message: str) -> MappingResult:
     raw = er7.read(message)
     if raw is None:
         return MappingResult(issues=(Issue("MSH", "required", "message does not start with a valid MSH segment"),))
-    issues = rules.check(raw)
+    issues = limits.field_issues(raw) + rules.check(raw)
     if any(issue.severity == "error" for issue in issues):
         return MappingResult(issues=tuple(issues))
     issues += structure_issues(raw)

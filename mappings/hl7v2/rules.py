@@ -30,6 +30,7 @@ MINUTE_FIELDS = frozenset({("PV1", 44), ("PV1", 45)})  # XML 130 NGAY_VAO / NGAY
 CODE_FIELDS = {"OBX": 3, "OBR": 4, "DG1": 3, "AL1": 3, "PR1": 3}
 CCCD_TYPES_WITH_BCA = frozenset({"", "NI", "NNVNM"})
 SEGMENT_NAME = re.compile(r"[A-Z][A-Z0-9]{2}")
+LATER_V2 = re.compile(r"2\.\d{1,2}(?:\.\d{1,2})?", re.ASCII)
 COMPLETION_STATUSES = frozenset({"", "CP", "PA", "RE", "NA"})
 REPEATING_SEGMENTS = frozenset({"OBR", "OBX", "DG1", "AL1", "PR1", "RXA", "ORC", "NTE", "FT1", "RXE", "RXD", "RXR",
                                 "IN1"})
@@ -80,11 +81,14 @@ def patient_ids(pid: Segment, msg: Er7Message) -> PatientIds:
 
 
 def _version_issues(msg: Er7Message) -> list[Issue]:
+    """A later or unstated 2.x version is read as 2.5 (v2 is backward compatible); anything else is refused."""
     version = component(msg.segments[0].field(12), 1, msg.delimiters)
     if version in SUPPORTED_VERSIONS:
         return []
-    return [Issue("MSH-12", "unsupported-version",
-                  f"HL7 version is not 2.3-2.8; mapped as {FALLBACK_VERSION}", "warning")]
+    if not version or LATER_V2.fullmatch(version):
+        return [Issue("MSH-12", "unsupported-version",
+                      f"HL7 version is not 2.3-2.8; mapped as {FALLBACK_VERSION}", "warning")]
+    return [Issue("MSH-12", "unsupported-version", "MSH-12 is not an HL7 version 2 release (2.3 to 2.8)")]
 
 
 def _identity_issues(pid: Segment, msg: Er7Message) -> list[Issue]:

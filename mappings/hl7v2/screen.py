@@ -1,7 +1,7 @@
 """The fast acknowledgement-path check: pure string splitting, no hl7apy."""
 from __future__ import annotations
 
-from mappings.hl7v2 import er7, rules
+from mappings.hl7v2 import er7, limits, rules
 from mappings.model import Issue
 
 
@@ -10,4 +10,4 @@ def screen(message: str) -> list[Issue]:
     msg = er7.read(message)
     if msg is None:
         return [Issue("MSH", "required", "message does not start with a valid MSH segment")]
-    return rules.check(msg)
+    return limits.field_issues(msg) + rules.check(msg)

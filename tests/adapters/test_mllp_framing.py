@@ -16,8 +16,8 @@ async def echo_handler(frame: Frame) -> bytes:
 
 async def start(**overrides) -> tuple[MllpServer, list[str]]:
     refused: list[str] = []
-    options = dict(host="127.0.0.1", port=0, max_message_bytes=1000, idle_timeout=5, max_connections=4,
-                   on_refused=refused.append)
+    options = {"host": "127.0.0.1", "port": 0, "max_message_bytes": 1000, "idle_timeout": 5, "max_connections": 4,
+               "on_refused": refused.append}
     options.update(overrides)
     server = MllpServer(echo_handler, **options)
     await server.start()
@@ -72,9 +72,10 @@ async def test_idle_connection_is_closed_and_others_keep_working() -> None:
     reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
     writer.write(START_BLOCK + b"MSH|after" + END_BLOCK)
     assert await read_frame(reader) == b"OK:MSH|after"
+    assert await asyncio.wait_for(reader.read(), 5) == b""  # silent after its frame: closed again
     writer.close()
     await server.stop()
-    assert "idle_timeout" in refused
+    assert refused == ["frame_timeout", "idle_timeout"]  # no first frame; then silence between frames
 
 
 async def test_connections_beyond_the_cap_are_refused_and_the_rest_served() -> None:

@@ -17,6 +17,10 @@ from gateway.config import DEMO_SITE_MAPPINGS
 from tests.conftest import free_port
 
 BIN = Path(sys.executable).parent
+# What `serve` refuses unless allowed: these test gateways sign with the development certificate and post
+# to a local emulator with its demo passwords.
+SERVE_ALLOWS = {"HBGW_SECURITY__ALLOW_DEV_CERTIFICATE": "true", "HBGW_SECURITY__ALLOW_DEMO_PASSWORDS": "true",
+                "HBGW_SECURITY__ALLOW_EMPTY_HEAD_CODE": "true"}
 
 
 def http_json(url: str, timeout: float = 5.0) -> Any:
@@ -80,6 +84,7 @@ class GatewayProcess:
     mllp_port: int = field(default_factory=free_port)
     http_port: int = field(default_factory=free_port)
     emulator_port: int = field(default_factory=free_port)
+    console_port: int = field(default_factory=free_port)
     process: subprocess.Popen | None = None
 
     @property
@@ -91,6 +96,10 @@ class GatewayProcess:
         return f"http://127.0.0.1:{self.emulator_port}"
 
     @property
+    def console_url(self) -> str:
+        return f"http://127.0.0.1:{self.console_port}"
+
+    @property
     def http_url(self) -> str:
         return f"http://127.0.0.1:{self.http_port}"
 
@@ -99,7 +108,7 @@ class GatewayProcess:
         env = {key: value for key, value in os.environ.items() if not key.startswith("HBGW_")}
         env.update({
             "HBGW_MLLP__PORT": str(self.mllp_port), "HBGW_HTTP__PORT": str(self.http_port),
-            "HBGW_EMULATOR__PORT": str(self.emulator_port),
+            "HBGW_EMULATOR__PORT": str(self.emulator_port), "HBGW_CONSOLE__PORT": str(self.console_port),
             "HBGW_PORTAL__BHXH__BASE_URL": self.emulator_url, "HBGW_PORTAL__HUB__BASE_URL": self.emulator_url,
             "HBGW_STORE__PATH": str(var / "gateway.db"), "HBGW_SIGNING__DEV_DIR": str(var / "dev-cert"),
             "HBGW_LOGGING__FORMAT": "json", "HBGW_PIPELINE__POLL_INTERVAL_SECONDS": "0.2",
@@ -109,6 +118,8 @@ class GatewayProcess:
             # episode's files once it is finished (the default, tests/e2e/test_bhxh_path.py)
             "HBGW_PORTAL__BHXH__SEND_FILES": "every_version",
         })
+        if self.command == "serve":
+            env.update(SERVE_ALLOWS)
         env.update(self.extra_env)
         return env
 

@@ -26,7 +26,7 @@ def run_cli(store_path: Path, *args: str) -> subprocess.CompletedProcess[str]:
     env = {key: value for key, value in os.environ.items() if not key.startswith("HBGW_")}
     env.update({"HBGW_STORE__PATH": str(store_path),
                 "HBGW_STORE__ENCRYPTION_KEY": base64.b64encode(KEY).decode()})
-    return subprocess.run([str(CLI), *args], capture_output=True, text=True, env=env, timeout=60)
+    return subprocess.run([str(CLI), *args], capture_output=True, text=True, env=env, timeout=60, check=False)
 
 
 def rows(path: Path, sql: str) -> list[tuple]:
@@ -157,13 +157,18 @@ def test_replay_ingests_a_corrected_file_through_the_screen_once(store_file: Pat
     first = run_cli(store_file, "replay", str(corrected))
     mixed = run_cli(store_file, "replay", str(still_wrong))
     assert first.returncode == 0, first.stderr
-    assert first.stdout == "message 1: AA stored as inbox:4\n"
+    assert first.stdout.splitlines() == ["message 1 (C1): AA stored as inbox:4",
+                                         "replayed 1 messages: 1 stored, 0 duplicates, 0 refused"]
+    assert "replaying: 1/1" in first.stderr
     assert mixed.returncode == 1
-    assert mixed.stdout.splitlines() == ["message 1: AA already replayed as inbox:4",
-                                         "message 2: AE refused: PID-3 required: PID-3 needs a CCCD (authority BCA,"
-                                         " type NNVNM) or a BHYT card (type HC); a medical record number alone is"
-                                         " not enough"]
+    assert mixed.stdout.splitlines() == ["message 1 (C1): AA already replayed as inbox:4",
+                                         ("message 2 (C9): AE refused: PID-3 required: PID-3 needs a CCCD (authority"
+                                          " BCA, type NNVNM) or a BHYT card (type HC); a medical record number alone"
+                                          " is not enough"),
+                                         "replayed 2 messages: 0 stored, 1 duplicates, 1 refused"]
     assert rows(store_file, "SELECT source, state FROM messages WHERE id = 4") == [("replay", "received")]
+    (control_id,) = rows(store_file, "SELECT control_id FROM messages WHERE id = 4")[0]
+    assert control_id.startswith("C1~replay:"), "a replay keeps its control id, to be found by it"
     assert rows(store_file, "SELECT action, item, detail FROM operator_actions") == [
         ("replay", "inbox:4", "from file corrected.hl7")]
 
@@ -171,3 +176,92 @@ def test_replay_ingests_a_corrected_file_through_the_screen_once(store_file: Pat
 def test_replay_of_a_missing_file_says_so(store_file: Path, tmp_path: Path) -> None:
     result = run_cli(store_file, "replay", str(tmp_path / "absent.hl7"))
     assert result.returncode == 1 and "cannot read" in result.stderr and "absent.hl7" in result.stderr
+
+
+def test_dlq_show_prints_the_attempt_history(store_file: Path) -> None:
+    shown = json.loads(run_cli(store_file, "dlq", "show", "outbox:1").stdout)
+    assert [(a["outcome"], a["reason"]) for a in shown["attempts_history"]] == [
+        ("dead", "maKetQua 401: MA_LK already closed")]
+
+
+def test_the_payload_of_a_refused_submission_is_the_message_to_correct_and_replay(store_file: Path) -> None:
+    result = run_cli(store_file, "dlq", "show", "outbox:1", "--payload")
+    assert result.returncode == 0, result.stderr
+    assert "PID|1||040085012345^^^BCA^NNVNM||NGUYEN^AN\n" in result.stdout
+    assert "inbox:2, the HL7 message outbox:1 was built from" in result.stderr
+    assert rows(store_file, "SELECT action, item FROM operator_actions") == [("show-payload", "inbox:2")]
+
+
+def test_dlq_retry_takes_several_items_and_reports_each(store_file: Path) -> None:
+    result = run_cli(store_file, "dlq", "retry", "inbox:1", "outbox:2", "outbox:3")
+    assert result.returncode == 1
+    assert "inbox:1: inbox:1 queued to be mapped" in result.stdout
+    assert "outbox:3: inbox:3 queued to be mapped" in result.stdout
+    assert "error: outbox:2: outbox:2 is an older version" in result.stderr
+    assert "2 of 3 re-queued" in result.stdout
+    assert rows(store_file, "SELECT id, state FROM outbox ORDER BY id") == [
+        (1, "dead"), (2, "dead"), (3, "superseded")]
+
+
+def test_dlq_discard_by_filter_with_a_dry_run_first(store_file: Path) -> None:
+    dry = run_cli(store_file, "dlq", "discard", "--queue", "outbox", "--reason", "ma_lk already", "--dry-run")
+    assert dry.returncode == 0 and dry.stdout.split() == ["outbox:1", "outbox:2", "outbox:3"]
+    assert rows(store_file, "SELECT count(*) FROM outbox WHERE state = 'dead'") == [(3,)]
+    done = run_cli(store_file, "dlq", "discard", "--queue", "outbox", "--note", "test records")
+    assert done.returncode == 0 and "3 of 3 discarded" in done.stdout, done.stderr
+    assert rows(store_file, "SELECT count(*) FROM operator_actions WHERE action = 'discard'") == [(3,)]
+    nothing = run_cli(store_file, "dlq", "retry")
+    assert nothing.returncode == 1 and "name the items" in nothing.stderr
+
+
+def test_retry_now_makes_a_channels_waiting_submissions_due(store_file: Path) -> None:
+    with sqlite3.connect(store_file) as db:
+        db.execute("UPDATE outbox SET state = 'pending', next_attempt_at = 4102444800 WHERE id IN (1, 3)")
+    result = run_cli(store_file, "retry-now", "bhxh_xml130")
+    assert result.returncode == 0 and "bhxh_xml130: 2 pending submissions due now" in result.stdout, result.stderr
+    assert rows(store_file, "SELECT count(*) FROM outbox WHERE next_attempt_at > 4000000000") == [(0,)]
+    assert rows(store_file, "SELECT action, item FROM operator_actions") == [("retry-now", "channel:bhxh_xml130")]
+    unknown = run_cli(store_file, "retry-now", "nowhere")
+    assert unknown.returncode == 1 and "bhxh_xml130" in unknown.stderr
+
+
+def test_reading_commands_answer_while_another_process_holds_the_write_lock(store_file: Path) -> None:
+    """A gateway writing a backlog holds the lock; status and dlq list must not wait for it (nor migrate)."""
+    holder = sqlite3.connect(store_file, isolation_level=None)
+    holder.execute("BEGIN IMMEDIATE")
+    try:
+        status = run_cli(store_file, "status")
+        listing = run_cli(store_file, "dlq", "list")
+        shown = run_cli(store_file, "dlq", "show", "outbox:1")
+    finally:
+        holder.execute("ROLLBACK")
+        holder.close()
+    for result in (status, listing, shown):
+        assert result.returncode == 0, result.stderr
+        assert "locked" not in result.stderr and "Traceback" not in result.stderr
+    assert json.loads(status.stdout)["outbox"] == {"dead": 3}
+
+
+def test_a_change_waits_politely_for_a_busy_store_then_goes_through(store_file: Path) -> None:
+    """Another process holds the write lock past the store's own wait: one line, a wait, then success
+    once the lock is let go (released here only after the command said it is waiting)."""
+    holder = sqlite3.connect(store_file, isolation_level=None)
+    holder.execute("BEGIN IMMEDIATE")
+    env = {key: value for key, value in os.environ.items() if not key.startswith("HBGW_")}
+    env.update({"HBGW_STORE__PATH": str(store_file), "HBGW_STORE__ENCRYPTION_KEY": base64.b64encode(KEY).decode()})
+    command = subprocess.Popen([str(CLI), "dlq", "retry", "inbox:1"], stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE, text=True, env=env)
+    try:
+        assert command.stderr is not None
+        said = ""
+        while "the store is busy" not in said:
+            line = command.stderr.readline()
+            assert line, f"the command ended without waiting: {said}"
+            said += line
+    finally:
+        holder.execute("ROLLBACK")
+        holder.close()
+    out, err = command.communicate(timeout=120)
+    assert command.returncode == 0, err
+    assert "Traceback" not in said + err and "1 of 1 re-queued" in out
+    assert rows(store_file, "SELECT state FROM messages WHERE id = 1") == [("received",)]

@@ -66,12 +66,16 @@ async def test_empty_sender_list_is_open(store: SqliteStore) -> None:
 
 
 def test_control_id_prefers_bundle_identifier_then_conditional_criteria() -> None:
+    keyed = PayloadCipher(b"k" * 32).lookup_digest
     identified = bundle("transaction", identifier={"system": "urn:s", "value": "TX-1"})
-    assert control_id(identified, "identifier=x") == "urn:s|TX-1"
-    conditional = control_id(PATIENT, "identifier=urn:hbgw:id:cccd|048190007788")
-    assert conditional == control_id(PATIENT, "identifier=urn:hbgw:id:cccd|048190007788")
-    assert conditional.startswith("Patient?sha256:") and "048190007788" not in conditional
-    assert control_id(PATIENT, "") != control_id(PATIENT, "")
+    assert control_id(identified, "identifier=x", keyed) == "urn:s|TX-1"
+    criteria = "identifier=urn:hbgw:id:cccd|048190007788"
+    conditional = control_id(PATIENT, criteria, keyed)
+    assert conditional == control_id(PATIENT, criteria, keyed)
+    assert conditional.startswith("Patient?key:") and "048190007788" not in conditional
+    bare = hashlib.sha256(criteria.encode()).hexdigest()
+    assert bare not in conditional and conditional != control_id(PATIENT, criteria, PayloadCipher(b"j" * 32).lookup_digest)
+    assert control_id(PATIENT, "", keyed) != control_id(PATIENT, "", keyed)
 
 
 async def test_bundle_without_entries_or_with_an_entry_without_resource_is_422(store: SqliteStore) -> None:

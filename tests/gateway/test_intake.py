@@ -256,7 +256,7 @@ async def test_replay_stores_a_corrected_message_as_new_and_only_once(tmp_path: 
     assert still_wrong.code == "AE" and still_wrong.message_id is None and still_wrong.issues[0].location == "PID-3"
     [(message_id, source, sender, control_id)] = stored
     assert (message_id, source, sender) == (corrected.message_id, "replay", "HIS_BVDK|BVDK^4000000000123^L")
-    assert control_id.startswith("replay:")
+    assert control_id.startswith("P1~replay:")  # its own control id, keyed by its content
 
 
 def test_a_replay_file_may_hold_several_messages_framed_or_not() -> None:

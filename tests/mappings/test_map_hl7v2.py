@@ -132,7 +132,7 @@ def test_merge_replaces_patient_and_keeps_old_identifier(admit: str) -> None:
     ("2.3", "ADT^A01", False), ("2.3.1", "ADT^A01", False), ("2.4", "ADT^A01^ADT_A01", False),
     ("2.5", "ADT^A01^ADT_A01", False), ("2.5.1", "ADT^A01^ADT_A01", False), ("2.6", "ADT^A01^ADT_A01", False),
     ("2.7", "ADT^A01^ADT_A01", False), ("2.8", "ADT^A01^ADT_A01", False), ("2.9", "ADT^A01^ADT_A01", True),
-    ("3.0", "ADT^A01^ADT_A01", True),
+    ("2.10", "ADT^A01^ADT_A01", True), ("", "ADT^A01^ADT_A01", True),
 ])
 def test_versions_map_to_the_same_resources(admit: str, version: str, msh9: str, warned: bool) -> None:
     message = replace_field(replace_field(admit, "MSH", 12, version), "MSH", 9, msh9)
@@ -140,6 +140,12 @@ def test_versions_map_to_the_same_resources(admit: str, version: str, msh9: str,
     assert result.ok and len(result.fragments) == 1
     assert [i.code for i in result.issues] == (["unsupported-version"] if warned else [])
     assert result.fragments[0].resources == only_fragment(admit).resources
+
+
+@pytest.mark.parametrize("version", ["9.9", "3.0", "V2.5", "2.5.1.1.1", "2."])
+def test_a_version_that_is_no_hl7_v2_release_is_refused(admit: str, version: str) -> None:
+    result = map_message(replace_field(admit, "MSH", 12, version))
+    assert not result.ok and [(i.location, i.code) for i in result.issues] == [("MSH-12", "unsupported-version")]
 
 
 @pytest.mark.parametrize("terminator", ["\n", "\r\n"])
