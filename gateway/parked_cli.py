@@ -27,7 +27,7 @@ def cmd_parked_list(args: argparse.Namespace) -> int:
         print(json.dumps([{"document_id": w.document_id, "version": w.version, "channel": w.channel,
                            "waits_for": list(w.codes)} for w in waiting], indent=2, ensure_ascii=False))
         return 0
-    return _run(listing())
+    return _run(listing)
 
 
 def cmd_parked_rebuild(args: argparse.Namespace) -> int:
@@ -58,7 +58,7 @@ def cmd_parked_rebuild(args: argparse.Namespace) -> int:
                           "still_waiting": {w.document_id: list(w.codes) for w in report.waiting}},
                          indent=2, ensure_ascii=False))
         return 0
-    return _run(rebuild())
+    return _run(rebuild)
 
 
 def add_parked_commands(commands: Any) -> None:
