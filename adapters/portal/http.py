@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 import ssl
 import time
 from collections.abc import Awaitable, Callable, Mapping
@@ -18,8 +19,10 @@ from datetime import datetime, timezone
 from email.utils import parsedate_to_datetime
 from pathlib import Path
 from typing import Any, Protocol, TypeVar
+from urllib.parse import quote_plus, urlencode
 
 import aiohttp
+from aiohttp.payload import BytesPayload
 import structlog
 
 from adapters.portal.base import PermanentPortalError, PortalError, Receipt, Submission, TransientPortalError
@@ -28,6 +31,9 @@ log = structlog.get_logger(__name__)
 T = TypeVar("T")
 TOKEN_REFRESH_MARGIN_SECONDS = 30.0
 NO_ANSWER = 0
+FORM_CONTENT_TYPE = "application/x-www-form-urlencoded"
+_BASE64_TEXT = re.compile("[A-Za-z0-9+/=]*")
+_BASE64_QUOTED = str.maketrans({"+": "%2B", "/": "%2F", "=": "%3D"})
 
 
 class Secret(Protocol):
@@ -68,6 +74,20 @@ class HttpAnswer:
     status: int
     body: dict[str, Any]
     retry_after: float | None
+
+
+def _quote_form_value(value: str, safe: str = "", encoding: str | None = None, errors: str | None = None) -> str:
+    """quote_plus, byte for byte, without its per-byte Python loop over a base64 document (most of a form)."""
+    if not safe and _BASE64_TEXT.fullmatch(value):
+        return value.translate(_BASE64_QUOTED)
+    return quote_plus(value, safe, encoding, errors)
+
+
+def form_body(form: Mapping[str, str]) -> BytesPayload:
+    """The form-urlencoded body aiohttp would build from `form` (the same bytes and Content-Type), at a
+    fraction of its CPU: urllib quotes a signed document's 10 KB of base64 one byte at a time."""
+    encoded = urlencode(list(form.items()), doseq=True, encoding="utf-8", quote_via=_quote_form_value)
+    return BytesPayload(encoded.encode(), content_type=FORM_CONTENT_TYPE)
 
 
 def parse_retry_after(value: str | None, now: datetime | None = None) -> float | None:
@@ -138,7 +158,7 @@ class PortalHttpChannel:
         url = self.settings.base_url.rstrip("/") + path
         try:
             async with self._client_session().post(url, headers=headers, json=json_body,
-                                                   data=dict(data) if isinstance(data, Mapping) else data,
+                                                   data=form_body(data) if isinstance(data, Mapping) else data,
                                                    proxy=self.settings.proxy or None) as response:
                 text = await response.text()
                 status = response.status
