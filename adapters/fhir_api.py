@@ -76,7 +76,8 @@ class FhirAnswer:
 class FhirHandler(Protocol):
     """The business side behind the routes (gateway.fhir_intake.FhirIntake)."""
 
-    resource_types: Sequence[str]
+    @property
+    def resource_types(self) -> Sequence[str]: ...
 
     def authenticate(self, credentials: Credentials) -> str | None: ...
 

@@ -102,7 +102,7 @@ class MllpServer:
             self._on_refused(late.reason)
         except (ConnectionError, ssl.SSLError):
             pass
-        except Exception as exc:  # the handler could not answer (e.g. the disk refused): no ACK, the sender resends
+        except Exception as exc:  # noqa: BLE001 - the handler could not answer (e.g. the disk refused): no ACK, the sender resends
             where = traceback.extract_tb(exc.__traceback__)[-1]
             # The exception text may quote the message's bytes, so only its type and place are logged.
             log.error("mllp_handler_failed", error=type(exc).__name__, at=f"{where.filename}:{where.lineno}")

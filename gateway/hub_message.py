@@ -73,8 +73,8 @@ def sign_form(xml: bytes, slots: tuple[SignatureSlot, ...], facility: Signer,
     facility for CKS_BENH_VIEN and CHUKYDONVI; each signature covers every one made before it."""
     who = {(slot.element, slot.group): slot.practitioner for slot in slots}
     elements = {slot.element for slot in slots} | FACILITY_SLOTS
-    order = [(str(node.tag), str(node.getparent().tag)) for node in etree.fromstring(xml).iter()
-             if node.tag in elements and node.getparent() is not None]
+    order = [(str(node.tag), str(parent.tag)) for node in etree.fromstring(xml).iter()
+             if node.tag in elements and (parent := node.getparent()) is not None]
     seen: dict[str, int] = {}
     for element, group in order:
         index = seen[element] = seen.get(element, -1) + 1

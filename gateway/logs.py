@@ -4,7 +4,8 @@ from __future__ import annotations
 import logging
 import secrets
 import sys
-from collections.abc import Iterator
+from collections.abc import Iterator, MutableMapping
+from typing import Any
 from contextlib import contextmanager
 
 import structlog
@@ -14,7 +15,7 @@ _FORBIDDEN_KEYS = frozenset({
 })
 
 
-def _drop_personal_fields(_logger: object, _method: str, event: dict) -> dict:
+def _drop_personal_fields(_logger: Any, _method: str, event: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
     """Last line of defence: a log call that passes a personal field gets it replaced, not printed."""
     for key in _FORBIDDEN_KEYS.intersection(event):
         event[key] = "[redacted]"

@@ -204,7 +204,7 @@ class MappingStage:
                             or committed.get(fragment.document_id)
                         item.before.setdefault(fragment.document_id, previous)
                         item.documents[fragment.document_id] = assemble(previous, fragment)
-                except Exception as exc:  # a bug met by this message's data: charged to it
+                except Exception as exc:  # noqa: BLE001 - a bug met by this message's data: charged to it
                     item = Assembled(failure=exc)
                 built.update(item.documents)
             assembled.append(item)
@@ -280,7 +280,7 @@ class MappingStage:
                 message = messages[outcome.message_id]
                 try:
                     await self._store.finish_messages([outcome])
-                except Exception as exc:
+                except Exception as exc:  # noqa: BLE001 - any failure to save it: parked once it has failed often
                     if message.attempts >= MAX_MAPPING_ATTEMPTS and await self._park_unsaveable(message, exc):
                         parked = message.id
                     else:

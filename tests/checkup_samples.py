@@ -55,13 +55,13 @@ def hl7(kind: str, visit: str | None = None) -> str:
     number = visit or person["visit"]
     family, given = person["name"]
     lines = [
-        f"MSH|^~\\&|KSK_HIS|BVDK^{FACILITY_ID}^L|HBGW|BYT|20261120100000+0700||ORU^R01^ORU_R01|{number}-M|P|2.5"
-        "|||||VNM|UNICODE UTF-8",
-        f"PID|1||{number}^^^BVDK^MR~{person['cccd']}^^^BCA^NNVNM||{family}^{given}^^^^^L||{person['birth']}|"
-        f"{person['sex']}|||Số 1 Tràng Tiền^^Phường Hoàn Kiếm^Hà Nội^^VNM^H||0912000111^PRN^PH|||||||||01^Kinh^VNDT",
+        (f"MSH|^~\\&|KSK_HIS|BVDK^{FACILITY_ID}^L|HBGW|BYT|20261120100000+0700||ORU^R01^ORU_R01|{number}-M|P|2.5"
+         "|||||VNM|UNICODE UTF-8"),
+        (f"PID|1||{number}^^^BVDK^MR~{person['cccd']}^^^BCA^NNVNM||{family}^{given}^^^^^L||{person['birth']}|"
+         f"{person['sex']}|||Số 1 Tràng Tiền^^Phường Hoàn Kiếm^Hà Nội^^VNM^H||0912000111^PRN^PH|||||||||01^Kinh^VNDT"),
         f"PV1|1|O|KSK^P01^^BVDK||||{doctor}|||MED|||||||{doctor}|OP|{number}" + "|" * 25 + "20261120080000+0700",
-        f"OBR|1|{number}|{number}|{person['order']}^L|||20261120080000+0700|||||||||{doctor}||||||"
-        "20261120093000+0700|||F",
+        (f"OBR|1|{number}|{number}|{person['order']}^L|||20261120080000+0700|||||||||{doctor}||||||"
+         "20261120093000+0700|||F"),
     ]
     for index, (code, kind_, value, unit, observer) in enumerate(RESULTS[kind], start=1):
         system = "LN" if code[0].isdigit() else "L"

@@ -77,7 +77,7 @@ class GroupCommitWriter:
             batch, self._writes = self._writes[:self._max_batch], self._writes[self._max_batch:]
             try:
                 outcomes = await loop.run_in_executor(self._executor, self._commit, batch)
-            except Exception as exc:  # the disk refused the transaction: every write in it hears so
+            except Exception as exc:  # noqa: BLE001 - the disk refused the transaction: every write in it hears so
                 outcomes = [(False, exc)] * len(batch)
             except BaseException as exc:  # a write function raised SystemExit or the like: all rolled back
                 if isinstance(exc, asyncio.CancelledError):
@@ -104,7 +104,7 @@ class GroupCommitWriter:
                 db.execute("SAVEPOINT write")
                 try:
                     outcomes.append((True, fn(db, *args)))
-                except Exception as exc:
+                except Exception as exc:  # noqa: BLE001 - the failing write is undone alone and hears why
                     db.execute("ROLLBACK TO write")
                     outcomes.append((False, exc))
                 db.execute("RELEASE write")

@@ -16,8 +16,8 @@ async def echo_handler(frame: Frame) -> bytes:
 
 async def start(**overrides) -> tuple[MllpServer, list[str]]:
     refused: list[str] = []
-    options = dict(host="127.0.0.1", port=0, max_message_bytes=1000, idle_timeout=5, max_connections=4,
-                   on_refused=refused.append)
+    options = {"host": "127.0.0.1", "port": 0, "max_message_bytes": 1000, "idle_timeout": 5, "max_connections": 4,
+               "on_refused": refused.append}
     options.update(overrides)
     server = MllpServer(echo_handler, **options)
     await server.start()

@@ -90,7 +90,7 @@ def test_promtool_parses_every_panel_query(tmp_path: Path) -> None:
     path = tmp_path / "dashboard_queries.yml"
     path.write_text(yaml.safe_dump(rules), encoding="utf-8")
     result = subprocess.run([require_tool("promtool"), "check", "rules", str(path)],
-                            capture_output=True, text=True, timeout=120)
+                            capture_output=True, text=True, timeout=120, check=False)
     assert result.returncode == 0, f"a dashboard query is not valid PromQL:\n{result.stdout}\n{result.stderr}"
 
 

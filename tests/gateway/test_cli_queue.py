@@ -26,7 +26,7 @@ def run_cli(store_path: Path, *args: str) -> subprocess.CompletedProcess[str]:
     env = {key: value for key, value in os.environ.items() if not key.startswith("HBGW_")}
     env.update({"HBGW_STORE__PATH": str(store_path),
                 "HBGW_STORE__ENCRYPTION_KEY": base64.b64encode(KEY).decode()})
-    return subprocess.run([str(CLI), *args], capture_output=True, text=True, env=env, timeout=60)
+    return subprocess.run([str(CLI), *args], capture_output=True, text=True, env=env, timeout=60, check=False)
 
 
 def rows(path: Path, sql: str) -> list[tuple]:

@@ -59,7 +59,7 @@ def test_check_config_command_exits_2_and_never_echoes_secrets(tmp_path: Path) -
     config = tmp_path / "gw.toml"
     config.write_text('[portal.hub]\npassword = 12345\n[store]\nlease_seconds = -1\n')
     result = subprocess.run([*CLI, "check-config", "--config", str(config)], capture_output=True, text=True,
-                            env={"PATH": "/usr/bin:/bin"}, timeout=60)
+                            env={"PATH": "/usr/bin:/bin"}, timeout=60, check=False)
     assert result.returncode == 2
     lines = result.stderr.strip().splitlines()
     assert lines and all(line.startswith("config error: ") for line in lines)
@@ -74,7 +74,7 @@ def test_check_config_accepts_a_good_file(tmp_path: Path) -> None:
                       '[portal.bhxh]\nbase_url = "https://bhxh.example"\n[portal.hub]\nbase_url = "https://hub.example"\n')
     env = {**CLEAN_ENV, "HBGW_PORTAL__BHXH__PASSWORD": "s3cret-1", "HBGW_PORTAL__HUB__PASSWORD": "s3cret-2"}
     result = subprocess.run([*CLI, "check-config", "--config", str(config)], capture_output=True, text=True,
-                            env=env, timeout=60)
+                            env=env, timeout=60, check=False)
     assert result.returncode == 0 and result.stdout.startswith("config OK")
 
 
@@ -107,7 +107,7 @@ def test_error_lines_never_echo_unknown_or_secret_values(name: str, value: str) 
 ])
 def test_check_config_refuses_what_start_up_would_refuse(tmp_path: Path, env: dict, expected: str) -> None:
     result = subprocess.run([*CLI, "check-config"], capture_output=True, text=True, cwd=tmp_path,
-                            env={**CLEAN_ENV, **env}, timeout=60)
+                            env={**CLEAN_ENV, **env}, timeout=60, check=False)
     assert result.returncode == 2 and expected in result.stderr
     assert "not-a-valid-key" not in result.stderr
     assert not (tmp_path / "var").exists()  # checking creates nothing
@@ -116,5 +116,5 @@ def test_check_config_refuses_what_start_up_would_refuse(tmp_path: Path, env: di
 def test_serve_with_a_bad_key_exits_2_so_systemd_does_not_restart_it(tmp_path: Path) -> None:
     env = {**CLEAN_ENV, **SERVE_ALLOWS, "HBGW_STORE__ENCRYPTION_KEY": "bad", "HBGW_MLLP__PORT": "0",
            "HBGW_HTTP__PORT": "0"}
-    result = subprocess.run([*CLI, "serve"], capture_output=True, text=True, cwd=tmp_path, env=env, timeout=60)
+    result = subprocess.run([*CLI, "serve"], capture_output=True, text=True, cwd=tmp_path, env=env, timeout=60, check=False)
     assert result.returncode == 2 and "config error: store.encryption_key" in result.stderr

@@ -1,6 +1,8 @@
 """Pipeline workers on a real store and real mappings, with a scripted channel standing in for a portal."""
 from __future__ import annotations
 
+from typing import ClassVar
+
 import asyncio
 import os
 import signal
@@ -381,7 +383,7 @@ class WorkerKillingPool(Executor):
     """Maps in this thread, but a payload marked POISON kills 'the worker': the pool breaks, as a
     ProcessPoolExecutor does when the OOM killer takes a worker, and refuses every later submission."""
 
-    pools: list[WorkerKillingPool] = []
+    pools: ClassVar[list[WorkerKillingPool]] = []
 
     def __init__(self) -> None:
         self.broken = False

@@ -59,7 +59,10 @@ def _check_one(document: etree._Element, signature: etree._Element, where: str) 
     without = copy.deepcopy(document)
     position = list(document.iter(f"{DS}Signature")).index(signature)
     mine = list(without.iter(f"{DS}Signature"))[position]
-    mine.getparent().remove(mine)
+    parent = mine.getparent()
+    if parent is None:
+        raise SignatureProblem(f"{where}: a signature cannot be the document itself")
+    parent.remove(mine)
     digest = base64.b64encode(hashlib.sha256(etree.tostring(without, method="c14n")).digest()).decode("ascii")
     if digest != "".join((reference.findtext(f"{DS}DigestValue") or "").split()):
         raise SignatureProblem(f"{where}: the document changed after it was signed (digest mismatch)")

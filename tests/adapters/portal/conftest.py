@@ -199,7 +199,7 @@ async def deliver_like_the_pipeline(channel: Any, submissions: list[Submission],
             elif isinstance(outcome, TransientPortalError):
                 still.append(submission)
             else:
-                raise AssertionError(f"{submission.idempotency_key} refused for good: {outcome.reason}")
+                raise AssertionError(f"{submission.idempotency_key} refused for good: {outcome.reason}")  # noqa: TRY004
         pending = still
     raise AssertionError(f"{len(pending)} submissions still pending after {max_rounds} rounds")
 
