@@ -18,11 +18,11 @@ from datetime import datetime, timezone
 from email.utils import parsedate_to_datetime
 from pathlib import Path
 from typing import Any, Protocol, TypeVar
-from urllib.parse import quote_plus, urlencode
+from urllib.parse import quote_plus
 
 import aiohttp
-from aiohttp.payload import BytesPayload
 import structlog
+from aiohttp.payload import BytesPayload
 
 from adapters.portal.base import PermanentPortalError, PortalError, Receipt, Submission, TransientPortalError
 
@@ -74,17 +74,17 @@ class HttpAnswer:
     retry_after: float | None
 
 
-def _quote_form_value(value: str, safe: str = "", encoding: str | None = None, errors: str | None = None) -> str:
+def _quote_form_value(value: str) -> str:
     """quote_plus, byte for byte, without its per-byte Python loop over a base64 document (most of a form)."""
-    if not safe and value.isascii() and not value.encode("ascii").translate(None, _BASE64_ALPHABET):
+    if value.isascii() and not value.encode("ascii").translate(None, _BASE64_ALPHABET):
         return value.replace("+", "%2B").replace("/", "%2F").replace("=", "%3D")  # quote_plus's own escapes
-    return quote_plus(value, safe, encoding, errors)
+    return quote_plus(value)
 
 
 def form_body(form: Mapping[str, str]) -> BytesPayload:
-    """The form-urlencoded body aiohttp would build from `form` (the same bytes and Content-Type), at a
-    fraction of its CPU: urllib quotes a signed document's 10 KB of base64 one byte at a time."""
-    encoded = urlencode(list(form.items()), doseq=True, encoding="utf-8", quote_via=_quote_form_value)
+    """The form-urlencoded body aiohttp would build from `form` (urlencode's bytes, the same Content-Type),
+    at a fraction of its CPU: urllib quotes a signed document's 10 KB of base64 one byte at a time."""
+    encoded = "&".join(f"{quote_plus(name)}={_quote_form_value(value)}" for name, value in form.items())
     return BytesPayload(encoded.encode(), content_type=FORM_CONTENT_TYPE)
 
 
