@@ -46,6 +46,7 @@ from gateway.store.writer import GroupCommitWriter
 from mappings.model import Document
 
 T = TypeVar("T")
+_Sealed = tuple[list[bytes], list[bytes]]  # one outcome's sealed document bundles and submission bodies
 log = get_logger(__name__)
 # Sealed documents are about 2 KB: a 4 KB page holds one and wastes the rest; 8 KB pages waste a third as
 # much, and an acknowledgement's commit still writes only a few of them.
@@ -266,36 +267,46 @@ class SqliteStore(BrowseQueries):
         await self.finish_messages([MappingOutcome(message_id, documents, submissions)])
 
     async def finish_messages(self, outcomes: list[MappingOutcome]) -> None:
-        """Finish a batch of mapped or refused messages in one transaction (one fsync), all or nothing."""
-        def finish(db: sqlite3.Connection) -> None:
+        """Finish a batch of mapped or refused messages in one transaction (one fsync), all or nothing.
+
+        The documents and bodies are encoded and sealed before the transaction, beside it, not in it: a
+        batch's worth takes tens of milliseconds, which the acknowledgements committed next would wait."""
+        def finish(db: sqlite3.Connection, sealed: list[_Sealed]) -> None:
             now = time.time()
-            for outcome in outcomes:
+            for outcome, seals in zip(outcomes, sealed):
                 if outcome.dead_reason is None:
-                    self._save_mapping(db, now, outcome)
+                    self._save_mapping(db, now, outcome, seals)
                 else:
                     db.execute("UPDATE messages SET state = 'dead', reason = ?, finished_at = ?, lease_until = 0"
                                " WHERE id = ?", (outcome.dead_reason, now, outcome.message_id))
         if not outcomes:
             return
-        await self._write(finish)
+        await self._write(finish, await asyncio.to_thread(self._seal_outcomes, outcomes))
         if any(outcome.submissions for outcome in outcomes):
             self.outbox_ready.set()
 
-    def _save_mapping(self, db: sqlite3.Connection, now: float, outcome: MappingOutcome) -> None:
+    def _seal_outcomes(self, outcomes: list[MappingOutcome]) -> list[_Sealed]:
+        """Each outcome's sealed document bundles and submission bodies, in the order it lists them."""
+        return [([self._cipher.seal(json.dumps(document.bundle, ensure_ascii=False).encode(), b"documents")
+                  for document in outcome.documents],
+                 [self._cipher.seal(item.body, b"outbox") for item in outcome.submissions])
+                for outcome in outcomes]
+
+    def _save_mapping(self, db: sqlite3.Connection, now: float, outcome: MappingOutcome, sealed: _Sealed) -> None:
         (received_at,) = db.execute("SELECT received_at FROM messages WHERE id = ?",
                                     (outcome.message_id,)).fetchone()
         patients = {}
-        for document in outcome.documents:
+        bundles, bodies = sealed
+        for document, bundle in zip(outcome.documents, bundles):
             patient = patients[(document.document_id, document.version)] = self._cipher.lookup_digest(
                 document.patient_key)
             db.execute(
                 "INSERT INTO documents (document_id, version, kind, patient_key, message_id, created_at, bundle)"
                 " VALUES (?, ?, ?, ?, ?, ?, ?)",
                 (document.document_id, document.version, document.kind, patient, outcome.message_id,
-                 now, self._cipher.seal(json.dumps(document.bundle, ensure_ascii=False).encode(), b"documents")))
-        for item in outcome.submissions:
-            sqlite_parked.enqueue(db, self._cipher, now, item, patients[(item.document_id, item.version)],
-                                  received_at)
+                 now, bundle))
+        for item, body in zip(outcome.submissions, bodies, strict=True):
+            sqlite_parked.enqueue(db, now, item, patients[(item.document_id, item.version)], received_at, body)
         for waiting in outcome.parked:
             sqlite_parked.park(db, now, waiting, received_at)
         waiting_now = {waiting.document_id for waiting in outcome.parked}

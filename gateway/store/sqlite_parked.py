@@ -11,8 +11,8 @@ PARKED = "SELECT document_id, version, channel, codes, first_received_at FROM pa
          " ORDER BY first_received_at, document_id"
 
 
-def enqueue(db: sqlite3.Connection, cipher: PayloadCipher, now: float, item: Submission, patient_key: str,
-            received_at: float) -> None:
+def enqueue(db: sqlite3.Connection, now: float, item: Submission, patient_key: str, received_at: float,
+            sealed_body: bytes) -> None:
     """One outbox row; it supersedes the document's undelivered earlier versions and ends their wait (a
     withdrawing item only supersedes: it sends nothing)."""
     # A version that replaces undelivered or parked ones carries their data, so it keeps their age:
@@ -40,7 +40,7 @@ def enqueue(db: sqlite3.Connection, cipher: PayloadCipher, now: float, item: Sub
          first_received_at, now, max(now, item.not_before))).fetchone()
     if inserted is not None:
         db.execute("INSERT INTO outbox_bodies (outbox_id, body) VALUES (?, ?)",
-                   (inserted[0], cipher.seal(item.body, b"outbox")))
+                   (inserted[0], sealed_body))
 
 
 def park(db: sqlite3.Connection, now: float, waiting: Parked, received_at: float) -> None:
@@ -67,7 +67,7 @@ def release(db: sqlite3.Connection, cipher: PayloadCipher, now: float, waiting: 
                    (" ".join(codes), waiting.document_id, waiting.version))
         return
     for item in submissions:
-        enqueue(db, cipher, now, item, patient_key, waiting.first_received_at)
+        enqueue(db, now, item, patient_key, waiting.first_received_at, cipher.seal(item.body, b"outbox"))
     db.execute("DELETE FROM parked_documents WHERE document_id = ? AND version = ?",
                (waiting.document_id, waiting.version))
 
