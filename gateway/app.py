@@ -181,7 +181,7 @@ class Gateway:
 
     async def _start_console(self) -> None:
         """The operator console on its own port, reading and acting through this gateway's store."""
-        from gateway.console import create_console_app, load_accounts  # noqa: PLC0415 (templates load only if on)
+        from gateway.console import create_console_app, load_accounts
 
         s = self.settings
         assert self.store is not None

@@ -25,10 +25,10 @@ EXIT_STARTUP = 1
 
 
 def _serve(settings: Settings, allowed: Sequence[str] = ()) -> int:
-    from gateway.app import Gateway  # noqa: PLC0415 (keeps check-config fast)
-    from gateway.encryption import EncryptionKeyError  # noqa: PLC0415
-    from gateway.signing import SigningError  # noqa: PLC0415
-    from gateway.store import StoreError  # noqa: PLC0415
+    from gateway.app import Gateway
+    from gateway.encryption import EncryptionKeyError
+    from gateway.signing import SigningError
+    from gateway.store import StoreError
 
     configure_logging(settings.logging.level, settings.logging.format)
     for risk in allowed:
@@ -61,12 +61,12 @@ def cmd_demo(_args: argparse.Namespace) -> int:
 
 def _runtime_problems(settings: Settings) -> list[str]:
     """What start-up would refuse beyond the settings' shape: the payload key and the signing material."""
-    from gateway.encryption import EncryptionKeyError, check_key_settings  # noqa: PLC0415
-    from gateway.signing import SigningError, load_signer  # noqa: PLC0415
+    from gateway.encryption import EncryptionKeyError, check_key_settings
+    from gateway.signing import SigningError, load_signer
 
     problems = []
     if settings.console.enabled and settings.console.accounts_file:
-        from gateway.console import load_accounts  # noqa: PLC0415
+        from gateway.console import load_accounts
 
         try:
             load_accounts(settings.console, settings.store.path.parent)
@@ -100,9 +100,9 @@ def cmd_check_config(args: argparse.Namespace) -> int:
 
 def cmd_console_password(_args: argparse.Namespace) -> int:
     """Print a console password hash for the settings, so the password itself is never written down."""
-    import getpass  # noqa: PLC0415
+    import getpass
 
-    from gateway.console.accounts import hash_password  # noqa: PLC0415
+    from gateway.console.accounts import hash_password
 
     if sys.stdin.isatty():
         password = getpass.getpass("new console password: ")
@@ -120,7 +120,7 @@ def cmd_console_password(_args: argparse.Namespace) -> int:
 
 def run_portal_emulator(argv: Sequence[str]) -> int:
     """The emulator parses its own options (--port, --cert, faults...), so they pass through untouched."""
-    from adapters.portal.emulator import main as emulator_main  # noqa: PLC0415
+    from adapters.portal.emulator import main as emulator_main
 
     return emulator_main(list(argv))
 

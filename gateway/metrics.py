@@ -7,8 +7,17 @@ import time
 from collections.abc import Iterable
 from pathlib import Path
 
-from prometheus_client import (GC_COLLECTOR, PLATFORM_COLLECTOR, PROCESS_COLLECTOR, CollectorRegistry, Counter,
-                               Gauge, Histogram, Info, generate_latest)
+from prometheus_client import (
+    GC_COLLECTOR,
+    PLATFORM_COLLECTOR,
+    PROCESS_COLLECTOR,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    Info,
+    generate_latest,
+)
 
 from mappings.hl7v2.events import MESSAGE_TYPES as HL7_MESSAGE_TYPES
 

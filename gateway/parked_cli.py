@@ -16,7 +16,7 @@ from gateway.queue_cli import _run, _settings
 
 def cmd_parked_list(args: argparse.Namespace) -> int:
     """The waiting episodes and the codes each waits for (hospital codes, no personal data)."""
-    from gateway.store import open_store  # noqa: PLC0415 (keeps `--help` fast)
+    from gateway.store import open_store
 
     async def listing() -> int:
         store = await open_store(_settings(args).store)
@@ -32,11 +32,11 @@ def cmd_parked_list(args: argparse.Namespace) -> int:
 
 def cmd_parked_rebuild(args: argparse.Namespace) -> int:
     """Build every waiting episode with the current settings; queue what is complete now."""
-    from gateway.builder import submissions_builder  # noqa: PLC0415
-    from gateway.facilities import Facilities  # noqa: PLC0415
-    from gateway.parking import rebuild_parked  # noqa: PLC0415
-    from gateway.signing import SigningError, load_signer  # noqa: PLC0415
-    from gateway.store import open_store  # noqa: PLC0415
+    from gateway.builder import submissions_builder
+    from gateway.facilities import Facilities
+    from gateway.parking import rebuild_parked
+    from gateway.signing import SigningError, load_signer
+    from gateway.store import open_store
 
     async def rebuild() -> int:
         settings = _settings(args)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import os
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -35,13 +35,13 @@ from tests.mappings.conftest import replace_field
 
 FACILITY = FacilityInfo(name="Benh vien Demo", bhxh_code="40001", moh_facility_id="4000000000123")
 SITE = SiteMappingSettings(file=DEMO_SITE_MAPPINGS).as_mapping()
-NOW = datetime(2026, 11, 23, 8, 15, tzinfo=timezone.utc)
+NOW = datetime(2026, 11, 23, 8, 15, tzinfo=UTC)
 
 
 @pytest.fixture(scope="module")
 def signer(tmp_path_factory: pytest.TempPathFactory) -> Signer:
     directory: Path = tmp_path_factory.mktemp("checkin")
-    now = datetime.now(timezone.utc)
+    now = datetime.now(UTC)
     certificate, key = generate_self_signed("Benh vien Demo", now - timedelta(days=1), now + timedelta(days=30))
     (directory / "c.pem").write_bytes(certificate.public_bytes(serialization.Encoding.PEM))
     (directory / "k.pem").write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
@@ -158,7 +158,7 @@ async def test_the_store_drops_held_files_a_newer_version_withdraws(signer: Sign
     try:
         ids = [(await store.store_inbound(Inbound("mllp", "HIS", f"C{n}", "ADT", f"c{n}", b"x", b"AA"))).message_id
                for n in range(2)]
-        held = build_submissions(discharged, FACILITY, signer, portal, now=datetime.now(timezone.utc),
+        held = build_submissions(discharged, FACILITY, signer, portal, now=datetime.now(UTC),
                                  previous=with_labs, site=SITE)
         await store.finish_messages([MappingOutcome(ids[0], [discharged], held)])
         assert await store.claim_submissions(5) == []  # held for late charges

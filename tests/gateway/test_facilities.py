@@ -3,7 +3,7 @@ the facility that treated the patient; a message naming none of them refused at 
 from __future__ import annotations
 
 import json
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -39,7 +39,7 @@ HCM_MSH4 = "BV_TPHCM^7900000000456^L"
 
 
 def signing_files(directory: Path, name: str) -> SigningSettings:
-    now = datetime.now(timezone.utc)
+    now = datetime.now(UTC)
     certificate, key = generate_self_signed(name, now - timedelta(days=1), now + timedelta(days=30))
     (directory / f"{name}.crt").write_bytes(certificate.public_bytes(serialization.Encoding.PEM))
     (directory / f"{name}.key").write_bytes(key.private_bytes(

@@ -1,8 +1,8 @@
 """An episode the site mappings cannot code yet: stored and acknowledged, parked (not sent), rebuilt once mapped."""
 from __future__ import annotations
 
-import base64
 import asyncio
+import base64
 import json
 import uuid
 from collections.abc import AsyncIterator, Mapping
@@ -100,14 +100,14 @@ async def test_an_unmapped_ward_parks_the_episode_and_a_rebuild_sends_it(store: 
     assert await outbox(store) == []
     [waiting] = await store.parked()
     assert (waiting.document_id, waiting.version, waiting.codes) == ("4000000000123_VV26000456", 1, ("ward:NOI-TM",))
-    assert metrics.documents_parked.labels("ward")._value.get() == 1  # noqa: SLF001
+    assert metrics.documents_parked.labels("ward")._value.get() == 1
 
     still = await rebuild_parked(store, builder(signer, NO_WARD))
     assert (still.queued, [w.codes for w in still.waiting]) == ([], [("ward:NOI-TM",)])
     done = await rebuild_parked(store, builder(signer, SITE), metrics)
     assert done.queued == ["4000000000123_VV26000456"] and await store.parked() == []
     assert await outbox(store) == [("4000000000123_VV26000456", 1)]
-    assert metrics.documents_waiting._value.get() == 0  # noqa: SLF001
+    assert metrics.documents_waiting._value.get() == 0
 
 
 async def test_a_later_complete_version_ends_the_wait(store: Store, signer: Signer) -> None:

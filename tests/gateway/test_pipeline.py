@@ -1,8 +1,6 @@
 """Pipeline workers on a real store and real mappings, with a scripted channel standing in for a portal."""
 from __future__ import annotations
 
-from typing import ClassVar
-
 import asyncio
 import os
 import signal
@@ -10,6 +8,7 @@ import sqlite3
 from concurrent.futures import Executor, Future
 from concurrent.futures.process import BrokenProcessPool
 from pathlib import Path
+from typing import ClassVar
 
 import pytest
 

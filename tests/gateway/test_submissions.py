@@ -6,7 +6,7 @@ import dataclasses
 import json
 import re
 import uuid
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 
 import pytest
@@ -34,13 +34,13 @@ from tests.conftest import corpus_hl7
 
 FACILITY = FacilityInfo(name="Benh vien Demo", bhxh_code="40001", moh_facility_id="4000000000123")
 SITE = SiteMappingSettings(file=DEMO_SITE_MAPPINGS).as_mapping()
-NOW = datetime(2026, 11, 23, 8, 15, tzinfo=timezone.utc)
+NOW = datetime(2026, 11, 23, 8, 15, tzinfo=UTC)
 
 
 @pytest.fixture(scope="module")
 def signer(tmp_path_factory: pytest.TempPathFactory) -> Signer:
     directory: Path = tmp_path_factory.mktemp("submissions")
-    now = datetime.now(timezone.utc)
+    now = datetime.now(UTC)
     certificate, key = generate_self_signed("Benh vien Demo", now - timedelta(days=1), now + timedelta(days=30))
     (directory / "c.pem").write_bytes(certificate.public_bytes(serialization.Encoding.PEM))
     (directory / "k.pem").write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,

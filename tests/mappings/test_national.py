@@ -5,7 +5,7 @@ import base64
 import dataclasses
 import json
 import xml.etree.ElementTree as ET
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta, timezone
 from functools import reduce
 
 import pytest
@@ -212,7 +212,7 @@ def test_fhir_episode_gives_xml1_and_xml8() -> None:
 
 def test_envelope_shape_and_content(episode: Document) -> None:
     tables = build_tables(episode, FACILITY)
-    created = datetime(2026, 3, 18, 17, 30, tzinfo=timezone.utc)
+    created = datetime(2026, 3, 18, 17, 30, tzinfo=UTC)
     envelope = build_envelope(tables, FACILITY, created)
     root = ET.fromstring(envelope)
     assert root.tag == "GIAMDINHHS"

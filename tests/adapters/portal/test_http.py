@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import base64
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import pytest
 from aiohttp import FormData
@@ -11,7 +11,7 @@ from adapters.portal.base import PermanentPortalError, TransientPortalError
 from adapters.portal.http import HttpAnswer, PortalHttpChannel, form_body, parse_retry_after
 from gateway.config import HubChannelSettings
 
-NOW = datetime(2026, 11, 23, 8, 0, 0, tzinfo=timezone.utc)
+NOW = datetime(2026, 11, 23, 8, 0, 0, tzinfo=UTC)
 
 
 @pytest.mark.parametrize("value, seconds", [

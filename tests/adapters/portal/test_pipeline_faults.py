@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import sqlite3
 from collections.abc import AsyncIterator, Callable
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -86,7 +86,7 @@ def make_pipeline(store: SqliteStore, channels: dict[str, PortalChannel], signer
                                 backoff_base_seconds=0.01, backoff_max_seconds=0.05)
 
     def build(document: Document, previous: Document | None) -> list[Submission]:
-        return build_submissions(document, FACILITY, signer, EVERY_VERSION, now=datetime.now(timezone.utc),
+        return build_submissions(document, FACILITY, signer, EVERY_VERSION, now=datetime.now(UTC),
                                  previous=previous, site=SITE)
 
     return lambda: Pipeline(store, Metrics(), settings, build, channels, lambda: mapping_executor(0))
