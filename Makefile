@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: run test system-deps bench fuzz clean constraints
+.PHONY: run test lint system-deps bench fuzz clean constraints
 FUZZ_SECONDS ?= 300
 
 # Exact versions from constraints.txt, the same ones the Dockerfile installs.
@@ -22,8 +22,13 @@ run: $(STAMP)
 system-deps:
 	bash scripts/install-system-deps.sh
 
-## test: install everything and run the whole suite
-test: $(STAMP) system-deps
+## lint: ruff (its default rules) and mypy (gateway, adapters, mappings) must report nothing
+lint: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/mypy
+
+## test: install everything, lint, and run the whole suite
+test: lint system-deps
 	$(BIN)/python -m pytest -q
 
 ## bench: run the benchmarks and print their figures

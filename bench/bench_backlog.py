@@ -28,9 +28,9 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
-from bench_mllp import free_port, measure, preload  # noqa: E402
+from bench_mllp import free_port, measure, preload
 
-from tests.e2e.harness import GatewayProcess, http_text  # noqa: E402
+from tests.e2e.harness import GatewayProcess, http_text
 
 MAPPING_TIMEOUT = 3600.0
 

@@ -37,9 +37,9 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
-from bench_mllp import free_port, measure, preload  # noqa: E402
+from bench_mllp import free_port, measure, preload
 
-from tests.e2e.harness import GatewayProcess, children_of, http_json, wait_until  # noqa: E402
+from tests.e2e.harness import GatewayProcess, children_of, http_json, wait_until
 
 DRAIN_TIMEOUT = 1800.0
 # An admission is sent as its XML 130 files at once (portal.bhxh.send_files = every_version, instead of

@@ -6,7 +6,7 @@ import statistics
 import sys
 import time
 from collections.abc import Callable
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -84,7 +84,7 @@ def extra_rows(rows: list[tuple[str, str, float, float, float]], messages: dict[
     tables = build_tables(episode, FACILITY)
     rows.append(("build_tables", "episode (5 messages)", *per_call_ms(lambda: build_tables(episode, FACILITY), 200)))
     rows.append(("build_envelope", "episode (5 messages)",
-                 *per_call_ms(lambda: build_envelope(tables, FACILITY, datetime.now(timezone.utc)), 200)))
+                 *per_call_ms(lambda: build_envelope(tables, FACILITY, datetime.now(UTC)), 200)))
     check = assemble(None, map_message(messages["oru_r01_health_check.hl7"]).fragments[0])
     rows.append(("build_form", "oru_r01_health_check.hl7",
                  *per_call_ms(lambda: build_form(check, FACILITY, FormOptions("14", "9")), 200)))

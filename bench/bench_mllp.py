@@ -63,7 +63,7 @@ def admission(control_id: str, patient: int = 12345) -> bytes:
             "PV1|1|I|NOI-TM^P302^G2^BVDKNA||||CCHN-000123-NA^TRẦN^THỊ BÌNH^^^BS|||MED|||||||"
             f"CCHN-000123-NA^TRẦN^THỊ BÌNH^^^BS|IP|V{control_id}|||||||||||||||||||||||||20260312082500+0700|\r"
             "DG1|1||I10^Tăng huyết áp vô căn (nguyên phát)^I10||20260312|A\r"
-            "OBX|1|NM|8867-4^Nhịp tim^LN||88|/min|60-100|N|||F|||\r").encode("utf-8")
+            "OBX|1|NM|8867-4^Nhịp tim^LN||88|/min|60-100|N|||F|||\r").encode()
 
 
 # ---- servers (each runs in a child process) ------------------------------------------------------

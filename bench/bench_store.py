@@ -26,12 +26,12 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
-from bench_mllp import durable_commit_ms  # noqa: E402
+from bench_mllp import durable_commit_ms
 
-from adapters.portal.base import Submission  # noqa: E402
-from gateway.encryption import PayloadCipher  # noqa: E402
-from gateway.store import Inbound, MappingOutcome, SqliteStore  # noqa: E402
-from mappings.model import Document  # noqa: E402
+from adapters.portal.base import Submission
+from gateway.encryption import PayloadCipher
+from gateway.store import Inbound, MappingOutcome, SqliteStore
+from mappings.model import Document
 
 CONNECTIONS = 16
 FILL_BATCH = 500

@@ -23,6 +23,7 @@ from gateway.fhir_intake import FhirIntake
 from gateway.intake import Hl7Intake
 from gateway.logs import get_logger
 from gateway.metrics import QUEUE_STATES, Metrics
+from gateway.parking import rebuild_parked
 from gateway.pipeline import Pipeline, mapping_executor
 from gateway.retention import Retention
 from gateway.signing import Signer, load_signer, record_certificate_expiry
@@ -90,6 +91,9 @@ class Gateway:
         backlog = await self._backlog()
         self._channels = open_channels(s.portal, self.metrics, [facility.account for facility in facilities.all])
         builder = SubmissionBuilder(s, facilities, practitioners)
+        report = await rebuild_parked(self.store, builder, self.metrics)  # the site mappings may have grown
+        if report.queued or report.waiting:
+            log.info("parked_documents_rebuilt", queued=len(report.queued), waiting=len(report.waiting))
         # a hardware token's session stays in this process: sign in a thread of it
         signing_processes = 0 if builder.uses_token else s.pipeline.signing_processes
         self._pipeline = Pipeline(
@@ -228,6 +232,7 @@ class Gateway:
         for queue, states in QUEUE_STATES.items():
             for state in states:
                 self.metrics.queue_depth.labels(queue, state).set(depths.get((queue, state), 0))
+        self.metrics.documents_waiting.set(len(await self.store.parked()))
         oldest = await self.store.oldest_pending_received_at()
         self.metrics.oldest_pending_age.set(max(0.0, time.time() - oldest) if oldest else 0.0)
 

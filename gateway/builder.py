@@ -6,6 +6,7 @@ facilities' and practitioners' keys from the same settings on first use, instead
 from __future__ import annotations
 
 from collections.abc import Mapping
+from typing import Any
 
 from adapters.portal.base import Submission
 from gateway.channels import build_submissions
@@ -18,15 +19,17 @@ from mappings.model import Document
 
 
 def submissions_builder(facilities: Facilities, portal: PortalSettings,
-                        practitioners: Mapping[str, Signer] | None = None) -> BuildSubmissions:
-    """Sign each document with the facility that treated the patient, its codes in what is signed."""
+                        practitioners: Mapping[str, Signer] | None = None,
+                        site: Mapping[str, Any] | None = None) -> BuildSubmissions:
+    """Sign each document with the facility that treated the patient, its codes in what is signed; `site`
+    holds the site mappings ([site_mappings]) its XML 130 tables need."""
     def build(document: Document, previous: Document | None) -> list[Submission]:
         try:
             facility = facilities.of_document(document)
         except UnknownFacility as exc:  # the settings lost the facility: park it, naming why
             raise SubmissionBuildError(str(exc)) from None
         return build_submissions(document, facility.info, facility.signer, portal, practitioners=practitioners,
-                                 previous=previous)
+                                 previous=previous, site=site)
     return build
 
 
@@ -54,7 +57,8 @@ class SubmissionBuilder:
             facilities = self._facilities or Facilities(self._settings, load_signer)
             practitioners = self._practitioners if self._practitioners is not None else {
                 doctor.licence: load_signer(doctor) for doctor in self._settings.portal.hub.practitioner_signers}
-            self._build = submissions_builder(facilities, self._settings.portal, practitioners)
+            self._build = submissions_builder(facilities, self._settings.portal, practitioners,
+                                              self._settings.site_mappings.as_mapping())
         return self._build(document, previous)
 
     def __getstate__(self) -> Settings:

@@ -21,14 +21,21 @@ from adapters.portal.hub import HubChannel
 from gateway.config import ChannelSettings, PortalSettings
 from gateway.metrics import Metrics
 from gateway.signing import Signer
-from gateway.submissions import SubmissionBuildError, Withdrawal, bhxh_body, hub_body, xml0_checkin_body
+from gateway.submissions import (
+    DocumentParked,
+    SubmissionBuildError,
+    Withdrawal,
+    bhxh_body,
+    hub_body,
+    xml0_checkin_body,
+)
 from mappings.model import Document, FacilityInfo
 
 # (document, the version it builds on, the channel's settings, facility, signer, now, practitioners' signers
-# by licence) -> the signed body; None: nothing for this channel; a Withdrawal: nothing, and the older
-# versions not sent yet must not go either
-Builder = Callable[[Document, Document | None, Any, FacilityInfo, Signer, datetime, Mapping[str, Signer]],
-                   bytes | Withdrawal | None]
+# by licence, the site mappings) -> the signed body; None: nothing for this channel; a Withdrawal: nothing,
+# and the older versions not sent yet must not go either. DocumentParked: the episode waits for a mapping.
+Builder = Callable[[Document, Document | None, Any, FacilityInfo, Signer, datetime, Mapping[str, Signer],
+                    Mapping[str, Any] | None], bytes | Withdrawal | None]
 
 
 class ChannelClient(Protocol):
@@ -100,22 +107,27 @@ def submission_for(spec: ChannelSpec, document_id: str, version: int, body: byte
 
 def build_submissions(document: Document, facility: FacilityInfo, signer: Signer, portal: PortalSettings,
                       now: datetime | None = None, practitioners: Mapping[str, Signer] | None = None,
-                      previous: Document | None = None) -> list[Submission]:
+                      previous: Document | None = None, site: Mapping[str, Any] | None = None) -> list[Submission]:
     """Sign one document for each enabled channel that has something for this version (compared with
     `previous`, the version it builds on), in CHANNELS order; a disabled channel gets nothing.
 
     `practitioners` are the doctors' own signers by licence (portal.hub.practitioner_signers), for the
     blocks of a health-check form they sign. A SigningError (certificate expired since start-up) is left to
-    propagate: it is retryable.
+    propagate: it is retryable. An episode the site mappings (`site`) cannot code yet raises DocumentParked,
+    carrying what the other channels built.
     """
     now = now or datetime.now(UTC)
     built: list[Submission] = []
+    waiting: DocumentParked | None = None
     for spec in CHANNELS:
         settings = channel_settings(portal, spec)
         if not settings.enabled:
             continue
         try:
-            body = spec.build(document, previous, settings, facility, signer, now, practitioners or {})
+            body = spec.build(document, previous, settings, facility, signer, now, practitioners or {}, site)
+        except DocumentParked as wait:  # this channel waits; the others still send what they have
+            waiting = DocumentParked(document, wait.codes, spec.name)
+            continue
         except ValueError as exc:
             raise SubmissionBuildError(f"{document.kind} document {document.idempotency_key}: {exc}") from None
         if isinstance(body, Withdrawal):
@@ -123,4 +135,6 @@ def build_submissions(document: Document, facility: FacilityInfo, signer: Signer
         elif body is not None:
             held = now.timestamp() + spec.hold(settings)  # late charges may still come
             built.append(submission_for(spec, document.document_id, document.version, body, held))
+    if waiting is not None:
+        raise DocumentParked(document, waiting.codes, waiting.channel, built)
     return built

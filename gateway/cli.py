@@ -9,6 +9,7 @@ from pathlib import Path
 
 from gateway.config import ConfigError, Settings, demo_settings, load_settings
 from gateway.logs import configure_logging, get_logger
+from gateway.parked_cli import add_parked_commands
 from gateway.queue_cli import add_queue_commands
 from gateway.safety import allowed_risks, refusals
 from gateway.version import gateway_version
@@ -149,6 +150,7 @@ def build_parser() -> argparse.ArgumentParser:
     commands.add_parser("console-password", help="hash a console password for console.accounts (reads it"
                         " from the terminal or one line of stdin)").set_defaults(func=cmd_console_password)
     add_queue_commands(commands, with_config)
+    add_parked_commands(commands)
     return parser
 
 

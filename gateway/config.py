@@ -17,11 +17,21 @@ from pathlib import Path
 from types import UnionType
 from typing import Any, Literal, Union, get_args, get_origin
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
+from mappings.vn import codes
 from mappings.vn.identifiers import bhxh_facility_code_issues, moh_facility_id_issues
 
 ENV_PREFIX = "HBGW_"
+DEMO_SITE_MAPPINGS = Path(__file__).with_name("demo_site_mappings.toml")
 
 
 class _Section(BaseModel):
@@ -352,6 +362,109 @@ class HubChannelSettings(ChannelSettings):
         return value
 
 
+class SiteItem(_Section):
+    """One HIS charge or drug code as BHXH knows it (national code, cost group, catalogue data)."""
+
+    code: str = Field(min_length=1, max_length=255)  # MA_DICH_VU, MA_VAT_TU or MA_THUOC
+    group: str  # MA_NHOM
+    name: str = ""
+    unit: str = ""
+    price: str = ""  # hospital price; a drug's tender price (used when the message carries none)
+    price_bh: str = ""  # the BHYT price when it differs from `price`
+    scope: Literal["1", "2", "3"] = "1"  # PHAM_VI: 1 within BHYT scope
+    ratio: str = ""  # TYLE_TT_BH, percent; empty: 100 within scope
+    strength: str = ""
+    route: str = ""  # DUONG_DUNG, the national route code (e.g. 1.01)
+    form: str = ""
+    registration: str = ""
+    tender: str = ""  # TT_THAU
+
+    @field_validator("group")
+    @classmethod
+    def _group(cls, value: str) -> str:
+        if value not in codes.xml130("MA_NHOM"):
+            raise ValueError("must be an XML 130 MA_NHOM cost group (1-18)")
+        return value
+
+    @field_validator("price", "price_bh", "ratio")
+    @classmethod
+    def _number(cls, value: str) -> str:
+        if value and not re.fullmatch(r"\d{1,12}(\.\d{1,3})?", value):
+            raise ValueError("must be a plain number with '.' before at most 3 decimals")
+        return value
+
+
+class LabTest(_Section):
+    service: str = Field(min_length=1, max_length=15)  # XML4 MA_DICH_VU: the test's national service code
+    indicator: str = Field(min_length=1, max_length=50)  # XML4 MA_CHI_SO: QĐ 1227 indicator code
+
+
+def _entry(model: type[_Section], code: str, entry: dict[str, str]) -> dict[str, str]:
+    """One site-mapping entry checked against its model; a problem names the HIS code and the field."""
+    try:
+        checked: dict[str, str] = model.model_validate(entry).model_dump()
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        raise ValueError(f"{code}.{'.'.join(str(p) for p in first['loc'])}: {first['msg']}") from None
+    return checked
+
+
+class SiteMappingSettings(_Section):
+    """HIS codes to the national XML 130 codes; a code missing here parks the episode until it is added.
+
+    `file` names a TOML file with the same four tables (a hospital's catalogue is long); tables written
+    here are read after it and win.
+    """
+
+    file: Path | None = None
+    wards: dict[str, str] = Field(default_factory=dict)  # PV1-3.1 / FT1-13 ward -> MA_KHOA K-code
+    items: dict[str, dict[str, str]] = Field(default_factory=dict)  # HIS charge/drug code -> SiteItem fields
+    lab_tests: dict[str, dict[str, str]] = Field(default_factory=dict)  # result code -> LabTest fields
+    patient_categories: dict[str, str] = Field(default_factory=dict)  # PV1-20 -> MA_DOITUONG_KCB
+    dispositions: dict[str, Literal["1", "2", "3", "4", "5"]] = Field(default_factory=dict)  # PV1-36 -> MA_LOAI_RV
+
+    @field_validator("items")
+    @classmethod
+    def _items(cls, value: dict[str, dict[str, str]]) -> dict[str, dict[str, str]]:
+        return {code: _entry(SiteItem, code, entry) for code, entry in value.items()}
+
+    @field_validator("lab_tests")
+    @classmethod
+    def _lab_tests(cls, value: dict[str, dict[str, str]]) -> dict[str, dict[str, str]]:
+        return {code: _entry(LabTest, code, entry) for code, entry in value.items()}
+
+    @model_validator(mode="before")
+    @classmethod
+    def _from_file(cls, data: Any) -> Any:
+        if not isinstance(data, dict) or not data.get("file"):
+            return data
+        try:
+            loaded = tomllib.loads(Path(data["file"]).read_text(encoding="utf-8"))
+        except (OSError, tomllib.TOMLDecodeError) as exc:
+            raise ValueError(f"site mappings file {data['file']}: {exc}") from None
+        return _merge(loaded, data)
+
+    @field_validator("wards")
+    @classmethod
+    def _wards(cls, value: dict[str, str]) -> dict[str, str]:
+        bad = [ward for ward, code in value.items() if not re.fullmatch(r"K[0-9]{2}[0-9A-Z.]{0,12}", code)]
+        if bad:
+            raise ValueError(f"wards {', '.join(sorted(bad)[:5])}: MA_KHOA must be a K-code (K01-K99, sub-codes)")
+        return value
+
+    @field_validator("patient_categories")
+    @classmethod
+    def _categories(cls, value: dict[str, str]) -> dict[str, str]:
+        bad = [key for key, code in value.items() if not codes.is_patient_category(code)]
+        if bad:
+            raise ValueError(f"patient_categories {', '.join(sorted(bad)[:5])}: not a QĐ 3276 code (1.1, 2, 3.12...)")
+        return value
+
+    def as_mapping(self) -> dict[str, Any]:
+        """The plain dict the XML 130 mapping takes."""
+        return self.model_dump(exclude={"file"}, exclude_defaults=False)
+
+
 class PortalSettings(_Section):
     bhxh: BhxhChannelSettings = Field(default_factory=BhxhChannelSettings)
     hub: HubChannelSettings = Field(default_factory=HubChannelSettings)
@@ -443,6 +556,7 @@ class Settings(_Section):
     console: ConsoleSettings = Field(default_factory=ConsoleSettings)
     logging: LoggingSettings = Field(default_factory=LoggingSettings)
     security: SecuritySettings = Field(default_factory=SecuritySettings)
+    site_mappings: SiteMappingSettings = Field(default_factory=SiteMappingSettings)
 
     @model_validator(mode="after")
     def _distinct_facilities(self) -> Settings:
@@ -560,4 +674,5 @@ def demo_settings(environ: Mapping[str, str] | None = None) -> Settings:
     environ.setdefault("HBGW_CONSOLE__ENABLED", "true")
     environ.setdefault("HBGW_CONSOLE__DEMO_ACCOUNT", "true")
     environ.setdefault("HBGW_LOGGING__FORMAT", "console")
+    environ.setdefault("HBGW_SITE_MAPPINGS__FILE", str(DEMO_SITE_MAPPINGS))
     return load_settings(None, environ)

@@ -45,7 +45,8 @@ Validate = Callable[[dict[str, Any]], list[Issue]]
 
 # Bundle is here for `POST [base]/Bundle`, the FHIR way to store a document; transactions go to the base.
 RESOURCE_TYPES = ("Patient", "Encounter", "Condition", "Observation", "AllergyIntolerance", "Procedure",
-                  "MedicationStatement", "Immunization", "DiagnosticReport", "Composition", "Bundle")
+                  "MedicationStatement", "Immunization", "DiagnosticReport", "Composition", "MedicationRequest",
+                  "MedicationDispense", "MedicationAdministration", "ChargeItem", "ClinicalImpression", "Bundle")
 BUNDLE_TYPES = ("transaction", "batch", "document", "collection")
 ENTRY_METHODS = {"POST": 201, "PUT": 200}
 OPEN_SENDER = "anonymous"

@@ -16,10 +16,10 @@ from collections.abc import Mapping
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
-from gateway.config import HubChannelSettings
-from gateway.signing import Signer
 from lxml import etree
 
+from gateway.config import HubChannelSettings
+from gateway.signing import Signer
 from mappings.checkup.build import FormOptions, SignatureSlot, build_form
 from mappings.checkup.envelope import build_envelope
 from mappings.model import Document, FacilityInfo

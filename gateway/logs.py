@@ -5,8 +5,8 @@ import logging
 import secrets
 import sys
 from collections.abc import Iterator, MutableMapping
-from typing import Any
 from contextlib import contextmanager
+from typing import Any
 
 import structlog
 

@@ -25,7 +25,7 @@ from gateway.metrics import Metrics
 from gateway.retry import backoff_delay
 from gateway.signing import SigningError
 from gateway.signing_stage import SigningStage, SignResult
-from gateway.store import ClaimedMessage, MappingOutcome, Store, StoreError
+from gateway.store import ClaimedMessage, MappingOutcome, Parked, Store, StoreError
 from gateway.submissions import SubmissionBuildError
 from mappings.document import assemble
 from mappings.model import Document, MappingResult
@@ -35,6 +35,14 @@ log = get_logger(__name__)
 MAPPING_BATCH = 32
 MAX_MAPPING_ATTEMPTS = 5  # a message that crashes the mapping stage this often is parked, not retried forever
 ENVIRONMENT_ERRORS = (SigningError, StoreError, BrokenExecutor)  # failures of the surroundings, not a message
+
+
+def record_parked(metrics: Metrics, waiting: Parked) -> None:
+    """Count a document's wait by kind of gap and log the codes (hospital codes, no personal data)."""
+    for kind in sorted({code.split(":", 1)[0] for code in waiting.codes}):
+        metrics.documents_parked.labels(kind).inc()
+    log.warning("document_parked", document_id=waiting.document_id, version=waiting.version,
+                channel=waiting.channel, codes=list(waiting.codes))
 
 
 class MappingWorkerDied(RuntimeError):
@@ -235,7 +243,10 @@ class MappingStage:
             return MappingOutcome(message.id, dead_reason=str(signed))
         if isinstance(signed, BaseException):
             raise signed
-        return MappingOutcome(message.id, list(assembled.documents.values()), signed)
+        for waiting in signed.parked:
+            record_parked(self._metrics, waiting)
+        return MappingOutcome(message.id, list(assembled.documents.values()), signed.submissions,
+                              parked=signed.parked)
 
     def _poisoned(self, message: ClaimedMessage, exc: Exception, what: str) -> MappingOutcome:
         """The dead letter for a message that `what` MAX_MAPPING_ATTEMPTS times inside the gateway."""

@@ -7,8 +7,17 @@ import time
 from collections.abc import Iterable
 from pathlib import Path
 
-from prometheus_client import (GC_COLLECTOR, PLATFORM_COLLECTOR, PROCESS_COLLECTOR, CollectorRegistry, Counter,
-                               Gauge, Histogram, Info, generate_latest)
+from prometheus_client import (
+    GC_COLLECTOR,
+    PLATFORM_COLLECTOR,
+    PROCESS_COLLECTOR,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    Info,
+    generate_latest,
+)
 
 from mappings.hl7v2.events import MESSAGE_TYPES as HL7_MESSAGE_TYPES
 
@@ -17,7 +26,8 @@ PREFIX = "healthbook_gateway"
 # Known label values; anything else is folded into "other" so a bad sender cannot explode cardinality.
 MESSAGE_TYPES = HL7_MESSAGE_TYPES | frozenset({
     "Bundle", "Patient", "Encounter", "Condition", "Observation", "AllergyIntolerance", "Procedure",
-    "MedicationStatement", "Immunization", "DiagnosticReport", "Composition",
+    "MedicationStatement", "Immunization", "DiagnosticReport", "Composition", "MedicationRequest",
+    "MedicationDispense", "MedicationAdministration", "ChargeItem", "ClinicalImpression",
 })
 # The states each durable queue can hold; the queue-depth gauge exports every one, zeros included.
 QUEUE_STATES = {
@@ -107,6 +117,14 @@ class Metrics:
         self.purged_payloads = Counter(
             f"{PREFIX}_purged_payloads_total", "Payloads purged by the retention policy (metadata kept), by table",
             ["table"], registry=r)
+        self.documents_parked = Counter(
+            f"{PREFIX}_documents_parked_total",
+            "Document versions held back (not sent with a blank), by gap: ward, item, lab, patient-category,"
+            " price (a site mapping to add) or required (an element a later message must bring)",
+            ["gap"], registry=r)
+        self.documents_waiting = Gauge(
+            f"{PREFIX}_documents_waiting", "Episodes parked now, waiting for a site mapping or a missing element",
+            registry=r)
         self.documents_built = Counter(
             f"{PREFIX}_documents_built_total", "Health-book document versions built", ["kind"], registry=r)
 

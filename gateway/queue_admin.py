@@ -13,7 +13,7 @@ import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import asdict
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -63,7 +63,7 @@ async def queue_status(settings: Settings) -> dict[str, Any]:
 def _when(timestamp: float | None) -> str:
     if timestamp is None:
         return "-"
-    return datetime.fromtimestamp(timestamp, timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return datetime.fromtimestamp(timestamp, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def listed_reason(reason: str) -> str:
@@ -119,9 +119,9 @@ def control_id_of(message: bytes) -> str:
 async def replay_file(settings: Settings, path: Path,
                       progress: Callable[[int, int], None] = lambda done, total: None) -> list[Answer]:
     """Ingest a corrected file through the intake's own screen and store, one new message per MSH."""
-    from gateway.intake import Hl7Intake  # noqa: PLC0415 (the intake and its metrics load only when replaying)
-    from gateway.metrics import Metrics  # noqa: PLC0415
-    from mappings.hl7v2 import screen  # noqa: PLC0415 (the mapping code tables load only when replaying)
+    from gateway.intake import Hl7Intake
+    from gateway.metrics import Metrics
+    from mappings.hl7v2 import screen
 
     messages = split_messages(path.read_bytes())
     store = await open_store(settings.store)

@@ -35,9 +35,9 @@ def _settings(args: argparse.Namespace) -> Settings:
 def _run(work: Work) -> int:
     """Run one operation; an operator error or an unusable store becomes one line on stderr and exit 1.
     A store busy with the gateway's writes is waited for: nothing was changed by the attempt that met it."""
-    from gateway.encryption import EncryptionKeyError  # noqa: PLC0415 (keeps `--help` fast)
-    from gateway.store import StoreBusy, StoreError  # noqa: PLC0415
-    from gateway.store.admin import AdminError  # noqa: PLC0415
+    from gateway.encryption import EncryptionKeyError
+    from gateway.store import StoreBusy, StoreError
+    from gateway.store.admin import AdminError
 
     deadline = time.monotonic() + BUSY_WAIT_SECONDS
     while True:
@@ -57,7 +57,7 @@ def _run(work: Work) -> int:
 
 def cmd_status(args: argparse.Namespace) -> int:
     """How much waits where, for an operator without Grafana at hand."""
-    from gateway.queue_admin import queue_status  # noqa: PLC0415
+    from gateway.queue_admin import queue_status
 
     async def status() -> int:
         print(json.dumps(await queue_status(_settings(args)), indent=2))
@@ -67,7 +67,7 @@ def cmd_status(args: argparse.Namespace) -> int:
 
 def cmd_dlq_list(args: argparse.Namespace) -> int:
     """What needs an operator, safe to paste into a ticket."""
-    from gateway.queue_admin import admin_session, format_table, item_record  # noqa: PLC0415
+    from gateway.queue_admin import admin_session, format_table, item_record
 
     async def listing() -> int:
         async with admin_session(_settings(args)) as admin:
@@ -80,8 +80,8 @@ def cmd_dlq_list(args: argparse.Namespace) -> int:
 def cmd_dlq_show(args: argparse.Namespace) -> int:
     """Everything about one item an operator needs to decide; the payload only on request. For a refused
     submission the payload is the HL7 message it was built from: what an operator corrects and replays."""
-    from gateway.queue_admin import admin_session, attempt_record, item_record  # noqa: PLC0415
-    from gateway.store.admin import ItemRef  # noqa: PLC0415
+    from gateway.queue_admin import admin_session, attempt_record, item_record
+    from gateway.store.admin import ItemRef
 
     async def show() -> int:
         ref = ItemRef.parse(args.item)
@@ -106,8 +106,8 @@ def cmd_dlq_show(args: argparse.Namespace) -> int:
 
 def cmd_dlq_change(args: argparse.Namespace) -> int:
     """Retry or discard dead items, named or picked by a filter, audited one by one."""
-    from gateway.queue_admin import admin_session, selection_of  # noqa: PLC0415
-    from gateway.store.admin import AdminError, ItemRef  # noqa: PLC0415
+    from gateway.queue_admin import admin_session, selection_of
+    from gateway.store.admin import AdminError, ItemRef
 
     async def change() -> int:
         refs = [ItemRef.parse(item) for item in args.items]
@@ -133,9 +133,9 @@ def cmd_dlq_change(args: argparse.Namespace) -> int:
 
 def cmd_retry_now(args: argparse.Namespace) -> int:
     """After a portal outage: send the waiting submissions now instead of at their backoff."""
-    from gateway.channels import CHANNELS  # noqa: PLC0415
-    from gateway.queue_admin import admin_session  # noqa: PLC0415
-    from gateway.store.admin import AdminError  # noqa: PLC0415
+    from gateway.channels import CHANNELS
+    from gateway.queue_admin import admin_session
+    from gateway.store.admin import AdminError
 
     known = [spec.name for spec in CHANNELS]
 
@@ -161,7 +161,7 @@ def _progress(done: int, total: int) -> None:
 
 def cmd_replay(args: argparse.Namespace) -> int:
     """Feed a corrected message back without asking the hospital system to resend it."""
-    from gateway.queue_admin import control_id_of, replay_file, split_messages  # noqa: PLC0415
+    from gateway.queue_admin import control_id_of, replay_file, split_messages
 
     async def replay() -> int:
         try:

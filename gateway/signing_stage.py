@@ -11,9 +11,12 @@ import asyncio
 import os
 from collections.abc import Callable, Sequence
 from concurrent.futures import BrokenExecutor, Executor, ThreadPoolExecutor
+from dataclasses import dataclass, field
 
 from adapters.portal.base import Submission
 from gateway.logs import get_logger
+from gateway.store import Parked
+from gateway.submissions import DocumentParked
 from gateway.workers import worker_pool
 from mappings.model import Document
 
@@ -21,14 +24,32 @@ log = get_logger(__name__)
 
 BuildSubmissions = Callable[[Document, Document | None], list[Submission]]  # (new version, the one it builds on)
 Versions = Sequence[tuple[Document, Document | None]]  # a message's new versions, each with the one before it
-SignResult = list[Submission] | BaseException  # a message's submissions, or why they could not be built
+
+
+@dataclass(frozen=True, slots=True)
+class Signed:
+    """A message's submissions, and its documents whose files wait (a site mapping, a missing element)."""
+
+    submissions: list[Submission] = field(default_factory=list)
+    parked: list[Parked] = field(default_factory=list)
+
+
+SignResult = Signed | BaseException  # a message's signed submissions, or why they could not be built
 
 _worker_build: BuildSubmissions | None = None  # in a signing process: the builder it loaded at start
 
 
-def sign_documents(build: BuildSubmissions, versions: Versions) -> list[Submission]:
-    """Every submission of one message's new document versions, in document order."""
-    return [item for document, previous in versions for item in build(document, previous)]
+def sign_documents(build: BuildSubmissions, versions: Versions) -> Signed:
+    """Every submission of one message's new document versions, in document order; a version whose files
+    wait is parked, what its other channels built (a check-in) still goes."""
+    signed = Signed()
+    for document, previous in versions:
+        try:
+            signed.submissions.extend(build(document, previous))
+        except DocumentParked as wait:
+            signed.submissions.extend(wait.ready)
+            signed.parked.append(Parked(document.document_id, document.version, wait.channel, wait.codes))
+    return signed
 
 
 def _load_builder(build: BuildSubmissions) -> None:
@@ -37,7 +58,7 @@ def _load_builder(build: BuildSubmissions) -> None:
     _worker_build = build
 
 
-def _sign_in_worker(versions: Versions) -> list[Submission]:
+def _sign_in_worker(versions: Versions) -> Signed:
     if _worker_build is None:
         raise RuntimeError("signing process started without a builder")
     return sign_documents(_worker_build, versions)
@@ -70,11 +91,11 @@ class SigningStage:
         BrokenExecutor, a failure of the surroundings charged to no message; the pool is replaced)."""
         loop = asyncio.get_running_loop()
         executor = self._executor
-        futures: list[asyncio.Future[list[Submission]]] = []
+        futures: list[asyncio.Future[Signed]] = []
         try:
             for versions in batch:
                 if not versions:
-                    futures.append(_done([]))
+                    futures.append(_done(Signed()))
                 elif self._processes > 0:
                     futures.append(loop.run_in_executor(executor, _sign_in_worker, list(versions)))
                 else:
@@ -96,7 +117,7 @@ class SigningStage:
         self._executor = self._new_executor()
 
 
-def _done(value: list[Submission]) -> asyncio.Future[list[Submission]]:
-    future: asyncio.Future[list[Submission]] = asyncio.get_running_loop().create_future()
+def _done(value: Signed) -> asyncio.Future[Signed]:
+    future: asyncio.Future[Signed] = asyncio.get_running_loop().create_future()
     future.set_result(value)
     return future

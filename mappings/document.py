@@ -21,7 +21,9 @@ SECTION_OF_TYPE = {
     "AllergyIntolerance": "history", "FamilyMemberHistory": "history",
     "Encounter": "episode", "Condition": "episode", "Procedure": "episode", "MedicationStatement": "episode",
     "Observation": "episode", "DiagnosticReport": "episode",
-    "DocumentReference": "record-summary", "Immunization": "immunization",
+    "DocumentReference": "record-summary", "Immunization": "immunization", "Coverage": "administrative",
+    "MedicationRequest": "episode", "MedicationDispense": "episode", "MedicationAdministration": "episode",
+    "ChargeItem": "episode", "ClinicalImpression": "episode",
 }
 HEALTH_CHECK_TYPES = frozenset({"Observation", "DiagnosticReport"})
 KIND_TITLE: dict[DocumentKind, str] = {

@@ -25,9 +25,21 @@ from lxml import etree
 
 from adapters.portal.base import PermanentPortalError, PortalError, Receipt, Submission, TransientPortalError
 from adapters.portal.bhxh_wire import (
-    ACCEPTED, CHECKIN_FILE_TYPE, FACILITY_ELEMENT, FILE_TYPE_OF_ROOT, HEADER_ACCESS_TOKEN, HEADER_PASSWORD_HASH,
-    HEADER_TOKEN_ID, MESSAGE, RECEIVED_AT, RESULT_CODE, TOKEN_INVALID, TOKEN_KEY, TRANSACTION_ID,
-    TRANSIENT_RESULT_CODES, token_lifetime,
+    ACCEPTED,
+    CHECKIN_FILE_TYPE,
+    FACILITY_ELEMENT,
+    FILE_TYPE_OF_ROOT,
+    HEADER_ACCESS_TOKEN,
+    HEADER_PASSWORD_HASH,
+    HEADER_TOKEN_ID,
+    MESSAGE,
+    RECEIVED_AT,
+    RESULT_CODE,
+    TOKEN_INVALID,
+    TOKEN_KEY,
+    TRANSACTION_ID,
+    TRANSIENT_RESULT_CODES,
+    token_lifetime,
 )
 from adapters.portal.http import AccessToken, ChannelConfig, HttpAnswer, PortalHttpChannel, TokenRejected
 from adapters.portal.wire import IDEMPOTENCY_HEADER, bhxh_password_hash

@@ -18,7 +18,7 @@ choice is ours and marked [I]; the paths and the two `loaiHoSo` values are setti
 """
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 FORM_CONTENT_TYPE = "application/x-www-form-urlencoded"  # [GUIDE §1, §3, §4], [QLBV] form_params
 
@@ -70,7 +70,7 @@ _EPOCH_SECONDS_THRESHOLD = 1_000_000_000  # [QLBV parseExpiresIn]: larger number
 
 def token_lifetime(expires_in: object, now: datetime | None = None) -> float:
     """Seconds a session lasts, from `expires_in` as the portal writes it (an ISO UTC instant, or a number)."""
-    now = now or datetime.now(timezone.utc)
+    now = now or datetime.now(UTC)
     if isinstance(expires_in, (int, float)) or (isinstance(expires_in, str) and expires_in.strip().isdigit()):
         number = float(expires_in)
         if number > _EPOCH_SECONDS_THRESHOLD:
@@ -83,12 +83,12 @@ def token_lifetime(expires_in: object, now: datetime | None = None) -> float:
         except ValueError:
             return DEFAULT_TOKEN_LIFETIME_SECONDS
         if when.tzinfo is None:  # [GUIDE]: the instant is in UTC
-            when = when.replace(tzinfo=timezone.utc)
+            when = when.replace(tzinfo=UTC)
         return max(0.0, (when - now).total_seconds())
     return DEFAULT_TOKEN_LIFETIME_SECONDS
 
 
 def dotnet_utc(moment: datetime) -> str:
     """An instant written as the portal writes `expires_in` ([NODE]: seven fractional digits and Z)."""
-    moment = moment.astimezone(timezone.utc)
+    moment = moment.astimezone(UTC)
     return moment.strftime("%Y-%m-%dT%H:%M:%S.") + f"{moment.microsecond:06d}0Z"

@@ -14,13 +14,15 @@ import ssl
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
 from pathlib import Path
 from typing import Any, Protocol, TypeVar
+from urllib.parse import quote_plus
 
 import aiohttp
 import structlog
+from aiohttp.payload import BytesPayload
 
 from adapters.portal.base import PermanentPortalError, PortalError, Receipt, Submission, TransientPortalError
 
@@ -28,6 +30,8 @@ log = structlog.get_logger(__name__)
 T = TypeVar("T")
 TOKEN_REFRESH_MARGIN_SECONDS = 30.0
 NO_ANSWER = 0
+FORM_CONTENT_TYPE = "application/x-www-form-urlencoded"
+_BASE64_ALPHABET = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/="
 
 
 class Secret(Protocol):
@@ -70,6 +74,20 @@ class HttpAnswer:
     retry_after: float | None
 
 
+def _quote_form_value(value: str) -> str:
+    """quote_plus, byte for byte, without its per-byte Python loop over a base64 document (most of a form)."""
+    if value.isascii() and not value.encode("ascii").translate(None, _BASE64_ALPHABET):
+        return value.replace("+", "%2B").replace("/", "%2F").replace("=", "%3D")  # quote_plus's own escapes
+    return quote_plus(value)
+
+
+def form_body(form: Mapping[str, str]) -> BytesPayload:
+    """The form-urlencoded body aiohttp would build from `form` (urlencode's bytes, the same Content-Type),
+    at a fraction of its CPU: urllib quotes a signed document's 10 KB of base64 one byte at a time."""
+    encoded = "&".join(f"{quote_plus(name)}={_quote_form_value(value)}" for name, value in form.items())
+    return BytesPayload(encoded.encode(), content_type=FORM_CONTENT_TYPE)
+
+
 def parse_retry_after(value: str | None, now: datetime | None = None) -> float | None:
     """Seconds to wait from a Retry-After header (delta-seconds or HTTP-date); None when absent or bad."""
     if not value:
@@ -81,7 +99,7 @@ def parse_retry_after(value: str | None, now: datetime | None = None) -> float |
         when = parsedate_to_datetime(value)
     except (TypeError, ValueError):
         return None
-    now = now or datetime.now(timezone.utc)
+    now = now or datetime.now(UTC)
     return max(0.0, (when - now).total_seconds())
 
 
@@ -138,12 +156,12 @@ class PortalHttpChannel:
         url = self.settings.base_url.rstrip("/") + path
         try:
             async with self._client_session().post(url, headers=headers, json=json_body,
-                                                   data=dict(data) if isinstance(data, Mapping) else data,
+                                                   data=form_body(data) if isinstance(data, Mapping) else data,
                                                    proxy=self.settings.proxy or None) as response:
                 text = await response.text()
                 status = response.status
                 retry_after = parse_retry_after(response.headers.get("Retry-After"))
-        except (asyncio.TimeoutError, aiohttp.ClientError, OSError) as exc:
+        except (TimeoutError, aiohttp.ClientError, OSError) as exc:
             self._on_response(NO_ANSWER)
             raise TransientPortalError(f"no answer from {self.name} portal: {type(exc).__name__}") from None
         self._on_response(status)

@@ -129,7 +129,7 @@ async def _page_context(request: web.Request) -> dict[str, Any]:
 def create_console_app(store: Store, accounts: dict[str, Account], channels: dict[str, bool], *,
                        idle_seconds: float, secure_cookies: bool) -> web.Application:
     """The console application; the caller serves it on the console's own port."""
-    from gateway.console import pages  # noqa: PLC0415 (pages import this module's helpers)
+    from gateway.console import pages
 
     app = web.Application(middlewares=[guard], client_max_size=1024 * 1024)
     app[SESSION_KEY] = Sessions(idle_seconds, secure_cookies)

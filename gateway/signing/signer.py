@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import base64
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any, Protocol, cast
 
 from cryptography import x509
@@ -40,7 +40,7 @@ def subject_of(certificate: x509.Certificate) -> str:
 
 def check_validity(certificate: x509.Certificate, now: datetime | None = None) -> None:
     """Refuse a certificate outside its validity period: portals reject what it signs."""
-    now = now or datetime.now(timezone.utc)
+    now = now or datetime.now(UTC)
     if now > certificate.not_valid_after_utc:
         raise SigningError(
             f"signing certificate expired on {certificate.not_valid_after_utc:%Y-%m-%d %H:%M} UTC"

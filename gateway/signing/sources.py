@@ -1,7 +1,7 @@
 """Where the facility certificate and key come from: a dev pair, PEM files, PKCS#12 or a PKCS#11 token."""
 from __future__ import annotations
 
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from cryptography import x509
@@ -76,7 +76,7 @@ def generate_self_signed(common_name: str, not_before: datetime, not_after: date
 def _load_dev(settings: SigningSettings) -> Signer:
     directory = Path(settings.dev_dir)
     cert_path, key_path = directory / DEV_CERT_NAME, directory / DEV_KEY_NAME
-    now = datetime.now(timezone.utc)
+    now = datetime.now(UTC)
     if cert_path.exists() and key_path.exists():
         certificate = load_certificate(cert_path.read_bytes(), "dev_dir")
         key = serialization.load_pem_private_key(key_path.read_bytes(), password=None)

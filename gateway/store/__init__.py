@@ -31,6 +31,7 @@ from gateway.store.interface import (
     ItemRef,
     MappingOutcome,
     OperatorAction,
+    Parked,
     QueuedItem,
     SchemaTooNewError,
     Store,
@@ -45,7 +46,7 @@ from gateway.store.sqlite import SqliteStore
 
 __all__ = ["PURGE_KINDS", "QUEUE_NAMES", "AdminError", "Attempt", "AuditFilter", "ChannelBacklog", "ClaimedMessage",
            "ClaimedSubmission", "DocumentVersion", "Inbound", "ItemRef", "MappingOutcome", "MessageDetail",
-           "MessageFilter", "MessageRow", "OperatorAction", "PostgresStore", "QueuedItem", "ReceiptRow", "SchemaTooNewError",
+           "MessageFilter", "MessageRow", "OperatorAction", "Parked", "PostgresStore", "QueuedItem", "ReceiptRow", "SchemaTooNewError",
            "SenderActivity", "SqliteStore", "Store", "StoreBusy", "StoreError", "StoreLockedError",
            "StoreUnavailable", "Stored", "SubmissionRow", "open_store"]
 

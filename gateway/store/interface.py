@@ -86,13 +86,26 @@ class ClaimedMessage:
 
 
 @dataclass(frozen=True, slots=True)
+class Parked:
+    """A document version that waits (for a site mapping, or an element a later message brings)."""
+
+    document_id: str
+    version: int
+    channel: str
+    codes: tuple[str, ...]
+    first_received_at: float = 0.0
+
+
+@dataclass(frozen=True, slots=True)
 class MappingOutcome:
-    """What became of one claimed message: its new documents and submissions, or why it is dead."""
+    """What became of one claimed message: its new documents, submissions and parked documents, or why it
+    is dead."""
 
     message_id: int
     documents: list[Document] = field(default_factory=list)
     submissions: list[Submission] = field(default_factory=list)
     dead_reason: str | None = None
+    parked: list[Parked] = field(default_factory=list)
 
 
 @dataclass(frozen=True, slots=True)
@@ -189,6 +202,17 @@ class Store(Protocol):
 
     async def finish_messages(self, outcomes: list[MappingOutcome]) -> None:
         """Finish a batch of mapped or refused messages, all or nothing."""
+        ...
+
+    # ---- parked documents (waiting for a site mapping or a missing element) --------------------
+
+    async def parked(self) -> list[Parked]:
+        """The documents waiting, oldest acknowledgement first."""
+        ...
+
+    async def release_parked(self, waiting: Parked, patient_key: str, submissions: list[Submission],
+                             codes: tuple[str, ...] = ()) -> None:
+        """A parked version rebuilt: queue its submissions (ending the wait), or record what it still lacks."""
         ...
 
     # ---- outbox --------------------------------------------------------------------------------

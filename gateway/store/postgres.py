@@ -25,7 +25,7 @@ import asyncpg
 
 from adapters.portal.base import Receipt, Submission
 from gateway.encryption import PayloadCipher
-from gateway.store import postgres_admin, sqlite_admin
+from gateway.store import postgres_admin, postgres_parked, sqlite_admin
 from gateway.store.interface import (
     AdminError,
     ClaimedMessage,
@@ -34,6 +34,7 @@ from gateway.store.interface import (
     ItemRef,
     MappingOutcome,
     OperatorAction,
+    Parked,
     QueuedItem,
     Stored,
     StoreUnavailable,
@@ -218,36 +219,31 @@ class PostgresStore(PostgresBrowse):
                 document.document_id, document.version, document.kind, patient, outcome.message_id,
                 self._cipher.seal(json.dumps(document.bundle, ensure_ascii=False).encode(), b"documents"))
         for item in outcome.submissions:
-            # A version that replaces undelivered ones carries their data, so it keeps their age:
-            # the 24-hour delivery clock runs from the oldest acknowledgement it contains.
-            replaced = (item.document_id, item.channel, item.version)
-            replaced_since = await db.fetchval(
-                "SELECT min(first_received_at) FROM outbox WHERE document_id = $1 AND channel = $2"
-                " AND version < $3 AND state = 'pending'", *replaced)
-            await db.execute(
-                "UPDATE outbox SET state = 'superseded', finished_at = hbgw_now(), reason = $4"
-                " WHERE document_id = $1 AND channel = $2 AND version < $3 AND state = 'pending'",
-                *replaced, f"{'withdrawn' if item.withdraws else 'replaced'} by version {item.version}")
-            if item.withdraws:  # e.g. a reopened or cancelled episode: its held files must not go
-                continue
-            first_received_at = min(received_at, replaced_since) if replaced_since else received_at
-            inserted = await db.fetchval(
-                "INSERT INTO outbox (channel, idempotency_key, document_id, version, patient_key, content_type,"
-                " first_received_at, created_at, state, next_attempt_at)"
-                " VALUES ($1, $2, $3, $4, $5, $6, $7, hbgw_now(), 'pending', greatest(hbgw_now(), $8))"
-                " ON CONFLICT (channel, idempotency_key) DO NOTHING RETURNING id",
-                item.channel, item.idempotency_key, item.document_id, item.version,
-                patients[(item.document_id, item.version)], item.content_type, first_received_at,
-                float(item.not_before))
-            if inserted is not None:
-                await db.execute("INSERT INTO outbox_bodies (outbox_id, body) VALUES ($1, $2)",
-                                 inserted, self._cipher.seal(item.body, b"outbox"))
+            await postgres_parked.enqueue(db, item, patients[(item.document_id, item.version)], received_at,
+                                          self._cipher.seal(item.body, b"outbox"))
+        for waiting in outcome.parked:
+            await postgres_parked.park(db, waiting, received_at)
+        waiting_now = {waiting.document_id for waiting in outcome.parked}
+        for document in outcome.documents:
+            if document.document_id not in waiting_now:
+                await postgres_parked.end_waits(db, document.document_id, document.version)
         await db.execute("UPDATE messages SET state = 'mapped', finished_at = hbgw_now(), lease_until = 0"
                          " WHERE id = $1", outcome.message_id)
 
     async def dead_letter_message(self, message_id: int, reason: str) -> None:
         """Park a message that cannot become a record, with the reason an operator needs to fix it."""
         await self.finish_messages([MappingOutcome(message_id, dead_reason=reason)])
+
+    async def parked(self) -> list[Parked]:
+        """The documents waiting, oldest acknowledgement first."""
+        return [Parked(r[0], r[1], r[2], tuple(r[3].split()), r[4]) for r in await self._fetch(postgres_parked.PARKED)]
+
+    async def release_parked(self, waiting: Parked, patient_key: str, submissions: list[Submission],
+                             codes: tuple[str, ...] = ()) -> None:
+        """A parked version rebuilt: queue its submissions (ending the wait), or record what it still lacks."""
+        await self._transaction(postgres_parked.release, self._cipher, waiting, patient_key, submissions, codes)
+        if submissions and not codes:
+            self.outbox_ready.set()
 
     # ---- outbox: submission stage --------------------------------------------------------------
 

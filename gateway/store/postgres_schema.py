@@ -136,6 +136,17 @@ MIGRATIONS: tuple[str, ...] = (
     CREATE INDEX outbox_channel ON outbox (channel, state);
     CREATE INDEX operator_actions_item ON operator_actions (item);
     """,
+    # 3: documents waiting for a site mapping (as SQLite's migration 7)
+    """
+    CREATE TABLE parked_documents (
+        document_id       text             PRIMARY KEY,
+        version           integer          NOT NULL, -- the latest version; it is the one built once mapped
+        channel           text             NOT NULL,
+        codes             text             NOT NULL, -- the unmapped site codes, "ward:NOI-TM item:KB01"
+        first_received_at double precision NOT NULL, -- the oldest acknowledgement it holds (delivery clock)
+        parked_at         double precision NOT NULL
+    );
+    """,
 )
 
 

@@ -201,6 +201,17 @@ MIGRATIONS: tuple[str, ...] = (
         || substr(lookup_digest(substr(control_id, instr(control_id, '~replay:') + 8, 20)), 1, 20)
         WHERE source = 'replay' AND instr(control_id, '~replay:') > 0;
     """,
+    # 7: documents waiting for a site mapping (a ward, item, lab or category code the settings lack)
+    """
+    CREATE TABLE parked_documents (
+        document_id       TEXT    PRIMARY KEY,
+        version           INTEGER NOT NULL,         -- the latest version; it is the one built once mapped
+        channel           TEXT    NOT NULL,
+        codes             TEXT    NOT NULL,         -- the unmapped site codes, "ward:NOI-TM item:KB01"
+        first_received_at REAL    NOT NULL,         -- the oldest acknowledgement it holds (delivery clock)
+        parked_at         REAL    NOT NULL
+    );
+    """,
 )
 
 

@@ -24,7 +24,7 @@ from adapters.portal.base import Receipt, Submission
 from gateway.encryption import PayloadCipher
 from gateway.files import create_private, open_private
 from gateway.logs import get_logger
-from gateway.store import sqlite_admin
+from gateway.store import sqlite_admin, sqlite_parked
 from gateway.store.interface import (
     AdminError,
     ClaimedMessage,
@@ -33,6 +33,7 @@ from gateway.store.interface import (
     ItemRef,
     MappingOutcome,
     OperatorAction,
+    Parked,
     QueuedItem,
     StoreBusy,
     Stored,
@@ -45,6 +46,7 @@ from gateway.store.writer import GroupCommitWriter
 from mappings.model import Document
 
 T = TypeVar("T")
+_Sealed = tuple[list[bytes], list[bytes]]  # one outcome's sealed document bundles and submission bodies
 log = get_logger(__name__)
 # Sealed documents are about 2 KB: a 4 KB page holds one and wastes the rest; 8 KB pages waste a third as
 # much, and an acknowledgement's commit still writes only a few of them.
@@ -265,62 +267,66 @@ class SqliteStore(BrowseQueries):
         await self.finish_messages([MappingOutcome(message_id, documents, submissions)])
 
     async def finish_messages(self, outcomes: list[MappingOutcome]) -> None:
-        """Finish a batch of mapped or refused messages in one transaction (one fsync), all or nothing."""
-        def finish(db: sqlite3.Connection) -> None:
+        """Finish a batch of mapped or refused messages in one transaction (one fsync), all or nothing.
+
+        The documents and bodies are encoded and sealed before the transaction, beside it, not in it: a
+        batch's worth takes tens of milliseconds, which the acknowledgements committed next would wait."""
+        def finish(db: sqlite3.Connection, sealed: list[_Sealed]) -> None:
             now = time.time()
-            for outcome in outcomes:
+            for outcome, seals in zip(outcomes, sealed):
                 if outcome.dead_reason is None:
-                    self._save_mapping(db, now, outcome)
+                    self._save_mapping(db, now, outcome, seals)
                 else:
                     db.execute("UPDATE messages SET state = 'dead', reason = ?, finished_at = ?, lease_until = 0"
                                " WHERE id = ?", (outcome.dead_reason, now, outcome.message_id))
         if not outcomes:
             return
-        await self._write(finish)
+        await self._write(finish, await asyncio.to_thread(self._seal_outcomes, outcomes))
         if any(outcome.submissions for outcome in outcomes):
             self.outbox_ready.set()
 
-    def _save_mapping(self, db: sqlite3.Connection, now: float, outcome: MappingOutcome) -> None:
+    def _seal_outcomes(self, outcomes: list[MappingOutcome]) -> list[_Sealed]:
+        """Each outcome's sealed document bundles and submission bodies, in the order it lists them."""
+        return [([self._cipher.seal(json.dumps(document.bundle, ensure_ascii=False).encode(), b"documents")
+                  for document in outcome.documents],
+                 [self._cipher.seal(item.body, b"outbox") for item in outcome.submissions])
+                for outcome in outcomes]
+
+    def _save_mapping(self, db: sqlite3.Connection, now: float, outcome: MappingOutcome, sealed: _Sealed) -> None:
         (received_at,) = db.execute("SELECT received_at FROM messages WHERE id = ?",
                                     (outcome.message_id,)).fetchone()
         patients = {}
-        for document in outcome.documents:
+        bundles, bodies = sealed
+        for document, bundle in zip(outcome.documents, bundles):
             patient = patients[(document.document_id, document.version)] = self._cipher.lookup_digest(
                 document.patient_key)
             db.execute(
                 "INSERT INTO documents (document_id, version, kind, patient_key, message_id, created_at, bundle)"
                 " VALUES (?, ?, ?, ?, ?, ?, ?)",
                 (document.document_id, document.version, document.kind, patient, outcome.message_id,
-                 now, self._cipher.seal(json.dumps(document.bundle, ensure_ascii=False).encode(), b"documents")))
-        for item in outcome.submissions:
-            # A version that replaces undelivered ones carries their data, so it keeps their age:
-            # the 24-hour delivery clock runs from the oldest acknowledgement it contains.
-            replaced = (item.document_id, item.channel, item.version)
-            (replaced_since,) = db.execute(
-                "SELECT min(first_received_at) FROM outbox WHERE document_id = ? AND channel = ? AND version < ?"
-                " AND state = 'pending'", replaced).fetchone()
-            db.execute(
-                "UPDATE outbox SET state = 'superseded', finished_at = ?, reason = ? || ?"
-                " WHERE document_id = ? AND channel = ? AND version < ? AND state = 'pending'",
-                (now, "withdrawn by version " if item.withdraws else "replaced by version ", item.version,
-                 *replaced))
-            if item.withdraws:  # e.g. a reopened or cancelled episode: its held files must not go
-                continue
-            first_received_at = min(received_at, replaced_since) if replaced_since else received_at
-            inserted = db.execute(
-                "INSERT INTO outbox (channel, idempotency_key, document_id, version, patient_key, content_type,"
-                " first_received_at, created_at, state, next_attempt_at)"
-                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, 'pending', ?) ON CONFLICT (channel, idempotency_key) DO NOTHING"
-                " RETURNING id",
-                (item.channel, item.idempotency_key, item.document_id, item.version,
-                 patients[(item.document_id, item.version)], item.content_type, first_received_at, now,
-                 max(now, item.not_before)),
-            ).fetchone()
-            if inserted is not None:
-                db.execute("INSERT INTO outbox_bodies (outbox_id, body) VALUES (?, ?)",
-                           (inserted[0], self._cipher.seal(item.body, b"outbox")))
+                 now, bundle))
+        for item, body in zip(outcome.submissions, bodies, strict=True):
+            sqlite_parked.enqueue(db, now, item, patients[(item.document_id, item.version)], received_at, body)
+        for waiting in outcome.parked:
+            sqlite_parked.park(db, now, waiting, received_at)
+        waiting_now = {waiting.document_id for waiting in outcome.parked}
+        for document in outcome.documents:
+            if document.document_id not in waiting_now:
+                sqlite_parked.end_waits(db, document.document_id, document.version)
         db.execute("UPDATE messages SET state = 'mapped', finished_at = ?, lease_until = 0 WHERE id = ?",
                    (now, outcome.message_id))
+
+    async def parked(self) -> list[Parked]:
+        """The documents waiting, oldest acknowledgement first."""
+        return [sqlite_parked.row(tuple(r)) for r in await self._read(sqlite_parked.PARKED)]
+
+    async def release_parked(self, waiting: Parked, patient_key: str, submissions: list[Submission],
+                             codes: tuple[str, ...] = ()) -> None:
+        """A parked version rebuilt: queue its submissions (ending the wait), or record what it still lacks."""
+        await self._write(lambda db: sqlite_parked.release(db, self._cipher, time.time(), waiting, patient_key,
+                                                           submissions, codes))
+        if submissions and not codes:
+            self.outbox_ready.set()
 
     async def dead_letter_message(self, message_id: int, reason: str) -> None:
         """Park a message that cannot become a record, with the reason an operator needs to fix it."""

@@ -11,8 +11,16 @@ from datetime import date
 from typing import Any
 
 from mappings.canonical import (
-    address_text, concept_text, ethnicity_code, first_coding, icd10_code, licence, name_text, province_code,
-    sex_code, xml_datetime,
+    address_text,
+    concept_text,
+    ethnicity_code,
+    first_coding,
+    icd10_code,
+    licence,
+    name_text,
+    province_code,
+    sex_code,
+    xml_datetime,
 )
 from mappings.checkup import forms
 from mappings.vn import codes, systems

@@ -6,6 +6,7 @@ from typing import Any
 
 from mappings.fhir_common import as_instant, document_id, ends_before_start, resource_id
 from mappings.fhir_in import checkup
+from mappings.fhir_in.claim import claim_issues
 from mappings.fhir_in.identity import Identity, identity_issues, patient_issues
 from mappings.fhir_in.references import (
     fold_medications,
@@ -22,16 +23,20 @@ from mappings.vn.vitals import implausible
 
 BUNDLE_TYPES = frozenset({"transaction", "batch", "document", "collection"})
 SINGLE_TYPES = frozenset({"Patient", "Encounter", "Condition", "Observation", "AllergyIntolerance", "Procedure",
-                          "MedicationStatement", "Immunization", "DiagnosticReport", "Composition"})
+                          "MedicationStatement", "Immunization", "DiagnosticReport", "Composition",
+                          "MedicationRequest", "MedicationDispense", "MedicationAdministration", "ChargeItem",
+                          "ClinicalImpression"})
 BUNDLE_ONLY_TYPES = frozenset({"Organization", "Practitioner", "FamilyMemberHistory", "DocumentReference",
-                               "Medication"})
+                               "Medication", "Coverage"})
 TIME_FIELDS = ("effectiveDateTime", "occurrenceDateTime", "recordedDate", "performedDateTime", "date", "issued",
-               "onsetDateTime")
+               "onsetDateTime", "authoredOn", "whenHandedOver")
 # The element a single resource's time is expected in, named when it has none.
 TIME_ELEMENT = {"AllergyIntolerance": "recordedDate", "Condition": "recordedDate", "Observation": "effectiveDateTime",
                 "Procedure": "performedDateTime", "MedicationStatement": "effectiveDateTime",
                 "Immunization": "occurrenceDateTime", "DiagnosticReport": "effectiveDateTime",
-                "Encounter": "period.start", "Composition": "date"}
+                "Encounter": "period.start", "Composition": "date", "MedicationRequest": "authoredOn",
+                "MedicationDispense": "whenHandedOver", "MedicationAdministration": "effectiveDateTime",
+                "ChargeItem": "occurrencePeriod.start", "ClinicalImpression": "effectiveDateTime"}
 # Condition categories the health book files as history, which need not be ICD-10 coded.
 HISTORY_CATEGORIES = frozenset({"problem-list-item", "health-concern"})
 VISIT_PREFIX = "urn:hbgw:visit:"
@@ -138,7 +143,7 @@ def _event_time(resources: list[dict[str, Any]], bundle: dict[str, Any] | None) 
         return str(bundle["timestamp"])
     times = []
     for resource in resources:
-        period = resource.get("period") or resource.get("effectivePeriod") or {}
+        period = resource.get("period") or resource.get("effectivePeriod") or resource.get("occurrencePeriod") or {}
         times += [period.get("end"), period.get("start")] + [resource.get(name) for name in TIME_FIELDS]
     found = [str(t) for t in times if t]
     return as_instant(max(found)) if found else ""
@@ -178,6 +183,7 @@ def _map_bundle(bundle: dict[str, Any]) -> MappingResult:
             continue
         kept.append((index, entry.get("fullUrl", ""), resource))
         issues += _code_issues(resource, f"{path}.resource") + _vital_issues(resource, f"{path}.resource")
+        issues += claim_issues(resource, f"{path}.resource")
         if rtype == "Patient":
             patients.append((index, resource))
         if rtype == "Encounter":
@@ -241,6 +247,7 @@ def _map_single(resource: dict[str, Any]) -> MappingResult:
                                                     "a Patient alone changes no episode document", "warning")))
     identity, identity_path = logical_identity(resource)
     issues = identity_issues(identity, identity_path) + _code_issues(resource, rtype) + _vital_issues(resource, rtype)
+    issues += claim_issues(resource, rtype)
     if rtype == "Encounter":
         issues += _period_issues(resource, rtype)
     visit, visit_path = logical_visit(resource)

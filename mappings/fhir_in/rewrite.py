@@ -19,6 +19,12 @@ CONTENT_KEYS: dict[str, tuple[str, ...]] = {
     "DiagnosticReport": ("code", "effectiveDateTime", "effectivePeriod"),
     "DocumentReference": ("type", "date"),
     "FamilyMemberHistory": ("relationship", "condition"),
+    "MedicationRequest": ("medicationCodeableConcept", "authoredOn"),
+    "MedicationDispense": ("medicationCodeableConcept", "whenHandedOver", "authorizingPrescription"),
+    "MedicationAdministration": ("medicationCodeableConcept", "effectiveDateTime", "request"),
+    "ChargeItem": ("code", "occurrenceDateTime", "occurrencePeriod"),
+    "ClinicalImpression": ("effectiveDateTime", "date", "description"),
+    "Coverage": ("subscriberId", "period"),
     "Organization": ("name",),
     "Practitioner": ("name",),
 }

@@ -8,6 +8,7 @@ from typing import Any
 from mappings.fhir_in.identity import Identity, identity_of
 
 TAGS = re.compile(r"<[^>]+>")
+CONTEXT_TYPES = frozenset({"MedicationStatement", "MedicationDispense", "MedicationAdministration", "ChargeItem"})
 
 
 def logical_identity(resource: dict[str, Any]) -> tuple[Identity, str]:
@@ -25,7 +26,7 @@ def logical_visit(resource: dict[str, Any]) -> tuple[dict[str, Any] | None, str]
         identifier = (resource.get("identifier") or [None])[0]
         path = f"{rtype}.identifier"
     else:
-        name = "context" if rtype == "MedicationStatement" else "encounter"
+        name = "context" if rtype in CONTEXT_TYPES else "encounter"
         identifier = (resource.get(name) or {}).get("identifier")
         path = f"{rtype}.{name}.identifier"
     if isinstance(identifier, dict) and identifier.get("value"):

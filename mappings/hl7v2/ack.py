@@ -25,6 +25,8 @@ HL7_ERROR_CODES: dict[str, tuple[str, str]] = {
     "facility-code-format": DATA_TYPE, "facility-code-swapped": DATA_TYPE, "facility-id-format": DATA_TYPE,
     "tax-code-format": DATA_TYPE, "tax-code-suffix": DATA_TYPE, "charset-mismatch": DATA_TYPE,
     "message-too-large": DATA_TYPE, "control-character": DATA_TYPE, "field-too-long": DATA_TYPE,
+    # the XML 130 checks before signing (never in an ACK: they judge a document, not a message)
+    "too-long": DATA_TYPE, "sum-mismatch": DATA_TYPE, "unknown-element": SEGMENT_SEQUENCE, "unlinked-result": REQUIRED,
     # a code that names nothing in its table
     "invalid-code": TABLE_VALUE, "cccd-province": TABLE_VALUE, "sender-not-allowed": TABLE_VALUE,
     "unresolved-reference": TABLE_VALUE,

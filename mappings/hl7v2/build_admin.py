@@ -10,6 +10,7 @@ from mappings.hl7v2.events import EventRule
 from mappings.hl7v2.rules import PatientIds
 from mappings.vn import codes, systems
 
+TREATMENT_RESULTS = frozenset({"1", "2", "3", "4", "5", "6", "7", "8"})
 ENCOUNTER_CLASS = {"I": ("IMP", "inpatient encounter"), "O": ("AMB", "ambulatory"),
                    "E": ("EMER", "emergency"), "P": ("PRENC", "pre-admission")}
 
@@ -81,6 +82,9 @@ def patient(ctx: Context, pid: Segment, ids: PatientIds) -> dict[str, Any]:
             {"url": "code", "valueCodeableConcept": codeable(systems.ISO_COUNTRY, country.upper())}]})
     if extensions:
         resource["extension"] = extensions
+    pd1 = ctx.msg.first("PD1")
+    if registered := (ctx.c(pd1, 3, 10) or ctx.c(pd1, 3, 3)) if pd1 else "":
+        resource["generalPractitioner"] = [{"identifier": {"system": systems.BHXH_FACILITY, "value": registered}}]
     return resource
 
 
@@ -105,6 +109,19 @@ def practitioner_ref(ctx: Context, segment: Segment, field: int) -> dict[str, An
     return out
 
 
+def _visit_extensions(ctx: Context, pv1: Segment, pv2: Segment | None) -> list[dict[str, Any]]:
+    """The financial class (PV1-20, becomes MA_DOITUONG_KCB) and the treatment result (PV2-24, KET_QUA_DTRI)."""
+    out = []
+    if ctx.c(pv1, 20):
+        out.append({"url": systems.PATIENT_CATEGORY_EXTENSION,
+                    "valueCoding": {"system": systems.local("financial-class", ctx.facility_id),
+                                    "code": ctx.c(pv1, 20)}})
+    if ctx.c(pv2, 24) in TREATMENT_RESULTS:  # table 0216 is the site's own: other values are not KET_QUA_DTRI
+        out.append({"url": systems.TREATMENT_RESULT_EXTENSION,
+                    "valueCoding": {"system": systems.TREATMENT_RESULT, "code": ctx.c(pv2, 24)}})
+    return out
+
+
 def encounter(ctx: Context, pv1: Segment, pv2: Segment | None, rule: EventRule) -> dict[str, Any]:
     """The episode's Encounter; its status follows the event (A11 cancels, A13 reopens, A03 finishes)."""
     start, end = fhir_datetime(ctx.c(pv1, 44)), fhir_datetime(ctx.c(pv1, 45))
@@ -125,7 +142,14 @@ def encounter(ctx: Context, pv1: Segment, pv2: Segment | None, rule: EventRule) 
         resource["participant"] = [{"individual": doctor}]
     location = " ".join(p for p in (ctx.c(pv1, 3, 1), ctx.c(pv1, 3, 2), ctx.c(pv1, 3, 3)) if p)
     if location:
-        resource["location"] = [{"location": {"display": location}}]
+        place: dict[str, Any] = {"display": location}
+        if ctx.c(pv1, 3, 1):
+            place["identifier"] = {"system": systems.local("ward", ctx.facility_id), "value": ctx.c(pv1, 3, 1)}
+        resource["location"] = [{"location": place}]
+    if extensions := _visit_extensions(ctx, pv1, pv2):
+        resource["extension"] = extensions
+    if ctx.c(pv1, 18) in codes.xml130("MA_LOAI_KCB"):
+        resource["type"] = [codeable(systems.VISIT_TYPE, ctx.c(pv1, 18))]
     disposition = ctx.c(pv1, 36)
     if disposition and not rule.cancels_discharge:
         resource["hospitalization"] = {"dischargeDisposition": codeable(systems.V2_0112, disposition)}

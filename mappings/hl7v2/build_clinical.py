@@ -142,7 +142,7 @@ def diagnostic_report(ctx: Context, obr: Segment, results: list[dict[str, Any]],
 
 
 def summary(ctx: Context, txa: Segment, obxs: list[Segment]) -> dict[str, Any]:
-    """The medical-record summary (MDM^T02) as a DocumentReference holding the text."""
+    """A clinical note (MDM^T02) as a DocumentReference holding the text; TXA-2 says which (DS summary, PR course)."""
     text = "\n".join(ctx.rt(raw, 1) for obx in obxs for raw in ctx.reps(obx, 5))
     number = ctx.c(txa, 12) or ctx.c(txa, 2)
     resource: dict[str, Any] = {
@@ -156,6 +156,8 @@ def summary(ctx: Context, txa: Segment, obxs: list[Segment]) -> dict[str, Any]:
     }
     if number:
         resource["identifier"] = [{"system": systems.local("document", ctx.facility_id), "value": number}]
+    if ctx.c(txa, 2):
+        resource["category"] = [codeable(systems.V2_0270, ctx.c(txa, 2).upper())]
     date = fhir_datetime(ctx.c(txa, 4))
     if date and "T" in date:
         resource["date"] = date

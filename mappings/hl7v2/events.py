@@ -40,6 +40,11 @@ EVENTS: dict[str, EventRule] = {
     "ORU^R01": EventRule("episode", True),
     "MDM^T02": EventRule("episode", True),
     "VXU^V04": EventRule("immunization", False),
+    # claim content (XML 130 XML2/XML3): charges, pharmacy orders, dispenses and administrations
+    "DFT^P03": EventRule("episode", True),
+    "RDE^O11": EventRule("episode", True),
+    "RDS^O13": EventRule("episode", True),
+    "RAS^O17": EventRule("episode", True),
 }
 MESSAGE_TYPES = frozenset(EVENTS)  # the one list of accepted message types: screen, mapping, metric labels
 

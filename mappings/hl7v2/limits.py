@@ -37,12 +37,12 @@ def field_issues(msg: Er7Message) -> list[Issue]:
         for number, raw in enumerate(segment.fields):
             if number == 0:
                 continue
-            location = where(segment.name, occurrence, number)
             raw_control = line_has_control and CONTROL.search(raw)
             if raw_control or (d.escape in raw and "X" in raw and CONTROL.search(unescape(raw, d))):
-                issues.append(_control_issue(location))
+                issues.append(_control_issue(where(segment.name, occurrence, number)))
             limit = lengths.get(f"{segment.name}-{number}")
-            if limit is not None and any(len(rep) > limit for rep in raw.split(d.repetition)):
+            if limit is not None and len(raw) > limit and any(len(rep) > limit for rep in raw.split(d.repetition)):
+                location = where(segment.name, occurrence, number)
                 issues.append(Issue(location, "field-too-long",
                                     f"{location} is longer than the {limit} characters the national format allows"))
             if len(issues) >= 20:

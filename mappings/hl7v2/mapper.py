@@ -5,11 +5,17 @@ from typing import Any
 
 from mappings.fhir_common import as_instant, document_id, fhir_datetime, resource_id
 from mappings.fhir_validate import validation_issues
-from mappings.hl7v2 import build_admin, build_clinical, er7, limits, rules
+from mappings.hl7v2 import build_admin, build_clinical, build_orders, er7, limits, rules
 from mappings.hl7v2.context import Context
 from mappings.hl7v2.er7 import Er7Message, Segment
-from mappings.hl7v2.events import HEALTH_CHECK_CONCLUSION_CODE, HEALTH_CLASS_CODE, VITAL_SIGN_LOINC, EventRule
+from mappings.hl7v2.events import (
+    HEALTH_CHECK_CONCLUSION_CODE,
+    HEALTH_CLASS_CODE,
+    VITAL_SIGN_LOINC,
+    EventRule,
+)
 from mappings.hl7v2.parse import structure_issues
+from mappings.hl7v2.rules_claim import CLAIM_SEGMENTS as CLAIM_BUILDERS
 from mappings.model import DocumentKind, Fragment, Issue, MappingResult
 from mappings.vn import codes, systems
 from mappings.vn.identifiers import patient_key
@@ -100,6 +106,11 @@ def _episode_resources(ctx: Context, key: str, rule: EventRule, kind: DocumentKi
     out += [build_clinical.condition(ctx, dg1) for dg1 in msg.all("DG1")]
     out += [build_clinical.allergy(ctx, al1) for al1 in msg.all("AL1")]
     out += [build_clinical.procedure(ctx, pr1) for pr1 in msg.all("PR1")]
+    pid = msg.first("PID")
+    card = rules.patient_ids(pid, msg).bhyt if pid is not None else ""
+    out += [coverage for in1 in msg.all("IN1") if (coverage := build_orders.coverage(ctx, in1, card))]
+    if key in CLAIM_BUILDERS:
+        return out + _claim_resources(ctx, key)
     if key == "MDM^T02":
         txa = msg.first("TXA")
         assert txa is not None  # rules.check requires TXA for MDM
@@ -107,6 +118,16 @@ def _episode_resources(ctx: Context, key: str, rule: EventRule, kind: DocumentKi
     if key == "VXU^V04":
         return out + [build_clinical.immunization(ctx, rxa) for rxa in msg.all("RXA")]
     return out + _results(ctx, kind)
+
+
+def _claim_resources(ctx: Context, key: str) -> list[dict[str, Any]]:
+    """Charges (DFT), pharmacy orders (RDE), dispenses (RDS) and administrations (RAS)."""
+    segment = CLAIM_BUILDERS[key]
+    if segment == "FT1":
+        return [r for n, ft1 in enumerate(ctx.msg.all("FT1"), start=1) for r in build_orders.charge_item(ctx, ft1, n)]
+    build = {"RXE": build_orders.medication_request, "RXD": build_orders.medication_dispense,
+             "RXA": build_orders.medication_administration}[segment]
+    return [build(ctx, item) for item in ctx.msg.all(segment)]
 
 
 def _results(ctx: Context, kind: DocumentKind) -> list[dict[str, Any]]:

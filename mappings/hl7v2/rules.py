@@ -16,6 +16,7 @@ from mappings.hl7v2.events import (
     EventRule,
     event_key,
 )
+from mappings.hl7v2.rules_claim import claim_issues
 from mappings.hl7v2.values import NUMBER, NUMERIC_TYPES, Number, quantity_number
 from mappings.model import Issue
 from mappings.vn import codes, systems
@@ -23,14 +24,16 @@ from mappings.vn.identifiers import bhyt_issues, cccd_issues, icd10_issues
 from mappings.vn.vitals import implausible, vital_codes
 
 DATE_FIELDS: dict[str, tuple[int, ...]] = {"EVN": (2,), "PV1": (44, 45), "OBR": (7, 22), "OBX": (14,), "DG1": (5,),
-                                            "PR1": (5,), "TXA": (4,), "RXA": (3, 4)}
+                                            "PR1": (5,), "TXA": (4,), "RXA": (3, 4), "FT1": (4, 5), "RXD": (3,),
+                                            "ORC": (9,)}
 MINUTE_FIELDS = frozenset({("PV1", 44), ("PV1", 45)})  # XML 130 NGAY_VAO / NGAY_RA are yyyyMMddHHmm
 CODE_FIELDS = {"OBX": 3, "OBR": 4, "DG1": 3, "AL1": 3, "PR1": 3}
 CCCD_TYPES_WITH_BCA = frozenset({"", "NI", "NNVNM"})
 SEGMENT_NAME = re.compile(r"[A-Z][A-Z0-9]{2}")
 LATER_V2 = re.compile(r"2\.\d{1,2}(?:\.\d{1,2})?", re.ASCII)
 COMPLETION_STATUSES = frozenset({"", "CP", "PA", "RE", "NA"})
-REPEATING_SEGMENTS = frozenset({"OBR", "OBX", "DG1", "AL1", "PR1", "RXA", "ORC", "NTE"})
+REPEATING_SEGMENTS = frozenset({"OBR", "OBX", "DG1", "AL1", "PR1", "RXA", "ORC", "NTE", "FT1", "RXE", "RXD", "RXR",
+                                "IN1"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -169,6 +172,7 @@ def _episode_issues(msg: Er7Message, key: str, rule: EventRule) -> list[Issue]:
         if form != "DUOI_6":  # the under-6 form has no health class (QĐ 1551 PL01 mẫu 13)
             issues.extend(_health_class_issues(msg))
         issues.extend(missing)
+    issues.extend(claim_issues(msg, key))
     issues.extend(_content_issues(msg))
     for occurrence, dg1 in enumerate(msg.all("DG1"), start=1):
         raw = repetitions(dg1.field(3), d)[:1]
@@ -262,7 +266,8 @@ def check(msg: Er7Message) -> list[Issue]:
     key, rule = message_event(msg)
     if rule is None:
         return [Issue("MSH-9", "unsupported-message-type", "MSH-9 is not a supported message type "
-                      "(ADT A01-A05 A08 A11 A13 A28 A31 A40, ORU^R01, MDM^T02, VXU^V04)")]
+                      "(ADT A01-A05 A08 A11 A13 A28 A31 A40, ORU^R01, MDM^T02, VXU^V04, "
+                      "DFT^P03, RDE^O11, RDS^O13, RAS^O17)")]
     issues = _version_issues(msg) + _segment_name_issues(msg)
     if not valid_dtm(component(msg.segments[0].field(7), 1, msg.delimiters)):
         issues.append(Issue("MSH-7", "required", "MSH-7 message time is required"))

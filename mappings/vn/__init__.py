@@ -8,5 +8,7 @@ Two province lists, on purpose:
   codes; addresses are coded against this list (XML 130 MATINH_CU_TRU).
 Also: `ethnicity.json` (54 groups, codes 01-54), `sex.json` (HL7 0001 to FHIR gender, XML 130 GIOI_TINH and
 the CCCD sex parity), `icd10_common.json` (display names; any well-formed ICD-10 code is accepted),
-`vital_ranges.json` (physically plausible vital-sign ranges by LOINC code, with unit conversions; `vitals.py`).
+`vital_ranges.json` (physically plausible vital-sign ranges by LOINC code, with unit conversions; `vitals.py`),
+`xml130_codes.json` (XML 130 code lists: KET_QUA_DTRI, MA_LOAI_RV, MA_LOAI_KCB, MA_NHOM, discharge dispositions, benefit
+levels; each with its source).
 """

@@ -85,3 +85,27 @@ def health_class(value: str) -> int | None:
     """QĐ 1551 health class 1-5 from "II", "2", "Loại II"; None when it is none of those."""
     text = value.strip().upper().removeprefix("LOẠI").strip()
     return HEALTH_CLASSES.get(text)
+
+
+def xml130(table: str) -> Any:
+    """One XML 130 code list or rule from xml130_codes.json (KET_QUA_DTRI, MA_LOAI_RV, DISCHARGE, ...)."""
+    return _table("xml130_codes")[table]
+
+
+def discharge(code: str) -> tuple[str, str] | None:
+    """MA_LOAI_RV and (when the disposition implies it) KET_QUA_DTRI for a PV1-36 / FHIR disposition code."""
+    entry = _table("xml130_codes")["DISCHARGE"].get(code)
+    return (str(entry[0]), str(entry[1])) if isinstance(entry, list) else None
+
+
+def benefit_level(card: str) -> str:
+    """MUC_HUONG (percent) from character 3 of a 15-character BHYT card; "" when it is not one."""
+    if len(card) != 15:
+        return ""
+    level: str = _table("xml130_codes")["MUC_HUONG_BY_CARD_LEVEL"].get(card[2], "")
+    return level
+
+
+def is_patient_category(code: str) -> bool:
+    """True when a value has the form of a national MA_DOITUONG_KCB (QĐ 3276): 1.1, 2, 3.12, ..."""
+    return re.fullmatch(_table("xml130_codes")["MA_DOITUONG_KCB_FORMAT"], code) is not None

@@ -13,13 +13,16 @@ from __future__ import annotations
 
 import json
 import xml.etree.ElementTree as ET
+from collections.abc import Mapping
 from functools import cache
 from importlib import resources
 from typing import Any
 
 from mappings.canonical import DocumentView, concept_text, first_coding, xml_datetime
 from mappings.model import Document, FacilityInfo
-from mappings.xml130.tables import CANCELLED, XML_DECLARATION, XML_INVALID, xml1
+from mappings.xml130.layout import XML_DECLARATION, XML_INVALID
+from mappings.xml130.site import SiteCodes
+from mappings.xml130.tables import CANCELLED, xml1
 
 VISIT = "visit"
 INPATIENT = "inpatient"
@@ -96,11 +99,12 @@ def _reached(view: DocumentView, summary: dict[str, str]) -> set[str]:
     return {VISIT}
 
 
-def _summary(view: DocumentView, facility: FacilityInfo) -> dict[str, str]:
-    return xml1(view, facility) if view.one("Encounter") else {}
+def _summary(view: DocumentView, facility: FacilityInfo, site: Mapping[str, Any] | None) -> dict[str, str]:
+    return xml1(view, facility, SiteCodes(site)) if view.one("Encounter") else {}
 
 
-def due_stages(previous: Document | None, document: Document, facility: FacilityInfo) -> list[str]:
+def due_stages(previous: Document | None, document: Document, facility: FacilityInfo,
+               site: Mapping[str, Any] | None = None) -> list[str]:
     """The check-ins this version makes due: the stages it reached that the previous version had not.
 
     When both are reached at once (an inpatient stay from its first cost) only the inpatient one is due.
@@ -108,19 +112,20 @@ def due_stages(previous: Document | None, document: Document, facility: Facility
     if document.kind != "episode":
         return []
     view = DocumentView(document)
-    reached = _reached(view, _summary(view, facility))
+    reached = _reached(view, _summary(view, facility, site))
     if previous is not None and previous.bundle.get("entry"):
         before = DocumentView(previous)
-        reached -= _reached(before, _summary(before, facility))
+        reached -= _reached(before, _summary(before, facility, site))
     if INPATIENT in reached:
         return [INPATIENT]
     return sorted(reached)
 
 
-def checkin_row(document: Document, facility: FacilityInfo, stage: str) -> dict[str, str]:
+def checkin_row(document: Document, facility: FacilityInfo, stage: str,
+                site: Mapping[str, Any] | None = None) -> dict[str, str]:
     """The TRANG_THAI_KCB row: the episode summary's identity and card fields, and the first cost of the stage."""
     view = DocumentView(document)
-    summary = _summary(view, facility)
+    summary = _summary(view, facility, site)
     fields: list[str] = layout()["fields"]
     row = {name: summary.get(name, "") for name in fields}
     admitted = _inpatient_since(view, summary) if stage == INPATIENT else ""
@@ -135,10 +140,11 @@ def checkin_row(document: Document, facility: FacilityInfo, stage: str) -> dict[
     return row
 
 
-def build_checkin(document: Document, facility: FacilityInfo, stage: str) -> bytes:
+def build_checkin(document: Document, facility: FacilityInfo, stage: str,
+                  site: Mapping[str, Any] | None = None) -> bytes:
     """The unsigned XML0 document of one stage, ending with the empty CHUKYDONVI its signature goes in."""
     rules = layout()
-    row = checkin_row(document, facility, stage)
+    row = checkin_row(document, facility, stage, site)
     root = ET.Element(rules["root"])
     target = ET.SubElement(ET.SubElement(root, rules["list"]), rules["row"])
     for name in rules["fields"]:

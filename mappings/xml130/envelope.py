@@ -8,7 +8,7 @@ from datetime import datetime
 
 from mappings.canonical import VN_TZ
 from mappings.model import FacilityInfo
-from mappings.xml130.tables import XML_DECLARATION
+from mappings.xml130.layout import XML_DECLARATION
 
 TABLE_NAME = re.compile(r"XML([1-9]|1[0-5])")
 

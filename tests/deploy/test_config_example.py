@@ -85,9 +85,12 @@ def test_the_example_names_no_unknown_setting() -> None:
 
 
 def test_the_optional_examples_are_valid_settings(tmp_path: Path) -> None:
-    full = tmp_path / "full.toml"
-    full.write_text(_uncommented(EXAMPLE.read_text(encoding="utf-8")), encoding="utf-8")
+    full, catalogue = tmp_path / "full.toml", tmp_path / "site-mappings.toml"
+    catalogue.write_text('[wards]\n"KB" = "K01"\n', encoding="utf-8")
+    text = _uncommented(EXAMPLE.read_text(encoding="utf-8"))
+    full.write_text(text.replace("/etc/healthbook-gateway/site-mappings.toml", str(catalogue)), encoding="utf-8")
     settings = load_settings(full, environ={})
+    assert settings.site_mappings.as_mapping()["wards"] == {"KB": "K01", "NOI-TM": "K02"}
     assert settings.mllp.allowed_senders[0].address == "10.10.20.0/24"
     assert settings.signing.pkcs11_module is not None
     assert settings.store.encryption_key is not None

@@ -10,8 +10,8 @@ import pytest
 import yaml
 
 from tests.deploy.conftest import DEPLOY, load_yaml, require_tool
-from tests.deploy.test_prometheus import _alert_rules
 from tests.deploy.metric_names import exported_series, names_used, unknown_labels, unknown_names
+from tests.deploy.test_prometheus import _alert_rules
 
 GRAFANA = DEPLOY / "grafana"
 DASHBOARD = GRAFANA / "dashboards" / "healthbook-gateway.json"

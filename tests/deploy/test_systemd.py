@@ -1,14 +1,13 @@
 """The systemd unit is valid, keeps its hardening, and the gateway runs under its memory and system-call limits."""
 from __future__ import annotations
 
-from typing import ClassVar
-
 import ctypes
 import ctypes.util
 import shutil
 import subprocess
 import sys
 from pathlib import Path
+from typing import ClassVar
 
 import pytest
 

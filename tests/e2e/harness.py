@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from gateway.config import DEMO_SITE_MAPPINGS
 from tests.conftest import free_port
 
 BIN = Path(sys.executable).parent
@@ -112,6 +113,7 @@ class GatewayProcess:
             "HBGW_STORE__PATH": str(var / "gateway.db"), "HBGW_SIGNING__DEV_DIR": str(var / "dev-cert"),
             "HBGW_LOGGING__FORMAT": "json", "HBGW_PIPELINE__POLL_INTERVAL_SECONDS": "0.2",
             "HBGW_PIPELINE__BACKOFF_BASE_SECONDS": "0.2", "HBGW_PIPELINE__BACKOFF_MAX_SECONDS": "2",
+            "HBGW_SITE_MAPPINGS__FILE": str(DEMO_SITE_MAPPINGS),  # the sample codes, as a hospital maps its own
             # the delivery tests count one portal acceptance per admission they send; BHXH itself gets an
             # episode's files once it is finished (the default, tests/e2e/test_bhxh_path.py)
             "HBGW_PORTAL__BHXH__SEND_FILES": "every_version",

@@ -33,7 +33,7 @@ def hl7(control_id: str, *, sender: str = "HIS_BVDK", facility: str = "BVDK^4000
            processing_id,
            "2.5", "", "", msh15, msh16, "VNM", charset]
     segments = ["|".join(msh), "EVN|A01|20260312083000", f"PID|1||{pid3}||{name}||19850214|M",
-                "PV1|1|I|NOI^P302||||||||||||||||VV1"]
+                "PV1|1|I|NOI^P302||||||||||||||||VV1" + "|" * 25 + "20260312082500"]
     return terminator.join(segments) + terminator
 
 

@@ -13,7 +13,13 @@ from lxml import etree
 
 from adapters.portal.emulator.validate import check_checkin
 from gateway.channels import build_submissions
-from gateway.config import BhxhChannelSettings, PortalSettings, SigningSettings
+from gateway.config import (
+    DEMO_SITE_MAPPINGS,
+    BhxhChannelSettings,
+    PortalSettings,
+    SigningSettings,
+    SiteMappingSettings,
+)
 from gateway.signing import Signer, load_signer
 from gateway.signing.sources import generate_self_signed
 from gateway.store import Inbound, MappingOutcome
@@ -28,6 +34,7 @@ from tests.mappings.conftest import replace_field
 from tests.store_backends import StoreBackend
 
 FACILITY = FacilityInfo(name="Benh vien Demo", bhxh_code="40001", moh_facility_id="4000000000123")
+SITE = SiteMappingSettings(file=DEMO_SITE_MAPPINGS).as_mapping()
 NOW = datetime(2026, 11, 23, 8, 15, tzinfo=UTC)
 
 
@@ -59,13 +66,14 @@ def row(signed: bytes) -> dict[str, str]:
 def test_an_admission_without_any_cost_yet_sends_no_check_in(signer: Signer) -> None:
     [admitted] = versions(corpus_hl7("adt_a01_admit.hl7"))
     assert checkin.due_stages(None, admitted, FACILITY) == []
-    assert build_submissions(admitted, FACILITY, signer, PortalSettings(), now=NOW) == []  # nor files: not finished
+    # nor files: not finished
+    assert build_submissions(admitted, FACILITY, signer, PortalSettings(), now=NOW, site=SITE) == []
 
 
 def test_the_first_cost_of_an_inpatient_stay_sends_one_signed_check_in_before_the_files(signer: Signer) -> None:
     admitted, with_labs = versions(corpus_hl7("adt_a01_admit.hl7"), corpus_hl7("oru_r01_lab.hl7"))
     every_version = PortalSettings(bhxh=BhxhChannelSettings(send_files="every_version"))
-    first, files = build_submissions(with_labs, FACILITY, signer, every_version, now=NOW, previous=admitted)
+    first, files = build_submissions(with_labs, FACILITY, signer, every_version, now=NOW, previous=admitted, site=SITE)
     assert first.idempotency_key == f"{with_labs.document_id}:v{with_labs.version}"
     assert (first.channel, files.channel) == ("bhxh_checkin", "bhxh_xml130")  # files never supersede it
     assert first.document_id == files.document_id
@@ -84,7 +92,7 @@ def test_a_check_in_is_due_once_per_stage(signer: Signer) -> None:
                                         corpus_hl7("adt_a03_discharge.hl7"))
     assert checkin.due_stages(with_labs, discharged, FACILITY) == []
     portal = PortalSettings(bhxh=BhxhChannelSettings(claim_delay_seconds=600))
-    [files] = build_submissions(discharged, FACILITY, signer, portal, now=NOW, previous=with_labs)
+    [files] = build_submissions(discharged, FACILITY, signer, portal, now=NOW, previous=with_labs, site=SITE)
     assert files.idempotency_key == discharged.idempotency_key
     assert files.not_before == NOW.timestamp() + 600  # held for late charges
 
@@ -93,7 +101,7 @@ def test_an_outpatient_visit_checks_in_with_its_first_drug(signer: Signer) -> No
     bundle = json.loads((CORPUS / "fhir" / "transaction_outpatient_visit.json").read_text(encoding="utf-8"))
     visit = assemble(None, map_fhir(bundle).fragments[0])
     assert checkin.due_stages(None, visit, FACILITY) == [checkin.VISIT]
-    first, files = build_submissions(visit, FACILITY, signer, PortalSettings(), now=NOW)
+    first, files = build_submissions(visit, FACILITY, signer, PortalSettings(), now=NOW, site=SITE)
     assert files.idempotency_key == visit.idempotency_key  # the visit is finished: its files follow
     values = row(first.body)
     assert (first.channel, first.idempotency_key) == ("bhxh_checkin", visit.idempotency_key)
@@ -121,7 +129,7 @@ def test_an_emergency_sends_no_check_in() -> None:
 def test_check_ins_can_be_turned_off(signer: Signer) -> None:
     admitted, with_labs = versions(corpus_hl7("adt_a01_admit.hl7"), corpus_hl7("oru_r01_lab.hl7"))
     portal = PortalSettings(bhxh=BhxhChannelSettings(checkin_enabled=False, send_files="every_version"))
-    submissions = build_submissions(with_labs, FACILITY, signer, portal, now=NOW, previous=admitted)
+    submissions = build_submissions(with_labs, FACILITY, signer, portal, now=NOW, previous=admitted, site=SITE)
     assert [item.idempotency_key for item in submissions] == [with_labs.idempotency_key]
 
 
@@ -131,9 +139,11 @@ def test_a_reopened_stay_withdraws_its_files_still_held_for_late_charges(signer:
     _, with_labs, discharged, reopened = versions(
         corpus_hl7("adt_a01_admit.hl7"), corpus_hl7("oru_r01_lab.hl7"), corpus_hl7("adt_a03_discharge.hl7"),
         reopen)
-    assert build_submissions(with_labs, FACILITY, signer, PortalSettings(), now=NOW, previous=None)[0].channel \
+    assert build_submissions(with_labs, FACILITY, signer, PortalSettings(), now=NOW, previous=None,
+                             site=SITE)[0].channel \
         == "bhxh_checkin"  # an open stay: a check-in, no withdrawal
-    [withdrawal] = build_submissions(reopened, FACILITY, signer, PortalSettings(), now=NOW, previous=discharged)
+    [withdrawal] = build_submissions(reopened, FACILITY, signer, PortalSettings(), now=NOW, previous=discharged,
+                                     site=SITE)
     assert (withdrawal.channel, withdrawal.version, withdrawal.withdraws) == ("bhxh_xml130", reopened.version, True)
 
 
@@ -149,10 +159,10 @@ async def test_the_store_drops_held_files_a_newer_version_withdraws(signer: Sign
         ids = [(await store.store_inbound(Inbound("mllp", "HIS", f"C{n}", "ADT", f"c{n}", b"x", b"AA"))).message_id
                for n in range(2)]
         held = build_submissions(discharged, FACILITY, signer, portal, now=datetime.now(UTC),
-                                 previous=with_labs)
+                                 previous=with_labs, site=SITE)
         await store.finish_messages([MappingOutcome(ids[0], [discharged], held)])
         assert await store.claim_submissions(5) == []  # held for late charges
-        withdrawal = build_submissions(reopened, FACILITY, signer, portal, previous=discharged)
+        withdrawal = build_submissions(reopened, FACILITY, signer, portal, previous=discharged, site=SITE)
         await store.finish_messages([MappingOutcome(ids[1], [reopened], withdrawal)])
         depths = await store.queue_depths()
         assert (depths.get(("outbox", "pending"), 0), depths.get(("outbox", "superseded"))) == (0, 1)

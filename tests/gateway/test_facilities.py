@@ -3,7 +3,7 @@ the facility that treated the patient; a message naming none of them refused at 
 from __future__ import annotations
 
 import json
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -14,7 +14,16 @@ from lxml import etree
 from adapters.portal.emulator.validate import check_checkin, check_envelope
 from gateway.app import fhir_validator
 from gateway.builder import submissions_builder
-from gateway.config import BhxhChannelSettings, ConfigError, PortalSettings, Settings, SigningSettings, load_settings
+from gateway.config import (
+    DEMO_SITE_MAPPINGS,
+    BhxhChannelSettings,
+    ConfigError,
+    PortalSettings,
+    Settings,
+    SigningSettings,
+    SiteMappingSettings,
+    load_settings,
+)
 from gateway.facilities import Facilities, UnknownFacility
 from gateway.signing import Signer, load_signer
 from gateway.signing.sources import generate_self_signed
@@ -30,7 +39,7 @@ HCM_MSH4 = "BV_TPHCM^7900000000456^L"
 
 
 def signing_files(directory: Path, name: str) -> SigningSettings:
-    now = datetime.now(timezone.utc)
+    now = datetime.now(UTC)
     certificate, key = generate_self_signed(name, now - timedelta(days=1), now + timedelta(days=30))
     (directory / f"{name}.crt").write_bytes(certificate.public_bytes(serialization.Encoding.PEM))
     (directory / f"{name}.key").write_bytes(key.private_bytes(
@@ -88,7 +97,8 @@ def test_each_document_belongs_to_the_facility_its_sender_names(facilities: Faci
 
 
 def test_what_is_signed_carries_the_treating_facility_s_codes_and_certificate(facilities: Facilities) -> None:
-    build = submissions_builder(facilities, PortalSettings(bhxh=BhxhChannelSettings(send_files="every_version")))
+    build = submissions_builder(facilities, PortalSettings(bhxh=BhxhChannelSettings(send_files="every_version")),
+                                site=SiteMappingSettings(file=DEMO_SITE_MAPPINGS).as_mapping())
     admit, lab = (replace_field(corpus_hl7(name), "MSH", 4, HCM_MSH4) for name in ("adt_a01_admit.hl7",
                                                                                   "oru_r01_lab.hl7"))
     admitted = episode(admit)
@@ -104,7 +114,8 @@ def test_what_is_signed_carries_the_treating_facility_s_codes_and_certificate(fa
 
 
 def test_a_document_of_an_unknown_facility_is_parked_with_the_reason(facilities: Facilities) -> None:
-    build = submissions_builder(facilities, PortalSettings())
+    build = submissions_builder(facilities, PortalSettings(),
+                                site=SiteMappingSettings(file=DEMO_SITE_MAPPINGS).as_mapping())
     unknown = episode(replace_field(corpus_hl7("adt_a01_admit.hl7"), "MSH", 4, "PK_LA^0100000000999^L"))
     with pytest.raises(SubmissionBuildError, match="names no configured facility"):
         build(unknown, None)

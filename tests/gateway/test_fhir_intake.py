@@ -123,3 +123,23 @@ async def test_validate_never_stores_even_a_valid_resource(store: SqliteStore) -
     answer = await intake(store).validate(request(PATIENT, "validate"))
     assert answer.status == 200 and json.loads(answer.body)["issue"][0]["severity"] == "information"
     assert await store.claim_messages(10) == []
+
+
+@pytest.mark.parametrize("resource_type", ["MedicationRequest", "MedicationDispense", "MedicationAdministration",
+                                           "ChargeItem", "ClinicalImpression"])
+async def test_claim_resources_are_taken_alone_with_the_real_mapping(store: SqliteStore, resource_type: str) -> None:
+    from gateway.app import validate_fhir
+    from tests.mappings.claim_samples import outpatient_bundle
+
+    resource = next((e["resource"] for e in outpatient_bundle()["entry"]
+                     if e["resource"]["resourceType"] == resource_type), None) or {
+        "resourceType": "MedicationAdministration", "status": "completed",
+        "medicationCodeableConcept": {"coding": [{"system": "urn:hbgw:code:pkdk-danang", "code": "METF500"}]},
+        "effectiveDateTime": "2026-05-02T10:30:00+07:00",
+        "request": {"identifier": {"system": "urn:hbgw:order:pkdk-danang", "value": "DT26-5120-1"}}}
+    link = "context" if resource_type in ("MedicationDispense", "MedicationAdministration", "ChargeItem") \
+        else "encounter"
+    alone = {**resource, "subject": {"identifier": {"system": "urn:hbgw:id:cccd", "value": "048190007788"}},
+             link: {"identifier": {"system": "urn:hbgw:visit:pkdk-danang", "value": "KB26-005120"}}}
+    answer = await intake(store, validate_fhir).submit(request(alone, "create"))
+    assert answer.status == 201, answer.body

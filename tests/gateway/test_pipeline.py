@@ -221,10 +221,10 @@ async def test_after_a_failure_messages_are_still_applied_in_the_order_they_were
 class UnsaveableMessage(SqliteStore):
     """A store that refuses to save the mapping of one message, as a deterministic bug or bad data might."""
 
-    def _save_mapping(self, db: sqlite3.Connection, now: float, outcome) -> None:
+    def _save_mapping(self, db: sqlite3.Connection, now: float, outcome, sealed) -> None:
         if outcome.message_id == 2:
             raise sqlite3.IntegrityError("cannot save message 2")
-        super()._save_mapping(db, now, outcome)
+        super()._save_mapping(db, now, outcome, sealed)
 
 
 class UnsaveableMessageOnPostgres(PostgresStore):

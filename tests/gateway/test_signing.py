@@ -5,7 +5,7 @@ import base64
 import hashlib
 import json
 import logging
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -40,7 +40,7 @@ def write_pem_pair(directory: Path, not_before: datetime, not_after: datetime,
 
 @pytest.fixture
 def now() -> datetime:
-    return datetime.now(timezone.utc)
+    return datetime.now(UTC)
 
 
 def test_dev_source_generates_once_then_reuses_and_warns(tmp_path: Path) -> None:
@@ -112,8 +112,8 @@ def test_encrypted_pem_key_needs_its_password(tmp_path: Path, now: datetime) -> 
 
 
 def test_expired_certificate_is_refused_with_a_clear_line(tmp_path: Path, now: datetime) -> None:
-    settings = write_pem_pair(tmp_path, datetime(2024, 1, 1, tzinfo=timezone.utc),
-                              datetime(2026, 1, 1, tzinfo=timezone.utc))
+    settings = write_pem_pair(tmp_path, datetime(2024, 1, 1, tzinfo=UTC),
+                              datetime(2026, 1, 1, tzinfo=UTC))
     with pytest.raises(SigningError) as caught:
         load_signer(settings)
     assert str(caught.value) == "signing certificate expired on 2026-01-01 00:00 UTC (subject C=VN,CN=Benh vien Test)"
@@ -155,8 +155,8 @@ def test_pkcs12_source_loads_certificate_and_key(tmp_path: Path, now: datetime) 
 
 
 def test_expired_pkcs12_certificate_is_refused(tmp_path: Path) -> None:
-    certificate, key = generate_self_signed("Old", datetime(2020, 1, 1, tzinfo=timezone.utc),
-                                            datetime(2021, 1, 1, tzinfo=timezone.utc))
+    certificate, key = generate_self_signed("Old", datetime(2020, 1, 1, tzinfo=UTC),
+                                            datetime(2021, 1, 1, tzinfo=UTC))
     (tmp_path / "old.p12").write_bytes(pkcs12.serialize_key_and_certificates(
         b"old", key, certificate, None, serialization.NoEncryption()))
     with pytest.raises(SigningError, match="expired on 2021-01-01"):

@@ -7,7 +7,7 @@ import shutil
 import subprocess
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -73,7 +73,7 @@ def token(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Token]:
         env = dict(os.environ)
         subprocess.run(["softhsm2-util", "--init-token", "--free", "--label", TOKEN_LABEL, "--pin", PIN,
                         "--so-pin", "13579"], check=True, capture_output=True, env=env)
-        now = datetime.now(timezone.utc)
+        now = datetime.now(UTC)
         certificate, key = generate_self_signed("Benh vien Token", now - timedelta(days=1), now + timedelta(days=90))
         expired, _ = generate_self_signed("Benh vien Token", now - timedelta(days=400), now - timedelta(days=1), key)
         key_file = directory / "key.pem"

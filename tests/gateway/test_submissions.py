@@ -6,7 +6,7 @@ import dataclasses
 import json
 import re
 import uuid
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 
 import pytest
@@ -16,24 +16,31 @@ from adapters.portal.emulator.hub import HubRefusal, check_message
 from adapters.portal.emulator.validate import check_envelope
 from adapters.portal.emulator.xmldsig import verify_form
 from gateway.channels import build_submissions
-from gateway.config import BhxhChannelSettings, PortalSettings, SigningSettings
+from gateway.config import (
+    DEMO_SITE_MAPPINGS,
+    BhxhChannelSettings,
+    PortalSettings,
+    SigningSettings,
+    SiteMappingSettings,
+)
 from gateway.hub_message import msg_id
 from gateway.signing import Signer, load_signer
 from gateway.signing.sources import generate_self_signed
-from gateway.submissions import SubmissionBuildError
+from gateway.submissions import DocumentParked, SubmissionBuildError
 from mappings.document import assemble
 from mappings.hl7v2 import map_message
 from mappings.model import Document, FacilityInfo
 from tests.conftest import corpus_hl7
 
 FACILITY = FacilityInfo(name="Benh vien Demo", bhxh_code="40001", moh_facility_id="4000000000123")
-NOW = datetime(2026, 11, 23, 8, 15, tzinfo=timezone.utc)
+SITE = SiteMappingSettings(file=DEMO_SITE_MAPPINGS).as_mapping()
+NOW = datetime(2026, 11, 23, 8, 15, tzinfo=UTC)
 
 
 @pytest.fixture(scope="module")
 def signer(tmp_path_factory: pytest.TempPathFactory) -> Signer:
     directory: Path = tmp_path_factory.mktemp("submissions")
-    now = datetime.now(timezone.utc)
+    now = datetime.now(UTC)
     certificate, key = generate_self_signed("Benh vien Demo", now - timedelta(days=1), now + timedelta(days=30))
     (directory / "c.pem").write_bytes(certificate.public_bytes(serialization.Encoding.PEM))
     (directory / "k.pem").write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
@@ -50,7 +57,7 @@ def document(corpus_file: str) -> Document:
 def test_episode_becomes_one_signed_bhxh_envelope(signer: Signer) -> None:
     episode = document("adt_a01_admit.hl7")
     every_version = PortalSettings(bhxh=BhxhChannelSettings(send_files="every_version"))
-    [submission] = build_submissions(episode, FACILITY, signer, every_version, now=NOW)
+    [submission] = build_submissions(episode, FACILITY, signer, every_version, now=NOW, site=SITE)
     assert (submission.channel, submission.idempotency_key) == ("bhxh_xml130", episode.idempotency_key)
     assert (submission.document_id, submission.version, submission.content_type) == (
         episode.document_id, episode.version, "application/xml")
@@ -140,4 +147,22 @@ def test_a_cancelled_episode_sends_nothing_more_instead_of_failing(signer: Signe
     episode = assemble(None, map_message(admit).fragments[0])
     cancelled = assemble(episode, map_message(cancel).fragments[0])
     assert cancelled.version == 2
-    assert build_submissions(cancelled, FACILITY, signer, PortalSettings(), now=NOW) == []
+    assert build_submissions(cancelled, FACILITY, signer, PortalSettings(), now=NOW, site=SITE) == []
+
+
+def test_an_episode_the_site_mappings_cannot_code_yet_is_parked_naming_the_codes(signer: Signer) -> None:
+    episode = document("adt_a01_admit.hl7")
+    every_version = PortalSettings(bhxh=BhxhChannelSettings(send_files="every_version"))
+    with pytest.raises(DocumentParked) as parked:
+        build_submissions(episode, FACILITY, signer, every_version, now=NOW, site={"wards": {"NOI-TM": "K02"}})
+    assert (parked.value.channel, parked.value.codes) == ("bhxh_xml130", ("patient-category:",))
+    assert build_submissions(episode, FACILITY, signer, every_version, now=NOW, site=SITE)  # once mapped
+
+
+def test_an_episode_still_missing_a_required_element_waits_for_it(signer: Signer) -> None:
+    admit = corpus_hl7("adt_a01_admit.hl7").replace("|20260312082500+0700|", "||")
+    episode = assemble(None, map_message(admit).fragments[0])
+    with pytest.raises(DocumentParked) as parked:
+        build_submissions(episode, FACILITY, signer, PortalSettings(bhxh=BhxhChannelSettings(send_files="every_version")),
+                          now=NOW, site=SITE)
+    assert "required:XML1.NGAY_VAO" in parked.value.codes

@@ -6,7 +6,7 @@ import json
 import random
 import re
 from collections.abc import Iterator
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 import pytest
@@ -15,9 +15,9 @@ from mappings.checkup.build import FormOptions, build_form
 from mappings.document import assemble
 from mappings.fhir_in import map_fhir
 from mappings.hl7v2 import map_message, screen
+from mappings.hl7v2.rules import DATE_FIELDS, REPEATING_SEGMENTS
 from mappings.model import FacilityInfo, MappingResult
 from mappings.xml130 import build_envelope, build_tables
-from mappings.hl7v2.rules import DATE_FIELDS
 from tests.mappings.conftest import CORPUS, corpus_text, hl7_files, replace_field
 
 FACILITY = FacilityInfo("Fuzz facility", "40001", "4000000000123")
@@ -38,7 +38,7 @@ def encode_all(result: MappingResult) -> None:
     for fragment in result.fragments:
         document = assemble(None, fragment)
         if document.kind == "episode" and (tables := build_tables(document, FACILITY)):
-            build_envelope(tables, FACILITY, datetime(2026, 1, 1, tzinfo=timezone.utc))
+            build_envelope(tables, FACILITY, datetime(2026, 1, 1, tzinfo=UTC))
         elif document.kind == "health_check":
             form = build_form(document, FACILITY, FormOptions("14", "9"))
             assert not [i for i in form.issues if i.code == "required"], form.issues  # screen refuses those
@@ -101,7 +101,7 @@ def test_fhir_nothing_raises(seed: int) -> None:
     encode_all(result)
 
 
-REPEATING = ("OBR", "OBX", "DG1", "PR1", "RXA")
+REPEATING = REPEATING_SEGMENTS
 IMPOSSIBLE_TIMES = ("20261399250000", "20260230", "20260312240000", "20260312082560", "20260312082500+1430",
                     "20260312082500+0760", "2026-03-12", "00000101")
 

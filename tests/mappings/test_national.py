@@ -5,7 +5,7 @@ import base64
 import dataclasses
 import json
 import xml.etree.ElementTree as ET
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta, timezone
 from functools import reduce
 
 import pytest
@@ -15,10 +15,12 @@ from mappings.fhir_in import map_fhir
 from mappings.hl7v2 import map_message
 from mappings.model import Document, FacilityInfo, Fragment
 from mappings.xml130 import build_envelope, build_tables
-from mappings.xml130.tables import layouts
+from mappings.xml130.layout import field_names, layouts
 from tests.mappings.conftest import CORPUS, corpus_text, replace_field
 
 FACILITY = FacilityInfo("Bệnh viện Đa khoa tỉnh Nghệ An", "40001", "4000000000123", "2900325050", "4012345678")
+SITE = {"lab_tests": {code: {"service": "23.0075.1494", "indicator": f"QD1227-{code}"}
+                      for code in ("2345-7", "4548-4", "2160-0", "2093-3", "2571-8", "1742-6", "18776-5")}}
 EPISODE = ("adt_a01_admit.hl7", "oru_r01_lab.hl7", "adt_a08_update.hl7", "adt_a03_discharge.hl7",
            "mdm_t02_summary.hl7")
 
@@ -59,7 +61,7 @@ def test_every_table_has_its_layout_in_order(episode: Document) -> None:
     for name, xml in build_tables(episode, FACILITY).items():
         assert xml.startswith(b'<?xml version="1.0" encoding="utf-8"?>')
         layout = layouts()[name]
-        assert list(fields(xml, layout["row"])) == layout["fields"]
+        assert list(fields(xml, layout["row"])) == field_names(name)
 
 
 def test_xml1_values(episode: Document) -> None:
@@ -71,26 +73,27 @@ def test_xml1_values(episode: Document) -> None:
         "MATINH_CU_TRU": "40", "MA_THE_BHYT": "GD4404012345678", "MA_BENH_CHINH": "I10", "MA_BENH_KT": "E78.2",
         "CHAN_DOAN_VAO": "Tăng huyết áp vô căn (nguyên phát)", "NGAY_VAO": "202603120825",
         "NGAY_RA": "202603181430", "SO_NGAY_DTRI": "7", "MA_LOAI_RV": "1", "MA_LOAI_KCB": "03",
-        "MA_CSKCB": "40001", "CAN_NANG": "68",
+        "MA_CSKCB": "40001", "CAN_NANG": "68.00",
     }
     assert {key: xml1[key] for key in expected} == expected
 
 
 def test_xml4_rows_keep_values_and_units(episode: Document) -> None:
-    root = ET.fromstring(build_tables(episode, FACILITY)["XML4"])
+    root = ET.fromstring(build_tables(episode, FACILITY, SITE)["XML4"])
     rows = [{c.tag: c.text or "" for c in row} for row in root.iter("CHI_TIET_CLS")]
     assert [r["STT"] for r in rows] == [str(n) for n in range(1, 8)]
-    glucose = next(r for r in rows if r["MA_CHI_SO"] == "2345-7")
+    glucose = next(r for r in rows if r["MA_CHI_SO"] == "QD1227-2345-7")
     assert (glucose["GIA_TRI"], glucose["DON_VI_DO"], glucose["MO_TA"], glucose["KET_LUAN"], glucose["NGAY_KQ"]) == (
-        "7.8", "mmol/L", "3.9-6.4", "H", "202603121010")
-    assert next(r for r in rows if r["MA_CHI_SO"] == "1742-6")["DON_VI_DO"] == "U/L"
+        "7.8", "mmol/L", "3.9-6.4", "Cao", "202603121010")
+    assert glucose["MA_DICH_VU"] == "23.0075.1494"
+    assert next(r for r in rows if r["MA_CHI_SO"] == "QD1227-1742-6")["DON_VI_DO"] == "U/L"
 
 
 @pytest.mark.parametrize(("value", "written"), [("7.8", "7.8"), ("<5.2", "<5.2"), (">= 30", ">=30")])
 def test_xml4_writes_a_comparator_before_the_number(value: str, written: str) -> None:
     message = corpus_text("oru_r01_lab.hl7").replace("||7.8|mmol/L|", f"||{value}|mmol/L|")
-    root = ET.fromstring(build_tables(assemble(None, map_message(message).fragments[0]), FACILITY)["XML4"])
-    glucose = next(row for row in root.iter("CHI_TIET_CLS") if row.findtext("MA_CHI_SO") == "2345-7")
+    root = ET.fromstring(build_tables(assemble(None, map_message(message).fragments[0]), FACILITY, SITE)["XML4"])
+    glucose = next(row for row in root.iter("CHI_TIET_CLS") if row.findtext("MA_CHI_SO") == "QD1227-2345-7")
     assert glucose.findtext("GIA_TRI") == written
 
 
@@ -122,8 +125,9 @@ def test_local_diagnosis_codes_never_reach_the_icd10_fields() -> None:
     assert (xml1["MA_BENH_CHINH"], xml1["MA_BENH_KT"]) == ("E78.2", "")
 
 
-@pytest.mark.parametrize(("disposition", "kind", "result"), [("01", "1", ""), ("02", "2", ""), ("07", "4", ""),
-                                                             ("20", "", "5"), ("", "", "")])
+@pytest.mark.parametrize(("disposition", "kind", "result"), [("01", "1", "7"), ("02", "2", "7"), ("07", "4", "7"),
+                                                             ("20", "1", "5"), ("", "1", "7"), ("TV", "3", "7"),
+                                                             ("CTBN", "5", "7")])
 def test_discharge_codes(disposition: str, kind: str, result: str) -> None:
     message = replace_field(corpus_text("adt_a03_discharge.hl7"), "PV1", 36, disposition)
     xml1 = fields(build_tables(assemble(None, map_message(message).fragments[0]), FACILITY)["XML1"])
@@ -208,7 +212,7 @@ def test_fhir_episode_gives_xml1_and_xml8() -> None:
 
 def test_envelope_shape_and_content(episode: Document) -> None:
     tables = build_tables(episode, FACILITY)
-    created = datetime(2026, 3, 18, 17, 30, tzinfo=timezone.utc)
+    created = datetime(2026, 3, 18, 17, 30, tzinfo=UTC)
     envelope = build_envelope(tables, FACILITY, created)
     root = ET.fromstring(envelope)
     assert root.tag == "GIAMDINHHS"

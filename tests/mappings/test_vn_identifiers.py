@@ -4,9 +4,17 @@ from __future__ import annotations
 import pytest
 
 from mappings.vn import codes
-from mappings.vn.identifiers import (bhxh_facility_code_issues, bhyt_issues, cccd_issues, icd10_issues,
-                                     is_valid_bhyt, is_valid_cccd, moh_facility_id_issues, patient_key,
-                                     tax_code_issues)
+from mappings.vn.identifiers import (
+    bhxh_facility_code_issues,
+    bhyt_issues,
+    cccd_issues,
+    icd10_issues,
+    is_valid_bhyt,
+    is_valid_cccd,
+    moh_facility_id_issues,
+    patient_key,
+    tax_code_issues,
+)
 
 CCCD = "040085012345"  # Nghệ An, male, 1985
 

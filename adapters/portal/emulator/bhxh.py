@@ -16,14 +16,30 @@ import binascii
 import hashlib
 import re
 from collections.abc import Awaitable, Callable
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta, timezone
 
 from aiohttp import web
 
 from adapters.portal.bhxh_wire import (
-    ACCEPTED, ACCEPTED_MESSAGE, BAD_PARAMETERS, CHECKIN_FILE_TYPE, CLAIM_FILE_TYPE, FORBIDDEN, FORM_CONTENT_TYPE,
-    HEADER_ACCESS_TOKEN, HEADER_PASSWORD_HASH, HEADER_TOKEN_ID, MESSAGE, RECEIVED_AT, RECEIVED_AT_FORMAT,
-    RESULT_CODE, SUBMIT_FORM_FIELDS, TOKEN_INVALID, TOKEN_KEY, TRANSACTION_ID, dotnet_utc,
+    ACCEPTED,
+    ACCEPTED_MESSAGE,
+    BAD_PARAMETERS,
+    CHECKIN_FILE_TYPE,
+    CLAIM_FILE_TYPE,
+    FORBIDDEN,
+    FORM_CONTENT_TYPE,
+    HEADER_ACCESS_TOKEN,
+    HEADER_PASSWORD_HASH,
+    HEADER_TOKEN_ID,
+    MESSAGE,
+    RECEIVED_AT,
+    RECEIVED_AT_FORMAT,
+    RESULT_CODE,
+    SUBMIT_FORM_FIELDS,
+    TOKEN_INVALID,
+    TOKEN_KEY,
+    TRANSACTION_ID,
+    dotnet_utc,
 )
 from adapters.portal.emulator.state import BhxhEmulatorAccount, EmulatorState, transaction_id
 from adapters.portal.emulator.validate import Rejection, check_checkin, check_envelope
@@ -67,7 +83,7 @@ async def bhxh_token(request: web.Request) -> web.Response:
         return _answer(TOKEN_INVALID, "Sai tên đăng nhập hoặc mật khẩu")
     state.counters.logins += 1
     access, id_token = state.issue_token(), state.issue_token()
-    expires = datetime.now(timezone.utc) + timedelta(seconds=state.faults.token_ttl)
+    expires = datetime.now(UTC) + timedelta(seconds=state.faults.token_ttl)
     return web.json_response({RESULT_CODE: ACCEPTED, TOKEN_KEY: {
         "access_token": access, "id_token": id_token, "token_type": "bearer", "username": account.username,
         "expires_in": dotnet_utc(expires)}})

@@ -11,7 +11,8 @@ from typing import Any
 
 from lxml import etree
 from signxml import XMLVerifier
-from signxml.exceptions import InvalidInput, InvalidSignature as InvalidXmlSignature
+from signxml.exceptions import InvalidInput
+from signxml.exceptions import InvalidSignature as InvalidXmlSignature
 
 DS = "{http://www.w3.org/2000/09/xmldsig#}"
 FILE_TYPES = {f"XML{number}" for number in range(1, 16)}

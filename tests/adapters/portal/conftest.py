@@ -6,7 +6,7 @@ import dataclasses
 import functools
 import json
 from collections.abc import AsyncIterator, Callable
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -20,10 +20,10 @@ from adapters.portal.emulator import EmulatorConfig, Faults, create_emulator_app
 from adapters.portal.emulator.validate import checkin_layout
 from gateway.channels import CHANNELS, ChannelSpec, open_channel, submission_for
 from gateway.config import BhxhChannelSettings, HubChannelSettings, SigningSettings
+from gateway.hub_message import hub_header, hub_message, msg_id, sign_form
 from gateway.metrics import Metrics
 from gateway.signing import Signer, load_signer
 from gateway.signing.sources import generate_self_signed
-from gateway.hub_message import hub_header, hub_message, msg_id, sign_form
 from mappings.checkup.build import FormOptions, build_form
 from mappings.document import assemble
 from mappings.hl7v2 import map_message
@@ -42,7 +42,7 @@ def spec(name: str) -> ChannelSpec:
 def signer_files(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     """A valid facility certificate and key as PEM files, made once per session."""
     directory = tmp_path_factory.mktemp("facility")
-    now = datetime.now(timezone.utc)
+    now = datetime.now(UTC)
     certificate, key = generate_self_signed("Benh vien Demo", now - timedelta(days=1), now + timedelta(days=365))
     cert_path, key_path = directory / "cert.pem", directory / "key.pem"
     cert_path.write_bytes(certificate.public_bytes(serialization.Encoding.PEM))
@@ -70,7 +70,7 @@ def unsigned_envelope(ma_lk: str, file_type: str = "XML1", facility: str = "4000
         "<THONGTINHOSO><NGAYLAP>20261123</NGAYLAP><SOLUONGHOSO>1</SOLUONGHOSO><DANHSACHHOSO><HOSO><FILEHOSO>"
         f"<LOAIHOSO>{file_type}</LOAIHOSO><NOIDUNGFILE>{table}</NOIDUNGFILE></FILEHOSO></HOSO></DANHSACHHOSO>"
         "</THONGTINHOSO><CHUKYDONVI/></GIAMDINHHS>"
-    ).encode("utf-8")
+    ).encode()
 
 
 def unsigned_checkin(ma_lk: str, facility: str = "40001") -> bytes:
@@ -80,7 +80,7 @@ def unsigned_checkin(ma_lk: str, facility: str = "40001") -> bytes:
     row = "".join(f"<{name}>{values.get(name, '')}</{name}>" for name in checkin_layout()["fields"])
     return ("<?xml version='1.0' encoding='utf-8'?><CHI_TIEU_TRANG_THAI_KCB><DSACH_TRANG_THAI_KCB>"
             f"<TRANG_THAI_KCB>{row}</TRANG_THAI_KCB></DSACH_TRANG_THAI_KCB><CHUKYDONVI/>"
-            "</CHI_TIEU_TRANG_THAI_KCB>").encode("utf-8")
+            "</CHI_TIEU_TRANG_THAI_KCB>").encode()
 
 
 @pytest.fixture
@@ -121,7 +121,7 @@ def make_hub(signer: Signer) -> Callable[..., Submission]:
         document = dataclasses.replace(document, version=version)
         settings = HubChannelSettings()
         header = hub_header(settings, FACILITY_ID, msg_id(FACILITY_ID, document),
-                            datetime(2026, 11, 23, 8, 0, tzinfo=timezone.utc))
+                            datetime(2026, 11, 23, 8, 0, tzinfo=UTC))
         header.update(header_changes)
         return submission_for(spec("moh_checkup"), document_id, version, hub_message(header, xml, signer, settings))
     return make

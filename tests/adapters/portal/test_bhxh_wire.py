@@ -6,7 +6,7 @@ import base64
 import dataclasses
 import hashlib
 from collections.abc import AsyncIterator, Callable
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 import aiohttp
@@ -131,7 +131,7 @@ async def test_result_codes_are_classed_transient_or_permanent(
 
 
 def test_token_lifetime_reads_the_portal_instant_and_plain_numbers() -> None:
-    now = datetime(2026, 11, 23, 8, 0, tzinfo=timezone.utc)
+    now = datetime(2026, 11, 23, 8, 0, tzinfo=UTC)
     assert token_lifetime("2026-11-23T09:00:00.0000000Z", now) == 3600
     assert token_lifetime("2026-11-23T09:00:00", now) == 3600  # an instant without zone is UTC
     assert token_lifetime("1800", now) == 1800

@@ -1,15 +1,17 @@
 """Small rules of the shared HTTP client: Retry-After in both of its forms, and what each status means."""
 from __future__ import annotations
 
-from datetime import datetime, timezone
+import base64
+from datetime import UTC, datetime
 
 import pytest
+from aiohttp import FormData
 
 from adapters.portal.base import PermanentPortalError, TransientPortalError
-from adapters.portal.http import HttpAnswer, PortalHttpChannel, parse_retry_after
+from adapters.portal.http import HttpAnswer, PortalHttpChannel, form_body, parse_retry_after
 from gateway.config import HubChannelSettings
 
-NOW = datetime(2026, 11, 23, 8, 0, 0, tzinfo=timezone.utc)
+NOW = datetime(2026, 11, 23, 8, 0, 0, tzinfo=UTC)
 
 
 @pytest.mark.parametrize("value, seconds", [
@@ -42,3 +44,13 @@ def test_http_statuses_are_classified_for_the_pipeline(status: int, expected: ty
     assert caught.value.status == status and "lý do của cổng" in caught.value.reason
     if status == 429:
         assert caught.value.retry_after == 5.0
+
+
+@pytest.mark.parametrize("form", [
+    {"username": "bv01", "fileHSBase64": base64.b64encode(bytes(range(256)) * 40).decode()},
+    {"username": "nguyễn văn a+b/c=d&e", "maTinh": "", "fileHSBase64": "QUJD+/=="},
+    {"password": "p@ss word%", "fileHSBase64": "not base64: ê"},
+])
+def test_form_bodies_are_the_bytes_aiohttp_builds(form: dict[str, str]) -> None:
+    expected, built = FormData(dict(form))(), form_body(form)
+    assert (built._value, dict(built.headers)) == (expected._value, dict(expected.headers))

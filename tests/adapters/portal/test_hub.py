@@ -6,7 +6,7 @@ import base64
 import dataclasses
 import json
 from collections.abc import Callable
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -213,7 +213,7 @@ async def test_the_khamsuckhoe_packaging_is_unwrapped_checked_and_its_chukydonvi
     settings = HubChannelSettings(packaging="khamsuckhoe")
     eye_doctor = load_signer(SigningSettings(source="dev", dev_dir=tmp_path / "eye"))
     body = checkup_message(_checkup_document("KSK-0014"), FacilityInfo("Demo", "40001", FACILITY_ID), signer,
-                           {EYE_DOCTOR: eye_doctor}, settings, datetime(2026, 11, 23, 8, 0, tzinfo=timezone.utc))
+                           {EYE_DOCTOR: eye_doctor}, settings, datetime(2026, 11, 23, 8, 0, tzinfo=UTC))
     envelope = base64.b64decode(json.loads(body)["data"])
     assert envelope.startswith(b"<?xml version='1.0' encoding='utf-8'?>\n<KHAMSUCKHOE>")
     receipt = await hub.submit(hub_submission("KSK-0014", 1, body))

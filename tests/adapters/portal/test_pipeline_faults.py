@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import sqlite3
 from collections.abc import AsyncIterator, Callable
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -13,7 +13,14 @@ import pytest
 
 from adapters.portal.base import PortalChannel, Submission
 from gateway.channels import build_submissions, open_channels
-from gateway.config import BhxhChannelSettings, HubChannelSettings, PipelineSettings, PortalSettings
+from gateway.config import (
+    DEMO_SITE_MAPPINGS,
+    BhxhChannelSettings,
+    HubChannelSettings,
+    PipelineSettings,
+    PortalSettings,
+    SiteMappingSettings,
+)
 from gateway.encryption import PayloadCipher
 from gateway.metrics import Metrics
 from gateway.pipeline import Pipeline, mapping_executor
@@ -25,6 +32,7 @@ from tests.adapters.portal.conftest import Portal
 from tests.conftest import corpus_hl7
 
 FACILITY = FacilityInfo(name="Benh vien Demo", bhxh_code="40001", moh_facility_id="4000000000123")
+SITE = SiteMappingSettings(file=DEMO_SITE_MAPPINGS).as_mapping()
 FAULTS: dict[str, dict[str, Any]] = {
     "server_errors": {"fail_rate": 0.4},
     "rate_limited": {"rate_limit_rate": 0.4, "retry_after": 0},
@@ -78,8 +86,8 @@ def make_pipeline(store: SqliteStore, channels: dict[str, PortalChannel], signer
                                 backoff_base_seconds=0.01, backoff_max_seconds=0.05)
 
     def build(document: Document, previous: Document | None) -> list[Submission]:
-        return build_submissions(document, FACILITY, signer, EVERY_VERSION, now=datetime.now(timezone.utc),
-                                 previous=previous)
+        return build_submissions(document, FACILITY, signer, EVERY_VERSION, now=datetime.now(UTC),
+                                 previous=previous, site=SITE)
 
     return lambda: Pipeline(store, Metrics(), settings, build, channels, lambda: mapping_executor(0))
 
