@@ -37,8 +37,10 @@ def _as_server_user(command: list[str]) -> list[str]:
     try:
         pwd.getpwnam(TEST_USER)
     except KeyError:
+        # Two test workers may both find the user missing: the second useradd fails, and the user exists.
         subprocess.run(["useradd", "--system", "--no-create-home", "--shell", "/usr/sbin/nologin", TEST_USER],
-                       check=True, capture_output=True)
+                       check=False, capture_output=True)
+        pwd.getpwnam(TEST_USER)
     return ["runuser", "-u", TEST_USER, "--", *command]
 
 

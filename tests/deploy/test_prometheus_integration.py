@@ -189,13 +189,14 @@ def test_a_failing_portal_raises_the_portal_unreachable_alert(tmp_path: Path) ->
         with urllib.request.urlopen(request, timeout=5) as answer:
             assert json.loads(answer.read())["fail_rate"] == 1.0
         assert "MSA|AA" in gateway.mllp_send(CORPUS / "hl7v2" / "oru_r01_health_check.hl7")
-        # The rule needs 25 minutes of failures; its own expression, asked for one minute, shows that the
-        # gateway's real metrics drive it (alerts_test.yml covers the 25 minutes).
+        # The rule needs 25 minutes of failures; its own expression, asked for one failing 5-second step
+        # instead of 25 failing minutes, shows that the gateway's real metrics drive it (alerts_test.yml
+        # covers the 25 minutes). A 5 s step, not 1 m, so the test waits seconds for an aligned step.
         [rule] = [rule for rule in _alert_rules() if rule["alert"] == "HealthbookPortalUnreachable"]
         assert rule["expr"].count("[25m:1m]\n) >= 25\n") == 1
-        one_minute = rule["expr"].replace("[25m:1m]\n) >= 25\n", "[25m:1m]\n) >= 1\n")
+        one_minute = rule["expr"].replace("[25m:1m]\n) >= 25\n", "[25m:5s]\n) >= 1\n")
         wait_until(lambda: [sample for sample in prometheus.query(one_minute)
                             if sample["metric"].get("channel") == "moh_checkup"],
-                   DEADLINE, what="HealthbookPortalUnreachable's expression for moh_checkup, after one minute")
+                   DEADLINE, what="HealthbookPortalUnreachable's expression for moh_checkup, after one failing step")
         assert prometheus.query('healthbook_gateway_portal_http_responses_total{status="500"}')
         assert gateway.emulator_stats()["accepted"] == 0
