@@ -121,7 +121,7 @@ def test_two_nodes_on_postgresql_deliver_every_acknowledged_message_once_across_
             sender.start()
         deadline = time.monotonic() + SOAK_SECONDS
         victim = random.randrange(len(nodes))
-        while time.monotonic() < deadline:
+        while time.monotonic() < deadline or sum(kills.values()) < 3:  # a short budget still kills 3 times
             time.sleep(random.uniform(1.0, 3.0))
             victim = (victim + 1) % len(nodes)  # in turn, at random moments: each node dies under load
             nodes[victim].kill9()
