@@ -99,18 +99,7 @@ class Signer:
         targets = root.findall(f".//{SIGNATURE_ELEMENT}")
         if len(targets) != 1:
             raise SigningError(f"envelope must hold exactly one {SIGNATURE_ELEMENT} element, found {len(targets)}")
-        target = targets[0]
-        if len(target) or (target.text or "").strip():
-            raise SigningError(f"{SIGNATURE_ELEMENT} must be empty before signing")
-        etree.SubElement(target, f"{{{DS_NAMESPACE}}}Signature", Id="placeholder", nsmap={"ds": DS_NAMESPACE})
-        xml_signer = XMLSigner(method=methods.enveloped, signature_algorithm="rsa-sha256",
-                               digest_algorithm="sha256", c14n_algorithm=C14N)
-        try:
-            # signxml only calls key.sign(data, padding, algorithm), which a token key provides too
-            signed = xml_signer.sign(root, key=cast(rsa.RSAPrivateKey, self._key), cert=[self.certificate])
-        except InvalidInput as exc:
-            raise SigningError(f"cannot sign envelope: {exc}") from None
-        return etree.tostring(signed, xml_declaration=True, encoding="utf-8")
+        return self._sign_inside(root, targets[0], "envelope")
 
     def close(self) -> None:
         """Release the key's token session, if it has one; in-memory keys need nothing."""
@@ -133,14 +122,19 @@ class Signer:
         targets = [node for node in root.iter(element)]
         if index >= len(targets):
             raise SigningError(f"the document has no {element} number {index + 1}")
-        target = targets[index]
+        return self._sign_inside(root, targets[index], element)
+
+    def _sign_inside(self, root: etree._Element, target: etree._Element, what: str) -> bytes:
+        """An enveloped XML-DSig over the whole document (RSA-SHA256, C14N 1.0, certificate in X509Data),
+        placed in the empty `target`."""
         if len(target) or (target.text or "").strip():
-            raise SigningError(f"{element} must be empty before signing")
+            raise SigningError(f"{target.tag} must be empty before signing")
         etree.SubElement(target, f"{{{DS_NAMESPACE}}}Signature", Id="placeholder", nsmap={"ds": DS_NAMESPACE})
         xml_signer = XMLSigner(method=methods.enveloped, signature_algorithm="rsa-sha256",
                                digest_algorithm="sha256", c14n_algorithm=C14N)
         try:
+            # signxml only calls key.sign(data, padding, algorithm), which a token key provides too
             signed = xml_signer.sign(root, key=cast(rsa.RSAPrivateKey, self._key), cert=[self.certificate])
         except InvalidInput as exc:
-            raise SigningError(f"cannot sign {element}: {exc}") from None
+            raise SigningError(f"cannot sign {what}: {exc}") from None
         return etree.tostring(signed, xml_declaration=True, encoding="utf-8")
