@@ -18,6 +18,7 @@ from adapters.tls import server_ssl_context
 from gateway.builder import SubmissionBuilder
 from gateway.channels import CHANNELS, channel_settings, open_channels
 from gateway.config import Settings
+from gateway.delivery_workers import DeliveryProcess, DeliverySetup
 from gateway.facilities import Facilities, document_keys
 from gateway.fhir_intake import FhirIntake
 from gateway.intake import Hl7Intake
@@ -89,7 +90,15 @@ class Gateway:
             await self._start_emulator(signer.certificate_pem)
         self.store = await open_store(s.store, owner=True, on_batch=self.metrics.group_commit_batch.observe)
         backlog = await self._backlog()
-        self._channels = open_channels(s.portal, self.metrics, [facility.account for facility in facilities.all])
+        accounts = [facility.account for facility in facilities.all]
+        if s.pipeline.delivery_processes:
+            delivery = DeliveryProcess(DeliverySetup(s.portal, tuple(accounts), s.logging.level, s.logging.format),
+                                       self.metrics)
+            await delivery.start()
+            self._channels = delivery.channels([spec.name for spec in CHANNELS
+                                                if channel_settings(s.portal, spec).enabled])
+        else:
+            self._channels = open_channels(s.portal, self.metrics, accounts)
         builder = SubmissionBuilder(s, facilities, practitioners)
         report = await rebuild_parked(self.store, builder, self.metrics)  # the site mappings may have grown
         if report.queued or report.waiting:

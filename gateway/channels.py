@@ -19,7 +19,6 @@ from adapters.portal.base import PortalChannel, Submission
 from adapters.portal.bhxh import BhxhAccount, BhxhChannel
 from adapters.portal.hub import HubChannel
 from gateway.config import ChannelSettings, PortalSettings
-from gateway.metrics import Metrics
 from gateway.signing import Signer
 from gateway.submissions import (
     DocumentParked,
@@ -81,7 +80,14 @@ def channel_settings(portal: PortalSettings, spec: ChannelSpec) -> ChannelSettin
     return settings
 
 
-def open_channel(spec: ChannelSpec, settings: ChannelSettings, metrics: Metrics,
+class ChannelMetrics(Protocol):
+    """What a channel's client reports to: the gateway's Metrics, or the delivery process's stand-in."""
+
+    portal_responses: Any
+    submit_latency: Any
+
+
+def open_channel(spec: ChannelSpec, settings: ChannelSettings, metrics: ChannelMetrics,
                  accounts: Sequence[BhxhAccount] = ()) -> PortalChannel:
     """A channel client reporting to the gateway's metrics under the channel's name."""
     extra: dict[str, Any] = {"accounts": accounts} if spec.facility_accounts else {}
@@ -91,7 +97,7 @@ def open_channel(spec: ChannelSpec, settings: ChannelSettings, metrics: Metrics,
         on_attempt=lambda seconds: metrics.submit_latency.labels(spec.name).observe(seconds), **extra)
 
 
-def open_channels(portal: PortalSettings, metrics: Metrics,
+def open_channels(portal: PortalSettings, metrics: ChannelMetrics,
                   accounts: Sequence[BhxhAccount] = ()) -> dict[str, PortalChannel]:
     """A client for every enabled channel, keyed by channel name as the pipeline looks them up."""
     return {spec.name: open_channel(spec, channel_settings(portal, spec), metrics, accounts)

@@ -257,6 +257,8 @@ class PipelineSettings(_Section):
     workers: int = Field(16, gt=0)  # submissions in flight at once, never two of one patient
     mapping_processes: int = Field(1, ge=0)  # 0 maps in a thread of this process
     signing_processes: int = Field(1, ge=0)  # 0 signs in a thread of this process (always so for pkcs11)
+    # 1: the portal clients (HTTP exchanges) run in a process of their own (hbgw-send); 0: in this process
+    delivery_processes: int = Field(1, ge=0, le=1)
     poll_interval_seconds: float = Field(0.5, gt=0)
     backoff_base_seconds: float = Field(2.0, gt=0)
     backoff_max_seconds: float = Field(600.0, gt=0)

@@ -32,7 +32,8 @@ def _name_process(name: str) -> None:
         pass
 
 
-def _start_worker(parent_pid: int, name: str, setup: Callable[..., None] | None, setup_args: tuple[Any, ...]) -> None:
+def start_worker(parent_pid: int, name: str, setup: Callable[..., None] | None = None,
+                 setup_args: tuple[Any, ...] = ()) -> None:
     """Worker start-up: name, priority, leave with the parent, then the stage's own set-up."""
     _name_process(name)
     try:
@@ -56,5 +57,5 @@ def worker_pool(processes: int, name: str, setup: Callable[..., None] | None = N
     0 processes: one thread of the gateway process instead (setup is then the caller's business)."""
     if processes <= 0:
         return ThreadPoolExecutor(max_workers=1, thread_name_prefix=name)
-    return ProcessPoolExecutor(max_workers=processes, mp_context=get_context("spawn"), initializer=_start_worker,
+    return ProcessPoolExecutor(max_workers=processes, mp_context=get_context("spawn"), initializer=start_worker,
                                initargs=(os.getpid(), name, setup, setup_args))

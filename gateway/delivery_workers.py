@@ -1,0 +1,274 @@
+"""The portal exchanges in a worker process (hbgw-send), off the gateway's event loop.
+
+An HTTP exchange with a portal costs the client about as much CPU as acknowledging a message: building the
+form, TLS, reading and classifying the answer. With `pipeline.delivery_processes = 1` the portal clients
+(adapters/portal, one per enabled channel, each with its token) live in a process of their own, and the
+submission stage keeps everything else: claims, leases, order per patient, receipts, retries. The stage
+talks to `RemoteChannel`s, which send each submission to that process over a socket and get back how the
+attempt ended, as plain values; the clients' metric reports (responses, latency) come back with it.
+
+A delivery process that dies fails the attempts under way as transient (they are retried, with the same
+idempotency key) and is started again at the next submission.
+"""
+from __future__ import annotations
+
+import asyncio
+import itertools
+import os
+import pickle
+import socket
+import struct
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from multiprocessing import get_context
+from multiprocessing.process import BaseProcess
+from typing import Any
+
+from adapters.portal.base import (
+    PermanentPortalError,
+    PortalChannel,
+    PortalError,
+    Receipt,
+    Submission,
+    TransientPortalError,
+)
+from adapters.portal.bhxh import BhxhAccount
+from gateway.config import PortalSettings
+from gateway.logs import configure_logging, get_logger
+from gateway.metrics import Metrics
+from gateway.workers import start_worker
+
+log = get_logger(__name__)
+
+_LENGTH = struct.Struct("!I")
+# An attempt's end as plain values: ("delivered", Receipt) | ("transient", reason, status, result_code,
+# retry_after) | ("permanent", reason, status, result_code); and the clients' reports since the last answer:
+# ("response", channel, status) | ("latency", channel, seconds).
+Outcome = tuple[Any, ...]
+Report = tuple[str, str, float]
+
+
+@dataclass(frozen=True, slots=True)
+class DeliverySetup:
+    """What the delivery process needs to open the same clients as the gateway would."""
+
+    portal: PortalSettings
+    accounts: tuple[BhxhAccount, ...]
+    log_level: str
+    log_format: str
+
+
+async def _write(writer: asyncio.StreamWriter, value: Any) -> None:
+    data = pickle.dumps(value, protocol=pickle.HIGHEST_PROTOCOL)
+    writer.write(_LENGTH.pack(len(data)) + data)
+    await writer.drain()
+
+
+async def _read(reader: asyncio.StreamReader) -> Any:
+    (length,) = _LENGTH.unpack(await reader.readexactly(_LENGTH.size))
+    return pickle.loads(await reader.readexactly(length))
+
+
+def outcome_of(exc: PortalError) -> Outcome:
+    """A classified portal failure as plain values (exceptions with keyword fields do not pickle back)."""
+    if isinstance(exc, TransientPortalError):
+        return ("transient", exc.reason, exc.status, exc.result_code, exc.retry_after)
+    return ("permanent", exc.reason, exc.status, exc.result_code)
+
+
+def raise_outcome(outcome: Outcome) -> Receipt:
+    """The receipt of a delivered attempt, else the classified error it ended with."""
+    kind = outcome[0]
+    if kind == "delivered":
+        receipt: Receipt = outcome[1]
+        return receipt
+    if kind == "transient":
+        _, reason, status, result_code, retry_after = outcome
+        raise TransientPortalError(reason, status=status, result_code=result_code, retry_after=retry_after)
+    _, reason, status, result_code = outcome
+    raise PermanentPortalError(reason, status=status, result_code=result_code)
+
+
+# ---- in the delivery process -----------------------------------------------------------------------
+
+def _serve(sock: socket.socket, parent_pid: int, setup: DeliverySetup) -> None:
+    """The delivery process: open the portal clients, then answer submissions until the socket closes."""
+    start_worker(parent_pid, "hbgw-send")
+    configure_logging(setup.log_level, setup.log_format)
+    asyncio.run(_answer_submissions(sock, setup))
+
+
+async def _answer_submissions(sock: socket.socket, setup: DeliverySetup) -> None:
+    from gateway.channels import open_channels  # here: the gateway process imports this module first
+
+    reports: list[Report] = []
+    channels = open_channels(setup.portal, _ReportingMetrics(reports), list(setup.accounts))
+    reader, writer = await asyncio.open_unix_connection(sock=sock)
+    tasks: set[asyncio.Task[None]] = set()
+
+    async def attempt(number: int, submission: Submission) -> None:
+        channel = channels.get(submission.channel)
+        try:
+            if channel is None:
+                raise TransientPortalError(f"channel {submission.channel} is not enabled in the delivery process")
+            outcome: Outcome = ("delivered", await channel.submit(submission))
+        except PortalError as exc:
+            outcome = outcome_of(exc)
+        except Exception as exc:
+            log.exception("delivery_unexpected_error", idempotency_key=submission.idempotency_key)
+            outcome = ("transient", f"unexpected {type(exc).__name__} in the portal client", None, "", None)
+        sent, reports[:] = list(reports), []
+        await _write(writer, (number, outcome, sent))
+
+    try:
+        while True:
+            try:
+                number, submission = await _read(reader)
+            except (asyncio.IncompleteReadError, ConnectionError):
+                break  # the gateway is gone or stopping
+            task = asyncio.create_task(attempt(number, submission))
+            tasks.add(task)
+            task.add_done_callback(tasks.discard)
+    finally:
+        await asyncio.gather(*tasks, return_exceptions=True)
+        for channel in channels.values():
+            await channel.close()
+        writer.close()
+
+
+class _ReportingMetrics:
+    """Stands in for the gateway's Metrics in the delivery process: the clients' reports are sent back."""
+
+    def __init__(self, reports: list[Report]) -> None:
+        self.portal_responses = _Labelled(reports, "response")
+        self.submit_latency = _Labelled(reports, "latency")
+
+
+class _Labelled:
+    def __init__(self, reports: list[Report], kind: str) -> None:
+        self._reports = reports
+        self._kind = kind
+
+    def labels(self, channel: str, *rest: str) -> _Child:
+        return _Child(self._reports, self._kind, channel, rest)
+
+
+@dataclass(frozen=True, slots=True)
+class _Child:
+    reports: list[Report]
+    kind: str
+    channel: str
+    rest: tuple[str, ...]
+
+    def inc(self) -> None:
+        self.reports.append((self.kind, self.channel, float(self.rest[0])))
+
+    def observe(self, seconds: float) -> None:
+        self.reports.append((self.kind, self.channel, seconds))
+
+
+# ---- in the gateway process ------------------------------------------------------------------------
+
+class DeliveryProcess:
+    """The gateway's end of the delivery process: send a submission, await how its attempt ended."""
+
+    def __init__(self, setup: DeliverySetup, metrics: Metrics) -> None:
+        self._setup = setup
+        self._metrics = metrics
+        self._numbers = itertools.count(1)
+        self._waiting: dict[int, asyncio.Future[Outcome]] = {}
+        self._process: BaseProcess | None = None
+        self._writer: asyncio.StreamWriter | None = None
+        self._reading: asyncio.Task[None] | None = None
+        self._starting = asyncio.Lock()
+
+    def channels(self, names: Sequence[str]) -> dict[str, PortalChannel]:
+        """A stand-in client per channel name, for the submission stage."""
+        return {name: RemoteChannel(name, self.submit, self.close) for name in names}
+
+    async def start(self) -> None:
+        """Start the process now rather than at the first submission."""
+        await self._ensure_started()
+
+    async def _ensure_started(self) -> asyncio.StreamWriter:
+        async with self._starting:
+            if self._writer is not None and self._process is not None and self._process.is_alive():
+                return self._writer
+            ours, theirs = socket.socketpair()
+            process = get_context("spawn").Process(target=_serve, name="hbgw-send", daemon=True,
+                                                  args=(theirs, os.getpid(), self._setup))
+            process.start()
+            theirs.close()  # the process has its own copy
+            reader, writer = await asyncio.open_unix_connection(sock=ours)
+            self._process, self._writer = process, writer
+            self._reading = asyncio.create_task(self._read_answers(reader, process), name="delivery-answers")
+            return writer
+
+    async def submit(self, submission: Submission) -> Receipt:
+        """One attempt in the delivery process: its receipt, or the classified error it ended with."""
+        writer = await self._ensure_started()
+        number = next(self._numbers)
+        answer: asyncio.Future[Outcome] = asyncio.get_running_loop().create_future()
+        self._waiting[number] = answer
+        try:
+            await _write(writer, (number, submission))
+            outcome = await answer
+        finally:
+            self._waiting.pop(number, None)
+        return raise_outcome(outcome)
+
+    async def _read_answers(self, reader: asyncio.StreamReader, process: BaseProcess) -> None:
+        try:
+            while True:
+                number, outcome, reports = await _read(reader)
+                self._report(reports)
+                answer = self._waiting.get(number)
+                if answer is not None and not answer.done():
+                    answer.set_result(outcome)
+        except (asyncio.IncompleteReadError, ConnectionError, EOFError, pickle.UnpicklingError):
+            pass
+        if process.is_alive():
+            return  # closed by us
+        log.error("delivery_process_died", exitcode=process.exitcode, attempts_under_way=len(self._waiting))
+        self._writer = None
+        for answer in self._waiting.values():
+            if not answer.done():
+                answer.set_result(("transient", "the delivery process stopped during the attempt", None, "", None))
+
+    def _report(self, reports: list[Report]) -> None:
+        for kind, channel, value in reports:
+            if kind == "response":
+                self._metrics.portal_responses.labels(channel, str(int(value))).inc()
+            else:
+                self._metrics.submit_latency.labels(channel).observe(value)
+
+    async def close(self) -> None:
+        """Let the process finish the attempts under way, then stop it."""
+        writer, process = self._writer, self._process
+        self._writer = self._process = None
+        if writer is not None:
+            writer.close()
+        if process is not None:
+            await asyncio.get_running_loop().run_in_executor(None, process.join, 30)
+            if process.is_alive():
+                process.kill()
+        if self._reading is not None:
+            await asyncio.gather(self._reading, return_exceptions=True)
+
+
+class RemoteChannel:
+    """A PortalChannel whose exchanges happen in the delivery process."""
+
+    def __init__(self, name: str, submit: Callable[[Submission], Awaitable[Receipt]],
+                 close: Callable[[], Awaitable[None]]) -> None:
+        self.name = name
+        self._submit = submit
+        self._close = close
+
+    async def submit(self, submission: Submission) -> Receipt:
+        """One attempt, made by the delivery process's client for this channel."""
+        return await self._submit(submission)
+
+    async def close(self) -> None:
+        """Stop the delivery process (once, whichever channel is closed first)."""
+        await self._close()
