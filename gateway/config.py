@@ -222,6 +222,12 @@ class StoreSettings(_Section):
     # Extra wait for more writes before a commit when only one is queued; 0: a batch is whatever arrived
     # while the previous commit ran, which needs no waiting and measured as fast at every load.
     group_commit_max_delay_ms: float = Field(0.0, ge=0)
+    # sqlite: fsync also the commits that hold only the pipeline's bookkeeping (claims, finished mappings,
+    # receipts). Off: they wait for no disk, so an acknowledgement never waits behind their fsync; a power cut
+    # (not a crash of the process) may then undo the last moments of that bookkeeping, and the pipeline does
+    # it again: a submission may be sent twice, with the same idempotency key. Acknowledged messages and
+    # operators' actions are always fsynced before they are answered.
+    fsync_every_commit: bool = False
     lease_seconds: float = Field(120.0, gt=0)
     retention_days: float = Field(30.0, gt=0)
 

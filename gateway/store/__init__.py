@@ -72,5 +72,5 @@ async def open_store(settings: StoreSettings, *, owner: bool = False,
     store: Store = await SqliteStore(
         settings.path, load_cipher(settings), lease_seconds=settings.lease_seconds,
         max_batch=settings.group_commit_max_batch, max_delay_ms=settings.group_commit_max_delay_ms,
-        on_batch=on_batch).open(owner=owner)
+        on_batch=on_batch, fsync_every_commit=settings.fsync_every_commit).open(owner=owner)
     return store

@@ -104,12 +104,13 @@ class SqliteStore(BrowseQueries):
 
     def __init__(self, path: Path, cipher: PayloadCipher, *, lease_seconds: float = 120.0,
                  max_batch: int = 512, max_delay_ms: float = 0.0,
-                 on_batch: Callable[[int], None] | None = None) -> None:
+                 on_batch: Callable[[int], None] | None = None, fsync_every_commit: bool = False) -> None:
         self.path = Path(path)
         self._cipher = cipher
         self._lease = lease_seconds
         self._writer = GroupCommitWriter(lambda: _connect_writer(self.path, cipher.lookup_digest), max_batch=max_batch,
-                                         max_delay_seconds=max_delay_ms / 1000, on_batch=on_batch)
+                                         max_delay_seconds=max_delay_ms / 1000, on_batch=on_batch,
+                                         sync_every_commit=fsync_every_commit)
         self._reader: aiosqlite.Connection | None = None
         self._lock: int | None = None
         self._writing = False
@@ -130,7 +131,7 @@ class SqliteStore(BrowseQueries):
             if not owner:
                 await self._check_schema()
             if owner:
-                messages, submissions = await self._write(_release_leases)
+                messages, submissions = await self._write(_release_leases, durable=False)
                 if messages or submissions:
                     log.warning("store_leases_released", messages=messages, submissions=submissions)
         except sqlite3.Error as exc:
@@ -165,13 +166,15 @@ class SqliteStore(BrowseQueries):
             os.close(self._lock)
             self._lock = None
 
-    async def _write(self, fn: Callable[..., T], *args: Any) -> T:
+    async def _write(self, fn: Callable[..., T], *args: Any, durable: bool = True) -> T:
         """Run fn(connection, *args) atomically on the writer thread (the only writer), committed together
-        with the writes queued beside it; returns once it is on disk."""
+        with the writes queued beside it; returns once it is on disk. Not durable: the pipeline's own
+        bookkeeping, which a power cut may roll back to be done again (see writer.py), so that it never
+        makes an acknowledgement wait for an fsync of its own."""
         try:
             if not self._writing:
                 await self._start_writer()
-            return await self._writer.write(fn, *args)
+            return await self._writer.write(fn, *args, durable=durable)
         except sqlite3.Error as exc:
             raise _write_error(exc) from exc
 
@@ -228,7 +231,7 @@ class SqliteStore(BrowseQueries):
                 " RETURNING id, source, message_type, correlation_id, received_at, payload, attempts",
                 (now + self._lease, now, held, limit),
             ).fetchall()
-        rows = await self._write(claim)
+        rows = await self._write(claim, durable=False)
         claimed = [ClaimedMessage(r[0], r[1], r[2], r[3], r[4], self._cipher.open(r[5], b"messages"), r[6])
                    for r in rows]
         return sorted(claimed, key=lambda message: message.id)
@@ -281,7 +284,7 @@ class SqliteStore(BrowseQueries):
                                " WHERE id = ?", (outcome.dead_reason, now, outcome.message_id))
         if not outcomes:
             return
-        await self._write(finish, await asyncio.to_thread(self._seal_outcomes, outcomes))
+        await self._write(finish, await asyncio.to_thread(self._seal_outcomes, outcomes), durable=False)
         if any(outcome.submissions for outcome in outcomes):
             self.outbox_ready.set()
 
@@ -352,7 +355,7 @@ class SqliteStore(BrowseQueries):
             bodies = db.execute("SELECT outbox_id, body FROM outbox_bodies WHERE outbox_id IN"
                                 " (SELECT value FROM json_each(?))", (json.dumps([r[0] for r in rows]),)).fetchall()
             return rows, {outbox_id: body for outbox_id, body in bodies}
-        rows, bodies = await self._write(claim)
+        rows, bodies = await self._write(claim, durable=False)
         claimed = [
             ClaimedSubmission(
                 r[0], Submission(r[1], r[2], r[3], r[4], self._cipher.open(bodies[r[0]], b"outbox"), r[5]), r[6], r[7])
@@ -374,7 +377,7 @@ class SqliteStore(BrowseQueries):
                 (receipt.transaction_id, receipt.received_at, receipt.result_code,
                  json.dumps(receipt.raw, ensure_ascii=False), now, outbox_id))
             sqlite_admin.record_attempt(db, outbox_id, "delivered", receipt.transaction_id)
-        await self._write(deliver)
+        await self._write(deliver, durable=False)
 
     async def schedule_retry(self, outbox_id: int, delay_seconds: float, reason: str) -> None:
         """Release a submission for another attempt later, keeping the last failure's reason for operators."""
@@ -383,7 +386,7 @@ class SqliteStore(BrowseQueries):
                 "UPDATE outbox SET state = 'pending', next_attempt_at = ?, lease_until = 0, reason = ? WHERE id = ?",
                 (time.time() + delay_seconds, reason, outbox_id))
             sqlite_admin.record_attempt(db, outbox_id, "retry", reason)
-        await self._write(reschedule)
+        await self._write(reschedule, durable=False)
 
     async def dead_letter_submission(self, outbox_id: int, reason: str) -> None:
         """Park a submission the portal refused for good, with the portal's reason."""
@@ -391,7 +394,7 @@ class SqliteStore(BrowseQueries):
             db.execute("UPDATE outbox SET state = 'dead', reason = ?, finished_at = ?, lease_until = 0 WHERE id = ?",
                        (reason, time.time(), outbox_id))
             sqlite_admin.record_attempt(db, outbox_id, "dead", reason)
-        await self._write(bury)
+        await self._write(bury, durable=False)
 
     # ---- observation ---------------------------------------------------------------------------
 
@@ -419,7 +422,7 @@ class SqliteStore(BrowseQueries):
 
     async def purge_expired(self, kind: str, cutoff: float, limit: int) -> int:
         """Drop up to `limit` payloads of one kind finished before `cutoff`, in one transaction."""
-        return await self._write(sqlite_admin.purge, kind, cutoff, limit)
+        return await self._write(sqlite_admin.purge, kind, cutoff, limit, durable=False)
 
     async def dead_letters(self, include_discarded: bool = False) -> list[QueuedItem]:
         """Every dead item of both queues, oldest failure first."""

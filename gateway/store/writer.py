@@ -8,6 +8,12 @@ write in it.
 
 So the listener's inbound messages, the mapping stage's finished batches and the submission workers'
 receipts share fsyncs instead of queueing one behind the other on the disk.
+
+A write is durable (the default: an acknowledgement, an operator's action) or not (the pipeline's own
+bookkeeping, which a power cut may roll back and the pipeline then does again). A transaction holding only
+writes that need not be durable commits without waiting for the disk (synchronous=NORMAL): WAL frames are
+appended in order, so a power cut loses at most the newest such transactions, never one before a durable
+commit, whose fsync covers everything written before it. A process crash (kill -9) loses nothing either way.
 """
 from __future__ import annotations
 
@@ -18,15 +24,17 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
 
 T = TypeVar("T")
-Write = tuple[Callable[..., Any], tuple[Any, ...], "asyncio.Future[Any]"]
+Write = tuple[Callable[..., Any], tuple[Any, ...], "asyncio.Future[Any]", bool]  # (fn, args, future, durable)
 
 
 class GroupCommitWriter:
     """The only writer of one SQLite file; start() after the connection is open, stop() commits what is queued."""
 
     def __init__(self, connect: Callable[[], sqlite3.Connection], *, max_batch: int, max_delay_seconds: float,
-                 on_batch: Callable[[int], None] | None) -> None:
+                 on_batch: Callable[[int], None] | None, sync_every_commit: bool = False) -> None:
         self._connect = connect
+        self._sync_every_commit = sync_every_commit  # also fsync transactions of writes that need not be durable
+        self._synchronous = "FULL"  # as the connection is opened
         self._max_batch = max_batch
         self._max_delay = max_delay_seconds
         self._on_batch = on_batch
@@ -54,12 +62,13 @@ class GroupCommitWriter:
             self._connection = None
         self._executor.shutdown(wait=True)
 
-    async def write(self, fn: Callable[..., T], *args: Any) -> T:
-        """Run fn(connection, *args) atomically in the next group commit; return its result once on disk."""
+    async def write(self, fn: Callable[..., T], *args: Any, durable: bool = True) -> T:
+        """Run fn(connection, *args) atomically in the next group commit; return its result once committed, and
+        on disk when durable (see the module's docstring)."""
         if self._task is None or self._task.done() or self._stopping:
             raise RuntimeError("the store is not open for writing")
         future: asyncio.Future[T] = asyncio.get_running_loop().create_future()
-        self._writes.append((fn, args, future))
+        self._writes.append((fn, args, future, durable))
         self._waiting.set()
         return await future
 
@@ -84,7 +93,7 @@ class GroupCommitWriter:
                     raise
                 failure = RuntimeError(f"write aborted by {type(exc).__name__}; the whole transaction was rolled back")
                 outcomes = [(False, failure)] * len(batch)
-            for (_, _, future), (ok, value) in zip(batch, outcomes):
+            for (_, _, future, _), (ok, value) in zip(batch, outcomes):
                 if not future.done():  # a caller that gave up (cancelled) still had its write committed
                     if ok:
                         future.set_result(value)
@@ -98,9 +107,13 @@ class GroupCommitWriter:
         db = self._connection
         assert db is not None
         outcomes: list[tuple[bool, Any]] = []
+        synchronous = "FULL" if self._sync_every_commit or any(durable for *_, durable in batch) else "NORMAL"
+        if synchronous != self._synchronous:  # a PRAGMA outside the transaction, for this commit
+            db.execute(f"PRAGMA synchronous={synchronous}")
+            self._synchronous = synchronous
         db.execute("BEGIN IMMEDIATE")
         try:
-            for fn, args, _ in batch:
+            for fn, args, _, _ in batch:
                 db.execute("SAVEPOINT write")
                 try:
                     outcomes.append((True, fn(db, *args)))

@@ -128,3 +128,30 @@ async def test_a_stop_that_is_given_up_on_still_finishes_the_commit(tmp_path: Pa
     assert await pending == 1  # its caller hears that it is on disk
     await writer.stop()
     assert rows(tmp_path / "w.db", "parent") == [1]
+
+
+def synchronous(db: sqlite3.Connection) -> int:
+    """The connection's synchronous setting inside the transaction: 1 NORMAL (no fsync at commit), 2 FULL."""
+    return db.execute("PRAGMA synchronous").fetchone()[0]
+
+
+async def test_only_a_transaction_with_a_durable_write_waits_for_the_disk(tmp_path: Path,
+                                                                         writer: GroupCommitWriter) -> None:
+    """The pipeline's bookkeeping commits without an fsync of its own; an acknowledgement's write, alone or
+    beside it, always commits with one."""
+    assert await writer.write(synchronous, durable=False) == 1
+    assert await writer.write(synchronous) == 2
+    together = await asyncio.gather(writer.write(synchronous, durable=False), writer.write(synchronous),
+                                    writer.write(synchronous, durable=False))
+    assert together[1] == 2  # the others may have shared its transaction (then fsynced too) or not
+    assert await writer.write(synchronous, durable=False) == 1
+
+
+async def test_fsync_every_commit_makes_every_transaction_wait_for_the_disk(tmp_path: Path) -> None:
+    writer = GroupCommitWriter(connect(tmp_path / "w.db"), max_batch=100, max_delay_seconds=0, on_batch=None,
+                               sync_every_commit=True)
+    await writer.start()
+    try:
+        assert [await writer.write(synchronous, durable=False), await writer.write(synchronous)] == [2, 2]
+    finally:
+        await writer.stop()
