@@ -107,7 +107,8 @@ class Gateway:
         signing_processes = 0 if builder.uses_token else s.pipeline.signing_processes
         self._pipeline = Pipeline(
             self.store, self.metrics, s.pipeline, builder, self._channels,
-            lambda: mapping_executor(s.pipeline.mapping_processes), signing_processes=signing_processes)
+            lambda: mapping_executor(s.pipeline.mapping_processes), signing_processes=signing_processes,
+            mapping_processes=s.pipeline.mapping_processes)
         await self._pipeline.start()
         self._retention = Retention(self.store, self.metrics, s.store.retention_days)
         self._retention.start()

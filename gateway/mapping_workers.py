@@ -1,12 +1,16 @@
 """The map step: stored payloads become mapping results in worker processes, off the event loop.
 
 Mapping is pure (mappings/), so a batch is mapped side by side in any order; what depends on order
-(assembling documents onto earlier versions) happens afterwards, in the mapping stage.
+(assembling documents onto earlier versions) happens afterwards, in the mapping stage. A batch goes to the
+workers in one chunk per worker process, not one call per message: each call costs a round trip (pickling,
+the pool's queues and threads, a future) in the gateway process and in the worker, more than the mapping
+of a small message once validation got cheap. A mapping bug stays the message's own result inside a chunk.
 """
 from __future__ import annotations
 
 import asyncio
 import json
+import pickle
 from collections.abc import Callable, Sequence
 from concurrent.futures import BrokenExecutor, Executor
 
@@ -29,6 +33,32 @@ def map_payload(source: str, payload: bytes) -> MappingResult:
     return map_message(payload.decode("utf-8"))
 
 
+def map_chunk(items: Sequence[tuple[str, bytes]]) -> list[MappingResult | Exception]:
+    """Map several stored payloads in one worker call; a message whose mapping raises gets the exception."""
+    results: list[MappingResult | Exception] = []
+    for source, payload in items:
+        try:
+            results.append(map_payload(source, payload))
+        except Exception as exc:  # noqa: BLE001 - a mapping bug met by this message's data: its own result
+            results.append(_portable(exc))
+    return results
+
+
+def _portable(exc: Exception) -> Exception:
+    """The exception, or one of its name when it cannot cross to the gateway process (pickle)."""
+    try:
+        pickle.loads(pickle.dumps(exc))
+    except Exception:  # noqa: BLE001 - whatever pickle raises, the name is what the stage records
+        return RuntimeError(type(exc).__name__)
+    return exc
+
+
+def chunks(messages: Sequence[ClaimedMessage], parts: int) -> list[Sequence[ClaimedMessage]]:
+    """The batch in at most `parts` runs of nearly equal length, in order."""
+    size = max(1, -(-len(messages) // max(1, parts)))
+    return [messages[start:start + size] for start in range(0, len(messages), size)]
+
+
 def mapping_executor(processes: int) -> Executor:
     """The mapping worker processes (hbgw-map); 0: one thread of the gateway process."""
     return worker_pool(processes, "hbgw-map")
@@ -37,9 +67,11 @@ def mapping_executor(processes: int) -> Executor:
 class MappingWorkers:
     """The pool that maps, and what to do when one of its processes dies (the OOM killer, a crash)."""
 
-    def __init__(self, new_executor: Callable[[], Executor]) -> None:
+    def __init__(self, new_executor: Callable[[], Executor], processes: int = 1) -> None:
+        """`processes`: how many the executor runs at once; a batch is sent in that many chunks."""
         self._new_executor = new_executor
         self._executor = new_executor()
+        self._parts = max(1, processes)
         self._isolate_through = 0  # after a worker died: map one message at a time up to this id
 
     @property
@@ -56,20 +88,28 @@ class MappingWorkers:
         self._executor.shutdown(wait=True, cancel_futures=True)
 
     async def map_all(self, messages: Sequence[ClaimedMessage]) -> list[MapResult]:
-        """Map the batch in the worker processes. A worker that died breaks the pool: it is replaced, its
-        messages count a failed attempt instead of being parked, and they are mapped one at a time until
-        past the batch, so a message that kills the worker is found and parked on its own."""
+        """Map the batch in the worker processes, a chunk per process. A worker that died breaks the pool: it
+        is replaced, its messages count a failed attempt instead of being parked, and they are mapped one at a
+        time until past the batch, so a message that kills the worker is found and parked on its own. A chunk
+        of several messages that fails as a whole (its results could not be sent back) is treated alike."""
         loop = asyncio.get_running_loop()
+        parts = chunks(messages, self._parts)
         for _ in range(2):
-            futures: list[asyncio.Future[MappingResult]] = []
+            futures: list[asyncio.Future[list[MappingResult | Exception]]] = []
             try:
-                for message in messages:
-                    futures.append(loop.run_in_executor(self._executor, map_payload, message.source, message.payload))
+                for part in parts:
+                    futures.append(loop.run_in_executor(self._executor, map_chunk,
+                                                         [(message.source, message.payload) for message in part]))
             except BrokenExecutor:  # it broke while idle: a fresh pool, and submit again
                 await asyncio.gather(*futures, return_exceptions=True)
                 self._replace(messages)
                 continue
-            results: list[MapResult] = list(await asyncio.gather(*futures, return_exceptions=True))
+            results: list[MapResult] = []
+            for part, outcome in zip(parts, await asyncio.gather(*futures, return_exceptions=True), strict=True):
+                if isinstance(outcome, BaseException):
+                    results += [_as_chunk_failure(outcome, len(part))] * len(part)
+                else:
+                    results += outcome
             if any(isinstance(result, BrokenExecutor) for result in results):
                 self._replace(messages)
             elif len(messages) == 1 and messages[0].id >= self._isolate_through:
@@ -82,3 +122,11 @@ class MappingWorkers:
         self._executor.shutdown(wait=False, cancel_futures=True)
         self._executor = self._new_executor()
         self._isolate_through = max(self._isolate_through, max(message.id for message in messages))
+
+
+def _as_chunk_failure(exc: BaseException, size: int) -> BaseException:
+    """A chunk's own failure: a message's when it was alone, else like a dead worker (whose is not known)."""
+    if size == 1 or isinstance(exc, BrokenExecutor):
+        return exc
+    log.error("mapping_chunk_failed", messages=size, error=type(exc).__name__)
+    return BrokenExecutor(f"a chunk of {size} messages failed as a whole ({type(exc).__name__})")

@@ -32,10 +32,12 @@ class Pipeline:
 
     def __init__(self, store: Store, metrics: Metrics, settings: PipelineSettings,
                  build_submissions: BuildSubmissions, channels: dict[str, PortalChannel],
-                 new_executor: Callable[[], Executor], *, signing_processes: int = 0) -> None:
-        """`build_submissions` must pickle when `signing_processes` > 0: each signing process gets a copy."""
+                 new_executor: Callable[[], Executor], *, signing_processes: int = 0,
+                 mapping_processes: int = 1) -> None:
+        """`build_submissions` must pickle when `signing_processes` > 0: each signing process gets a copy;
+        `mapping_processes`: how many `new_executor`'s pool maps at once (a batch goes in that many chunks)."""
         self._stopping = asyncio.Event()
-        self._mapping = MappingWorkers(new_executor)
+        self._mapping = MappingWorkers(new_executor, mapping_processes)
         self._signing = SigningStage(build_submissions, signing_processes)
         self._stages = (MappingStage(store, metrics, settings, self._mapping, self._signing, self._stopping),
                         SubmissionStage(store, metrics, settings, channels, self._stopping))

@@ -4,7 +4,7 @@ from __future__ import annotations
 from typing import Any
 
 from mappings.fhir_common import as_instant, document_id, fhir_datetime, resource_id
-from mappings.fhir_validate import validation_issues
+from mappings.fhir_shapes import own_resource_issues
 from mappings.hl7v2 import build_admin, build_clinical, build_orders, er7, limits, rules
 from mappings.hl7v2.context import Context
 from mappings.hl7v2.er7 import Er7Message, Segment
@@ -78,7 +78,7 @@ def _map(msg: Er7Message, key: str, rule: EventRule, issues: list[Issue]) -> Map
         resources[0]["identifier"] += _merged_identifiers(ctx, msg.first("MRG"))
     elif key not in ("ADT^A28", "ADT^A31"):
         resources += _episode_resources(ctx, key, rule, kind)
-    bad = validation_issues(resources, "MSH")
+    bad = own_resource_issues(resources, "MSH")
     if bad:
         return MappingResult(issues=(*issues, *bad))
     fragment = Fragment(doc_id, patient_key("cccd", ids.cccd) if ids.cccd else patient_key("bhyt", ids.bhyt),

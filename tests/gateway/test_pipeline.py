@@ -401,7 +401,7 @@ class WorkerKillingPool(Executor):
         if self.broken:
             raise BrokenProcessPool("a worker died")
         future: Future = Future()
-        if len(args) > 1 and b"POISON" in args[1]:
+        if "POISON" in repr(args):  # one payload, or a chunk of them
             self.broken = True
             future.set_exception(BrokenProcessPool("a worker died"))
         else:
