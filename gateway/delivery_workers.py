@@ -182,6 +182,11 @@ class DeliveryProcess:
         self._reading: asyncio.Task[None] | None = None
         self._starting = asyncio.Lock()
 
+    @property
+    def pid(self) -> int | None:
+        """The delivery process's id while it runs (operators look for hbgw-send)."""
+        return self._process.pid if self._process is not None else None
+
     def channels(self, names: Sequence[str]) -> dict[str, PortalChannel]:
         """A stand-in client per channel name, for the submission stage."""
         return {name: RemoteChannel(name, self.submit, self.close) for name in names}
