@@ -176,7 +176,7 @@ class DeliveryProcess:
         self._setup = setup
         self._metrics = metrics
         self._numbers = itertools.count(1)
-        self._waiting: dict[int, asyncio.Future[Outcome]] = {}
+        self._waiting: dict[int, tuple[asyncio.Future[Outcome], asyncio.StreamWriter]] = {}
         self._process: BaseProcess | None = None
         self._writer: asyncio.StreamWriter | None = None
         self._reading: asyncio.Task[None] | None = None
@@ -199,6 +199,8 @@ class DeliveryProcess:
         async with self._starting:
             if self._writer is not None and self._process is not None and self._process.is_alive():
                 return self._writer
+            if self._writer is not None:  # it died and its answers' reader has not seen it yet
+                self._stopped(self._writer)
             ours, theirs = socket.socketpair()
             process = get_context("spawn").Process(target=_serve, name="hbgw-send", daemon=True,
                                                   args=(theirs, os.getpid(), self._setup))
@@ -206,7 +208,7 @@ class DeliveryProcess:
             theirs.close()  # the process has its own copy
             reader, writer = await asyncio.open_unix_connection(sock=ours)
             self._process, self._writer = process, writer
-            self._reading = asyncio.create_task(self._read_answers(reader, process), name="delivery-answers")
+            self._reading = asyncio.create_task(self._read_answers(reader, writer, process), name="delivery-answers")
             return writer
 
     async def submit(self, submission: Submission) -> Receipt:
@@ -214,31 +216,41 @@ class DeliveryProcess:
         writer = await self._ensure_started()
         number = next(self._numbers)
         answer: asyncio.Future[Outcome] = asyncio.get_running_loop().create_future()
-        self._waiting[number] = answer
+        self._waiting[number] = (answer, writer)
         try:
             await _write(writer, (number, submission))
             outcome = await answer
+        except (ConnectionError, RuntimeError) as exc:  # the process went away as the submission was sent
+            raise TransientPortalError(f"the delivery process could not take the attempt ({type(exc).__name__})")
         finally:
             self._waiting.pop(number, None)
         return raise_outcome(outcome)
 
-    async def _read_answers(self, reader: asyncio.StreamReader, process: BaseProcess) -> None:
+    async def _read_answers(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
+                            process: BaseProcess) -> None:
         try:
             while True:
                 number, outcome, reports = await _read(reader)
                 self._report(reports)
-                answer = self._waiting.get(number)
+                answer, _ = self._waiting.get(number, (None, None))
                 if answer is not None and not answer.done():
                     answer.set_result(outcome)
         except (asyncio.IncompleteReadError, ConnectionError, EOFError, pickle.UnpicklingError):
             pass
-        if process.is_alive():
-            return  # closed by us
-        log.error("delivery_process_died", exitcode=process.exitcode, attempts_under_way=len(self._waiting))
-        self._writer = None
-        for answer in self._waiting.values():
-            if not answer.done():
-                answer.set_result(("transient", "the delivery process stopped during the attempt", None, "", None))
+        if self._writer is writer:  # not closed by us: it died
+            self._stopped(writer)
+        await asyncio.get_running_loop().run_in_executor(None, process.join, 30)  # no zombie left behind
+
+    def _stopped(self, writer: asyncio.StreamWriter, *, died: bool = True) -> None:
+        """The process behind `writer` is gone: its attempts under way end as transient failures."""
+        if self._writer is writer:
+            self._writer = None
+        stopped = [answer for answer, sent_to in self._waiting.values() if sent_to is writer and not answer.done()]
+        if died or stopped:
+            log.error("delivery_process_died" if died else "delivery_process_stopped_unanswered",
+                      attempts_under_way=len(stopped))
+        for answer in stopped:
+            answer.set_result(("transient", "the delivery process stopped during the attempt", None, "", None))
 
     def _report(self, reports: list[Report]) -> None:
         for kind, channel, value in reports:
@@ -251,14 +263,17 @@ class DeliveryProcess:
         """Let the process finish the attempts under way, then stop it."""
         writer, process = self._writer, self._process
         self._writer = self._process = None
-        if writer is not None:
-            writer.close()
+        if writer is not None and writer.can_write_eof():
+            writer.write_eof()  # the process answers what it has under way, then leaves
         if process is not None:
             await asyncio.get_running_loop().run_in_executor(None, process.join, 30)
             if process.is_alive():
                 process.kill()
         if self._reading is not None:
             await asyncio.gather(self._reading, return_exceptions=True)
+        if writer is not None:
+            self._stopped(writer, died=False)  # an attempt whose answer never came: transient, retried
+            writer.close()
 
 
 class RemoteChannel:
