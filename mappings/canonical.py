@@ -4,6 +4,7 @@ from __future__ import annotations
 import re
 import unicodedata
 from datetime import datetime, timedelta, timezone
+from functools import cache
 from typing import Any
 
 from mappings.model import Document
@@ -96,13 +97,18 @@ def province_code(patient: dict[str, Any]) -> str:
     An address still naming one of the 63 former provinces is coded as the province it is now part of.
     """
     state = _fold(str((patient.get("address") or [{}])[0].get("state", "")))
-    if not state:
-        return ""
-    current = next((code for code, name in codes.province_2025_codes().items() if _fold(name) == state), "")
-    if current:
-        return current
-    return next((entry["province_2025"] for entry in codes.cccd_provinces().values()
-                 if _fold(entry["name"]) == state), "")
+    return _province_by_name().get(state, "") if state else ""
+
+
+@cache
+def _province_by_name() -> dict[str, str]:
+    """Folded province name -> current province code: the 34 current names first, then the 63 former ones."""
+    found: dict[str, str] = {}
+    for code, name in codes.province_2025_codes().items():
+        found.setdefault(_fold(name), code)
+    for entry in codes.cccd_provinces().values():
+        found.setdefault(_fold(entry["name"]), entry["province_2025"])
+    return found
 
 
 def sex_code(patient: dict[str, Any]) -> str:
