@@ -212,6 +212,12 @@ MIGRATIONS: tuple[str, ...] = (
         parked_at         REAL    NOT NULL
     );
     """,
+    # 8: what the portal files a submission under (BHXH loaiHoSo, facility code), as the builder signed it;
+    # '' on rows written before: the channel reads them from the signed body
+    """
+    ALTER TABLE outbox ADD COLUMN file_type TEXT NOT NULL DEFAULT '';
+    ALTER TABLE outbox ADD COLUMN facility_code TEXT NOT NULL DEFAULT '';
+    """,
 )
 
 
