@@ -68,7 +68,8 @@ def document_bytes(root: str) -> bytes:
 
 def field_elements(names: tuple[str, ...] | list[str], row: dict[str, str]) -> str:
     """A row's elements in layout order, every one present (empty when unknown), characters XML forbids dropped."""
-    return "".join(element(name, escaped(XML_INVALID.sub("", row.get(name, "")))) for name in names)
+    return "".join(element(name, escaped(XML_INVALID.sub("", value))) if (value := row.get(name)) else f"<{name} />"
+                   for name in names)
 
 
 def render(table: str, rows: list[dict[str, str]]) -> bytes:
