@@ -107,11 +107,11 @@ def table_issues(table: str, rows: list[dict[str, str]]) -> list[Issue]:
         issues += [Issue(f"{prefix}.{name}", "unknown-element", f"{name} is not an element of {table}")
                    for name in row if name not in known]
         for field in fields(table):
-            value, where = row.get(field.name, ""), f"{prefix}.{field.name}"
-            if not value:
+            if not (value := row.get(field.name, "")):
                 if field.name in required:
+                    where = f"{prefix}.{field.name}"
                     issues.append(Issue(where, "required", f"{where} must not be blank"))
                 continue
-            if (issue := _value_issue(field, value, where)) is not None:
+            if (issue := _value_issue(field, value, f"{prefix}.{field.name}")) is not None:
                 issues.append(issue)
     return issues
