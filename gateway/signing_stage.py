@@ -74,12 +74,13 @@ def _load_builder(build: BuildSubmissions) -> None:
 
 def _sendable(result: SignResult) -> SignResult:
     """A result as it can cross back to the gateway: an exception keeps the signing process's traceback as a
-    note, and one that does not pickle goes as a RuntimeError naming it."""
+    note, and one that cannot be pickled and read back (which would break the whole pool) goes as a
+    RuntimeError naming it."""
     if not isinstance(result, BaseException):
         return result
     result.add_note("".join(traceback.format_exception(result)).rstrip())
     try:
-        pickle.dumps(result)
+        pickle.loads(pickle.dumps(result))
     except Exception:  # noqa: BLE001 - any reason it cannot travel
         return RuntimeError(f"{type(result).__name__}: {result}")
     return result

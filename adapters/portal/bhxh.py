@@ -8,8 +8,8 @@ Send: POST checkin_path (a `CHI_TIEU_TRANG_THAI_KCB` document, `loaiHoSo` 0) or 
 `thoiGianTiepNhan`, `thongDiep`. Which one a submission is, and its facility (so its account and province),
 come with the submission from the builder that signed them (gateway.channels), so no body is parsed again
 here; a submission stored by an older version carries neither, and they are read from the root of its signed
-document and the facility code inside it. Either way the portal files the document under what was signed. The `Idempotency-Key` header is ours; the portal
-ignores it and the emulator counts retransmissions with it.
+document and the facility code inside it. Either way the portal files the document under what was signed.
+The `Idempotency-Key` header is ours; the portal ignores it and the emulator counts retransmissions with it.
 
 Several facilities behind one gateway each log in with their own account: one session per facility code.
 """

@@ -80,7 +80,8 @@ def test_the_first_cost_of_an_inpatient_stay_sends_one_signed_check_in_before_th
     assert first.document_id == files.document_id
     assert files.idempotency_key == with_labs.idempotency_key
     # what the portal files each under travels with it, and is what was signed
-    assert (first.file_type, first.facility_code, files.file_type, files.facility_code) == ("0", "40001", "130", "40001")
+    assert (first.file_type, first.facility_code) == ("0", "40001")
+    assert (files.file_type, files.facility_code) == ("130", "40001")
     assert (read_signed_document(first.body), read_signed_document(files.body)) == (filed_as(first), filed_as(files))
     checked = check_checkin(first.body, signer.certificate_pem)
     assert (checked["facility"], checked["episodes"]) == ("40001", [with_labs.document_id])

@@ -20,12 +20,21 @@ class Unpicklable(Exception):
         self.state = (n for n in range(1))
 
 
+class Unreadable(Exception):
+    """An exception that pickles but cannot be read back: its constructor wants two arguments."""
+
+    def __init__(self, first: str, second: str) -> None:
+        super().__init__(f"{first} {second}")
+
+
 def signed_or_refused(document: Document, previous: Document | None = None) -> list[Submission]:
     """A picklable builder: the body names the process and the document; some ids fail on purpose."""
     if document.document_id.startswith("BAD"):
         raise SubmissionBuildError(f"{document.document_id} cannot be encoded")
     if document.document_id.startswith("ODD"):
         raise Unpicklable()
+    if document.document_id.startswith("TWO"):
+        raise Unreadable("cannot", "return")
     if document.document_id.startswith("DIE"):
         os._exit(3)  # the signing process dies with this document in hand
     return [Submission("bhxh_xml130", document.idempotency_key, document.document_id, document.version,
@@ -48,12 +57,13 @@ async def test_each_message_gets_its_own_result_in_order(processes: int) -> None
     stage = SigningStage(signed_or_refused, processes)
     stage.start()
     try:
-        batch = [versions("D1"), [], versions("BAD1"), versions("D2", "D3"), versions("ODD1"), versions("D4")]
+        batch = [versions("D1"), [], versions("BAD1"), versions("D2", "D3"), versions("ODD1"), versions("TWO1"),
+                 versions("D4")]
         results = await stage.sign(batch)
     finally:
         stage.stop()
     assert len(results) == len(batch)
-    first, empty, refused, pair, odd, last = results
+    first, empty, refused, pair, odd, unreadable, last = results
     assert isinstance(first, Signed) and isinstance(pair, Signed) and isinstance(last, Signed)
     assert [s.body.split(b":")[1] for s in first.submissions + pair.submissions + last.submissions] == \
         [b"D1", b"D2", b"D3", b"D4"]
@@ -63,8 +73,9 @@ async def test_each_message_gets_its_own_result_in_order(processes: int) -> None
     if processes:  # it came back from another process: its traceback there travels as a note
         assert "signed_or_refused" in "\n".join(refused.__notes__)
         assert isinstance(odd, RuntimeError) and "Unpicklable" in str(odd)
+        assert isinstance(unreadable, RuntimeError) and str(unreadable) == "Unreadable: cannot return"
     else:
-        assert isinstance(odd, Unpicklable)
+        assert isinstance(odd, Unpicklable) and isinstance(unreadable, Unreadable)
 
 
 async def test_a_dead_signing_process_fails_the_batch_and_the_next_batch_is_signed() -> None:
