@@ -43,8 +43,9 @@ def message_search(query: MessageFilter) -> tuple[str, list[Any]]:
     where: list[str] = []
     params: list[Any] = []
     if query.control_id:
-        where.append("(control_id = ? OR (control_id >= ? AND control_id < ?))")
-        params += [query.control_id, query.control_id + REPLAY_MARK, query.control_id + "~replay;"]
+        # One index range from the id to its replays' end, then the id itself or a replay of it.
+        where.append("control_id >= ? AND control_id < ? AND (control_id = ? OR control_id >= ?)")
+        params += [query.control_id, query.control_id + "~replay;", query.control_id, query.control_id + REPLAY_MARK]
     if query.sender:
         where.append("(sender = ? OR (sender >= ? AND sender < ?))")  # `HIS` finds `HIS|BV`
         params += [query.sender, query.sender + "|", query.sender + "}"]
@@ -66,6 +67,13 @@ def message_search(query: MessageFilter) -> tuple[str, list[Any]]:
     if query.before_id is not None:
         where.append("id < ?")
         params.append(query.before_id)
+    if (query.control_id or query.since is not None or query.until is not None) and query.state != "received":
+        # Their indexes leave out the unmapped backlog (schema migration 8): search the rest through them, the
+        # backlog through messages_work (state, id).
+        found = " AND ".join(where)
+        where = [(f"id IN (SELECT id FROM messages WHERE state <> 'received' AND {found}"
+                  f" UNION ALL SELECT id FROM messages WHERE state = 'received' AND {found})")]
+        params += params
     clause = f" WHERE {' AND '.join(where)}" if where else ""
     return f"{_MESSAGE_COLUMNS}{clause} ORDER BY id DESC LIMIT ?", [*params, query.limit]
 
@@ -158,16 +166,24 @@ class BrowseQueries:
     async def sender_activity(self, since: float) -> list[SenderActivity]:
         """Per feed: messages and refusals since `since`, and when it last sent anything."""
         window = {sender: (received, refused) for sender, received, refused in await self._read(
-            "SELECT sender, count(*), sum(state IN ('dead', 'discarded')) FROM messages WHERE received_at >= ?"
-            " GROUP BY sender", (since,))}
-        # One index probe per distinct sender instead of a scan of the whole inbox.
-        last = await self._read(
-            "WITH RECURSIVE s(sender) AS (SELECT min(sender) FROM messages UNION ALL"
-            " SELECT (SELECT min(sender) FROM messages WHERE sender > s.sender) FROM s WHERE s.sender IS NOT NULL)"
-            " SELECT s.sender, m.source, m.received_at FROM s JOIN messages m ON m.id = (SELECT id FROM messages"
-            " WHERE sender = s.sender ORDER BY received_at DESC LIMIT 1)")
+            "SELECT sender, count(*), sum(state IN ('dead', 'discarded')) FROM (SELECT sender, state FROM messages"
+            " WHERE state <> 'received' AND received_at >= ? UNION ALL SELECT sender, state FROM messages"
+            " WHERE state = 'received' AND received_at >= ?) GROUP BY sender", (since, since))}
+        # One index probe per distinct sender instead of a scan of the whole inbox; the unmapped backlog, which
+        # that index leaves out (schema migration 8), is read through messages_work.
+        latest: dict[str, tuple[str, float]] = {}
+        for sender, source, received_at in [*await self._read(
+                "WITH RECURSIVE s(sender) AS (SELECT min(sender) FROM messages WHERE state <> 'received' UNION ALL"
+                " SELECT (SELECT min(sender) FROM messages WHERE state <> 'received' AND sender > s.sender) FROM s"
+                " WHERE s.sender IS NOT NULL) SELECT s.sender, m.source, m.received_at FROM s JOIN messages m"
+                " ON m.id = (SELECT id FROM messages WHERE state <> 'received' AND sender = s.sender"
+                " ORDER BY received_at DESC LIMIT 1)"),
+                *await self._read("SELECT sender, source, max(received_at) FROM messages WHERE state = 'received'"
+                                  " GROUP BY sender")]:
+            if sender not in latest or received_at > latest[sender][1]:
+                latest[sender] = (source, received_at)
         return sorted((SenderActivity(source, sender, *window.get(sender, (0, 0)), received_at)
-                       for sender, source, received_at in last), key=lambda feed: feed.sender)
+                       for sender, (source, received_at) in latest.items()), key=lambda feed: feed.sender)
 
     async def channel_backlog(self, since: float) -> list[ChannelBacklog]:
         """Per channel: what waits, how old, and deliveries since `since`."""

@@ -100,3 +100,31 @@ async def test_reads_answer_while_another_process_holds_the_write_lock(store: Sq
     finally:
         holder.execute("ROLLBACK")
         holder.close()
+
+
+async def test_the_unmapped_backlog_is_found_like_the_rest(store: SqliteStore) -> None:
+    """The search indexes leave out messages still waiting to be mapped (schema migration 8); the searches
+    still find them, and a feed whose only messages wait is still shown."""
+    await store.store_inbound(Inbound("mllp", "RIS|BV", "C4", "ORU^R01", "cid", b"MSH|x", b"ACK C4"))
+    assert [row.id for row in await store.find_messages(MessageFilter(control_id="C4"))] == [4]
+    assert [row.id for row in await store.find_messages(MessageFilter(since=time.time() - 3600))] == [4, 3, 2, 1]
+    assert [row.id for row in await store.find_messages(MessageFilter(sender="RIS"))] == [4]
+    feeds = {f.sender: (f.received, f.refused) for f in await store.sender_activity(time.time() - 3600)}
+    assert feeds == {"HIS|BV": (2, 1), "LAB|BV": (1, 0), "RIS|BV": (1, 0)}
+
+
+async def test_a_control_id_search_uses_its_index_and_finds_replays(tmp_path) -> None:
+    """The control id search is one index range (not a scan of the inbox), which also holds the replays."""
+    from gateway.store.schema import migrate
+    from gateway.store.sqlite_browse import message_search
+    db = sqlite3.connect(tmp_path / "plan.db", isolation_level=None)
+    migrate(db, lambda text: text)
+    sql, params = message_search(MessageFilter(control_id="C1"))
+    plan = " / ".join(row[3] for row in db.execute(f"EXPLAIN QUERY PLAN {sql}", params))
+    assert "USING INDEX messages_control" in plan and "SCAN messages" not in plan, plan
+    rows = [("C1", "mapped"), ("C1~replay:abc", "mapped"), ("C10", "mapped"), ("C1", "received"), ("C2", "mapped")]
+    for n, (control_id, state) in enumerate(rows):
+        db.execute("INSERT INTO messages (source, sender, control_id, message_type, correlation_id, received_at,"
+                   " state, ack) VALUES ('mllp', ?, ?, 'ADT^A01', 'c', 1.0, ?, x'00')", (f"S{n}", control_id, state))
+    assert sorted(row[0] for row in db.execute(sql, params)) == [1, 2, 4]
+    db.close()
