@@ -17,6 +17,7 @@ from typing import Any, Protocol
 
 from adapters.portal.base import PortalChannel, Submission
 from adapters.portal.bhxh import BhxhAccount, BhxhChannel
+from adapters.portal.bhxh_wire import CHECKIN_FILE_TYPE, CLAIM_FILE_TYPE
 from adapters.portal.hub import HubChannel
 from gateway.config import ChannelSettings, PortalSettings
 from gateway.signing import Signer
@@ -64,12 +65,14 @@ class ChannelSpec:
     content_type: str
     hold: Callable[[Any], float] = _no_hold  # seconds a new body waits before it is sent, from its settings
     facility_accounts: bool = False  # the client logs in with each facility's own account
+    file_type: str = ""  # what its builder makes, as the portal files it (BHXH loaiHoSo): carried, never re-read
 
 
 CHANNELS: tuple[ChannelSpec, ...] = (
-    ChannelSpec("bhxh_checkin", "bhxh", BhxhChannel, xml0_checkin_body, "application/xml", facility_accounts=True),
+    ChannelSpec("bhxh_checkin", "bhxh", BhxhChannel, xml0_checkin_body, "application/xml", facility_accounts=True,
+                file_type=CHECKIN_FILE_TYPE),
     ChannelSpec("bhxh_xml130", "bhxh", BhxhChannel, bhxh_body, "application/xml", _claim_hold,
-                facility_accounts=True),
+                facility_accounts=True, file_type=CLAIM_FILE_TYPE),
     ChannelSpec("moh_checkup", "hub", HubChannel, hub_body, "application/json"),
 )
 
@@ -105,10 +108,13 @@ def open_channels(portal: PortalSettings, metrics: ChannelMetrics,
 
 
 def submission_for(spec: ChannelSpec, document_id: str, version: int, body: bytes,
-                   not_before: float = 0.0) -> Submission:
-    """A signed body as one channel's submission, keyed by document id and version."""
+                   not_before: float = 0.0, facility: FacilityInfo | None = None) -> Submission:
+    """A signed body as one channel's submission, keyed by document id and version; it carries what the
+    portal files it under (the builder's file type, the facility whose code it signed) for the client."""
+    facility_code = facility.bhxh_code.strip() if facility is not None and spec.facility_accounts else ""
     return Submission(channel=spec.name, idempotency_key=f"{document_id}:v{version}", document_id=document_id,
-                      version=version, body=body, content_type=spec.content_type, not_before=not_before)
+                      version=version, body=body, content_type=spec.content_type, not_before=not_before,
+                      file_type=spec.file_type, facility_code=facility_code)
 
 
 def build_submissions(document: Document, facility: FacilityInfo, signer: Signer, portal: PortalSettings,
@@ -140,7 +146,7 @@ def build_submissions(document: Document, facility: FacilityInfo, signer: Signer
             built.append(replace(submission_for(spec, document.document_id, document.version, b""), withdraws=True))
         elif body is not None:
             held = now.timestamp() + spec.hold(settings)  # late charges may still come
-            built.append(submission_for(spec, document.document_id, document.version, body, held))
+            built.append(submission_for(spec, document.document_id, document.version, body, held, facility))
     if waiting is not None:
         raise DocumentParked(document, waiting.codes, waiting.channel, built)
     return built

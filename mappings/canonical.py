@@ -4,6 +4,7 @@ from __future__ import annotations
 import re
 import unicodedata
 from datetime import datetime, timedelta, timezone
+from functools import cache, lru_cache
 from typing import Any
 
 from mappings.model import Document
@@ -19,9 +20,14 @@ class DocumentView:
     def __init__(self, document: Document) -> None:
         self.document = document
         self.resources = [entry["resource"] for entry in document.bundle["entry"][1:]]
+        self._by_type: dict[str, list[dict[str, Any]]] | None = None
 
     def all(self, resource_type: str) -> list[dict[str, Any]]:
-        return [r for r in self.resources if r["resourceType"] == resource_type]
+        if self._by_type is None:  # one pass over the resources, however many kinds are asked for
+            self._by_type = {}
+            for resource in self.resources:
+                self._by_type.setdefault(resource["resourceType"], []).append(resource)
+        return list(self._by_type.get(resource_type, ()))
 
     def one(self, resource_type: str) -> dict[str, Any]:
         found = self.all(resource_type)
@@ -95,14 +101,24 @@ def province_code(patient: dict[str, Any]) -> str:
 
     An address still naming one of the 63 former provinces is coded as the province it is now part of.
     """
-    state = _fold(str((patient.get("address") or [{}])[0].get("state", "")))
-    if not state:
-        return ""
-    current = next((code for code, name in codes.province_2025_codes().items() if _fold(name) == state), "")
-    if current:
-        return current
-    return next((entry["province_2025"] for entry in codes.cccd_provinces().values()
-                 if _fold(entry["name"]) == state), "")
+    return _province_of_state(str((patient.get("address") or [{}])[0].get("state", "")))
+
+
+@lru_cache(maxsize=512)
+def _province_of_state(state: str) -> str:
+    folded = _fold(state)
+    return _province_by_name().get(folded, "") if folded else ""
+
+
+@cache
+def _province_by_name() -> dict[str, str]:
+    """Folded province name -> current province code: the 34 current names first, then the 63 former ones."""
+    found: dict[str, str] = {}
+    for code, name in codes.province_2025_codes().items():
+        found.setdefault(_fold(name), code)
+    for entry in codes.cccd_provinces().values():
+        found.setdefault(_fold(entry["name"]), entry["province_2025"])
+    return found
 
 
 def sex_code(patient: dict[str, Any]) -> str:

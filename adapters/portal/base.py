@@ -17,6 +17,9 @@ class Submission:
     content_type: str = "application/json"
     not_before: float = 0.0  # epoch seconds before which it is not sent (late charges may still come)
     withdraws: bool = False  # nothing to send: this version withdraws the older ones not sent yet
+    # What the portal files it under, as the builder signed it, so a channel reads no XML to learn it:
+    file_type: str = ""  # BHXH loaiHoSo kind ("0" a check-in, "130" an episode's files); "" read from the body
+    facility_code: str = ""  # the facility whose account sends it (its MACSKCB); "" read from the body
 
 
 @dataclass(frozen=True, slots=True)

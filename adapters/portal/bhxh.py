@@ -5,10 +5,11 @@ Login: POST token_path, form `username` + `password` (upper-case MD5), answered 
 Send: POST checkin_path (a `CHI_TIEU_TRANG_THAI_KCB` document, `loaiHoSo` 0) or submit_path (a
 `GIAMDINHHS` envelope, `loaiHoSo` 130), headers `accessToken`, `tokenId`, `passwordHash`, form
 `username, loaiHoSo, maTinh, maCSKCB, fileHSBase64`; the answer carries `maKetQua`, `maGiaoDich`,
-`thoiGianTiepNhan`, `thongDiep`. Which one a submission is comes from the root of the signed document
-itself, and the facility (so its account and province) from the facility code inside it: what the portal
-files the document under is exactly what was signed. The `Idempotency-Key` header is ours; the portal
-ignores it and the emulator counts retransmissions with it.
+`thoiGianTiepNhan`, `thongDiep`. Which one a submission is, and its facility (so its account and province),
+come with the submission from the builder that signed them (gateway.channels), so no body is parsed again
+here; a submission stored by an older version carries neither, and they are read from the root of its signed
+document and the facility code inside it. Either way the portal files the document under what was signed.
+The `Idempotency-Key` header is ours; the portal ignores it and the emulator counts retransmissions with it.
 
 Several facilities behind one gateway each log in with their own account: one session per facility code.
 """
@@ -100,6 +101,16 @@ def read_signed_document(body: bytes) -> SignedDocument:
     raise ValueError(f"{root_tag or 'the document'} carries no {FACILITY_ELEMENT.get(root_tag, 'facility code')}")
 
 
+def filed_as(submission: Submission) -> SignedDocument:
+    """The kind and facility a submission's builder signed it as; read from the signed body only for one
+    stored by an older version, which carries neither. ValueError for a kind the portal does not take."""
+    if not (submission.file_type and submission.facility_code):
+        return read_signed_document(submission.body)
+    if submission.file_type not in FILE_TYPE_OF_ROOT.values():
+        raise ValueError(f"file type {submission.file_type} is neither a check-in nor an episode's files")
+    return SignedDocument(submission.file_type, submission.facility_code)
+
+
 def _reason(answer: HttpAnswer) -> str:
     code = answer.body.get(RESULT_CODE)
     message = answer.body.get(MESSAGE) or answer.body.get("message") or ""
@@ -186,7 +197,7 @@ class BhxhChannel:
     async def submit(self, submission: Submission) -> Receipt:
         """One attempt (plus one re-login when the token expired): a Receipt or a classified PortalError."""
         try:
-            document = read_signed_document(submission.body)
+            document = filed_as(submission)
         except ValueError as exc:
             raise PermanentPortalError(f"cannot send {submission.idempotency_key}: {exc}") from None
         session = self._session(document.facility_code)

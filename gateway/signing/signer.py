@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import base64
+import copy
 from datetime import UTC, datetime
 from typing import Any, Protocol, cast
 
@@ -70,6 +71,13 @@ class Signer:
         self.source = source
         self._key = key
         self._check_key_matches()
+        # One XMLSigner and one KeyInfo (the certificate in X509Data, as signxml writes it) for every signature
+        self._xml_signer = XMLSigner(method=methods.enveloped, signature_algorithm="rsa-sha256",
+                                     digest_algorithm="sha256", c14n_algorithm=C14N)
+        self._key_info = etree.Element(f"{{{DS_NAMESPACE}}}KeyInfo", nsmap={"ds": DS_NAMESPACE})
+        x509_data = etree.SubElement(self._key_info, f"{{{DS_NAMESPACE}}}X509Data")
+        etree.SubElement(x509_data, f"{{{DS_NAMESPACE}}}X509Certificate").text = "".join(
+            f"{line}\n" for line in self.certificate_pem.decode("ascii").splitlines()[1:-1])
 
     @property
     def not_after(self) -> datetime:
@@ -130,11 +138,11 @@ class Signer:
         if len(target) or (target.text or "").strip():
             raise SigningError(f"{target.tag} must be empty before signing")
         etree.SubElement(target, f"{{{DS_NAMESPACE}}}Signature", Id="placeholder", nsmap={"ds": DS_NAMESPACE})
-        xml_signer = XMLSigner(method=methods.enveloped, signature_algorithm="rsa-sha256",
-                               digest_algorithm="sha256", c14n_algorithm=C14N)
         try:
-            # signxml only calls key.sign(data, padding, algorithm), which a token key provides too
-            signed = xml_signer.sign(root, key=cast(rsa.RSAPrivateKey, self._key), cert=[self.certificate])
+            # signxml only calls key.sign(data, padding, algorithm), which a token key provides too; it moves
+            # the KeyInfo it is given into the signature, so each signature gets its own copy
+            signed = self._xml_signer.sign(root, key=cast(rsa.RSAPrivateKey, self._key), cert=[self.certificate],
+                                           key_info=copy.deepcopy(self._key_info))
         except InvalidInput as exc:
             raise SigningError(f"cannot sign {what}: {exc}") from None
         return etree.tostring(signed, xml_declaration=True, encoding="utf-8")

@@ -261,13 +261,15 @@ class PostgresStore(PostgresBrowse):
             "   AND e.state IN ('pending', 'in_flight'))"
             " ORDER BY o.id LIMIT $3 FOR UPDATE OF o SKIP LOCKED)"
             " RETURNING id, channel, idempotency_key, document_id, version, content_type, attempts,"
-            " first_received_at)"
+            " first_received_at, file_type, facility_code)"
             " SELECT c.id, c.channel, c.idempotency_key, c.document_id, c.version, c.content_type, b.body,"
-            " c.attempts, c.first_received_at FROM claimed c JOIN outbox_bodies b ON b.outbox_id = c.id",
+            " c.attempts, c.first_received_at, c.file_type, c.facility_code"
+            " FROM claimed c JOIN outbox_bodies b ON b.outbox_id = c.id",
             self._lease, self.node, limit)
         claimed = [
             ClaimedSubmission(
-                r[0], Submission(r[1], r[2], r[3], r[4], self._cipher.open(r[6], b"outbox"), r[5]), r[7], r[8])
+                r[0], Submission(r[1], r[2], r[3], r[4], self._cipher.open(r[6], b"outbox"), r[5],
+                                 file_type=r[9], facility_code=r[10]), r[7], r[8])
             for r in rows
         ]
         return sorted(claimed, key=lambda item: item.id)

@@ -34,11 +34,11 @@ async def enqueue(db: asyncpg.Connection, item: Submission, patient_key: str, re
     first_received_at = min(received_at, replaced_since) if replaced_since else received_at
     inserted = await db.fetchval(
         "INSERT INTO outbox (channel, idempotency_key, document_id, version, patient_key, content_type,"
-        " first_received_at, created_at, state, next_attempt_at)"
-        " VALUES ($1, $2, $3, $4, $5, $6, $7, hbgw_now(), 'pending', greatest(hbgw_now(), $8))"
+        " first_received_at, created_at, state, next_attempt_at, file_type, facility_code)"
+        " VALUES ($1, $2, $3, $4, $5, $6, $7, hbgw_now(), 'pending', greatest(hbgw_now(), $8), $9, $10)"
         " ON CONFLICT (channel, idempotency_key) DO NOTHING RETURNING id",
         item.channel, item.idempotency_key, item.document_id, item.version, patient_key, item.content_type,
-        first_received_at, float(item.not_before))
+        first_received_at, float(item.not_before), item.file_type, item.facility_code)
     if inserted is not None:
         await db.execute("INSERT INTO outbox_bodies (outbox_id, body) VALUES ($1, $2)", inserted, sealed_body)
 

@@ -147,6 +147,11 @@ MIGRATIONS: tuple[str, ...] = (
         parked_at         double precision NOT NULL
     );
     """,
+    # 4: what the portal files a submission under, as the builder signed it (as SQLite's migration 9)
+    """
+    ALTER TABLE outbox ADD COLUMN file_type text NOT NULL DEFAULT '',
+        ADD COLUMN facility_code text NOT NULL DEFAULT '';
+    """,
 )
 
 

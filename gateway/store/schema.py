@@ -227,6 +227,12 @@ MIGRATIONS: tuple[str, ...] = (
     CREATE INDEX messages_sender ON messages (sender, received_at) WHERE state <> 'received';
     CREATE INDEX messages_finished ON messages (state, finished_at) WHERE finished_at IS NOT NULL;
     """,
+    # 9: what the portal files a submission under (BHXH loaiHoSo, facility code), as the builder signed it;
+    # '' on rows written before: the channel reads them from the signed body
+    """
+    ALTER TABLE outbox ADD COLUMN file_type TEXT NOT NULL DEFAULT '';
+    ALTER TABLE outbox ADD COLUMN facility_code TEXT NOT NULL DEFAULT '';
+    """,
 )
 
 

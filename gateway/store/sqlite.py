@@ -349,7 +349,7 @@ class SqliteStore(BrowseQueries):
                 "UPDATE outbox SET state = 'in_flight', lease_until = ?, attempts = attempts + 1 WHERE id IN ("
                 " SELECT outbox_id FROM outbox_heads WHERE due_at <= ? ORDER BY due_at LIMIT ?)"
                 " RETURNING id, channel, idempotency_key, document_id, version, content_type, attempts,"
-                " first_received_at",
+                " first_received_at, file_type, facility_code",
                 (now + self._lease, now, limit),
             ).fetchall()
             bodies = db.execute("SELECT outbox_id, body FROM outbox_bodies WHERE outbox_id IN"
@@ -358,7 +358,8 @@ class SqliteStore(BrowseQueries):
         rows, bodies = await self._write(claim, durable=False)
         claimed = [
             ClaimedSubmission(
-                r[0], Submission(r[1], r[2], r[3], r[4], self._cipher.open(bodies[r[0]], b"outbox"), r[5]), r[6], r[7])
+                r[0], Submission(r[1], r[2], r[3], r[4], self._cipher.open(bodies[r[0]], b"outbox"), r[5],
+                                 file_type=r[8], facility_code=r[9]), r[6], r[7])
             for r in rows
         ]
         return sorted(claimed, key=lambda item: item.id)

@@ -33,11 +33,11 @@ def enqueue(db: sqlite3.Connection, now: float, item: Submission, patient_key: s
     first_received_at = min(received_at, replaced_since) if replaced_since else received_at
     inserted = db.execute(
         "INSERT INTO outbox (channel, idempotency_key, document_id, version, patient_key, content_type,"
-        " first_received_at, created_at, state, next_attempt_at)"
-        " VALUES (?, ?, ?, ?, ?, ?, ?, ?, 'pending', ?) ON CONFLICT (channel, idempotency_key) DO NOTHING"
+        " first_received_at, created_at, state, next_attempt_at, file_type, facility_code)"
+        " VALUES (?, ?, ?, ?, ?, ?, ?, ?, 'pending', ?, ?, ?) ON CONFLICT (channel, idempotency_key) DO NOTHING"
         " RETURNING id",
         (item.channel, item.idempotency_key, item.document_id, item.version, patient_key, item.content_type,
-         first_received_at, now, max(now, item.not_before))).fetchone()
+         first_received_at, now, max(now, item.not_before), item.file_type, item.facility_code)).fetchone()
     if inserted is not None:
         db.execute("INSERT INTO outbox_bodies (outbox_id, body) VALUES (?, ?)",
                    (inserted[0], sealed_body))

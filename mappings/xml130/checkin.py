@@ -12,7 +12,6 @@ check-in is built once; its idempotency key names the stage, so a rebuilt one is
 from __future__ import annotations
 
 import json
-import xml.etree.ElementTree as ET
 from collections.abc import Mapping
 from functools import cache
 from importlib import resources
@@ -20,9 +19,9 @@ from typing import Any
 
 from mappings.canonical import DocumentView, concept_text, first_coding, xml_datetime
 from mappings.model import Document, FacilityInfo
-from mappings.xml130.layout import XML_DECLARATION, XML_INVALID
+from mappings.xml130.layout import document_bytes, element, field_elements
 from mappings.xml130.site import SiteCodes
-from mappings.xml130.tables import CANCELLED, xml1
+from mappings.xml130.tables import CANCELLED, inpatient_admission, patient_category, xml1
 
 VISIT = "visit"
 INPATIENT = "inpatient"
@@ -86,10 +85,15 @@ def _exempt(view: DocumentView, summary: dict[str, str]) -> bool:
     return encounter.get("class", {}).get("code") in rules["emergency_encounter_classes"]
 
 
-def _reached(view: DocumentView, summary: dict[str, str]) -> set[str]:
-    """The stages this version of the episode has reached."""
+def _reached(view: DocumentView, site: Mapping[str, Any] | None) -> set[str]:
+    """The stages this version of the episode has reached (none before its first cost: nothing else is read)."""
     items = _chargeable(view)
-    if not items or _exempt(view, summary):
+    if not items:
+        return set()
+    encounter = view.one("Encounter")
+    summary = {"MA_DOITUONG_KCB": patient_category(encounter, SiteCodes(site)),
+               "NGAY_VAO_NOI_TRU": inpatient_admission(encounter)} if encounter else {}
+    if _exempt(view, summary):
         return set()
     admitted = _inpatient_since(view, summary)
     if not admitted:
@@ -111,11 +115,9 @@ def due_stages(previous: Document | None, document: Document, facility: Facility
     """
     if document.kind != "episode":
         return []
-    view = DocumentView(document)
-    reached = _reached(view, _summary(view, facility, site))
-    if previous is not None and previous.bundle.get("entry"):
-        before = DocumentView(previous)
-        reached -= _reached(before, _summary(before, facility, site))
+    reached = _reached(DocumentView(document), site)
+    if reached and previous is not None and previous.bundle.get("entry"):
+        reached -= _reached(DocumentView(previous), site)
     if INPATIENT in reached:
         return [INPATIENT]
     return sorted(reached)
@@ -144,11 +146,5 @@ def build_checkin(document: Document, facility: FacilityInfo, stage: str,
                   site: Mapping[str, Any] | None = None) -> bytes:
     """The unsigned XML0 document of one stage, ending with the empty CHUKYDONVI its signature goes in."""
     rules = layout()
-    row = checkin_row(document, facility, stage, site)
-    root = ET.Element(rules["root"])
-    target = ET.SubElement(ET.SubElement(root, rules["list"]), rules["row"])
-    for name in rules["fields"]:
-        ET.SubElement(target, name).text = XML_INVALID.sub("", row.get(name, ""))
-    ET.SubElement(root, "CHUKYDONVI")
-    body: bytes = ET.tostring(root, encoding="utf-8", xml_declaration=False, short_empty_elements=True)
-    return XML_DECLARATION + body
+    row = element(rules["row"], field_elements(rules["fields"], checkin_row(document, facility, stage, site)))
+    return document_bytes(element(rules["root"], element(rules["list"], row) + element("CHUKYDONVI", "")))

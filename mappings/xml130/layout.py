@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import json
 import re
-import xml.etree.ElementTree as ET
 from dataclasses import dataclass
 from functools import cache
 from importlib import resources
@@ -52,17 +51,34 @@ def field_names(table: str) -> list[str]:
     return [field.name for field in fields(table)]
 
 
+def escaped(text: str) -> str:
+    """Character data written as ElementTree writes it (&, < and > escaped), for the same bytes, faster."""
+    return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+
+
+def element(tag: str, content: str) -> str:
+    """One element around escaped text or its serialised children; empty as ElementTree writes it (`<TAG />`)."""
+    return f"<{tag}>{content}</{tag}>" if content else f"<{tag} />"
+
+
+def document_bytes(root: str) -> bytes:
+    """A serialised root element as the UTF-8 document the portal receives, with its XML declaration."""
+    return XML_DECLARATION + root.encode("utf-8", "xmlcharrefreplace")
+
+
+def field_elements(names: tuple[str, ...] | list[str], row: dict[str, str]) -> str:
+    """A row's elements in layout order, every one present (empty when unknown), characters XML forbids dropped."""
+    return "".join(element(name, escaped(XML_INVALID.sub("", value))) if (value := row.get(name)) else f"<{name} />"
+                   for name in names)
+
+
 def render(table: str, rows: list[dict[str, str]]) -> bytes:
     """One table as UTF-8 XML, every element of the layout present and in order (empty when unknown)."""
     layout = layouts()[table]
-    root = ET.Element(layout["root"])
-    parent = ET.SubElement(root, layout["list"]) if layout["list"] else root
-    for row in rows:
-        target = ET.SubElement(parent, layout["row"]) if layout["row"] else parent
-        for name in field_names(table):
-            ET.SubElement(target, name).text = XML_INVALID.sub("", row.get(name, ""))
-    body: bytes = ET.tostring(root, encoding="utf-8", xml_declaration=False)
-    return XML_DECLARATION + body
+    names = field_names(table)
+    cells = [field_elements(names, row) for row in rows]
+    body = "".join(element(layout["row"], cell) for cell in cells) if layout["row"] else "".join(cells)
+    return document_bytes(element(layout["root"], element(layout["list"], body) if layout["list"] else body))
 
 
 def _value_issue(field: Field, value: str, where: str) -> Issue | None:
@@ -91,11 +107,11 @@ def table_issues(table: str, rows: list[dict[str, str]]) -> list[Issue]:
         issues += [Issue(f"{prefix}.{name}", "unknown-element", f"{name} is not an element of {table}")
                    for name in row if name not in known]
         for field in fields(table):
-            value, where = row.get(field.name, ""), f"{prefix}.{field.name}"
-            if not value:
+            if not (value := row.get(field.name, "")):
                 if field.name in required:
+                    where = f"{prefix}.{field.name}"
                     issues.append(Issue(where, "required", f"{where} must not be blank"))
                 continue
-            if (issue := _value_issue(field, value, where)) is not None:
+            if (issue := _value_issue(field, value, f"{prefix}.{field.name}")) is not None:
                 issues.append(issue)
     return issues

@@ -168,6 +168,17 @@ def _doctor(reference: dict[str, Any] | None) -> tuple[str, str]:
     return number, " ".join(words)
 
 
+def patient_category(encounter: dict[str, Any], site: SiteCodes) -> str:
+    """XML1 MA_DOITUONG_KCB: the encounter's patient category through the site mappings."""
+    return site.patient_category(_extension_code(encounter, systems.PATIENT_CATEGORY_EXTENSION))
+
+
+def inpatient_admission(encounter: dict[str, Any]) -> str:
+    """XML1 NGAY_VAO_NOI_TRU: when an inpatient stay began; "" for any other encounter."""
+    inpatient = encounter.get("class", {}).get("code") == "IMP"
+    return xml_datetime(encounter.get("period", {}).get("start")) if inpatient else ""
+
+
 def xml1(view: DocumentView, facility: FacilityInfo, site: SiteCodes | None = None,
          money: dict[str, str] | None = None) -> dict[str, str]:
     """XML1, the episode summary (tổng hợp); `money` holds the T_* totals (none: left out)."""
@@ -177,7 +188,6 @@ def xml1(view: DocumentView, facility: FacilityInfo, site: SiteCodes | None = No
     period = encounter.get("period", {})
     kind, result = discharge_codes(encounter, site)
     reason = joined([concept_text(r) for r in encounter.get("reasonCode", [])])
-    inpatient = encounter.get("class", {}).get("code") == "IMP"
     settled = xml_datetime(period.get("end") or view.document.bundle.get("timestamp"))
     procedures = [str(first_coding(p.get("code")).get("code", "")) for p in view.all("Procedure")
                   if first_coding(p.get("code")).get("system") == systems.ICD9CM]
@@ -195,9 +205,9 @@ def xml1(view: DocumentView, facility: FacilityInfo, site: SiteCodes | None = No
         "MA_BENH_CHINH": icd10_code(final[0]) if final else "",
         "MA_BENH_KT": ";".join([code for code in map(icd10_code, final[1:]) if code][:MAX_SECONDARY_DIAGNOSES]),
         "MA_PTTT_QT": ";".join(dict.fromkeys(procedures)),
-        "MA_DOITUONG_KCB": site.patient_category(_extension_code(encounter, systems.PATIENT_CATEGORY_EXTENSION)),
+        "MA_DOITUONG_KCB": patient_category(encounter, site),
         "NGAY_VAO": xml_datetime(period.get("start")), "NGAY_RA": xml_datetime(period.get("end")),
-        "NGAY_VAO_NOI_TRU": xml_datetime(period.get("start")) if inpatient else "",
+        "NGAY_VAO_NOI_TRU": inpatient_admission(encounter),
         "SO_NGAY_DTRI": _episode_days(encounter), "PP_DIEU_TRI": _treatment(view),
         "KET_QUA_DTRI": result, "MA_LOAI_RV": kind, "NGAY_TTOAN": xml_datetime(period.get("end")), **money,
         "NAM_QT": settled[:4], "THANG_QT": settled[4:6].lstrip("0"), "MA_LOAI_KCB": visit_type(encounter),

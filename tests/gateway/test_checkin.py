@@ -11,6 +11,7 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from lxml import etree
 
+from adapters.portal.bhxh import filed_as, read_signed_document
 from adapters.portal.emulator.validate import check_checkin
 from gateway.channels import build_submissions
 from gateway.config import (
@@ -78,6 +79,10 @@ def test_the_first_cost_of_an_inpatient_stay_sends_one_signed_check_in_before_th
     assert (first.channel, files.channel) == ("bhxh_checkin", "bhxh_xml130")  # files never supersede it
     assert first.document_id == files.document_id
     assert files.idempotency_key == with_labs.idempotency_key
+    # what the portal files each under travels with it, and is what was signed
+    assert (first.file_type, first.facility_code) == ("0", "40001")
+    assert (files.file_type, files.facility_code) == ("130", "40001")
+    assert (read_signed_document(first.body), read_signed_document(files.body)) == (filed_as(first), filed_as(files))
     checked = check_checkin(first.body, signer.certificate_pem)
     assert (checked["facility"], checked["episodes"]) == ("40001", [with_labs.document_id])
     values = row(first.body)

@@ -104,6 +104,17 @@ async def test_mapping_commit_creates_outbox_and_supersedes_older_pending_versio
     assert latest is not None and latest.version == 2 and latest.bundle["id"] == "D1-2"
 
 
+async def test_a_submission_keeps_what_the_portal_files_it_under(store: Store) -> None:
+    stored = await store.store_inbound(inbound("C1"))
+    carried = Submission("bhxh_checkin", "D1:v1", "D1", 1, b"<signed/>", "application/xml", file_type="0",
+                         facility_code="79001")
+    await store.commit_mapping(stored.message_id, [document("D1", 1), document("D2", 1, "p2")],
+                               [carried, submission("D2", 1)])
+    first, second = await store.claim_submissions(10)
+    assert (first.submission.file_type, first.submission.facility_code) == ("0", "79001")
+    assert (second.submission.file_type, second.submission.facility_code) == ("", "")
+
+
 async def test_one_patient_is_delivered_in_order_others_are_not_held_up(store) -> None:
     stored = await store.store_inbound(inbound("C1"))
     await store.commit_mapping(

@@ -47,6 +47,7 @@ async def test_an_old_file_is_upgraded_and_keeps_its_data(tmp_path: Path) -> Non
         assert db.execute("PRAGMA user_version").fetchone()[0] == len(MIGRATIONS)
         assert db.execute("SELECT count(*) FROM operator_actions").fetchone()[0] == 0
     assert {"purged_at"} <= columns(path, "messages") & columns(path, "outbox") & columns(path, "documents")
+    assert {"file_type", "facility_code"} <= columns(path, "outbox")
 
 
 def test_migrating_twice_changes_nothing(tmp_path: Path) -> None:

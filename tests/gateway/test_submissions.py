@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 from cryptography.hazmat.primitives import serialization
 
+from adapters.portal.bhxh import filed_as, read_signed_document
 from adapters.portal.emulator.hub import HubRefusal, check_message
 from adapters.portal.emulator.validate import check_envelope
 from adapters.portal.emulator.xmldsig import verify_form
@@ -61,6 +62,8 @@ def test_episode_becomes_one_signed_bhxh_envelope(signer: Signer) -> None:
     assert (submission.channel, submission.idempotency_key) == ("bhxh_xml130", episode.idempotency_key)
     assert (submission.document_id, submission.version, submission.content_type) == (
         episode.document_id, episode.version, "application/xml")
+    assert (submission.file_type, submission.facility_code) == ("130", "40001")
+    assert filed_as(submission) == read_signed_document(submission.body)  # carried as signed, read nowhere
     checked = check_envelope(submission.body, signer.certificate_pem)
     assert checked["facility"] == "40001"
     assert checked["episodes"] == [episode.document_id]
@@ -71,6 +74,7 @@ def test_health_check_becomes_one_signed_hub_message(signer: Signer) -> None:
     check = document("oru_r01_health_check.hl7")
     [submission] = build_submissions(check, FACILITY, signer, PortalSettings(), now=NOW)
     assert (submission.channel, submission.idempotency_key) == ("moh_checkup", check.idempotency_key)
+    assert (submission.file_type, submission.facility_code) == ("", "")  # BHXH's; the hub reads neither
     message = json.loads(submission.body)
     assert message["header"] == {"version": "1.0.3", "sender_id": "4000000000123", "receiver_id": "TDLBYT",
                                  "txn_type": "sync_checkup", "msg_id": msg_id("4000000000123", check),

@@ -87,7 +87,8 @@ def unsigned_checkin(ma_lk: str, facility: str = "40001") -> bytes:
 def make_bhxh(signer: Signer) -> Callable[..., Submission]:
     def make(document_id: str, version: int = 1, file_type: str = "XML1", facility: str = "40001") -> Submission:
         envelope = unsigned_envelope(document_id, file_type, facility)
-        return submission_for(spec("bhxh_xml130"), document_id, version, signer.sign_xml_envelope(envelope))
+        return submission_for(spec("bhxh_xml130"), document_id, version, signer.sign_xml_envelope(envelope),
+                              facility=FacilityInfo("Demo", facility, FACILITY_ID))
     return make
 
 
@@ -109,7 +110,8 @@ def signed_form(document_id: str, signer: Signer) -> tuple[Document, bytes]:
 def make_checkin(signer: Signer) -> Callable[..., Submission]:
     def make(document_id: str, facility: str = "40001") -> Submission:
         signed = signer.sign_xml_envelope(unsigned_checkin(document_id, facility))
-        return submission_for(spec("bhxh_checkin"), document_id, 1, signed)
+        return submission_for(spec("bhxh_checkin"), document_id, 1, signed,
+                              facility=FacilityInfo("Demo", facility, FACILITY_ID))
     return make
 
 

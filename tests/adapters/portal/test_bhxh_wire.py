@@ -15,7 +15,7 @@ from aiohttp import web
 from aiohttp.test_utils import TestServer
 
 from adapters.portal.base import PermanentPortalError, PortalChannel, Submission, TransientPortalError
-from adapters.portal.bhxh import BhxhAccount, BhxhChannel, read_signed_document
+from adapters.portal.bhxh import BhxhAccount, BhxhChannel, filed_as, read_signed_document
 from adapters.portal.bhxh_wire import token_lifetime
 from adapters.portal.emulator import EmulatorConfig, Faults, create_emulator_app
 from adapters.portal.emulator.state import BhxhEmulatorAccount
@@ -106,12 +106,45 @@ async def test_a_check_in_goes_to_its_own_path_with_loai_ho_so_0_and_the_facilit
     assert (sent["form"]["loaiHoSo"], sent["form"]["maTinh"], sent["form"]["maCSKCB"]) == ("0", "01", "40001")
 
 
-def test_the_kind_and_facility_come_from_the_signed_document(make_bhxh: Callable[..., Submission],
-                                                            make_checkin: Callable[..., Submission]) -> None:
-    assert read_signed_document(make_bhxh("EP-W4", facility="79001").body).facility_code == "79001"
-    assert read_signed_document(make_checkin("EP-W4", facility="79001").body).file_type == "0"
+def test_the_kind_and_facility_come_with_the_submission_as_signed(make_bhxh: Callable[..., Submission],
+                                                                  make_checkin: Callable[..., Submission]) -> None:
+    episode, checkin = make_bhxh("EP-W4", facility="79001"), make_checkin("EP-W4", facility="79001")
+    assert (episode.file_type, episode.facility_code) == ("130", "79001")
+    assert (checkin.file_type, checkin.facility_code) == ("0", "79001")
+    assert read_signed_document(episode.body) == filed_as(episode)
+    assert read_signed_document(checkin.body) == filed_as(checkin)
     with pytest.raises(ValueError, match="neither"):
         read_signed_document(b"<TONG_HOP><MA_LK>1</MA_LK></TONG_HOP>")
+    with pytest.raises(ValueError, match="neither"):
+        filed_as(dataclasses.replace(episode, file_type="131"))
+
+
+async def test_the_channel_sends_what_the_submission_carries_without_reading_the_body(
+        recorder: tuple[RecordingPortal, str], make_bhxh: Callable[..., Submission]) -> None:
+    recording, base_url = recorder
+    carried = dataclasses.replace(make_bhxh("EP-W8", facility="79001"), body=b"not XML: never parsed here")
+    channel = channel_to(base_url)
+    try:
+        await channel.submit(carried)
+    finally:
+        await channel.close()
+    sent = recording.requests[1]
+    assert sent["path"] == "/api/qd130/guiHoSoXmlQD3176"
+    assert (sent["form"]["loaiHoSo"], sent["form"]["maTinh"], sent["form"]["maCSKCB"]) == ("130", "79", "79001")
+
+
+async def test_a_submission_stored_by_an_older_version_is_read_from_its_body(
+        recorder: tuple[RecordingPortal, str], make_checkin: Callable[..., Submission]) -> None:
+    recording, base_url = recorder
+    older = dataclasses.replace(make_checkin("EP-W9", facility="79001"), file_type="", facility_code="")
+    channel = channel_to(base_url)
+    try:
+        await channel.submit(older)
+    finally:
+        await channel.close()
+    sent = recording.requests[1]
+    assert sent["path"] == "/api/qd130/checkInKcbQd3176"
+    assert (sent["form"]["loaiHoSo"], sent["form"]["maCSKCB"]) == ("0", "79001")
 
 
 @pytest.mark.parametrize(("code", "error"), [("205", PermanentPortalError), ("403", TransientPortalError),
