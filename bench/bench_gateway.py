@@ -46,6 +46,7 @@ DRAIN_TIMEOUT = 1800.0
 # holding them until the discharge): one signed submission per message.
 SUBMISSIONS_PER_MESSAGE = 1
 STAGES = {"gateway": "the gateway process", "hbgw-map": "mapping workers", "hbgw-sign": "signing workers",
+          "hbgw-send": "delivery process",
           "emulator": "portal emulator (not the gateway's)"}
 
 

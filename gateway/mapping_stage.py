@@ -216,6 +216,7 @@ class MappingStage:
                     item = Assembled(failure=exc)
                 built.update(item.documents)
             assembled.append(item)
+            await asyncio.sleep(0)  # acknowledgements waiting on the loop go first, not after the whole batch
         return assembled
 
     def _outcome(self, message: ClaimedMessage, result: MapResult, assembled: Assembled, signed: SignResult,
