@@ -260,6 +260,9 @@ class PipelineSettings(_Section):
     # 1: the portal clients (HTTP exchanges) run in a process of their own (hbgw-send); 0: in this process
     delivery_processes: int = Field(1, ge=0, le=1)
     poll_interval_seconds: float = Field(0.5, gt=0)
+    # After a batch smaller than the mapping batch (the stage has caught up), wait this long before the next
+    # claim so that messages arriving one by one are mapped, signed and committed together; 0: at once.
+    mapping_linger_seconds: float = Field(0.05, ge=0, le=5)
     backoff_base_seconds: float = Field(2.0, gt=0)
     backoff_max_seconds: float = Field(600.0, gt=0)
 

@@ -101,12 +101,17 @@ class MappingStage:
     async def run(self) -> None:
         """Until stopped: claim, map ahead, apply in order; after a failure everything claimed is given back."""
         ahead: Batch | None = None
+        caught_up = False  # the last batch was not full: let the next one gather (pipeline.mapping_linger_seconds)
         while not self._stopping.is_set():
             try:
+                if ahead is None and caught_up and self._settings.mapping_linger_seconds and not self._mapping.isolating:
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(self._stopping.wait(), self._settings.mapping_linger_seconds)
                 batch, ahead = ahead or await self._claim(), None
                 if batch is None:
                     await self._wait()
                     continue
+                caught_up = len(batch.messages) < MAPPING_BATCH
                 try:
                     results = await batch.mapped
                 except BrokenExecutor:  # no worker could be started: charged to no message

@@ -524,3 +524,41 @@ async def test_several_patients_are_submitted_at_once_but_one_patient_only_in_or
     for patient in ("P0", "P1", "P2"):  # each patient's documents reached the portal in the order queued
         sent = [key for key in channel.calls if patient_of[key.split(":")[0]] == patient]
         assert sent == sorted(sent, key=lambda key: int(key[1:].split(":")[0]))
+
+
+async def test_messages_arriving_one_by_one_after_a_quiet_spell_are_mapped_as_one_batch(store: Store) -> None:
+    """pipeline.mapping_linger_seconds: once the stage has caught up, it lets the next messages gather
+    instead of claiming each alone (every claim, signing call and commit costs the gateway CPU)."""
+    claimed: list[int] = []
+    claim = store.claim_messages
+
+    async def counting_claim(limit: int, **kwargs):
+        messages = await claim(limit, **kwargs)
+        if messages:
+            claimed.append(len(messages))
+        return messages
+
+    store.claim_messages = counting_claim  # type: ignore[method-assign]
+    admit = corpus_hl7("adt_a01_admit.hl7")
+    messages = [admit.replace("VV26000456", f"VV2677{n:04d}").replace("MSG000123", f"L{n:05d}") for n in range(6)]
+    channel = ScriptedChannel([])
+    pipeline = Pipeline(store, Metrics(), SETTINGS.model_copy(update={"mapping_linger_seconds": 2.0}),
+                        plain_submissions, {"bhxh_xml130": channel}, lambda: mapping_executor(0))
+    await pipeline.start()
+    try:
+        await store_messages(store, messages[:1])
+        await wait_until_async(lambda: len(channel.calls) == 1)
+        for number, text in enumerate(messages[1:], 1):  # one by one, as a HIS sends
+            await store.store_inbound(Inbound("mllp", "HIS|BV", f"C{number}", "ADT^A01", "cid", text.encode(), b"AA"))
+        await wait_until_async(lambda: len(channel.calls) == 6)
+    finally:
+        await pipeline.stop()
+    assert claimed == [1, 5]
+
+
+async def wait_until_async(predicate, seconds: float = 20.0) -> None:
+    for _ in range(int(seconds / 0.05)):
+        if predicate():
+            return
+        await asyncio.sleep(0.05)
+    raise AssertionError("not reached in time")
