@@ -92,8 +92,9 @@ class Gateway:
         backlog = await self._backlog()
         accounts = [facility.account for facility in facilities.all]
         if s.pipeline.delivery_processes:
-            delivery = DeliveryProcess(DeliverySetup(s.portal, tuple(accounts), s.logging.level, s.logging.format),
-                                       self.metrics)
+            portal = s.portal.model_copy(update={"hub": s.portal.hub.model_copy(update={"practitioner_signers": []})})
+            delivery = DeliveryProcess(DeliverySetup(portal, tuple(accounts), s.logging.level, s.logging.format),
+                                       self.metrics)  # the doctors' keys and PINs stay here: that process signs nothing
             await delivery.start()
             self._channels = delivery.channels([spec.name for spec in CHANNELS
                                                 if channel_settings(s.portal, spec).enabled])

@@ -26,6 +26,7 @@ EXIT_STARTUP = 1
 
 def _serve(settings: Settings, allowed: Sequence[str] = ()) -> int:
     from gateway.app import Gateway
+    from gateway.delivery_workers import DeliveryStartError
     from gateway.encryption import EncryptionKeyError
     from gateway.signing import SigningError
     from gateway.store import StoreError
@@ -38,7 +39,7 @@ def _serve(settings: Settings, allowed: Sequence[str] = ()) -> int:
     except (SigningError, EncryptionKeyError) as exc:  # a setting to fix: restarting cannot help
         print(f"config error: {exc}", file=sys.stderr)
         return EXIT_CONFIG
-    except StoreError as exc:
+    except (StoreError, DeliveryStartError) as exc:
         print(f"startup error: {exc}", file=sys.stderr)
         return EXIT_STARTUP
     except OSError as exc:

@@ -223,10 +223,9 @@ class StoreSettings(_Section):
     # while the previous commit ran, which needs no waiting and measured as fast at every load.
     group_commit_max_delay_ms: float = Field(0.0, ge=0)
     # sqlite: fsync also the commits that hold only the pipeline's bookkeeping (claims, finished mappings,
-    # receipts). Off: they wait for no disk, so an acknowledgement never waits behind their fsync; a power cut
-    # (not a crash of the process) may then undo the last moments of that bookkeeping, and the pipeline does
-    # it again: a submission may be sent twice, with the same idempotency key. Acknowledged messages and
-    # operators' actions are always fsynced before they are answered.
+    # retries). Off: they wait for no disk, so an acknowledgement never waits behind their fsync; a power cut
+    # (not a crash of the process) may then undo the newest of that bookkeeping, and the pipeline does it
+    # again. Acknowledged messages, portal receipts and operators' actions are always fsynced.
     fsync_every_commit: bool = False
     lease_seconds: float = Field(120.0, gt=0)
     retention_days: float = Field(30.0, gt=0)

@@ -16,6 +16,7 @@ import asyncio
 import itertools
 import os
 import pickle
+import signal
 import socket
 import struct
 from collections.abc import Awaitable, Callable, Sequence
@@ -34,18 +35,23 @@ from adapters.portal.base import (
 )
 from adapters.portal.bhxh import BhxhAccount
 from gateway.config import PortalSettings
-from gateway.logs import configure_logging, get_logger
+from gateway.logs import configure_logging, correlation, get_logger
 from gateway.metrics import Metrics
 from gateway.workers import start_worker
 
 log = get_logger(__name__)
 
 _LENGTH = struct.Struct("!I")
+STARTUP_SECONDS = 60.0  # a spawned process imports the gateway first: seconds on a loaded 2-core host
 # An attempt's end as plain values: ("delivered", Receipt) | ("transient", reason, status, result_code,
 # retry_after) | ("permanent", reason, status, result_code); and the clients' reports since the last answer:
 # ("response", channel, status) | ("latency", channel, seconds).
 Outcome = tuple[Any, ...]
 Report = tuple[str, str, float]
+
+
+class DeliveryStartError(RuntimeError):
+    """The delivery process could not be started or could not open the portal clients."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -94,6 +100,10 @@ def raise_outcome(outcome: Outcome) -> Receipt:
 def _serve(sock: socket.socket, parent_pid: int, setup: DeliverySetup) -> None:
     """The delivery process: open the portal clients, then answer submissions until the socket closes."""
     start_worker(parent_pid, "hbgw-send")
+    # systemd and Ctrl-C signal the whole group: the gateway stops this process itself (it closes the socket
+    # once the attempts under way are answered), so an exchange is never cut off half-way
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     configure_logging(setup.log_level, setup.log_format)
     asyncio.run(_answer_submissions(sock, setup))
 
@@ -102,23 +112,33 @@ async def _answer_submissions(sock: socket.socket, setup: DeliverySetup) -> None
     from gateway.channels import open_channels  # here: the gateway process imports this module first
 
     reports: list[Report] = []
-    channels = open_channels(setup.portal, _ReportingMetrics(reports), list(setup.accounts))
     reader, writer = await asyncio.open_unix_connection(sock=sock)
+    try:
+        channels = open_channels(setup.portal, _ReportingMetrics(reports), list(setup.accounts))
+    except Exception as exc:  # noqa: BLE001 - told to the gateway, which refuses to start
+        await _write(writer, ("error", f"{type(exc).__name__}: {exc}"))
+        writer.close()
+        return
+    await _write(writer, ("ready",))
     tasks: set[asyncio.Task[None]] = set()
 
     async def attempt(number: int, submission: Submission) -> None:
-        channel = channels.get(submission.channel)
-        try:
-            if channel is None:
-                raise TransientPortalError(f"channel {submission.channel} is not enabled in the delivery process")
-            outcome: Outcome = ("delivered", await channel.submit(submission))
-        except PortalError as exc:
-            outcome = outcome_of(exc)
-        except Exception as exc:
-            log.exception("delivery_unexpected_error", idempotency_key=submission.idempotency_key)
-            outcome = ("transient", f"unexpected {type(exc).__name__} in the portal client", None, "", None)
-        sent, reports[:] = list(reports), []
-        await _write(writer, (number, outcome, sent))
+        with correlation(submission.idempotency_key, channel=submission.channel):
+            channel = channels.get(submission.channel)
+            try:
+                if channel is None:
+                    raise TransientPortalError(f"channel {submission.channel} is not enabled in the delivery process")
+                outcome: Outcome = ("delivered", await channel.submit(submission))
+            except PortalError as exc:
+                outcome = outcome_of(exc)
+            except Exception as exc:
+                log.exception("delivery_unexpected_error")
+                outcome = ("transient", f"unexpected {type(exc).__name__} in the portal client", None, "", None)
+            sent, reports[:] = list(reports), []
+            try:
+                await _write(writer, (number, outcome, sent))
+            except (ConnectionError, RuntimeError):  # the gateway is gone: its lease makes it try again
+                log.warning("delivery_answer_undelivered", outcome=outcome[0])
 
     try:
         while True:
@@ -181,6 +201,11 @@ class DeliveryProcess:
         self._writer: asyncio.StreamWriter | None = None
         self._reading: asyncio.Task[None] | None = None
         self._starting = asyncio.Lock()
+        self._closed = False
+        # An attempt is one exchange plus, at most, a login and a second try: an answer that has not come
+        # after this long will not come (a hung process), so it is stopped and started again.
+        longest = max(setup.portal.bhxh.timeout_seconds, setup.portal.hub.timeout_seconds)
+        self._answer_within = 4 * longest + 30
 
     @property
     def pid(self) -> int | None:
@@ -192,36 +217,60 @@ class DeliveryProcess:
         return {name: RemoteChannel(name, self.submit, self.close) for name in names}
 
     async def start(self) -> None:
-        """Start the process now rather than at the first submission."""
+        """Start the process now; DeliveryStartError when it cannot open the portal clients."""
         await self._ensure_started()
 
     async def _ensure_started(self) -> asyncio.StreamWriter:
         async with self._starting:
+            if self._closed:
+                raise TransientPortalError("the gateway is stopping: no more portal exchanges")
             if self._writer is not None and self._process is not None and self._process.is_alive():
                 return self._writer
-            if self._writer is not None:  # it died and its answers' reader has not seen it yet
-                self._stopped(self._writer)
+            if self._writer is not None and self._reading is not None:
+                # it died: its reader first takes what it answered before, then fails the attempts left
+                await asyncio.gather(self._reading, return_exceptions=True)
             ours, theirs = socket.socketpair()
-            process = get_context("spawn").Process(target=_serve, name="hbgw-send", daemon=True,
-                                                  args=(theirs, os.getpid(), self._setup))
-            process.start()
-            theirs.close()  # the process has its own copy
-            reader, writer = await asyncio.open_unix_connection(sock=ours)
+            try:
+                process = get_context("spawn").Process(target=_serve, name="hbgw-send", daemon=True,
+                                                      args=(theirs, os.getpid(), self._setup))
+                process.start()
+            finally:
+                theirs.close()  # the process has its own copy
+            try:
+                reader, writer = await asyncio.open_unix_connection(sock=ours)
+                hello = await asyncio.wait_for(_read(reader), STARTUP_SECONDS)
+            except (OSError, EOFError, asyncio.IncompleteReadError, TimeoutError) as exc:
+                process.kill()
+                ours.close()
+                raise DeliveryStartError(f"the delivery process did not start ({type(exc).__name__})") from None
+            if hello[0] != "ready":
+                await asyncio.get_running_loop().run_in_executor(None, process.join, 5)
+                writer.close()
+                raise DeliveryStartError(f"the delivery process cannot open the portal clients: {hello[1]}")
             self._process, self._writer = process, writer
             self._reading = asyncio.create_task(self._read_answers(reader, writer, process), name="delivery-answers")
             return writer
 
     async def submit(self, submission: Submission) -> Receipt:
         """One attempt in the delivery process: its receipt, or the classified error it ended with."""
-        writer = await self._ensure_started()
+        try:
+            writer = await self._ensure_started()
+        except DeliveryStartError as exc:
+            raise TransientPortalError(str(exc)) from None
         number = next(self._numbers)
         answer: asyncio.Future[Outcome] = asyncio.get_running_loop().create_future()
         self._waiting[number] = (answer, writer)
         try:
             await _write(writer, (number, submission))
-            outcome = await answer
+            outcome = await asyncio.wait_for(asyncio.shield(answer), self._answer_within)
         except (ConnectionError, RuntimeError) as exc:  # the process went away as the submission was sent
             raise TransientPortalError(f"the delivery process could not take the attempt ({type(exc).__name__})")
+        except TimeoutError:
+            log.error("delivery_process_hung", seconds=self._answer_within)
+            if self._writer is writer and self._process is not None:
+                self._process.kill()  # the next attempt starts another
+                self._stopped(writer)
+            raise TransientPortalError(f"no answer from the delivery process in {self._answer_within:.0f} s") from None
         finally:
             self._waiting.pop(number, None)
         return raise_outcome(outcome)
@@ -231,15 +280,20 @@ class DeliveryProcess:
         try:
             while True:
                 number, outcome, reports = await _read(reader)
-                self._report(reports)
                 answer, _ = self._waiting.get(number, (None, None))
                 if answer is not None and not answer.done():
                     answer.set_result(outcome)
-        except (asyncio.IncompleteReadError, ConnectionError, EOFError, pickle.UnpicklingError):
-            pass
-        if self._writer is writer:  # not closed by us: it died
-            self._stopped(writer)
-        await asyncio.get_running_loop().run_in_executor(None, process.join, 30)  # no zombie left behind
+                self._report(reports)
+        except (asyncio.IncompleteReadError, ConnectionError, EOFError):
+            pass  # the process ended (or was stopped by close())
+        except Exception:  # an answer that cannot be read: the process is stopped rather than trusted further
+            log.exception("delivery_answer_unreadable")
+            process.kill()
+        finally:
+            if self._writer is writer:  # not closed by us: it died
+                self._stopped(writer)
+            if not self._closed:  # close() waits for the process itself
+                await asyncio.get_running_loop().run_in_executor(None, process.join, 30)  # no zombie left
 
     def _stopped(self, writer: asyncio.StreamWriter, *, died: bool = True) -> None:
         """The process behind `writer` is gone: its attempts under way end as transient failures."""
@@ -260,15 +314,18 @@ class DeliveryProcess:
                 self._metrics.submit_latency.labels(channel).observe(value)
 
     async def close(self) -> None:
-        """Let the process finish the attempts under way, then stop it."""
-        writer, process = self._writer, self._process
-        self._writer = self._process = None
+        """Let the process finish the attempts under way, then stop it; no process is started after this."""
+        async with self._starting:
+            self._closed = True
+            writer, process = self._writer, self._process
+            self._writer = self._process = None
         if writer is not None and writer.can_write_eof():
             writer.write_eof()  # the process answers what it has under way, then leaves
         if process is not None:
             await asyncio.get_running_loop().run_in_executor(None, process.join, 30)
             if process.is_alive():
                 process.kill()
+                await asyncio.get_running_loop().run_in_executor(None, process.join, 5)
         if self._reading is not None:
             await asyncio.gather(self._reading, return_exceptions=True)
         if writer is not None:

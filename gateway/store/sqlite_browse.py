@@ -47,8 +47,9 @@ def message_search(query: MessageFilter) -> tuple[str, list[Any]]:
         where.append("control_id >= ? AND control_id < ? AND (control_id = ? OR control_id >= ?)")
         params += [query.control_id, query.control_id + "~replay;", query.control_id, query.control_id + REPLAY_MARK]
     if query.sender:
-        where.append("(sender = ? OR (sender >= ? AND sender < ?))")  # `HIS` finds `HIS|BV`
-        params += [query.sender, query.sender + "|", query.sender + "}"]
+        # `HIS` finds `HIS|BV`: one index range from the name to the end of its `|` extensions
+        where.append("sender >= ? AND sender < ? AND (sender = ? OR sender >= ?)")
+        params += [query.sender, query.sender + "}", query.sender, query.sender + "|"]
     if query.message_type:
         where.append("(message_type = ? OR (message_type >= ? AND message_type < ?))")  # `ADT` finds `ADT^A01`
         params += [query.message_type, query.message_type + "^", query.message_type + "_"]
@@ -67,13 +68,15 @@ def message_search(query: MessageFilter) -> tuple[str, list[Any]]:
     if query.before_id is not None:
         where.append("id < ?")
         params.append(query.before_id)
-    if (query.control_id or query.since is not None or query.until is not None) and query.state != "received":
-        # Their indexes leave out the unmapped backlog (schema migration 8): search the rest through them, the
-        # backlog through messages_work (state, id).
+    if (query.control_id or query.sender or query.since is not None or query.until is not None) \
+            and query.state != "received":
+        # Their indexes leave out the unmapped backlog (schema migration 8): the newest matches of the rest
+        # through them, and of the backlog through messages_work (state, id), each arm stopping at the limit.
         found = " AND ".join(where)
-        where = [(f"id IN (SELECT id FROM messages WHERE state <> 'received' AND {found}"
-                  f" UNION ALL SELECT id FROM messages WHERE state = 'received' AND {found})")]
-        params += params
+        where = [(f"id IN (SELECT id FROM (SELECT id FROM messages WHERE state <> 'received' AND {found}"
+                  f" ORDER BY id DESC LIMIT ?) AS indexed UNION ALL SELECT id FROM (SELECT id FROM messages"
+                  f" WHERE state = 'received' AND {found} ORDER BY id DESC LIMIT ?) AS backlog)")]
+        params = [*params, query.limit, *params, query.limit]
     clause = f" WHERE {' AND '.join(where)}" if where else ""
     return f"{_MESSAGE_COLUMNS}{clause} ORDER BY id DESC LIMIT ?", [*params, query.limit]
 

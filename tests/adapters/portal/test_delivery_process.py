@@ -4,6 +4,7 @@ metrics as with the clients in its own process."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import os
 import signal
@@ -21,7 +22,7 @@ NAMES = ["bhxh_checkin", "bhxh_xml130", "moh_checkup"]
 
 
 def portal_settings(base_url: str) -> PortalSettings:
-    account = {"base_url": base_url, "username": "facility", "password": "s3cret-pass", "timeout_seconds": 2.0}
+    account = {"base_url": base_url, "username": "facility", "password": "s3cret-pass", "timeout_seconds": 5.0}
     return PortalSettings(bhxh=BhxhChannelSettings(**account), hub=HubChannelSettings(**account))
 
 
@@ -81,3 +82,34 @@ async def test_a_dead_process_fails_the_attempt_as_transient_and_is_started_agai
     assert "stopped" in caught.value.reason
     await portal.faults(slow_rate=0.0)
     assert (await channel.submit(make_bhxh("EP-0105"))).result_code == "200"
+
+
+async def test_a_stop_signal_to_the_whole_group_does_not_cut_an_exchange_short(
+        delivery: DeliveryProcess, make_bhxh: Callable[..., Submission], portal: Portal) -> None:
+    """systemd (without KillMode=mixed) and Ctrl-C signal every process of the group: the delivery process
+    leaves that to the gateway, which stops it once the exchanges under way are answered."""
+    await portal.faults(slow_rate=1.0, slow_seconds=2)
+    attempt = asyncio.create_task(delivery.channels(NAMES)["bhxh_xml130"].submit(make_bhxh("EP-0106")))
+    await asyncio.sleep(1.0)
+    assert delivery.pid is not None
+    os.kill(delivery.pid, signal.SIGTERM)
+    os.kill(delivery.pid, signal.SIGINT)
+    assert (await attempt).result_code == "200"
+
+
+async def test_a_hung_process_is_given_up_on_and_replaced(
+        delivery: DeliveryProcess, make_bhxh: Callable[..., Submission]) -> None:
+    channel = delivery.channels(NAMES)["bhxh_xml130"]
+    delivery._answer_within = 2.0  # the real bound is minutes: four portal timeouts and more
+    hung = delivery.pid
+    assert hung is not None
+    os.kill(hung, signal.SIGSTOP)
+    try:
+        with pytest.raises(TransientPortalError) as caught:
+            await channel.submit(make_bhxh("EP-0107"))
+        assert "no answer" in caught.value.reason
+        assert (await channel.submit(make_bhxh("EP-0108"))).result_code == "200"
+        assert delivery.pid != hung
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(hung, signal.SIGCONT)
