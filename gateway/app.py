@@ -74,6 +74,7 @@ class Gateway:
         self._pipeline: Pipeline | None = None
         self._retention: Retention | None = None
         self._channels: dict[str, PortalChannel] = {}
+        self._delivery: DeliveryProcess | None = None  # the portal clients' process, when they run in one
         self._runners: list[web.AppRunner] = []
         self._facilities: Facilities | None = None
         self._practitioners: dict[str, Signer] = {}
@@ -91,13 +92,14 @@ class Gateway:
         self.store = await open_store(s.store, owner=True, on_batch=self.metrics.group_commit_batch.observe)
         backlog = await self._backlog()
         accounts = [facility.account for facility in facilities.all]
-        if s.pipeline.delivery_processes:
+        enabled = [spec.name for spec in CHANNELS if channel_settings(s.portal, spec).enabled]
+        if s.pipeline.delivery_processes and enabled:
             portal = s.portal.model_copy(update={"hub": s.portal.hub.model_copy(update={"practitioner_signers": []})})
-            delivery = DeliveryProcess(DeliverySetup(portal, tuple(accounts), s.logging.level, s.logging.format),
-                                       self.metrics)  # the doctors' keys and PINs stay here: that process signs nothing
-            await delivery.start()
-            self._channels = delivery.channels([spec.name for spec in CHANNELS
-                                                if channel_settings(s.portal, spec).enabled])
+            self._delivery = DeliveryProcess(DeliverySetup(portal, tuple(accounts), s.logging.level,
+                                                           s.logging.format),
+                                             self.metrics)  # the doctors' keys and PINs stay here: it signs nothing
+            await self._delivery.start()
+            self._channels = self._delivery.channels(enabled)
         else:
             self._channels = open_channels(s.portal, self.metrics, accounts)
         builder = SubmissionBuilder(s, facilities, practitioners)
@@ -144,6 +146,8 @@ class Gateway:
             await self._retention.stop()
         for channel in self._channels.values():
             await channel.close()
+        if self._delivery is not None:
+            await self._delivery.close()
         for runner in reversed(self._runners):
             await runner.cleanup()
         backlog: dict[str, int] = {}

@@ -205,7 +205,7 @@ def test_every_acknowledged_message_arrives_exactly_once_across_kill9(tmp_path: 
         deadline = time.monotonic() + SOAK_SECONDS
         while time.monotonic() < deadline or kills < 3:  # a short budget still kills 3 times, one a worker
             time.sleep(random.uniform(1.0, 3.0))
-            if kills % 3 == 2:  # the OOM killer's usual choice: a mapping worker, the gateway lives on
+            if kills % 3 == 2:  # the OOM killer's usual choice: a worker process (mapping, signing, delivery)
                 for worker in mapping_workers(gateway.process.pid):
                     os.kill(worker, signal.SIGKILL)
                     worker_kills += 1

@@ -542,7 +542,7 @@ async def test_messages_arriving_one_by_one_after_a_quiet_spell_are_mapped_as_on
     admit = corpus_hl7("adt_a01_admit.hl7")
     messages = [admit.replace("VV26000456", f"VV2677{n:04d}").replace("MSG000123", f"L{n:05d}") for n in range(6)]
     channel = ScriptedChannel([])
-    pipeline = Pipeline(store, Metrics(), SETTINGS.model_copy(update={"mapping_linger_seconds": 2.0}),
+    pipeline = Pipeline(store, Metrics(), SETTINGS.model_copy(update={"mapping_linger_seconds": 1.0}),
                         plain_submissions, {"bhxh_xml130": channel}, lambda: mapping_executor(0))
     await pipeline.start()
     try:
