@@ -9,7 +9,7 @@ Meanwhile the gateway process is killed with SIGKILL at random moments and resta
 only its mapping workers are killed, as the OOM killer would, while it keeps serving. At the end the
 outbox must drain, and the portal emulator (a separate process that outlives every kill) must have
 accepted every acknowledged message's key, none of them twice, and nothing we did not send.
-Duration: HEALTHBOOK_SOAK_SECONDS (CI sets 20).
+Duration: HEALTHBOOK_SOAK_SECONDS (20 s; CI sets 15).
 """
 from __future__ import annotations
 
@@ -229,7 +229,7 @@ def test_every_acknowledged_message_arrives_exactly_once_across_kill9(tmp_path: 
     acked = [control_id for sender in senders for control_id in sender.acked]
     expected = {expected_key(control_id) for control_id in acked} | fhir_keys(fhir.acked)
     accepted = stats["accepted_keys"]
-    print(f"soak {SOAK_SECONDS:.0f}s: {kills} kills ({worker_kills} of mapping workers), {len(sent)} sent,"
+    print(f"soak {SOAK_SECONDS:.0f}s: {kills} kills ({worker_kills} of worker processes), {len(sent)} sent,"
           f" {len(acked)} acknowledged, {sum(s.resends for s in senders)} resends; FHIR {len(fhir.sent)} sent,"
           f" {len(fhir.acked)} acknowledged, {fhir.resends} resends; {len(accepted)} accepted by the portal,"
           f" {stats['duplicates']} duplicate submissions answered idempotently")

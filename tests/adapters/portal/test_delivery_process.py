@@ -88,9 +88,9 @@ async def test_a_stop_signal_to_the_whole_group_does_not_cut_an_exchange_short(
         delivery: DeliveryProcess, make_bhxh: Callable[..., Submission], portal: Portal) -> None:
     """systemd (without KillMode=mixed) and Ctrl-C signal every process of the group: the delivery process
     leaves that to the gateway, which stops it once the exchanges under way are answered."""
-    await portal.faults(slow_rate=1.0, slow_seconds=2)
+    await portal.faults(slow_rate=1.0, slow_seconds=1.5)
     attempt = asyncio.create_task(delivery.channels(NAMES)["bhxh_xml130"].submit(make_bhxh("EP-0106")))
-    await asyncio.sleep(1.0)
+    await asyncio.sleep(0.7)
     assert delivery.pid is not None
     os.kill(delivery.pid, signal.SIGTERM)
     os.kill(delivery.pid, signal.SIGINT)
