@@ -58,6 +58,29 @@ def start_emulator(port: int, log: Path) -> subprocess.Popen:
     return process
 
 
+def start_product(directory: Path) -> tuple[subprocess.Popen, GatewayProcess]:
+    """The portal emulator, then `healthbook-gateway serve` sending to it (an admission's XML 130 files at
+    once, one signed submission per message), both started."""
+    emulator_port = free_port()
+    emulator = start_emulator(emulator_port, directory / "emulator.log")
+    gateway = GatewayProcess(directory / "gateway", command="serve", emulator_port=emulator_port,
+                             extra_env={"HBGW_EMULATOR__ENABLED": "false",
+                                        "HBGW_PORTAL__BHXH__SEND_FILES": "every_version"})
+    try:
+        gateway.start()
+    except BaseException:
+        emulator.terminate()
+        raise
+    time.sleep(2.0)  # the worker processes finish starting before they are measured
+    return emulator, gateway
+
+
+def stop_product(emulator: subprocess.Popen, gateway: GatewayProcess) -> None:
+    gateway.stop()
+    emulator.terminate()
+    emulator.wait(timeout=30)
+
+
 def process_cpu(pid: int) -> tuple[str, float]:
     """A process's name (/proc/PID/comm) and its user + system CPU seconds so far."""
     text = Path(f"/proc/{pid}/stat").read_text()
@@ -111,16 +134,10 @@ def payload_bytes(database: Path) -> dict[str, float]:
 
 def run(connections: int, backlog: int, seconds: float, warmup: float, directory: Path) -> dict[str, float]:
     """Backlog, burst and drain against a fresh gateway and emulator; then the store's size."""
-    emulator_port = free_port()
-    emulator = start_emulator(emulator_port, directory / "emulator.log")
-    gateway = GatewayProcess(directory / "gateway", command="serve", emulator_port=emulator_port,
-                             extra_env={"HBGW_EMULATOR__ENABLED": "false",
-                                        "HBGW_PORTAL__BHXH__SEND_FILES": "every_version"})
+    emulator, gateway = start_product(directory)
     database = gateway.workdir / "var" / "gateway.db"
     try:
-        gateway.start()
         assert gateway.process is not None
-        time.sleep(2.0)  # the worker processes finish starting before their CPU is counted
         empty_disk, empty_used = store_bytes(database)
         cpu_before = stage_cpu(gateway.process.pid, emulator.pid)
         started = time.perf_counter()
@@ -133,9 +150,7 @@ def run(connections: int, backlog: int, seconds: float, warmup: float, directory
         stats = gateway.emulator_stats()
         acknowledged = sum(count for (queue, _), count in gateway.queue_depths().items() if queue == "inbox")
     finally:
-        gateway.stop()
-        emulator.terminate()
-        emulator.wait(timeout=30)
+        stop_product(emulator, gateway)
     accepted = stats["accepted_keys"]
     if len(accepted) != len(set(accepted)) or len(accepted) != SUBMISSIONS_PER_MESSAGE * acknowledged:
         raise RuntimeError(f"{acknowledged:.0f} acknowledged but the portal accepted {len(accepted)} submissions "

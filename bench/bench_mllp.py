@@ -218,25 +218,15 @@ def run_product(connection_counts: list[int], seconds: float, warmup: float) -> 
     """The whole product as a hospital runs it: `healthbook-gateway serve` (listener, mapping and signing
     workers, submission) with the portal emulator in its own process; every ACKed admission is also mapped,
     signed and delivered while the load runs, so the pipeline competes with the ACK path as it does in use."""
-    from bench_gateway import start_emulator
-
-    from tests.e2e.harness import GatewayProcess
+    from bench_gateway import start_product, stop_product
     with tempfile.TemporaryDirectory(prefix="bench-serve-") as directory:
-        port = free_port()
-        emulator = start_emulator(port, Path(directory) / "emulator.log")
-        gateway = GatewayProcess(Path(directory) / "gateway", command="serve", emulator_port=port,
-                                 extra_env={"HBGW_EMULATOR__ENABLED": "false",
-                                            "HBGW_PORTAL__BHXH__SEND_FILES": "every_version"})
+        emulator, gateway = start_product(Path(directory))
         try:
-            gateway.start()
             assert gateway.process is not None
-            time.sleep(2.0)  # the worker processes finish starting
             return {count: asyncio.run(measure(gateway.mllp_port, gateway.process.pid, count, seconds, warmup))
                     for count in connection_counts}
         finally:
-            gateway.stop()
-            emulator.terminate()
-            emulator.wait(timeout=30)
+            stop_product(emulator, gateway)
 
 
 def main() -> int:

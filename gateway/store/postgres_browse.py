@@ -63,6 +63,9 @@ class PostgresBrowse(BrowseQueries):
 
     _fetch: Callable[..., Awaitable[list[Any]]]
     _transaction: Callable[..., Awaitable[Any]]
+    _make_due = staticmethod(make_due)
+    _change_many = staticmethod(change_many)
+    _record_event = staticmethod(record_event)
 
     async def _read(self, sql: str, params: tuple[Any, ...] = ()) -> list[Any]:
         """sqlite_browse's reads, on PostgreSQL."""
@@ -102,24 +105,3 @@ class PostgresBrowse(BrowseQueries):
             backlog.append(ChannelBacklog(channel, pending, in_flight, dead, delivered.get(channel, 0), oldest, due,
                                           reason or ""))
         return backlog
-
-    async def retry_now(self, channel: str, operator: str) -> int:
-        """Make a channel's pending submissions due now (after an outage), audited; returns how many."""
-        count: int = await self._write(make_due, channel, operator)
-        self.outbox_ready.set()
-        return count
-
-    async def change_dead(self, action: str, refs: list[ItemRef], operator: str,
-                          note: str = "") -> list[tuple[ItemRef, bool, str]]:
-        """Retry or discard many dead items in one transaction; per item whether it was done, and what
-        became of it or why not."""
-        if action not in ("retry", "discard"):
-            raise AdminError(f"unknown action {action!r}: retry or discard")
-        outcomes: list[tuple[ItemRef, bool, str]] = await self._write(change_many, action, refs, operator, note)
-        if action == "retry" and any(done for _, done, _ in outcomes):
-            self.inbox_ready.set()
-        return outcomes
-
-    async def record_event(self, operator: str, action: str, subject: str, detail: str = "") -> None:
-        """Audit an operator action on something other than one item (a console login, a retry-now)."""
-        await self._write(record_event, operator, action, subject, detail)

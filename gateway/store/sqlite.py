@@ -378,7 +378,7 @@ class SqliteStore(BrowseQueries):
                 (receipt.transaction_id, receipt.received_at, receipt.result_code,
                  json.dumps(receipt.raw, ensure_ascii=False), now, outbox_id))
             sqlite_admin.record_attempt(db, outbox_id, "delivered", receipt.transaction_id)
-        await self._write(deliver)  # durable: a receipt lost to a power cut would send the document again
+        await self._write(deliver)  # durable: a receipt lost to a power cut would have the document sent again
 
     async def schedule_retry(self, outbox_id: int, delay_seconds: float, reason: str) -> None:
         """Release a submission for another attempt later, keeping the last failure's reason for operators."""

@@ -133,6 +133,10 @@ class BrowseQueries:
     _write: Callable[..., Awaitable[Any]]
     inbox_ready: Any
     outbox_ready: Any
+    # The writes on this backend's connection, run through _write (PostgresBrowse supplies its own).
+    _make_due: Callable[..., Any] = staticmethod(make_due)
+    _change_many: Callable[..., Any] = staticmethod(change_many)
+    _record_event: Callable[..., Any] = staticmethod(record_event)
 
     async def find_messages(self, query: MessageFilter) -> list[MessageRow]:
         """Inbox messages matching a search, newest first, metadata only."""
@@ -212,7 +216,7 @@ class BrowseQueries:
 
     async def retry_now(self, channel: str, operator: str) -> int:
         """Make a channel's pending submissions due now (after an outage), audited; returns how many."""
-        count: int = await self._write(make_due, channel, operator)
+        count: int = await self._write(self._make_due, channel, operator)
         self.outbox_ready.set()
         return count
 
@@ -222,7 +226,7 @@ class BrowseQueries:
         became of it or why not."""
         if action not in ("retry", "discard"):
             raise AdminError(f"unknown action {action!r}: retry or discard")
-        outcomes: list[tuple[ItemRef, bool, str]] = await self._write(change_many, action, refs, operator, note)
+        outcomes: list[tuple[ItemRef, bool, str]] = await self._write(self._change_many, action, refs, operator, note)
         if action == "retry" and any(done for _, done, _ in outcomes):
             self.inbox_ready.set()
         return outcomes
@@ -248,4 +252,4 @@ class BrowseQueries:
 
     async def record_event(self, operator: str, action: str, subject: str, detail: str = "") -> None:
         """Audit an operator action on something other than one item (a console login, a retry-now)."""
-        await self._write(record_event, operator, action, subject, detail)
+        await self._write(self._record_event, operator, action, subject, detail)
