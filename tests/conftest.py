@@ -1,10 +1,16 @@
-"""Shared fixtures: the sample corpus beside the repository, and small helpers for real sockets."""
+"""Shared fixtures: the sample corpus beside the repository, a facility signing key, and helpers for real sockets."""
 from __future__ import annotations
 
 import socket
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
+from cryptography.hazmat.primitives import serialization
+
+from gateway.config import SigningSettings
+from gateway.signing import Signer, load_signer
+from gateway.signing.sources import generate_self_signed
 
 REPO = Path(__file__).resolve().parents[1]
 CORPUS = REPO.parent / "shared" / "corpus"
@@ -52,3 +58,23 @@ def backend(request: pytest.FixtureRequest, tmp_path: Path):
 
     dsn = request.getfixturevalue("postgres_dsn") if request.param == "postgresql" else ""
     return StoreBackend(request.param, tmp_path / "gw.db", dsn)
+
+
+@pytest.fixture(scope="session")
+def signer_files(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    """A valid facility certificate and key as PEM files, made once per session."""
+    directory = tmp_path_factory.mktemp("facility")
+    now = datetime.now(UTC)
+    certificate, key = generate_self_signed("Benh vien Demo", now - timedelta(days=1), now + timedelta(days=365))
+    cert_path, key_path = directory / "cert.pem", directory / "key.pem"
+    cert_path.write_bytes(certificate.public_bytes(serialization.Encoding.PEM))
+    key_path.write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                           serialization.NoEncryption()))
+    return cert_path, key_path
+
+
+@pytest.fixture(scope="session")
+def signer(signer_files: tuple[Path, Path]) -> Signer:
+    """The facility's signer over those files."""
+    cert_path, key_path = signer_files
+    return load_signer(SigningSettings(source="pem", cert_file=cert_path, key_file=key_path))
