@@ -2,15 +2,21 @@
 from __future__ import annotations
 
 import socket
+from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import TYPE_CHECKING
 
+import aiohttp
 import pytest
 from cryptography.hazmat.primitives import serialization
 
 from gateway.config import SigningSettings
 from gateway.signing import Signer, load_signer
 from gateway.signing.sources import generate_self_signed
+
+if TYPE_CHECKING:
+    from tests.adapters.test_fhir_api import RunningApi
 
 REPO = Path(__file__).resolve().parents[1]
 CORPUS = REPO.parent / "shared" / "corpus"
@@ -78,3 +84,19 @@ def signer(signer_files: tuple[Path, Path]) -> Signer:
     """The facility's signer over those files."""
     cert_path, key_path = signer_files
     return load_signer(SigningSettings(source="pem", cert_file=cert_path, key_file=key_path))
+
+
+@pytest.fixture
+async def api(tmp_path: Path) -> AsyncIterator[RunningApi]:
+    """The FHIR API over real HTTP on a fresh store (see tests/adapters/test_fhir_api.py)."""
+    from tests.adapters.test_fhir_api import running_fhir_api
+
+    async with running_fhir_api(tmp_path) as running:
+        yield running
+
+
+@pytest.fixture
+async def http() -> AsyncIterator[aiohttp.ClientSession]:
+    """An HTTP client session for the test."""
+    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=60)) as session:
+        yield session
