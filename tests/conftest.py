@@ -1,7 +1,9 @@
 """Shared fixtures: the sample corpus beside the repository, a facility signing key, and helpers for real sockets."""
 from __future__ import annotations
 
+import os
 import socket
+import sys
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -17,6 +19,12 @@ from gateway.signing.sources import generate_self_signed
 
 if TYPE_CHECKING:
     from tests.adapters.test_fhir_api import RunningApi
+
+# The suite starts a few hundred Python processes (gateways, their workers, CLI commands): with
+# PYTHONDONTWRITEBYTECODE set, each compiled the project's sources again and pytest rewrote every test
+# module again in each worker. Caches go to the (git-ignored) __pycache__ folders; set before the workers start.
+os.environ.pop("PYTHONDONTWRITEBYTECODE", None)
+sys.dont_write_bytecode = False
 
 REPO = Path(__file__).resolve().parents[1]
 CORPUS = REPO.parent / "shared" / "corpus"
@@ -34,6 +42,24 @@ def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
+
+
+# Files run longest first, so that `pytest -n 2 --dist loadfile` (pyproject.toml) hands the two kill -9 soaks
+# to different workers at the start and ends on short unit-test files that fill both workers evenly.
+FIRST = ("tests/e2e/test_kill9_two_nodes.py", "tests/e2e/test_kill9.py")
+SUBPROCESS_DIRS = ("tests/e2e/", "tests/deploy/")  # each test starts gateways, Prometheus, browsers
+
+
+def _file_rank(item: pytest.Item) -> int:
+    path = item.nodeid.split("::", 1)[0]
+    if path in FIRST:
+        return FIRST.index(path)
+    return len(FIRST) + (0 if path.startswith(SUBPROCESS_DIRS) else 1)
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Order files by how long they are expected to take (stable: each file keeps its own order)."""
+    items.sort(key=_file_rank)
 
 
 @pytest.fixture
