@@ -51,17 +51,13 @@ log = get_logger(__name__)
 PAGE_SIZE = 8192
 
 
-SERVING_BUSY_MS = 10_000  # the gateway waits this long for an operator's write to finish before it gives up
-OPERATOR_BUSY_MS = 1_000  # an operator tool says "busy, waiting" after this long and tries again (queue_cli.py)
-
-
-def _connect_writer(path: Path, lookup_digest: Callable[[str], str], busy_ms: int) -> sqlite3.Connection:
+def _connect_writer(path: Path, lookup_digest: Callable[[str], str]) -> sqlite3.Connection:
     connection = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
     connection.execute(f"PRAGMA page_size = {PAGE_SIZE}")  # a new file only; an existing one keeps its own
     connection.execute("PRAGMA journal_mode=WAL")
     connection.execute("PRAGMA synchronous=FULL")
     connection.execute("PRAGMA foreign_keys=ON")
-    connection.execute(f"PRAGMA busy_timeout={busy_ms}")
+    connection.execute("PRAGMA busy_timeout=10000")
     try:
         migrate(connection, lookup_digest)
     except BaseException:
@@ -112,10 +108,9 @@ class SqliteStore(BrowseQueries, DeadLetterMethods):
         self.path = Path(path)
         self._cipher = cipher
         self._lease = lease_seconds
-        self._busy_ms = SERVING_BUSY_MS  # open() sets it: an operator tool speaks up sooner
-        self._writer = GroupCommitWriter(lambda: _connect_writer(self.path, cipher.lookup_digest, self._busy_ms),
-                                         max_batch=max_batch, max_delay_seconds=max_delay_ms / 1000,
-                                         on_batch=on_batch, sync_every_commit=fsync_every_commit)
+        self._writer = GroupCommitWriter(lambda: _connect_writer(self.path, cipher.lookup_digest), max_batch=max_batch,
+                                         max_delay_seconds=max_delay_ms / 1000, on_batch=on_batch,
+                                         sync_every_commit=fsync_every_commit)
         self._reader: aiosqlite.Connection | None = None
         self._lock: int | None = None
         self._writing = False
@@ -126,7 +121,6 @@ class SqliteStore(BrowseQueries, DeadLetterMethods):
     async def open(self, *, owner: bool = False) -> SqliteStore:
         """Open the file; the owner (the serving gateway) locks out a second gateway and re-queues the
         leases a crashed predecessor held, so its unfinished work restarts at once, not when leases expire."""
-        self._busy_ms = SERVING_BUSY_MS if owner else OPERATOR_BUSY_MS
         try:
             create_private(self.path)
             if owner:
