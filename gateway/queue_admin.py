@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from gateway.config import Settings
-from gateway.store import Attempt, open_store
+from gateway.store import Attempt, Store, open_store
 from gateway.store.admin import DeadSelection, ItemRef, QueueAdmin, QueuedItem
 
 if TYPE_CHECKING:
@@ -116,6 +116,15 @@ def control_id_of(message: bytes) -> str:
     return fields[9] if len(fields) > 9 else ""
 
 
+async def _audited_replay(store: Store, answer: Answer) -> bool:
+    """Whether a stored replay already has its audit record: a run that met a busy store after storing a
+    message, before auditing it, is run again whole (queue_cli), and then finds the message a duplicate."""
+    if not answer.duplicate or answer.message_id is None:
+        return False
+    actions = await store.operator_actions(ItemRef("inbox", answer.message_id))
+    return any(action.action == "replay" for action in actions)
+
+
 async def replay_file(settings: Settings, path: Path,
                       progress: Callable[[int, int], None] = lambda done, total: None) -> list[Answer]:
     """Ingest a corrected file through the intake's own screen and store, one new message per MSH."""
@@ -131,7 +140,7 @@ async def replay_file(settings: Settings, path: Path,
         answers = []
         for number, message in enumerate(messages, 1):
             answer = await intake.replay(message)
-            if answer.message_id is not None and not answer.duplicate:
+            if answer.message_id is not None and not await _audited_replay(store, answer):
                 await admin.record("replay", ItemRef("inbox", answer.message_id), f"from file {path.name}")
             answers.append(answer)
             progress(number, len(messages))

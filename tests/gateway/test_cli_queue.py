@@ -173,6 +173,22 @@ def test_replay_ingests_a_corrected_file_through_the_screen_once(store_file: Pat
         ("replay", "inbox:4", "from file corrected.hl7")]
 
 
+def test_a_replay_run_again_after_a_busy_store_still_leaves_its_audit_record(store_file: Path,
+                                                                              tmp_path: Path) -> None:
+    """A busy store met after a message was stored but before its audit record makes the CLI run the replay
+    again whole (queue_cli._run): the second run finds the message a duplicate and must still audit it once."""
+    corrected = tmp_path / "corrected.hl7"
+    corrected.write_text(hl7("C1", terminator="\n"), encoding="utf-8")
+    assert run_cli(store_file, "replay", str(corrected)).returncode == 0
+    with sqlite3.connect(store_file) as db:  # as if the first run stopped between the two writes
+        db.execute("DELETE FROM operator_actions")
+    again = run_cli(store_file, "replay", str(corrected))
+    once_more = run_cli(store_file, "replay", str(corrected))
+    assert again.returncode == 0 and once_more.returncode == 0, again.stderr + once_more.stderr
+    assert rows(store_file, "SELECT action, item, detail FROM operator_actions") == [
+        ("replay", "inbox:4", "from file corrected.hl7")]
+
+
 def test_replay_of_a_missing_file_says_so(store_file: Path, tmp_path: Path) -> None:
     result = run_cli(store_file, "replay", str(tmp_path / "absent.hl7"))
     assert result.returncode == 1 and "cannot read" in result.stderr and "absent.hl7" in result.stderr
