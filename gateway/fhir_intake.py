@@ -231,7 +231,8 @@ class FhirIntake:
 
 
 def _raw(text: str) -> bytes:
-    """Client text as bytes to hash: bytes that were not UTF-8 reach us as lone surrogates, kept as they came."""
+    """Client text as bytes to hash: bytes that were not UTF-8 reach us as lone surrogates, each hashed by its
+    code point (surrogatepass), so the same bytes key the same create again; UTF-8 text hashes as before."""
     return text.encode("utf-8", "surrogatepass")
 
 

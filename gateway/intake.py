@@ -10,7 +10,8 @@ No application acknowledgement follows (MSH-16): once a message is stored, turni
 record is the gateway's own job, visible in its queues and dead-letter state.
 
 Batches (FHS/BHS ... BTS/FTS in one frame) are taken message by message, each stored and acknowledged as if
-it had come alone, and answered with one acknowledgement batch (hl7v2.batch) holding every message's ACK.
+it had come alone, and answered with one acknowledgement batch (hl7v2.batch) holding every message's ACK, and
+an AR for a batch with lines in no message or a BTS-1 count that does not match.
 
 Character sets. A message that decodes strictly as its MSH-18 declares is read as declared. When MSH-18 is
 empty or unknown, or the bytes do not fit it, the sender's configured legacy charset (`mllp.sender_charsets`,
@@ -54,7 +55,7 @@ log = get_logger(__name__)
 
 Screen = Callable[[str], list[Issue]]
 # Issues that mean "we will not take this kind of message at all" (AR) rather than "this content is wrong" (AE).
-_REJECT_CODES = frozenset({"duplicate-control-id",
+_REJECT_CODES = frozenset({"duplicate-control-id", "batch-invalid",
                            "unsupported-message-type", "unsupported-event", "unsupported-version",
                            "unsupported-processing-id", "sender-not-allowed", "message-too-large", "msh-invalid",
                            "charset-mismatch", "unknown-facility"})
@@ -130,6 +131,10 @@ class Hl7Intake:
                 with correlation(new_correlation_id(), source="mllp") as correlation_id:
                     single = Frame(message, frame.peer_host, frame.peer_port, frame.client_cn)
                     acks[-1].append((await self._answer(single, correlation_id)).ack)
+            if batch.problems:  # content in no message was not stored: refused, never answered as if absent
+                with correlation(new_correlation_id(), source="mllp"):
+                    issues = tuple(Issue("BHS", "batch-invalid", problem) for problem in batch.problems)
+                    acks[-1].append(self._refuse(None, issues, self._settings.default_charset).ack)
         log.info("hl7_batch_answered", batches=len(acks), messages=sum(map(len, acks)))
         return batch_ack(received, acks, control_id=f"{_ACK_ID_PREFIX}{next(_ACK_SEQUENCE)}", now=datetime.now(UTC))
 

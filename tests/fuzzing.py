@@ -39,14 +39,15 @@ from mappings.hl7v2 import screen
 from mappings.hl7v2.framing import END_BLOCK, END_BYTE, START_BLOCK
 from tests.conftest import CORPUS
 
-# 409: a Bundle.identifier this sender already used for other content (mutated inputs keep the identifier)
+# 409 only for a Bundle.identifier this sender already used for other content (mutated inputs keep it)
 FHIR_STATUSES = {200, 201, 400, 401, 403, 404, 405, 406, 409, 413, 415, 422}
 LOG_CONTROL = re.compile("[\x00-\x08\x0b-\x1f\x7f]")
 MAX_MESSAGE_BYTES = 64 * 1024
 # MSA, the field separator the message declared (one character, in whatever charset), then MSA-1
 MSA = re.compile(rb"(?:^|\r)MSA(.{1,4}?)(?:AA|AE|AR|CA|CE|CR)(?:\1|\r)", re.DOTALL)
 # A batch holding no message (HL7 allows it, BTS-1 = 0) is answered by an acknowledgement batch holding none
-EMPTY_BATCH_ANSWER = re.compile(rb"(?:FHS[^\r]*\r)?BHS[^\r]*\rBTS.0\r(?:FTS[^\r]*\r)?")
+EMPTY_BATCH_ANSWER = re.compile(rb"(?=FHS|BHS)(?:FHS[^\r]*\r)?(?:BHS[^\r]*\rBTS.0\r)*(?:FTS[^\r]*\r)?")
+ENVELOPE_ONLY = re.compile(rb"(?:(?:FHS|BHS|BTS|FTS)[^\r\n]*|[ \t]*)(?:(?:\r\n|\r|\n)(?:(?:FHS|BHS|BTS|FTS)[^\r\n]*|[ \t]*))*")
 
 
 # ---- inputs -----------------------------------------------------------------------------------------
@@ -248,7 +249,7 @@ def check_mllp(points: EntryPoints, payloads: list[bytes]) -> None:
             assert frame.startswith(START_BLOCK) and frame.count(END_BLOCK) == 1, "one ACK per frame"
             ack = frame[1:-2]
             assert b"\x00" not in ack, "the ACK echoes a NUL"
-            empty_batch = payload[:3] in (b"FHS", b"BHS") and not re.search(rb"(?:^|[\r\n])MSH", payload)
+            empty_batch = payload.lstrip()[:3] in (b"FHS", b"BHS") and ENVELOPE_ONLY.fullmatch(payload.strip())
             assert MSA.search(ack) or (empty_batch and EMPTY_BATCH_ANSWER.fullmatch(ack)), \
                 "the ACK has no MSA with an acknowledgement code"
 
@@ -266,6 +267,10 @@ def check_fhir(points: EntryPoints, request: tuple[str, dict[str, str], bytes]) 
     assert response.status in FHIR_STATUSES, f"status {response.status}"
     if answer:
         assert "resourceType" in json.loads(answer), "the answer is not a FHIR resource"
+    if response.status == 409:
+        codes = [coding["code"] for issue in json.loads(answer)["issue"]
+                 for coding in issue.get("details", {}).get("coding", [])]
+        assert codes == ["duplicate-control-id"], f"409 for another reason: {codes}"
 
 
 def failure_site(exc: BaseException) -> str:

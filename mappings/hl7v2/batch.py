@@ -13,15 +13,18 @@ from datetime import datetime
 
 BATCH_STARTS = (b"FHS", b"BHS")
 _LINES = re.compile(rb"\r\n|\r|\n")
+_SEGMENT_NAME = re.compile(r"[A-Z][A-Z0-9]{2}")
 _ENVELOPE = "latin-1"  # the header fields are echoed byte for byte, whatever their charset
 
 
 @dataclass(slots=True)
 class Batch:
-    """One BHS and its messages; `header` is "" for messages that came with no BHS."""
+    """One BHS and its messages; `header` is "" for messages that came with no BHS. `problems`: content of
+    the batch that is in no message (a segment before any MSH), or a BTS-1 count that does not match."""
 
     header: str = ""
     messages: list[bytes] = field(default_factory=list)
+    problems: list[str] = field(default_factory=list)
 
 
 @dataclass(slots=True)
@@ -38,7 +41,8 @@ def is_batch(raw: bytes) -> bool:
 
 
 def split_batch(raw: bytes) -> BatchFile:
-    """The batches and messages of a batch frame; each message is its segments joined by CR."""
+    """The batches and messages of a batch frame; each message is its segments joined by CR. Lines that belong
+    to no message, and a batch trailer that counts other than the messages found, are the batch's problems."""
     out = BatchFile()
     current: list[bytes] | None = None
     for line in _LINES.split(raw.strip()):
@@ -53,13 +57,41 @@ def split_batch(raw: bytes) -> BatchFile:
                 out.batches.append(Batch())
             current = [line]
             out.batches[-1].messages.append(b"")
-        elif name in (b"BTS", b"FTS"):
+        elif name == b"BTS":
             current = None
-        elif current is not None and line:
-            current.append(line)
+            if out.batches:
+                _check_count(out.batches[-1], line)
+        elif name == b"FTS":
+            current = None
+        elif current is not None:
+            if line:
+                current.append(line)
+        elif line.strip():
+            if not out.batches:
+                out.batches.append(Batch())
+            out.batches[-1].problems.append(f"{_article(_segment_name(name))} outside any message"
+                                            " (each message starts with an MSH segment)")
         if current is not None:
             out.batches[-1].messages[-1] = b"\r".join(current) + b"\r"
     return out
+
+
+def _segment_name(name: bytes) -> str:
+    """A segment name as a problem may quote it: three letters or digits, else a placeholder."""
+    text = name.decode(_ENVELOPE)
+    return text if _SEGMENT_NAME.fullmatch(text) else "unnamed"
+
+
+def _article(name: str) -> str:
+    return f"{'an' if name[0] in 'AEFHILMNORSX' else 'a'} {name} segment"
+
+
+def _check_count(batch: Batch, trailer: bytes) -> None:
+    """BTS-1, the sender's count of the batch's messages, when it gives one, must be what was found."""
+    sep = trailer[3:4]
+    count = trailer[4:].split(sep, 1)[0].split(b"^", 1)[0].strip() if sep else b""
+    if count.isdigit() and int(count) != len(batch.messages):
+        batch.problems.append(f"BTS-1 counts {int(count)} message(s), the batch holds {len(batch.messages)}")
 
 
 def _answer_header(received: str, name: str, control_id: str, stamp: str) -> str:

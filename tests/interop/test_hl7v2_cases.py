@@ -67,6 +67,21 @@ async def test_a_batch_is_taken_message_by_message_and_answered_with_a_batch_of_
         line for line in answer.split("\r") if line.startswith("MSA")]  # a resent batch: the same answers
 
 
+async def test_a_batch_whose_content_is_not_in_messages_is_refused_not_answered_as_empty(tmp_path: Path) -> None:
+    """Found in review: a PID outside any message (a lost MSH line) was dropped and the batch answered BTS|0,
+    which a sender reads as "nothing to report"."""
+    broken = batch_file(hl7("K1")).replace(
+        "BHS|^~\\&|HIS_BVDK|BVDK^4000000000123^L|HBGW|BYT|20260312083000||||B-0001\r",
+        "BHS|^~\\&|HIS_BVDK|BVDK^4000000000123^L|HBGW|BYT|20260312083000||||B-0001\rPID|1||X\r")
+    async with running_intake(tmp_path) as intake:
+        answer = (await intake.send(broken)).decode()
+        assert intake.rows("SELECT control_id FROM messages") == [("K1",)]
+    lines = [line.split("|") for line in answer.split("\r") if line]
+    assert [fields[1] for fields in lines if fields[0] == "MSA"] == ["AA", "AR"]
+    assert any("PID segment outside any message" in "|".join(fields) for fields in lines if fields[0] == "ERR")
+    assert lines[-2] == ["BTS", "2"]
+
+
 async def test_a_merge_without_pv1_is_accepted(tmp_path: Path) -> None:
     merge = without_segment(hl7("M1", message_type="ADT^A40^ADT_A39"), "PV1") + "MRG|BN25000001^^^BVDKNA^MR\r"
     async with running_intake(tmp_path) as intake:

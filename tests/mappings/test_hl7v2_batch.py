@@ -29,3 +29,20 @@ def test_a_file_of_two_batches_is_answered_with_two_batches() -> None:
     assert [line[:3] for line in answer if line] == ["FHS", "BHS", "MSH", "MSA", "BTS", "BHS", "BTS", "FTS"]
     assert [line.split("|")[11] for line in answer if line[:3] in ("FHS", "BHS")] == ["F1", "B1", "B2"]
     assert answer[-2] == "FTS|2" and "BTS|0" in answer
+
+
+def test_lines_outside_any_message_and_a_count_that_does_not_match_are_problems_of_their_batch() -> None:
+    """Found in review: such lines were dropped, so the batch was answered as if it had been empty."""
+    stray = split_batch(b"BHS|^~\\&|HIS|BV\rPID|1||123\rBTS|1\r")
+    assert stray.batches[0].messages == [] and stray.batches[0].problems == [
+        "a PID segment outside any message (each message starts with an MSH segment)",
+        "BTS-1 counts 1 message(s), the batch holds 0"]
+    before_any_batch = split_batch(b"FHS|^~\\&\rEVN|A01\rBHS|^~\\&\rMSH|^~\\&|H|B|||1||ADT^A01|M1\rBTS|1\rFTS|1\r")
+    assert [batch.problems for batch in before_any_batch.batches] == [
+        ["an EVN segment outside any message (each message starts with an MSH segment)"], []]
+
+
+def test_an_empty_batch_and_a_batch_that_counts_right_have_no_problem() -> None:
+    for raw in (b"BHS", b"BHS|^~\\&\rBTS|0\r", b"FHS|^~\\&\rBHS|^~\\&\rBTS|0\rFTS|1\r", b"FHS",
+                b"BHS|^~\\&\rMSH|^~\\&|H|B|||1||ADT^A01|M1\rPID|1\rBTS|1\r", b"BHS|^~\\&\rMSH|^~\\&|H\rBTS\r"):
+        assert [batch.problems for batch in split_batch(raw).batches if batch.problems] == [], raw
