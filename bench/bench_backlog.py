@@ -98,7 +98,8 @@ def main() -> int:
         r = run(args.backlog, args.patients, args.connections, args.seconds, args.warmup, args.rate,
                 Path(directory))
     print(f"whole gateway on {os.cpu_count()} cores, portal down; {r['pending']:.0f} documents of {args.patients} "
-          f"patients pending (mapped and signed in {r['mapping_s']:.0f} s)")
+          f"patients pending (mapped and signed in {r['mapping_s']:.0f} s); the saturated phase runs after the "
+          "paced one, beside the new patients' documents that one left")
     print(f"ACKs at {args.connections} connections beside them, {args.rate:.0f} messages/s offered: "
           f"{r['paced_acks_per_s']:.0f} durable ACK/s, p50 {r['paced_p50_ms']:.2f} ms, p99 {r['paced_p99_ms']:.2f} ms "
           "(from when each was due)")

@@ -186,7 +186,7 @@ def main() -> int:
     total = r["delivered"]
     print(f"whole gateway on {os.cpu_count()} cores, portal emulator in its own process; "
           f"{args.backlog} messages of backlog, then {args.connections} connections for {args.warmup:.0f}+"
-          f"{args.seconds:.0f} s while it drains")
+          f"{args.seconds:.0f} s paced and {args.warmup:.0f}+{args.seconds:.0f} s saturated while it drains")
     print(f"ACKs while draining, {args.rate:.0f} messages/s offered: {r['paced_acks_per_s']:.0f} durable ACK/s, "
           f"p50 {r['paced_p50_ms']:.2f} ms, p99 {r['paced_p99_ms']:.2f} ms (from when each was due)")
     print(f"ACKs while draining, senders saturating: {r['acks_per_s']:.0f} durable ACK/s, p50 {r['p50_ms']:.2f} ms, "
