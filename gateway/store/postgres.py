@@ -30,6 +30,7 @@ from gateway.store.interface import (
     AdminError,
     ClaimedMessage,
     ClaimedSubmission,
+    EncodedDocument,
     Inbound,
     ItemRef,
     MappingOutcome,
@@ -183,7 +184,8 @@ class PostgresStore(PostgresBrowse):
     async def commit_mapping(self, message_id: int, documents: list[Document],
                              submissions: list[Submission]) -> None:
         """Save new document versions and their outbox rows, and finish the message, all or nothing."""
-        await self.finish_messages([MappingOutcome(message_id, documents, submissions)])
+        await self.finish_messages([MappingOutcome(message_id, [EncodedDocument.of(document) for document in documents],
+                                                   submissions)])
 
     async def finish_messages(self, outcomes: list[MappingOutcome]) -> None:
         """Finish a batch of mapped or refused messages in one transaction, all or nothing."""
@@ -217,7 +219,7 @@ class PostgresStore(PostgresBrowse):
                 "INSERT INTO documents (document_id, version, kind, patient_key, message_id, created_at, bundle)"
                 " VALUES ($1, $2, $3, $4, $5, hbgw_now(), $6)",
                 document.document_id, document.version, document.kind, patient, outcome.message_id,
-                self._cipher.seal(json.dumps(document.bundle, ensure_ascii=False).encode(), b"documents"))
+                self._cipher.seal(document.bundle, b"documents"))
         for item in outcome.submissions:
             await postgres_parked.enqueue(db, item, patients[(item.document_id, item.version)], received_at,
                                           self._cipher.seal(item.body, b"outbox"))

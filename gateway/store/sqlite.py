@@ -29,6 +29,7 @@ from gateway.store.interface import (
     AdminError,
     ClaimedMessage,
     ClaimedSubmission,
+    EncodedDocument,
     Inbound,
     ItemRef,
     MappingOutcome,
@@ -267,13 +268,14 @@ class SqliteStore(BrowseQueries):
     async def commit_mapping(self, message_id: int, documents: list[Document],
                              submissions: list[Submission]) -> None:
         """Save new document versions and their outbox rows, and finish the message, all or nothing."""
-        await self.finish_messages([MappingOutcome(message_id, documents, submissions)])
+        await self.finish_messages([MappingOutcome(message_id, [EncodedDocument.of(document) for document in documents],
+                                                   submissions)])
 
     async def finish_messages(self, outcomes: list[MappingOutcome]) -> None:
         """Finish a batch of mapped or refused messages in one transaction (one fsync), all or nothing.
 
-        The documents and bodies are encoded and sealed before the transaction, beside it, not in it: a
-        batch's worth takes tens of milliseconds, which the acknowledgements committed next would wait."""
+        The documents (encoded in the signing processes) and bodies are sealed before the transaction, beside
+        it, not in it, so the acknowledgements committed next do not wait for it."""
         def finish(db: sqlite3.Connection, sealed: list[_Sealed]) -> None:
             now = time.time()
             for outcome, seals in zip(outcomes, sealed):
@@ -290,8 +292,7 @@ class SqliteStore(BrowseQueries):
 
     def _seal_outcomes(self, outcomes: list[MappingOutcome]) -> list[_Sealed]:
         """Each outcome's sealed document bundles and submission bodies, in the order it lists them."""
-        return [([self._cipher.seal(json.dumps(document.bundle, ensure_ascii=False).encode(), b"documents")
-                  for document in outcome.documents],
+        return [([self._cipher.seal(document.bundle, b"documents") for document in outcome.documents],
                  [self._cipher.seal(item.body, b"outbox") for item in outcome.submissions])
                 for outcome in outcomes]
 
