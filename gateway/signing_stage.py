@@ -62,24 +62,41 @@ class Prepared:
 @dataclass(frozen=True, slots=True)
 class Call:
     """What one signing call gets: its messages' fragments in batch order, and the committed versions of
-    their documents (the newest stored one of each that exists)."""
+    their documents (the newest stored one of each that exists, as stored: decoded here, not in the gateway)."""
 
     messages: list[Fragments]
-    committed: dict[str, Document]
+    committed: dict[str, EncodedDocument]
 
 
 _worker_build: BuildSubmissions | None = None  # in a signing process: the builder it loaded at start
 
 
-def assemble_message(fragments: Fragments, built: Mapping[str, Document],
-                     committed: Mapping[str, Document]) -> tuple[list[Document], dict[str, Document | None]]:
+class Newest:
+    """The newest version of each document of a call: one an earlier message of the call built, else the
+    committed one (decoded when first needed, so a bundle that does not decode fails only its messages)."""
+
+    def __init__(self, committed: Mapping[str, EncodedDocument]) -> None:
+        self.built: dict[str, Document] = {}
+        self._committed = committed
+        self._decoded: dict[str, Document] = {}
+
+    def of(self, document_id: str) -> Document | None:
+        """The version a message of the call builds on, if the document has one."""
+        if document_id in self.built:
+            return self.built[document_id]
+        if document_id not in self._decoded and document_id in self._committed:
+            self._decoded[document_id] = self._committed[document_id].decoded()
+        return self._decoded.get(document_id)
+
+
+def assemble_message(fragments: Fragments, newest: Newest) -> tuple[list[Document], dict[str, Document | None]]:
     """A message's new versions, each fragment on the newest version of its document (one this message
     built, one an earlier message built, or the committed one), and the version each document had before."""
     documents: dict[str, Document] = {}
     before: dict[str, Document | None] = {}
     for fragment in fragments:
         key = fragment.document_id
-        previous = documents.get(key) or built.get(key) or committed.get(key)
+        previous = documents.get(key) or newest.of(key)
         before.setdefault(key, previous)
         documents[key] = assemble(previous, fragment)
     return list(documents.values()), before
@@ -103,15 +120,15 @@ def sign_documents(build: BuildSubmissions, documents: Sequence[Document],
 def prepare_call(build: BuildSubmissions, call: Call) -> list[Prepared]:
     """Each message of a call in turn, on what the ones before it built. A message's failure is its own
     result, not its neighbours'; one whose assembly failed leaves nothing for the later ones to build on."""
-    built: dict[str, Document] = {}
+    newest = Newest(call.committed)
     results: list[Prepared] = []
     for fragments in call.messages:
         try:
-            documents, before = assemble_message(fragments, built, call.committed)
+            documents, before = assemble_message(fragments, newest)
         except Exception as exc:  # noqa: BLE001 - a bug met by this message's data: charged to it alone
             results.append(Prepared(result=exc))
             continue
-        built.update((document.document_id, document) for document in documents)
+        newest.built.update((document.document_id, document) for document in documents)
         result: SignResult
         try:
             result = sign_documents(build, documents, before)
@@ -201,7 +218,7 @@ class SigningStage:
         """Let the processes go; what they were signing is signed again from the store after a restart."""
         self._executor.shutdown(wait=True, cancel_futures=True)
 
-    async def sign(self, batch: Sequence[Fragments], committed: Mapping[str, Document]) -> list[Prepared]:
+    async def sign(self, batch: Sequence[Fragments], committed: Mapping[str, EncodedDocument]) -> list[Prepared]:
         """Each message's new versions assembled on `committed` (the newest stored version of its documents)
         and on what earlier messages of the batch built, signed and encoded; or the exception that stopped
         them (a signing process that died: BrokenExecutor, a failure of the surroundings charged to no

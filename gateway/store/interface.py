@@ -119,10 +119,17 @@ class EncodedDocument:
         return cls(document.document_id, document.version, document.kind, document.patient_key,
                    encode_bundle(document.bundle))
 
+    def decoded(self) -> Document:
+        """The document with its bundle as a dict again, for assembling onto it or building from it."""
+        return Document(self.document_id, self.version, self.kind, self.patient_key, json.loads(self.bundle))
+
 
 def encode_bundle(bundle: dict[str, Any]) -> bytes:
     """A document bundle as stored: JSON, UTF-8, non-ASCII kept as is (Vietnamese text stays one form)."""
     return json.dumps(bundle, ensure_ascii=False).encode()
+
+
+PURGED_BUNDLE = encode_bundle({})  # what a version whose bundle retention purged reads as
 
 
 @dataclass(frozen=True, slots=True)
@@ -225,8 +232,9 @@ class Store(Protocol):
         """The version a new fragment of the episode builds on (its bundle is {} once purged)."""
         ...
 
-    async def latest_documents(self, document_ids: Sequence[str]) -> dict[str, Document]:
-        """latest_document of each, in one read; a document with no version yet is left out."""
+    async def latest_documents(self, document_ids: Sequence[str]) -> dict[str, EncodedDocument]:
+        """latest_document of each, in one read, still encoded (decoded where it is assembled on, in a signing
+        process); a document with no version yet is left out."""
         ...
 
     async def finish_messages(self, outcomes: list[MappingOutcome]) -> None:

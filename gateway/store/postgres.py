@@ -27,6 +27,7 @@ from adapters.portal.base import Receipt, Submission
 from gateway.encryption import PayloadCipher
 from gateway.store import postgres_admin, postgres_parked, sqlite_admin
 from gateway.store.interface import (
+    PURGED_BUNDLE,
     AdminError,
     ClaimedMessage,
     ClaimedSubmission,
@@ -168,17 +169,20 @@ class PostgresStore(PostgresBrowse):
 
     async def latest_document(self, document_id: str) -> Document | None:
         """The version a new fragment of the episode builds on (its bundle is {} once purged by retention)."""
-        return (await self.latest_documents([document_id])).get(document_id)
+        found = (await self.latest_documents([document_id])).get(document_id)
+        return found.decoded() if found is not None else None
 
-    async def latest_documents(self, document_ids: Sequence[str]) -> dict[str, Document]:
-        """The newest version of each of these documents that exists, in one read (a batch's worth)."""
+    async def latest_documents(self, document_ids: Sequence[str]) -> dict[str, EncodedDocument]:
+        """The newest version of each of these documents that exists, in one read (a batch's worth), opened
+        but not decoded: the signing process that assembles onto it decodes it, not the event loop."""
         if not document_ids:
             return {}
         rows = await self._fetch(
             "SELECT DISTINCT ON (document_id) document_id, version, kind, patient_key, bundle FROM documents"
             " WHERE document_id = ANY($1::text[]) ORDER BY document_id, version DESC", sorted(set(document_ids)))
-        return {document_id: Document(document_id, version, kind, patient_key,
-                                      json.loads(self._cipher.open(sealed, b"documents")) if sealed is not None else {})
+        return {document_id: EncodedDocument(document_id, version, kind, patient_key,
+                                             self._cipher.open(sealed, b"documents") if sealed is not None
+                                             else PURGED_BUNDLE)
                 for document_id, version, kind, patient_key, sealed in rows}
 
     async def commit_mapping(self, message_id: int, documents: list[Document],

@@ -26,6 +26,7 @@ from gateway.files import create_private, open_private
 from gateway.logs import get_logger
 from gateway.store import sqlite_admin, sqlite_parked
 from gateway.store.interface import (
+    PURGED_BUNDLE,
     AdminError,
     ClaimedMessage,
     ClaimedSubmission,
@@ -250,10 +251,12 @@ class SqliteStore(BrowseQueries):
 
     async def latest_document(self, document_id: str) -> Document | None:
         """The version a new fragment of the episode builds on (its bundle is {} once purged by retention)."""
-        return (await self.latest_documents([document_id])).get(document_id)
+        found = (await self.latest_documents([document_id])).get(document_id)
+        return found.decoded() if found is not None else None
 
-    async def latest_documents(self, document_ids: Sequence[str]) -> dict[str, Document]:
-        """The newest version of each of these documents that exists, in one read (a batch's worth)."""
+    async def latest_documents(self, document_ids: Sequence[str]) -> dict[str, EncodedDocument]:
+        """The newest version of each of these documents that exists, in one read (a batch's worth), opened
+        but not decoded: the signing process that assembles onto it decodes it, not the event loop."""
         if not document_ids:
             return {}
         rows = await self._read(
@@ -261,8 +264,9 @@ class SqliteStore(BrowseQueries):
             " WHERE d.document_id IN (SELECT value FROM json_each(?))"
             " AND d.version = (SELECT max(version) FROM documents WHERE document_id = d.document_id)",
             (json.dumps(sorted(set(document_ids))),))
-        return {document_id: Document(document_id, version, kind, patient_key,
-                                      json.loads(self._cipher.open(sealed, b"documents")) if sealed is not None else {})
+        return {document_id: EncodedDocument(document_id, version, kind, patient_key,
+                                             self._cipher.open(sealed, b"documents") if sealed is not None
+                                             else PURGED_BUNDLE)
                 for document_id, version, kind, patient_key, sealed in rows}
 
     async def commit_mapping(self, message_id: int, documents: list[Document],
