@@ -123,13 +123,22 @@ def patient_of(number: int, sequence: int, patients: int) -> int:
 
 
 async def connection_load(port: int, number: int, until: float, warmup_until: float,
-                          latencies: list[float], patients: int = 0, count: int = 0) -> int:
+                          latencies: list[float], patients: int = 0, count: int = 0, interval: float = 0.0,
+                          phase: float = 0.0) -> int:
     """Send one message at a time until `until` (or `count` messages); record latencies after warm-up;
-    return the AAs counted."""
+    return the AAs counted. With an `interval`, messages are due at that spacing (a paced sender, as a HIS
+    with a steady feed) and each latency runs from when the message was due, so a late answer also counts
+    against the messages that had to wait behind it (no coordinated omission). `phase` (0-1) offsets this
+    sender's first message, so paced senders do not all send at once."""
     reader, writer = await asyncio.open_connection("127.0.0.1", port)
     accepted = sequence = 0
+    due = time.perf_counter() + interval * phase
     try:
         while (now := time.perf_counter()) < until and (not count or sequence < count):
+            if interval:
+                if due > now:
+                    await asyncio.sleep(due - now)
+                now, due = due, due + interval
             sequence += 1
             control_id = f"B{os.getpid()}C{number}N{sequence}{int(until)}{time.monotonic_ns() % 1_000_000}"
             writer.write(START + admission(control_id, patient_of(number, sequence, patients)) + END)
@@ -159,12 +168,16 @@ async def preload(port: int, count: int, connections: int, patients: int = 0) ->
 
 
 async def measure(port: int, server_pid: int, connections: int, seconds: float, warmup: float,
-                  patients: int = 0) -> dict[str, float]:
-    """ACKs per second, latency percentiles and server CPU per ACK for `connections` busy connections."""
+                  patients: int = 0, rate: float = 0.0) -> dict[str, float]:
+    """ACKs per second, latency percentiles and server CPU per ACK for `connections` connections: each busy
+    (the next message as soon as the ACK is in), or with a `rate`, all together offering that many messages
+    a second, evenly spread."""
     latencies: list[float] = []
     start = time.perf_counter()
     warmup_until, until = start + warmup, start + warmup + seconds
-    loads = [asyncio.create_task(connection_load(port, n, until, warmup_until, latencies, patients))
+    interval = connections / rate if rate else 0.0
+    loads = [asyncio.create_task(connection_load(port, n, until, warmup_until, latencies, patients,
+                                                 interval=interval, phase=n / connections))
              for n in range(connections)]
     await asyncio.sleep(warmup)
     cpu_before = cpu_seconds(server_pid)

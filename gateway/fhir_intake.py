@@ -33,7 +33,7 @@ from adapters.fhir_api import (
 )
 from gateway.config import FhirSender, HttpSettings
 from gateway.fhir_receipt import KeptAnswer, respond, unseal
-from gateway.logs import correlation, get_logger, new_correlation_id
+from gateway.logs import correlation, get_logger, loggable, new_correlation_id
 from gateway.metrics import Metrics, message_type_label
 from gateway.store import Inbound, Store
 from mappings.fhir_in import operation_outcome
@@ -51,8 +51,6 @@ BUNDLE_TYPES = ("transaction", "batch", "document", "collection")
 ENTRY_METHODS = {"POST": 201, "PUT": 200}
 OPEN_SENDER = "anonymous"
 _ENTRY_PATH = re.compile(r"^Bundle\.entry\[(\d+)\]")
-_CONTROL = re.compile("[\x00-\x1f\x7f-\x9f]")
-LOGGED_CHARS = 120
 
 
 class FhirIntake:
@@ -232,9 +230,9 @@ class FhirIntake:
                 self._metrics.mapping_errors.labels("fhir", issue.code).inc()
 
 
-def loggable(text: str) -> str:
-    """Client-chosen text (an element name, a resource type) as a log line may carry it: no control bytes, short."""
-    return _CONTROL.sub("?", text)[:LOGGED_CHARS]
+def _raw(text: str) -> bytes:
+    """Client text as bytes to hash: bytes that were not UTF-8 reach us as lone surrogates, kept as they came."""
+    return text.encode("utf-8", "surrogatepass")
 
 
 def control_id(resource: dict[str, Any], if_none_exist: str, lookup_digest: Callable[[str], str]) -> str:
@@ -244,14 +242,14 @@ def control_id(resource: dict[str, Any], if_none_exist: str, lookup_digest: Call
     if identified:
         return identified
     if if_none_exist:
-        digest = lookup_digest(hashlib.sha256(if_none_exist.encode("utf-8")).hexdigest())
+        digest = lookup_digest(hashlib.sha256(_raw(if_none_exist)).hexdigest())
         return f"{resource['resourceType']}?key:{digest}"
     return f"urn:uuid:{uuid.uuid4()}"
 
 
 def update_key(resource_type: str, resource_id: str, lookup_digest: Callable[[str], str]) -> str:
     """The key of PUT [type]/[id], keyed (a client may use a citizen id as the id), as store migration 6 rekeyed."""
-    return f"{resource_type}/key:{lookup_digest(hashlib.sha256(resource_id.encode('utf-8')).hexdigest()[:40])[:40]}"
+    return f"{resource_type}/key:{lookup_digest(hashlib.sha256(_raw(resource_id)).hexdigest()[:40])[:40]}"
 
 
 def bundle_identifier(resource: dict[str, Any]) -> str:

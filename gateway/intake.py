@@ -34,7 +34,7 @@ from typing import Any
 
 from adapters.mllp import Frame
 from gateway.config import MllpSettings, SenderRule
-from gateway.logs import correlation, get_logger, new_correlation_id
+from gateway.logs import correlation, get_logger, loggable, new_correlation_id
 from gateway.metrics import Metrics, message_type_label
 from gateway.store import Inbound, Store
 from mappings.hl7v2.ack import build_ack, commit_ack_wanted
@@ -163,7 +163,7 @@ class Hl7Intake:
         default = self._settings.default_charset
         header = read_header(frame.data)
         if isinstance(header, Issue):
-            log.warning("hl7_unreadable", reason=header.message, peer=frame.peer_host)
+            log.warning("hl7_unreadable", reason=loggable(header.message), peer=frame.peer_host)
             return self._refuse(None, (header,), default)
         legacy = self._legacy_charset(header)
         if frame.oversize:
@@ -200,8 +200,8 @@ class Hl7Intake:
                 f" (inbox:{stored.message_id}); send it with a new MSH-10"),), codec)
         if stored.duplicate:
             self._child(self._metrics.duplicates, source).inc()
-        log.info("hl7_stored", message_type=header.message_type, control_id=header.control_id, replay=replay,
-                 message_id=stored.message_id, retransmission=stored.duplicate, bytes=len(frame.data))
+        log.info("hl7_stored", message_type=header.message_type, control_id=loggable(header.control_id, LOGGED_ID),
+                 replay=replay, message_id=stored.message_id, retransmission=stored.duplicate, bytes=len(frame.data))
         return Answer(code, stored.ack, stored.message_id, stored.duplicate, header=header)
 
     def _decode(self, data: bytes, header: MessageHeader, legacy: str | None) -> tuple[str, str] | Issue:
@@ -264,8 +264,8 @@ class Hl7Intake:
         code = ("CR" if reject else "CE") if enhanced else ("AR" if reject else "AE")
         for issue in issues:
             self._child(self._metrics.mapping_errors, "mllp", issue.code).inc()
-        log.warning("hl7_refused", ack_code=code, control_id=header.control_id[:LOGGED_ID] if header else "",
-                    problems=[f"{issue.location} {issue.code}" for issue in issues])
+        log.warning("hl7_refused", ack_code=code, control_id=loggable(header.control_id, LOGGED_ID) if header else "",
+                    problems=[f"{loggable(issue.location)} {issue.code}" for issue in issues])
         return Answer(code, _encoded_ack(header, code, codec, issues[0].message, issues), issues=issues,
                       header=header)
 

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import logging
+import re
 import secrets
 import sys
 from collections.abc import Iterator, MutableMapping
@@ -10,6 +11,8 @@ from typing import Any
 
 import structlog
 
+_CONTROL = re.compile("[\x00-\x1f\x7f-\x9f]")  # C0, DEL and C1: JSON lines escape C0 only
+LOGGED_CHARS = 120
 _FORBIDDEN_KEYS = frozenset({
     "name", "patient_name", "cccd", "bhyt", "birth_date", "dob", "address", "phone", "payload", "message_text",
 })
@@ -20,6 +23,11 @@ def _drop_personal_fields(_logger: Any, _method: str, event: MutableMapping[str,
     for key in _FORBIDDEN_KEYS.intersection(event):
         event[key] = "[redacted]"
     return event
+
+
+def loggable(text: str, limit: int = LOGGED_CHARS) -> str:
+    """Sender-chosen text (a control id, an element name) as a log line may carry it: no control bytes, short."""
+    return _CONTROL.sub("?", text[:limit])
 
 
 def configure_logging(level: str = "info", fmt: str = "json") -> None:

@@ -2,13 +2,17 @@
 and the request's bytes never reach the log."""
 from __future__ import annotations
 
+import asyncio
+import http.client
+import json
+import urllib.parse
 from pathlib import Path
 
 import aiohttp
 import pytest
 from structlog.testing import capture_logs
 
-from tests.adapters.test_fhir_api import AUTH, corpus_bundle, post, running_fhir_api
+from tests.adapters.test_fhir_api import AUTH, corpus_bundle, corpus_resource, post, running_fhir_api
 
 
 @pytest.mark.parametrize("family, code, element", [
@@ -54,3 +58,25 @@ async def test_client_chosen_names_reach_the_log_without_control_bytes(tmp_path:
             status, _, _ = await post(http, api.base + path, resource, AUTH)
     assert status in (200, 422) and logged
     assert "\\x00" not in repr(logged) and "\\x1b" not in repr(logged)
+
+
+@pytest.mark.parametrize("criteria", ["identifier=\xff\xfe", "identifier=urn:hbgw:id:cccd|\x80048190007788"])
+async def test_if_none_exist_criteria_that_are_not_utf8_key_the_create_not_a_500(tmp_path: Path,
+                                                                                criteria: str) -> None:
+    """Found by `make fuzz`: header bytes that are not UTF-8 reach the gateway as lone surrogates, which the key's
+    hash could not encode (UnicodeEncodeError, a 500). The same bytes must key the same create again."""
+    def create() -> int:
+        url = urllib.parse.urlsplit(api.base)
+        connection = http.client.HTTPConnection(url.hostname, url.port, timeout=30)
+        try:  # http.client sends a str header as latin-1: each character one raw byte, as a careless client may
+            connection.request("POST", f"{url.path}/Patient", body=json.dumps(corpus_resource("Patient")),
+                               headers={**AUTH, "If-None-Exist": criteria})
+            return connection.getresponse().status
+        finally:
+            connection.close()
+
+    async with running_fhir_api(tmp_path) as api:
+        first = await asyncio.to_thread(create)
+        again = await asyncio.to_thread(create)
+        stored = api.stored_rows()
+    assert (first, again) == (201, 200) and len(stored) == 1
