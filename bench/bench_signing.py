@@ -2,10 +2,11 @@
 
 The real SigningStage with one signing process assembles, signs and encodes `--messages` admissions
 (bench_mllp's, each of its own patient) as bench_gateway's load makes them: batches of 32,
-`portal.bhxh.send_files = every_version`, so each becomes one signed XML 130 envelope. Printed: the signing process's CPU per message (read from /proc, so
-the pickling and the executor's own work count too), the gateway process's CPU per message for handing the
-batches over and taking the results back, and the RSA-2048 signature alone on this machine, the floor that
-stays. CPU, not wall time: a figure that a busy shared machine moves least.
+`portal.bhxh.send_files = every_version`, so each becomes one signed XML 130 envelope. Printed: the signing
+process's CPU per message (read from /proc, so the pickling and the executor's own work count too), the
+gateway process's CPU per message for handing the batches over and taking the results back, and the RSA-2048
+signature alone on this machine, the floor that stays. CPU, not wall time: a figure that a busy shared machine
+moves least.
 
     .venv/bin/python bench/bench_signing.py [--messages 960]
 """
