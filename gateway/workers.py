@@ -3,12 +3,15 @@
 Each pool's processes are direct children of the gateway (spawn: the gateway has threads, so plain fork is
 unsafe), named after their stage for `top` and `ps` (hbgw-map, hbgw-sign), yield the CPU to the gateway
 process (nice +5: a sender waiting for its acknowledgement comes before work that is already safe on disk),
-and exit on their own when the gateway is gone, kill -9 included, instead of lingering as orphans.
+and exit on their own when the gateway is gone, kill -9 included, instead of lingering as orphans; they exit
+without the interpreter's final collections, which cost a stopping gateway 0.3 s per process.
 """
 from __future__ import annotations
 
+import atexit
 import ctypes
 import ctypes.util
+import gc
 import os
 import threading
 import time
@@ -47,6 +50,9 @@ def start_worker(parent_pid: int, name: str, setup: Callable[..., None] | None =
         os._exit(0)
 
     threading.Thread(target=watch, name="exit-with-parent", daemon=True).start()
+    # At exit the interpreter's last garbage collections walk every object of every imported module (0.3 s
+    # per process); a worker holds nothing that needs them, and a gateway stopping or restarting waits for it.
+    atexit.register(gc.freeze)
     if setup is not None:
         setup(*setup_args)
 

@@ -19,25 +19,23 @@ import json
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import replace
-from typing import Any, TypeVar
+from types import ModuleType
+from typing import Any, ClassVar, TypeVar
 
 import asyncpg
 
 from adapters.portal.base import Receipt, Submission
 from gateway.encryption import PayloadCipher
-from gateway.store import postgres_admin, postgres_parked, sqlite_admin
+from gateway.store import postgres_admin, postgres_parked
+from gateway.store.dead_letters import DeadLetterMethods
 from gateway.store.interface import (
     PURGED_BUNDLE,
-    AdminError,
     ClaimedMessage,
     ClaimedSubmission,
     EncodedDocument,
     Inbound,
-    ItemRef,
     MappingOutcome,
-    OperatorAction,
     Parked,
-    QueuedItem,
     Stored,
     StoreUnavailable,
 )
@@ -51,8 +49,10 @@ T = TypeVar("T")
 COMMAND_TIMEOUT_SECONDS = 60.0
 
 
-class PostgresStore(PostgresBrowse):
+class PostgresStore(PostgresBrowse, DeadLetterMethods):
     """The Store (see interface.py) on a PostgreSQL database, one of possibly several nodes serving from it."""
+
+    _admin: ClassVar[ModuleType] = postgres_admin  # the dead-letter SQL of this dialect (DeadLetterMethods)
 
     def __init__(self, dsn: str, cipher: PayloadCipher, *, lease_seconds: float = 120.0, pool_size: int = 10,
                  max_batch: int = 512, max_delay_ms: float = 0.0,
@@ -119,6 +119,12 @@ class PostgresStore(PostgresBrowse):
         """Run fn(connection, *args) in one transaction; returns once it is committed."""
         async with self._connection() as connection, connection.transaction():
             return await fn(connection, *args)
+
+    async def _rows(self, sql: str, params: Sequence[Any] = ()) -> list[asyncpg.Record]:
+        return await self._fetch(sql, *params)
+
+    async def _change(self, fn: Callable[..., Awaitable[T]], *args: Any) -> T:
+        return await self._transaction(fn, *args)
 
     async def _fetch(self, sql: str, *args: Any) -> list[asyncpg.Record]:
         async with self._connection() as connection:
@@ -336,47 +342,3 @@ class PostgresStore(PostgresBrowse):
     async def purge_expired(self, kind: str, cutoff: float, limit: int) -> int:
         """Drop up to `limit` payloads of one kind finished before `cutoff`, in one transaction."""
         return await self._transaction(postgres_admin.purge, kind, cutoff, limit)
-
-    async def dead_letters(self, include_discarded: bool = False) -> list[QueuedItem]:
-        """Every dead item of both queues, oldest failure first."""
-        states = ["dead", "discarded"] if include_discarded else ["dead"]
-        inbox = await self._fetch(f"{postgres_admin.INBOX_ITEMS} WHERE state = ANY($1::text[])", states)
-        outbox = await self._fetch(f"{postgres_admin.OUTBOX_ITEMS} WHERE o.state = ANY($1::text[])", states)
-        items = [sqlite_admin.item("inbox", row) for row in inbox]
-        items += [sqlite_admin.item("outbox", row) for row in outbox]
-        return sorted(items, key=lambda item: (item.failed_at or 0, item.ref.queue, item.ref.id))
-
-    async def queued_item(self, ref: ItemRef) -> QueuedItem:
-        """One item in any state, or AdminError when there is no such item."""
-        sql = (f"{postgres_admin.INBOX_ITEMS} WHERE id = $1" if ref.queue == "inbox"
-               else f"{postgres_admin.OUTBOX_ITEMS} WHERE o.id = $1")
-        rows = await self._fetch(sql, ref.id)
-        if not rows:
-            raise AdminError(f"there is no item {ref}")
-        return sqlite_admin.item(ref.queue, rows[0])
-
-    async def item_payload(self, ref: ItemRef, operator: str) -> bytes:
-        """The decrypted payload, for an operator to correct; the viewing itself is audited."""
-        sealed = await self._transaction(postgres_admin.read_payload, ref, operator)
-        return self._cipher.open(sealed, postgres_admin.QUEUES[ref.queue].associated)
-
-    async def retry_dead(self, ref: ItemRef, operator: str) -> int:
-        """Put a dead item's message back to be mapped again; returns that message's id."""
-        message_id = await self._transaction(postgres_admin.retry, ref, operator)
-        self.inbox_ready.set()
-        return message_id
-
-    async def discard_dead(self, ref: ItemRef, operator: str, note: str = "") -> None:
-        """Give up on a dead item for good; it stays, marked, as part of the audit trail."""
-        await self._transaction(postgres_admin.discard, ref, operator, note)
-
-    async def record_action(self, operator: str, action: str, ref: ItemRef, detail: str = "") -> None:
-        """Audit an operator action done through another path (a replay through the intake)."""
-        await self._transaction(postgres_admin.audit, operator, action, ref, detail)
-
-    async def operator_actions(self, ref: ItemRef | None = None) -> list[OperatorAction]:
-        """The audit trail (when, who, what, which item, detail), oldest first."""
-        where, params = ("WHERE item = $1", (str(ref),)) if ref else ("", ())
-        rows = await self._fetch(f"SELECT at, operator, action, item, detail FROM operator_actions {where}"
-                                 " ORDER BY id", *params)
-        return [OperatorAction(*row) for row in rows]

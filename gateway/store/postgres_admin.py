@@ -7,10 +7,12 @@ empties only the payload column, marking `purged_at`. The rules match sqlite_adm
 """
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import asyncpg
 
 from gateway.store.interface import AdminError, ItemRef
-from gateway.store.sqlite_admin import QueueTable
+from gateway.store.sqlite_admin import INBOX_ITEMS, OUTBOX_ITEMS, QueueTable
 
 NODE_LOCK_CLASS = 0x4842  # advisory lock (class, node id) a node holds on its own connection while it serves
 PATIENT_LOCK_CLASS = 0x4850  # advisory lock (class, hashtext(patient key)) while a patient's outbox rows go in
@@ -18,13 +20,8 @@ PATIENT_LOCK_CLASS = 0x4850  # advisory lock (class, hashtext(patient key)) whil
 QUEUES = {"inbox": QueueTable("messages", b"messages", "SELECT payload, state, purged_at FROM messages WHERE id = $1"),
           "outbox": QueueTable("outbox", b"outbox", "SELECT b.body, o.state, o.purged_at FROM outbox o"
                                                     " LEFT JOIN outbox_bodies b ON b.outbox_id = o.id WHERE o.id = $1")}
-INBOX_ITEMS = ("SELECT id, state, message_type, sender, reason, received_at, finished_at, attempts,"
-               " payload IS NULL, '' FROM messages")
-OUTBOX_ITEMS = ("SELECT o.id, o.state, o.channel, o.document_id || ':v' || o.version, o.reason,"
-                " o.first_received_at, o.finished_at, o.attempts,"
-                " NOT EXISTS (SELECT 1 FROM outbox_bodies b WHERE b.outbox_id = o.id),"
-                " coalesce('inbox:' || (SELECT d.message_id FROM documents d"
-                "   WHERE d.document_id = o.document_id AND d.version = o.version), '') FROM outbox o")
+ITEM_BY_ID = {"inbox": f"{INBOX_ITEMS} WHERE id = $1", "outbox": f"{OUTBOX_ITEMS} WHERE o.id = $1"}
+FIRST = "$1"
 
 _UNFINISHED = "('pending', 'in_flight', 'dead')"
 _PURGES = {
@@ -46,6 +43,11 @@ _PURGES = {
         " AND NOT EXISTS (SELECT 1 FROM outbox o WHERE o.document_id = d.document_id AND o.version = d.version"
         f"   AND o.state IN {_UNFINISHED}) LIMIT $2 FOR UPDATE SKIP LOCKED)"),
 }
+
+
+def state_in(states: Sequence[str]) -> tuple[str, tuple[list[str]]]:
+    """The condition "state is one of these" and its parameter (one text array)."""
+    return "= ANY($1::text[])", (list(states),)
 
 
 def _count(status: str) -> int:

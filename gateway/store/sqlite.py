@@ -16,7 +16,8 @@ import sqlite3
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, TypeVar
+from types import ModuleType
+from typing import Any, ClassVar, TypeVar
 
 import aiosqlite
 
@@ -25,18 +26,15 @@ from gateway.encryption import PayloadCipher
 from gateway.files import create_private, open_private
 from gateway.logs import get_logger
 from gateway.store import sqlite_admin, sqlite_parked
+from gateway.store.dead_letters import DeadLetterMethods
 from gateway.store.interface import (
     PURGED_BUNDLE,
-    AdminError,
     ClaimedMessage,
     ClaimedSubmission,
     EncodedDocument,
     Inbound,
-    ItemRef,
     MappingOutcome,
-    OperatorAction,
     Parked,
-    QueuedItem,
     StoreBusy,
     Stored,
     StoreLockedError,
@@ -55,13 +53,17 @@ log = get_logger(__name__)
 PAGE_SIZE = 8192
 
 
-def _connect_writer(path: Path, lookup_digest: Callable[[str], str]) -> sqlite3.Connection:
+SERVING_BUSY_MS = 10_000  # the gateway waits this long for an operator's write to finish before it gives up
+OPERATOR_BUSY_MS = 1_000  # an operator tool says "busy, waiting" after this long and tries again (queue_cli.py)
+
+
+def _connect_writer(path: Path, lookup_digest: Callable[[str], str], busy_ms: int) -> sqlite3.Connection:
     connection = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
     connection.execute(f"PRAGMA page_size = {PAGE_SIZE}")  # a new file only; an existing one keeps its own
     connection.execute("PRAGMA journal_mode=WAL")
     connection.execute("PRAGMA synchronous=FULL")
     connection.execute("PRAGMA foreign_keys=ON")
-    connection.execute("PRAGMA busy_timeout=10000")
+    connection.execute(f"PRAGMA busy_timeout={busy_ms}")
     try:
         migrate(connection, lookup_digest)
     except BaseException:
@@ -98,11 +100,13 @@ def _write_error(exc: sqlite3.Error) -> StoreUnavailable:
     return StoreUnavailable(f"store write failed: {exc}")
 
 
-class SqliteStore(BrowseQueries):
+class SqliteStore(BrowseQueries, DeadLetterMethods):
     """The Store (see interface.py) on one SQLite file, the only writer of it a thread of this process.
 
     Operator tools (not the owner) open only the read connection; the writer, which migrates the schema
     under the write lock, starts at their first write, so a read never waits on a busy gateway."""
+
+    _admin: ClassVar[ModuleType] = sqlite_admin  # the dead-letter SQL of this dialect (DeadLetterMethods)
 
     def __init__(self, path: Path, cipher: PayloadCipher, *, lease_seconds: float = 120.0,
                  max_batch: int = 512, max_delay_ms: float = 0.0,
@@ -110,9 +114,10 @@ class SqliteStore(BrowseQueries):
         self.path = Path(path)
         self._cipher = cipher
         self._lease = lease_seconds
-        self._writer = GroupCommitWriter(lambda: _connect_writer(self.path, cipher.lookup_digest), max_batch=max_batch,
-                                         max_delay_seconds=max_delay_ms / 1000, on_batch=on_batch,
-                                         sync_every_commit=fsync_every_commit)
+        self._busy_ms = SERVING_BUSY_MS  # open() sets it: an operator tool speaks up sooner
+        self._writer = GroupCommitWriter(lambda: _connect_writer(self.path, cipher.lookup_digest, self._busy_ms),
+                                         max_batch=max_batch, max_delay_seconds=max_delay_ms / 1000,
+                                         on_batch=on_batch, sync_every_commit=fsync_every_commit)
         self._reader: aiosqlite.Connection | None = None
         self._lock: int | None = None
         self._writing = False
@@ -123,6 +128,7 @@ class SqliteStore(BrowseQueries):
     async def open(self, *, owner: bool = False) -> SqliteStore:
         """Open the file; the owner (the serving gateway) locks out a second gateway and re-queues the
         leases a crashed predecessor held, so its unfinished work restarts at once, not when leases expire."""
+        self._busy_ms = SERVING_BUSY_MS if owner else OPERATOR_BUSY_MS
         try:
             create_private(self.path)
             if owner:
@@ -179,6 +185,12 @@ class SqliteStore(BrowseQueries):
             return await self._writer.write(fn, *args, durable=durable)
         except sqlite3.Error as exc:
             raise _write_error(exc) from exc
+
+    async def _rows(self, sql: str, params: Sequence[Any] = ()) -> list[sqlite3.Row]:
+        return await self._read(sql, tuple(params))
+
+    async def _change(self, fn: Callable[..., T], *args: Any) -> T:
+        return await self._write(fn, *args)
 
     async def _read(self, sql: str, params: tuple[Any, ...] = ()) -> list[sqlite3.Row]:
         """Read beside the writer (WAL), never blocking a commit."""
@@ -429,48 +441,3 @@ class SqliteStore(BrowseQueries):
     async def purge_expired(self, kind: str, cutoff: float, limit: int) -> int:
         """Drop up to `limit` payloads of one kind finished before `cutoff`, in one transaction."""
         return await self._write(sqlite_admin.purge, kind, cutoff, limit, durable=False)
-
-    async def dead_letters(self, include_discarded: bool = False) -> list[QueuedItem]:
-        """Every dead item of both queues, oldest failure first."""
-        states = ("dead", "discarded") if include_discarded else ("dead",)
-        marks = ", ".join("?" * len(states))
-        inbox = await self._read(f"{sqlite_admin.INBOX_ITEMS} WHERE state IN ({marks})", states)
-        outbox = await self._read(f"{sqlite_admin.OUTBOX_ITEMS} WHERE o.state IN ({marks})", states)
-        items = [sqlite_admin.item("inbox", row) for row in inbox]
-        items += [sqlite_admin.item("outbox", row) for row in outbox]
-        return sorted(items, key=lambda item: (item.failed_at or 0, item.ref.queue, item.ref.id))
-
-    async def queued_item(self, ref: ItemRef) -> QueuedItem:
-        """One item in any state, or AdminError when there is no such item."""
-        sql = (f"{sqlite_admin.INBOX_ITEMS} WHERE id = ?" if ref.queue == "inbox"
-               else f"{sqlite_admin.OUTBOX_ITEMS} WHERE o.id = ?")
-        rows = await self._read(sql, (ref.id,))
-        if not rows:
-            raise AdminError(f"there is no item {ref}")
-        return sqlite_admin.item(ref.queue, rows[0])
-
-    async def item_payload(self, ref: ItemRef, operator: str) -> bytes:
-        """The decrypted payload, for an operator to correct; the viewing itself is audited."""
-        sealed = await self._write(sqlite_admin.read_payload, ref, operator)
-        return self._cipher.open(sealed, sqlite_admin.QUEUES[ref.queue].associated)
-
-    async def retry_dead(self, ref: ItemRef, operator: str) -> int:
-        """Put a dead item's message back to be mapped again; returns that message's id."""
-        message_id = await self._write(sqlite_admin.retry, ref, operator)
-        self.inbox_ready.set()
-        return message_id
-
-    async def discard_dead(self, ref: ItemRef, operator: str, note: str = "") -> None:
-        """Give up on a dead item for good; it stays, marked, as part of the audit trail."""
-        await self._write(sqlite_admin.discard, ref, operator, note)
-
-    async def record_action(self, operator: str, action: str, ref: ItemRef, detail: str = "") -> None:
-        """Audit an operator action done through another path (a replay through the intake)."""
-        await self._write(sqlite_admin.audit, operator, action, ref, detail)
-
-    async def operator_actions(self, ref: ItemRef | None = None) -> list[OperatorAction]:
-        """The audit trail (when, who, what, which item, detail), oldest first."""
-        where, params = ("WHERE item = ?", (str(ref),)) if ref else ("", ())
-        rows = await self._read(f"SELECT at, operator, action, item, detail FROM operator_actions {where}"
-                                " ORDER BY id", params)
-        return [OperatorAction(*row) for row in rows]

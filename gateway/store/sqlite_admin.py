@@ -31,6 +31,9 @@ OUTBOX_ITEMS = ("SELECT o.id, o.state, o.channel, o.document_id || ':v' || o.ver
                 " NOT EXISTS (SELECT 1 FROM outbox_bodies b WHERE b.outbox_id = o.id),"
                 " coalesce('inbox:' || (SELECT d.message_id FROM documents d"
                 "   WHERE d.document_id = o.document_id AND d.version = o.version), '') FROM outbox o")
+ACTIONS = "SELECT at, operator, action, item, detail FROM operator_actions"
+FIRST = "?"  # the first query parameter (PostgreSQL: $1)
+ITEM_BY_ID = {"inbox": f"{INBOX_ITEMS} WHERE id = ?", "outbox": f"{OUTBOX_ITEMS} WHERE o.id = ?"}
 
 _UNFINISHED = "('pending', 'in_flight', 'dead')"
 _PURGES = {
@@ -49,6 +52,11 @@ _PURGES = {
         " AND NOT EXISTS (SELECT 1 FROM outbox o WHERE o.document_id = d.document_id AND o.version = d.version"
         f"   AND o.state IN {_UNFINISHED}) LIMIT :chunk)"),
 }
+
+
+def state_in(states: Sequence[str]) -> tuple[str, tuple[str, ...]]:
+    """The condition "state is one of these" and its parameters."""
+    return f"IN ({', '.join('?' * len(states))})", tuple(states)
 
 
 def purge(db: sqlite3.Connection, kind: str, cutoff: float, limit: int) -> int:

@@ -91,18 +91,6 @@ async def running_fhir_api(tmp_path: Path, validate: Validate = validate_fhir,
         await store.close()
 
 
-@pytest.fixture
-async def api(tmp_path: Path) -> AsyncIterator[RunningApi]:
-    async with running_fhir_api(tmp_path) as running:
-        yield running
-
-
-@pytest.fixture
-async def http() -> AsyncIterator[aiohttp.ClientSession]:
-    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=30)) as session:
-        yield session
-
-
 async def post(http: aiohttp.ClientSession, url: str, body: Any, headers: dict[str, str] = AUTH,
                ) -> tuple[int, dict[str, Any], Any]:
     data = body if isinstance(body, bytes) else json.dumps(body).encode()

@@ -2,20 +2,12 @@
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator
-from pathlib import Path
 
 import pytest
 from fhirpy import AsyncFHIRClient
 from fhirpy.base.exceptions import AuthorizationError, OperationOutcome
 
-from tests.adapters.test_fhir_api import TOKEN, RunningApi, corpus_bundle, corpus_resource, running_fhir_api
-
-
-@pytest.fixture
-async def api(tmp_path: Path) -> AsyncIterator[RunningApi]:
-    async with running_fhir_api(tmp_path) as running:
-        yield running
+from tests.adapters.test_fhir_api import TOKEN, RunningApi, corpus_bundle, corpus_resource
 
 
 def client(api: RunningApi, token: str = TOKEN, **headers: str) -> AsyncFHIRClient:

@@ -6,48 +6,30 @@ import base64
 import json
 import uuid
 from collections.abc import AsyncIterator, Mapping
-from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import pytest
-from cryptography.hazmat.primitives import serialization
 
 from adapters.portal.base import Submission
 from gateway.channels import build_submissions
 from gateway.config import (
-    DEMO_SITE_MAPPINGS,
     BhxhChannelSettings,
     PortalSettings,
-    SigningSettings,
-    SiteMappingSettings,
 )
 from gateway.encryption import PayloadCipher
 from gateway.metrics import Metrics
 from gateway.parking import rebuild_parked
-from gateway.signing import Signer, load_signer
-from gateway.signing.sources import generate_self_signed
+from gateway.signing import Signer
 from gateway.store import Inbound, SqliteStore, Store
-from mappings.model import Document, FacilityInfo
+from mappings.model import Document
 from tests.conftest import corpus_hl7
+from tests.demo_site import FACILITY, SITE
 from tests.gateway.test_pipeline import SETTINGS, ScriptedChannel, corpus
 from tests.mappings.claim_samples import inpatient_messages
 from tests.store_backends import StoreBackend
 
-FACILITY = FacilityInfo(name="Benh vien Demo", bhxh_code="40001", moh_facility_id="4000000000123")
-SITE = SiteMappingSettings(file=DEMO_SITE_MAPPINGS).as_mapping()
 NO_WARD = {**SITE, "wards": {}}
-
-
-@pytest.fixture(scope="module")
-def signer(tmp_path_factory: pytest.TempPathFactory) -> Signer:
-    directory: Path = tmp_path_factory.mktemp("parking")
-    now = datetime.now(UTC)
-    certificate, key = generate_self_signed("Benh vien Demo", now - timedelta(days=1), now + timedelta(days=30))
-    (directory / "c.pem").write_bytes(certificate.public_bytes(serialization.Encoding.PEM))
-    (directory / "k.pem").write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                                                        serialization.NoEncryption()))
-    return load_signer(SigningSettings(source="pem", cert_file=directory / "c.pem", key_file=directory / "k.pem"))
 
 
 @pytest.fixture

@@ -10,7 +10,6 @@ from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 
 import pytest
-from cryptography.hazmat.primitives import serialization
 
 from adapters.portal.bhxh import filed_as, read_signed_document
 from adapters.portal.emulator.hub import HubRefusal, check_message
@@ -18,35 +17,20 @@ from adapters.portal.emulator.validate import check_envelope
 from adapters.portal.emulator.xmldsig import verify_form
 from gateway.channels import build_submissions
 from gateway.config import (
-    DEMO_SITE_MAPPINGS,
     BhxhChannelSettings,
     PortalSettings,
     SigningSettings,
-    SiteMappingSettings,
 )
 from gateway.hub_message import msg_id
 from gateway.signing import Signer, load_signer
-from gateway.signing.sources import generate_self_signed
 from gateway.submissions import DocumentParked, SubmissionBuildError
 from mappings.document import assemble
 from mappings.hl7v2 import map_message
-from mappings.model import Document, FacilityInfo
+from mappings.model import Document
 from tests.conftest import corpus_hl7
+from tests.demo_site import FACILITY, SITE
 
-FACILITY = FacilityInfo(name="Benh vien Demo", bhxh_code="40001", moh_facility_id="4000000000123")
-SITE = SiteMappingSettings(file=DEMO_SITE_MAPPINGS).as_mapping()
 NOW = datetime(2026, 11, 23, 8, 15, tzinfo=UTC)
-
-
-@pytest.fixture(scope="module")
-def signer(tmp_path_factory: pytest.TempPathFactory) -> Signer:
-    directory: Path = tmp_path_factory.mktemp("submissions")
-    now = datetime.now(UTC)
-    certificate, key = generate_self_signed("Benh vien Demo", now - timedelta(days=1), now + timedelta(days=30))
-    (directory / "c.pem").write_bytes(certificate.public_bytes(serialization.Encoding.PEM))
-    (directory / "k.pem").write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                                                        serialization.NoEncryption()))
-    return load_signer(SigningSettings(source="pem", cert_file=directory / "c.pem", key_file=directory / "k.pem"))
 
 
 def document(corpus_file: str) -> Document:

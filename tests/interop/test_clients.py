@@ -5,11 +5,8 @@ from __future__ import annotations
 
 import asyncio
 import copy
-from collections.abc import AsyncIterator
-from pathlib import Path
 from typing import Any
 
-import pytest
 from fhirclient import server as fhirclient_server
 from fhirclient.models.bundle import Bundle
 from fhirclient.models.observation import Observation
@@ -20,14 +17,7 @@ from tests.adapters.test_fhir_api import (
     RunningApi,
     corpus_bundle,
     corpus_resource,
-    running_fhir_api,
 )
-
-
-@pytest.fixture
-async def api(tmp_path: Path) -> AsyncIterator[RunningApi]:
-    async with running_fhir_api(tmp_path) as running:
-        yield running
 
 
 def batch() -> dict[str, Any]:

@@ -4,12 +4,9 @@ from __future__ import annotations
 import copy
 import re
 import sqlite3
-from collections.abc import AsyncIterator
-from pathlib import Path
 from typing import Any
 
 import aiohttp
-import pytest
 from multidict import CIMultiDict
 
 from mappings.fhir_in import map_fhir
@@ -22,7 +19,6 @@ from tests.adapters.test_fhir_api import (
     corpus_bundle,
     corpus_resource,
     expressions,
-    running_fhir_api,
 )
 
 MEDICATION_URL = "urn:uuid:0b7c1a52-4a1e-4f4e-9a0c-2f6b6f3a9d06"
@@ -33,18 +29,6 @@ async def post(http: aiohttp.ClientSession, url: str, body: Any, headers: dict[s
     """POST, with the answer's headers looked up as HTTP does (aiohttp writes `Etag`)."""
     status, answer_headers, answer = await test_fhir_api.post(http, url, body, headers)
     return status, CIMultiDict(answer_headers), answer
-
-
-@pytest.fixture
-async def api(tmp_path: Path) -> AsyncIterator[RunningApi]:
-    async with running_fhir_api(tmp_path) as running:
-        yield running
-
-
-@pytest.fixture
-async def http() -> AsyncIterator[aiohttp.ClientSession]:
-    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=30)) as session:
-        yield session
 
 
 def document_with_medication_reference() -> dict[str, Any]:

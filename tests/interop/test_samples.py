@@ -18,7 +18,7 @@ import aiohttp
 import pytest
 from hl7.client import MLLPClient
 
-from tests.adapters.test_fhir_api import RunningApi, expressions, post, running_fhir_api
+from tests.adapters.test_fhir_api import RunningApi, expressions, post
 from tests.gateway.intake_harness import Intake, ack_segments, running_intake
 from tests.interop.test_hl7v2_cases import with_field
 
@@ -128,18 +128,6 @@ async def test_hapi_v22_admission_with_a_control_id_and_cccd_is_accepted(intake:
 
 
 # ---- FHIR: IPS, US Core, Synthea ------------------------------------------------------------------------
-
-
-@pytest.fixture
-async def api(tmp_path: Path) -> AsyncIterator[RunningApi]:
-    async with running_fhir_api(tmp_path) as running:
-        yield running
-
-
-@pytest.fixture
-async def http() -> AsyncIterator[aiohttp.ClientSession]:
-    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=60)) as session:
-        yield session
 
 
 def with_cccd(patient: dict[str, Any], cccd: str) -> None:

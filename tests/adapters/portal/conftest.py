@@ -6,24 +6,21 @@ import dataclasses
 import functools
 import json
 from collections.abc import AsyncIterator, Callable
-from datetime import UTC, datetime, timedelta
-from pathlib import Path
+from datetime import UTC, datetime
 from typing import Any
 
 import aiohttp
 import pytest
 from aiohttp.test_utils import TestServer
-from cryptography.hazmat.primitives import serialization
 
 from adapters.portal.base import PortalChannel, PortalError, Receipt, Submission, TransientPortalError
 from adapters.portal.emulator import EmulatorConfig, Faults, create_emulator_app
 from adapters.portal.emulator.validate import checkin_layout
 from gateway.channels import CHANNELS, ChannelSpec, open_channel, submission_for
-from gateway.config import BhxhChannelSettings, HubChannelSettings, SigningSettings
+from gateway.config import BhxhChannelSettings, HubChannelSettings
 from gateway.hub_message import hub_header, hub_message, msg_id, sign_form
 from gateway.metrics import Metrics
-from gateway.signing import Signer, load_signer
-from gateway.signing.sources import generate_self_signed
+from gateway.signing import Signer
 from mappings.checkup.build import FormOptions, build_form
 from mappings.document import assemble
 from mappings.hl7v2 import map_message
@@ -36,25 +33,6 @@ FACILITY_ID = "4000000000123"
 def spec(name: str) -> ChannelSpec:
     """The registered channel of that name."""
     return next(channel for channel in CHANNELS if channel.name == name)
-
-
-@pytest.fixture(scope="session")
-def signer_files(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
-    """A valid facility certificate and key as PEM files, made once per session."""
-    directory = tmp_path_factory.mktemp("facility")
-    now = datetime.now(UTC)
-    certificate, key = generate_self_signed("Benh vien Demo", now - timedelta(days=1), now + timedelta(days=365))
-    cert_path, key_path = directory / "cert.pem", directory / "key.pem"
-    cert_path.write_bytes(certificate.public_bytes(serialization.Encoding.PEM))
-    key_path.write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                                           serialization.NoEncryption()))
-    return cert_path, key_path
-
-
-@pytest.fixture(scope="session")
-def signer(signer_files: tuple[Path, Path]) -> Signer:
-    cert_path, key_path = signer_files
-    return load_signer(SigningSettings(source="pem", cert_file=cert_path, key_file=key_path))
 
 
 def xml1_table(ma_lk: str) -> bytes:
