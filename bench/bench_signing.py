@@ -1,11 +1,12 @@
 """The signing stage alone: CPU per message of a signing process (hbgw-sign), beside the RSA signature itself.
 
-The real SigningStage with one signing process signs `--messages` admissions (bench_mllp's, each of its own
-patient) as bench_gateway's load makes them: batches of 32, `portal.bhxh.send_files = every_version`, so each
-becomes one signed XML 130 envelope. Printed: the signing process's CPU per message (read from /proc, so
-the pickling and the executor's own work count too), the gateway process's CPU per message for handing the
-batches over and taking the results back, and the RSA-2048 signature alone on this machine, the floor that
-stays. CPU, not wall time: a figure that a busy shared machine moves least.
+The real SigningStage with one signing process assembles, signs and encodes `--messages` admissions
+(bench_mllp's, each of its own patient) as bench_gateway's load makes them: batches of 32,
+`portal.bhxh.send_files = every_version`, so each becomes one signed XML 130 envelope. Printed: the signing
+process's CPU per message (read from /proc, so the pickling and the executor's own work count too), the
+gateway process's CPU per message for handing the batches over and taking the results back, and the RSA-2048
+signature alone on this machine, the floor that stays. CPU, not wall time: a figure that a busy shared machine
+moves least.
 
     .venv/bin/python bench/bench_signing.py [--messages 960]
 """
@@ -29,8 +30,7 @@ from bench_mllp import admission
 from gateway.builder import SubmissionBuilder
 from gateway.config import DEMO_SITE_MAPPINGS, Settings
 from gateway.signing import load_signer
-from gateway.signing_stage import SigningStage, Versions
-from mappings.document import assemble
+from gateway.signing_stage import Fragments, SigningStage
 from mappings.hl7v2 import map_message
 
 BATCH = 32  # gateway.mapping_stage.MAPPING_BATCH
@@ -55,16 +55,16 @@ def signing_processes() -> list[int]:
     return found
 
 
-async def run(settings: Settings, batches: list[list[Versions]]) -> tuple[float, float]:
+async def run(settings: Settings, batches: list[list[Fragments]]) -> tuple[float, float]:
     """Sign every batch; CPU seconds of the signing process and of this process, warm-up batch excluded."""
     stage = SigningStage(SubmissionBuilder(settings), 1)
     stage.start()
     try:
-        await stage.sign(batches[0])  # the key is loaded and the caches are warm before anything is counted
+        await stage.sign(batches[0], {})  # the key is loaded and the caches are warm before anything is counted
         pids = signing_processes()
         signing, gateway = sum(map(process_cpu, pids)), time.process_time()
         for batch in batches[1:]:
-            results = await stage.sign(batch)
+            results = [item.result for item in await stage.sign(batch, {})]
             if not all(getattr(result, "submissions", None) for result in results):
                 raise RuntimeError(f"a message was not signed: {results}")
         return sum(map(process_cpu, pids)) - signing, time.process_time() - gateway
@@ -89,8 +89,8 @@ def main() -> int:
         settings = Settings.model_validate({"signing": {"source": "dev", "dev_dir": directory},
                                             "portal": {"bhxh": {"send_files": "every_version"}},
                                             "site_mappings": {"file": str(DEMO_SITE_MAPPINGS)}})
-        messages = [[(assemble(None, map_message(admission(f"S{n:06d}", 100_000 + n).decode()).fragments[0]),
-                      None)] for n in range(args.messages + BATCH)]
+        messages = [map_message(admission(f"S{n:06d}", 100_000 + n).decode()).fragments
+                    for n in range(args.messages + BATCH)]
         batches = [messages[start:start + BATCH] for start in range(0, len(messages), BATCH)]
         signing, gateway = asyncio.run(run(settings, batches))
         rsa = rsa_ms(settings)

@@ -30,7 +30,7 @@ from bench_mllp import durable_commit_ms
 
 from adapters.portal.base import Submission
 from gateway.encryption import PayloadCipher
-from gateway.store import Inbound, MappingOutcome, SqliteStore
+from gateway.store import EncodedDocument, Inbound, MappingOutcome, SqliteStore
 from mappings.model import Document
 
 CONNECTIONS = 16
@@ -50,7 +50,8 @@ async def fill(store: SqliteStore, backlog: int, patients: int) -> None:
         for number in range(start, min(start + FILL_BATCH, backlog)):
             stored = await store.store_inbound(Inbound("mllp", "HIS|BV", f"F{number}", "ADT^A01", "c",
                                                        b"MSH|" + os.urandom(600), b"AA"))
-            document = Document(f"D{number}", 1, "episode", f"P{number % patients}", {"resourceType": "Bundle"})
+            document = EncodedDocument.of(Document(f"D{number}", 1, "episode", f"P{number % patients}",
+                                                    {"resourceType": "Bundle"}))
             outcomes.append(MappingOutcome(stored.message_id, [document], [Submission(
                 "bhxh_xml130", f"D{number}:v1", f"D{number}", 1, os.urandom(3000), "application/xml")]))
         await store.finish_messages(outcomes)

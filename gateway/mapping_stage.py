@@ -1,11 +1,11 @@
-"""The mapping stage: claimed messages are mapped, assembled in order, signed, and committed as one batch.
+"""The mapping stage: claimed messages are mapped, assembled and signed in order, and committed as one batch.
 
 Steps of one batch, each with an explicit result per message:
 1. map (worker processes, mapping_workers.py): payload -> MappingResult, side by side;
-2. assemble (here, in acknowledgement order): fragments -> new document versions, each on the version
-   before it (committed, or built earlier in the batch);
-3. sign (signing processes, signing_stage.py): documents -> signed submissions, side by side;
-4. commit (the store): every message's outcome in one transaction.
+2. assemble and sign (signing processes, signing_stage.py): each message's fragments onto the newest
+   version of their documents (committed, or built earlier in the batch by a message of the same group),
+   the signed submissions, each new bundle encoded as stored -> Prepared;
+3. commit (the store): every message's outcome in one transaction -> MappingOutcome.
 Batches are pipelined: while one batch is assembled, signed and committed, the next is already mapped, so
 the mapping workers, the signing workers and the gateway process work at the same time. The next batch is
 only ever assembled after the one before it is committed, so order is what it was one batch at a time.
@@ -16,7 +16,7 @@ import asyncio
 import contextlib
 from collections.abc import Sequence
 from concurrent.futures import BrokenExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from gateway.config import PipelineSettings
 from gateway.logs import correlation, get_logger
@@ -24,11 +24,10 @@ from gateway.mapping_workers import MappingWorkers, MapResult
 from gateway.metrics import Metrics
 from gateway.retry import backoff_delay
 from gateway.signing import SigningError
-from gateway.signing_stage import SigningStage, SignResult
+from gateway.signing_stage import Prepared, SigningStage
 from gateway.store import ClaimedMessage, MappingOutcome, Parked, Store, StoreError
 from gateway.submissions import SubmissionBuildError
-from mappings.document import assemble
-from mappings.model import Document, MappingResult
+from mappings.model import MappingResult
 
 log = get_logger(__name__)
 
@@ -55,19 +54,6 @@ class Batch:
 
     messages: list[ClaimedMessage]
     mapped: asyncio.Task[list[MapResult]]
-
-
-@dataclass
-class Assembled:
-    """One message after the assemble step: its new document versions, or why it has none."""
-
-    documents: dict[str, Document] = field(default_factory=dict)
-    before: dict[str, Document | None] = field(default_factory=dict)  # each document before this message
-    failure: BaseException | None = None  # an assembly bug: the message's own failure
-
-    def versions(self) -> list[tuple[Document, Document | None]]:
-        """Each new version with the one it builds on, as the builders compare them."""
-        return [(document, self.before[document_id]) for document_id, document in self.documents.items()]
 
 
 @dataclass
@@ -172,13 +158,11 @@ class MappingStage:
         outcomes: list[MappingOutcome] = []
         end = BatchEnd()
         try:
-            assembled = await self._assemble(results)
-            signed = await self._signing.sign([item.versions() for item in assembled])
+            prepared = await self._prepare(results)
             for index, message in enumerate(messages):
                 with correlation(message.correlation_id, source=message.source):
                     try:
-                        outcome = self._outcome(message, results[index], assembled[index], signed[index],
-                                                alone=len(messages) == 1)
+                        outcome = self._outcome(message, results[index], prepared[index], alone=len(messages) == 1)
                     except ENVIRONMENT_ERRORS:
                         raise
                     except Exception as exc:
@@ -187,7 +171,7 @@ class MappingStage:
                             raise
                         outcome = self._poisoned(message, exc, "failed")
                 outcomes.append(outcome)
-                if outcome.dead_reason is not None and _builds_on(assembled[index], assembled[index + 1:]):
+                if outcome.dead_reason is not None and _builds_on(prepared[index], prepared[index + 1:]):
                     end.at_once = True  # a later message was assembled on documents that will not exist
                     break
         except ENVIRONMENT_ERRORS:
@@ -201,31 +185,15 @@ class MappingStage:
             await self._release(unfinished, end)
         return not unfinished
 
-    async def _assemble(self, results: Sequence[MapResult]) -> list[Assembled]:
-        """Each message's fragments onto the newest version of their document, in acknowledgement order."""
-        mapped = [result for result in results if isinstance(result, MappingResult) and result.ok]
+    async def _prepare(self, results: Sequence[MapResult]) -> list[Prepared]:
+        """Each mapped message's fragments assembled, signed and encoded in the signing stage, on the committed
+        version of each document (read here in one query) or on what an earlier message of the batch built."""
+        batch = [result.fragments if isinstance(result, MappingResult) and result.ok else () for result in results]
         committed = await self._store.latest_documents(
-            [fragment.document_id for result in mapped for fragment in result.fragments])
-        built: dict[str, Document] = {}  # this batch's newest version of each document, not yet committed
-        assembled = []
-        for result in results:
-            item = Assembled()
-            if isinstance(result, MappingResult) and result.ok:
-                try:
-                    for fragment in result.fragments:
-                        previous = item.documents.get(fragment.document_id) or built.get(fragment.document_id) \
-                            or committed.get(fragment.document_id)
-                        item.before.setdefault(fragment.document_id, previous)
-                        item.documents[fragment.document_id] = assemble(previous, fragment)
-                except Exception as exc:  # noqa: BLE001 - a bug met by this message's data: charged to it
-                    item = Assembled(failure=exc)
-                built.update(item.documents)
-            assembled.append(item)
-            await asyncio.sleep(0)  # acknowledgements waiting on the loop go first, not after the whole batch
-        return assembled
+            [fragment.document_id for fragments in batch for fragment in fragments])
+        return await self._signing.sign(batch, committed)
 
-    def _outcome(self, message: ClaimedMessage, result: MapResult, assembled: Assembled, signed: SignResult,
-                 alone: bool) -> MappingOutcome:
+    def _outcome(self, message: ClaimedMessage, result: MapResult, prepared: Prepared, alone: bool) -> MappingOutcome:
         """What to commit for one message; raises its own failure, or the surroundings'."""
         if isinstance(result, BrokenExecutor):
             if alone:  # the worker died mapping this message and nothing else: charged to it
@@ -241,18 +209,16 @@ class MappingStage:
             log.warning("mapping_refused", message_id=message.id,
                         problems=[f"{i.location} {i.code}" for i in result.issues if i.severity == "error"])
             return MappingOutcome(message.id, dead_reason=_summarise(result))
-        if assembled.failure is not None:
-            raise assembled.failure
+        signed = prepared.result
         if isinstance(signed, SubmissionBuildError):  # the document cannot be encoded: retrying cannot help
             self._metrics.mapping_errors.labels(message.source, "encoding-failed").inc()
             log.error("submission_build_failed", message_id=message.id, reason=str(signed))
             return MappingOutcome(message.id, dead_reason=str(signed))
-        if isinstance(signed, BaseException):
+        if isinstance(signed, BaseException):  # its assembly or signing failed: its own failure, or the surroundings'
             raise signed
         for waiting in signed.parked:
             record_parked(self._metrics, waiting)
-        return MappingOutcome(message.id, list(assembled.documents.values()), signed.submissions,
-                              parked=signed.parked)
+        return MappingOutcome(message.id, signed.documents, signed.submissions, parked=signed.parked)
 
     def _poisoned(self, message: ClaimedMessage, exc: Exception, what: str) -> MappingOutcome:
         """The dead letter for a message that `what` MAX_MAPPING_ATTEMPTS times inside the gateway."""
@@ -324,6 +290,6 @@ class MappingStage:
         return True
 
 
-def _builds_on(failed: Assembled, later: Sequence[Assembled]) -> bool:
+def _builds_on(failed: Prepared, later: Sequence[Prepared]) -> bool:
     """Whether a later message of the batch was assembled on a document of one that ends without it."""
-    return any(failed.documents.keys() & item.documents.keys() for item in later)
+    return any(failed.built & item.built for item in later)

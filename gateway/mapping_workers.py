@@ -1,7 +1,7 @@
 """The map step: stored payloads become mapping results in worker processes, off the event loop.
 
 Mapping is pure (mappings/), so a batch is mapped side by side in any order; what depends on order
-(assembling documents onto earlier versions) happens afterwards, in the mapping stage. A batch goes to the
+(assembling documents onto earlier versions) happens afterwards, in the signing stage. A batch goes to the
 workers in one chunk per worker process, not one call per message: each call costs a round trip (pickling,
 the pool's queues and threads, a future) in the gateway process and in the worker, more than the mapping
 of a small message once validation got cheap. A mapping bug stays the message's own result inside a chunk.

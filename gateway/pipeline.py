@@ -1,8 +1,9 @@
 """Pipeline: inbox -> map -> sign -> outbox -> national portal -> stored receipt, as stages over the store.
 
 - mapping_stage.py: claims messages in acknowledgement order; maps them in worker processes
-  (mapping_workers.py), assembles each document on the version before it, has them signed (signing_stage.py)
-  and commits each batch in one transaction; the next batch is mapped while one is signed and committed.
+  (mapping_workers.py), has each document assembled on the version before it, signed and encoded in the
+  signing processes (signing_stage.py), and commits each batch in one transaction; the next batch is mapped
+  while one is assembled, signed and committed.
 - submission_stage.py: several submissions in flight at once, never two of one patient; each attempt ends
   delivered, retry later or dead-lettered.
 The stages meet only in the store, so a crash between any two steps re-queues the work, never loses it.

@@ -27,6 +27,7 @@ from gateway.store.interface import (
     AdminError,
     ClaimedMessage,
     ClaimedSubmission,
+    EncodedDocument,
     Inbound,
     ItemRef,
     MappingOutcome,
@@ -45,10 +46,10 @@ from gateway.store.postgres import PostgresStore
 from gateway.store.sqlite import SqliteStore
 
 __all__ = ["PURGE_KINDS", "QUEUE_NAMES", "AdminError", "Attempt", "AuditFilter", "ChannelBacklog", "ClaimedMessage",
-           "ClaimedSubmission", "DocumentVersion", "Inbound", "ItemRef", "MappingOutcome", "MessageDetail",
-           "MessageFilter", "MessageRow", "OperatorAction", "Parked", "PostgresStore", "QueuedItem", "ReceiptRow", "SchemaTooNewError",
-           "SenderActivity", "SqliteStore", "Store", "StoreBusy", "StoreError", "StoreLockedError",
-           "StoreUnavailable", "Stored", "SubmissionRow", "open_store"]
+           "ClaimedSubmission", "DocumentVersion", "EncodedDocument", "Inbound", "ItemRef", "MappingOutcome",
+           "MessageDetail", "MessageFilter", "MessageRow", "OperatorAction", "Parked", "PostgresStore", "QueuedItem",
+           "ReceiptRow", "SchemaTooNewError", "SenderActivity", "SqliteStore", "Store", "StoreBusy", "StoreError",
+           "StoreLockedError", "StoreUnavailable", "Stored", "SubmissionRow", "open_store"]
 
 
 async def open_store(settings: StoreSettings, *, owner: bool = False,

@@ -8,9 +8,10 @@ StoreUnavailable) instead of a driver's own exception when it is not.
 from __future__ import annotations
 
 import asyncio
+import json
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import NamedTuple, Protocol
+from typing import Any, NamedTuple, Protocol
 
 from adapters.portal.base import Receipt, Submission
 from gateway.store.browse import (
@@ -22,7 +23,7 @@ from gateway.store.browse import (
     MessageRow,
     SenderActivity,
 )
-from mappings.model import Document
+from mappings.model import Document, DocumentKind
 
 QUEUE_NAMES = ("inbox", "outbox")
 PURGE_KINDS = ("messages", "outbox", "documents")  # inbox payloads, outbox bodies, document bundles
@@ -97,12 +98,47 @@ class Parked:
 
 
 @dataclass(frozen=True, slots=True)
+class EncodedDocument:
+    """A new document version ready to store: its keys and its bundle already encoded as the store keeps it
+    (encoded where it was assembled, in a signing process, so the gateway process neither encodes it nor
+    receives the bundle as a dict)."""
+
+    document_id: str
+    version: int
+    kind: DocumentKind
+    patient_key: str
+    bundle: bytes = field(repr=False)
+
+    @property
+    def idempotency_key(self) -> str:
+        return f"{self.document_id}:v{self.version}"
+
+    @classmethod
+    def of(cls, document: Document) -> EncodedDocument:
+        """The document as the store keeps it."""
+        return cls(document.document_id, document.version, document.kind, document.patient_key,
+                   encode_bundle(document.bundle))
+
+    def decoded(self) -> Document:
+        """The document with its bundle as a dict again, for assembling onto it or building from it."""
+        return Document(self.document_id, self.version, self.kind, self.patient_key, json.loads(self.bundle))
+
+
+def encode_bundle(bundle: dict[str, Any]) -> bytes:
+    """A document bundle as stored: JSON, UTF-8, non-ASCII kept as is (Vietnamese text stays one form)."""
+    return json.dumps(bundle, ensure_ascii=False).encode()
+
+
+PURGED_BUNDLE = encode_bundle({})  # what a version whose bundle retention purged reads as
+
+
+@dataclass(frozen=True, slots=True)
 class MappingOutcome:
     """What became of one claimed message: its new documents, submissions and parked documents, or why it
     is dead."""
 
     message_id: int
-    documents: list[Document] = field(default_factory=list)
+    documents: list[EncodedDocument] = field(default_factory=list)
     submissions: list[Submission] = field(default_factory=list)
     dead_reason: str | None = None
     parked: list[Parked] = field(default_factory=list)
@@ -196,8 +232,9 @@ class Store(Protocol):
         """The version a new fragment of the episode builds on (its bundle is {} once purged)."""
         ...
 
-    async def latest_documents(self, document_ids: Sequence[str]) -> dict[str, Document]:
-        """latest_document of each, in one read; a document with no version yet is left out."""
+    async def latest_documents(self, document_ids: Sequence[str]) -> dict[str, EncodedDocument]:
+        """latest_document of each, in one read, still encoded (decoded where it is assembled on, in a signing
+        process); a document with no version yet is left out."""
         ...
 
     async def finish_messages(self, outcomes: list[MappingOutcome]) -> None:

@@ -29,8 +29,10 @@ from gateway.encryption import PayloadCipher
 from gateway.store import postgres_admin, postgres_parked
 from gateway.store.dead_letters import DeadLetterMethods
 from gateway.store.interface import (
+    PURGED_BUNDLE,
     ClaimedMessage,
     ClaimedSubmission,
+    EncodedDocument,
     Inbound,
     MappingOutcome,
     Parked,
@@ -173,23 +175,27 @@ class PostgresStore(PostgresBrowse, DeadLetterMethods):
 
     async def latest_document(self, document_id: str) -> Document | None:
         """The version a new fragment of the episode builds on (its bundle is {} once purged by retention)."""
-        return (await self.latest_documents([document_id])).get(document_id)
+        found = (await self.latest_documents([document_id])).get(document_id)
+        return found.decoded() if found is not None else None
 
-    async def latest_documents(self, document_ids: Sequence[str]) -> dict[str, Document]:
-        """The newest version of each of these documents that exists, in one read (a batch's worth)."""
+    async def latest_documents(self, document_ids: Sequence[str]) -> dict[str, EncodedDocument]:
+        """The newest version of each of these documents that exists, in one read (a batch's worth), opened
+        but not decoded: the signing process that assembles onto it decodes it, not the event loop."""
         if not document_ids:
             return {}
         rows = await self._fetch(
             "SELECT DISTINCT ON (document_id) document_id, version, kind, patient_key, bundle FROM documents"
             " WHERE document_id = ANY($1::text[]) ORDER BY document_id, version DESC", sorted(set(document_ids)))
-        return {document_id: Document(document_id, version, kind, patient_key,
-                                      json.loads(self._cipher.open(sealed, b"documents")) if sealed is not None else {})
+        return {document_id: EncodedDocument(document_id, version, kind, patient_key,
+                                             self._cipher.open(sealed, b"documents") if sealed is not None
+                                             else PURGED_BUNDLE)
                 for document_id, version, kind, patient_key, sealed in rows}
 
     async def commit_mapping(self, message_id: int, documents: list[Document],
                              submissions: list[Submission]) -> None:
         """Save new document versions and their outbox rows, and finish the message, all or nothing."""
-        await self.finish_messages([MappingOutcome(message_id, documents, submissions)])
+        await self.finish_messages([MappingOutcome(message_id, [EncodedDocument.of(document) for document in documents],
+                                                   submissions)])
 
     async def finish_messages(self, outcomes: list[MappingOutcome]) -> None:
         """Finish a batch of mapped or refused messages in one transaction, all or nothing."""
@@ -223,7 +229,7 @@ class PostgresStore(PostgresBrowse, DeadLetterMethods):
                 "INSERT INTO documents (document_id, version, kind, patient_key, message_id, created_at, bundle)"
                 " VALUES ($1, $2, $3, $4, $5, hbgw_now(), $6)",
                 document.document_id, document.version, document.kind, patient, outcome.message_id,
-                self._cipher.seal(json.dumps(document.bundle, ensure_ascii=False).encode(), b"documents"))
+                self._cipher.seal(document.bundle, b"documents"))
         for item in outcome.submissions:
             await postgres_parked.enqueue(db, item, patients[(item.document_id, item.version)], received_at,
                                           self._cipher.seal(item.body, b"outbox"))

@@ -28,8 +28,10 @@ from gateway.logs import get_logger
 from gateway.store import sqlite_admin, sqlite_parked
 from gateway.store.dead_letters import DeadLetterMethods
 from gateway.store.interface import (
+    PURGED_BUNDLE,
     ClaimedMessage,
     ClaimedSubmission,
+    EncodedDocument,
     Inbound,
     MappingOutcome,
     Parked,
@@ -255,10 +257,12 @@ class SqliteStore(BrowseQueries, DeadLetterMethods):
 
     async def latest_document(self, document_id: str) -> Document | None:
         """The version a new fragment of the episode builds on (its bundle is {} once purged by retention)."""
-        return (await self.latest_documents([document_id])).get(document_id)
+        found = (await self.latest_documents([document_id])).get(document_id)
+        return found.decoded() if found is not None else None
 
-    async def latest_documents(self, document_ids: Sequence[str]) -> dict[str, Document]:
-        """The newest version of each of these documents that exists, in one read (a batch's worth)."""
+    async def latest_documents(self, document_ids: Sequence[str]) -> dict[str, EncodedDocument]:
+        """The newest version of each of these documents that exists, in one read (a batch's worth), opened
+        but not decoded: the signing process that assembles onto it decodes it, not the event loop."""
         if not document_ids:
             return {}
         rows = await self._read(
@@ -266,20 +270,22 @@ class SqliteStore(BrowseQueries, DeadLetterMethods):
             " WHERE d.document_id IN (SELECT value FROM json_each(?))"
             " AND d.version = (SELECT max(version) FROM documents WHERE document_id = d.document_id)",
             (json.dumps(sorted(set(document_ids))),))
-        return {document_id: Document(document_id, version, kind, patient_key,
-                                      json.loads(self._cipher.open(sealed, b"documents")) if sealed is not None else {})
+        return {document_id: EncodedDocument(document_id, version, kind, patient_key,
+                                             self._cipher.open(sealed, b"documents") if sealed is not None
+                                             else PURGED_BUNDLE)
                 for document_id, version, kind, patient_key, sealed in rows}
 
     async def commit_mapping(self, message_id: int, documents: list[Document],
                              submissions: list[Submission]) -> None:
         """Save new document versions and their outbox rows, and finish the message, all or nothing."""
-        await self.finish_messages([MappingOutcome(message_id, documents, submissions)])
+        await self.finish_messages([MappingOutcome(message_id, [EncodedDocument.of(document) for document in documents],
+                                                   submissions)])
 
     async def finish_messages(self, outcomes: list[MappingOutcome]) -> None:
         """Finish a batch of mapped or refused messages in one transaction (one fsync), all or nothing.
 
-        The documents and bodies are encoded and sealed before the transaction, beside it, not in it: a
-        batch's worth takes tens of milliseconds, which the acknowledgements committed next would wait."""
+        The documents (encoded in the signing processes) and bodies are sealed before the transaction, beside
+        it, not in it, so the acknowledgements committed next do not wait for it."""
         def finish(db: sqlite3.Connection, sealed: list[_Sealed]) -> None:
             now = time.time()
             for outcome, seals in zip(outcomes, sealed):
@@ -296,8 +302,7 @@ class SqliteStore(BrowseQueries, DeadLetterMethods):
 
     def _seal_outcomes(self, outcomes: list[MappingOutcome]) -> list[_Sealed]:
         """Each outcome's sealed document bundles and submission bodies, in the order it lists them."""
-        return [([self._cipher.seal(json.dumps(document.bundle, ensure_ascii=False).encode(), b"documents")
-                  for document in outcome.documents],
+        return [([self._cipher.seal(document.bundle, b"documents") for document in outcome.documents],
                  [self._cipher.seal(item.body, b"outbox") for item in outcome.submissions])
                 for outcome in outcomes]
 

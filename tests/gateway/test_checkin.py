@@ -16,7 +16,7 @@ from gateway.config import (
     PortalSettings,
 )
 from gateway.signing import Signer
-from gateway.store import Inbound, MappingOutcome
+from gateway.store import EncodedDocument, Inbound, MappingOutcome
 from mappings.document import assemble
 from mappings.fhir_in import map_fhir
 from mappings.hl7v2 import map_message
@@ -146,10 +146,10 @@ async def test_the_store_drops_held_files_a_newer_version_withdraws(signer: Sign
                for n in range(2)]
         held = build_submissions(discharged, FACILITY, signer, portal, now=datetime.now(UTC),
                                  previous=with_labs, site=SITE)
-        await store.finish_messages([MappingOutcome(ids[0], [discharged], held)])
+        await store.finish_messages([MappingOutcome(ids[0], [EncodedDocument.of(discharged)], held)])
         assert await store.claim_submissions(5) == []  # held for late charges
         withdrawal = build_submissions(reopened, FACILITY, signer, portal, previous=discharged, site=SITE)
-        await store.finish_messages([MappingOutcome(ids[1], [reopened], withdrawal)])
+        await store.finish_messages([MappingOutcome(ids[1], [EncodedDocument.of(reopened)], withdrawal)])
         depths = await store.queue_depths()
         assert (depths.get(("outbox", "pending"), 0), depths.get(("outbox", "superseded"))) == (0, 1)
     finally:

@@ -23,7 +23,7 @@ from gateway.encryption import PayloadCipher
 from gateway.metrics import Metrics
 from gateway.pipeline import MAX_MAPPING_ATTEMPTS, Pipeline, backoff_delay, mapping_executor, reason_label
 from gateway.signing import SigningError
-from gateway.store import Inbound, MappingOutcome, PostgresStore, SqliteStore, Store
+from gateway.store import EncodedDocument, Inbound, MappingOutcome, PostgresStore, SqliteStore, Store
 from gateway.store.admin import ItemRef, QueueAdmin
 from gateway.submissions import SubmissionBuildError
 from mappings.model import Document
@@ -501,7 +501,8 @@ async def test_several_patients_are_submitted_at_once_but_one_patient_only_in_or
     patient_of = {f"D{number}": f"P{number % 3}" for number in range(9)}  # three documents for each of 3 patients
     stored = await store.store_inbound(Inbound("mllp", "HIS|BV", "C0", "ADT^A01", "cid", b"MSH|", b"AA"))
     await store.finish_messages([MappingOutcome(
-        stored.message_id, [Document(doc, 1, "episode", patient, {}) for doc, patient in patient_of.items()],
+        stored.message_id,
+        [EncodedDocument.of(Document(doc, 1, "episode", patient, {})) for doc, patient in patient_of.items()],
         [Submission("bhxh_xml130", f"{doc}:v1", doc, 1, b"<signed/>") for doc in patient_of])])
     channel = HeldChannel(patient_of)
     pipeline = Pipeline(store, Metrics(), SETTINGS.model_copy(update={"workers": 8}), plain_submissions,

@@ -17,7 +17,7 @@ from gateway.encryption import PayloadCipher, load_cipher
 from gateway.fhir_intake import control_id, update_key
 from gateway.intake import _replay_id
 from gateway.signing import load_signer
-from gateway.store import Inbound, MappingOutcome, SqliteStore
+from gateway.store import EncodedDocument, Inbound, MappingOutcome, SqliteStore
 from gateway.store.schema import MIGRATIONS
 from mappings.model import Document
 from mappings.vn.identifiers import patient_key
@@ -48,7 +48,8 @@ async def map_one(store: SqliteStore, control: str, doc_id: str, version: int) -
     claimed = await store.claim_messages(10)
     assert stored.message_id in [message.id for message in claimed]
     await store.finish_messages([MappingOutcome(
-        stored.message_id, [Document(doc_id, version, "episode", patient_key("cccd", CCCD), {"id": doc_id})],
+        stored.message_id, [EncodedDocument.of(Document(doc_id, version, "episode", patient_key("cccd", CCCD),
+                                                        {"id": doc_id}))],
         [Submission("bhxh_xml130", f"{doc_id}:v{version}", doc_id, version, b"<x/>", "application/xml")])])
 
 
