@@ -19,7 +19,7 @@ from concurrent.futures import BrokenExecutor
 from dataclasses import dataclass
 
 from gateway.config import PipelineSettings
-from gateway.logs import correlation, get_logger
+from gateway.logs import correlation, get_logger, loggable
 from gateway.mapping_workers import MappingWorkers, MapResult
 from gateway.metrics import Metrics
 from gateway.retry import backoff_delay
@@ -207,7 +207,7 @@ class MappingStage:
             for issue in result.issues:
                 self._metrics.mapping_errors.labels(message.source, issue.code).inc()
             log.warning("mapping_refused", message_id=message.id,
-                        problems=[f"{i.location} {i.code}" for i in result.issues if i.severity == "error"])
+                        problems=[f"{loggable(i.location)} {i.code}" for i in result.issues if i.severity == "error"])
             return MappingOutcome(message.id, dead_reason=_summarise(result))
         signed = prepared.result
         if isinstance(signed, SubmissionBuildError):  # the document cannot be encoded: retrying cannot help

@@ -116,8 +116,8 @@ def assemble(previous: Document | None, fragment: Fragment) -> Document:
     if previous is not None and previous.document_id != fragment.document_id:
         raise ValueError("fragment belongs to another document")
     current: dict[tuple[str, str], dict[str, Any]] = {}
-    if previous is not None:
-        for entry in previous.bundle["entry"][1:]:
+    if previous is not None:  # a version purged by retention is {}: the next one starts from an empty document
+        for entry in previous.bundle.get("entry", [])[1:]:
             resource = entry["resource"]
             current[(resource["resourceType"], resource["id"])] = resource
     _merge(current, fragment)
@@ -128,7 +128,8 @@ def assemble(previous: Document | None, fragment: Fragment) -> Document:
     for resource in resources:
         sections[_section_of(resource, kind)].append(resource["id"])
     date = fragment.event_time
-    if previous and datetime.fromisoformat(previous.bundle["timestamp"]) > datetime.fromisoformat(date):
+    if previous and "timestamp" in previous.bundle and \
+            datetime.fromisoformat(previous.bundle["timestamp"]) > datetime.fromisoformat(date):
         date = previous.bundle["timestamp"]
     version = previous.version + 1 if previous else 1
     composition = _composition(fragment.document_id, kind, date, resources, sections)

@@ -125,3 +125,15 @@ def test_fragment_of_another_document_is_refused() -> None:
     doc = build(corpus_fragment("adt_a01_admit.hl7"))
     with pytest.raises(ValueError):
         assemble(doc, corpus_fragment("vxu_v04_immunization.hl7"))
+
+
+def test_a_late_message_after_retention_purged_the_episode_starts_from_an_empty_document() -> None:
+    """Found in review: the purged latest version reads as an empty bundle ({}), and assembling on it raised
+    KeyError, so the late message was charged and parked instead of sent (see gateway/retention.py)."""
+    admitted = build(corpus_fragment("adt_a01_admit.hl7"))
+    purged = Document(admitted.document_id, 3, admitted.kind, admitted.patient_key, {})
+    late = assemble(purged, corpus_fragment("oru_r01_lab.hl7"))
+    fresh = assemble(None, corpus_fragment("oru_r01_lab.hl7"))
+    Bundle.model_validate(late.bundle)
+    assert late.version == 4, "the version number continues, so the portal replaces the older version"
+    assert late.bundle["entry"] == fresh.bundle["entry"] and late.bundle["timestamp"] == fresh.bundle["timestamp"]
