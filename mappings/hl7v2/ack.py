@@ -32,7 +32,7 @@ HL7_ERROR_CODES: dict[str, tuple[str, str]] = {
     "unresolved-reference": TABLE_VALUE,
     # the segments themselves
     "segment-split": SEGMENT_SEQUENCE, "multiple-patients": SEGMENT_SEQUENCE, "hl7apy-parse": SEGMENT_SEQUENCE,
-    "msh-invalid": SEGMENT_SEQUENCE,
+    "msh-invalid": SEGMENT_SEQUENCE, "batch-invalid": SEGMENT_SEQUENCE,
     "unsupported-message-type": UNSUPPORTED_TYPE, "unsupported-resource": UNSUPPORTED_TYPE,
     "unsupported-bundle": UNSUPPORTED_TYPE,
     "unsupported-event": ("201", "Unsupported event code"),
