@@ -12,7 +12,7 @@ nothing listens:
 3. `/metrics` is scraped 20 times on the empty store and again on the full one: median milliseconds.
 
     .venv/bin/python bench/bench_backlog.py [--backlog 10000] [--patients 5] [--seconds 5] [--connections 16]
-        [--rate 200]
+        [--rate 50]
 """
 from __future__ import annotations
 
@@ -92,7 +92,8 @@ def main() -> int:
     parser.add_argument("--seconds", type=float, default=5.0, help="measured seconds of ACK load")
     parser.add_argument("--warmup", type=float, default=1.0, help="unmeasured seconds before the load is timed")
     parser.add_argument("--connections", type=int, default=16)
-    parser.add_argument("--rate", type=float, default=200.0, help="messages/s the senders offer in the paced phase")
+    parser.add_argument("--rate", type=float, default=50.0,
+                        help="messages/s the senders offer in the paced phase (below what the pipeline drains)")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="bench-backlog-") as directory:
         r = run(args.backlog, args.patients, args.connections, args.seconds, args.warmup, args.rate,

@@ -20,7 +20,7 @@ delivered, of the gateway process, the mapping workers, the signing workers and 
 emulator; then, with the gateway stopped, the store's bytes per delivered message (pages in use, and file
 growth) and the average sealed message and document.
 
-    .venv/bin/python bench/bench_gateway.py [--backlog 2000] [--seconds 5] [--connections 16] [--rate 200]
+    .venv/bin/python bench/bench_gateway.py [--backlog 2000] [--seconds 5] [--connections 16] [--rate 50]
 """
 from __future__ import annotations
 
@@ -179,7 +179,8 @@ def main() -> int:
     parser.add_argument("--seconds", type=float, default=5.0, help="measured seconds of burst")
     parser.add_argument("--warmup", type=float, default=1.0, help="unmeasured seconds before the burst is timed")
     parser.add_argument("--connections", type=int, default=16)
-    parser.add_argument("--rate", type=float, default=200.0, help="messages/s the senders offer in the paced phase")
+    parser.add_argument("--rate", type=float, default=50.0,
+                        help="messages/s the senders offer in the paced phase (below what the pipeline drains)")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="bench-gateway-") as directory:
         r = run(args.connections, args.backlog, args.seconds, args.warmup, args.rate, Path(directory))
