@@ -10,13 +10,12 @@ from __future__ import annotations
 
 import asyncio
 import json
-import pickle
 from collections.abc import Callable, Sequence
 from concurrent.futures import BrokenExecutor, Executor
 
 from gateway.logs import get_logger
 from gateway.store import ClaimedMessage
-from gateway.workers import worker_pool
+from gateway.workers import portable, worker_pool
 from mappings.fhir_in import map_fhir
 from mappings.hl7v2 import map_message
 from mappings.model import MappingResult
@@ -33,24 +32,15 @@ def map_payload(source: str, payload: bytes) -> MappingResult:
     return map_message(payload.decode("utf-8"))
 
 
-def map_chunk(items: Sequence[tuple[str, bytes]]) -> list[MappingResult | Exception]:
+def map_chunk(items: Sequence[tuple[str, bytes]]) -> list[MappingResult | BaseException]:
     """Map several stored payloads in one worker call; a message whose mapping raises gets the exception."""
-    results: list[MappingResult | Exception] = []
+    results: list[MappingResult | BaseException] = []
     for source, payload in items:
         try:
             results.append(map_payload(source, payload))
         except Exception as exc:  # noqa: BLE001 - a mapping bug met by this message's data: its own result
-            results.append(_portable(exc))
+            results.append(portable(exc))
     return results
-
-
-def _portable(exc: Exception) -> Exception:
-    """The exception, or one of its name when it cannot cross to the gateway process (pickle)."""
-    try:
-        pickle.loads(pickle.dumps(exc))
-    except Exception:  # noqa: BLE001 - whatever pickle raises, the name is what the stage records
-        return RuntimeError(type(exc).__name__)
-    return exc
 
 
 def chunks(messages: Sequence[ClaimedMessage], parts: int) -> list[Sequence[ClaimedMessage]]:
@@ -95,7 +85,7 @@ class MappingWorkers:
         loop = asyncio.get_running_loop()
         parts = chunks(messages, self._parts)
         for _ in range(2):
-            futures: list[asyncio.Future[list[MappingResult | Exception]]] = []
+            futures: list[asyncio.Future[list[MappingResult | BaseException]]] = []
             try:
                 for part in parts:
                     futures.append(loop.run_in_executor(self._executor, map_chunk,

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-import pickle
 import traceback
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import BrokenExecutor, Executor, ThreadPoolExecutor
@@ -27,7 +26,7 @@ from adapters.portal.base import Submission
 from gateway.logs import get_logger
 from gateway.store import EncodedDocument, Parked
 from gateway.submissions import DocumentParked
-from gateway.workers import worker_pool
+from gateway.workers import portable, worker_pool
 from mappings.document import assemble
 from mappings.model import Document, Fragment
 
@@ -146,16 +145,11 @@ def _load_builder(build: BuildSubmissions) -> None:
 
 def _sendable(result: SignResult) -> SignResult:
     """A result as it can cross back to the gateway: an exception keeps the signing process's traceback as a
-    note, and one that cannot be pickled and read back (which would break the whole pool) goes as a
-    RuntimeError naming it."""
+    note, and one that cannot travel goes as a RuntimeError naming it (gateway.workers.portable)."""
     if not isinstance(result, BaseException):
         return result
     result.add_note("".join(traceback.format_exception(result)).rstrip())
-    try:
-        pickle.loads(pickle.dumps(result))
-    except Exception:  # noqa: BLE001 - any reason it cannot travel
-        return RuntimeError(f"{type(result).__name__}: {result}")
-    return result
+    return portable(result, f"{type(result).__name__}: {result}")
 
 
 def _prepare_call_in_worker(call: Call) -> list[Prepared]:

@@ -13,6 +13,7 @@ import ctypes
 import ctypes.util
 import gc
 import os
+import pickle
 import threading
 import time
 from collections.abc import Callable
@@ -65,3 +66,14 @@ def worker_pool(processes: int, name: str, setup: Callable[..., None] | None = N
         return ThreadPoolExecutor(max_workers=1, thread_name_prefix=name)
     return ProcessPoolExecutor(max_workers=processes, mp_context=get_context("spawn"), initializer=start_worker,
                                initargs=(os.getpid(), name, setup, setup_args))
+
+
+def portable(exc: BaseException, name: str = "") -> BaseException:
+    """An exception a worker hands back as its result: itself when it crosses to the gateway process intact
+    (pickled and read back), else a RuntimeError saying `name` (by default its type's name): one that cannot
+    be read back would break the whole pool."""
+    try:
+        pickle.loads(pickle.dumps(exc))
+    except Exception:  # noqa: BLE001 - whatever pickle raises, the name is what the stage records
+        return RuntimeError(name or type(exc).__name__)
+    return exc

@@ -19,6 +19,7 @@ from gateway.store import ClaimedMessage, Inbound, Store
 from mappings.document import assemble
 from mappings.model import Document, Fragment, MappingResult
 from tests.conftest import corpus_hl7
+from tests.gateway.test_pipeline import wait_until_async
 from tests.store_backends import KEY, StoreBackend
 
 SETTINGS = PipelineSettings(workers=2, mapping_processes=0, poll_interval_seconds=0.05, mapping_linger_seconds=0,
@@ -87,11 +88,7 @@ async def run_stage(store: Store, processes: int, until: Callable[[], Awaitable[
     stopping = asyncio.Event()
     task = asyncio.create_task(MappingStage(store, Metrics(), SETTINGS, mapping, signing, stopping).run())
     try:
-        for _ in range(600):
-            if await until():
-                return
-            await asyncio.sleep(0.05)
-        raise AssertionError("the mapping stage did not reach the expected state in 30 s")
+        await wait_until_async(until, 30, "the mapping stage's expected state")
     finally:
         stopping.set()
         store.inbox_ready.set()

@@ -8,8 +8,9 @@ from typing import Any
 
 import pytest
 
-from gateway.mapping_workers import MappingWorkers, _portable, chunks, map_payload, mapping_executor
+from gateway.mapping_workers import MappingWorkers, chunks, map_payload, mapping_executor
 from gateway.store import ClaimedMessage
+from gateway.workers import portable
 from mappings.model import MappingResult
 from tests.conftest import corpus_hl7
 
@@ -97,6 +98,6 @@ def test_an_exception_that_cannot_cross_processes_is_sent_by_name() -> None:
     class Local(Exception):
         pass
 
-    assert isinstance(_portable(ValueError("x")), ValueError)
-    sent = _portable(Local("x"))
+    assert isinstance(portable(ValueError("x")), ValueError)
+    sent = portable(Local("x"))
     assert type(sent) is RuntimeError and str(sent) == "Local"

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import asyncio
+import inspect
 import os
 import signal
 import sqlite3
@@ -69,11 +70,7 @@ async def run_until(store: Store, channel: ScriptedChannel, messages: list[str],
     await pipeline.start()
     await store_messages(store, messages)
     try:
-        for _ in range(200):
-            if await done():
-                return
-            await asyncio.sleep(0.05)
-        raise AssertionError("pipeline did not reach the expected state in 10 s")
+        await wait_until_async(done, 10, "the pipeline's expected state")
     finally:
         await pipeline.stop()
 
@@ -557,9 +554,11 @@ async def test_messages_arriving_one_by_one_after_a_quiet_spell_are_mapped_as_on
     assert claimed == [1, 5]
 
 
-async def wait_until_async(predicate, seconds: float = 20.0) -> None:
+async def wait_until_async(predicate, seconds: float = 20.0, what: str = "the expected state") -> None:
+    """Poll `predicate` (plain or async) every 50 ms until it holds; fail naming `what` after `seconds`."""
     for _ in range(int(seconds / 0.05)):
-        if predicate():
+        held = predicate()
+        if await held if inspect.isawaitable(held) else held:
             return
         await asyncio.sleep(0.05)
-    raise AssertionError("not reached in time")
+    raise AssertionError(f"{what} was not reached in {seconds:.0f} s")

@@ -14,7 +14,7 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestServer
 
-from adapters.portal.base import PermanentPortalError, PortalChannel, Submission, TransientPortalError
+from adapters.portal.base import PermanentPortalError, PortalChannel, Receipt, Submission, TransientPortalError
 from adapters.portal.bhxh import BhxhAccount, BhxhChannel, filed_as, read_signed_document
 from adapters.portal.bhxh_wire import token_lifetime
 from adapters.portal.emulator import EmulatorConfig, Faults, create_emulator_app
@@ -60,6 +60,17 @@ def channel_to(base_url: str, accounts: tuple[BhxhAccount, ...] = ()) -> BhxhCha
                                            timeout_seconds=2.0), name="bhxh_xml130", accounts=accounts)
 
 
+async def submit_once(base_url: str, recording: RecordingPortal, submission: Submission,
+                      accounts: tuple[BhxhAccount, ...] = ()) -> tuple[Receipt, dict[str, Any]]:
+    """One submission through a fresh channel: the receipt, and the request that carried it (after the login)."""
+    channel = channel_to(base_url, accounts)
+    try:
+        receipt = await channel.submit(submission)
+    finally:
+        await channel.close()
+    return receipt, recording.requests[1]
+
+
 async def test_the_client_logs_in_with_a_form_and_the_upper_case_md5(recorder: tuple[RecordingPortal, str],
                                                                      make_bhxh: Callable[..., Submission]) -> None:
     recording, base_url = recorder
@@ -78,12 +89,7 @@ async def test_episode_files_go_as_the_portal_form_with_the_session_headers(
         recorder: tuple[RecordingPortal, str], make_bhxh: Callable[..., Submission]) -> None:
     recording, base_url = recorder
     submission = make_bhxh("EP-W2")
-    channel = channel_to(base_url)
-    try:
-        receipt = await channel.submit(submission)
-    finally:
-        await channel.close()
-    sent = recording.requests[1]
+    receipt, sent = await submit_once(base_url, recording, submission)
     assert sent["path"] == "/api/qd130/guiHoSoXmlQD3176"
     assert sent["content_type"] == "application/x-www-form-urlencoded"
     assert sent["form"] == {"username": "facility", "loaiHoSo": "130", "maTinh": "40", "maCSKCB": "40001",
@@ -96,12 +102,8 @@ async def test_episode_files_go_as_the_portal_form_with_the_session_headers(
 async def test_a_check_in_goes_to_its_own_path_with_loai_ho_so_0_and_the_facility_province(
         recorder: tuple[RecordingPortal, str], make_checkin: Callable[..., Submission]) -> None:
     recording, base_url = recorder
-    channel = channel_to(base_url, (BhxhAccount("40001", "facility", "s3cret-pass", province_code="01"),))
-    try:
-        await channel.submit(make_checkin("EP-W3"))
-    finally:
-        await channel.close()
-    sent = recording.requests[1]
+    _, sent = await submit_once(base_url, recording, make_checkin("EP-W3"),
+                                (BhxhAccount("40001", "facility", "s3cret-pass", province_code="01"),))
     assert sent["path"] == "/api/qd130/checkInKcbQd3176"
     assert (sent["form"]["loaiHoSo"], sent["form"]["maTinh"], sent["form"]["maCSKCB"]) == ("0", "01", "40001")
 
@@ -123,12 +125,7 @@ async def test_the_channel_sends_what_the_submission_carries_without_reading_the
         recorder: tuple[RecordingPortal, str], make_bhxh: Callable[..., Submission]) -> None:
     recording, base_url = recorder
     carried = dataclasses.replace(make_bhxh("EP-W8", facility="79001"), body=b"not XML: never parsed here")
-    channel = channel_to(base_url)
-    try:
-        await channel.submit(carried)
-    finally:
-        await channel.close()
-    sent = recording.requests[1]
+    _, sent = await submit_once(base_url, recording, carried)
     assert sent["path"] == "/api/qd130/guiHoSoXmlQD3176"
     assert (sent["form"]["loaiHoSo"], sent["form"]["maTinh"], sent["form"]["maCSKCB"]) == ("130", "79", "79001")
 
@@ -137,12 +134,7 @@ async def test_a_submission_stored_by_an_older_version_is_read_from_its_body(
         recorder: tuple[RecordingPortal, str], make_checkin: Callable[..., Submission]) -> None:
     recording, base_url = recorder
     older = dataclasses.replace(make_checkin("EP-W9", facility="79001"), file_type="", facility_code="")
-    channel = channel_to(base_url)
-    try:
-        await channel.submit(older)
-    finally:
-        await channel.close()
-    sent = recording.requests[1]
+    _, sent = await submit_once(base_url, recording, older)
     assert sent["path"] == "/api/qd130/checkInKcbQd3176"
     assert (sent["form"]["loaiHoSo"], sent["form"]["maCSKCB"]) == ("0", "79001")
 
