@@ -22,6 +22,7 @@ from gateway.delivery_workers import DeliveryProcess, DeliverySetup
 from gateway.facilities import Facilities, document_keys
 from gateway.fhir_intake import FhirIntake
 from gateway.intake import Hl7Intake
+from gateway.listener_loop import ListenerLoop
 from gateway.logs import get_logger
 from gateway.metrics import QUEUE_STATES, Metrics
 from gateway.parking import rebuild_parked
@@ -69,6 +70,7 @@ class Gateway:
                                             for sender in settings.http.fhir_senders))
         self.store: Store | None = None
         self.mllp: MllpServer | None = None
+        self._listener: ListenerLoop | None = None  # the MLLP listener's own loop, when the store allows it
         self.http_port: int | None = None
         self.console_port: int | None = None
         self._pipeline: Pipeline | None = None
@@ -129,7 +131,11 @@ class Gateway:
                 on_connections=self.metrics.mllp_connections.set,
                 on_refused=lambda reason: self.metrics.mllp_refused.labels(reason).inc(),
                 max_connections_per_host=s.mllp.max_connections_per_host, frame_timeout=s.mllp.frame_timeout_seconds)
-            await self.mllp.start()
+            if self.store.writes_from_any_loop:  # acknowledgements wait for no pipeline task (listener_loop.py)
+                self._listener = ListenerLoop()
+                await self._listener.run(self.mllp.start())
+            else:
+                await self.mllp.start()
         self._ready = True
         log.info("gateway_started", version=gateway_version(), mllp_port=self.mllp.port if self.mllp else None,
                  http_port=self.http_port, console_port=self.console_port, store=s.store.location(),
@@ -138,7 +144,11 @@ class Gateway:
     async def stop(self) -> None:
         """Stop listening first (no new acknowledgements), then the workers, then the store."""
         self._ready = False
-        if self.mllp is not None:
+        if self._listener is not None:
+            if self.mllp is not None:
+                await self._listener.run(self.mllp.stop())
+            await self._listener.close()
+        elif self.mllp is not None:
             await self.mllp.stop()
         if self._pipeline is not None:
             await self._pipeline.stop()

@@ -11,7 +11,7 @@ import asyncio
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any, NamedTuple, Protocol
+from typing import Any, ClassVar, NamedTuple, Protocol
 
 from adapters.portal.base import Receipt, Submission
 from gateway.store.browse import (
@@ -202,6 +202,9 @@ class Store(Protocol):
 
     inbox_ready: asyncio.Event  # set when messages were committed
     outbox_ready: asyncio.Event  # set when submissions were queued
+    # store_inbound may be awaited from an event loop other than the one that opened the store (the MLLP
+    # listener's own, gateway/listener_loop.py); every other method only from the loop that opened it
+    writes_from_any_loop: ClassVar[bool]
 
     async def close(self) -> None:
         """Commit what is queued, then let go of the database."""

@@ -53,6 +53,7 @@ class PostgresStore(PostgresBrowse, DeadLetterMethods):
     """The Store (see interface.py) on a PostgreSQL database, one of possibly several nodes serving from it."""
 
     _admin: ClassVar[ModuleType] = postgres_admin  # the dead-letter SQL of this dialect (DeadLetterMethods)
+    writes_from_any_loop: ClassVar[bool] = False  # its connection pool belongs to the loop that opened it
 
     def __init__(self, dsn: str, cipher: PayloadCipher, *, lease_seconds: float = 120.0, pool_size: int = 10,
                  max_batch: int = 512, max_delay_ms: float = 0.0,

@@ -103,6 +103,7 @@ class SqliteStore(BrowseQueries, DeadLetterMethods):
     under the write lock, starts at their first write, so a read never waits on a busy gateway."""
 
     _admin: ClassVar[ModuleType] = sqlite_admin  # the dead-letter SQL of this dialect (DeadLetterMethods)
+    writes_from_any_loop: ClassVar[bool] = True  # store_inbound: the writer thread wakes each caller on its loop
 
     def __init__(self, path: Path, cipher: PayloadCipher, *, lease_seconds: float = 120.0,
                  max_batch: int = 512, max_delay_ms: float = 0.0,
@@ -119,10 +120,12 @@ class SqliteStore(BrowseQueries, DeadLetterMethods):
         self._writer_starting = asyncio.Lock()
         self.inbox_ready = asyncio.Event()  # set when messages were committed
         self.outbox_ready = asyncio.Event()  # set when submissions were queued
+        self._loop: asyncio.AbstractEventLoop | None = None  # the loop that opened the store, and owns the events
 
     async def open(self, *, owner: bool = False) -> SqliteStore:
         """Open the file; the owner (the serving gateway) locks out a second gateway and re-queues the
         leases a crashed predecessor held, so its unfinished work restarts at once, not when leases expire."""
+        self._loop = asyncio.get_running_loop()
         try:
             create_private(self.path)
             if owner:
@@ -202,7 +205,10 @@ class SqliteStore(BrowseQueries, DeadLetterMethods):
         """Return only once the message is on disk (or was already): the caller may then acknowledge.
         Messages arriving together share one commit (see writer.py)."""
         stored = await self._write(self._insert_message, inbound)
-        self.inbox_ready.set()
+        if self._loop is None or asyncio.get_running_loop() is self._loop:
+            self.inbox_ready.set()
+        else:  # from the listener's own loop: the event belongs to the store's
+            self._loop.call_soon_threadsafe(self.inbox_ready.set)
         return stored
 
     def _insert_message(self, db: sqlite3.Connection, item: Inbound) -> Stored:

@@ -19,8 +19,9 @@ from __future__ import annotations
 
 import asyncio
 import sqlite3
+import threading
+import time
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
 
 T = TypeVar("T")
@@ -28,7 +29,12 @@ Write = tuple[Callable[..., Any], tuple[Any, ...], "asyncio.Future[Any]", bool] 
 
 
 class GroupCommitWriter:
-    """The only writer of one SQLite file; start() after the connection is open, stop() commits what is queued."""
+    """The only writer of one SQLite file; start() after the connection is open, stop() commits what is queued.
+
+    The writer is a thread of its own, not a task of an event loop: a write is queued from any thread's event
+    loop and its caller is woken on that loop once the commit is done, so an acknowledgement's commit waits for
+    no other task of the loop it was queued from (the listener's, see adapters/mllp.py) and for no hand-off
+    through another (one wake-up of the writer thread, one of the caller's loop)."""
 
     def __init__(self, connect: Callable[[], sqlite3.Connection], *, max_batch: int, max_delay_seconds: float,
                  on_batch: Callable[[int], None] | None, sync_every_commit: bool = False) -> None:
@@ -38,69 +44,88 @@ class GroupCommitWriter:
         self._max_batch = max_batch
         self._max_delay = max_delay_seconds
         self._on_batch = on_batch
-        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="store-writer")
-        self._connection: sqlite3.Connection | None = None
+        self._queued = threading.Condition()  # guards _writes and _stopping; notified when either changes
         self._writes: list[Write] = []
-        self._waiting = asyncio.Event()
         self._stopping = False
-        self._task: asyncio.Task[None] | None = None
+        self._thread: threading.Thread | None = None
+        self._connection: sqlite3.Connection | None = None
+        self._stopped: asyncio.Future[None] | None = None  # done when the thread has committed all and closed
 
     async def start(self) -> None:
         """Open the connection on the writer thread (it is used only there) and start committing."""
-        self._connection = await asyncio.get_running_loop().run_in_executor(self._executor, self._connect)
-        self._task = asyncio.create_task(self._commit_loop(), name="store-group-commit")
+        loop = asyncio.get_running_loop()
+        opened: asyncio.Future[None] = loop.create_future()
+        self._stopped = loop.create_future()
+        self._thread = threading.Thread(target=self._run, args=(opened, self._stopped), name="store-writer",
+                                        daemon=True)  # a process that exits without stop() loses only uncommitted,
+        self._thread.start()                          # unacknowledged writes, which its transaction rolls back
+        await opened
 
     async def stop(self) -> None:
-        """Commit every write already queued, then close the connection and the thread."""
-        if self._task is not None:
+        """Commit every write already queued, then close the connection and end the thread."""
+        if self._stopped is None:
+            return
+        with self._queued:
             self._stopping = True
-            self._waiting.set()
-            await asyncio.shield(self._task)  # a caller that stops waiting must not cancel a commit on its way
-            self._task = None
-        if self._connection is not None:
-            await asyncio.get_running_loop().run_in_executor(self._executor, self._connection.close)
-            self._connection = None
-        self._executor.shutdown(wait=True)
+            self._queued.notify()
+        await asyncio.shield(self._stopped)  # a caller that stops waiting must not cancel a commit on its way
 
     async def write(self, fn: Callable[..., T], *args: Any, durable: bool = True) -> T:
         """Run fn(connection, *args) atomically in the next group commit; return its result once committed, and
         on disk when durable (see the module's docstring)."""
-        if self._task is None or self._task.done() or self._stopping:
-            raise RuntimeError("the store is not open for writing")
         future: asyncio.Future[T] = asyncio.get_running_loop().create_future()
-        self._writes.append((fn, args, future, durable))
-        self._waiting.set()
+        with self._queued:
+            if self._thread is None or self._stopping or not self._thread.is_alive():
+                raise RuntimeError("the store is not open for writing")
+            self._writes.append((fn, args, future, durable))
+            self._queued.notify()
         return await future
 
-    async def _commit_loop(self) -> None:
-        loop = asyncio.get_running_loop()
-        while True:
+    # ---- the writer thread ---------------------------------------------------------------------
+
+    def _run(self, opened: asyncio.Future[None], stopped: asyncio.Future[None]) -> None:
+        try:
+            self._connection = self._connect()
+        except BaseException as exc:  # noqa: BLE001 - the opener hears why, on its loop
+            with self._queued:
+                self._stopping = True
+            _settle(opened, False, exc)
+            _settle(stopped, True, None)
+            return
+        _settle(opened, True, None)
+        try:
+            while (batch := self._next_batch()) is not None:
+                for (_, _, future, _), (ok, value) in zip(batch, self._commit_batch(batch), strict=True):
+                    _settle(future, ok, value)
+                if self._on_batch is not None:
+                    self._on_batch(len(batch))
+        finally:
+            assert self._connection is not None
+            self._connection.close()
+            _settle(stopped, True, None)
+
+    def _next_batch(self) -> list[Write] | None:
+        """The writes to commit together next (waiting for one), or None once stopping with none queued."""
+        with self._queued:
+            while not self._writes and not self._stopping:
+                self._queued.wait()
             if not self._writes:
-                if self._stopping:
-                    return
-                self._waiting.clear()
-                await self._waiting.wait()
-                continue
-            if self._max_delay and len(self._writes) == 1 and not self._stopping:
-                await asyncio.sleep(self._max_delay)  # more may be on their way: let them join this commit
+                return None
+            lingering = self._max_delay and len(self._writes) == 1 and not self._stopping
+        if lingering:
+            time.sleep(self._max_delay)  # more may be on their way: let them join this commit
+        with self._queued:
             batch, self._writes = self._writes[:self._max_batch], self._writes[self._max_batch:]
-            try:
-                outcomes = await loop.run_in_executor(self._executor, self._commit, batch)
-            except Exception as exc:  # noqa: BLE001 - the disk refused the transaction: every write in it hears so
-                outcomes = [(False, exc)] * len(batch)
-            except BaseException as exc:  # a write function raised SystemExit or the like: all rolled back
-                if isinstance(exc, asyncio.CancelledError):
-                    raise
-                failure = RuntimeError(f"write aborted by {type(exc).__name__}; the whole transaction was rolled back")
-                outcomes = [(False, failure)] * len(batch)
-            for (_, _, future, _), (ok, value) in zip(batch, outcomes):
-                if not future.done():  # a caller that gave up (cancelled) still had its write committed
-                    if ok:
-                        future.set_result(value)
-                    else:
-                        future.set_exception(value)
-            if self._on_batch is not None:
-                self._on_batch(len(batch))
+        return batch
+
+    def _commit_batch(self, batch: list[Write]) -> list[tuple[bool, Any]]:
+        try:
+            return self._commit(batch)
+        except Exception as exc:  # noqa: BLE001 - the disk refused the transaction: every write in it hears so
+            return [(False, exc)] * len(batch)
+        except BaseException as exc:  # noqa: BLE001 - a write function raised SystemExit or the like: all rolled back
+            failure = RuntimeError(f"write aborted by {type(exc).__name__}; the whole transaction was rolled back")
+            return [(False, failure)] * len(batch)
 
     def _commit(self, batch: list[Write]) -> list[tuple[bool, Any]]:
         """On the writer thread: one IMMEDIATE transaction, a SAVEPOINT per write."""
@@ -127,3 +152,19 @@ class GroupCommitWriter:
                 db.execute("ROLLBACK")
             raise
         return outcomes
+
+
+def _settle(future: asyncio.Future[Any], ok: bool, value: Any) -> None:
+    """From the writer thread: resolve a caller's future on its own loop. A caller that gave up (cancelled),
+    or whose loop is gone, still had its write committed."""
+    def settle() -> None:
+        if future.done():
+            return
+        if ok:
+            future.set_result(value)
+        else:
+            future.set_exception(value)
+    try:
+        future.get_loop().call_soon_threadsafe(settle)
+    except RuntimeError:  # its loop is closed: nobody waits for it any more
+        pass

@@ -9,11 +9,14 @@ import sys
 import time
 import urllib.error
 import urllib.request
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from gateway.config import DEMO_SITE_MAPPINGS
+from gateway.app import Gateway
+from gateway.config import DEMO_SITE_MAPPINGS, load_settings
 from tests.conftest import free_port
 
 BIN = Path(sys.executable).parent
@@ -21,6 +24,22 @@ BIN = Path(sys.executable).parent
 # to a local emulator with its demo passwords.
 SERVE_ALLOWS = {"HBGW_SECURITY__ALLOW_DEV_CERTIFICATE": "true", "HBGW_SECURITY__ALLOW_DEMO_PASSWORDS": "true",
                 "HBGW_SECURITY__ALLOW_EMPTY_HEAD_CODE": "true"}
+
+
+@asynccontextmanager
+async def gateway_in_process(tmp_path: Path, **environment: str) -> AsyncIterator[Gateway]:
+    """The whole gateway in this test's process on free ports, data under tmp_path, portals off, mapping in a
+    thread; `environment` adds or overrides HBGW_ settings. Stopped on leaving."""
+    settings = load_settings(None, {
+        "HBGW_MLLP__PORT": "0", "HBGW_HTTP__PORT": "0", "HBGW_STORE__PATH": str(tmp_path / "gw.db"),
+        "HBGW_SIGNING__DEV_DIR": str(tmp_path / "dev-cert"), "HBGW_PIPELINE__MAPPING_PROCESSES": "0",
+        "HBGW_PORTAL__BHXH__ENABLED": "false", "HBGW_PORTAL__HUB__ENABLED": "false", **environment})
+    running = Gateway(settings)
+    await running.start()
+    try:
+        yield running
+    finally:
+        await running.stop()
 
 
 def http_json(url: str, timeout: float = 5.0) -> Any:

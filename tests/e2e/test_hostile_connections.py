@@ -12,6 +12,7 @@ from gateway.app import Gateway
 from gateway.config import load_settings
 from mappings.hl7v2.framing import END_BLOCK, START_BLOCK
 from tests.adapters.test_fhir_api import FHIR_JSON, corpus_bundle, post
+from tests.e2e.harness import gateway_in_process
 from tests.gateway.intake_harness import ack_segments, exchange, hl7
 from tests.tls_certs import make_pki
 
@@ -22,17 +23,9 @@ Connection = tuple[asyncio.StreamReader, asyncio.StreamWriter]
 
 @pytest.fixture
 async def gateway(tmp_path: Path):
-    settings = load_settings(None, {
-        "HBGW_MLLP__PORT": "0", "HBGW_HTTP__PORT": "0", "HBGW_STORE__PATH": str(tmp_path / "gw.db"),
-        "HBGW_SIGNING__DEV_DIR": str(tmp_path / "dev-cert"), "HBGW_PIPELINE__MAPPING_PROCESSES": "0",
-        "HBGW_PORTAL__BHXH__ENABLED": "false", "HBGW_PORTAL__HUB__ENABLED": "false",
-        "HBGW_MLLP__FRAME_TIMEOUT_SECONDS": "2", "HBGW_HTTP__REQUEST_TIMEOUT_SECONDS": "2"})
-    running = Gateway(settings)
-    await running.start()
-    try:
+    async with gateway_in_process(tmp_path, HBGW_MLLP__FRAME_TIMEOUT_SECONDS="2",
+                                  HBGW_HTTP__REQUEST_TIMEOUT_SECONDS="2") as running:
         yield running
-    finally:
-        await running.stop()
 
 
 async def flood(port: int, first_bytes: bytes) -> list[Connection]:
