@@ -71,7 +71,9 @@ class MllpServer:
         self._server = await asyncio.start_server(self._serve, self._host, self._port, ssl=self._ssl)
 
     async def stop(self) -> None:
-        """Stop accepting, let messages in progress finish their ACK, then close."""
+        """Stop accepting and close every connection. A message cut short may still be stored by its handler
+        (the gateway's store commits a write already queued) without being answered: its resend is answered
+        from the store."""
         if self._server is None:
             return
         self._server.close()

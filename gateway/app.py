@@ -164,6 +164,7 @@ class Gateway:
             await self._on_listeners_loop(self._http_runner.cleanup())
         if self._listener is not None:
             await self._listener.close()
+            self._listener = None
         backlog: dict[str, int] = {}
         if self.store is not None:
             backlog = await self._backlog()

@@ -33,11 +33,14 @@ class ListenerLoop:
         self._thread.start()
 
     async def run(self, coroutine: Coroutine[Any, Any, T]) -> T:
-        """Run the coroutine on the listener's loop and return (or raise) what it does, from the caller's loop."""
+        """Run the coroutine on the listeners' loop and return (or raise) what it does, from the caller's loop."""
+        if self._loop.is_closed():
+            coroutine.close()
+            raise RuntimeError("the listeners' loop is closed")
         return await asyncio.wrap_future(asyncio.run_coroutine_threadsafe(coroutine, self._loop))
 
     async def close(self) -> None:
-        """Stop the loop once the tasks run on it have ended (stop the server first), and end the thread."""
+        """Stop the loop and end the thread. Stop the servers on it first: a task still running is dropped."""
         if self._loop.is_closed():
             return
         await self.run(self._loop.shutdown_asyncgens())

@@ -24,16 +24,20 @@ import time
 from collections.abc import Callable
 from typing import Any, TypeVar
 
+from gateway.logs import get_logger
+
+log = get_logger(__name__)
+
 T = TypeVar("T")
 Write = tuple[Callable[..., Any], tuple[Any, ...], "asyncio.Future[Any]", bool]  # (fn, args, future, durable)
 
 
 class GroupCommitWriter:
-    """The only writer of one SQLite file; start() after the connection is open, stop() commits what is queued.
+    """The only writer of one SQLite file; start() opens it, stop() commits what is queued and closes it.
 
     The writer is a thread of its own, not a task of an event loop: a write is queued from any thread's event
     loop and its caller is woken on that loop once the commit is done, so an acknowledgement's commit waits for
-    no other task of the loop it was queued from (the listener's, see adapters/mllp.py) and for no hand-off
+    no other task of the loop it was queued from (the listeners', gateway/listener_loop.py) and for no hand-off
     through another (one wake-up of the writer thread, one of the caller's loop)."""
 
     def __init__(self, connect: Callable[[], sqlite3.Connection], *, max_batch: int, max_delay_seconds: float,
@@ -52,13 +56,21 @@ class GroupCommitWriter:
         self._stopped: asyncio.Future[None] | None = None  # done when the thread has committed all and closed
 
     async def start(self) -> None:
-        """Open the connection on the writer thread (it is used only there) and start committing."""
+        """Open the connection on the writer thread (it is used only there) and start committing; raises what
+        opening raised, and may then be called again."""
         loop = asyncio.get_running_loop()
         opened: asyncio.Future[None] = loop.create_future()
-        self._stopped = loop.create_future()
-        self._thread = threading.Thread(target=self._run, args=(opened, self._stopped), name="store-writer",
-                                        daemon=True)  # a process that exits without stop() loses only uncommitted,
-        self._thread.start()                          # unacknowledged writes, which its transaction rolls back
+        if self._stopped is not None and not self._stopped.done():
+            with self._queued:
+                if not self._stopping:
+                    raise RuntimeError("the store's writer is already running")
+            await asyncio.shield(self._stopped)  # the thread of a failed start is still ending
+        with self._queued:
+            self._stopping = False
+            self._stopped = loop.create_future()
+            self._thread = threading.Thread(target=self._run, args=(opened, self._stopped), name="store-writer",
+                                            daemon=True)  # a process that exits without stop() loses only
+            self._thread.start()  # uncommitted, unacknowledged writes: its transaction rolls back
         await opened
 
     async def stop(self) -> None:
@@ -85,24 +97,41 @@ class GroupCommitWriter:
 
     def _run(self, opened: asyncio.Future[None], stopped: asyncio.Future[None]) -> None:
         try:
-            self._connection = self._connect()
-        except BaseException as exc:  # noqa: BLE001 - the opener hears why, on its loop
-            with self._queued:
-                self._stopping = True
-            _settle(opened, False, exc)
-            _settle(stopped, True, None)
-            return
-        _settle(opened, True, None)
-        try:
-            while (batch := self._next_batch()) is not None:
-                for (_, _, future, _), (ok, value) in zip(batch, self._commit_batch(batch), strict=True):
-                    _settle(future, ok, value)
-                if self._on_batch is not None:
-                    self._on_batch(len(batch))
+            try:
+                self._connection = connection = self._connect()
+            except BaseException as exc:  # noqa: BLE001 - the opener hears why, on its loop
+                self._refuse_queued()  # before the opener hears it: a write after that is refused at once
+                _settle(opened, False, exc)
+                return
+            _settle(opened, True, None)
+            try:
+                while (batch := self._next_batch()) is not None:
+                    outcomes = self._commit_batch(batch)
+                    self._count(len(batch))  # counted before its callers hear of it
+                    _settle_all([(future, ok, value) for (_, _, future, _), (ok, value)
+                                 in zip(batch, outcomes, strict=True)])
+            finally:
+                connection.close()
         finally:
-            assert self._connection is not None
-            self._connection.close()
+            self._refuse_queued()
             _settle(stopped, True, None)
+
+    def _count(self, writes: int) -> None:
+        if self._on_batch is None:
+            return
+        try:
+            self._on_batch(writes)
+        except Exception:  # a metric must not end the thread every write waits on
+            log.exception("store_writer_batch_callback_failed")
+
+    def _refuse_queued(self) -> None:
+        """The thread ends: later writes are refused, and any still queued (the connection did not open, or the
+        thread failed) hear that they were not committed instead of waiting for ever."""
+        with self._queued:
+            self._stopping = True
+            left, self._writes = self._writes, []
+        failure = RuntimeError("the store's writer stopped before committing this write")
+        _settle_all([(future, False, failure) for _, _, future, _ in left])
 
     def _next_batch(self) -> list[Write] | None:
         """The writes to commit together next (waiting for one), or None once stopping with none queued."""
@@ -155,16 +184,30 @@ class GroupCommitWriter:
 
 
 def _settle(future: asyncio.Future[Any], ok: bool, value: Any) -> None:
-    """From the writer thread: resolve a caller's future on its own loop. A caller that gave up (cancelled),
-    or whose loop is gone, still had its write committed."""
-    def settle() -> None:
+    """From the writer thread: resolve a caller's future on its own loop."""
+    _settle_all([(future, ok, value)])
+
+
+def _settle_all(outcomes: list[tuple[asyncio.Future[Any], bool, Any]]) -> None:
+    """From the writer thread: resolve each caller's future on its own loop, one wake-up per loop (the
+    listeners' and the main loop) rather than one per write. A caller that gave up (cancelled), or whose loop
+    is gone, still had its write committed."""
+    by_loop: dict[asyncio.AbstractEventLoop, list[tuple[asyncio.Future[Any], bool, Any]]] = {}
+    for outcome in outcomes:
+        by_loop.setdefault(outcome[0].get_loop(), []).append(outcome)
+    for loop, settled in by_loop.items():
+        try:
+            loop.call_soon_threadsafe(_resolve, settled)
+        except RuntimeError:  # its loop is closed: nobody waits for it any more
+            pass
+
+
+def _resolve(outcomes: list[tuple[asyncio.Future[Any], bool, Any]]) -> None:
+    """On the caller's loop."""
+    for future, ok, value in outcomes:
         if future.done():
-            return
+            continue
         if ok:
             future.set_result(value)
         else:
             future.set_exception(value)
-    try:
-        future.get_loop().call_soon_threadsafe(settle)
-    except RuntimeError:  # its loop is closed: nobody waits for it any more
-        pass

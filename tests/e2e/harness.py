@@ -35,8 +35,8 @@ async def gateway_in_process(tmp_path: Path, **environment: str) -> AsyncIterato
         "HBGW_SIGNING__DEV_DIR": str(tmp_path / "dev-cert"), "HBGW_PIPELINE__MAPPING_PROCESSES": "0",
         "HBGW_PORTAL__BHXH__ENABLED": "false", "HBGW_PORTAL__HUB__ENABLED": "false", **environment})
     running = Gateway(settings)
-    await running.start()
     try:
+        await running.start()
         yield running
     finally:
         await running.stop()

@@ -3,7 +3,10 @@ from __future__ import annotations
 
 import asyncio
 import sqlite3
+import threading
 import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 
 import pytest
@@ -38,6 +41,26 @@ def insert(table: str, row_id: int, parent_id: int | None = None):
     return run
 
 
+@asynccontextmanager
+async def writer_held(writer: GroupCommitWriter) -> AsyncIterator[None]:
+    """The writer thread busy in a write of its own until the block ends: the writes queued inside the block
+    are committed together next, in one transaction, whatever the threads' timing."""
+    inside, release = threading.Event(), threading.Event()
+
+    def hold(db: sqlite3.Connection) -> None:
+        inside.set()
+        release.wait(10)
+
+    holding = asyncio.create_task(writer.write(hold))
+    assert await asyncio.to_thread(inside.wait, 10)
+    try:
+        yield
+        await asyncio.sleep(0)  # the writes gathered inside the block are queued now
+    finally:
+        release.set()
+        await holding
+
+
 @pytest.fixture
 async def writer(tmp_path: Path):
     batches: list[int] = []
@@ -61,16 +84,20 @@ async def test_a_failing_write_is_undone_alone_and_its_caller_hears_why(tmp_path
         db.execute("INSERT INTO parent (id) VALUES (99)")
         db.execute("INSERT INTO parent (id) VALUES (1)")  # already there: IntegrityError
 
-    first, failed, last = await asyncio.gather(writer.write(insert("parent", 1)), writer.write(half_done_then_fails),
-                                               writer.write(insert("parent", 2)), return_exceptions=True)
+    async with writer_held(writer):
+        together = asyncio.gather(writer.write(insert("parent", 1)), writer.write(half_done_then_fails),
+                                  writer.write(insert("parent", 2)), return_exceptions=True)
+    first, failed, last = await together
     assert (first, last) == (1, 2) and isinstance(failed, sqlite3.IntegrityError)
     assert rows(tmp_path / "w.db", "parent") == [1, 2]  # 99 was rolled back with its write
-    assert writer.batches == [3]  # type: ignore[attr-defined]
+    assert writer.batches == [1, 3]  # type: ignore[attr-defined]
 
 
 async def test_a_commit_that_fails_fails_every_write_in_it(tmp_path: Path, writer: GroupCommitWriter) -> None:
-    results = await asyncio.gather(writer.write(insert("parent", 1)), writer.write(insert("child", 1, parent_id=42)),
-                                   return_exceptions=True)
+    async with writer_held(writer):
+        together = asyncio.gather(writer.write(insert("parent", 1)), writer.write(insert("child", 1, parent_id=42)),
+                                  return_exceptions=True)
+    results = await together
     assert all(isinstance(result, sqlite3.IntegrityError) for result in results)  # nobody hears "done"
     assert rows(tmp_path / "w.db", "parent") == [] and rows(tmp_path / "w.db", "child") == []
     assert await writer.write(insert("parent", 1)) == 1  # and the writer goes on
@@ -105,9 +132,10 @@ async def test_a_write_that_raises_a_base_exception_fails_its_batch_and_the_writ
     def abort(db: sqlite3.Connection) -> None:
         raise Abort()
 
-    results = await asyncio.wait_for(asyncio.gather(  # a dead writer would leave them waiting for ever
-        writer.write(insert("parent", 1)), writer.write(abort), writer.write(insert("parent", 2)),
-        return_exceptions=True), 10)
+    async with writer_held(writer):
+        together = asyncio.gather(writer.write(insert("parent", 1)), writer.write(abort),
+                                  writer.write(insert("parent", 2)), return_exceptions=True)
+    results = await asyncio.wait_for(together, 10)  # a dead writer would leave them waiting for ever
     assert all(isinstance(result, RuntimeError) and "Abort" in str(result) for result in results)
     assert rows(tmp_path / "w.db", "parent") == []  # nobody heard "done" for a write that was rolled back
     assert await asyncio.wait_for(writer.write(insert("parent", 3)), 10) == 3
@@ -155,3 +183,52 @@ async def test_fsync_every_commit_makes_every_transaction_wait_for_the_disk(tmp_
         assert [await writer.write(synchronous, durable=False), await writer.write(synchronous)] == [2, 2]
     finally:
         await writer.stop()
+
+
+async def test_writes_from_another_event_loop_are_committed_and_answered_there(tmp_path: Path,
+                                                                            writer: GroupCommitWriter) -> None:
+    """The listeners' own loop (gateway/listener_loop.py) writes beside the main loop's writes."""
+    def on_its_own_loop() -> list[int]:
+        async def writes() -> list[int]:
+            return list(await asyncio.gather(*(writer.write(insert("parent", n)) for n in range(100, 110))))
+        return asyncio.run(writes())
+
+    theirs, ours = await asyncio.gather(asyncio.to_thread(on_its_own_loop),
+                                        asyncio.gather(*(writer.write(insert("parent", n)) for n in range(1, 11))))
+    assert theirs == list(range(100, 110)) and list(ours) == list(range(1, 11))
+    assert rows(tmp_path / "w.db", "parent") == list(range(1, 11)) + list(range(100, 110))
+
+
+async def test_a_writer_that_cannot_open_says_why_and_can_be_started_again(tmp_path: Path) -> None:
+    attempts: list[int] = []
+
+    def flaky() -> sqlite3.Connection:
+        attempts.append(1)
+        if len(attempts) == 1:
+            raise sqlite3.OperationalError("database is locked")
+        return connect(tmp_path / "w.db")()
+
+    writer = GroupCommitWriter(flaky, max_batch=10, max_delay_seconds=0, on_batch=None)
+    with pytest.raises(sqlite3.OperationalError, match="locked"):
+        await writer.start()
+    with pytest.raises(RuntimeError, match="not open"):
+        await writer.write(insert("parent", 1))
+    await writer.start()
+    try:
+        assert await writer.write(insert("parent", 1)) == 1
+    finally:
+        await writer.stop()
+
+
+async def test_a_failing_batch_callback_neither_ends_the_writer_nor_loses_a_write(tmp_path: Path) -> None:
+    def broken(writes: int) -> None:
+        raise ValueError("a metric that cannot be observed")
+
+    writer = GroupCommitWriter(connect(tmp_path / "w.db"), max_batch=10, max_delay_seconds=0, on_batch=broken)
+    await writer.start()
+    try:
+        assert await asyncio.wait_for(writer.write(insert("parent", 1)), 10) == 1
+        assert await asyncio.wait_for(writer.write(insert("parent", 2)), 10) == 2
+    finally:
+        await asyncio.wait_for(writer.stop(), 10)
+    assert rows(tmp_path / "w.db", "parent") == [1, 2]
