@@ -28,7 +28,7 @@ lint: $(STAMP)
 	$(BIN)/mypy
 
 ## test: install everything, lint, and run the whole suite (2 pytest workers: many tests wait on sockets,
-## fsync and subprocesses rather than on a core; 2 workers took 4m19s-4m28s on 2 cores, 4 workers no less)
+## fsync and subprocesses rather than on a core; 2 workers took 3m56s-3m58s on 2 cores, 4 workers no less)
 test: lint system-deps
 	$(BIN)/python -m pytest -q -n 2
 
