@@ -4,8 +4,7 @@ from __future__ import annotations
 import asyncio
 import signal
 import time
-from collections.abc import Callable, Coroutine
-from typing import Any
+from collections.abc import Callable
 
 from aiohttp import web
 
@@ -39,8 +38,6 @@ from mappings.model import Document, Issue
 
 log = get_logger(__name__)
 
-MAIN_LOOP_PATIENCE = 5.0  # seconds /healthz waits for the main loop to answer before calling the process hung
-
 
 def validate_fhir(resource: dict) -> list[Issue]:
     """The FHIR API refuses at once what the mapping could never turn into a health-book record."""
@@ -73,23 +70,20 @@ class Gateway:
                                             for sender in settings.http.fhir_senders))
         self.store: Store | None = None
         self.mllp: MllpServer | None = None
-        self._listener: ListenerLoop | None = None  # the listeners' own loop, when the store allows it
+        self._listener: ListenerLoop | None = None  # the MLLP listener's own loop, when the store allows it
         self.http_port: int | None = None
         self.console_port: int | None = None
         self._pipeline: Pipeline | None = None
         self._retention: Retention | None = None
         self._channels: dict[str, PortalChannel] = {}
         self._delivery: DeliveryProcess | None = None  # the portal clients' process, when they run in one
-        self._runners: list[web.AppRunner] = []  # on this loop: the console (and the demo's emulator)
-        self._http_runner: web.AppRunner | None = None  # the FHIR API and operations endpoints, on the listeners' loop
+        self._runners: list[web.AppRunner] = []
         self._facilities: Facilities | None = None
         self._practitioners: dict[str, Signer] = {}
         self._ready = False
-        self._main_loop: asyncio.AbstractEventLoop | None = None  # the pipeline's, once started
 
     async def start(self) -> None:
         s = self.settings
-        self._main_loop = asyncio.get_running_loop()
         facilities = self._facilities = Facilities(s, load_signer)
         signer = facilities.all[0].signer
         record_certificate_expiry(self.metrics, min(facilities.signers, key=lambda item: item.not_after))
@@ -123,10 +117,8 @@ class Gateway:
         await self._pipeline.start()
         self._retention = Retention(self.store, self.metrics, s.store.retention_days)
         self._retention.start()
-        if self.store.writes_from_any_loop:  # acknowledgements wait for no pipeline task (listener_loop.py)
-            self._listener = ListenerLoop()
         if s.http.enabled:
-            await self._on_listeners_loop(self._start_http())
+            await self._start_http()
         if s.console.enabled:
             await self._start_console()
         if s.mllp.enabled:
@@ -139,7 +131,11 @@ class Gateway:
                 on_connections=self.metrics.mllp_connections.set,
                 on_refused=lambda reason: self.metrics.mllp_refused.labels(reason).inc(),
                 max_connections_per_host=s.mllp.max_connections_per_host, frame_timeout=s.mllp.frame_timeout_seconds)
-            await self._on_listeners_loop(self.mllp.start())
+            if self.store.writes_from_any_loop:  # acknowledgements wait for no pipeline task (listener_loop.py)
+                self._listener = ListenerLoop()
+                await self._listener.run(self.mllp.start())
+            else:
+                await self.mllp.start()
         self._ready = True
         log.info("gateway_started", version=gateway_version(), mllp_port=self.mllp.port if self.mllp else None,
                  http_port=self.http_port, console_port=self.console_port, store=s.store.location(),
@@ -148,8 +144,13 @@ class Gateway:
     async def stop(self) -> None:
         """Stop listening first (no new acknowledgements), then the workers, then the store."""
         self._ready = False
-        if self.mllp is not None:
-            await self._on_listeners_loop(self.mllp.stop())
+        if self._listener is not None:
+            if self.mllp is not None:
+                await self._listener.run(self.mllp.stop())
+            await self._listener.close()
+            self._listener = None
+        elif self.mllp is not None:
+            await self.mllp.stop()
         if self._pipeline is not None:
             await self._pipeline.stop()
         if self._retention is not None:
@@ -160,11 +161,6 @@ class Gateway:
             await self._delivery.close()
         for runner in reversed(self._runners):
             await runner.cleanup()
-        if self._http_runner is not None:
-            await self._on_listeners_loop(self._http_runner.cleanup())
-        if self._listener is not None:
-            await self._listener.close()
-            self._listener = None
         backlog: dict[str, int] = {}
         if self.store is not None:
             backlog = await self._backlog()
@@ -188,13 +184,6 @@ class Gateway:
         finally:
             await self.stop()
 
-    async def _on_listeners_loop(self, coroutine: Coroutine[Any, Any, None]) -> None:
-        """Start or stop a listener on the listeners' own loop when there is one (SQLite), else on this one."""
-        if self._listener is None:
-            await coroutine
-        else:
-            await self._listener.run(coroutine)
-
     # ---- HTTP: FHIR API and operations endpoints ----------------------------------------------
 
     async def _start_http(self) -> None:
@@ -213,7 +202,7 @@ class Gateway:
         await runner.setup()
         site = LimitedSite(runner, s.host, s.port, ssl_context=server_ssl_context(s.tls), guard=guard)
         await site.start()
-        self._http_runner = runner
+        self._runners.append(runner)
         self.http_port = runner.addresses[0][1]
 
     async def _start_console(self) -> None:
@@ -239,13 +228,6 @@ class Gateway:
                         note="demo only: configure console.accounts for production")
 
     async def _healthz(self, _request: web.Request) -> web.Response:
-        """Alive: this loop answers, and so does the main loop (the pipeline's) when the listeners have their own."""
-        if self._main_loop is not None and asyncio.get_running_loop() is not self._main_loop:
-            try:
-                await asyncio.wait_for(asyncio.wrap_future(
-                    asyncio.run_coroutine_threadsafe(asyncio.sleep(0), self._main_loop)), MAIN_LOOP_PATIENCE)
-            except TimeoutError:
-                return web.json_response({"status": "main event loop not answering"}, status=503)
         return web.json_response({"status": "ok"})
 
     async def _readyz(self, _request: web.Request) -> web.Response:

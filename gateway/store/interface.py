@@ -202,9 +202,9 @@ class Store(Protocol):
 
     inbox_ready: asyncio.Event  # set when messages were committed
     outbox_ready: asyncio.Event  # set when submissions were queued
-    # Once opened as owner (the serving gateway), store_inbound and the reads may be awaited from an event loop
-    # other than the one that opened the store (the listeners' own, gateway/listener_loop.py); every other
-    # method only from the loop that opened it
+    # Once opened as owner (the serving gateway), store_inbound may be awaited from an event loop other than
+    # the one that opened the store (the MLLP listener's own, gateway/listener_loop.py); every other method
+    # only from the loop that opened it
     writes_from_any_loop: ClassVar[bool]
 
     async def close(self) -> None:
