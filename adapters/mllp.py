@@ -71,9 +71,8 @@ class MllpServer:
         self._server = await asyncio.start_server(self._serve, self._host, self._port, ssl=self._ssl)
 
     async def stop(self) -> None:
-        """Stop accepting and close every connection. A message cut short may still be stored by its handler
-        (the gateway's store commits a write already queued) without being answered: its resend is answered
-        from the store."""
+        """Stop accepting and cancel every connection's task. A handler cut short may already have done its
+        work without its answer being sent; the sender's resend is the handler's to answer again."""
         if self._server is None:
             return
         self._server.close()

@@ -30,6 +30,7 @@ log = get_logger(__name__)
 
 T = TypeVar("T")
 Write = tuple[Callable[..., Any], tuple[Any, ...], "asyncio.Future[Any]", bool]  # (fn, args, future, durable)
+Outcome = tuple["asyncio.Future[Any]", bool, Any]  # (a caller's future, committed, its result or exception)
 
 
 class GroupCommitWriter:
@@ -37,7 +38,7 @@ class GroupCommitWriter:
 
     The writer is a thread of its own, not a task of an event loop: a write is queued from any thread's event
     loop and its caller is woken on that loop once the commit is done, so an acknowledgement's commit waits for
-    no other task of the loop it was queued from (the listeners', gateway/listener_loop.py) and for no hand-off
+    no other task of the loop it was queued from (the MLLP listener's, gateway/listener_loop.py) and for no hand-off
     through another (one wake-up of the writer thread, one of the caller's loop)."""
 
     def __init__(self, connect: Callable[[], sqlite3.Connection], *, max_batch: int, max_delay_seconds: float,
@@ -188,11 +189,11 @@ def _settle(future: asyncio.Future[Any], ok: bool, value: Any) -> None:
     _settle_all([(future, ok, value)])
 
 
-def _settle_all(outcomes: list[tuple[asyncio.Future[Any], bool, Any]]) -> None:
-    """From the writer thread: resolve each caller's future on its own loop, one wake-up per loop (the
-    listeners' and the main loop) rather than one per write. A caller that gave up (cancelled), or whose loop
+def _settle_all(outcomes: list[Outcome]) -> None:
+    """From the writer thread: resolve each caller's future on its own loop, one wake-up per loop (the MLLP
+    listener's and the main loop) rather than one per write. A caller that gave up (cancelled), or whose loop
     is gone, still had its write committed."""
-    by_loop: dict[asyncio.AbstractEventLoop, list[tuple[asyncio.Future[Any], bool, Any]]] = {}
+    by_loop: dict[asyncio.AbstractEventLoop, list[Outcome]] = {}
     for outcome in outcomes:
         by_loop.setdefault(outcome[0].get_loop(), []).append(outcome)
     for loop, settled in by_loop.items():
@@ -202,7 +203,7 @@ def _settle_all(outcomes: list[tuple[asyncio.Future[Any], bool, Any]]) -> None:
             pass
 
 
-def _resolve(outcomes: list[tuple[asyncio.Future[Any], bool, Any]]) -> None:
+def _resolve(outcomes: list[Outcome]) -> None:
     """On the caller's loop."""
     for future, ok, value in outcomes:
         if future.done():

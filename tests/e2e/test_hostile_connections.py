@@ -9,7 +9,6 @@ import aiohttp
 import pytest
 
 from gateway.app import Gateway
-from gateway.config import load_settings
 from mappings.hl7v2.framing import END_BLOCK, START_BLOCK
 from tests.adapters.test_fhir_api import FHIR_JSON, corpus_bundle, post
 from tests.e2e.harness import gateway_in_process
@@ -83,19 +82,12 @@ async def test_a_flooding_host_cannot_lock_out_other_senders(gateway: Gateway) -
 async def test_the_guarded_https_listener_still_names_the_client_certificate(tmp_path: Path) -> None:
     (tmp_path / "pki").mkdir()
     pki = make_pki(tmp_path / "pki", client_cn="his-bvdk")
-    settings = load_settings(None, {
-        "HBGW_MLLP__ENABLED": "false", "HBGW_HTTP__PORT": "0", "HBGW_STORE__PATH": str(tmp_path / "gw.db"),
-        "HBGW_SIGNING__DEV_DIR": str(tmp_path / "dev-cert"), "HBGW_PIPELINE__MAPPING_PROCESSES": "0",
-        "HBGW_PORTAL__BHXH__ENABLED": "false", "HBGW_PORTAL__HUB__ENABLED": "false",
-        "HBGW_HTTP__TLS__ENABLED": "true", "HBGW_HTTP__TLS__CERT_FILE": str(pki.server_cert),
-        "HBGW_HTTP__TLS__KEY_FILE": str(pki.server_key), "HBGW_HTTP__TLS__CLIENT_CA_FILE": str(pki.ca),
-        "HBGW_HTTP__FHIR_SENDERS": '[{"name": "his-bvdk-fhir", "client_cert_cn": "his-bvdk"}]'})
-    gateway = Gateway(settings)
-    await gateway.start()
-    try:
+    async with gateway_in_process(
+            tmp_path, HBGW_MLLP__ENABLED="false", HBGW_HTTP__TLS__ENABLED="true",
+            HBGW_HTTP__TLS__CERT_FILE=str(pki.server_cert), HBGW_HTTP__TLS__KEY_FILE=str(pki.server_key),
+            HBGW_HTTP__TLS__CLIENT_CA_FILE=str(pki.ca),
+            HBGW_HTTP__FHIR_SENDERS='[{"name": "his-bvdk-fhir", "client_cert_cn": "his-bvdk"}]') as gateway:
         connector = aiohttp.TCPConnector(ssl=pki.client_context())
         async with aiohttp.ClientSession(connector=connector) as http:
             status, _, _ = await post(http, f"https://127.0.0.1:{gateway.http_port}/fhir", corpus_bundle(), FHIR_JSON)
-    finally:
-        await gateway.stop()
     assert status == 200
